@@ -1,0 +1,347 @@
+//! A direct RPC client, like `choria req`: sign, publish to a collective, collect verified replies.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::nats::connected_server;
+use crate::security::{CallerId, KeyError, Now, Signer};
+use crate::subjects;
+use crate::wire::choria_v1::{
+    Filter, Request, RequestEnvelope, RpcReply, RpcRequest, SecureReply, Transport,
+    TransportHeaders,
+};
+use crate::wire::{DecodeError, Limits};
+
+/// One RPC to make.
+#[derive(Clone, Debug)]
+pub struct RpcCall {
+    /// Target collective.
+    pub collective: String,
+    /// Agent name.
+    pub agent: String,
+    /// Action name.
+    pub action: String,
+    /// Action inputs.
+    pub data: Map<String, Value>,
+    /// Which nodes should act; the agent filter is added automatically.
+    pub filter: Filter,
+    /// Identities to address directly; empty means broadcast.
+    pub targets: Vec<String>,
+    /// Request TTL in seconds.
+    pub ttl: i64,
+    /// Overall time to wait for replies.
+    pub timeout: Duration,
+    /// Stop after this many replies (directed calls expect one per target).
+    pub expect: Option<usize>,
+    /// For broadcasts without `expect`: stop once no reply came for this long after the first.
+    pub idle: Duration,
+}
+
+impl RpcCall {
+    /// A broadcast call with Choria's default TTL and a 10 s timeout.
+    pub fn new(collective: &str, agent: &str, action: &str) -> Self {
+        RpcCall {
+            collective: collective.into(),
+            agent: agent.into(),
+            action: action.into(),
+            data: Map::new(),
+            filter: Filter::default(),
+            targets: Vec::new(),
+            ttl: 60,
+            timeout: Duration::from_secs(10),
+            expect: None,
+            idle: Duration::from_secs(1),
+        }
+    }
+}
+
+/// One reply, verified: the hash matched and it answers this request.
+#[derive(Clone, Debug, Serialize)]
+pub struct ReplyEvent {
+    /// The replying node.
+    pub sender: String,
+    /// The RPC status code.
+    pub statuscode: i64,
+    /// The status message.
+    pub statusmsg: String,
+    /// The action's outputs.
+    pub data: Value,
+    /// Time since the request was published.
+    #[serde(serialize_with = "as_millis")]
+    pub elapsed: Duration,
+}
+
+/// How a call ended.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Summary {
+    /// The request id.
+    pub requestid: String,
+    /// Verified replies received.
+    pub responses: usize,
+    /// Replies with status 0.
+    pub ok: usize,
+    /// Replies with any other status.
+    pub failed: usize,
+    /// Replies that failed verification or answered another request.
+    pub invalid: usize,
+    /// Second and later replies from one sender, ignored.
+    pub duplicates: usize,
+    /// Directed targets that did not answer.
+    pub missing: Vec<String>,
+    /// Time from publish to the last reply of a broadcast that went idle, else to the end of collection.
+    #[serde(serialize_with = "as_millis")]
+    pub elapsed: Duration,
+}
+
+fn as_millis<S: serde::Serializer>(d: &Duration, ser: S) -> Result<S::Ok, S::Error> {
+    ser.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Why a call could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The call is not well formed.
+    #[error("invalid call: {0}")]
+    Invalid(String),
+    /// Signing failed.
+    #[error(transparent)]
+    Sign(#[from] KeyError),
+    /// NATS refused a subscribe or publish.
+    #[error("nats: {0}")]
+    Nats(String),
+}
+
+/// Signs and sends requests as one certificate user.
+pub struct RpcClient {
+    nats: async_nats::Client,
+    signer: Arc<Signer>,
+    caller: CallerId,
+    senderid: String,
+    limits: Limits,
+}
+
+impl RpcClient {
+    /// A client speaking as `caller` from machine `senderid`.
+    pub fn new(
+        nats: async_nats::Client,
+        signer: Arc<Signer>,
+        caller: CallerId,
+        senderid: String,
+        limits: Limits,
+    ) -> Self {
+        RpcClient {
+            nats,
+            signer,
+            caller,
+            senderid,
+            limits,
+        }
+    }
+
+    /// Builds and signs the request and its transport for `call`.
+    pub fn build(
+        &self,
+        call: &RpcCall,
+        requestid: &str,
+        now: Now,
+    ) -> Result<(Request, Transport), ClientError> {
+        validate(call)?;
+        let body = RpcRequest {
+            agent: call.agent.clone(),
+            action: call.action.clone(),
+            data: call.data.clone(),
+        };
+        let mut filter = call.filter.clone();
+        if !filter.agent.contains(&call.agent) {
+            filter.agent.push(call.agent.clone());
+        }
+        let envelope = RequestEnvelope {
+            requestid: requestid.to_string(),
+            senderid: self.senderid.clone(),
+            callerid: self.caller.as_str().to_string(),
+            collective: call.collective.clone(),
+            agent: call.agent.clone(),
+            ttl: call.ttl,
+            time: now.unix_seconds(),
+            filter,
+        };
+        let request = Request::new(payload(call, &body), envelope);
+        let secure = self.signer.sign_request(&request)?;
+        let server = connected_server(&self.nats);
+        let mut headers = TransportHeaders {
+            reply_to: Some(subjects::reply(
+                &call.collective,
+                self.caller.as_str(),
+                requestid,
+            )),
+            mc_sender: Some(self.senderid.clone()),
+            ..TransportHeaders::default()
+        };
+        headers.record_hop(&server, &self.senderid, &server);
+        Ok((request, Transport::new(secure.encode(), headers)))
+    }
+
+    /// Makes the call, handing each verified reply to `on_reply` as it arrives.
+    pub async fn call(
+        &self,
+        call: &RpcCall,
+        mut on_reply: impl FnMut(&ReplyEvent),
+    ) -> Result<Summary, ClientError> {
+        let requestid = uuid::Uuid::new_v4().simple().to_string();
+        let (_, transport) = self.build(call, &requestid, Now::system())?;
+        let reply_subject = transport.headers.reply_to.clone().unwrap_or_default();
+        let mut replies = self
+            .nats
+            .subscribe(reply_subject)
+            .await
+            .map_err(|err| ClientError::Nats(err.to_string()))?;
+        let payload = Bytes::from(transport.encode());
+        let started = Instant::now();
+        self.publish(call, payload).await?;
+
+        let mut summary = Summary {
+            requestid: requestid.clone(),
+            ..Summary::default()
+        };
+        let mut seen = BTreeSet::new();
+        let expect = call
+            .expect
+            .or((!call.targets.is_empty()).then_some(call.targets.len()));
+        let deadline = tokio::time::Instant::from_std(started + call.timeout);
+        let mut last_reply = None;
+        while expect.is_none_or(|n| summary.responses < n) {
+            let wait = if expect.is_none() && summary.responses > 0 {
+                deadline.min(tokio::time::Instant::now() + call.idle)
+            } else {
+                deadline
+            };
+            let Ok(Some(message)) = tokio::time::timeout_at(wait, replies.next()).await else {
+                break;
+            };
+            match self.check_reply(&message.payload, &requestid, started) {
+                Ok(event) if seen.insert(event.sender.clone()) => {
+                    summary.responses += 1;
+                    if event.statuscode == 0 {
+                        summary.ok += 1
+                    } else {
+                        summary.failed += 1
+                    }
+                    last_reply = Some(event.elapsed);
+                    on_reply(&event);
+                }
+                Ok(_) => summary.duplicates += 1,
+                Err(err) => {
+                    tracing::warn!(%err, "invalid reply");
+                    summary.invalid += 1;
+                }
+            }
+        }
+        // A broadcast that ended on the idle gap finished when its last reply arrived.
+        summary.elapsed = match (expect, last_reply) {
+            (None, Some(last)) if started.elapsed() < call.timeout => last,
+            _ => started.elapsed(),
+        };
+        summary.missing = call
+            .targets
+            .iter()
+            .filter(|t| !seen.contains(*t))
+            .cloned()
+            .collect();
+        Ok(summary)
+    }
+
+    async fn publish(&self, call: &RpcCall, payload: Bytes) -> Result<(), ClientError> {
+        let subjects: Vec<String> = if call.targets.is_empty() {
+            vec![subjects::broadcast(&call.collective, &call.agent)]
+        } else {
+            call.targets
+                .iter()
+                .map(|t| subjects::node(&call.collective, t))
+                .collect()
+        };
+        for subject in subjects {
+            self.nats
+                .publish(subject, payload.clone())
+                .await
+                .map_err(|err| ClientError::Nats(err.to_string()))?;
+        }
+        self.nats
+            .flush()
+            .await
+            .map_err(|err| ClientError::Nats(err.to_string()))
+    }
+
+    fn check_reply(
+        &self,
+        payload: &[u8],
+        requestid: &str,
+        started: Instant,
+    ) -> Result<ReplyEvent, DecodeError> {
+        let transport = Transport::decode(payload, &self.limits)?;
+        let reply = SecureReply::decode(&transport.data, &self.limits)?.reply(&self.limits)?;
+        if reply.envelope.requestid != requestid {
+            return Err(DecodeError::field(
+                crate::wire::Layer::Reply,
+                "envelope.requestid",
+                format!("is {}, expected {requestid}", reply.envelope.requestid),
+            ));
+        }
+        let rpc = if reply.envelope.agent == "discovery" {
+            RpcReply::new(
+                "discovery",
+                crate::wire::choria_v1::StatusCode::Ok,
+                "OK",
+                Value::String(reply.message.clone()),
+            )
+        } else {
+            reply.rpc(&self.limits)?
+        };
+        Ok(ReplyEvent {
+            sender: reply.envelope.senderid,
+            statuscode: rpc.statuscode,
+            statusmsg: rpc.statusmsg,
+            data: rpc.data,
+            elapsed: started.elapsed(),
+        })
+    }
+}
+
+/// The agent payload: raw RPC JSON, except discovery, which Go clients send as base64 `ping`.
+fn payload(call: &RpcCall, body: &RpcRequest) -> String {
+    if call.agent == "discovery" {
+        return crate::wire::encode_base64(b"ping");
+    }
+    String::from_utf8_lossy(&body.encode()).into_owned()
+}
+
+fn validate(call: &RpcCall) -> Result<(), ClientError> {
+    for (what, value) in [
+        ("collective", &call.collective),
+        ("agent", &call.agent),
+        ("action", &call.action),
+    ] {
+        if !subjects::is_valid_token(value) {
+            return Err(ClientError::Invalid(format!(
+                "{what} {value:?} is not a valid name"
+            )));
+        }
+    }
+    if let Some(bad) = call.targets.iter().find(|t| !subjects::is_valid_dotted(t)) {
+        return Err(ClientError::Invalid(format!(
+            "target {bad:?} is not a valid identity"
+        )));
+    }
+    if call.ttl < crate::wire::choria_v1::MIN_TTL {
+        return Err(ClientError::Invalid(format!(
+            "ttl {} is below the minimum of 30",
+            call.ttl
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,92 @@
+//! Subcommands of the `fedgate` binary.
+
+mod bench;
+mod certs;
+mod demo;
+mod fleet;
+mod inspect;
+mod rpc;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+/// fedgate: a protocol-translating federation gateway for Choria and legacy MCollective fleets.
+#[derive(Debug, Parser)]
+#[command(name = "fedgate", version, about)]
+pub struct Cli {
+    /// Log more (-v info, -vv debug); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// The command to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Decode and verify one Choria v1 message; prints JSON, exits 0 when valid, 1 when not.
+    Inspect(inspect::Args),
+    /// Development certificates.
+    #[command(subcommand)]
+    Certs(certs::Command),
+    /// Simulated Choria fleets.
+    #[command(subcommand)]
+    Fleet(fleet::Command),
+    /// Sign and send an RPC request to a collective and stream the replies.
+    Rpc(rpc::Args),
+    /// Run the whole topology on this machine.
+    Demo(demo::Args),
+    /// Run the benchmarks side by side with their baselines.
+    Bench(bench::Args),
+}
+
+/// Sends logs to stderr, filtered by `RUST_LOG` or the verbosity flag.
+pub fn init_tracing(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info,fedgate=info",
+        _ => "debug,fedgate=debug",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Runs one command; `Err` is an operational failure (exit 2).
+pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Inspect(args) => inspect::run(args),
+        Command::Certs(command) => certs::run(command),
+        Command::Fleet(command) => fleet::run(command).await,
+        Command::Rpc(args) => rpc::run(args).await,
+        Command::Demo(args) => demo::run(args).await,
+        Command::Bench(args) => bench::run(args),
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,79 @@
+//! `fedgate inspect`: decode and verify one message from a file, print one JSON object.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use fedgate::inspect::{InspectOptions, inspect};
+use fedgate::security::patterns_defaults;
+use fedgate::security::{CaBundle, NamePatterns, Now, Verifier};
+use fedgate::wire::{DEFAULT_MAX_MESSAGE_BYTES, Limits};
+
+/// Arguments of `fedgate inspect`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// CA bundle the signer must chain to.
+    #[arg(long)]
+    ca: PathBuf,
+    /// Pin the clock to this unix time for TTL and certificate checks.
+    #[arg(long, value_name = "UNIX")]
+    now: Option<u64>,
+    /// Refuse requests for any other collective.
+    #[arg(long)]
+    collective: Option<String>,
+    /// Privileged certname pattern (repeatable); defaults to Choria's.
+    #[arg(long = "privileged", value_name = "REGEX")]
+    privileged: Vec<String>,
+    /// Certname allow-list pattern (repeatable); defaults to Choria's.
+    #[arg(long = "allow", value_name = "REGEX")]
+    allow: Vec<String>,
+    /// Refuse input larger than this many bytes.
+    #[arg(long, default_value_t = DEFAULT_MAX_MESSAGE_BYTES)]
+    max_bytes: usize,
+    /// The message file.
+    file: PathBuf,
+}
+
+/// Runs the inspection; exit 0 when valid, 1 when not.
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let ca = CaBundle::from_file(&args.ca).context("loading --ca")?;
+    let privileged = patterns_or(&args.privileged, patterns_defaults::PRIVILEGED)?;
+    let allow = patterns_or(&args.allow, patterns_defaults::ALLOWLIST)?;
+    let limits = Limits {
+        max_message_bytes: args.max_bytes,
+        ..Limits::default()
+    };
+    let verifier = Verifier::new(ca, privileged, allow, limits);
+    let bytes = read_limited(&args.file, args.max_bytes)?;
+    let options = InspectOptions {
+        limits,
+        now: args.now.map_or_else(Now::system, Now::at_unix),
+        collective: args.collective,
+    };
+    let inspection = inspect(&bytes, &verifier, &options);
+    println!("{}", serde_json::to_string(&inspection)?);
+    Ok(if inspection.valid {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn patterns_or(given: &[String], defaults: &[&str]) -> anyhow::Result<NamePatterns> {
+    Ok(if given.is_empty() {
+        NamePatterns::new(defaults)?
+    } else {
+        NamePatterns::new(given)?
+    })
+}
+
+/// Reads at most one byte past the limit, so the size check sees oversize input without reading it all.
+fn read_limited(path: &std::path::Path, limit: usize) -> anyhow::Result<Vec<u8>> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut bytes = Vec::new();
+    file.take(limit as u64 + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("reading {}", path.display()))?;
+    Ok(bytes)
+}

@@ -1,0 +1,224 @@
+//! `fedgate rpc`: sign a request as a certificate user, publish it, stream verified replies.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use fedgate::client::{ReplyEvent, RpcCall, RpcClient, Summary};
+use fedgate::config::Config;
+use fedgate::nats::{self, NatsEndpoint};
+use fedgate::security::{CallerId, Signer};
+use fedgate::wire::Limits;
+use fedgate::wire::choria_v1::FactFilter;
+use serde_json::{Map, Value};
+
+/// Arguments of `fedgate rpc`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Config file with `[client]` and `[collectives.NAME]`.
+    #[arg(long, env = "FEDGATE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Collective to send to.
+    #[arg(long)]
+    collective: String,
+    /// Agent name.
+    agent: String,
+    /// Action name.
+    action: String,
+    /// Inputs as key=value; a value that parses as JSON (5, true, [1]) is sent as JSON, else as a string.
+    inputs: Vec<String>,
+    /// Address these identities directly (repeatable); otherwise broadcast.
+    #[arg(long = "target", value_name = "ID")]
+    targets: Vec<String>,
+    /// Fact filter such as country=uk or cpus>=4 (repeatable, ANDed).
+    #[arg(long = "fact", value_name = "FACT")]
+    facts: Vec<String>,
+    /// Class filter (repeatable, ANDed).
+    #[arg(long = "class", value_name = "CLASS")]
+    classes: Vec<String>,
+    /// Identity filter, /regex/ allowed (repeatable, ORed).
+    #[arg(long = "identity", value_name = "ID")]
+    identities: Vec<String>,
+    /// Signing certificate; overrides the config.
+    #[arg(long, requires = "key")]
+    cert: Option<PathBuf>,
+    /// Signing key; overrides the config.
+    #[arg(long, requires = "cert")]
+    key: Option<PathBuf>,
+    /// Caller id to send; defaults to choria=<certificate CN>.
+    #[arg(long)]
+    callerid: Option<String>,
+    /// NATS URL; overrides the config.
+    #[arg(long = "nats")]
+    urls: Vec<String>,
+    /// CA bundle for NATS TLS; overrides the config.
+    #[arg(long)]
+    ca: Option<PathBuf>,
+    /// Request TTL in seconds.
+    #[arg(long, default_value_t = 60)]
+    ttl: i64,
+    /// Seconds to wait for replies.
+    #[arg(long, default_value_t = 10.0)]
+    timeout: f64,
+    /// Stop after this many replies.
+    #[arg(long)]
+    expect: Option<usize>,
+    /// For broadcasts: stop once no reply arrived for this many seconds.
+    #[arg(long, default_value_t = 1.0)]
+    idle: f64,
+    /// Print JSON lines instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Makes the call; exit 0 when every reply is OK and nothing is missing, 1 otherwise.
+pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let config = args.config.as_deref().map(Config::load).transpose()?;
+    let client = config.as_ref().and_then(|c| c.client.clone());
+    let (cert, key) = match (&args.cert, &args.key, &client) {
+        (Some(cert), Some(key), _) => (cert.clone(), key.clone()),
+        (_, _, Some(client)) => (client.certificate.clone(), client.key.clone()),
+        _ => bail!("no signing certificate: give --cert and --key, or a config with [client]"),
+    };
+    let signer = Arc::new(Signer::from_files(&cert, &key)?);
+    let callerid = args
+        .callerid
+        .clone()
+        .or_else(|| client.as_ref().and_then(|c| c.callerid.clone()))
+        .unwrap_or_else(|| format!("choria={}", signer.certname()));
+    let caller = CallerId::parse(&callerid)?;
+    let senderid = client
+        .as_ref()
+        .and_then(|c| c.identity.clone())
+        .unwrap_or_else(hostname);
+    let endpoint = endpoint(&args, config.as_ref(), (cert, key))?;
+    let nats = nats::connect(&endpoint, "fedgate-rpc").await?;
+    let rpc = RpcClient::new(nats, signer, caller, senderid, Limits::default());
+    let call = build_call(&args)?;
+    let json = args.json;
+    let summary = rpc.call(&call, |event| print_reply(event, json)).await?;
+    print_summary(&summary, json)?;
+    let clean = summary.responses > 0
+        && summary.failed == 0
+        && summary.invalid == 0
+        && summary.missing.is_empty();
+    Ok(if clean {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn endpoint(
+    args: &Args,
+    config: Option<&Config>,
+    identity: (PathBuf, PathBuf),
+) -> anyhow::Result<NatsEndpoint> {
+    let collective = config.and_then(|c| c.collective(&args.collective));
+    let urls = if args.urls.is_empty() {
+        collective.map(|c| c.nats.clone()).unwrap_or_default()
+    } else {
+        args.urls.clone()
+    };
+    if urls.is_empty() {
+        bail!(
+            "no NATS server for collective {}: give --nats or a config with [collectives.{}]",
+            args.collective,
+            args.collective
+        );
+    }
+    let ca = args.ca.clone().or_else(|| collective.map(|c| c.ca.clone()));
+    let tls = urls.iter().any(|u| u.starts_with("tls://"));
+    if tls && ca.is_none() {
+        bail!(
+            "a tls:// server needs a CA: give --ca or a config with [collectives.{}] ca",
+            args.collective
+        );
+    }
+    Ok(NatsEndpoint {
+        urls,
+        ca: ca.filter(|_| tls),
+        identity: Some(identity),
+    })
+}
+
+fn build_call(args: &Args) -> anyhow::Result<RpcCall> {
+    let mut call = RpcCall::new(&args.collective, &args.agent, &args.action);
+    call.data = parse_inputs(&args.inputs)?;
+    call.targets = args.targets.clone();
+    call.ttl = args.ttl;
+    call.timeout = Duration::try_from_secs_f64(args.timeout).context("--timeout")?;
+    call.idle = Duration::try_from_secs_f64(args.idle).context("--idle")?;
+    call.expect = args.expect;
+    call.filter.cf_class = args.classes.clone();
+    call.filter.identity = args.identities.clone();
+    call.filter.fact = args
+        .facts
+        .iter()
+        .map(|f| FactFilter::parse(f).map_err(anyhow::Error::msg))
+        .collect::<anyhow::Result<_>>()?;
+    Ok(call)
+}
+
+fn parse_inputs(inputs: &[String]) -> anyhow::Result<Map<String, Value>> {
+    let mut data = Map::new();
+    for input in inputs {
+        let Some((key, value)) = input.split_once('=') else {
+            bail!("input {input:?} is not key=value");
+        };
+        if key.is_empty() {
+            bail!("input {input:?} has an empty key");
+        }
+        let value =
+            serde_json::from_str(value).unwrap_or_else(|_| Value::String(value.to_string()));
+        data.insert(key.to_string(), value);
+    }
+    Ok(data)
+}
+
+fn print_reply(event: &ReplyEvent, json: bool) {
+    if json {
+        let line = serde_json::json!({"type": "reply", "reply": event});
+        println!("{line}");
+        return;
+    }
+    let status = if event.statuscode == 0 {
+        "OK".to_string()
+    } else {
+        format!("{} ({})", event.statusmsg, event.statuscode)
+    };
+    println!("{:<32} {:<8} {}", event.sender, status, event.data);
+}
+
+fn print_summary(summary: &Summary, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"type": "summary", "summary": summary})
+        );
+        return Ok(());
+    }
+    println!();
+    println!(
+        "responses: {}  ok: {}  failed: {}  invalid: {}  elapsed: {}ms",
+        summary.responses,
+        summary.ok,
+        summary.failed,
+        summary.invalid,
+        summary.elapsed.as_millis()
+    );
+    if !summary.missing.is_empty() {
+        println!("missing: {}", summary.missing.join(", "));
+    }
+    Ok(())
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "fedgate-client".to_string())
+}

@@ -1,0 +1,249 @@
+//! The agents a simulated node runs: `discovery`, `rpcutil` and the `echo` test agent.
+
+use std::time::Duration;
+
+use serde_json::{Map, Value, json};
+
+use super::node::NodeSpec;
+use crate::filter::facts::lookup;
+use crate::security::Now;
+use crate::wire::Limits;
+use crate::wire::choria_v1::{Request, RpcReply, RpcRequest, StatusCode};
+
+/// Agents every generated node runs.
+pub const AGENTS: &[&str] = &["discovery", "rpcutil", "echo"];
+
+/// Longest `echo#sleep` a request may ask for.
+pub const MAX_SLEEP: Duration = Duration::from_secs(60);
+
+/// What an agent answers: the reply `message`, and how long to wait before sending it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AgentAnswer {
+    /// The reply body, JSON for mcorpc agents or `pong` for discovery.
+    pub body: String,
+    /// Delay before replying (only `echo#sleep` sets one).
+    pub delay: Duration,
+}
+
+/// Runs the request's agent on `node`; `None` when the agent sends no reply.
+pub fn dispatch(
+    node: &NodeSpec,
+    request: &Request,
+    limits: &Limits,
+    now: Now,
+) -> Option<AgentAnswer> {
+    if request.envelope.agent == "discovery" {
+        return (&*request.payload() == b"ping").then(|| AgentAnswer {
+            body: "pong".into(),
+            delay: Duration::ZERO,
+        });
+    }
+    let (reply, delay) = match request.rpc(limits) {
+        Ok(rpc) => run_action(node, &rpc, now),
+        Err(err) => (
+            RpcReply::new(
+                "",
+                StatusCode::InvalidData,
+                format!("Could not process request: {err}"),
+                json!({}),
+            ),
+            Duration::ZERO,
+        ),
+    };
+    let body = String::from_utf8(reply.encode()).ok()?;
+    Some(AgentAnswer { body, delay })
+}
+
+fn run_action(node: &NodeSpec, rpc: &RpcRequest, now: Now) -> (RpcReply, Duration) {
+    let action = rpc.action.as_str();
+    let ok = |data: Value| {
+        (
+            RpcReply::new(action, StatusCode::Ok, "OK", data),
+            Duration::ZERO,
+        )
+    };
+    match (rpc.agent.as_str(), action) {
+        ("rpcutil", "ping") => ok(json!({"pong": now.unix_seconds()})),
+        ("rpcutil", "inventory") => ok(inventory(node)),
+        ("rpcutil", "collective_info") => ok(json!({
+            "main_collective": node.main_collective(),
+            "collectives": node.collectives,
+        })),
+        ("rpcutil", "get_fact") => get_fact(node, rpc),
+        ("echo", "echo") => echo(rpc),
+        ("echo", "sleep") => sleep(rpc),
+        (agent, _) => (
+            RpcReply::new(
+                action,
+                StatusCode::UnknownAction,
+                format!("Unknown action {action} for agent {agent}"),
+                json!({}),
+            ),
+            Duration::ZERO,
+        ),
+    }
+}
+
+fn inventory(node: &NodeSpec) -> Value {
+    json!({
+        "agents": node.agents,
+        "classes": node.classes,
+        "collectives": node.collectives,
+        "data_plugins": [],
+        "facts": node.facts,
+        "machines": [],
+        "main_collective": node.main_collective(),
+        "version": concat!("fedgate-fleet ", env!("CARGO_PKG_VERSION")),
+        "upgradable": false,
+    })
+}
+
+fn get_fact(node: &NodeSpec, rpc: &RpcRequest) -> (RpcReply, Duration) {
+    match required_string(rpc, "fact") {
+        Ok(fact) => {
+            let value = lookup(&node.facts, fact).cloned().unwrap_or(Value::Null);
+            (
+                RpcReply::new(
+                    "get_fact",
+                    StatusCode::Ok,
+                    "OK",
+                    json!({"fact": fact, "value": value}),
+                ),
+                Duration::ZERO,
+            )
+        }
+        Err(reply) => (reply, Duration::ZERO),
+    }
+}
+
+fn echo(rpc: &RpcRequest) -> (RpcReply, Duration) {
+    match required_string(rpc, "message") {
+        Ok(message) => (
+            RpcReply::new("echo", StatusCode::Ok, "OK", json!({"message": message})),
+            Duration::ZERO,
+        ),
+        Err(reply) => (reply, Duration::ZERO),
+    }
+}
+
+fn sleep(rpc: &RpcRequest) -> (RpcReply, Duration) {
+    let Some(seconds) = rpc.data.get("seconds").and_then(Value::as_f64) else {
+        return (missing("sleep", "seconds"), Duration::ZERO);
+    };
+    if !(0.0..=MAX_SLEEP.as_secs_f64()).contains(&seconds) {
+        let msg = format!("seconds must be between 0 and {}", MAX_SLEEP.as_secs());
+        return (
+            RpcReply::new("sleep", StatusCode::InvalidData, msg, json!({})),
+            Duration::ZERO,
+        );
+    }
+    let reply = RpcReply::new("sleep", StatusCode::Ok, "OK", json!({"slept": seconds}));
+    (reply, Duration::from_secs_f64(seconds))
+}
+
+fn required_string<'a>(rpc: &'a RpcRequest, key: &str) -> Result<&'a str, RpcReply> {
+    match rpc.data.get(key) {
+        Some(Value::String(value)) => Ok(value),
+        Some(_) => Err(RpcReply::new(
+            &rpc.action,
+            StatusCode::InvalidData,
+            format!("input {key} must be a string"),
+            Value::Object(Map::new()),
+        )),
+        None => Err(missing(&rpc.action, key)),
+    }
+}
+
+fn missing(action: &str, key: &str) -> RpcReply {
+    RpcReply::new(
+        action,
+        StatusCode::MissingData,
+        format!("missing required input {key}"),
+        json!({}),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fleet::node::generate;
+    use crate::wire::choria_v1::{Filter, RequestEnvelope};
+
+    fn request(agent: &str, message: &str) -> Request {
+        Request::new(
+            message.into(),
+            RequestEnvelope {
+                requestid: "0".repeat(32),
+                senderid: "c".into(),
+                callerid: "choria=c.mcollective".into(),
+                collective: "london".into(),
+                agent: agent.into(),
+                ttl: 60,
+                time: 1,
+                filter: Filter::default(),
+            },
+        )
+    }
+
+    fn answer(agent: &str, message: &str) -> RpcReply {
+        let node = &generate("london", 1, &["london".into()])[0];
+        let answer = dispatch(
+            node,
+            &request(agent, message),
+            &Limits::default(),
+            Now::at_unix(5),
+        )
+        .unwrap();
+        RpcReply::decode(answer.body.as_bytes(), &Limits::default()).unwrap()
+    }
+
+    #[test]
+    fn rpcutil_answers_ping_inventory_and_get_fact() {
+        let ping = answer(
+            "rpcutil",
+            r#"{"agent":"rpcutil","action":"ping","data":{}}"#,
+        );
+        assert_eq!((ping.statuscode, ping.data["pong"].as_i64()), (0, Some(5)));
+        let inv = answer(
+            "rpcutil",
+            r#"{"agent":"rpcutil","action":"inventory","data":{}}"#,
+        );
+        assert_eq!(inv.data["facts"]["country"], "uk");
+        assert_eq!(inv.data["main_collective"], "london");
+        let fact = answer(
+            "rpcutil",
+            r#"{"agent":"rpcutil","action":"get_fact","data":{"fact":"os.release.major"}}"#,
+        );
+        assert_eq!(fact.data["value"], 11);
+    }
+
+    #[test]
+    fn errors_use_mcollective_status_codes() {
+        let unknown = answer(
+            "rpcutil",
+            r#"{"agent":"rpcutil","action":"nope","data":{}}"#,
+        );
+        assert_eq!(unknown.statuscode, StatusCode::UnknownAction as i64);
+        let missing = answer("echo", r#"{"agent":"echo","action":"echo","data":{}}"#);
+        assert_eq!(missing.statuscode, StatusCode::MissingData as i64);
+        let bad = answer("echo", "{not json");
+        assert_eq!(bad.statuscode, StatusCode::InvalidData as i64);
+        let long = answer(
+            "echo",
+            r#"{"agent":"echo","action":"sleep","data":{"seconds":3600}}"#,
+        );
+        assert_eq!(long.statuscode, StatusCode::InvalidData as i64);
+    }
+
+    #[test]
+    fn discovery_answers_pong_to_base64_ping() {
+        let node = &generate("london", 1, &["london".into()])[0];
+        let answer = dispatch(
+            node,
+            &request("discovery", "cGluZw=="),
+            &Limits::default(),
+            Now::at_unix(5),
+        );
+        assert_eq!(answer.unwrap().body, "pong");
+    }
+}

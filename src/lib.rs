@@ -1,0 +1,39 @@
+//! fedgate: a protocol-translating federation gateway for Choria and legacy MCollective fleets.
+//!
+//! # Data flow
+//! ```text
+//! edge (ws | legacy-amqp | federation-nats)
+//!   -> wire       bytes -> typed message; size and schema limits; typed DecodeError
+//!   -> security   signature, chain to the realm's CA, callerid vs cert, ttl  => Verified<Request>
+//!   -> map        realm:callerid -> target callerid            (later issues)
+//!   -> authorize  actionpolicy => Permit | Denied              (later issues)
+//!   -> audit      hash-chained record per decision             (later issues)
+//!   -> encode     signed with the target's key (security::Signer)
+//!   -> publish    NATS subject (subjects, nats)
+//! replies: target -> wire decode -> hash check -> back to the caller (client)
+//! ```
+//!
+//! # Layout
+//! - [`wire`]: every wire format, and the only place bytes become types.
+//! - [`security`]: PEM loading, chain verification, caller rules, signing.
+//! - [`filter`]: node-side filter matching with go-choria's semantics.
+//! - [`fleet`]: simulated Choria nodes that check requests as a Choria server does.
+//! - [`client`]: a direct RPC client, like `choria req`.
+//! - [`inspect`]: decode and verify one message of any layer.
+//! - [`subjects`], [`nats`], [`natsd`]: NATS subjects, connections and server processes.
+//! - [`config`]: the strict TOML configuration.
+//! - [`bench`]: the side-by-side benchmarks behind `fedgate bench`.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod bench;
+pub mod client;
+pub mod config;
+pub mod filter;
+pub mod fleet;
+pub mod inspect;
+pub mod nats;
+pub mod natsd;
+pub mod security;
+pub mod subjects;
+pub mod wire;

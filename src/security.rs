@@ -1,0 +1,51 @@
+//! Who sent a request and may they: PEM loading, chain checks, caller rules, TTL and signing.
+//!
+//! [`Verifier::verify`] is the only way to obtain a [`VerifiedRequest`], so nothing that was not
+//! checked against its realm's CA can reach a publisher.
+
+mod caller;
+mod certs;
+pub mod devpki;
+mod keys;
+mod patterns;
+mod verify;
+
+pub use caller::{CallerId, InvalidCallerId};
+pub use certs::{CaBundle, CertChain, CertError, CertInfo};
+pub use keys::{KeyError, Signer};
+pub use patterns::{NamePatterns, PatternError};
+/// Choria's default name patterns.
+pub mod patterns_defaults {
+    pub use super::patterns::{DEFAULT_ALLOWLIST as ALLOWLIST, DEFAULT_PRIVILEGED as PRIVILEGED};
+}
+pub use verify::{Reason, VerifiedRequest, Verifier, VerifyError, check_collective, check_ttl};
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// A point in time for validity and TTL checks, in unix nanoseconds so tests can pin it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Now(Duration);
+
+impl Now {
+    /// The system clock.
+    pub fn system() -> Self {
+        Now(SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default())
+    }
+
+    /// A fixed unix time in seconds.
+    pub fn at_unix(seconds: u64) -> Self {
+        Now(Duration::from_secs(seconds))
+    }
+
+    /// Time since the unix epoch.
+    pub fn since_epoch(self) -> Duration {
+        self.0
+    }
+
+    /// Whole unix seconds.
+    pub fn unix_seconds(self) -> i64 {
+        i64::try_from(self.0.as_secs()).unwrap_or(i64::MAX)
+    }
+}

@@ -1,0 +1,161 @@
+//! Choria protocol v1: transport, secure request, request, reply and secure reply.
+//!
+//! The layers nest like an onion. A NATS payload is a [`Transport`] whose `data` is the base64 of
+//! a [`SecureRequest`] or [`SecureReply`]; their `message` strings hold the [`Request`] or
+//! [`Reply`] JSON, whose own `message` is the agent payload. The signed bytes of a request are the
+//! secure request's `message` string exactly as received; nothing here re-serializes them.
+
+mod filter;
+mod reply;
+mod request;
+mod rpc;
+mod transport;
+
+pub use filter::{FactFilter, FactOperator, Filter};
+pub use reply::{Reply, ReplyEnvelope, SecureReply};
+pub use request::{Request, RequestEnvelope, SecureRequest};
+pub use rpc::{RpcReply, RpcRequest, StatusCode};
+pub use transport::{FederationHeader, Hop, Transport, TransportHeaders};
+
+use serde::{Deserialize, Serialize};
+
+use super::{DecodeError, Layer};
+
+/// Smallest TTL the v1 request schema allows.
+pub const MIN_TTL: i64 = 30;
+/// Length of a v1 request id: a UUIDv4 without dashes.
+pub const REQUEST_ID_LEN: usize = 32;
+
+/// What a transport's `data` holds, read from its `protocol` key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// A `choria:secure:request:1`.
+    Request,
+    /// A `choria:secure:reply:1`.
+    Reply,
+}
+
+impl Kind {
+    /// `request` or `reply`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Request => "request",
+            Kind::Reply => "reply",
+        }
+    }
+}
+
+/// Reads only the `protocol` key of a JSON document, whatever else it holds.
+pub fn peek_protocol(bytes: &[u8]) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Peek {
+        protocol: String,
+    }
+    serde_json::from_slice::<Peek>(bytes)
+        .ok()
+        .map(|peek| peek.protocol)
+}
+
+/// Decides whether secure `data` is a request or a reply.
+pub fn secure_kind(data: &[u8]) -> Result<Kind, DecodeError> {
+    match peek_protocol(data).as_deref() {
+        Some("choria:secure:request:1") => Ok(Kind::Request),
+        Some("choria:secure:reply:1") => Ok(Kind::Reply),
+        Some(other) => Err(DecodeError::Protocol {
+            layer: Layer::SecureRequest,
+            found: other.to_string(),
+        }),
+        None => Err(DecodeError::field(
+            Layer::SecureRequest,
+            "protocol",
+            "is missing or data is not a JSON object",
+        )),
+    }
+}
+
+/// A fixed protocol marker that only accepts its own name.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Protocol<const L: u8>;
+
+macro_rules! protocol_marker {
+    ($id:literal, $layer:expr) => {
+        impl Serialize for Protocol<$id> {
+            fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+                ser.serialize_str($layer.protocol())
+            }
+        }
+
+        impl<'de> Deserialize<'de> for Protocol<$id> {
+            fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+                let found = <std::borrow::Cow<'de, str>>::deserialize(de)?;
+                if found == $layer.protocol() {
+                    Ok(Protocol)
+                } else {
+                    Err(serde::de::Error::custom(format!(
+                        "{PROTOCOL_MISMATCH}{found}"
+                    )))
+                }
+            }
+        }
+    };
+}
+
+/// Marker inside serde errors that [`fix_protocol_error`] turns into [`DecodeError::Protocol`].
+const PROTOCOL_MISMATCH: &str = "protocol mismatch: ";
+
+protocol_marker!(0, Layer::Transport);
+protocol_marker!(1, Layer::SecureRequest);
+protocol_marker!(2, Layer::Request);
+protocol_marker!(3, Layer::SecureReply);
+protocol_marker!(4, Layer::Reply);
+
+/// Parses one layer and turns a wrong `protocol` value into a [`DecodeError::Protocol`].
+pub(crate) fn decode_layer<T: serde::de::DeserializeOwned>(
+    layer: Layer,
+    bytes: &[u8],
+    limit: usize,
+) -> Result<T, DecodeError> {
+    super::from_json(layer, bytes, limit).map_err(|err| match err {
+        DecodeError::Json { path, message, .. }
+            if path == "protocol" && message.starts_with(PROTOCOL_MISMATCH) =>
+        {
+            DecodeError::Protocol {
+                layer,
+                found: message[PROTOCOL_MISMATCH.len()..].to_string(),
+            }
+        }
+        other => other,
+    })
+}
+
+/// Checks a string field's length in characters against the schema's bounds.
+pub(crate) fn check_len(
+    layer: Layer,
+    field: &str,
+    value: &str,
+    min: usize,
+    max: Option<usize>,
+) -> Result<(), DecodeError> {
+    let len = value.chars().count();
+    if len < min {
+        let problem = if min == 1 {
+            "must not be empty".to_string()
+        } else {
+            format!("must be at least {min} characters, found {len}")
+        };
+        return Err(DecodeError::field(layer, field, problem));
+    }
+    if let Some(max) = max.filter(|max| len > *max) {
+        return Err(DecodeError::field(
+            layer,
+            field,
+            format!("must be at most {max} characters, found {len}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Serializes a wire struct; these types hold only strings, numbers and maps, so this cannot fail.
+pub(crate) fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).unwrap_or_else(|err| unreachable!("wire type serializes: {err}"))
+}
