@@ -7,8 +7,8 @@ use std::time::Duration;
 use anyhow::Context;
 use fedgate::fleet::{self, DEFAULT_MAX_IN_FLIGHT, Fleet, FleetConfig, NodeSpec};
 use fedgate::nats::{self, NatsEndpoint};
-use fedgate::security::{CaBundle, Verifier};
-use fedgate::wire::Limits;
+use fedgate::security::{CaBundle, Verifier, patterns_defaults};
+use fedgate::wire::{DEFAULT_MAX_MESSAGE_BYTES, Limits};
 
 /// Fleet commands.
 #[derive(Debug, clap::Subcommand)]
@@ -46,6 +46,15 @@ pub struct RunArgs {
     /// Read nodes from this JSON file instead of generating them.
     #[arg(long, conflicts_with_all = ["count", "prefix"])]
     nodes: Option<PathBuf>,
+    /// Privileged certname pattern (repeatable); defaults to Choria's.
+    #[arg(long = "privileged", value_name = "REGEX")]
+    privileged: Vec<String>,
+    /// Certname allow-list pattern (repeatable); defaults to Choria's.
+    #[arg(long = "allow", value_name = "REGEX")]
+    allow: Vec<String>,
+    /// Refuse messages larger than this many bytes.
+    #[arg(long, default_value_t = DEFAULT_MAX_MESSAGE_BYTES)]
+    max_bytes: usize,
     /// Log the counters this often, in seconds (0 = never).
     #[arg(long, default_value_t = 0)]
     stats_interval: u64,
@@ -99,8 +108,16 @@ async fn run_fleet(args: RunArgs) -> anyhow::Result<ExitCode> {
         identity: args.cert.clone().zip(args.key.clone()),
     };
     let client = nats::connect(&endpoint, "fedgate-fleet").await?;
-    let limits = Limits::default();
-    let verifier = Verifier::with_defaults(CaBundle::from_file(&args.ca)?, limits);
+    let limits = Limits {
+        max_message_bytes: args.max_bytes,
+        ..Limits::default()
+    };
+    let verifier = Verifier::new(
+        CaBundle::from_file(&args.ca)?,
+        super::inspect::patterns_or(&args.privileged, patterns_defaults::PRIVILEGED)?,
+        super::inspect::patterns_or(&args.allow, patterns_defaults::ALLOWLIST)?,
+        limits,
+    );
     let count = nodes.len();
     let config = FleetConfig {
         nodes,

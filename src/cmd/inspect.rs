@@ -59,7 +59,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     })
 }
 
-fn patterns_or(given: &[String], defaults: &[&str]) -> anyhow::Result<NamePatterns> {
+/// The given patterns, or `defaults` when none were given.
+pub fn patterns_or(given: &[String], defaults: &[&str]) -> anyhow::Result<NamePatterns> {
     Ok(if given.is_empty() {
         NamePatterns::new(defaults)?
     } else {

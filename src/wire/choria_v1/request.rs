@@ -227,6 +227,20 @@ mod tests {
     }
 
     #[test]
+    fn duplicate_keys_are_refused_not_resolved() {
+        let doubled = REQUEST.replacen(
+            r#""callerid":"choria=rip.mcollective","#,
+            r#""callerid":"choria=rip.mcollective","callerid":"choria=admin.mcollective","#,
+            1,
+        );
+        let err = Request::decode(doubled.as_bytes(), &limits()).unwrap_err();
+        assert!(
+            err.to_string().contains("duplicate field `callerid`"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn secure_request_requires_every_field() {
         let empty_sig =
             r#"{"protocol":"choria:secure:request:1","message":"x","signature":"","pubcert":"p"}"#;
