@@ -13,8 +13,8 @@ use crate::nats::connected_server;
 use crate::security::{CallerId, KeyError, Now, Signer};
 use crate::subjects;
 use crate::wire::choria_v1::{
-    Filter, Request, RequestEnvelope, RpcReply, RpcRequest, SecureReply, Transport,
-    TransportHeaders,
+    FederationHeader, Filter, Request, RequestEnvelope, RpcReply, RpcRequest, SecureReply,
+    Transport, TransportHeaders,
 };
 use crate::wire::{DecodeError, Limits};
 
@@ -41,6 +41,10 @@ pub struct RpcCall {
     pub expect: Option<usize>,
     /// For broadcasts without `expect`: stop once no reply came for this long after the first.
     pub idle: Duration,
+    /// Send through this Federation Broker cluster instead of to the collective directly.
+    pub federation: Option<String>,
+    /// Node targets per federated message.
+    pub batch_size: usize,
 }
 
 impl RpcCall {
@@ -57,6 +61,8 @@ impl RpcCall {
             timeout: Duration::from_secs(10),
             expect: None,
             idle: Duration::from_secs(1),
+            federation: None,
+            batch_size: 200,
         }
     }
 }
@@ -80,8 +86,10 @@ pub struct ReplyEvent {
 /// How a call ended.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Summary {
-    /// The request id.
-    pub requestid: String,
+    /// The request ids, one per collective called.
+    pub requestids: Vec<String>,
+    /// NATS messages published (federated directed calls send batches of targets).
+    pub published: usize,
     /// Verified replies received.
     pub responses: usize,
     /// Replies with status 0.
@@ -191,6 +199,45 @@ impl RpcClient {
     pub async fn call(
         &self,
         call: &RpcCall,
+        on_reply: impl FnMut(&ReplyEvent) + Send,
+    ) -> Result<Summary, ClientError> {
+        self.call_many(std::slice::from_ref(call), on_reply).await
+    }
+
+    /// Makes several calls at once (one per collective, say) and merges their summaries.
+    pub async fn call_many(
+        &self,
+        calls: &[RpcCall],
+        on_reply: impl FnMut(&ReplyEvent) + Send,
+    ) -> Result<Summary, ClientError> {
+        // The calls run concurrently in this task, so the lock is never contended.
+        let on_reply = std::sync::Mutex::new(on_reply);
+        let runs = calls.iter().map(|call| {
+            self.call_one(call, |event| {
+                if let Ok(mut on_reply) = on_reply.lock() {
+                    on_reply(event);
+                }
+            })
+        });
+        let mut merged = Summary::default();
+        for summary in futures::future::join_all(runs).await {
+            let summary = summary?;
+            merged.requestids.extend(summary.requestids);
+            merged.published += summary.published;
+            merged.responses += summary.responses;
+            merged.ok += summary.ok;
+            merged.failed += summary.failed;
+            merged.invalid += summary.invalid;
+            merged.duplicates += summary.duplicates;
+            merged.missing.extend(summary.missing);
+            merged.elapsed = merged.elapsed.max(summary.elapsed);
+        }
+        Ok(merged)
+    }
+
+    async fn call_one(
+        &self,
+        call: &RpcCall,
         mut on_reply: impl FnMut(&ReplyEvent),
     ) -> Result<Summary, ClientError> {
         let requestid = uuid::Uuid::new_v4().simple().to_string();
@@ -201,12 +248,12 @@ impl RpcClient {
             .subscribe(reply_subject)
             .await
             .map_err(|err| ClientError::Nats(err.to_string()))?;
-        let payload = Bytes::from(transport.encode());
         let started = Instant::now();
-        self.publish(call, payload).await?;
+        let published = self.publish(outgoing(call, &transport, &requestid)).await?;
 
         let mut summary = Summary {
-            requestid: requestid.clone(),
+            requestids: vec![requestid.clone()],
+            published,
             ..Summary::default()
         };
         let mut seen = BTreeSet::new();
@@ -256,25 +303,19 @@ impl RpcClient {
         Ok(summary)
     }
 
-    async fn publish(&self, call: &RpcCall, payload: Bytes) -> Result<(), ClientError> {
-        let subjects: Vec<String> = if call.targets.is_empty() {
-            vec![subjects::broadcast(&call.collective, &call.agent)]
-        } else {
-            call.targets
-                .iter()
-                .map(|t| subjects::node(&call.collective, t))
-                .collect()
-        };
-        for subject in subjects {
+    async fn publish(&self, messages: Vec<(String, Bytes)>) -> Result<usize, ClientError> {
+        let count = messages.len();
+        for (subject, payload) in messages {
             self.nats
-                .publish(subject, payload.clone())
+                .publish(subject, payload)
                 .await
                 .map_err(|err| ClientError::Nats(err.to_string()))?;
         }
         self.nats
             .flush()
             .await
-            .map_err(|err| ClientError::Nats(err.to_string()))
+            .map_err(|err| ClientError::Nats(err.to_string()))?;
+        Ok(count)
     }
 
     fn check_reply(
@@ -310,6 +351,42 @@ impl RpcClient {
             elapsed: started.elapsed(),
         })
     }
+}
+
+/// The NATS messages a call sends: straight to the collective's subjects, or as federated
+/// requests to the cluster, with node targets split into batches of `batch_size`.
+pub fn outgoing(call: &RpcCall, transport: &Transport, requestid: &str) -> Vec<(String, Bytes)> {
+    let broadcast = vec![subjects::broadcast(&call.collective, &call.agent)];
+    let targets: Vec<String> = if call.targets.is_empty() {
+        broadcast
+    } else {
+        call.targets
+            .iter()
+            .map(|t| subjects::node(&call.collective, t))
+            .collect()
+    };
+    let Some(cluster) = &call.federation else {
+        let payload = Bytes::from(transport.encode());
+        return targets
+            .into_iter()
+            .map(|subject| (subject, payload.clone()))
+            .collect();
+    };
+    targets
+        .chunks(call.batch_size.max(1))
+        .map(|batch| {
+            let mut federated = transport.clone();
+            federated.headers.federation = Some(FederationHeader {
+                req: Some(requestid.to_string()),
+                reply_to: None,
+                target: batch.to_vec(),
+            });
+            (
+                subjects::federation_ingest(cluster),
+                Bytes::from(federated.encode()),
+            )
+        })
+        .collect()
 }
 
 /// The agent payload: raw RPC JSON, except discovery, which Go clients send as base64 `ping`.

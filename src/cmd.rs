@@ -5,7 +5,9 @@ mod certs;
 mod demo;
 mod fleet;
 mod inspect;
+mod observe;
 mod rpc;
+mod run;
 
 use std::process::ExitCode;
 
@@ -37,6 +39,10 @@ pub enum Command {
     Fleet(fleet::Command),
     /// Sign and send an RPC request to a collective and stream the replies.
     Rpc(rpc::Args),
+    /// Serve the federations in the config as a Federation Broker instance.
+    Run(run::Args),
+    /// Show live per-instance figures of a Federation Broker cluster.
+    Observe(observe::Args),
     /// Run the whole topology on this machine.
     Demo(demo::Args),
     /// Run the benchmarks side by side with their baselines.
@@ -64,6 +70,8 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Certs(command) => certs::run(command),
         Command::Fleet(command) => fleet::run(command).await,
         Command::Rpc(args) => rpc::run(args).await,
+        Command::Run(args) => run::run(args).await,
+        Command::Observe(args) => observe::run(args).await,
         Command::Demo(args) => demo::run(args).await,
         Command::Bench(args) => bench::run(args),
     }

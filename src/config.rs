@@ -1,23 +1,71 @@
-//! The strict TOML configuration: unknown keys, missing files and bad names stop start-up.
+//! The strict TOML configuration: unknown keys, missing files, bad names, identities that do not
+//! chain to their CA and conflicting definitions all stop start-up with a message naming the key.
+
+#[cfg(test)]
+mod tests;
+mod validate;
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 
 use crate::nats::NatsEndpoint;
-use crate::subjects::is_valid_token;
+
+pub use validate::Route;
 
 /// A whole fedgate configuration file.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// This process: its name, metrics listener and timings.
+    #[serde(default)]
+    pub instance: InstanceConfig,
     /// The identity `fedgate rpc` signs requests with.
     #[serde(default)]
     pub client: Option<ClientConfig>,
-    /// Collectives by name.
+    /// Collectives by name; federations may also define members inline.
     #[serde(default)]
     pub collectives: BTreeMap<String, CollectiveConfig>,
+    /// Federations by name.
+    #[serde(default)]
+    pub federations: BTreeMap<String, FederationConfig>,
+}
+
+/// Settings of this fedgate process.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceConfig {
+    /// Instance name, unique within a cluster; defaults to `<hostname>-<pid>`.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Address for Prometheus `/metrics`; none means no listener.
+    #[serde(default)]
+    pub metrics: Option<SocketAddr>,
+    /// Seconds between stats publications on `choria.federation.<cluster>.stats`.
+    #[serde(default = "defaults::stats_interval")]
+    pub stats_interval: u64,
+    /// Seconds to finish in-flight messages on shutdown.
+    #[serde(default = "defaults::drain_timeout")]
+    pub drain_timeout: u64,
+    /// Queue subscriptions per subject, each with its own task; defaults to the CPU count.
+    #[serde(default)]
+    pub workers: Option<usize>,
+    /// Federations this process serves as a broker; defaults to all of them.
+    #[serde(default)]
+    pub serve: Option<Vec<String>>,
+}
+
+/// A certificate and key used as a TLS client identity.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsIdentity {
+    /// PEM certificate, optionally followed by intermediates.
+    pub certificate: PathBuf,
+    /// PEM private key, mode 0600.
+    pub key: PathBuf,
 }
 
 /// A certificate user: the key signs requests and the pair is the NATS TLS identity.
@@ -37,13 +85,78 @@ pub struct ClientConfig {
 }
 
 /// One Choria collective: its NATS servers and the CA its certificates chain to.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CollectiveConfig {
     /// NATS server URLs.
     pub nats: Vec<String>,
     /// CA bundle of the collective.
     pub ca: PathBuf,
+    /// fedgate's TLS client identity on this collective's NATS.
+    #[serde(default)]
+    pub tls: Option<TlsIdentity>,
+}
+
+/// A federation: its own NATS network and CA, and the members it reaches.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FederationConfig {
+    /// Federation Broker cluster name used in subjects; defaults to the federation's name.
+    #[serde(default)]
+    pub cluster: Option<String>,
+    /// NATS server URLs of the federation network.
+    pub nats: Vec<String>,
+    /// CA bundle of the federation network.
+    pub ca: PathBuf,
+    /// fedgate's TLS client identity on the federation network.
+    #[serde(default)]
+    pub tls: Option<TlsIdentity>,
+    /// Member collectives or federations, by name.
+    #[serde(default)]
+    pub members: Vec<String>,
+    /// Member collectives defined in place; they are members too.
+    #[serde(default)]
+    pub collectives: BTreeMap<String, CollectiveConfig>,
+    /// Most `seen-by` hops a request may carry into this cluster.
+    #[serde(default = "defaults::max_hops")]
+    pub max_hops: usize,
+    /// Most targets one federated message may name.
+    #[serde(default = "defaults::max_targets")]
+    pub max_targets: usize,
+    /// Node targets per federated message sent by `fedgate rpc`.
+    #[serde(default = "defaults::batch_size")]
+    pub batch_size: usize,
+}
+
+mod defaults {
+    pub fn stats_interval() -> u64 {
+        10
+    }
+    pub fn drain_timeout() -> u64 {
+        10
+    }
+    pub fn max_hops() -> usize {
+        8
+    }
+    pub fn max_targets() -> usize {
+        1000
+    }
+    pub fn batch_size() -> usize {
+        200
+    }
+}
+
+impl Default for InstanceConfig {
+    fn default() -> Self {
+        InstanceConfig {
+            name: None,
+            metrics: None,
+            stats_interval: defaults::stats_interval(),
+            drain_timeout: defaults::drain_timeout(),
+            workers: None,
+            serve: None,
+        }
+    }
 }
 
 /// Why a configuration was refused; every variant names the file or key.
@@ -77,6 +190,15 @@ pub enum ConfigError {
     },
 }
 
+/// A member of a federation: a collective, or a federation one level down.
+#[derive(Clone, Copy, Debug)]
+pub enum Member<'a> {
+    /// A collective network.
+    Collective(&'a CollectiveConfig),
+    /// Another federation's network.
+    Federation(&'a FederationConfig),
+}
+
 impl Config {
     /// Reads, parses and validates a config file; relative paths are resolved from its folder.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
@@ -93,8 +215,8 @@ impl Config {
             path: path.to_path_buf(),
             message: err.to_string(),
         })?;
-        let base = path.parent().unwrap_or(Path::new("."));
-        config.resolve(base);
+        config.resolve_paths(path.parent().unwrap_or(Path::new(".")));
+        config.merge_inline_collectives(path)?;
         config.validate(path)?;
         Ok(config)
     }
@@ -104,136 +226,111 @@ impl Config {
         self.collectives.get(name)
     }
 
-    fn resolve(&mut self, base: &Path) {
+    /// The named federation.
+    pub fn federation(&self, name: &str) -> Option<&FederationConfig> {
+        self.federations.get(name)
+    }
+
+    /// What a member name refers to; federations win when a name is both.
+    pub fn member(&self, name: &str) -> Option<Member<'_>> {
+        self.federations
+            .get(name)
+            .map(Member::Federation)
+            .or_else(|| self.collectives.get(name).map(Member::Collective))
+    }
+
+    /// Federations this process serves as a broker.
+    pub fn served_federations(&self) -> Vec<&str> {
+        match &self.instance.serve {
+            Some(names) => names.iter().map(String::as_str).collect(),
+            None => self.federations.keys().map(String::as_str).collect(),
+        }
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
         let join = |p: &mut PathBuf| {
             if p.is_relative() {
                 *p = base.join(&*p);
+            }
+        };
+        let join_tls = |tls: &mut Option<TlsIdentity>| {
+            if let Some(tls) = tls {
+                join(&mut tls.certificate);
+                join(&mut tls.key);
             }
         };
         if let Some(client) = &mut self.client {
             join(&mut client.certificate);
             join(&mut client.key);
         }
-        for collective in self.collectives.values_mut() {
+        let inline = self
+            .federations
+            .values_mut()
+            .flat_map(|f| f.collectives.values_mut());
+        for collective in self.collectives.values_mut().chain(inline) {
             join(&mut collective.ca);
+            join_tls(&mut collective.tls);
+        }
+        for federation in self.federations.values_mut() {
+            join(&mut federation.ca);
+            join_tls(&mut federation.tls);
         }
     }
+}
 
-    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
-        let invalid = |key: String, problem: String| ConfigError::Invalid {
-            path: path.to_path_buf(),
-            key,
-            problem,
-        };
-        let must_exist = |key: String, file: &Path| {
-            if file.is_file() {
-                Ok(())
-            } else {
-                Err(invalid(
-                    key,
-                    format!("file {} does not exist", file.display()),
-                ))
-            }
-        };
-        if let Some(client) = &self.client {
-            must_exist("client.certificate".into(), &client.certificate)?;
-            must_exist("client.key".into(), &client.key)?;
-        }
-        for (name, collective) in &self.collectives {
-            if !is_valid_token(name) {
-                return Err(invalid(
-                    format!("collectives.{name}"),
-                    "is not a valid subject token".into(),
-                ));
-            }
-            if collective.nats.is_empty() {
-                return Err(invalid(
-                    format!("collectives.{name}.nats"),
-                    "lists no server".into(),
-                ));
-            }
-            must_exist(format!("collectives.{name}.ca"), &collective.ca)?;
-        }
-        Ok(())
+impl InstanceConfig {
+    /// The instance name: configured, or `<hostname>-<pid>`.
+    pub fn name_or_default(&self) -> String {
+        self.name.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_else(|_| "fedgate".into());
+            format!("{host}-{}", std::process::id())
+        })
+    }
+
+    /// Time between stats publications.
+    pub fn stats_interval(&self) -> Duration {
+        Duration::from_secs(self.stats_interval.max(1))
+    }
+
+    /// Grace period for draining on shutdown.
+    pub fn drain_timeout(&self) -> Duration {
+        Duration::from_secs(self.drain_timeout)
+    }
+}
+
+impl FederationConfig {
+    /// The Federation Broker cluster name for `name`'s entry.
+    pub fn cluster_name<'a>(&'a self, name: &'a str) -> &'a str {
+        self.cluster.as_deref().unwrap_or(name)
+    }
+
+    /// The federation network's endpoint, with fedgate's TLS identity.
+    pub fn endpoint(&self) -> NatsEndpoint {
+        endpoint(&self.nats, &self.ca, self.tls.as_ref())
     }
 }
 
 impl CollectiveConfig {
     /// The NATS endpoint, using `identity` as the TLS client certificate and key.
-    pub fn endpoint(&self, identity: Option<(PathBuf, PathBuf)>) -> NatsEndpoint {
-        let tls = self.nats.iter().any(|url| url.starts_with("tls://"));
-        NatsEndpoint {
-            urls: self.nats.clone(),
-            ca: tls.then(|| self.ca.clone()),
-            identity,
-        }
+    pub fn endpoint_as(&self, identity: Option<(PathBuf, PathBuf)>) -> NatsEndpoint {
+        let mut endpoint = endpoint(&self.nats, &self.ca, None);
+        endpoint.identity = identity;
+        endpoint
+    }
+
+    /// The NATS endpoint with fedgate's own TLS identity.
+    pub fn endpoint(&self) -> NatsEndpoint {
+        endpoint(&self.nats, &self.ca, self.tls.as_ref())
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-        let path = dir.join(name);
-        std::fs::write(&path, text).unwrap();
-        path
-    }
-
-    fn temp_dir(tag: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("fedgate-config-{tag}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
-    }
-
-    #[test]
-    fn valid_config_resolves_relative_paths() {
-        let dir = temp_dir("valid");
-        write(&dir, "ca.pem", "x");
-        let path = write(
-            &dir,
-            "f.toml",
-            "[collectives.london]\nnats = [\"tls://127.0.0.1:1\"]\nca = \"ca.pem\"\n",
-        );
-        let config = Config::load(&path).unwrap();
-        let london = config.collective("london").unwrap();
-        assert_eq!(london.ca, dir.join("ca.pem"));
-        assert_eq!(london.endpoint(None).ca, Some(dir.join("ca.pem")));
-        std::fs::remove_dir_all(dir).unwrap();
-    }
-
-    #[test]
-    fn invalid_configs_name_the_key() {
-        let dir = temp_dir("invalid");
-        write(&dir, "ca.pem", "x");
-        let cases = [
-            (
-                "[collectives.london]\nnats = [\"tls://x:1\"]\nca = \"ca.pem\"\ncolour = 1\n",
-                "colour",
-            ),
-            (
-                "[collectives.london]\nnats = [\"tls://x:1\"]\nca = \"missing.pem\"\n",
-                "collectives.london.ca",
-            ),
-            (
-                "[collectives.london]\nnats = []\nca = \"ca.pem\"\n",
-                "collectives.london.nats",
-            ),
-            (
-                "[collectives.\"lon.don\"]\nnats = [\"tls://x:1\"]\nca = \"ca.pem\"\n",
-                "collectives.lon.don",
-            ),
-            (
-                "[client]\ncertificate = \"ca.pem\"\nkey = \"nokey.pem\"\n",
-                "client.key",
-            ),
-        ];
-        assert!(!cases.is_empty());
-        for (text, key) in cases {
-            let path = write(&dir, "bad.toml", text);
-            let err = Config::load(&path).unwrap_err().to_string();
-            assert!(err.contains(key), "{err} should name {key}");
-        }
-        std::fs::remove_dir_all(dir).unwrap();
+fn endpoint(urls: &[String], ca: &Path, tls: Option<&TlsIdentity>) -> NatsEndpoint {
+    let secure = urls.iter().any(|url| url.starts_with("tls://"));
+    NatsEndpoint {
+        urls: urls.to_vec(),
+        ca: secure.then(|| ca.to_path_buf()),
+        identity: tls.map(|t| (t.certificate.clone(), t.key.clone())),
     }
 }

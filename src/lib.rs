@@ -21,6 +21,8 @@
 //! - [`client`]: a direct RPC client, like `choria req`.
 //! - [`inspect`]: decode and verify one message of any layer.
 //! - [`subjects`], [`nats`], [`natsd`]: NATS subjects, connections and server processes.
+//! - [`federation`]: the stateless Federation Broker, its stats and `observe`.
+//! - [`metrics`]: the Prometheus recorder and `/metrics`.
 //! - [`config`]: the strict TOML configuration.
 //! - [`bench`]: the side-by-side benchmarks behind `fedgate bench`.
 #![forbid(unsafe_code)]
@@ -29,9 +31,11 @@
 pub mod bench;
 pub mod client;
 pub mod config;
+pub mod federation;
 pub mod filter;
 pub mod fleet;
 pub mod inspect;
+pub mod metrics;
 pub mod nats;
 pub mod natsd;
 pub mod security;

@@ -8,6 +8,7 @@ mod certs;
 pub mod devpki;
 mod keys;
 mod patterns;
+mod tls_identity;
 mod verify;
 
 pub use caller::{CallerId, InvalidCallerId};
@@ -18,6 +19,7 @@ pub use patterns::{NamePatterns, PatternError};
 pub mod patterns_defaults {
     pub use super::patterns::{DEFAULT_ALLOWLIST as ALLOWLIST, DEFAULT_PRIVILEGED as PRIVILEGED};
 }
+pub use tls_identity::{IdentityError, check_identity, check_key_mode};
 pub use verify::{Reason, VerifiedRequest, Verifier, VerifyError, check_collective, check_ttl};
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -24,6 +24,99 @@ fn md5_hex(text: &str) -> String {
         .collect()
 }
 
+/// `choria.federation.<cluster>.federation`: where clients send federated requests.
+pub fn federation_ingest(cluster: &str) -> String {
+    format!("choria.federation.{cluster}.federation")
+}
+
+/// `choria.federation.<cluster>.collective`: where member nodes send federated replies.
+pub fn federation_collective(cluster: &str) -> String {
+    format!("choria.federation.{cluster}.collective")
+}
+
+/// `choria.federation.<cluster>.stats`: where broker instances publish their figures.
+pub fn federation_stats(cluster: &str) -> String {
+    format!("choria.federation.{cluster}.stats")
+}
+
+/// `choria.federation.<cluster>.reply.<reply_to>`: a reply subject, in a member federation's
+/// network, that carries the original reply subject back to this cluster without any state.
+pub fn federation_reply(cluster: &str, reply_to: &str) -> String {
+    format!("{}{reply_to}", federation_reply_prefix(cluster))
+}
+
+/// The prefix of [`federation_reply`] subjects.
+pub fn federation_reply_prefix(cluster: &str) -> String {
+    format!("choria.federation.{cluster}.reply.")
+}
+
+/// Longest reply subject accepted; chained federations nest reply subjects, so this bounds the chain.
+pub const MAX_REPLY_SUBJECT: usize = 1024;
+
+/// A federated request target: the only subjects a federation broker may publish requests to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target<'a> {
+    /// `<collective>.broadcast.agent.<agent>`
+    Broadcast {
+        /// Member collective.
+        collective: &'a str,
+        /// Agent name.
+        agent: &'a str,
+    },
+    /// `<collective>.node.<identity>`
+    Node {
+        /// Member collective.
+        collective: &'a str,
+        /// Node identity.
+        identity: &'a str,
+    },
+}
+
+impl<'a> Target<'a> {
+    /// Parses a target subject; `None` for anything but a broadcast-agent or node subject.
+    pub fn parse(subject: &'a str) -> Option<Self> {
+        if !is_valid_dotted(subject) {
+            return None;
+        }
+        let (collective, rest) = subject.split_once('.')?;
+        if let Some(agent) = rest.strip_prefix("broadcast.agent.") {
+            return is_valid_token(agent).then_some(Target::Broadcast { collective, agent });
+        }
+        let identity = rest.strip_prefix("node.")?;
+        Some(Target::Node {
+            collective,
+            identity,
+        })
+    }
+
+    /// The collective the target is in.
+    pub fn collective(&self) -> &'a str {
+        match self {
+            Target::Broadcast { collective, .. } | Target::Node { collective, .. } => collective,
+        }
+    }
+}
+
+/// True for subjects replies may be sent to: `<x>.reply.<...>`, never a request subject, never a
+/// federation subject except [`federation_reply`] wrapping another reply subject.
+pub fn is_reply_subject(subject: &str) -> bool {
+    if subject.len() > MAX_REPLY_SUBJECT || !is_valid_dotted(subject) {
+        return false;
+    }
+    let tokens: Vec<&str> = subject.split('.').collect();
+    if tokens.len() < 3 {
+        return false;
+    }
+    if tokens[0] == "choria" && tokens[1] == "federation" {
+        let wrapped = tokens.len() > 4 && tokens[3] == "reply";
+        return wrapped && is_reply_subject(&tokens[4..].join("."));
+    }
+    if matches!(tokens[1], "broadcast" | "node") {
+        return false;
+    }
+    tokens[1..tokens.len() - 1].contains(&"reply")
+}
+
 /// True when `token` can stand as one subject token: non-empty, no `.`, wildcard or whitespace.
 pub fn is_valid_token(token: &str) -> bool {
     !token.is_empty()
@@ -55,6 +148,63 @@ mod tests {
             reply("mcollective", "up=bob", "0b9a8c7d6e5f40312233445566778899"),
             "mcollective.reply.72dc525f8fe0064c0372c1fb3d729560.0b9a8c7d6e5f40312233445566778899"
         );
+    }
+
+    #[test]
+    fn targets_are_broadcast_agent_or_node_subjects() {
+        assert_eq!(
+            Target::parse("london.broadcast.agent.rpcutil"),
+            Some(Target::Broadcast {
+                collective: "london",
+                agent: "rpcutil"
+            })
+        );
+        assert_eq!(
+            Target::parse("london.node.web1.example.net"),
+            Some(Target::Node {
+                collective: "london",
+                identity: "web1.example.net"
+            })
+        );
+        for bad in [
+            "london.broadcast.service.aaa_signer",
+            "london.broadcast.agent.rpc.util",
+            "london.reply.abc.def",
+            "choria.federation.prod.federation",
+            "london.node.",
+            "london.node.>",
+            "london.broadcast.agent.*",
+        ] {
+            assert_eq!(Target::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn reply_space_excludes_request_and_federation_subjects() {
+        for good in [
+            "mcollective.reply.37bdf08389145a56c13096c178802d3b.6a6f3a2c1e8b4e0f9d1b2c3d4e5f6a7b",
+            "london.reply.abc.123.4",
+            "choria.federation.prod.reply.london.reply.abc.def",
+        ] {
+            assert!(is_reply_subject(good), "{good}");
+        }
+        for bad in [
+            "london.broadcast.agent.rpcutil",
+            "london.node.reply.x",
+            "choria.federation.prod.federation",
+            "choria.federation.prod.collective",
+            "choria.federation.prod.reply.london.broadcast.agent.rpcutil",
+            "london.reply",
+            "london.reply.>",
+            "_INBOX.abc",
+            "x.reply.",
+        ] {
+            assert!(!is_reply_subject(bad), "{bad}");
+        }
+        assert!(!is_reply_subject(&format!(
+            "a.reply.{}",
+            "b".repeat(MAX_REPLY_SUBJECT)
+        )));
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::fmt;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use serde::de::DeserializeOwned;
+use serde::Deserialize;
 
 /// NATS' default `max_payload`; nothing larger can arrive over a default broker anyway.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1024 * 1024;
@@ -146,9 +146,9 @@ pub fn check_size(layer: Layer, size: usize, limit: usize) -> Result<(), DecodeE
 }
 
 /// Parses JSON into `T`, reporting the field path of the first error.
-pub fn from_json<T: DeserializeOwned>(
+pub fn from_json<'a, T: Deserialize<'a>>(
     layer: Layer,
-    bytes: &[u8],
+    bytes: &'a [u8],
     limit: usize,
 ) -> Result<T, DecodeError> {
     check_size(layer, bytes.len(), limit)?;

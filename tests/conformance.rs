@@ -279,3 +279,51 @@ fn request(callerid: &str, now: Now) -> Request {
         },
     )
 }
+
+#[test]
+fn federation_transforms_reproduce_the_go_broker_byte_for_byte() {
+    use fedgate::federation::transform::{ClusterRules, Destination, route_reply, route_request};
+    let Some(vectors) = vectors() else { return };
+    let examples = vectors.join("choria/examples");
+    let read = |name: &str| std::fs::read(examples.join(name)).unwrap();
+    let fed = "nats://broker.federation.example.net:4222";
+    let col = "nats://broker.collective.example.net:4222";
+    let mut rules = ClusterRules {
+        cluster: "london".into(),
+        routes: [("mcollective".to_string(), Destination::Collective("mcollective".into()))].into(),
+        max_hops: 8,
+        max_targets: 200,
+        label: "fb1.example.net (choria_nats_ingest:3, choria_request_transformer:7, choria_nats_egest:2)".into(),
+        limits: Limits::default(),
+    };
+
+    let a = read("09a_fed_client_request.json");
+    let routed = route_request(&a, &rules).unwrap();
+    let egress = routed
+        .egress(
+            &Destination::Collective("mcollective".into()),
+            &rules,
+            fed,
+            col,
+        )
+        .unwrap();
+    assert_eq!(egress.subjects, vec!["mcollective.broadcast.agent.rpcutil"]);
+    assert_eq!(
+        String::from_utf8(egress.payload).unwrap(),
+        String::from_utf8(read("09b_fed_broker_to_collective.json")).unwrap()
+    );
+
+    rules.label =
+        "fb2.example.net (choria_nats_ingest:0, choria_reply_transformer:5, choria_nats_egest:9)"
+            .into();
+    let (reply_to, payload) =
+        route_reply(&read("09c_fed_server_reply.json"), &rules, col, fed).unwrap();
+    assert_eq!(
+        reply_to,
+        "mcollective.reply.37bdf08389145a56c13096c178802d3b.6a6f3a2c1e8b4e0f9d1b2c3d4e5f6a7b"
+    );
+    assert_eq!(
+        String::from_utf8(payload).unwrap(),
+        String::from_utf8(read("09d_fed_broker_reply.json")).unwrap()
+    );
+}

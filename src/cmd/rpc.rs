@@ -20,9 +20,15 @@ pub struct Args {
     /// Config file with `[client]` and `[collectives.NAME]`.
     #[arg(long, env = "FEDGATE_CONFIG")]
     config: Option<PathBuf>,
-    /// Collective to send to.
+    /// Collective to send to (repeatable: one request per collective, replies merged).
+    #[arg(long = "collective", required = true)]
+    collectives: Vec<String>,
+    /// Send through this federation's brokers (a `[federations.NAME]` in the config).
     #[arg(long)]
-    collective: String,
+    federation: Option<String>,
+    /// Node targets per federated message; defaults to the federation's batch_size (200).
+    #[arg(long)]
+    batch: Option<usize>,
     /// Agent name.
     agent: String,
     /// Action name.
@@ -96,9 +102,11 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let endpoint = endpoint(&args, config.as_ref(), (cert, key))?;
     let nats = nats::connect(&endpoint, "fedgate-rpc").await?;
     let rpc = RpcClient::new(nats, signer, caller, senderid, Limits::default());
-    let call = build_call(&args)?;
+    let calls = build_calls(&args, config.as_ref())?;
     let json = args.json;
-    let summary = rpc.call(&call, |event| print_reply(event, json)).await?;
+    let summary = rpc
+        .call_many(&calls, |event| print_reply(event, json))
+        .await?;
     print_summary(&summary, json)?;
     let clean = summary.responses > 0
         && summary.failed == 0
@@ -116,26 +124,37 @@ fn endpoint(
     config: Option<&Config>,
     identity: (PathBuf, PathBuf),
 ) -> anyhow::Result<NatsEndpoint> {
-    let collective = config.and_then(|c| c.collective(&args.collective));
+    let (name, configured) = match &args.federation {
+        Some(federation) => {
+            let fed = config
+                .and_then(|c| c.federation(federation))
+                .with_context(|| format!("no [federations.{federation}] in the config"))?;
+            (
+                format!("federations.{federation}"),
+                Some((fed.nats.clone(), fed.ca.clone())),
+            )
+        }
+        None => {
+            let collective = &args.collectives[0];
+            let col = config.and_then(|c| c.collective(collective));
+            (
+                format!("collectives.{collective}"),
+                col.map(|c| (c.nats.clone(), c.ca.clone())),
+            )
+        }
+    };
     let urls = if args.urls.is_empty() {
-        collective.map(|c| c.nats.clone()).unwrap_or_default()
+        configured.as_ref().map(|c| c.0.clone()).unwrap_or_default()
     } else {
         args.urls.clone()
     };
     if urls.is_empty() {
-        bail!(
-            "no NATS server for collective {}: give --nats or a config with [collectives.{}]",
-            args.collective,
-            args.collective
-        );
+        bail!("no NATS server: give --nats or a config with [{name}]");
     }
-    let ca = args.ca.clone().or_else(|| collective.map(|c| c.ca.clone()));
+    let ca = args.ca.clone().or_else(|| configured.map(|c| c.1));
     let tls = urls.iter().any(|u| u.starts_with("tls://"));
     if tls && ca.is_none() {
-        bail!(
-            "a tls:// server needs a CA: give --ca or a config with [collectives.{}] ca",
-            args.collective
-        );
+        bail!("a tls:// server needs a CA: give --ca or a config with [{name}] ca");
     }
     Ok(NatsEndpoint {
         urls,
@@ -144,22 +163,43 @@ fn endpoint(
     })
 }
 
-fn build_call(args: &Args) -> anyhow::Result<RpcCall> {
-    let mut call = RpcCall::new(&args.collective, &args.agent, &args.action);
-    call.data = parse_inputs(&args.inputs)?;
-    call.targets = args.targets.clone();
-    call.ttl = args.ttl;
-    call.timeout = Duration::try_from_secs_f64(args.timeout).context("--timeout")?;
-    call.idle = Duration::try_from_secs_f64(args.idle).context("--idle")?;
-    call.expect = args.expect;
-    call.filter.cf_class = args.classes.clone();
-    call.filter.identity = args.identities.clone();
-    call.filter.fact = args
+fn build_calls(args: &Args, config: Option<&Config>) -> anyhow::Result<Vec<RpcCall>> {
+    let federation = match &args.federation {
+        Some(name) => {
+            let fed = config
+                .and_then(|c| c.federation(name))
+                .with_context(|| format!("no [federations.{name}] in the config"))?;
+            Some((
+                fed.cluster_name(name).to_string(),
+                args.batch.unwrap_or(fed.batch_size),
+            ))
+        }
+        None => None,
+    };
+    let facts = args
         .facts
         .iter()
         .map(|f| FactFilter::parse(f).map_err(anyhow::Error::msg))
-        .collect::<anyhow::Result<_>>()?;
-    Ok(call)
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut calls = Vec::new();
+    for collective in &args.collectives {
+        let mut call = RpcCall::new(collective, &args.agent, &args.action);
+        call.data = parse_inputs(&args.inputs)?;
+        call.targets = args.targets.clone();
+        call.ttl = args.ttl;
+        call.timeout = Duration::try_from_secs_f64(args.timeout).context("--timeout")?;
+        call.idle = Duration::try_from_secs_f64(args.idle).context("--idle")?;
+        call.expect = args.expect;
+        call.filter.cf_class = args.classes.clone();
+        call.filter.identity = args.identities.clone();
+        call.filter.fact = facts.clone();
+        if let Some((cluster, batch)) = &federation {
+            call.federation = Some(cluster.clone());
+            call.batch_size = *batch;
+        }
+        calls.push(call);
+    }
+    Ok(calls)
 }
 
 fn parse_inputs(inputs: &[String]) -> anyhow::Result<Map<String, Value>> {
@@ -202,11 +242,12 @@ fn print_summary(summary: &Summary, json: bool) -> anyhow::Result<()> {
     }
     println!();
     println!(
-        "responses: {}  ok: {}  failed: {}  invalid: {}  elapsed: {}ms",
+        "responses: {}  ok: {}  failed: {}  invalid: {}  published: {}  elapsed: {}ms",
         summary.responses,
         summary.ok,
         summary.failed,
         summary.invalid,
+        summary.published,
         summary.elapsed.as_millis()
     );
     if !summary.missing.is_empty() {

@@ -6,12 +6,14 @@
 //! secure request's `message` string exactly as received; nothing here re-serializes them.
 
 mod filter;
+mod relay;
 mod reply;
 mod request;
 mod rpc;
 mod transport;
 
 pub use filter::{FactFilter, FactOperator, Filter};
+pub use relay::RelayTransport;
 pub use reply::{Reply, ReplyEnvelope, SecureReply};
 pub use request::{Request, RequestEnvelope, SecureRequest};
 pub use rpc::{RpcReply, RpcRequest, StatusCode};
@@ -110,9 +112,9 @@ protocol_marker!(3, Layer::SecureReply);
 protocol_marker!(4, Layer::Reply);
 
 /// Parses one layer and turns a wrong `protocol` value into a [`DecodeError::Protocol`].
-pub(crate) fn decode_layer<T: serde::de::DeserializeOwned>(
+pub(crate) fn decode_layer<'a, T: Deserialize<'a>>(
     layer: Layer,
-    bytes: &[u8],
+    bytes: &'a [u8],
     limit: usize,
 ) -> Result<T, DecodeError> {
     super::from_json(layer, bytes, limit).map_err(|err| match err {

@@ -106,17 +106,27 @@ impl Network {
         self.start_fleet_with(nodes).await
     }
 
-    /// Starts the given nodes.
+    /// Starts the given nodes, which trust requests signed under this realm's CA.
     pub async fn start_fleet_with(&self, nodes: Vec<fleet::NodeSpec>) -> Fleet {
+        self.start_fleet_trusting(nodes, &[]).await
+    }
+
+    /// Starts the given nodes, which also trust requests signed under the `extra` realms' CAs
+    /// (a plain Choria federation needs one signing CA trusted everywhere).
+    pub async fn start_fleet_trusting(&self, nodes: Vec<fleet::NodeSpec>, extra: &[&str]) -> Fleet {
         let identity = self.realm.fleet.as_ref().expect("fleet identity");
         let client = nats::connect(&self.endpoint(identity), "test-fleet")
             .await
             .expect("connect fleet");
         let limits = Limits::default();
+        let mut pem = std::fs::read(&self.realm.ca).expect("CA");
+        for name in extra {
+            pem.extend(std::fs::read(&realm(name).ca).expect("CA"));
+        }
         let config = FleetConfig {
             nodes,
             verifier: Verifier::with_defaults(
-                CaBundle::from_file(&self.realm.ca).expect("CA"),
+                CaBundle::from_pem(&pem, "test bundle").expect("CA"),
                 limits,
             ),
             limits,
@@ -188,4 +198,99 @@ pub fn vectors_dir() -> Option<PathBuf> {
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/vectors"));
     dir.is_dir().then_some(dir)
+}
+
+/// The TOML block of a realm's network as fedgate sees it: URLs, CA and fedgate's TLS identity.
+pub fn network_block(table: &str, network: &Network, extra: &str) -> String {
+    let realm = network.realm;
+    format!(
+        "[{table}]\nnats = [{:?}]\nca = {:?}\ntls = {{ certificate = {:?}, key = {:?} }}\n{extra}\n",
+        network.server.url(),
+        realm.ca,
+        realm.fedgate.cert,
+        realm.fedgate.key
+    )
+}
+
+/// A `fedgate run` child process, killed on drop.
+pub struct BrokerProcess {
+    pub name: String,
+    pub metrics: Option<std::net::SocketAddr>,
+    child: Option<tokio::process::Child>,
+}
+
+impl BrokerProcess {
+    /// Starts `fedgate run` and waits until it says it is serving.
+    pub async fn spawn(config: &Path, name: &str) -> BrokerProcess {
+        use tokio::io::AsyncBufReadExt;
+        let mut child = tokio::process::Command::new(fedgate_bin())
+            .args([
+                "run",
+                "--metrics",
+                "127.0.0.1:0",
+                "--instance",
+                name,
+                "--config",
+            ])
+            .arg(config)
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn fedgate run");
+        let mut lines = tokio::io::BufReader::new(child.stderr.take().expect("stderr")).lines();
+        let mut metrics = None;
+        let ready = tokio::time::timeout(Duration::from_secs(20), async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(url) = line.split("metrics on http://").nth(1) {
+                    metrics = url.trim_end_matches("/metrics").parse().ok();
+                }
+                if line.contains("serving federations") {
+                    return true;
+                }
+            }
+            false
+        })
+        .await;
+        assert_eq!(ready, Ok(true), "fedgate run {name} did not start");
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        BrokerProcess {
+            name: name.to_string(),
+            metrics,
+            child: Some(child),
+        }
+    }
+
+    /// Kills the process at once (SIGKILL), as a crash would.
+    pub async fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill().await;
+        }
+    }
+
+    /// Asks the process to stop (SIGTERM) and waits for it to drain and exit.
+    pub async fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let pid = child.id().expect("pid");
+        std::process::Command::new("kill")
+            .arg(pid.to_string())
+            .status()
+            .expect("kill -TERM");
+        child.wait().await.expect("wait")
+    }
+
+    /// The process's Prometheus text.
+    pub async fn scrape(&self) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = self.metrics.expect("metrics address");
+        let mut stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .expect("connect metrics");
+        stream
+            .write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+            .await
+            .expect("request");
+        let mut body = String::new();
+        stream.read_to_string(&mut body).await.expect("response");
+        body
+    }
 }

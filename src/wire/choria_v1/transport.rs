@@ -82,12 +82,14 @@ impl Transport {
                 "must not be empty",
             ));
         }
-        if let Some(req) = self
-            .headers
-            .federation
-            .as_ref()
-            .and_then(|fed| fed.req.as_ref())
-        {
+        self.headers.validate()
+    }
+}
+
+impl TransportHeaders {
+    /// Schema rules serde cannot express.
+    pub(crate) fn validate(&self) -> Result<(), DecodeError> {
+        if let Some(req) = self.federation.as_ref().and_then(|fed| fed.req.as_ref()) {
             check_len(
                 Layer::Transport,
                 "headers.federation.req",
@@ -98,11 +100,9 @@ impl Transport {
         }
         Ok(())
     }
-}
 
-impl TransportHeaders {
     /// Go omits empty strings on output, so an empty header means an absent one.
-    fn normalize(&mut self) {
+    pub(crate) fn normalize(&mut self) {
         drop_empty(&mut self.reply_to);
         drop_empty(&mut self.mc_sender);
         if let Some(fed) = &mut self.federation {

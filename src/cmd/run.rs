@@ -1,0 +1,82 @@
+//! `fedgate run`: serve the federations in the config as a broker instance until Ctrl-C, then drain.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use fedgate::config::Config;
+use fedgate::federation::{Broker, BrokerOptions};
+use fedgate::wire::Limits;
+use tokio_util::sync::CancellationToken;
+
+/// Arguments of `fedgate run`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The config file.
+    #[arg(long, env = "FEDGATE_CONFIG")]
+    config: PathBuf,
+    /// Instance name; overrides `[instance] name`.
+    #[arg(long, env = "FEDGATE_INSTANCE")]
+    instance: Option<String>,
+    /// Address for `/metrics`; overrides `[instance] metrics` (port 0 picks a free port).
+    #[arg(long)]
+    metrics: Option<std::net::SocketAddr>,
+}
+
+/// Runs until a signal, then drains.
+pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let mut config = Config::load(&args.config)?;
+    if args.instance.is_some() {
+        config.instance.name = args.instance;
+    }
+    if args.metrics.is_some() {
+        config.instance.metrics = args.metrics;
+    }
+    let instance = config.instance.name_or_default();
+    let stop = CancellationToken::new();
+    let metrics = match config.instance.metrics {
+        Some(addr) => {
+            let handle = fedgate::metrics::install()?;
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding metrics on {addr}"))?;
+            eprintln!(
+                "fedgate {instance}: metrics on http://{}/metrics",
+                listener.local_addr()?
+            );
+            let stopped = stop.clone();
+            Some(tokio::spawn(fedgate::metrics::serve(
+                listener,
+                handle,
+                async move { stopped.cancelled().await },
+            )))
+        }
+        None => None,
+    };
+    let options = BrokerOptions {
+        instance: instance.clone(),
+        workers: config.instance.workers.unwrap_or_else(default_workers),
+        stats_interval: config.instance.stats_interval(),
+        limits: Limits::default(),
+    };
+    let broker = Broker::start(&config, options).await?;
+    eprintln!(
+        "fedgate {instance}: serving federations {}",
+        config.served_federations().join(", ")
+    );
+    super::shutdown_signal().await;
+    eprintln!("fedgate {instance}: draining");
+    let drained = broker.shutdown(config.instance.drain_timeout()).await;
+    stop.cancel();
+    if let Some(task) = metrics {
+        let _ = task.await;
+    }
+    if !drained {
+        eprintln!("fedgate {instance}: some messages were still in hand after the drain timeout");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get().min(8))
+}

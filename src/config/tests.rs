@@ -1,0 +1,186 @@
+//! Valid and invalid config fixtures, each invalid one naming its key.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use super::*;
+use crate::security::devpki::{self, DevPki, DevPkiOptions, RealmKind, RealmSpec};
+
+/// A small PKI shared by every run: generated once into the temp dir and renamed into place.
+fn pki() -> &'static (DevPki, PathBuf) {
+    static PKI: OnceLock<(DevPki, PathBuf)> = OnceLock::new();
+    PKI.get_or_init(|| {
+        let dir = std::env::temp_dir().join("fedgate-config-test-pki-v1");
+        if let Ok(pki) = DevPki::load(&dir) {
+            return (pki, dir);
+        }
+        let staging = dir.with_extension(format!("staging-{}", std::process::id()));
+        let options = DevPkiOptions {
+            realms: vec![
+                RealmSpec::new("prod", RealmKind::Federation),
+                RealmSpec::new("london", RealmKind::Collective),
+                RealmSpec::new("tokyo", RealmKind::Collective),
+            ],
+            users: vec!["alice".into()],
+            force: true,
+            ..DevPkiOptions::default()
+        };
+        devpki::generate(&staging, &options).unwrap();
+        if std::fs::rename(&staging, &dir).is_err() {
+            let _ = std::fs::remove_dir_all(&staging);
+        }
+        (DevPki::load(&dir).unwrap(), dir)
+    })
+}
+
+/// Config files are written per process so parallel runs do not overwrite each other.
+fn config_dir() -> PathBuf {
+    std::env::temp_dir().join(format!("fedgate-config-tests-{}", std::process::id()))
+}
+
+fn realm_block(realm: &str, table: &str) -> String {
+    let r = pki().0.realm(realm).unwrap();
+    format!(
+        "[{table}]\nnats = [\"tls://127.0.0.1:1\"]\nca = {:?}\ntls = {{ certificate = {:?}, key = {:?} }}\n",
+        r.ca, r.fedgate.cert, r.fedgate.key
+    )
+}
+
+fn federation(extra: &str) -> String {
+    format!(
+        "{}members = [\"tokyo\"]\n{extra}\n{}{}",
+        realm_block("prod", "federations.prod"),
+        realm_block("london", "federations.prod.collectives.london"),
+        realm_block("tokyo", "collectives.tokyo"),
+    )
+}
+
+fn write(name: &str, text: &str) -> PathBuf {
+    let dir = config_dir();
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn a_federation_with_inline_and_referenced_members_loads() {
+    let path = write(
+        "valid.toml",
+        &format!(
+            "[instance]\nname = \"fb1\"\nstats_interval = 1\n\n{}",
+            federation("")
+        ),
+    );
+    let config = Config::load(&path).unwrap();
+    let prod = config.federation("prod").unwrap();
+    assert_eq!(prod.cluster_name("prod"), "prod");
+    assert_eq!(
+        prod.members,
+        vec!["tokyo".to_string(), "london".to_string()]
+    );
+    assert_eq!(prod.max_hops, 8);
+    let routes = config.routes("prod").unwrap();
+    assert_eq!(routes.get("london"), Some(&Route::Direct));
+    assert_eq!(routes.get("tokyo"), Some(&Route::Direct));
+    assert_eq!(config.instance.name_or_default(), "fb1");
+    assert_eq!(config.served_federations(), vec!["prod"]);
+}
+
+#[test]
+fn a_member_federation_routes_its_collectives_through_itself() {
+    let text = format!(
+        "[instance]\nserve = [\"global\"]\n\n{}members = [\"prod\"]\n\n{}members = [\"london\", \"paris\"]\n",
+        realm_block("prod", "federations.global"),
+        realm_block("prod", "federations.prod"),
+    );
+    let config = Config::load(&write("chained.toml", &text)).unwrap();
+    let routes = config.routes("global").unwrap();
+    assert_eq!(routes.get("london"), Some(&Route::Via("prod".into())));
+    assert_eq!(routes.get("paris"), Some(&Route::Via("prod".into())));
+}
+
+#[test]
+fn invalid_configs_name_the_key() {
+    let london = pki().0.realm("london").unwrap();
+    let tokyo = pki().0.realm("tokyo").unwrap();
+    let foreign_identity = realm_block("tokyo", "collectives.tokyo")
+        .replace(&format!("{:?}", tokyo.ca), &format!("{:?}", london.ca));
+    let conflicting = federation("").replace(
+        "[collectives.tokyo]",
+        &format!("[federations.prod.collectives.tokyo]\nnats = [\"tls://127.0.0.1:9\"]\nca = {:?}\n\n[collectives.tokyo]", tokyo.ca),
+    );
+    let cases: Vec<(String, &str)> = vec![
+        (federation("colour = \"blue\""), "colour"),
+        (
+            federation("").replace("members = [\"tokyo\"]", "members = [\"tokyo\", \"paris\"]"),
+            "federations.prod.members",
+        ),
+        (
+            federation("").replace("members = [\"tokyo\"]", "members = [\"prod\"]"),
+            "federations.prod.members",
+        ),
+        (foreign_identity, "collectives.tokyo.tls"),
+        (conflicting, "federations.prod.collectives.tokyo"),
+        (federation("max_hops = 1"), "federations.prod.max_hops"),
+        (
+            federation("batch_size = 5000"),
+            "federations.prod.batch_size",
+        ),
+        (
+            format!("[instance]\nserve = [\"nope\"]\n{}", federation("")),
+            "instance.serve",
+        ),
+        (
+            federation("").replace(&format!("ca = {:?}", tokyo.ca), "ca = \"missing.pem\""),
+            "collectives.tokyo.ca",
+        ),
+        (
+            "[collectives.\"lon.don\"]\nnats = [\"tls://x:1\"]\nca = \"x\"\n".into(),
+            "collectives.lon.don",
+        ),
+    ];
+    assert!(!cases.is_empty());
+    for (i, (text, key)) in cases.iter().enumerate() {
+        let path = write(&format!("bad-{i}.toml"), text);
+        let err = Config::load(&path).unwrap_err().to_string();
+        assert!(err.contains(key), "case {i}: {err} should name {key}");
+    }
+}
+
+#[test]
+fn a_group_readable_key_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let london = pki().0.realm("london").unwrap();
+    let key = config_dir().join("exposed-key.pem");
+    std::fs::create_dir_all(key.parent().unwrap()).unwrap();
+    std::fs::copy(&london.fedgate.key, &key).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let text = realm_block("london", "collectives.london")
+        .replace(&format!("{:?}", london.fedgate.key), &format!("{key:?}"));
+    let err = Config::load(&write("exposed.toml", &text))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("collectives.london.tls") && err.contains("readable by group or others"),
+        "{err}"
+    );
+}
+
+#[test]
+fn relative_paths_resolve_from_the_config_folder() {
+    let dir = config_dir();
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(&pki().0.realm("london").unwrap().ca, dir.join("rel-ca.pem")).unwrap();
+    let config = Config::load(&write(
+        "rel.toml",
+        "[collectives.london]\nnats = [\"tls://127.0.0.1:1\"]\nca = \"rel-ca.pem\"\n",
+    ))
+    .unwrap();
+    let london = config.collective("london").unwrap();
+    assert_eq!(london.ca, dir.join("rel-ca.pem"));
+    assert_eq!(
+        london.endpoint().ca.as_deref(),
+        Some(Path::new(&dir.join("rel-ca.pem")))
+    );
+}

@@ -1,0 +1,238 @@
+//! Config checks run once at start-up, and the routing table of each served federation.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use super::{Config, ConfigError, Member, TlsIdentity};
+use crate::security::{Now, check_identity, check_key_mode};
+use crate::subjects::is_valid_token;
+
+/// How a served federation reaches one collective.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// The collective is a member: publish on its network.
+    Direct,
+    /// The collective is behind this member federation: forward into its network.
+    Via(String),
+}
+
+struct Checker<'a> {
+    path: &'a Path,
+}
+
+impl Checker<'_> {
+    fn invalid(&self, key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.path.to_path_buf(),
+            key: key.into(),
+            problem: problem.into(),
+        }
+    }
+
+    fn file(&self, key: String, file: &Path) -> Result<(), ConfigError> {
+        if file.is_file() {
+            Ok(())
+        } else {
+            Err(self.invalid(key, format!("file {} does not exist", file.display())))
+        }
+    }
+
+    fn name(&self, key: String, name: &str) -> Result<(), ConfigError> {
+        if is_valid_token(name) {
+            Ok(())
+        } else {
+            Err(self.invalid(key, format!("{name:?} is not a valid subject token")))
+        }
+    }
+
+    fn identity(&self, key: String, tls: &TlsIdentity, ca: &Path) -> Result<(), ConfigError> {
+        self.file(format!("{key}.certificate"), &tls.certificate)?;
+        self.file(format!("{key}.key"), &tls.key)?;
+        check_identity(&tls.certificate, &tls.key, ca, Now::system())
+            .map_err(|err| self.invalid(key, err.to_string()))
+    }
+}
+
+impl Config {
+    /// Moves collectives defined inside federations to the top level, refusing a name defined
+    /// twice with different settings, and makes each one a member of its federation.
+    pub(super) fn merge_inline_collectives(&mut self, path: &Path) -> Result<(), ConfigError> {
+        let check = Checker { path };
+        let mut origin: BTreeMap<String, String> = self
+            .collectives
+            .keys()
+            .map(|name| (name.clone(), format!("collectives.{name}")))
+            .collect();
+        for (fed_name, federation) in &mut self.federations {
+            for (name, collective) in std::mem::take(&mut federation.collectives) {
+                let key = format!("federations.{fed_name}.collectives.{name}");
+                if let Some(existing) = self.collectives.get(&name) {
+                    if *existing != collective {
+                        let first = origin.get(&name).cloned().unwrap_or_default();
+                        return Err(check.invalid(key, format!("collective {name} is also defined at `{first}` with different settings")));
+                    }
+                } else {
+                    self.collectives.insert(name.clone(), collective);
+                    origin.insert(name.clone(), key);
+                }
+                if !federation.members.contains(&name) {
+                    federation.members.push(name);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let check = Checker { path };
+        if let Some(client) = &self.client {
+            check.file("client.certificate".into(), &client.certificate)?;
+            check.file("client.key".into(), &client.key)?;
+            check_key_mode(&client.key).map_err(|e| check.invalid("client.key", e.to_string()))?;
+        }
+        for (name, collective) in &self.collectives {
+            let key = format!("collectives.{name}");
+            check.name(key.clone(), name)?;
+            if collective.nats.is_empty() {
+                return Err(check.invalid(format!("{key}.nats"), "lists no server"));
+            }
+            check.file(format!("{key}.ca"), &collective.ca)?;
+            if let Some(tls) = &collective.tls {
+                check.identity(format!("{key}.tls"), tls, &collective.ca)?;
+            }
+        }
+        self.validate_instance(&check)?;
+        let mut clusters = BTreeSet::new();
+        for (name, federation) in &self.federations {
+            let key = format!("federations.{name}");
+            check.name(key.clone(), name)?;
+            if self.collectives.contains_key(name) {
+                return Err(
+                    check.invalid(key, format!("{name} is both a collective and a federation"))
+                );
+            }
+            let cluster = federation.cluster_name(name);
+            check.name(format!("{key}.cluster"), cluster)?;
+            if !clusters.insert(cluster) {
+                return Err(check.invalid(
+                    format!("{key}.cluster"),
+                    format!("cluster {cluster} is used by two federations"),
+                ));
+            }
+            if federation.nats.is_empty() {
+                return Err(check.invalid(format!("{key}.nats"), "lists no server"));
+            }
+            check.file(format!("{key}.ca"), &federation.ca)?;
+            if let Some(tls) = &federation.tls {
+                check.identity(format!("{key}.tls"), tls, &federation.ca)?;
+            }
+            self.validate_limits(&check, &key, federation)?;
+        }
+        for served in self.served_federations() {
+            self.routes(served).map_err(|problem| {
+                check.invalid(format!("federations.{served}.members"), problem)
+            })?;
+        }
+        Ok(())
+    }
+
+    fn validate_instance(&self, check: &Checker<'_>) -> Result<(), ConfigError> {
+        if let Some(name) = &self.instance.name
+            && (name.is_empty() || name.contains(char::is_whitespace))
+        {
+            return Err(check.invalid("instance.name", "must be a non-empty word without spaces"));
+        }
+        if self.instance.workers == Some(0) {
+            return Err(check.invalid("instance.workers", "must be at least 1"));
+        }
+        for name in self.instance.serve.iter().flatten() {
+            if !self.federations.contains_key(name) {
+                return Err(check.invalid(
+                    "instance.serve",
+                    format!("{name} is not a federation in this file"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_limits(
+        &self,
+        check: &Checker<'_>,
+        key: &str,
+        fed: &super::FederationConfig,
+    ) -> Result<(), ConfigError> {
+        if fed.max_hops < 2 {
+            return Err(check.invalid(
+                format!("{key}.max_hops"),
+                "must be at least 2 (the client's hop and this broker's)",
+            ));
+        }
+        if fed.max_targets == 0 {
+            return Err(check.invalid(format!("{key}.max_targets"), "must be at least 1"));
+        }
+        if fed.batch_size == 0 || fed.batch_size > fed.max_targets {
+            return Err(check.invalid(
+                format!("{key}.batch_size"),
+                format!("must be between 1 and max_targets ({})", fed.max_targets),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The collectives a served federation reaches, and how: directly, or through a member
+    /// federation. A collective reachable two ways is refused as ambiguous.
+    pub fn routes(&self, federation: &str) -> Result<BTreeMap<String, Route>, String> {
+        let fed = self
+            .federations
+            .get(federation)
+            .ok_or_else(|| format!("no federation {federation}"))?;
+        let mut routes = BTreeMap::new();
+        for member in &fed.members {
+            if member == federation {
+                return Err(format!("{federation} lists itself as a member"));
+            }
+            let reached: Vec<(String, Route)> = match self.member(member) {
+                Some(Member::Collective(_)) => vec![(member.clone(), Route::Direct)],
+                Some(Member::Federation(_)) => {
+                    let mut visited = BTreeSet::from([federation.to_string(), member.clone()]);
+                    self.reach(member, &mut visited)
+                        .into_iter()
+                        .map(|c| (c, Route::Via(member.clone())))
+                        .collect()
+                }
+                None => {
+                    return Err(format!(
+                        "{member} is neither a collective nor a federation in this file"
+                    ));
+                }
+            };
+            for (collective, route) in reached {
+                if let Some(previous) = routes.insert(collective.clone(), route.clone()) {
+                    return Err(format!(
+                        "collective {collective} is reachable both {previous:?} and {route:?}"
+                    ));
+                }
+            }
+        }
+        Ok(routes)
+    }
+
+    /// Names of the collectives behind a member federation, following federations recursively.
+    fn reach(&self, federation: &str, visited: &mut BTreeSet<String>) -> BTreeSet<String> {
+        let mut out = BTreeSet::new();
+        let Some(fed) = self.federations.get(federation) else {
+            return out;
+        };
+        for member in &fed.members {
+            if self.federations.contains_key(member) {
+                if visited.insert(member.clone()) {
+                    out.extend(self.reach(member, visited));
+                }
+            } else {
+                out.insert(member.clone());
+            }
+        }
+        out
+    }
+}

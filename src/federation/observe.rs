@@ -1,0 +1,97 @@
+//! `fedgate observe`: the latest figures of every instance of a cluster, in the layout of the
+//! Ruby broker's `mco federation observe`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use super::stats::{ClusterSnapshot, SideSnapshot};
+
+/// Picks one direction's figures out of a snapshot.
+type SidePicker = fn(&ClusterSnapshot) -> &SideSnapshot;
+
+/// Renders the figures of one cluster's instances; `age` gives seconds since each was heard.
+pub fn render(cluster: &str, instances: &BTreeMap<String, (ClusterSnapshot, u64)>) -> String {
+    let mut out = format!("Federation Broker: {cluster}\n\n");
+    let sides: [(&str, SidePicker); 2] = [
+        ("Federation", |s| &s.federation),
+        ("Collective", |s| &s.collective),
+    ];
+    let width = instances.keys().map(String::len).max().unwrap_or(0) + 4;
+    for (title, side) in sides {
+        let received: u64 = instances.values().map(|(s, _)| side(s).received).sum();
+        let sent: u64 = instances.values().map(|(s, _)| side(s).sent).sum();
+        let refused: u64 = instances
+            .values()
+            .map(|(s, _)| side(s).refused.values().sum::<u64>())
+            .sum();
+        let _ = writeln!(
+            out,
+            "{title}\n  Totals:\n    Received: {received}  Sent: {sent}  Refused: {refused}\n\n  Instances:"
+        );
+        for (name, (snapshot, _)) in instances {
+            let figures = side(snapshot);
+            let _ = writeln!(
+                out,
+                "{name:>width$}: Received: {} ({:.1}%)  Sent: {} ({:.1}%)",
+                figures.received,
+                percent(figures.received, received),
+                figures.sent,
+                percent(figures.sent, sent),
+            );
+        }
+        out.push('\n');
+    }
+    out.push_str("Instances:\n");
+    for (name, (snapshot, age)) in instances {
+        let _ = writeln!(
+            out,
+            "  {name}: version {} started {} status {} (heard {age}s ago)",
+            snapshot.version, snapshot.start_time, snapshot.status
+        );
+    }
+    out
+}
+
+fn percent(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        part as f64 * 100.0 / whole as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot(instance: &str, received: u64, sent: u64) -> (ClusterSnapshot, u64) {
+        let mut s = ClusterSnapshot {
+            cluster: "prod".into(),
+            instance: instance.into(),
+            status: "OK".into(),
+            ..ClusterSnapshot::default()
+        };
+        s.federation.received = received;
+        s.federation.sent = sent;
+        (s, 1)
+    }
+
+    #[test]
+    fn shows_each_instances_share() {
+        let instances: BTreeMap<String, _> = [
+            ("fb1".to_string(), snapshot("fb1", 30, 60)),
+            ("fb2".to_string(), snapshot("fb2", 10, 20)),
+        ]
+        .into();
+        let text = render("prod", &instances);
+        assert!(text.contains("Received: 40  Sent: 80"), "{text}");
+        assert!(
+            text.contains("    fb1: Received: 30 (75.0%)  Sent: 60 (75.0%)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("    fb2: Received: 10 (25.0%)  Sent: 20 (25.0%)"),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,383 @@
+//! Pure request and reply transforms of a Federation Broker: validate, route, rewrite headers.
+//!
+//! Nothing here does I/O or keeps state: all routing data travels in the transport headers, as
+//! in go-choria's broker. Only unsigned headers change; `data` passes through byte for byte.
+
+use std::collections::{BTreeMap, HashSet};
+
+use crate::config::{Config, Route};
+use crate::subjects::{self, Target, is_reply_subject};
+use crate::wire::choria_v1::{FederationHeader, RelayTransport};
+use crate::wire::{DecodeError, Limits};
+
+/// Why a message was not relayed; each has its own counter.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// The transport does not decode.
+    #[error("malformed: {0}")]
+    Malformed(#[from] DecodeError),
+    /// There is no `federation` header.
+    #[error("not federated: the message has no federation header")]
+    NotFederated,
+    /// `federation.req` is missing.
+    #[error("missing request id: the federation header has no req")]
+    MissingRequestId,
+    /// `seen-by` already holds `max_hops` hops.
+    #[error("max hops: the message has travelled {hops} hops, the limit is {max}")]
+    MaxHops {
+        /// Hops recorded.
+        hops: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// `seen-by` shows this instance already.
+    #[error("loop: the message already passed through this instance ({label})")]
+    Loop {
+        /// This instance's hop label.
+        label: String,
+    },
+    /// There is no reply subject.
+    #[error("missing reply-to")]
+    MissingReplyTo,
+    /// The reply subject is not in the reply space.
+    #[error("bad reply-to: {0:?} is not a reply subject")]
+    BadReplyTo(String),
+    /// The target list is empty.
+    #[error("no targets")]
+    NoTargets,
+    /// More targets than allowed.
+    #[error("too many targets: {count}, the limit is {max}")]
+    TooManyTargets {
+        /// Targets given.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A target is neither a broadcast-agent nor a node subject.
+    #[error(
+        "bad target: {0:?} is neither <collective>.broadcast.agent.<agent> nor <collective>.node.<identity>"
+    )]
+    BadTarget(String),
+    /// A target's collective is not reachable from this cluster.
+    #[error("not a member: {0:?} is not in a member collective of this cluster")]
+    NotMember(String),
+}
+
+impl Refusal {
+    /// Every reason code, for counters.
+    pub const REASONS: [&'static str; 11] = [
+        "malformed",
+        "not_federated",
+        "missing_request_id",
+        "max_hops",
+        "loop",
+        "missing_reply_to",
+        "bad_reply_to",
+        "no_targets",
+        "too_many_targets",
+        "bad_target",
+        "not_member",
+    ];
+
+    /// The reason code.
+    pub fn reason(&self) -> &'static str {
+        let index = match self {
+            Refusal::Malformed(_) => 0,
+            Refusal::NotFederated => 1,
+            Refusal::MissingRequestId => 2,
+            Refusal::MaxHops { .. } => 3,
+            Refusal::Loop { .. } => 4,
+            Refusal::MissingReplyTo => 5,
+            Refusal::BadReplyTo(_) => 6,
+            Refusal::NoTargets => 7,
+            Refusal::TooManyTargets { .. } => 8,
+            Refusal::BadTarget(_) => 9,
+            Refusal::NotMember(_) => 10,
+        };
+        Self::REASONS[index]
+    }
+}
+
+/// Where a group of targets goes.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Destination {
+    /// A member collective's network: publish to each target subject.
+    Collective(String),
+    /// A member federation's network: forward one message to its cluster.
+    Federation {
+        /// The member federation's name (its network).
+        network: String,
+        /// Its Federation Broker cluster name.
+        cluster: String,
+    },
+}
+
+impl Destination {
+    /// The network the destination is on.
+    pub fn network(&self) -> &str {
+        match self {
+            Destination::Collective(name) => name,
+            Destination::Federation { network, .. } => network,
+        }
+    }
+}
+
+/// What one cluster of this instance needs to validate and route.
+#[derive(Clone, Debug)]
+pub struct ClusterRules {
+    /// Cluster name used in subjects.
+    pub cluster: String,
+    /// How each reachable collective is reached.
+    pub routes: BTreeMap<String, Destination>,
+    /// Hop limit for incoming requests.
+    pub max_hops: usize,
+    /// Target limit per message.
+    pub max_targets: usize,
+    /// This instance's `seen-by` processor label for this cluster.
+    pub label: String,
+    /// Decode limits.
+    pub limits: Limits,
+}
+
+impl ClusterRules {
+    /// Rules for the served federation `name` of `config`, as seen by `instance`.
+    pub fn from_config(
+        config: &Config,
+        name: &str,
+        instance: &str,
+        limits: Limits,
+    ) -> Result<Self, String> {
+        let federation = config
+            .federation(name)
+            .ok_or_else(|| format!("no federation {name}"))?;
+        let cluster = federation.cluster_name(name).to_string();
+        let routes = config
+            .routes(name)?
+            .into_iter()
+            .map(|(collective, route)| {
+                let destination = match route {
+                    Route::Direct => Destination::Collective(collective.clone()),
+                    Route::Via(network) => Destination::Federation {
+                        cluster: config
+                            .federation(&network)
+                            .map_or(network.as_str(), |f| f.cluster_name(&network))
+                            .to_string(),
+                        network,
+                    },
+                };
+                (collective, destination)
+            })
+            .collect();
+        Ok(ClusterRules {
+            label: hop_label(instance, &cluster),
+            cluster,
+            routes,
+            max_hops: federation.max_hops,
+            max_targets: federation.max_targets,
+            limits,
+        })
+    }
+}
+
+/// The `seen-by` processor label of an instance in a cluster.
+pub fn hop_label(instance: &str, cluster: &str) -> String {
+    format!("{instance} (fedgate federation {cluster})")
+}
+
+/// A federated request that passed every check, with its targets grouped by destination.
+#[derive(Debug)]
+pub struct RoutedRequest<'a> {
+    transport: RelayTransport<'a>,
+    reply_to: String,
+    groups: BTreeMap<Destination, Vec<String>>,
+}
+
+/// Validates a federated request received on `choria.federation.<cluster>.federation`.
+pub fn route_request<'a>(
+    bytes: &'a [u8],
+    rules: &ClusterRules,
+) -> Result<RoutedRequest<'a>, Refusal> {
+    let transport = RelayTransport::decode(bytes, &rules.limits)?;
+    let headers = &transport.headers;
+    let federation = headers.federation.as_ref().ok_or(Refusal::NotFederated)?;
+    if federation.req.is_none() {
+        return Err(Refusal::MissingRequestId);
+    }
+    let hops = headers.seen_by.len();
+    if hops >= rules.max_hops {
+        return Err(Refusal::MaxHops {
+            hops,
+            max: rules.max_hops,
+        });
+    }
+    if headers.seen_by.iter().any(|hop| hop[1] == rules.label) {
+        return Err(Refusal::Loop {
+            label: rules.label.clone(),
+        });
+    }
+    let reply_to = headers.reply_to.clone().ok_or(Refusal::MissingReplyTo)?;
+    if !is_reply_subject(&reply_to) {
+        return Err(Refusal::BadReplyTo(reply_to));
+    }
+    let groups = group_targets(&federation.target, rules)?;
+    Ok(RoutedRequest {
+        transport,
+        reply_to,
+        groups,
+    })
+}
+
+fn group_targets(
+    targets: &[String],
+    rules: &ClusterRules,
+) -> Result<BTreeMap<Destination, Vec<String>>, Refusal> {
+    if targets.is_empty() {
+        return Err(Refusal::NoTargets);
+    }
+    if targets.len() > rules.max_targets {
+        return Err(Refusal::TooManyTargets {
+            count: targets.len(),
+            max: rules.max_targets,
+        });
+    }
+    let mut seen = HashSet::with_capacity(targets.len());
+    let mut groups: BTreeMap<Destination, Vec<String>> = BTreeMap::new();
+    for target in targets {
+        let parsed = Target::parse(target).ok_or_else(|| Refusal::BadTarget(target.clone()))?;
+        let destination = rules
+            .routes
+            .get(parsed.collective())
+            .ok_or_else(|| Refusal::NotMember(target.clone()))?;
+        if seen.insert(target.as_str()) {
+            groups
+                .entry(destination.clone())
+                .or_default()
+                .push(target.clone());
+        }
+    }
+    Ok(groups)
+}
+
+/// One publish a broker makes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Egress {
+    /// Subjects to publish the payload to, on the destination's network.
+    pub subjects: Vec<String>,
+    /// The rewritten transport.
+    pub payload: Vec<u8>,
+}
+
+impl RoutedRequest<'_> {
+    /// The destinations, each with its targets.
+    pub fn groups(&self) -> &BTreeMap<Destination, Vec<String>> {
+        &self.groups
+    }
+
+    /// The request id from the federation header.
+    pub fn request_id(&self) -> &str {
+        self.transport
+            .headers
+            .federation
+            .as_ref()
+            .and_then(|f| f.req.as_deref())
+            .unwrap_or("")
+    }
+
+    /// Rewrites the headers for one destination, as go-choria's request transformer does: the
+    /// reply-to is saved, replaced by the cluster's collective subject, targets are cleared, and a
+    /// hop `[inbound, label, outbound]` is appended. A member federation instead gets one message
+    /// carrying its targets, with a reply subject that wraps the client's.
+    pub fn egress(
+        &self,
+        destination: &Destination,
+        rules: &ClusterRules,
+        inbound: &str,
+        outbound: &str,
+    ) -> Option<Egress> {
+        let targets = self.groups.get(destination)?;
+        let mut transport = self.transport.clone();
+        let headers = &mut transport.headers;
+        let req = self.request_id().to_string();
+        let subjects = match destination {
+            Destination::Collective(_) => {
+                headers.reply_to = Some(subjects::federation_collective(&rules.cluster));
+                headers.federation = Some(FederationHeader {
+                    req: Some(req),
+                    reply_to: Some(self.reply_to.clone()),
+                    target: Vec::new(),
+                });
+                targets.clone()
+            }
+            Destination::Federation { cluster, .. } => {
+                headers.reply_to = Some(subjects::federation_reply(&rules.cluster, &self.reply_to));
+                headers.federation = Some(FederationHeader {
+                    req: Some(req),
+                    reply_to: None,
+                    target: targets.clone(),
+                });
+                vec![subjects::federation_ingest(cluster)]
+            }
+        };
+        headers.record_hop(inbound, &rules.label, outbound);
+        Some(Egress {
+            subjects,
+            payload: transport.encode(),
+        })
+    }
+}
+
+/// Validates a reply on `choria.federation.<cluster>.collective` and rewrites it for the client:
+/// the federation header is removed and a hop appended. Returns the client's reply subject.
+pub fn route_reply(
+    bytes: &[u8],
+    rules: &ClusterRules,
+    inbound: &str,
+    outbound: &str,
+) -> Result<(String, Vec<u8>), Refusal> {
+    let mut transport = RelayTransport::decode(bytes, &rules.limits)?;
+    let federation = transport
+        .headers
+        .federation
+        .take()
+        .ok_or(Refusal::NotFederated)?;
+    if federation.req.is_none() {
+        return Err(Refusal::MissingRequestId);
+    }
+    let reply_to = federation.reply_to.ok_or(Refusal::MissingReplyTo)?;
+    if !is_reply_subject(&reply_to) {
+        return Err(Refusal::BadReplyTo(reply_to));
+    }
+    transport
+        .headers
+        .record_hop(inbound, &rules.label, outbound);
+    Ok((reply_to, transport.encode()))
+}
+
+/// Validates a reply that a member federation sent to `choria.federation.<cluster>.reply.<R>`
+/// and returns `R`, the subject it goes to in this cluster's network, with the rewritten reply.
+pub fn route_chained_reply(
+    subject: &str,
+    bytes: &[u8],
+    rules: &ClusterRules,
+    inbound: &str,
+    outbound: &str,
+) -> Result<(String, Vec<u8>), Refusal> {
+    let prefix = subjects::federation_reply_prefix(&rules.cluster);
+    let reply_to = subject
+        .strip_prefix(&prefix)
+        .unwrap_or_default()
+        .to_string();
+    if !is_reply_subject(&reply_to) {
+        return Err(Refusal::BadReplyTo(reply_to));
+    }
+    let mut transport = RelayTransport::decode(bytes, &rules.limits)?;
+    transport.headers.federation = None;
+    transport
+        .headers
+        .record_hop(inbound, &rules.label, outbound);
+    Ok((reply_to, transport.encode()))
+}
+
+#[cfg(test)]
+#[path = "transform_tests.rs"]
+mod tests;

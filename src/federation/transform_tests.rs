@@ -1,0 +1,279 @@
+//! Transform tests with plain values: routing, header rewrites and every refusal.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
+
+use super::*;
+
+const REQ: &str = "6a6f3a2c1e8b4e0f9d1b2c3d4e5f6a7b";
+const REPLY_TO: &str =
+    "london.reply.37bdf08389145a56c13096c178802d3b.6a6f3a2c1e8b4e0f9d1b2c3d4e5f6a7b";
+
+fn rules() -> ClusterRules {
+    let mut routes = BTreeMap::new();
+    routes.insert(
+        "london".to_string(),
+        Destination::Collective("london".into()),
+    );
+    routes.insert("tokyo".to_string(), Destination::Collective("tokyo".into()));
+    routes.insert(
+        "paris".to_string(),
+        Destination::Federation {
+            network: "eu".into(),
+            cluster: "eu".into(),
+        },
+    );
+    ClusterRules {
+        cluster: "prod".into(),
+        routes,
+        max_hops: 4,
+        max_targets: 3,
+        label: hop_label("fb1", "prod"),
+        limits: Limits::default(),
+    }
+}
+
+fn request(targets: &[&str], extra: impl FnOnce(&mut Value)) -> Vec<u8> {
+    let mut doc = json!({
+        "protocol": "choria:transport:1",
+        "data": "eyJwcm90b2NvbCI6ImNob3JpYTpzZWN1cmU6cmVxdWVzdDoxIn0=",
+        "headers": {
+            "reply-to": REPLY_TO,
+            "mc_sender": "client.example.net",
+            "seen-by": [["nats://fed:4222", "client.example.net", "nats://fed:4222"]],
+            "federation": {"req": REQ, "target": targets},
+        }
+    });
+    extra(&mut doc);
+    serde_json::to_vec(&doc).unwrap()
+}
+
+fn headers(payload: &[u8]) -> Value {
+    serde_json::from_slice::<Value>(payload).unwrap()["headers"].clone()
+}
+
+#[test]
+fn direct_targets_are_rewritten_like_go_choria() {
+    let rules = rules();
+    let bytes = request(
+        &[
+            "london.broadcast.agent.rpcutil",
+            "london.node.n1",
+            "london.node.n1",
+        ],
+        |_| {},
+    );
+    let routed = route_request(&bytes, &rules).unwrap();
+    let london = Destination::Collective("london".into());
+    assert_eq!(routed.groups().len(), 1);
+    let egress = routed
+        .egress(&london, &rules, "nats://fed:4222", "nats://london:4222")
+        .unwrap();
+    assert_eq!(
+        egress.subjects,
+        vec!["london.broadcast.agent.rpcutil", "london.node.n1"],
+        "duplicates are sent once"
+    );
+    let h = headers(&egress.payload);
+    assert_eq!(h["reply-to"], "choria.federation.prod.collective");
+    assert_eq!(h["federation"], json!({"req": REQ, "reply-to": REPLY_TO}));
+    assert_eq!(h["mc_sender"], "client.example.net");
+    assert_eq!(
+        h["seen-by"][1],
+        json!([
+            "nats://fed:4222",
+            "fb1 (fedgate federation prod)",
+            "nats://london:4222"
+        ])
+    );
+    let data = |b: &[u8]| serde_json::from_slice::<Value>(b).unwrap()["data"].clone();
+    assert_eq!(
+        data(&egress.payload),
+        data(&bytes),
+        "data passes through untouched"
+    );
+}
+
+#[test]
+fn member_federation_targets_travel_as_one_wrapped_message() {
+    let rules = rules();
+    let bytes = request(&["paris.node.p1", "paris.node.p2", "tokyo.node.t1"], |_| {});
+    let routed = route_request(&bytes, &rules).unwrap();
+    assert_eq!(routed.groups().len(), 2);
+    let eu = Destination::Federation {
+        network: "eu".into(),
+        cluster: "eu".into(),
+    };
+    let egress = routed
+        .egress(&eu, &rules, "nats://fed:4222", "nats://eu:4222")
+        .unwrap();
+    assert_eq!(egress.subjects, vec!["choria.federation.eu.federation"]);
+    let h = headers(&egress.payload);
+    assert_eq!(
+        h["reply-to"],
+        format!("choria.federation.prod.reply.{REPLY_TO}")
+    );
+    assert_eq!(
+        h["federation"],
+        json!({"req": REQ, "target": ["paris.node.p1", "paris.node.p2"]})
+    );
+
+    let (reply_to, _) = route_chained_reply(
+        &format!("choria.federation.prod.reply.{REPLY_TO}"),
+        &reply(None),
+        &rules,
+        "nats://eu:4222",
+        "nats://fed:4222",
+    )
+    .unwrap();
+    assert_eq!(reply_to, REPLY_TO);
+}
+
+#[test]
+fn every_refusal_has_its_reason() {
+    let rules = rules();
+    let no_fed = request(&[], |d| {
+        d["headers"].as_object_mut().unwrap().remove("federation");
+    });
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (
+            b"{\"protocol\":\"choria:transport:1\"".to_vec(),
+            "malformed",
+        ),
+        (no_fed, "not_federated"),
+        (
+            request(&["london.node.a"], |d| {
+                d["headers"]["federation"] = json!({"target": ["london.node.a"]})
+            }),
+            "missing_request_id",
+        ),
+        (
+            request(&["london.node.a"], |d| {
+                d["headers"]["seen-by"] = json!([
+                    ["a", "b", "c"],
+                    ["a", "b", "c"],
+                    ["a", "b", "c"],
+                    ["a", "b", "c"]
+                ])
+            }),
+            "max_hops",
+        ),
+        (
+            request(&["london.node.a"], |d| {
+                d["headers"]["seen-by"] = json!([["a", "fb1 (fedgate federation prod)", "c"]])
+            }),
+            "loop",
+        ),
+        (
+            request(&["london.node.a"], |d| {
+                d["headers"].as_object_mut().unwrap().remove("reply-to");
+            }),
+            "missing_reply_to",
+        ),
+        (
+            request(&["london.node.a"], |d| {
+                d["headers"]["reply-to"] = json!("tokyo.broadcast.agent.rpcutil")
+            }),
+            "bad_reply_to",
+        ),
+        (
+            request(&["london.node.a"], |d| {
+                d["headers"]["reply-to"] = json!("choria.federation.prod.federation")
+            }),
+            "bad_reply_to",
+        ),
+        (request(&[], |_| {}), "no_targets"),
+        (
+            request(
+                &[
+                    "london.node.a",
+                    "london.node.b",
+                    "london.node.c",
+                    "london.node.d",
+                ],
+                |_| {},
+            ),
+            "too_many_targets",
+        ),
+        (request(&["london.reply.x.y"], |_| {}), "bad_target"),
+        (
+            request(&["choria.federation.prod.federation"], |_| {}),
+            "bad_target",
+        ),
+        (
+            request(&["london.broadcast.service.aaa_signer"], |_| {}),
+            "bad_target",
+        ),
+        (
+            request(&["berlin.broadcast.agent.rpcutil"], |_| {}),
+            "not_member",
+        ),
+        (
+            request(&["london.node.a", "berlin.node.b"], |_| {}),
+            "not_member",
+        ),
+    ];
+    for (bytes, want) in cases {
+        let err = route_request(&bytes, &rules).unwrap_err();
+        assert_eq!(err.reason(), want, "{err}");
+    }
+}
+
+fn reply(federation: Option<Value>) -> Vec<u8> {
+    let mut doc = json!({
+        "protocol": "choria:transport:1",
+        "data": "eyJwcm90b2NvbCI6ImNob3JpYTpzZWN1cmU6cmVwbHk6MSJ9",
+        "headers": {"mc_sender": "n1", "seen-by": [["nats://london:4222", "n1", "nats://london:4222"]]}
+    });
+    if let Some(federation) = federation {
+        doc["headers"]["federation"] = federation;
+    }
+    serde_json::to_vec(&doc).unwrap()
+}
+
+#[test]
+fn replies_go_back_unfederated_and_only_into_the_reply_space() {
+    let rules = rules();
+    let good = reply(Some(json!({"req": REQ, "reply-to": REPLY_TO})));
+    let (to, payload) =
+        route_reply(&good, &rules, "nats://london:4222", "nats://fed:4222").unwrap();
+    assert_eq!(to, REPLY_TO);
+    let h = headers(&payload);
+    assert!(h.get("federation").is_none());
+    assert_eq!(h["seen-by"].as_array().unwrap().len(), 2);
+
+    let cases = [
+        (reply(None), "not_federated"),
+        (
+            reply(Some(json!({"reply-to": REPLY_TO}))),
+            "missing_request_id",
+        ),
+        (reply(Some(json!({"req": REQ}))), "missing_reply_to"),
+        (
+            reply(Some(
+                json!({"req": REQ, "reply-to": "tokyo.broadcast.agent.rpcutil"}),
+            )),
+            "bad_reply_to",
+        ),
+        (
+            reply(Some(
+                json!({"req": REQ, "reply-to": "choria.federation.prod.federation"}),
+            )),
+            "bad_reply_to",
+        ),
+    ];
+    for (bytes, want) in cases {
+        let err = route_reply(&bytes, &rules, "a", "b").unwrap_err();
+        assert_eq!(err.reason(), want, "{err}");
+    }
+    let err = route_chained_reply(
+        "choria.federation.prod.reply.tokyo.node.x",
+        &good,
+        &rules,
+        "a",
+        "b",
+    )
+    .unwrap_err();
+    assert_eq!(err.reason(), "bad_reply_to");
+}

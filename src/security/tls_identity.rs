@@ -1,0 +1,110 @@
+//! Checks a TLS client identity before start-up: key privacy, key-cert match, chain to the CA.
+
+use std::path::{Path, PathBuf};
+
+use rustls::sign::CertifiedKey;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use webpki::{EndEntityCert, KeyUsage};
+
+use super::{CaBundle, Now};
+
+/// Why a certificate and key cannot serve as an identity; every variant names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    /// A file is missing or unreadable.
+    #[error("{}: {reason}", path.display())]
+    Unreadable {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The private key is readable by group or others.
+    #[error("{}: private key is readable by group or others (mode {mode:o}); chmod 600 it", path.display())]
+    KeyExposed {
+        /// The key file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// The key does not belong to the certificate.
+    #[error("{}: key does not match the certificate {}", key.display(), cert.display())]
+    KeyMismatch {
+        /// The key file.
+        key: PathBuf,
+        /// The certificate file.
+        cert: PathBuf,
+    },
+    /// The certificate does not chain to the CA.
+    #[error("{}: does not chain to the CA {}: {reason}", cert.display(), ca.display())]
+    NotIssuedByCa {
+        /// The certificate file.
+        cert: PathBuf,
+        /// The CA bundle.
+        ca: PathBuf,
+        /// webpki's complaint.
+        reason: String,
+    },
+}
+
+/// Checks that `key` is private to its owner, belongs to `cert`, and that `cert` chains to `ca`
+/// for client authentication at `now`.
+pub fn check_identity(cert: &Path, key: &Path, ca: &Path, now: Now) -> Result<(), IdentityError> {
+    check_key_mode(key)?;
+    let unreadable = |path: &Path, reason: String| IdentityError::Unreadable {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect())
+        .map_err(|e| unreadable(cert, e.to_string()))?;
+    let Some(leaf) = chain.first() else {
+        return Err(unreadable(cert, "no certificate in the file".into()));
+    };
+    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| unreadable(key, e.to_string()))?;
+    let signing_key = rustls::crypto::aws_lc_rs::sign::any_supported_type(&key_der)
+        .map_err(|e| unreadable(key, e.to_string()))?;
+    CertifiedKey::new(chain.clone(), signing_key)
+        .keys_match()
+        .map_err(|_| IdentityError::KeyMismatch {
+            key: key.to_path_buf(),
+            cert: cert.to_path_buf(),
+        })?;
+    let bundle = CaBundle::from_file(ca).map_err(|e| unreadable(ca, e.to_string()))?;
+    let not_issued = |reason: String| IdentityError::NotIssuedByCa {
+        cert: cert.to_path_buf(),
+        ca: ca.to_path_buf(),
+        reason,
+    };
+    let end_entity = EndEntityCert::try_from(leaf).map_err(|e| not_issued(format!("{e:?}")))?;
+    end_entity
+        .verify_for_usage(
+            webpki::ALL_VERIFICATION_ALGS,
+            bundle.anchors(),
+            &chain[1..],
+            UnixTime::since_unix_epoch(now.since_epoch()),
+            KeyUsage::client_auth(),
+            None,
+            None,
+        )
+        .map(|_| ())
+        .map_err(|e| not_issued(format!("{e:?}")))
+}
+
+/// Refuses a key file that group or others can read or write.
+pub fn check_key_mode(key: &Path) -> Result<(), IdentityError> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(key).map_err(|e| IdentityError::Unreadable {
+        path: key.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(IdentityError::KeyExposed {
+            path: key.to_path_buf(),
+            mode,
+        });
+    }
+    Ok(())
+}

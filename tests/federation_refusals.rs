@@ -1,0 +1,206 @@
+//! Federated messages a broker must refuse: each is counted under its own reason and nothing is
+//! published into any member network. Also a ring of two federations, stopped by max_hops.
+
+mod support;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use fedgate::config::Config;
+use fedgate::federation::stats::ClusterSnapshot;
+use fedgate::federation::{Broker, BrokerOptions};
+use fedgate::wire::Limits;
+use futures::StreamExt;
+use serde_json::{Value, json};
+use support::{Network, network_block};
+
+const REQ: &str = "6a6f3a2c1e8b4e0f9d1b2c3d4e5f6a7b";
+const REPLY_TO: &str =
+    "london.reply.37bdf08389145a56c13096c178802d3b.6a6f3a2c1e8b4e0f9d1b2c3d4e5f6a7b";
+
+async fn start_broker(config_text: &str, dir: &std::path::Path, instance: &str) -> Broker {
+    let path = dir.join(format!("{instance}.toml"));
+    std::fs::write(&path, config_text).unwrap();
+    let config = Config::load(&path).unwrap();
+    let options = BrokerOptions {
+        instance: instance.into(),
+        workers: 1,
+        stats_interval: Duration::from_secs(60),
+        limits: Limits::default(),
+    };
+    Broker::start(&config, options).await.unwrap()
+}
+
+fn request(targets: &[&str], edit: impl FnOnce(&mut Value)) -> Vec<u8> {
+    let mut doc = json!({
+        "protocol": "choria:transport:1",
+        "data": "eyJwcm90b2NvbCI6ImNob3JpYTpzZWN1cmU6cmVxdWVzdDoxIn0=",
+        "headers": {
+            "reply-to": REPLY_TO,
+            "mc_sender": "client.example.net",
+            "seen-by": [["nats://fed:4222", "client.example.net", "nats://fed:4222"]],
+            "federation": {"req": REQ, "target": targets},
+        }
+    });
+    edit(&mut doc);
+    serde_json::to_vec(&doc).unwrap()
+}
+
+async fn wait_for(broker: &Broker, done: impl Fn(&ClusterSnapshot) -> bool) -> ClusterSnapshot {
+    for _ in 0..500 {
+        let snapshot = broker.snapshots().remove(0);
+        if done(&snapshot) {
+            return snapshot;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!(
+        "broker counters never reached the expected state: {:?}",
+        broker.snapshots()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_requests_are_counted_and_never_published() {
+    let (prod, london, tokyo) = (
+        Network::start("prod"),
+        Network::start("london"),
+        Network::start("tokyo"),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "{}{}{}",
+        network_block("federations.prod", &prod, "members = [\"tokyo\"]"),
+        network_block("federations.prod.collectives.london", &london, ""),
+        network_block("collectives.tokyo", &tokyo, ""),
+    );
+    let broker = start_broker(&text, dir.path(), "fb1").await;
+
+    // Anything published on either member network shows up here.
+    let (mut watchers, mut leaks) = (Vec::new(), Vec::new());
+    for network in [&london, &tokyo] {
+        let client = network.connect_as("alice").await;
+        leaks.push(client.subscribe(">").await.unwrap());
+        client.flush().await.unwrap();
+        watchers.push(client);
+    }
+    let mut leaks = futures::stream::select_all(leaks);
+
+    let no_federation = request(&[], |d| {
+        d["headers"].as_object_mut().unwrap().remove("federation");
+    });
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "not_member",
+            request(&["paris.broadcast.agent.rpcutil"], |_| {}),
+        ),
+        (
+            "not_member",
+            request(&["london.node.a", "paris.node.b"], |_| {}),
+        ),
+        ("bad_target", request(&["london.reply.abc.def"], |_| {})),
+        (
+            "bad_target",
+            request(&["choria.federation.prod.federation"], |_| {}),
+        ),
+        (
+            "bad_reply_to",
+            request(&["london.broadcast.agent.rpcutil"], |d| {
+                d["headers"]["reply-to"] = json!("tokyo.broadcast.agent.rpcutil")
+            }),
+        ),
+        ("not_federated", no_federation),
+        ("malformed", b"not json".to_vec()),
+    ];
+    let sender = prod.connect_as("alice").await;
+    for (i, (reason, payload)) in cases.iter().enumerate() {
+        let before = broker.snapshots()[0].federation.refused(reason);
+        sender
+            .publish(
+                "choria.federation.prod.federation",
+                Bytes::from(payload.clone()),
+            )
+            .await
+            .unwrap();
+        sender.flush().await.unwrap();
+        let after = wait_for(&broker, |s| s.federation.refused(reason) > before).await;
+        assert_eq!(after.federation.refused(reason), before + 1, "case {i}");
+        assert_eq!(after.federation.received as usize, i + 1, "case {i}");
+    }
+    let snapshot = broker.snapshots().remove(0);
+    assert_eq!(snapshot.federation.sent, 0);
+    assert_eq!(
+        snapshot.federation.refused.values().sum::<u64>(),
+        cases.len() as u64
+    );
+
+    // A reply from a member that tries to escape into a request subject is refused too.
+    let member = london.connect_as("alice").await;
+    let escape = json!({
+        "protocol": "choria:transport:1",
+        "data": "e30=",
+        "headers": {"mc_sender": "n1", "federation": {"req": REQ, "reply-to": "london.broadcast.agent.rpcutil"}}
+    });
+    member
+        .publish(
+            "choria.federation.prod.collective",
+            Bytes::from(escape.to_string()),
+        )
+        .await
+        .unwrap();
+    member.flush().await.unwrap();
+    let after = wait_for(&broker, |s| s.collective.refused("bad_reply_to") == 1).await;
+    assert_eq!(after.collective.sent, 0);
+
+    // Nothing reached either member network but the member's own escape attempt.
+    let mut seen = Vec::new();
+    while let Ok(Some(message)) =
+        tokio::time::timeout(Duration::from_millis(200), leaks.next()).await
+    {
+        seen.push(message.subject.to_string());
+    }
+    assert_eq!(
+        seen,
+        vec!["choria.federation.prod.collective".to_string()],
+        "only the member's own publish"
+    );
+    broker.shutdown(Duration::from_secs(2)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ring_of_two_federations_is_stopped_by_max_hops() {
+    // Two federation networks whose brokers each believe london is behind the other.
+    let (net_a, net_b) = (Network::start("prod"), Network::start("prod"));
+    let dir = tempfile::tempdir().unwrap();
+    let config_a = format!(
+        "[instance]\nserve = [\"a\"]\n\n{}{}",
+        network_block("federations.a", &net_a, "members = [\"b\"]\nmax_hops = 3"),
+        network_block("federations.b", &net_b, "members = [\"london\"]"),
+    );
+    let config_b = format!(
+        "[instance]\nserve = [\"b\"]\n\n{}{}",
+        network_block("federations.b", &net_b, "members = [\"a\"]\nmax_hops = 3"),
+        network_block("federations.a", &net_a, "members = [\"london\"]"),
+    );
+    let broker_a = start_broker(&config_a, dir.path(), "fa1").await;
+    let broker_b = start_broker(&config_b, dir.path(), "fb1").await;
+
+    let sender = net_a.connect_as("alice").await;
+    let payload = request(&["london.broadcast.agent.rpcutil"], |_| {});
+    sender
+        .publish("choria.federation.a.federation", Bytes::from(payload))
+        .await
+        .unwrap();
+    sender.flush().await.unwrap();
+
+    // a -> b -> a: the third arrival carries three hops and is refused.
+    let a = wait_for(&broker_a, |s| s.federation.refused("max_hops") == 1).await;
+    let b = broker_b.snapshots().remove(0);
+    assert_eq!((a.federation.received, a.federation.sent), (2, 1), "{a:?}");
+    assert_eq!((b.federation.received, b.federation.sent), (1, 1), "{b:?}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let a = broker_a.snapshots().remove(0);
+    assert_eq!(a.federation.received, 2, "the ring stopped: {a:?}");
+    broker_a.shutdown(Duration::from_secs(2)).await;
+    broker_b.shutdown(Duration::from_secs(2)).await;
+}
