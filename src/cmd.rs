@@ -73,7 +73,7 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Run(args) => run::run(args).await,
         Command::Observe(args) => observe::run(args).await,
         Command::Demo(args) => demo::run(args).await,
-        Command::Bench(args) => bench::run(args),
+        Command::Bench(args) => bench::run(args).await,
     }
 }
 

@@ -90,8 +90,9 @@ pub struct ClientConfig {
 pub struct CollectiveConfig {
     /// NATS server URLs.
     pub nats: Vec<String>,
-    /// CA bundle of the collective.
-    pub ca: PathBuf,
+    /// CA bundle of the collective; required for `tls://` servers.
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
     /// fedgate's TLS client identity on this collective's NATS.
     #[serde(default)]
     pub tls: Option<TlsIdentity>,
@@ -106,8 +107,9 @@ pub struct FederationConfig {
     pub cluster: Option<String>,
     /// NATS server URLs of the federation network.
     pub nats: Vec<String>,
-    /// CA bundle of the federation network.
-    pub ca: PathBuf,
+    /// CA bundle of the federation network; required for `tls://` servers.
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
     /// fedgate's TLS client identity on the federation network.
     #[serde(default)]
     pub tls: Option<TlsIdentity>,
@@ -268,11 +270,11 @@ impl Config {
             .values_mut()
             .flat_map(|f| f.collectives.values_mut());
         for collective in self.collectives.values_mut().chain(inline) {
-            join(&mut collective.ca);
+            collective.ca.iter_mut().for_each(join);
             join_tls(&mut collective.tls);
         }
         for federation in self.federations.values_mut() {
-            join(&mut federation.ca);
+            federation.ca.iter_mut().for_each(join);
             join_tls(&mut federation.tls);
         }
     }
@@ -308,29 +310,29 @@ impl FederationConfig {
 
     /// The federation network's endpoint, with fedgate's TLS identity.
     pub fn endpoint(&self) -> NatsEndpoint {
-        endpoint(&self.nats, &self.ca, self.tls.as_ref())
+        endpoint(&self.nats, self.ca.as_deref(), self.tls.as_ref())
     }
 }
 
 impl CollectiveConfig {
     /// The NATS endpoint, using `identity` as the TLS client certificate and key.
     pub fn endpoint_as(&self, identity: Option<(PathBuf, PathBuf)>) -> NatsEndpoint {
-        let mut endpoint = endpoint(&self.nats, &self.ca, None);
+        let mut endpoint = endpoint(&self.nats, self.ca.as_deref(), None);
         endpoint.identity = identity;
         endpoint
     }
 
     /// The NATS endpoint with fedgate's own TLS identity.
     pub fn endpoint(&self) -> NatsEndpoint {
-        endpoint(&self.nats, &self.ca, self.tls.as_ref())
+        endpoint(&self.nats, self.ca.as_deref(), self.tls.as_ref())
     }
 }
 
-fn endpoint(urls: &[String], ca: &Path, tls: Option<&TlsIdentity>) -> NatsEndpoint {
+fn endpoint(urls: &[String], ca: Option<&Path>, tls: Option<&TlsIdentity>) -> NatsEndpoint {
     let secure = urls.iter().any(|url| url.starts_with("tls://"));
     NatsEndpoint {
         urls: urls.to_vec(),
-        ca: secure.then(|| ca.to_path_buf()),
+        ca: ca.filter(|_| secure).map(Path::to_path_buf),
         identity: tls.map(|t| (t.certificate.clone(), t.key.clone())),
     }
 }

@@ -65,6 +65,10 @@ pub struct NatsServerConfig {
     pub port: Option<u16>,
     /// Maximum message payload in bytes (nats-server default 1 MiB).
     pub max_payload: Option<usize>,
+    /// Accept leafnode connections on a random port (see [`NatsServer::leafnode_url`]).
+    pub leafnode_listen: bool,
+    /// Hubs to connect to as a leafnode, `nats-leaf://host:port`.
+    pub leafnode_remotes: Vec<String>,
 }
 
 /// Errors starting a nats-server.
@@ -183,6 +187,17 @@ impl NatsServer {
         let port = server.config.port.unwrap_or(0);
         server.launch(port)?;
         Ok(server)
+    }
+
+    /// The leafnode listener's URL, read from the server's log, when `leafnode_listen` is set.
+    pub fn leafnode_url(&self) -> Option<String> {
+        let log = fs::read_to_string(&self.log_path).ok()?;
+        let line = log
+            .lines()
+            .rev()
+            .find(|l| l.contains("Listening for leafnode connections on"))?;
+        let addr = line.rsplit(' ').next()?;
+        Some(format!("nats-leaf://{addr}"))
     }
 
     /// Client URL, `nats://127.0.0.1:PORT` or `tls://127.0.0.1:PORT` when TLS is on.

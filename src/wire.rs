@@ -152,6 +152,12 @@ pub fn from_json<'a, T: Deserialize<'a>>(
     limit: usize,
 ) -> Result<T, DecodeError> {
     check_size(layer, bytes.len(), limit)?;
+    // Parse without path tracking first; only a failure pays for a second pass that finds the path.
+    serde_json::from_slice(bytes).or_else(|_| locate_error(layer, bytes))
+}
+
+/// Parses again with path tracking to report where the document is wrong.
+fn locate_error<'a, T: Deserialize<'a>>(layer: Layer, bytes: &'a [u8]) -> Result<T, DecodeError> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|err| {
         let path = err.path().to_string();

@@ -3,25 +3,72 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
+use fedgate::bench::{self, relay};
+
 /// Arguments of `fedgate bench`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Seconds spent on each side of each comparison.
+    /// Which benchmarks to run.
+    #[arg(value_enum, default_value = "all")]
+    which: Which,
+    /// Seconds spent on each side of each crypto comparison.
     #[arg(long, default_value_t = 2.0)]
     seconds: f64,
-    /// Print JSON instead of a table.
+    /// Messages per path in the relay throughput run.
+    #[arg(long, default_value_t = 60_000)]
+    messages: usize,
+    /// Print JSON instead of tables.
     #[arg(long)]
     json: bool,
 }
 
+/// The benchmark groups.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Which {
+    /// Everything.
+    All,
+    /// Sign and verify rates next to raw aws-lc-rs.
+    Crypto,
+    /// Federation relay throughput and latency next to a leafnode link and a direct publish.
+    Relay,
+}
+
 /// Runs the benchmarks.
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let budget = Duration::try_from_secs_f64(args.seconds)?;
-    let rows = fedgate::bench::crypto(budget)?;
+pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let mut json = serde_json::Map::new();
+    if matches!(args.which, Which::All | Which::Crypto) {
+        let budget = Duration::try_from_secs_f64(args.seconds)?;
+        let rows = tokio::task::spawn_blocking(move || bench::crypto::run(budget)).await??;
+        if args.json {
+            json.insert("crypto".into(), serde_json::to_value(&rows)?);
+        } else {
+            println!("{}", bench::table(&rows));
+        }
+    }
+    if matches!(args.which, Which::All | Which::Relay) {
+        let dir = tempfile_dir()?;
+        let options = relay::RelayOptions {
+            messages: args.messages,
+            ..Default::default()
+        };
+        let report = relay::run(&dir, &options).await;
+        let _ = std::fs::remove_dir_all(&dir);
+        let report = report?;
+        if args.json {
+            json.insert("relay".into(), serde_json::to_value(&report)?);
+        } else {
+            println!("{}", bench::table(&report.throughput));
+            println!("{}", relay::latency_table(&report.latency));
+        }
+    }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
-    } else {
-        print!("{}", fedgate::bench::table(&rows));
+        println!("{}", serde_json::to_string_pretty(&json)?);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!("fedgate-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
 }

@@ -151,7 +151,7 @@ fn endpoint(
     if urls.is_empty() {
         bail!("no NATS server: give --nats or a config with [{name}]");
     }
-    let ca = args.ca.clone().or_else(|| configured.map(|c| c.1));
+    let ca = args.ca.clone().or_else(|| configured.and_then(|c| c.1));
     let tls = urls.iter().any(|u| u.starts_with("tls://"));
     if tls && ca.is_none() {
         bail!("a tls:// server needs a CA: give --ca or a config with [{name}] ca");

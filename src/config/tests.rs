@@ -136,6 +136,10 @@ fn invalid_configs_name_the_key() {
             "collectives.tokyo.ca",
         ),
         (
+            "[collectives.plain]\nnats = [\"tls://127.0.0.1:1\"]\n".into(),
+            "collectives.plain.ca",
+        ),
+        (
             "[collectives.\"lon.don\"]\nnats = [\"tls://x:1\"]\nca = \"x\"\n".into(),
             "collectives.lon.don",
         ),
@@ -178,7 +182,7 @@ fn relative_paths_resolve_from_the_config_folder() {
     ))
     .unwrap();
     let london = config.collective("london").unwrap();
-    assert_eq!(london.ca, dir.join("rel-ca.pem"));
+    assert_eq!(london.ca, Some(dir.join("rel-ca.pem")));
     assert_eq!(
         london.endpoint().ca.as_deref(),
         Some(Path::new(&dir.join("rel-ca.pem")))

@@ -45,6 +45,25 @@ impl Checker<'_> {
         }
     }
 
+    /// A network's CA: required for `tls://` servers and TLS identities, and must exist.
+    fn network_ca<'p>(
+        &self,
+        key: &str,
+        nats: &[String],
+        ca: Option<&'p Path>,
+        tls: Option<&TlsIdentity>,
+    ) -> Result<Option<&'p Path>, ConfigError> {
+        let needed = nats.iter().any(|url| url.starts_with("tls://")) || tls.is_some();
+        match ca {
+            Some(ca) => self.file(format!("{key}.ca"), ca).map(|()| Some(ca)),
+            None if needed => Err(self.invalid(
+                format!("{key}.ca"),
+                "is required for tls:// servers and TLS identities",
+            )),
+            None => Ok(None),
+        }
+    }
+
     fn identity(&self, key: String, tls: &TlsIdentity, ca: &Path) -> Result<(), ConfigError> {
         self.file(format!("{key}.certificate"), &tls.certificate)?;
         self.file(format!("{key}.key"), &tls.key)?;
@@ -96,9 +115,14 @@ impl Config {
             if collective.nats.is_empty() {
                 return Err(check.invalid(format!("{key}.nats"), "lists no server"));
             }
-            check.file(format!("{key}.ca"), &collective.ca)?;
-            if let Some(tls) = &collective.tls {
-                check.identity(format!("{key}.tls"), tls, &collective.ca)?;
+            let ca = check.network_ca(
+                &key,
+                &collective.nats,
+                collective.ca.as_deref(),
+                collective.tls.as_ref(),
+            )?;
+            if let (Some(tls), Some(ca)) = (&collective.tls, ca) {
+                check.identity(format!("{key}.tls"), tls, ca)?;
             }
         }
         self.validate_instance(&check)?;
@@ -122,9 +146,14 @@ impl Config {
             if federation.nats.is_empty() {
                 return Err(check.invalid(format!("{key}.nats"), "lists no server"));
             }
-            check.file(format!("{key}.ca"), &federation.ca)?;
-            if let Some(tls) = &federation.tls {
-                check.identity(format!("{key}.tls"), tls, &federation.ca)?;
+            let ca = check.network_ca(
+                &key,
+                &federation.nats,
+                federation.ca.as_deref(),
+                federation.tls.as_ref(),
+            )?;
+            if let (Some(tls), Some(ca)) = (&federation.tls, ca) {
+                check.identity(format!("{key}.tls"), tls, ca)?;
             }
             self.validate_limits(&check, &key, federation)?;
         }

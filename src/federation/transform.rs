@@ -295,8 +295,7 @@ impl RoutedRequest<'_> {
         outbound: &str,
     ) -> Option<Egress> {
         let targets = self.groups.get(destination)?;
-        let mut transport = self.transport.clone();
-        let headers = &mut transport.headers;
+        let mut headers = self.transport.headers.clone();
         let req = self.request_id().to_string();
         let subjects = match destination {
             Destination::Collective(_) => {
@@ -321,7 +320,7 @@ impl RoutedRequest<'_> {
         headers.record_hop(inbound, &rules.label, outbound);
         Some(Egress {
             subjects,
-            payload: transport.encode(),
+            payload: self.transport.encode_with(&headers),
         })
     }
 }

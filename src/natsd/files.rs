@@ -118,6 +118,22 @@ pub(super) fn render_config(server: &NatsServer, port: u16) -> Result<String, Na
         lines.push("  timeout: 5".to_string());
         lines.push("}".to_string());
     }
+    if server.config.leafnode_listen || !server.config.leafnode_remotes.is_empty() {
+        lines.push("leafnodes {".to_string());
+        if server.config.leafnode_listen {
+            lines.push("  listen: \"127.0.0.1:-1\"".to_string());
+        }
+        if !server.config.leafnode_remotes.is_empty() {
+            let urls: Vec<String> = server
+                .config
+                .leafnode_remotes
+                .iter()
+                .map(|u| quote(u))
+                .collect();
+            lines.push(format!("  remotes: [ {{ urls: [{}] }} ]", urls.join(", ")));
+        }
+        lines.push("}".to_string());
+    }
     if server.config.jetstream {
         lines.push(format!(
             "jetstream {{ store_dir: {} }}",

@@ -158,6 +158,14 @@ pub(crate) fn check_len(
 }
 
 /// Serializes a wire struct; these types hold only strings, numbers and maps, so this cannot fail.
-pub(crate) fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
-    serde_json::to_vec(value).unwrap_or_else(|err| unreachable!("wire type serializes: {err}"))
+pub(crate) fn to_json<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
+    to_json_sized(value, 256)
+}
+
+/// [`to_json`] into a buffer of `capacity` bytes, for large messages on hot paths.
+pub(crate) fn to_json_sized<T: Serialize + ?Sized>(value: &T, capacity: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(capacity);
+    serde_json::to_writer(&mut out, value)
+        .unwrap_or_else(|err| unreachable!("wire type serializes: {err}"));
+    out
 }

@@ -14,9 +14,12 @@ use crate::wire::{DecodeError, Layer, Limits};
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RelayTransport<'a> {
     protocol: Protocol<0>,
-    /// The base64 text of the secure request or reply, as received.
+    /// The base64 text of the secure request or reply, as received; checked by `decode`.
     #[serde(borrow)]
-    pub data: Cow<'a, str>,
+    data: Cow<'a, str>,
+    /// Whether `data` holds Ruby's line breaks, which JSON must escape.
+    #[serde(skip)]
+    line_breaks: bool,
     /// Routing headers.
     pub headers: TransportHeaders,
 }
@@ -28,37 +31,77 @@ impl<'a> RelayTransport<'a> {
             decode_layer(Layer::Transport, bytes, limits.max_message_bytes)?;
         transport.headers.normalize();
         transport.headers.validate()?;
-        check_base64_shape(&transport.data)?;
+        transport.line_breaks = check_base64_shape(&transport.data)?;
         Ok(transport)
+    }
+
+    /// The base64 text of the secure request or reply, exactly as received.
+    pub fn data(&self) -> &str {
+        &self.data
     }
 
     /// Encodes as compact JSON in Go's field order, with `data` exactly as received.
     pub fn encode(&self) -> Vec<u8> {
-        to_json(self)
+        self.encode_with(&self.headers)
+    }
+
+    /// Encodes with other headers, leaving `data` untouched.
+    ///
+    /// `data` passed the base64 check in [`Self::decode`], so without line breaks it holds no
+    /// character JSON must escape and is copied as is; Ruby's line breaks go through serde.
+    pub fn encode_with(&self, headers: &TransportHeaders) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.data.len() + 1024);
+        out.extend_from_slice(br#"{"protocol":"choria:transport:1","data":"#);
+        if self.line_breaks {
+            out.extend_from_slice(&to_json(&self.data));
+        } else {
+            out.push(b'"');
+            out.extend_from_slice(self.data.as_bytes());
+            out.push(b'"');
+        }
+        out.extend_from_slice(br#","headers":"#);
+        out.extend_from_slice(&to_json(headers));
+        out.push(b'}');
+        out
     }
 }
 
-/// Standard base64 alphabet with padding, ignoring line breaks; a cheap check, no decoding.
-fn check_base64_shape(data: &str) -> Result<(), DecodeError> {
-    let bad = |problem: &str| DecodeError::field(Layer::Transport, "data", problem.to_string());
-    let mut len = 0usize;
-    let mut padding = 0usize;
-    for byte in data.bytes() {
-        match byte {
-            b'\r' | b'\n' => continue,
-            b'=' => padding += 1,
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'+' | b'/' if padding == 0 => {}
-            _ => return Err(bad("is not standard base64")),
-        }
-        len += 1;
+/// Byte classes of base64 text before the padding: 0 invalid, 1 alphabet, 2 line break.
+static BASE64_BODY: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut i = 0;
+    while i < alphabet.len() {
+        table[alphabet[i] as usize] = 1;
+        i += 1;
     }
-    if len == 0 {
+    table[b'\r' as usize] = 2;
+    table[b'\n' as usize] = 2;
+    table
+};
+
+/// Checks, in one pass and without decoding, that `data` is padded standard base64 apart from
+/// line breaks; returns whether it holds any line break.
+fn check_base64_shape(data: &str) -> Result<bool, DecodeError> {
+    let bad = |problem: &str| DecodeError::field(Layer::Transport, "data", problem.to_string());
+    let body = data.trim_end_matches(['\r', '\n']);
+    let unpadded = body.trim_end_matches('=');
+    let padding = body.len() - unpadded.len();
+    if unpadded.is_empty() {
         return Err(bad("must not be empty"));
     }
-    if !len.is_multiple_of(4) || padding > 2 {
+    let mut breaks = 0usize;
+    for byte in unpadded.bytes() {
+        match BASE64_BODY[usize::from(byte)] {
+            0 => return Err(bad("is not standard base64")),
+            2 => breaks += 1,
+            _ => {}
+        }
+    }
+    if !(unpadded.len() - breaks + padding).is_multiple_of(4) || padding > 2 {
         return Err(bad("is not padded standard base64"));
     }
-    Ok(())
+    Ok(breaks > 0 || body.len() < data.len())
 }
 
 #[cfg(test)]

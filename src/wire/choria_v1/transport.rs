@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Protocol, check_len, decode_layer, to_json};
+use super::{Protocol, check_len, decode_layer, to_json_sized};
 use crate::wire::{DecodeError, Layer, Limits};
 
 /// One `seen-by` entry: the inbound server, the processor, the outbound server.
@@ -71,7 +71,7 @@ impl Transport {
 
     /// Encodes the transport as Go does: compact JSON, `data` as padded base64.
     pub fn encode(&self) -> Vec<u8> {
-        to_json(self)
+        to_json_sized(self, self.data.len() / 3 * 4 + 1024)
     }
 
     fn validate(&self) -> Result<(), DecodeError> {
