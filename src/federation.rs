@@ -174,17 +174,29 @@ impl Broker {
         self.clusters.iter().map(|c| c.snapshot()).collect()
     }
 
-    /// Stops taking messages, finishes those in hand within `grace`, flushes, and reports
-    /// whether everything finished in time.
-    pub async fn shutdown(self, grace: Duration) -> bool {
+    /// Stops taking messages, finishes those in hand within `grace`, flushes, and returns the
+    /// final figures.
+    pub async fn shutdown(self, grace: Duration) -> Drained {
         self.shutdown.cancel();
         self.tasks.close();
-        let drained = tokio::time::timeout(grace, self.tasks.wait()).await.is_ok();
+        let complete = tokio::time::timeout(grace, self.tasks.wait()).await.is_ok();
         for client in self.networks.values() {
             let _ = tokio::time::timeout(Duration::from_secs(2), client.flush()).await;
         }
-        drained
+        Drained {
+            complete,
+            clusters: self.clusters.iter().map(|c| c.snapshot()).collect(),
+        }
     }
+}
+
+/// How a shutdown ended.
+#[derive(Clone, Debug)]
+pub struct Drained {
+    /// True when every message in hand was finished within the grace period.
+    pub complete: bool,
+    /// Final figures of every served cluster.
+    pub clusters: Vec<ClusterSnapshot>,
 }
 
 async fn connect_networks(

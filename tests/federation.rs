@@ -134,6 +134,43 @@ async fn three_instances_relay_broadcasts_batches_and_survive_a_crash() {
         "{summary:?}"
     );
 
+    // The same through the command line, with a client config that names the federation.
+    let alice = user("prod", "alice");
+    let client_config = topo._dir.path().join("client.toml");
+    let text = format!(
+        "[client]\ncertificate = {:?}\nkey = {:?}\n\n[federations.prod]\nnats = [{:?}]\nca = {:?}\n",
+        alice.cert,
+        alice.key,
+        topo.prod.server.url(),
+        topo.prod.realm.ca
+    );
+    std::fs::write(&client_config, text).unwrap();
+    let output = tokio::process::Command::new(support::fedgate_bin())
+        .args([
+            "rpc",
+            "--federation",
+            "prod",
+            "--collective",
+            "london",
+            "--collective",
+            "tokyo",
+        ])
+        .args(["rpcutil", "ping", "--expect", "500", "--config"])
+        .arg(&client_config)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("responses: 1000  ok: 1000  failed: 0  invalid: 0  published: 2"),
+        "{stdout}"
+    );
+
     // A directed request to 450 identities travels as three messages of 200, 200 and 50 targets.
     let watcher = topo.prod.connect_as("bob").await;
     let mut seen = watcher

@@ -204,3 +204,46 @@ async fn a_ring_of_two_federations_is_stopped_by_max_hops() {
     broker_a.shutdown(Duration::from_secs(2)).await;
     broker_b.shutdown(Duration::from_secs(2)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_finishes_every_message_it_took() {
+    let (prod, london) = (Network::start("prod"), Network::start("london"));
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "{}{}",
+        network_block("federations.prod", &prod, ""),
+        network_block("federations.prod.collectives.london", &london, ""),
+    );
+    let broker = start_broker(&text, dir.path(), "fb1").await;
+    let member = london.connect_as("alice").await;
+    let mut arrivals = member
+        .subscribe("london.broadcast.agent.rpcutil")
+        .await
+        .unwrap();
+    member.flush().await.unwrap();
+
+    let sender = prod.connect_as("alice").await;
+    let payload = Bytes::from(request(&["london.broadcast.agent.rpcutil"], |_| {}));
+    for _ in 0..3000 {
+        sender
+            .publish("choria.federation.prod.federation", payload.clone())
+            .await
+            .unwrap();
+    }
+    sender.flush().await.unwrap();
+    wait_for(&broker, |s| s.federation.received > 0).await;
+    let drained = broker.shutdown(Duration::from_secs(10)).await;
+    assert!(drained.complete);
+    let figures = &drained.clusters[0].federation;
+    assert!(figures.received > 0);
+    assert_eq!(
+        figures.sent, figures.received,
+        "every message taken was relayed: {figures:?}"
+    );
+    let mut delivered = 0;
+    while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(500), arrivals.next()).await
+    {
+        delivered += 1;
+    }
+    assert_eq!(delivered, figures.sent, "and arrived in the member network");
+}

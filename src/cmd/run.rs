@@ -66,7 +66,10 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     );
     super::shutdown_signal().await;
     eprintln!("fedgate {instance}: draining");
-    let drained = broker.shutdown(config.instance.drain_timeout()).await;
+    let drained = broker
+        .shutdown(config.instance.drain_timeout())
+        .await
+        .complete;
     stop.cancel();
     if let Some(task) = metrics {
         let _ = task.await;

@@ -101,6 +101,34 @@ fn a_member_federation_routes_its_collectives_through_itself() {
 }
 
 #[test]
+fn a_collective_may_belong_to_two_federations() {
+    let text = format!(
+        "{}{}{}{}",
+        realm_block("prod", "federations.prod"),
+        realm_block("london", "federations.prod.collectives.london"),
+        realm_block("prod", "federations.dr").replace(
+            "[federations.dr]",
+            "[federations.dr]\ncluster = \"disaster-recovery\""
+        ),
+        realm_block("london", "federations.dr.collectives.london"),
+    );
+    let config = Config::load(&write("shared.toml", &text)).unwrap();
+    assert_eq!(
+        config.federation("prod").unwrap().members,
+        vec!["london".to_string()]
+    );
+    assert_eq!(
+        config.federation("dr").unwrap().members,
+        vec!["london".to_string()]
+    );
+    assert_eq!(
+        config.federation("dr").unwrap().cluster_name("dr"),
+        "disaster-recovery"
+    );
+    assert_eq!(config.served_federations(), vec!["dr", "prod"]);
+}
+
+#[test]
 fn invalid_configs_name_the_key() {
     let london = pki().0.realm("london").unwrap();
     let tokyo = pki().0.realm("tokyo").unwrap();

@@ -215,3 +215,51 @@ fn parses_ports_files_and_quotes_config_strings() {
     assert_eq!(quote(r#"a"b\c"#), r#""a\"b\\c""#);
     assert_eq!(file_stem("my server/1"), "my_server_1");
 }
+
+#[tokio::test]
+async fn a_leafnode_link_carries_messages_from_hub_to_leaf() {
+    let dir = TestDir::new("leafnode");
+    let hub = NatsServer::start(
+        &dir.0,
+        NatsServerConfig {
+            leafnode_listen: true,
+            ..named("hub")
+        },
+    )
+    .expect("start hub");
+    let hub_url = hub.leafnode_url().expect("the hub logs its leafnode port");
+    assert!(hub_url.starts_with("nats-leaf://127.0.0.1:"), "{hub_url}");
+    let leaf = NatsServer::start(
+        &dir.0,
+        NatsServerConfig {
+            leafnode_remotes: vec![hub_url],
+            ..named("leaf")
+        },
+    )
+    .expect("start leaf");
+    let receiver = async_nats::connect(leaf.url()).await.expect("connect leaf");
+    let mut subscription = receiver
+        .subscribe("over.the.link")
+        .await
+        .expect("subscribe");
+    receiver.flush().await.expect("flush");
+    let sender = async_nats::connect(hub.url()).await.expect("connect hub");
+    let mut arrived = None;
+    for _ in 0..200 {
+        sender
+            .publish("over.the.link", "hello".into())
+            .await
+            .expect("publish");
+        if let Ok(Some(message)) = tokio::time::timeout(
+            Duration::from_millis(25),
+            futures::StreamExt::next(&mut subscription),
+        )
+        .await
+        {
+            arrived = Some(message.payload);
+            break;
+        }
+    }
+    assert_eq!(arrived.as_deref(), Some(&b"hello"[..]));
+    drop((hub, leaf));
+}
