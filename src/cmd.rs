@@ -49,6 +49,48 @@ pub enum Command {
     Bench(bench::Args),
 }
 
+/// How requests are checked: the CA plus Choria's name rules and the size limit.
+#[derive(Debug, clap::Args)]
+pub struct TrustArgs {
+    /// Privileged certname pattern (repeatable); defaults to Choria's.
+    #[arg(long = "privileged", value_name = "REGEX")]
+    privileged: Vec<String>,
+    /// Certname allow-list pattern (repeatable); defaults to Choria's.
+    #[arg(long = "allow", value_name = "REGEX")]
+    allow: Vec<String>,
+    /// Refuse messages larger than this many bytes.
+    #[arg(long, default_value_t = fedgate::wire::DEFAULT_MAX_MESSAGE_BYTES)]
+    max_bytes: usize,
+}
+
+impl TrustArgs {
+    /// Decode limits with the configured size.
+    pub fn limits(&self) -> fedgate::wire::Limits {
+        fedgate::wire::Limits {
+            max_message_bytes: self.max_bytes,
+            ..fedgate::wire::Limits::default()
+        }
+    }
+
+    /// A verifier for `ca` with these rules.
+    pub fn verifier(&self, ca: &std::path::Path) -> anyhow::Result<fedgate::security::Verifier> {
+        use fedgate::security::{CaBundle, NamePatterns, patterns_defaults};
+        let patterns = |given: &[String], defaults: &[&str]| {
+            if given.is_empty() {
+                NamePatterns::new(defaults)
+            } else {
+                NamePatterns::new(given)
+            }
+        };
+        Ok(fedgate::security::Verifier::new(
+            CaBundle::from_file(ca)?,
+            patterns(&self.privileged, patterns_defaults::PRIVILEGED)?,
+            patterns(&self.allow, patterns_defaults::ALLOWLIST)?,
+            self.limits(),
+        ))
+    }
+}
+
 /// Sends logs to stderr, filtered by `RUST_LOG` or the verbosity flag.
 pub fn init_tracing(verbose: u8) {
     let default = match verbose {

@@ -9,7 +9,7 @@ use anyhow::{Context, bail};
 use fedgate::client::{RpcCall, RpcClient};
 use fedgate::fleet::{self, DEFAULT_MAX_IN_FLIGHT, Fleet, FleetConfig};
 use fedgate::nats::{self, NatsEndpoint};
-use fedgate::natsd::{NatsServer, NatsServerConfig, ServerTls};
+use fedgate::natsd::{NatsServer, NatsServerConfig};
 use fedgate::security::devpki::{self, DevPki, DevPkiOptions, RealmPki};
 use fedgate::security::{CaBundle, CallerId, Signer, Verifier};
 use fedgate::wire::Limits;
@@ -65,12 +65,7 @@ fn realm<'a>(pki: &'a DevPki, name: &str) -> anyhow::Result<&'a RealmPki> {
 fn start_nats(dir: &Path, realm: &RealmPki) -> anyhow::Result<NatsServer> {
     let config = NatsServerConfig {
         name: format!("{COLLECTIVE}-demo"),
-        tls: Some(ServerTls {
-            cert: realm.server.cert.clone(),
-            key: realm.server.key.clone(),
-            ca: realm.ca.clone(),
-            verify_clients: true,
-        }),
+        tls: Some(realm.nats_tls()),
         ..NatsServerConfig::default()
     };
     Ok(NatsServer::start(

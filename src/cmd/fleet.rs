@@ -7,8 +7,6 @@ use std::time::Duration;
 use anyhow::Context;
 use fedgate::fleet::{self, DEFAULT_MAX_IN_FLIGHT, Fleet, FleetConfig, NodeSpec};
 use fedgate::nats::{self, NatsEndpoint};
-use fedgate::security::{CaBundle, Verifier, patterns_defaults};
-use fedgate::wire::{DEFAULT_MAX_MESSAGE_BYTES, Limits};
 
 /// Fleet commands.
 #[derive(Debug, clap::Subcommand)]
@@ -16,7 +14,7 @@ pub enum Command {
     /// Run N simulated nodes on one NATS connection until Ctrl-C, then print their counters.
     Run(RunArgs),
     /// Print generated nodes as JSON, to edit and pass back with `run --nodes`.
-    Nodes(NodesArgs),
+    Nodes(GenerateArgs),
 }
 
 /// Arguments of `fedgate fleet run`.
@@ -34,6 +32,21 @@ pub struct RunArgs {
     /// TLS client key for NATS.
     #[arg(long, requires = "cert")]
     key: Option<PathBuf>,
+    #[command(flatten)]
+    generate: GenerateArgs,
+    /// Read nodes from this JSON file instead of generating them.
+    #[arg(long, conflicts_with_all = ["count", "prefix"])]
+    nodes: Option<PathBuf>,
+    #[command(flatten)]
+    trust: super::TrustArgs,
+    /// Log the counters this often, in seconds (0 = never).
+    #[arg(long, default_value_t = 0)]
+    stats_interval: u64,
+}
+
+/// Which nodes to generate.
+#[derive(Debug, clap::Args)]
+pub struct GenerateArgs {
     /// Collective the generated nodes belong to (repeatable; the first is the main one).
     #[arg(long = "collective", default_value = "mcollective")]
     collectives: Vec<String>,
@@ -43,43 +56,23 @@ pub struct RunArgs {
     /// Identity prefix of generated nodes; defaults to the main collective.
     #[arg(long)]
     prefix: Option<String>,
-    /// Read nodes from this JSON file instead of generating them.
-    #[arg(long, conflicts_with_all = ["count", "prefix"])]
-    nodes: Option<PathBuf>,
-    /// Privileged certname pattern (repeatable); defaults to Choria's.
-    #[arg(long = "privileged", value_name = "REGEX")]
-    privileged: Vec<String>,
-    /// Certname allow-list pattern (repeatable); defaults to Choria's.
-    #[arg(long = "allow", value_name = "REGEX")]
-    allow: Vec<String>,
-    /// Refuse messages larger than this many bytes.
-    #[arg(long, default_value_t = DEFAULT_MAX_MESSAGE_BYTES)]
-    max_bytes: usize,
-    /// Log the counters this often, in seconds (0 = never).
-    #[arg(long, default_value_t = 0)]
-    stats_interval: u64,
 }
 
-/// Arguments of `fedgate fleet nodes`.
-#[derive(Debug, clap::Args)]
-pub struct NodesArgs {
-    /// Collective (repeatable).
-    #[arg(long = "collective", default_value = "mcollective")]
-    collectives: Vec<String>,
-    /// Number of nodes.
-    #[arg(long, default_value_t = 100)]
-    count: usize,
-    /// Identity prefix; defaults to the main collective.
-    #[arg(long)]
-    prefix: Option<String>,
+impl GenerateArgs {
+    fn nodes(&self) -> Vec<NodeSpec> {
+        let prefix = self
+            .prefix
+            .clone()
+            .unwrap_or_else(|| self.collectives[0].clone());
+        fleet::generate(&prefix, self.count, &self.collectives)
+    }
 }
 
 /// Runs a fleet command.
 pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Nodes(args) => {
-            let prefix = args.prefix.unwrap_or_else(|| args.collectives[0].clone());
-            let nodes = fleet::generate(&prefix, args.count, &args.collectives);
+            let nodes = args.nodes();
             println!("{}", serde_json::to_string_pretty(&nodes)?);
             Ok(ExitCode::SUCCESS)
         }
@@ -94,13 +87,7 @@ async fn run_fleet(args: RunArgs) -> anyhow::Result<ExitCode> {
                 .with_context(|| format!("reading {}", path.display()))?;
             serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?
         }
-        None => {
-            let prefix = args
-                .prefix
-                .clone()
-                .unwrap_or_else(|| args.collectives[0].clone());
-            fleet::generate(&prefix, args.count, &args.collectives)
-        }
+        None => args.generate.nodes(),
     };
     let endpoint = NatsEndpoint {
         urls: args.urls.clone(),
@@ -108,16 +95,8 @@ async fn run_fleet(args: RunArgs) -> anyhow::Result<ExitCode> {
         identity: args.cert.clone().zip(args.key.clone()),
     };
     let client = nats::connect(&endpoint, "fedgate-fleet").await?;
-    let limits = Limits {
-        max_message_bytes: args.max_bytes,
-        ..Limits::default()
-    };
-    let verifier = Verifier::new(
-        CaBundle::from_file(&args.ca)?,
-        super::inspect::patterns_or(&args.privileged, patterns_defaults::PRIVILEGED)?,
-        super::inspect::patterns_or(&args.allow, patterns_defaults::ALLOWLIST)?,
-        limits,
-    );
+    let limits = args.trust.limits();
+    let verifier = args.trust.verifier(&args.ca)?;
     let count = nodes.len();
     let config = FleetConfig {
         nodes,

@@ -5,9 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use fedgate::inspect::{InspectOptions, inspect};
-use fedgate::security::patterns_defaults;
-use fedgate::security::{CaBundle, NamePatterns, Now, Verifier};
-use fedgate::wire::{DEFAULT_MAX_MESSAGE_BYTES, Limits};
+use fedgate::security::Now;
 
 /// Arguments of `fedgate inspect`.
 #[derive(Debug, clap::Args)]
@@ -21,30 +19,17 @@ pub struct Args {
     /// Refuse requests for any other collective.
     #[arg(long)]
     collective: Option<String>,
-    /// Privileged certname pattern (repeatable); defaults to Choria's.
-    #[arg(long = "privileged", value_name = "REGEX")]
-    privileged: Vec<String>,
-    /// Certname allow-list pattern (repeatable); defaults to Choria's.
-    #[arg(long = "allow", value_name = "REGEX")]
-    allow: Vec<String>,
-    /// Refuse input larger than this many bytes.
-    #[arg(long, default_value_t = DEFAULT_MAX_MESSAGE_BYTES)]
-    max_bytes: usize,
+    #[command(flatten)]
+    trust: super::TrustArgs,
     /// The message file.
     file: PathBuf,
 }
 
 /// Runs the inspection; exit 0 when valid, 1 when not.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let ca = CaBundle::from_file(&args.ca).context("loading --ca")?;
-    let privileged = patterns_or(&args.privileged, patterns_defaults::PRIVILEGED)?;
-    let allow = patterns_or(&args.allow, patterns_defaults::ALLOWLIST)?;
-    let limits = Limits {
-        max_message_bytes: args.max_bytes,
-        ..Limits::default()
-    };
-    let verifier = Verifier::new(ca, privileged, allow, limits);
-    let bytes = read_limited(&args.file, args.max_bytes)?;
+    let verifier = args.trust.verifier(&args.ca).context("loading --ca")?;
+    let limits = args.trust.limits();
+    let bytes = read_limited(&args.file, limits.max_message_bytes)?;
     let options = InspectOptions {
         limits,
         now: args.now.map_or_else(Now::system, Now::at_unix),
@@ -56,15 +41,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
-    })
-}
-
-/// The given patterns, or `defaults` when none were given.
-pub fn patterns_or(given: &[String], defaults: &[&str]) -> anyhow::Result<NamePatterns> {
-    Ok(if given.is_empty() {
-        NamePatterns::new(defaults)?
-    } else {
-        NamePatterns::new(given)?
     })
 }
 

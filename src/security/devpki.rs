@@ -248,6 +248,17 @@ impl DevPki {
 }
 
 impl RealmPki {
+    /// TLS for this realm's nats-server: its server certificate, and client certificates
+    /// required from the realm's CA.
+    pub fn nats_tls(&self) -> crate::natsd::ServerTls {
+        crate::natsd::ServerTls {
+            cert: self.server.cert.clone(),
+            key: self.server.key.clone(),
+            ca: self.ca.clone(),
+            verify_clients: true,
+        }
+    }
+
     /// The leaves of this realm: server, fedgate, privileged, fleet, then users.
     pub fn leaves(&self) -> impl Iterator<Item = &CertPair> {
         let fixed = [

@@ -8,7 +8,7 @@ use std::time::Duration;
 use fedgate::client::RpcClient;
 use fedgate::fleet::{self, DEFAULT_MAX_IN_FLIGHT, Fleet, FleetConfig, StatsSnapshot};
 use fedgate::nats::{self, NatsEndpoint};
-use fedgate::natsd::{NatsServer, NatsServerConfig, ServerTls};
+use fedgate::natsd::{NatsServer, NatsServerConfig};
 use fedgate::security::devpki::{self, CertPair, DevPki, DevPkiOptions, RealmPki};
 use fedgate::security::{CaBundle, CallerId, Signer, Verifier};
 use fedgate::wire::Limits;
@@ -63,12 +63,7 @@ impl Network {
         let dir = tempfile::tempdir().expect("temp dir");
         let config = NatsServerConfig {
             name: format!("test-{realm_name}"),
-            tls: Some(ServerTls {
-                cert: realm.server.cert.clone(),
-                key: realm.server.key.clone(),
-                ca: realm.ca.clone(),
-                verify_clients: true,
-            }),
+            tls: Some(realm.nats_tls()),
             ..NatsServerConfig::default()
         };
         let server = NatsServer::start(dir.path(), config).expect("start nats-server");
