@@ -394,7 +394,7 @@ fn payload(call: &RpcCall, body: &RpcRequest) -> String {
     if call.agent == "discovery" {
         return crate::wire::encode_base64(b"ping");
     }
-    String::from_utf8_lossy(&body.encode()).into_owned()
+    body.encode_string()
 }
 
 fn validate(call: &RpcCall) -> Result<(), ClientError> {

@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 use crate::nats::NatsEndpoint;
 
-pub use validate::Route;
+pub use validate::{Route, validate_instance_name};
 
 /// A whole fedgate configuration file.
 #[derive(Clone, Debug, Deserialize)]
@@ -90,7 +90,7 @@ pub struct ClientConfig {
 pub struct CollectiveConfig {
     /// NATS server URLs.
     pub nats: Vec<String>,
-    /// CA bundle of the collective; required for `tls://` servers.
+    /// CA bundle of the collective; connections use TLS when it is set (required for `tls://`).
     #[serde(default)]
     pub ca: Option<PathBuf>,
     /// fedgate's TLS client identity on this collective's NATS.
@@ -107,7 +107,7 @@ pub struct FederationConfig {
     pub cluster: Option<String>,
     /// NATS server URLs of the federation network.
     pub nats: Vec<String>,
-    /// CA bundle of the federation network; required for `tls://` servers.
+    /// CA bundle of the federation network; connections use TLS when it is set.
     #[serde(default)]
     pub ca: Option<PathBuf>,
     /// fedgate's TLS client identity on the federation network.
@@ -233,7 +233,7 @@ impl Config {
         self.federations.get(name)
     }
 
-    /// What a member name refers to; federations win when a name is both.
+    /// What a member name refers to (validation forbids a name being both).
     pub fn member(&self, name: &str) -> Option<Member<'_>> {
         self.federations
             .get(name)
@@ -283,12 +283,9 @@ impl Config {
 impl InstanceConfig {
     /// The instance name: configured, or `<hostname>-<pid>`.
     pub fn name_or_default(&self) -> String {
-        self.name.clone().unwrap_or_else(|| {
-            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .map(|h| h.trim().to_string())
-                .unwrap_or_else(|_| "fedgate".into());
-            format!("{host}-{}", std::process::id())
-        })
+        self.name
+            .clone()
+            .unwrap_or_else(|| format!("{}-{}", crate::hostname(), std::process::id()))
     }
 
     /// Time between stats publications.
@@ -328,11 +325,12 @@ impl CollectiveConfig {
     }
 }
 
+/// A network with a CA speaks TLS, whatever its URLs' scheme (Choria brokers usually require TLS
+/// on `nats://` URLs).
 fn endpoint(urls: &[String], ca: Option<&Path>, tls: Option<&TlsIdentity>) -> NatsEndpoint {
-    let secure = urls.iter().any(|url| url.starts_with("tls://"));
     NatsEndpoint {
         urls: urls.to_vec(),
-        ca: ca.filter(|_| secure).map(Path::to_path_buf),
+        ca: ca.map(Path::to_path_buf),
         identity: tls.map(|t| (t.certificate.clone(), t.key.clone())),
     }
 }

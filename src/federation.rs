@@ -10,12 +10,12 @@ pub mod stats;
 pub mod transform;
 mod worker;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, Member};
 use crate::nats::{self, NatsError};
@@ -71,9 +71,35 @@ pub enum BrokerError {
 pub struct Broker {
     clusters: Vec<Arc<ClusterStats>>,
     networks: Arc<BTreeMap<String, async_nats::Client>>,
-    shutdown: CancellationToken,
-    tasks: TaskTracker,
+    /// Request workers and stats publishers; stopped first on shutdown.
+    requests: TaskGroup,
+    /// Reply workers; kept running while replies to relayed requests still arrive.
+    replies: TaskGroup,
 }
+
+/// Tasks that stop together. Dropping the group aborts them, so a failed start leaves nothing.
+#[derive(Default)]
+struct TaskGroup {
+    stop: CancellationToken,
+    tasks: JoinSet<()>,
+}
+
+impl TaskGroup {
+    /// Signals the tasks, waits for them until `deadline`, aborts the rest; true if all finished.
+    async fn stop_by(&mut self, deadline: tokio::time::Instant) -> bool {
+        self.stop.cancel();
+        let finished = tokio::time::timeout_at(deadline, async {
+            while self.tasks.join_next().await.is_some() {}
+        })
+        .await
+        .is_ok();
+        self.tasks.abort_all();
+        finished
+    }
+}
+
+/// How long replies must stop arriving before reply workers are stopped on shutdown.
+const REPLY_QUIET: Duration = Duration::from_secs(1);
 
 impl Broker {
     /// Connects to every network the served federations need and starts relaying.
@@ -87,42 +113,40 @@ impl Broker {
                 })?;
             plans.push((name.to_string(), rules));
         }
+        if plans.is_empty() {
+            return Err(BrokerError::Config {
+                federation: "(none)".into(),
+                problem: "the config defines no federation to serve".into(),
+            });
+        }
         let networks = Arc::new(connect_networks(config, &plans, &options.instance).await?);
-        let broker = Broker {
+        let mut broker = Broker {
             clusters: Vec::new(),
             networks,
-            shutdown: CancellationToken::new(),
-            tasks: TaskTracker::new(),
+            requests: TaskGroup::default(),
+            replies: TaskGroup::default(),
         };
-        broker.spawn_clusters(plans, &options).await
-    }
-
-    async fn spawn_clusters(
-        mut self,
-        plans: Vec<(String, ClusterRules)>,
-        options: &BrokerOptions,
-    ) -> Result<Broker, BrokerError> {
         for (name, rules) in plans {
             let stats = Arc::new(ClusterStats::new(&rules.cluster, &options.instance));
             let ctx = Arc::new(ClusterContext {
-                federation: self.networks[&name].clone(),
-                networks: self.networks.clone(),
+                federation: broker.networks[&name].clone(),
+                networks: broker.networks.clone(),
                 stats: stats.clone(),
                 rules,
             });
-            self.spawn_workers(&ctx, options.workers).await?;
-            self.tasks.spawn(publish_stats(
-                ctx.clone(),
-                options.stats_interval,
-                self.shutdown.clone(),
-            ));
-            self.clusters.push(stats);
+            broker.spawn_workers(&ctx, options.workers).await?;
+            let stop = broker.requests.stop.clone();
+            broker
+                .requests
+                .tasks
+                .spawn(publish_stats(ctx, options.stats_interval, stop));
+            broker.clusters.push(stats);
         }
-        Ok(self)
+        Ok(broker)
     }
 
     async fn spawn_workers(
-        &self,
+        &mut self,
         ctx: &Arc<ClusterContext>,
         workers: usize,
     ) -> Result<(), BrokerError> {
@@ -133,27 +157,34 @@ impl Broker {
             format!("{cluster}_federation"),
             Worker::Requests(ctx.clone()),
         )];
-        let mut members: Vec<&Destination> = ctx.rules.routes.values().collect();
-        members.sort();
-        members.dedup();
+        let members: BTreeSet<&Destination> = ctx.rules.routes.values().collect();
         for destination in members {
-            let client = self.networks[destination.network()].clone();
-            subscriptions.push(match destination {
-                Destination::Collective(_) => (
-                    client.clone(),
-                    subjects::federation_collective(cluster),
-                    format!("{cluster}_collective"),
-                    Worker::Replies(ctx.clone(), client),
-                ),
-                Destination::Federation { .. } => (
-                    client.clone(),
+            let member = self.networks[destination.network()].clone();
+            let chained = matches!(destination, Destination::Federation { .. });
+            let (subject, group) = if chained {
+                (
                     format!("{}>", subjects::federation_reply_prefix(cluster)),
                     format!("{cluster}_reply"),
-                    Worker::ChainedReplies(ctx.clone(), client),
-                ),
-            });
+                )
+            } else {
+                (
+                    subjects::federation_collective(cluster),
+                    format!("{cluster}_collective"),
+                )
+            };
+            let worker = Worker::Replies {
+                ctx: ctx.clone(),
+                member: member.clone(),
+                chained,
+            };
+            subscriptions.push((member, subject, group, worker));
         }
         for (client, subject, group, worker) in subscriptions {
+            let tasks = if matches!(worker, Worker::Requests(_)) {
+                &mut self.requests
+            } else {
+                &mut self.replies
+            };
             for _ in 0..workers.max(1) {
                 let subscription = client
                     .queue_subscribe(subject.clone(), group.clone())
@@ -162,8 +193,9 @@ impl Broker {
                         subject: subject.clone(),
                         source,
                     })?;
-                self.tasks
-                    .spawn(worker.clone().run(subscription, self.shutdown.clone()));
+                tasks
+                    .tasks
+                    .spawn(worker.clone().run(subscription, tasks.stop.clone()));
             }
         }
         Ok(())
@@ -174,26 +206,48 @@ impl Broker {
         self.clusters.iter().map(|c| c.snapshot()).collect()
     }
 
-    /// Stops taking messages, finishes those in hand within `grace`, flushes, and returns the
-    /// final figures.
-    pub async fn shutdown(self, grace: Duration) -> Drained {
-        self.shutdown.cancel();
-        self.tasks.close();
-        let complete = tokio::time::timeout(grace, self.tasks.wait()).await.is_ok();
+    /// Drains within `grace`: stops taking requests and finishes those in hand, keeps relaying
+    /// replies until they have been quiet for a second, then stops those too; whatever is still
+    /// running at the deadline is aborted. Returns the final figures.
+    ///
+    /// Core NATS gives no redelivery: a message the server sent just before it processed the
+    /// unsubscribe can still be lost, because async-nats stops delivering without waiting for the
+    /// server's acknowledgement.
+    pub async fn shutdown(mut self, grace: Duration) -> Drained {
+        let deadline = tokio::time::Instant::now() + grace;
+        let requests_done = self.requests.stop_by(deadline).await;
+        let mut replies = self.reply_count();
+        let mut quiet_since = tokio::time::Instant::now();
+        while tokio::time::Instant::now() < deadline && quiet_since.elapsed() < REPLY_QUIET {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let now = self.reply_count();
+            if now != replies {
+                replies = now;
+                quiet_since = tokio::time::Instant::now();
+            }
+        }
+        let replies_done = self.replies.stop_by(deadline).await;
         for client in self.networks.values() {
             let _ = tokio::time::timeout(Duration::from_secs(2), client.flush()).await;
         }
         Drained {
-            complete,
-            clusters: self.clusters.iter().map(|c| c.snapshot()).collect(),
+            complete: requests_done && replies_done,
+            clusters: self.snapshots(),
         }
+    }
+
+    fn reply_count(&self) -> u64 {
+        self.clusters
+            .iter()
+            .map(|c| c.snapshot().collective.received)
+            .sum()
     }
 }
 
 /// How a shutdown ended.
 #[derive(Clone, Debug)]
 pub struct Drained {
-    /// True when every message in hand was finished within the grace period.
+    /// True when every worker finished what it had received within the grace period.
     pub complete: bool,
     /// Final figures of every served cluster.
     pub clusters: Vec<ClusterSnapshot>,

@@ -1,7 +1,6 @@
 //! Node-side filter matching with go-choria's semantics.
 
 pub mod facts;
-mod gostd;
 mod lists;
 
 use std::collections::BTreeMap;

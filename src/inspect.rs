@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use crate::security::{Now, Reason, Verifier, VerifyError, check_collective, check_ttl};
+use crate::security::{Now, Verifier, VerifyError, check_collective};
 use crate::wire::choria_v1::{
     Kind, Reply, Request, SecureReply, SecureRequest, Transport, peek_protocol, secure_kind,
 };
@@ -96,16 +96,23 @@ fn inspect_secure(
         Kind::Request => {
             out.kind = Some(Kind::Request.as_str());
             let secure = SecureRequest::decode(data, &options.limits)?;
-            if let Ok(request) = secure.request(&options.limits) {
-                describe_request(&request, out);
-            }
-            let verified = verifier.verify_signature(secure, options.now)?;
-            out.privileged = verified.privileged();
-            out.signer = Some(verified.signer().to_string());
+            let signed = match verifier.verify_signature(secure.clone(), options.now) {
+                Ok(signed) => signed,
+                Err(err) => {
+                    // Describe what can be read, then report why it was refused.
+                    if let Ok(request) = secure.request(&options.limits) {
+                        describe_request(&request, out);
+                    }
+                    return Err(err);
+                }
+            };
+            describe_request(signed.request(), out);
+            out.privileged = signed.privileged();
+            out.signer = Some(signed.signer().to_string());
             if let Some(collective) = &options.collective {
-                check_collective(verified.request(), std::slice::from_ref(collective))?;
+                check_collective(signed.request(), std::slice::from_ref(collective))?;
             }
-            check_ttl(verified.request(), options.now)
+            signed.check_ttl(options.now).map(|_| ())
         }
         Kind::Reply => {
             out.kind = Some(Kind::Reply.as_str());
@@ -123,7 +130,7 @@ fn bare_request(
 ) -> Result<(), VerifyError> {
     out.kind = Some(Kind::Request.as_str());
     describe_request(&Request::decode(bytes, &options.limits)?, out);
-    Err(VerifyError::MalformedIdentity(
+    Err(VerifyError::Unsigned(
         "a bare choria:request:1 carries no signature; inspect its secure request or transport"
             .into(),
     ))
@@ -136,7 +143,7 @@ fn bare_reply(
 ) -> Result<(), VerifyError> {
     out.kind = Some(Kind::Reply.as_str());
     describe_reply(&Reply::decode(bytes, &options.limits)?, out);
-    Err(VerifyError::MalformedIdentity(
+    Err(VerifyError::Unsigned(
         "a bare choria:reply:1 carries no hash; inspect its secure reply or transport".into(),
     ))
 }
@@ -163,11 +170,5 @@ impl Inspection {
             reason: Some(err.to_string()),
             ..self
         }
-    }
-
-    /// The refusal category, when invalid.
-    pub fn reason_code(&self) -> Option<Reason> {
-        self.code
-            .and_then(|code| Reason::ALL.into_iter().find(|r| r.as_str() == code))
     }
 }

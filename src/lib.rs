@@ -34,6 +34,7 @@ pub mod config;
 pub mod federation;
 pub mod filter;
 pub mod fleet;
+mod gostd;
 pub mod inspect;
 pub mod metrics;
 pub mod nats;
@@ -41,3 +42,12 @@ pub mod natsd;
 pub mod security;
 pub mod subjects;
 pub mod wire;
+
+/// This machine's host name, for default identities and instance names.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
+}

@@ -5,8 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::RootCertStore;
+use rustls_pki_types::PrivateKeyDer;
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::security::load_certs;
 
 /// Where and how to connect to one NATS network.
 #[derive(Clone, Debug)]
@@ -54,9 +56,18 @@ pub async fn connect(endpoint: &NatsEndpoint, name: &str) -> Result<async_nats::
         .event_callback(|event| async move {
             tracing::debug!(%event, "nats connection event");
         });
-    if let Some(ca) = &endpoint.ca {
-        let config = tls_config(ca, endpoint.identity.as_ref())?;
-        options = options.require_tls(true).tls_client_config(config);
+    match (&endpoint.ca, &endpoint.identity) {
+        (Some(ca), identity) => {
+            let config = tls_config(ca, identity.as_ref())?;
+            options = options.require_tls(true).tls_client_config(config);
+        }
+        (None, Some((cert, _))) => {
+            return Err(NatsError::Tls {
+                path: cert.clone(),
+                reason: "a TLS client identity needs a CA to verify the server with".into(),
+            });
+        }
+        (None, None) => {}
     }
     let urls = endpoint.urls.join(",");
     options
@@ -80,8 +91,7 @@ fn tls_config(
         reason,
     };
     let mut roots = RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(ca).map_err(|e| tls_err(ca, e.to_string()))? {
-        let cert = cert.map_err(|e| tls_err(ca, e.to_string()))?;
+    for cert in load_certs(ca).map_err(|e| tls_err(ca, e.to_string()))? {
         roots.add(cert).map_err(|e| tls_err(ca, e.to_string()))?;
     }
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
@@ -92,9 +102,7 @@ fn tls_config(
     let Some((cert, key)) = identity else {
         return Ok(builder.with_no_client_auth());
     };
-    let chain = CertificateDer::pem_file_iter(cert)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| tls_err(cert, e.to_string()))?;
+    let chain = load_certs(cert).map_err(|e| tls_err(cert, e.to_string()))?;
     let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| tls_err(key, e.to_string()))?;
     builder
         .with_client_auth_cert(chain, key_der)

@@ -1,26 +1,30 @@
 //! Who sent a request and may they: PEM loading, chain checks, caller rules, TTL and signing.
 //!
-//! [`Verifier::verify`] is the only way to obtain a [`VerifiedRequest`], so nothing that was not
-//! checked against its realm's CA can reach a publisher.
+//! Only [`Verifier`] builds a [`SignedRequest`], and only its TTL check turns one into a
+//! [`VerifiedRequest`], so nothing that was not checked against its realm's CA can reach a publisher.
 
 mod caller;
 mod certs;
 pub mod devpki;
 mod keys;
 mod patterns;
+mod refusal;
 mod tls_identity;
 mod verify;
 
 pub use caller::{CallerId, InvalidCallerId};
-pub use certs::{CaBundle, CertChain, CertError, CertInfo};
+pub use certs::{CaBundle, CertChain, CertError, CertInfo, load_certs};
 pub use keys::{KeyError, Signer};
 pub use patterns::{NamePatterns, PatternError};
 /// Choria's default name patterns.
 pub mod patterns_defaults {
     pub use super::patterns::{DEFAULT_ALLOWLIST as ALLOWLIST, DEFAULT_PRIVILEGED as PRIVILEGED};
 }
-pub use tls_identity::{IdentityError, check_identity, check_key_mode};
-pub use verify::{Reason, VerifiedRequest, Verifier, VerifyError, check_collective, check_ttl};
+pub use refusal::{Reason, VerifyError};
+pub use tls_identity::{IdentityError, check_identity, check_key_mode, check_key_pair};
+pub use verify::{
+    MIN_RSA_BITS, SignedRequest, VerifiedRequest, Verifier, check_collective, check_ttl,
+};
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

@@ -97,24 +97,29 @@ impl<'a> Target<'a> {
     }
 }
 
-/// True for subjects replies may be sent to: `<x>.reply.<...>`, never a request subject, never a
-/// federation subject except [`federation_reply`] wrapping another reply subject.
+/// True for subjects replies may be sent to: Choria's `<collective>.reply.<hash>.<id>[.<seq>]`,
+/// with a plain collective name first (never `$SYS`, `$JS`, `$KV` or `_INBOX` subjects), or
+/// [`federation_reply`] wrapping such a subject. Request and federation subjects never qualify.
 pub fn is_reply_subject(subject: &str) -> bool {
     if subject.len() > MAX_REPLY_SUBJECT || !is_valid_dotted(subject) {
         return false;
     }
     let tokens: Vec<&str> = subject.split('.').collect();
-    if tokens.len() < 3 {
-        return false;
+    if tokens.len() > 4 && tokens[..2] == ["choria", "federation"] && tokens[3] == "reply" {
+        return is_valid_name(tokens[2]) && is_reply_subject(&tokens[4..].join("."));
     }
-    if tokens[0] == "choria" && tokens[1] == "federation" {
-        let wrapped = tokens.len() > 4 && tokens[3] == "reply";
-        return wrapped && is_reply_subject(&tokens[4..].join("."));
-    }
-    if matches!(tokens[1], "broadcast" | "node") {
-        return false;
-    }
-    tokens[1..tokens.len() - 1].contains(&"reply")
+    tokens.len() >= 4 && tokens[1] == "reply" && is_valid_name(tokens[0]) && tokens[0] != "choria"
+}
+
+/// True for names of collectives, federations and clusters: letters, digits, `_` and `-`, not
+/// starting with `_` or `-`, so never a NATS system or inbox prefix.
+pub fn is_valid_name(name: &str) -> bool {
+    name.chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
 /// True when `token` can stand as one subject token: non-empty, no `.`, wildcard or whitespace.
@@ -189,6 +194,15 @@ mod tests {
             assert!(is_reply_subject(good), "{good}");
         }
         for bad in [
+            "$KV.bucket.reply.key",
+            "$JS.API.CONSUMER.DELETE.reply.c",
+            "$SYS.reply.x.y",
+            "_INBOX.reply.x.y",
+            "orders.create.reply.x",
+            "x.y.reply.z",
+            "choria.federation.prod.reply.$KV.b.reply.k",
+            "choria.reply.a.b",
+            "london.reply.x",
             "london.broadcast.agent.rpcutil",
             "london.node.reply.x",
             "choria.federation.prod.federation",

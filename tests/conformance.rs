@@ -299,14 +299,11 @@ fn federation_transforms_reproduce_the_go_broker_byte_for_byte() {
 
     let a = read("09a_fed_client_request.json");
     let routed = route_request(&a, &rules).unwrap();
-    let egress = routed
-        .egress(
-            &Destination::Collective("mcollective".into()),
-            &rules,
-            fed,
-            col,
-        )
-        .unwrap();
+    let (destination, targets) = routed.groups().iter().next().unwrap();
+    assert_eq!(destination, &Destination::Collective("mcollective".into()));
+    let mut egresses = routed.egress(destination, targets, &rules, fed, col);
+    assert_eq!(egresses.len(), 1);
+    let egress = egresses.remove(0);
     assert_eq!(egress.subjects, vec!["mcollective.broadcast.agent.rpcutil"]);
     assert_eq!(
         String::from_utf8(egress.payload).unwrap(),

@@ -116,6 +116,11 @@ async fn ping_reaches_every_node_and_filters_select_exactly() {
     );
     assert_eq!(summary["missing"], Value::Array(vec![]));
     assert_eq!(replies[0]["data"]["main_collective"], "london");
+    wait_for_stats(&fleet, Duration::from_secs(5), |s| {
+        s.replies - before.replies >= 3
+    })
+    .await;
+    // Give any stray delivery time to show up before asserting there was none.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let after = fleet.stats();
     assert_eq!(after.total - before.total, 3);

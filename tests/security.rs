@@ -156,7 +156,8 @@ async fn every_refusal_has_its_own_reason() {
     let later = Now::at_unix(now.unix_seconds() as u64 + 2 * 365 * 86_400);
     assert_eq!(reason(&london, &t, later), Some(Reason::ExpiredCertificate));
 
-    // None of the refused requests produced a reply.
+    // None of the refused requests produced a reply, not even late.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(fleet.stats().replies, replies_before);
     fleet.shutdown().await;
 }
@@ -222,4 +223,80 @@ fn signer_refuses_a_key_that_is_not_the_certificates() {
     let err = Signer::new(chain, &std::fs::read(&bob.key).unwrap(), "bob.key").unwrap_err();
     assert!(err.to_string().contains("does not match"), "{err}");
     assert_eq!(signer(alice).certname(), "alice.mcollective");
+}
+
+/// Signs `request_json` exactly as given, so tests can craft what a client could send.
+fn sign_raw(pair: &CertPair, request_json: &str, reply_to: &str) -> Vec<u8> {
+    let signer = signer(pair);
+    let signature = fedgate::wire::encode_base64(&signer.sign(request_json.as_bytes()).unwrap());
+    let secure = SecureRequest::new(request_json.into(), signature, signer.pubcert().into());
+    let headers = fedgate::wire::choria_v1::TransportHeaders {
+        reply_to: Some(reply_to.into()),
+        ..Default::default()
+    };
+    Transport::new(secure.encode(), headers).encode()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn documents_go_would_read_differently_are_refused_or_denied() {
+    let network = Network::start("london");
+    let fleet = network.start_fleet(2).await;
+    let alice = user("london", "alice");
+    let now = Now::system().unix_seconds();
+    let request = |callerid_keys: &str, body: &str| {
+        format!(
+            r#"{{"protocol":"choria:request:1","message":{},"envelope":{{"requestid":"{}","senderid":"t",{callerid_keys},"collective":"london","agent":"rpcutil","ttl":60,"time":{now},"filter":{{"fact":[],"cf_class":[],"agent":[],"identity":[],"compound":[]}}}}}}"#,
+            serde_json::to_string(body).unwrap(),
+            "9".repeat(32)
+        )
+    };
+    // A case variant of callerid: Go would read bob, so nothing may act on it.
+    let smuggled = request(
+        r#""callerid":"choria=alice.mcollective","CallerID":"choria=bob.mcollective""#,
+        r#"{"agent":"rpcutil","action":"ping","data":{}}"#,
+    );
+    fleet_refuses(
+        &network,
+        &fleet,
+        sign_raw(alice, &smuggled, "london.reply.x.y"),
+        Reason::Malformed,
+        2,
+    )
+    .await;
+
+    // The body names another agent than the envelope: mcorpc denies it, as Go does.
+    let nats = network.connect_as("alice").await;
+    let mut replies = nats.subscribe("london.reply.deny.me").await.unwrap();
+    nats.flush().await.unwrap();
+    let other_agent = request(
+        r#""callerid":"choria=alice.mcollective""#,
+        r#"{"agent":"echo","action":"sleep","data":{"seconds":30}}"#,
+    );
+    nats.publish(
+        "london.broadcast.agent.rpcutil",
+        Bytes::from(sign_raw(alice, &other_agent, "london.reply.deny.me")),
+    )
+    .await
+    .unwrap();
+    for _ in 0..2 {
+        let message = tokio::time::timeout(
+            Duration::from_secs(5),
+            futures::StreamExt::next(&mut replies),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        let transport = Transport::decode(&message.payload, &Limits::default()).unwrap();
+        let reply =
+            fedgate::wire::choria_v1::SecureReply::decode(&transport.data, &Limits::default())
+                .unwrap()
+                .reply(&Limits::default())
+                .unwrap();
+        let rpc = reply.rpc(&Limits::default()).unwrap();
+        assert_eq!(
+            (rpc.statuscode, rpc.statusmsg.as_str()),
+            (1, "You are not authorized to call this agent or action")
+        );
+    }
+    fleet.shutdown().await;
 }

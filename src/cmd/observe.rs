@@ -71,7 +71,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         let Ok(snapshot) = serde_json::from_slice::<ClusterSnapshot>(&message.payload) else {
             continue;
         };
-        latest.insert(snapshot.instance.clone(), (snapshot, Instant::now()));
+        remember(&mut latest, snapshot);
         if until.is_none() {
             print!("\x1b[H\x1b[2J{}", render(&cluster, &aged(&latest)));
         }
@@ -82,6 +82,19 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         eprint!("{}", render(&cluster, &aged(&latest)));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Most instances tracked; stats subjects are open to anyone on the network.
+const MAX_INSTANCES: usize = 1024;
+/// Instances not heard from for this long are dropped.
+const FORGET_AFTER: Duration = Duration::from_secs(120);
+
+fn remember(latest: &mut BTreeMap<String, (ClusterSnapshot, Instant)>, snapshot: ClusterSnapshot) {
+    latest.retain(|_, (_, heard)| heard.elapsed() < FORGET_AFTER);
+    if latest.len() >= MAX_INSTANCES && !latest.contains_key(&snapshot.instance) {
+        return;
+    }
+    latest.insert(snapshot.instance.clone(), (snapshot, Instant::now()));
 }
 
 fn aged(

@@ -98,7 +98,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let senderid = client
         .as_ref()
         .and_then(|c| c.identity.clone())
-        .unwrap_or_else(hostname);
+        .unwrap_or_else(fedgate::hostname);
     let endpoint = endpoint(&args, config.as_ref(), (cert, key))?;
     let nats = nats::connect(&endpoint, "fedgate-rpc").await?;
     let rpc = RpcClient::new(nats, signer, caller, senderid, Limits::default());
@@ -152,13 +152,12 @@ fn endpoint(
         bail!("no NATS server: give --nats or a config with [{name}]");
     }
     let ca = args.ca.clone().or_else(|| configured.and_then(|c| c.1));
-    let tls = urls.iter().any(|u| u.starts_with("tls://"));
-    if tls && ca.is_none() {
+    if ca.is_none() && urls.iter().any(|u| u.starts_with("tls://")) {
         bail!("a tls:// server needs a CA: give --ca or a config with [{name}] ca");
     }
     Ok(NatsEndpoint {
         urls,
-        ca: ca.filter(|_| tls),
+        ca,
         identity: Some(identity),
     })
 }
@@ -254,12 +253,4 @@ fn print_summary(summary: &Summary, json: bool) -> anyhow::Result<()> {
         println!("missing: {}", summary.missing.join(", "));
     }
     Ok(())
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .ok()
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "fedgate-client".to_string())
 }

@@ -33,6 +33,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         config.instance.metrics = args.metrics;
     }
     let instance = config.instance.name_or_default();
+    fedgate::config::validate_instance_name(&instance)
+        .map_err(|problem| anyhow::anyhow!("instance name: {problem}"))?;
     let stop = CancellationToken::new();
     let metrics = match config.instance.metrics {
         Some(addr) => {

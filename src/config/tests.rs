@@ -145,7 +145,10 @@ fn invalid_configs_name_the_key() {
             "federations.prod.members",
         ),
         (
-            federation("").replace("members = [\"tokyo\"]", "members = [\"prod\"]"),
+            format!(
+                "[instance]\nserve = [\"prod\"]\n{}",
+                federation("").replace("members = [\"tokyo\"]", "members = [\"prod\"]")
+            ),
             "federations.prod.members",
         ),
         (foreign_identity, "collectives.tokyo.tls"),
@@ -172,7 +175,6 @@ fn invalid_configs_name_the_key() {
             "collectives.lon.don",
         ),
     ];
-    assert!(!cases.is_empty());
     for (i, (text, key)) in cases.iter().enumerate() {
         let path = write(&format!("bad-{i}.toml"), text);
         let err = Config::load(&path).unwrap_err().to_string();

@@ -4,8 +4,22 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use super::{Config, ConfigError, Member, TlsIdentity};
+use crate::security::{CaBundle, check_key_pair};
 use crate::security::{Now, check_identity, check_key_mode};
-use crate::subjects::is_valid_token;
+use crate::subjects::is_valid_name;
+
+/// Checks an instance name, wherever it came from (config, flag or environment).
+pub fn validate_instance_name(name: &str) -> Result<(), String> {
+    if name.is_empty()
+        || name.len() > 128
+        || name.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(format!(
+            "{name:?} must be 1 to 128 characters without spaces"
+        ));
+    }
+    Ok(())
+}
 
 /// How a served federation reaches one collective.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -38,10 +52,15 @@ impl Checker<'_> {
     }
 
     fn name(&self, key: String, name: &str) -> Result<(), ConfigError> {
-        if is_valid_token(name) {
+        if is_valid_name(name) {
             Ok(())
         } else {
-            Err(self.invalid(key, format!("{name:?} is not a valid subject token")))
+            Err(self.invalid(
+                key,
+                format!(
+                    "{name:?} must be letters, digits, `_` and `-`, starting with a letter or digit"
+                ),
+            ))
         }
     }
 
@@ -55,7 +74,12 @@ impl Checker<'_> {
     ) -> Result<Option<&'p Path>, ConfigError> {
         let needed = nats.iter().any(|url| url.starts_with("tls://")) || tls.is_some();
         match ca {
-            Some(ca) => self.file(format!("{key}.ca"), ca).map(|()| Some(ca)),
+            Some(ca) => {
+                self.file(format!("{key}.ca"), ca)?;
+                CaBundle::from_file(ca)
+                    .map_err(|e| self.invalid(format!("{key}.ca"), e.to_string()))?;
+                Ok(Some(ca))
+            }
             None if needed => Err(self.invalid(
                 format!("{key}.ca"),
                 "is required for tls:// servers and TLS identities",
@@ -108,6 +132,8 @@ impl Config {
             check.file("client.certificate".into(), &client.certificate)?;
             check.file("client.key".into(), &client.key)?;
             check_key_mode(&client.key).map_err(|e| check.invalid("client.key", e.to_string()))?;
+            check_key_pair(&client.certificate, &client.key)
+                .map_err(|e| check.invalid("client", e.to_string()))?;
         }
         for (name, collective) in &self.collectives {
             let key = format!("collectives.{name}");
@@ -166,20 +192,40 @@ impl Config {
     }
 
     fn validate_instance(&self, check: &Checker<'_>) -> Result<(), ConfigError> {
-        if let Some(name) = &self.instance.name
-            && (name.is_empty() || name.contains(char::is_whitespace))
-        {
-            return Err(check.invalid("instance.name", "must be a non-empty word without spaces"));
+        if let Some(name) = &self.instance.name {
+            validate_instance_name(name)
+                .map_err(|problem| check.invalid("instance.name", problem))?;
         }
         if self.instance.workers == Some(0) {
             return Err(check.invalid("instance.workers", "must be at least 1"));
         }
-        for name in self.instance.serve.iter().flatten() {
+        let Some(serve) = &self.instance.serve else {
+            let chained = self
+                .federations
+                .values()
+                .flat_map(|f| &f.members)
+                .any(|m| self.federations.contains_key(m));
+            if chained {
+                return Err(check.invalid(
+                    "instance.serve",
+                    "must list the federations this process serves when one federation is a member of another",
+                ));
+            }
+            return Ok(());
+        };
+        if serve.is_empty() {
+            return Err(check.invalid("instance.serve", "lists no federation"));
+        }
+        let mut seen = BTreeSet::new();
+        for name in serve {
             if !self.federations.contains_key(name) {
                 return Err(check.invalid(
                     "instance.serve",
                     format!("{name} is not a federation in this file"),
                 ));
+            }
+            if !seen.insert(name) {
+                return Err(check.invalid("instance.serve", format!("{name} is listed twice")));
             }
         }
         Ok(())

@@ -18,18 +18,22 @@ pub fn render(cluster: &str, instances: &BTreeMap<String, (ClusterSnapshot, u64)
     ];
     let width = instances.keys().map(String::len).max().unwrap_or(0) + 4;
     for (title, side) in sides {
-        let received: u64 = instances.values().map(|(s, _)| side(s).received).sum();
-        let sent: u64 = instances.values().map(|(s, _)| side(s).sent).sum();
-        let refused: u64 = instances
-            .values()
-            .map(|(s, _)| side(s).refused.values().sum::<u64>())
-            .sum();
+        // Figures come off the network, so sums saturate rather than overflow.
+        let total = |pick: &dyn Fn(&SideSnapshot) -> u64| {
+            instances
+                .values()
+                .fold(0u64, |sum, (s, _)| sum.saturating_add(pick(side(s))))
+        };
+        let received = total(&|f| f.received);
+        let sent = total(&|f| f.sent);
+        let refused = total(&|f| f.refused.values().fold(0u64, |a, b| a.saturating_add(*b)));
         let _ = writeln!(
             out,
             "{title}\n  Totals:\n    Received: {received}  Sent: {sent}  Refused: {refused}\n\n  Instances:"
         );
         for (name, (snapshot, _)) in instances {
             let figures = side(snapshot);
+            let name = printable(name);
             let _ = writeln!(
                 out,
                 "{name:>width$}: Received: {} ({:.1}%)  Sent: {} ({:.1}%)",
@@ -45,11 +49,19 @@ pub fn render(cluster: &str, instances: &BTreeMap<String, (ClusterSnapshot, u64)
     for (name, (snapshot, age)) in instances {
         let _ = writeln!(
             out,
-            "  {name}: version {} started {} status {} (heard {age}s ago)",
-            snapshot.version, snapshot.start_time, snapshot.status
+            "  {}: version {} started {} status {} (heard {age}s ago)",
+            printable(name),
+            printable(&snapshot.version),
+            snapshot.start_time,
+            printable(&snapshot.status)
         );
     }
     out
+}
+
+/// Text from the network, without control characters that could drive the terminal.
+fn printable(text: &str) -> String {
+    text.chars().filter(|c| !c.is_control()).take(128).collect()
 }
 
 fn percent(part: u64, whole: u64) -> f64 {
@@ -93,5 +105,19 @@ mod tests {
             text.contains("    fb2: Received: 10 (25.0%)  Sent: 20 (25.0%)"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn hostile_figures_cannot_overflow_or_drive_the_terminal() {
+        let mut evil = snapshot("x\u{1b}[2Jy", u64::MAX, u64::MAX);
+        evil.0.status = "\u{1b}]0;owned\u{7}".into();
+        let instances: BTreeMap<String, _> = [
+            ("x\u{1b}[2Jy".to_string(), evil),
+            ("fb1".to_string(), snapshot("fb1", 5, 5)),
+        ]
+        .into();
+        let text = render("prod", &instances);
+        assert!(!text.contains('\u{1b}'), "{text:?}");
+        assert!(text.contains(&format!("Received: {}", u64::MAX)), "{text}");
     }
 }

@@ -192,10 +192,7 @@ impl ClusterStats {
     /// Counts a refusal under its reason.
     pub fn refused(&self, direction: Direction, refusal: &Refusal) {
         let side = self.side(direction);
-        let index = Refusal::REASONS
-            .iter()
-            .position(|r| *r == refusal.reason())
-            .unwrap_or(0);
+        let index = refusal.index();
         side.refused[index].fetch_add(1, Ordering::Relaxed);
         side.metrics.refused[index].increment(1);
     }

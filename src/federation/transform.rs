@@ -61,11 +61,14 @@ pub enum Refusal {
     /// A target's collective is not reachable from this cluster.
     #[error("not a member: {0:?} is not in a member collective of this cluster")]
     NotMember(String),
+    /// A reply from a member federation still carries a federation header.
+    #[error("still federated: a member federation's reply must arrive without a federation header")]
+    StillFederated,
 }
 
 impl Refusal {
-    /// Every reason code, for counters.
-    pub const REASONS: [&'static str; 11] = [
+    /// Every reason code, for counters, in [`Refusal::index`] order.
+    pub const REASONS: [&'static str; 12] = [
         "malformed",
         "not_federated",
         "missing_request_id",
@@ -77,11 +80,12 @@ impl Refusal {
         "too_many_targets",
         "bad_target",
         "not_member",
+        "still_federated",
     ];
 
-    /// The reason code.
-    pub fn reason(&self) -> &'static str {
-        let index = match self {
+    /// Position of this refusal's reason in [`Refusal::REASONS`].
+    pub fn index(&self) -> usize {
+        match self {
             Refusal::Malformed(_) => 0,
             Refusal::NotFederated => 1,
             Refusal::MissingRequestId => 2,
@@ -93,8 +97,13 @@ impl Refusal {
             Refusal::TooManyTargets { .. } => 8,
             Refusal::BadTarget(_) => 9,
             Refusal::NotMember(_) => 10,
-        };
-        Self::REASONS[index]
+            Refusal::StillFederated => 11,
+        }
+    }
+
+    /// The reason code.
+    pub fn reason(&self) -> &'static str {
+        Self::REASONS[self.index()]
     }
 }
 
@@ -103,12 +112,15 @@ impl Refusal {
 pub enum Destination {
     /// A member collective's network: publish to each target subject.
     Collective(String),
-    /// A member federation's network: forward one message to its cluster.
+    /// A member federation's network: forward its targets to its cluster, at most `batch` per
+    /// message (its `max_targets`).
     Federation {
         /// The member federation's name (its network).
         network: String,
         /// Its Federation Broker cluster name.
         cluster: String,
+        /// Most targets it accepts in one message.
+        batch: usize,
     },
 }
 
@@ -151,23 +163,24 @@ impl ClusterRules {
             .federation(name)
             .ok_or_else(|| format!("no federation {name}"))?;
         let cluster = federation.cluster_name(name).to_string();
-        let routes = config
-            .routes(name)?
-            .into_iter()
-            .map(|(collective, route)| {
-                let destination = match route {
-                    Route::Direct => Destination::Collective(collective.clone()),
-                    Route::Via(network) => Destination::Federation {
-                        cluster: config
-                            .federation(&network)
-                            .map_or(network.as_str(), |f| f.cluster_name(&network))
-                            .to_string(),
+        let mut routes = BTreeMap::new();
+        for (collective, route) in config.routes(name)? {
+            let destination = match route {
+                Route::Direct => Destination::Collective(collective.clone()),
+                Route::Via(network) => {
+                    // routes() only yields federations that are defined in the config.
+                    let member = config
+                        .federation(&network)
+                        .ok_or_else(|| format!("no federation {network}"))?;
+                    Destination::Federation {
+                        cluster: member.cluster_name(&network).to_string(),
+                        batch: member.max_targets,
                         network,
-                    },
-                };
-                (collective, destination)
-            })
-            .collect();
+                    }
+                }
+            };
+            routes.insert(collective, destination);
+        }
         Ok(ClusterRules {
             label: hop_label(instance, &cluster),
             cluster,
@@ -285,43 +298,50 @@ impl RoutedRequest<'_> {
 
     /// Rewrites the headers for one destination, as go-choria's request transformer does: the
     /// reply-to is saved, replaced by the cluster's collective subject, targets are cleared, and a
-    /// hop `[inbound, label, outbound]` is appended. A member federation instead gets one message
-    /// carrying its targets, with a reply subject that wraps the client's.
+    /// hop `[inbound, label, outbound]` is appended. A member federation instead gets its targets
+    /// in messages of at most its batch size, with a reply subject that wraps the client's.
     pub fn egress(
         &self,
         destination: &Destination,
+        targets: &[String],
         rules: &ClusterRules,
         inbound: &str,
         outbound: &str,
-    ) -> Option<Egress> {
-        let targets = self.groups.get(destination)?;
+    ) -> Vec<Egress> {
         let mut headers = self.transport.headers.clone();
-        let req = self.request_id().to_string();
-        let subjects = match destination {
+        headers.record_hop(inbound, &rules.label, outbound);
+        let req = Some(self.request_id().to_string());
+        match destination {
             Destination::Collective(_) => {
                 headers.reply_to = Some(subjects::federation_collective(&rules.cluster));
                 headers.federation = Some(FederationHeader {
-                    req: Some(req),
+                    req,
                     reply_to: Some(self.reply_to.clone()),
                     target: Vec::new(),
                 });
-                targets.clone()
+                vec![Egress {
+                    subjects: targets.to_vec(),
+                    payload: self.transport.encode_with(&headers),
+                }]
             }
-            Destination::Federation { cluster, .. } => {
+            Destination::Federation { cluster, batch, .. } => {
                 headers.reply_to = Some(subjects::federation_reply(&rules.cluster, &self.reply_to));
-                headers.federation = Some(FederationHeader {
-                    req: Some(req),
-                    reply_to: None,
-                    target: targets.clone(),
-                });
-                vec![subjects::federation_ingest(cluster)]
+                targets
+                    .chunks((*batch).max(1))
+                    .map(|chunk| {
+                        headers.federation = Some(FederationHeader {
+                            req: req.clone(),
+                            reply_to: None,
+                            target: chunk.to_vec(),
+                        });
+                        Egress {
+                            subjects: vec![subjects::federation_ingest(cluster)],
+                            payload: self.transport.encode_with(&headers),
+                        }
+                    })
+                    .collect()
             }
-        };
-        headers.record_hop(inbound, &rules.label, outbound);
-        Some(Egress {
-            subjects,
-            payload: self.transport.encode_with(&headers),
-        })
+        }
     }
 }
 
@@ -352,8 +372,10 @@ pub fn route_reply(
     Ok((reply_to, transport.encode()))
 }
 
-/// Validates a reply that a member federation sent to `choria.federation.<cluster>.reply.<R>`
-/// and returns `R`, the subject it goes to in this cluster's network, with the rewritten reply.
+/// Validates a reply that a member federation's broker sent to
+/// `choria.federation.<cluster>.reply.<R>`: `R` must be a reply subject and the reply must arrive
+/// unfederated, as a broker leaves it. Returns `R`, where it goes in this cluster's network, with
+/// a hop appended.
 pub fn route_chained_reply(
     subject: &str,
     bytes: &[u8],
@@ -370,7 +392,9 @@ pub fn route_chained_reply(
         return Err(Refusal::BadReplyTo(reply_to));
     }
     let mut transport = RelayTransport::decode(bytes, &rules.limits)?;
-    transport.headers.federation = None;
+    if transport.headers.federation.is_some() {
+        return Err(Refusal::StillFederated);
+    }
     transport
         .headers
         .record_hop(inbound, &rules.label, outbound);

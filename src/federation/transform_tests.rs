@@ -22,6 +22,7 @@ fn rules() -> ClusterRules {
         Destination::Federation {
             network: "eu".into(),
             cluster: "eu".into(),
+            batch: 2,
         },
     );
     ClusterRules {
@@ -65,11 +66,18 @@ fn direct_targets_are_rewritten_like_go_choria() {
         |_| {},
     );
     let routed = route_request(&bytes, &rules).unwrap();
-    let london = Destination::Collective("london".into());
     assert_eq!(routed.groups().len(), 1);
-    let egress = routed
-        .egress(&london, &rules, "nats://fed:4222", "nats://london:4222")
-        .unwrap();
+    let (london, targets) = routed.groups().iter().next().unwrap();
+    assert_eq!(london, &Destination::Collective("london".into()));
+    let mut egresses = routed.egress(
+        london,
+        targets,
+        &rules,
+        "nats://fed:4222",
+        "nats://london:4222",
+    );
+    assert_eq!(egresses.len(), 1);
+    let egress = egresses.remove(0);
     assert_eq!(
         egress.subjects,
         vec!["london.broadcast.agent.rpcutil", "london.node.n1"],
@@ -96,30 +104,49 @@ fn direct_targets_are_rewritten_like_go_choria() {
 }
 
 #[test]
-fn member_federation_targets_travel_as_one_wrapped_message() {
-    let rules = rules();
-    let bytes = request(&["paris.node.p1", "paris.node.p2", "tokyo.node.t1"], |_| {});
+fn member_federation_targets_travel_in_wrapped_batches_of_its_size() {
+    let mut rules = rules();
+    rules.max_targets = 10;
+    let bytes = request(
+        &[
+            "paris.node.p1",
+            "paris.node.p2",
+            "paris.node.p3",
+            "tokyo.node.t1",
+        ],
+        |_| {},
+    );
     let routed = route_request(&bytes, &rules).unwrap();
     assert_eq!(routed.groups().len(), 2);
     let eu = Destination::Federation {
         network: "eu".into(),
         cluster: "eu".into(),
+        batch: 2,
     };
-    let egress = routed
-        .egress(&eu, &rules, "nats://fed:4222", "nats://eu:4222")
-        .unwrap();
-    assert_eq!(egress.subjects, vec!["choria.federation.eu.federation"]);
-    let h = headers(&egress.payload);
+    let targets = &routed.groups()[&eu];
+    let egresses = routed.egress(&eu, targets, &rules, "nats://fed:4222", "nats://eu:4222");
+    let batches: Vec<Value> = egresses
+        .iter()
+        .map(|e| {
+            assert_eq!(e.subjects, vec!["choria.federation.eu.federation"]);
+            let h = headers(&e.payload);
+            assert_eq!(
+                h["reply-to"],
+                format!("choria.federation.prod.reply.{REPLY_TO}")
+            );
+            h["federation"]["target"].clone()
+        })
+        .collect();
     assert_eq!(
-        h["reply-to"],
-        format!("choria.federation.prod.reply.{REPLY_TO}")
-    );
-    assert_eq!(
-        h["federation"],
-        json!({"req": REQ, "target": ["paris.node.p1", "paris.node.p2"]})
+        batches,
+        vec![
+            json!(["paris.node.p1", "paris.node.p2"]),
+            json!(["paris.node.p3"])
+        ]
     );
 
-    let (reply_to, _) = route_chained_reply(
+    // The member federation's broker sends the reply back unfederated on the wrapped subject.
+    let (reply_to, payload) = route_chained_reply(
         &format!("choria.federation.prod.reply.{REPLY_TO}"),
         &reply(None),
         &rules,
@@ -128,6 +155,24 @@ fn member_federation_targets_travel_as_one_wrapped_message() {
     )
     .unwrap();
     assert_eq!(reply_to, REPLY_TO);
+    let h = headers(&payload);
+    assert!(h.get("federation").is_none());
+    assert_eq!(
+        h["seen-by"][1],
+        json!([
+            "nats://eu:4222",
+            "fb1 (fedgate federation prod)",
+            "nats://fed:4222"
+        ])
+    );
+    let still = route_chained_reply(
+        &format!("choria.federation.prod.reply.{REPLY_TO}"),
+        &reply(Some(json!({"req": REQ, "reply-to": REPLY_TO}))),
+        &rules,
+        "a",
+        "b",
+    );
+    assert_eq!(still.unwrap_err().reason(), "still_federated");
 }
 
 #[test]

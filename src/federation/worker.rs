@@ -13,6 +13,9 @@ use super::stats::{ClusterStats, Direction};
 use super::transform::{ClusterRules, Refusal, route_chained_reply, route_reply, route_request};
 use crate::nats::connected_server;
 
+/// Longest piece of an untrusted message that goes into a log line.
+const LOG_CLIP: usize = 256;
+
 /// What one cluster's workers share.
 pub(super) struct ClusterContext {
     pub rules: ClusterRules,
@@ -28,19 +31,22 @@ pub(super) struct ClusterContext {
 pub(super) enum Worker {
     /// `choria.federation.<cluster>.federation` on the federation network.
     Requests(Arc<ClusterContext>),
-    /// `choria.federation.<cluster>.collective` on a member collective's network.
-    Replies(Arc<ClusterContext>, Client),
-    /// `choria.federation.<cluster>.reply.>` on a member federation's network.
-    ChainedReplies(Arc<ClusterContext>, Client),
+    /// Replies on a member's network: `choria.federation.<cluster>.collective` from a collective,
+    /// or `choria.federation.<cluster>.reply.>` from a member federation (`chained`).
+    Replies {
+        ctx: Arc<ClusterContext>,
+        member: Client,
+        chained: bool,
+    },
 }
 
 impl Worker {
-    /// Serves `subscription` until shutdown, then drains it: unsubscribe, finish what was delivered.
-    pub(super) async fn run(self, mut subscription: Subscriber, shutdown: CancellationToken) {
+    /// Serves `subscription` until `stop`, then drains it: unsubscribe, finish what was delivered.
+    pub(super) async fn run(self, mut subscription: Subscriber, stop: CancellationToken) {
         loop {
             let message = tokio::select! {
                 biased;
-                _ = shutdown.cancelled() => break,
+                _ = stop.cancelled() => break,
                 message = subscription.next() => message,
             };
             match message {
@@ -60,23 +66,40 @@ impl Worker {
     async fn handle(&self, message: Message) {
         match self {
             Worker::Requests(ctx) => relay_request(ctx, &message).await,
-            Worker::Replies(ctx, member) => {
+            Worker::Replies {
+                ctx,
+                member,
+                chained,
+            } => {
+                let started = Instant::now();
+                ctx.stats.received(Direction::Reply);
                 let (inbound, outbound) =
                     (connected_server(member), connected_server(&ctx.federation));
-                let routed = route_reply(&message.payload, &ctx.rules, &inbound, &outbound);
-                relay_reply(ctx, routed).await;
-            }
-            Worker::ChainedReplies(ctx, member) => {
-                let (inbound, outbound) =
-                    (connected_server(member), connected_server(&ctx.federation));
-                let routed = route_chained_reply(
-                    &message.subject,
-                    &message.payload,
-                    &ctx.rules,
-                    &inbound,
-                    &outbound,
-                );
-                relay_reply(ctx, routed).await;
+                let routed = if *chained {
+                    route_chained_reply(
+                        &message.subject,
+                        &message.payload,
+                        &ctx.rules,
+                        &inbound,
+                        &outbound,
+                    )
+                } else {
+                    route_reply(&message.payload, &ctx.rules, &inbound, &outbound)
+                };
+                match routed {
+                    Ok((reply_to, payload)) => {
+                        publish(
+                            ctx,
+                            Direction::Reply,
+                            &ctx.federation,
+                            reply_to,
+                            Bytes::from(payload),
+                        )
+                        .await;
+                        ctx.stats.timed(Direction::Reply, started.elapsed());
+                    }
+                    Err(refusal) => refuse(ctx, Direction::Reply, &refusal),
+                }
             }
         }
     }
@@ -90,41 +113,22 @@ async fn relay_request(ctx: &ClusterContext, message: &Message) {
         Err(refusal) => return refuse(ctx, Direction::Request, &refusal),
     };
     let inbound = connected_server(&ctx.federation);
-    for destination in routed.groups().keys() {
+    for (destination, targets) in routed.groups() {
+        // Every destination network is connected at start-up (`Broker::start`).
         let Some(client) = ctx.networks.get(destination.network()) else {
             ctx.stats.error(Direction::Request);
             continue;
         };
         let outbound = connected_server(client);
-        let Some(egress) = routed.egress(destination, &ctx.rules, &inbound, &outbound) else {
-            continue;
-        };
-        let payload = Bytes::from(egress.payload);
-        for subject in egress.subjects {
-            publish(ctx, Direction::Request, client, subject, payload.clone()).await;
+        for egress in routed.egress(destination, targets, &ctx.rules, &inbound, &outbound) {
+            let payload = Bytes::from(egress.payload);
+            for subject in egress.subjects {
+                publish(ctx, Direction::Request, client, subject, payload.clone()).await;
+            }
         }
     }
     tracing::debug!(cluster = %ctx.rules.cluster, req = routed.request_id(), "relayed request");
     ctx.stats.timed(Direction::Request, started.elapsed());
-}
-
-async fn relay_reply(ctx: &ClusterContext, routed: Result<(String, Vec<u8>), Refusal>) {
-    let started = Instant::now();
-    ctx.stats.received(Direction::Reply);
-    match routed {
-        Ok((reply_to, payload)) => {
-            publish(
-                ctx,
-                Direction::Reply,
-                &ctx.federation,
-                reply_to,
-                Bytes::from(payload),
-            )
-            .await;
-            ctx.stats.timed(Direction::Reply, started.elapsed());
-        }
-        Err(refusal) => refuse(ctx, Direction::Reply, &refusal),
-    }
 }
 
 async fn publish(
@@ -143,7 +147,12 @@ async fn publish(
     }
 }
 
+/// Counts a refusal; the log line is debug-level and clipped, since its text comes off the wire.
 fn refuse(ctx: &ClusterContext, direction: Direction, refusal: &Refusal) {
-    tracing::info!(cluster = %ctx.rules.cluster, reason = refusal.reason(), %refusal, "refused federated message");
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        let text = refusal.to_string();
+        let clipped: String = text.chars().take(LOG_CLIP).collect();
+        tracing::debug!(cluster = %ctx.rules.cluster, reason = refusal.reason(), refusal = %clipped, "refused federated message");
+    }
     ctx.stats.refused(direction, refusal);
 }

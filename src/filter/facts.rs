@@ -10,7 +10,7 @@ use regex::Regex;
 use serde_json::{Number, Value};
 
 use self::path::Found;
-use super::gostd;
+use crate::gostd;
 use crate::wire::choria_v1::{FactFilter, FactOperator};
 
 /// Why one fact condition could not be evaluated; go-choria then treats the filter as unmatched.

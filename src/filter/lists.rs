@@ -2,7 +2,7 @@
 
 use regex::Regex;
 
-use super::gostd;
+use crate::gostd;
 
 /// Decides whether a node's identity matches any of the identity filters (ORed).
 pub fn match_identity(filters: &[String], identity: &str) -> bool {

@@ -25,20 +25,32 @@ pub struct AgentAnswer {
     pub delay: Duration,
 }
 
-/// Runs the request's agent on `node`; `None` when the agent sends no reply.
+/// Runs the envelope's agent on `node`, as go-choria dispatches on the envelope: `None` when the
+/// node lacks the agent (Go discards such requests) or the agent sends no reply.
 pub fn dispatch(
     node: &NodeSpec,
     request: &Request,
     limits: &Limits,
     now: Now,
 ) -> Option<AgentAnswer> {
-    if request.envelope.agent == "discovery" {
-        return (&*request.payload() == b"ping").then(|| AgentAnswer {
+    let agent = request.envelope.agent.as_str();
+    if !node.has_agent(agent) {
+        return None;
+    }
+    if agent == "discovery" {
+        // go-choria's discovery agent answers any payload containing "ping" (Ruby sends `"ping"`).
+        let asked = request.payload().windows(4).any(|w| w == b"ping");
+        return asked.then(|| AgentAnswer {
             body: "pong".into(),
             delay: Duration::ZERO,
         });
     }
     let (reply, delay) = match request.rpc(limits) {
+        // mcorpc authorizes the body's agent against its own name, so a mismatch is a denial.
+        Ok(rpc) if rpc.agent != agent => (
+            RpcReply::new(&rpc.action, StatusCode::Aborted, NOT_AUTHORIZED, json!({})),
+            Duration::ZERO,
+        ),
         Ok(rpc) => run_action(node, &rpc, now),
         Err(err) => (
             RpcReply::new(
@@ -50,9 +62,14 @@ pub fn dispatch(
             Duration::ZERO,
         ),
     };
-    let body = String::from_utf8(reply.encode()).ok()?;
-    Some(AgentAnswer { body, delay })
+    Some(AgentAnswer {
+        body: reply.encode_string(),
+        delay,
+    })
 }
+
+/// mcorpc's denial message.
+pub const NOT_AUTHORIZED: &str = "You are not authorized to call this agent or action";
 
 fn run_action(node: &NodeSpec, rpc: &RpcRequest, now: Now) -> (RpcReply, Duration) {
     let action = rpc.action.as_str();
@@ -233,6 +250,44 @@ mod tests {
             r#"{"agent":"echo","action":"sleep","data":{"seconds":3600}}"#,
         );
         assert_eq!(long.statuscode, StatusCode::InvalidData as i64);
+    }
+
+    #[test]
+    fn the_envelope_agent_decides_and_a_different_body_agent_is_denied() {
+        let denied = answer(
+            "rpcutil",
+            r#"{"agent":"echo","action":"sleep","data":{"seconds":5}}"#,
+        );
+        assert_eq!(
+            (denied.statuscode, denied.statusmsg.as_str()),
+            (StatusCode::Aborted as i64, NOT_AUTHORIZED)
+        );
+        let node = &generate("london", 1, &["london".into()])[0];
+        let unknown = request("nosuch", r#"{"agent":"nosuch","action":"x","data":{}}"#);
+        assert_eq!(
+            dispatch(node, &unknown, &Limits::default(), Now::at_unix(5)),
+            None,
+            "no reply for a missing agent"
+        );
+    }
+
+    #[test]
+    fn discovery_answers_ruby_json_ping_too() {
+        let node = &generate("london", 1, &["london".into()])[0];
+        let ruby = dispatch(
+            node,
+            &request("discovery", r#""ping""#),
+            &Limits::default(),
+            Now::at_unix(5),
+        );
+        assert_eq!(ruby.unwrap().body, "pong");
+        let other = dispatch(
+            node,
+            &request("discovery", r#""hello""#),
+            &Limits::default(),
+            Now::at_unix(5),
+        );
+        assert_eq!(other, None);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! collective, TTL, agent, reply.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 
@@ -9,9 +10,8 @@ use super::agents::{self, AgentAnswer};
 use super::node::NodeSpec;
 use super::{FleetStats, Roster};
 use crate::filter;
-use crate::security::{
-    Now, Reason, VerifiedRequest, Verifier, VerifyError, check_collective, check_ttl,
-};
+use crate::nats::connected_server;
+use crate::security::{Now, SignedRequest, Verifier, VerifyError, check_collective, check_ttl};
 use crate::wire::Limits;
 use crate::wire::choria_v1::{
     FederationHeader, Reply, ReplyEnvelope, SecureReply, SecureRequest, Transport, TransportHeaders,
@@ -49,38 +49,44 @@ impl Handler {
         if recipients.is_empty() {
             return;
         }
-        let count = recipients.len() as u64;
-        self.stats.received(count);
+        self.stats.received(recipients.len() as u64);
         let now = Now::system();
-        let (transport, verified) = match self.verify(payload, now) {
+        let (transport, signed) = match self.verify(payload, now) {
             Ok(ok) => ok,
             Err(err) => {
                 tracing::debug!(%subject, reason = err.reason().as_str(), %err, "refused request");
-                self.stats.refuse(err.reason(), count);
+                self.stats.refuse(err.reason(), recipients.len() as u64);
                 return;
             }
         };
-        for node in recipients {
-            if let Some(answer) = self.accept(node, &verified, now) {
-                self.reply(node, &transport, &verified, answer).await;
-            }
+        let answers: Vec<(&NodeSpec, AgentAnswer)> = recipients
+            .into_iter()
+            .filter_map(|node| self.accept(node, &signed, now).map(|answer| (node, answer)))
+            .collect();
+        // Every node runs the same action, so a delay (echo#sleep) is waited once, not per node.
+        let delay = answers
+            .iter()
+            .map(|(_, a)| a.delay)
+            .max()
+            .unwrap_or(Duration::ZERO);
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        for (node, answer) in answers {
+            self.reply(node, &transport, &signed, answer.body).await;
         }
     }
 
-    fn verify(
-        &self,
-        payload: &[u8],
-        now: Now,
-    ) -> Result<(Transport, VerifiedRequest), VerifyError> {
+    fn verify(&self, payload: &[u8], now: Now) -> Result<(Transport, SignedRequest), VerifyError> {
         let transport = Transport::decode(payload, &self.limits)?;
         let secure = SecureRequest::decode(&transport.data, &self.limits)?;
-        let verified = self.verifier.verify_signature(secure, now)?;
-        Ok((transport, verified))
+        let signed = self.verifier.verify_signature(secure, now)?;
+        Ok((transport, signed))
     }
 
     /// The per-node checks after verification; `Some` when the node's agent answers.
-    fn accept(&self, node: &NodeSpec, verified: &VerifiedRequest, now: Now) -> Option<AgentAnswer> {
-        let request = verified.request();
+    fn accept(&self, node: &NodeSpec, signed: &SignedRequest, now: Now) -> Option<AgentAnswer> {
+        let request = signed.request();
         match filter::matches(&request.envelope.filter, &node.view()) {
             Ok(true) => self.stats.passed(),
             Ok(false) => {
@@ -107,25 +113,18 @@ impl Handler {
     async fn reply(
         &self,
         node: &NodeSpec,
-        request_transport: &Transport,
-        verified: &VerifiedRequest,
-        answer: AgentAnswer,
+        request: &Transport,
+        signed: &SignedRequest,
+        body: String,
     ) {
-        let Some(reply_to) = request_transport.headers.reply_to.clone() else {
-            tracing::debug!(node = %node.identity, "request has no reply-to; not replying");
-            self.stats.refuse(Reason::Malformed, 1);
+        // Like a Choria server, the node has acted; without a reply subject the reply is lost.
+        let Some(reply_to) = request.headers.reply_to.clone() else {
+            tracing::debug!(node = %node.identity, "request has no reply-to; the reply cannot be sent");
+            self.stats.publish_error();
             return;
         };
-        if !answer.delay.is_zero() {
-            tokio::time::sleep(answer.delay).await;
-        }
-        let transport = reply_transport(
-            node,
-            request_transport,
-            verified,
-            answer.body,
-            &crate::nats::connected_server(&self.client),
-        );
+        let transport =
+            reply_transport(node, request, signed, body, &connected_server(&self.client));
         match self
             .client
             .publish(reply_to, Bytes::from(transport.encode()))
@@ -145,18 +144,17 @@ impl Handler {
 fn reply_transport(
     node: &NodeSpec,
     request: &Transport,
-    verified: &VerifiedRequest,
+    signed: &SignedRequest,
     body: String,
     server: &str,
 ) -> Transport {
     let envelope = ReplyEnvelope {
-        requestid: verified.request().envelope.requestid.clone(),
+        requestid: signed.request().envelope.requestid.clone(),
         senderid: node.identity.clone(),
-        agent: verified.request().envelope.agent.clone(),
+        agent: signed.request().envelope.agent.clone(),
         time: Now::system().unix_seconds(),
     };
-    let reply = Reply::new(body, envelope);
-    let secure = SecureReply::new(String::from_utf8_lossy(&reply.encode()).into_owned());
+    let secure = SecureReply::new(Reply::new(body, envelope).encode_string());
     let mut headers = TransportHeaders {
         mc_sender: Some(node.identity.clone()),
         ..TransportHeaders::default()

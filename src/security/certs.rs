@@ -3,9 +3,13 @@
 use std::path::{Path, PathBuf};
 
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, TrustAnchor};
+use rustls_pki_types::{CertificateDer, TrustAnchor, UnixTime};
+use webpki::{EndEntityCert, KeyUsage};
+
+use super::Now;
 use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::{FromDer, X509Certificate};
+use x509_parser::public_key::PublicKey;
 
 /// Why certificate material could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -135,10 +139,39 @@ impl CaBundle {
         &self.anchors
     }
 
+    /// Verifies that `leaf` chains to one of these anchors through `intermediates`, for client
+    /// authentication (EKU clientAuth when the certificate has an EKU) at `now`.
+    pub fn verify_client(
+        &self,
+        leaf: &EndEntityCert<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: Now,
+    ) -> Result<(), webpki::Error> {
+        leaf.verify_for_usage(
+            webpki::ALL_VERIFICATION_ALGS,
+            &self.anchors,
+            intermediates,
+            UnixTime::since_unix_epoch(now.since_epoch()),
+            KeyUsage::client_auth(),
+            None,
+            None,
+        )
+        .map(|_| ())
+    }
+
     /// Where the bundle came from.
     pub fn source(&self) -> &str {
         &self.source
     }
+}
+
+/// Reads every certificate in a PEM file; a file without one is an error.
+pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, CertError> {
+    let pem = std::fs::read(path).map_err(|source| CertError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse_pem_certs(&pem, &path.display().to_string(), usize::MAX)
 }
 
 fn parse_pem_certs(
@@ -176,10 +209,10 @@ pub struct CertInfo {
     pub common_name: Option<String>,
     /// DNS subject alternative names.
     pub dns_names: Vec<String>,
-    /// Email subject alternative names.
-    pub emails: Vec<String>,
     /// DER `RSAPublicKey` (or other key) bytes from the subject public key info.
     pub public_key: Vec<u8>,
+    /// Modulus size when the key is RSA.
+    pub rsa_bits: Option<usize>,
 }
 
 impl CertInfo {
@@ -189,28 +222,31 @@ impl CertInfo {
             what: what.to_string(),
             reason: err.to_string(),
         })?;
+        // Go's `Subject.CommonName` is the last CN attribute, so a certificate with several
+        // CNs is judged by the same one here.
         let common_name = cert
             .subject()
             .iter_common_name()
-            .next()
+            .last()
             .and_then(|cn| cn.as_str().ok())
             .map(str::to_string);
         let mut dns_names = Vec::new();
-        let mut emails = Vec::new();
         if let Ok(Some(san)) = cert.subject_alternative_name() {
             for name in &san.value.general_names {
-                match name {
-                    GeneralName::DNSName(dns) => dns_names.push(dns.to_string()),
-                    GeneralName::RFC822Name(email) => emails.push(email.to_string()),
-                    _ => {}
+                if let GeneralName::DNSName(dns) = name {
+                    dns_names.push(dns.to_string());
                 }
             }
         }
+        let rsa_bits = match cert.public_key().parsed() {
+            Ok(PublicKey::RSA(rsa)) => Some(rsa.key_size()),
+            _ => None,
+        };
         Ok(CertInfo {
             common_name,
             dns_names,
-            emails,
             public_key: cert.public_key().subject_public_key.data.to_vec(),
+            rsa_bits,
         })
     }
 

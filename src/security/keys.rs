@@ -38,7 +38,7 @@ pub enum KeyError {
     Mismatch {
         /// The key file.
         key: String,
-        /// The certificate file.
+        /// The certificate's certname.
         cert: String,
     },
     /// aws-lc-rs refused to sign.
@@ -66,7 +66,7 @@ impl std::fmt::Debug for Signer {
 impl Signer {
     /// Loads a certificate chain and its RSA key from PEM files.
     pub fn from_files(cert: &Path, key: &Path) -> Result<Self, KeyError> {
-        let chain = CertChain::from_file(cert, 8)?;
+        let chain = CertChain::from_file(cert, crate::wire::Limits::default().max_chain_certs)?;
         let key_pem = std::fs::read(key).map_err(|source| KeyError::Io {
             path: key.to_path_buf(),
             source,
@@ -103,9 +103,8 @@ impl Signer {
 
     /// Encodes a request, signs those exact bytes and wraps them in a secure request.
     pub fn sign_request(&self, request: &Request) -> Result<SecureRequest, KeyError> {
-        let bytes = request.encode();
-        let signature = encode_base64(&self.sign(&bytes)?);
-        let message = String::from_utf8(bytes).map_err(|_| KeyError::Sign)?;
+        let message = request.encode_string();
+        let signature = encode_base64(&self.sign(message.as_bytes())?);
         Ok(SecureRequest::new(
             message,
             signature,
@@ -121,11 +120,6 @@ impl Signer {
     /// The certificate's first name (CN, else first DNS SAN).
     pub fn certname(&self) -> &str {
         self.info.certname().unwrap_or("")
-    }
-
-    /// The certificate's names.
-    pub fn cert_info(&self) -> &CertInfo {
-        &self.info
     }
 
     /// Modulus size in bits.

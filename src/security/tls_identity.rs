@@ -3,9 +3,9 @@
 use std::path::{Path, PathBuf};
 
 use rustls::sign::CertifiedKey;
+use rustls_pki_types::PrivateKeyDer;
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
-use webpki::{EndEntityCert, KeyUsage};
+use webpki::EndEntityCert;
 
 use super::{CaBundle, Now};
 
@@ -52,44 +52,36 @@ pub enum IdentityError {
 /// for client authentication at `now`.
 pub fn check_identity(cert: &Path, key: &Path, ca: &Path, now: Now) -> Result<(), IdentityError> {
     check_key_mode(key)?;
-    let unreadable = |path: &Path, reason: String| IdentityError::Unreadable {
-        path: path.to_path_buf(),
-        reason,
-    };
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .and_then(|certs| certs.collect())
-        .map_err(|e| unreadable(cert, e.to_string()))?;
-    let Some(leaf) = chain.first() else {
-        return Err(unreadable(cert, "no certificate in the file".into()));
-    };
-    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| unreadable(key, e.to_string()))?;
-    let signing_key = rustls::crypto::aws_lc_rs::sign::any_supported_type(&key_der)
-        .map_err(|e| unreadable(key, e.to_string()))?;
-    CertifiedKey::new(chain.clone(), signing_key)
-        .keys_match()
-        .map_err(|_| IdentityError::KeyMismatch {
-            key: key.to_path_buf(),
-            cert: cert.to_path_buf(),
-        })?;
-    let bundle = CaBundle::from_file(ca).map_err(|e| unreadable(ca, e.to_string()))?;
+    check_key_pair(cert, key)?;
     let not_issued = |reason: String| IdentityError::NotIssuedByCa {
         cert: cert.to_path_buf(),
         ca: ca.to_path_buf(),
         reason,
     };
-    let end_entity = EndEntityCert::try_from(leaf).map_err(|e| not_issued(format!("{e:?}")))?;
-    end_entity
-        .verify_for_usage(
-            webpki::ALL_VERIFICATION_ALGS,
-            bundle.anchors(),
-            &chain[1..],
-            UnixTime::since_unix_epoch(now.since_epoch()),
-            KeyUsage::client_auth(),
-            None,
-            None,
-        )
-        .map(|_| ())
+    let chain = super::load_certs(cert).map_err(|e| not_issued(e.to_string()))?;
+    let bundle = CaBundle::from_file(ca).map_err(|e| not_issued(e.to_string()))?;
+    let leaf = EndEntityCert::try_from(&chain[0]).map_err(|e| not_issued(format!("{e:?}")))?;
+    bundle
+        .verify_client(&leaf, &chain[1..], now)
         .map_err(|e| not_issued(format!("{e:?}")))
+}
+
+/// Checks that `key` belongs to the first certificate in `cert`.
+pub fn check_key_pair(cert: &Path, key: &Path) -> Result<(), IdentityError> {
+    let unreadable = |path: &Path, reason: String| IdentityError::Unreadable {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let chain = super::load_certs(cert).map_err(|e| unreadable(cert, e.to_string()))?;
+    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| unreadable(key, e.to_string()))?;
+    let signing_key = rustls::crypto::aws_lc_rs::sign::any_supported_type(&key_der)
+        .map_err(|e| unreadable(key, e.to_string()))?;
+    CertifiedKey::new(chain, signing_key)
+        .keys_match()
+        .map_err(|_| IdentityError::KeyMismatch {
+            key: key.to_path_buf(),
+            cert: cert.to_path_buf(),
+        })
 }
 
 /// Refuses a key file that group or others can read or write.

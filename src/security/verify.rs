@@ -1,148 +1,24 @@
 //! Verifying a secure request as a Choria server does, with a distinct reason for each refusal.
+//!
+//! [`Verifier::verify_signature`] checks what go-choria's `SecureRequest.Valid()` checks and
+//! yields a [`SignedRequest`]; only [`SignedRequest::check_ttl`] turns that into a
+//! [`VerifiedRequest`], so nothing stale can pass as verified.
 
-use rustls_pki_types::UnixTime;
-use webpki::{EndEntityCert, KeyUsage};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use webpki::EndEntityCert;
 
-use super::{CaBundle, CallerId, CertChain, CertInfo, NamePatterns, Now};
+use super::{CaBundle, CallerId, CertChain, CertInfo, NamePatterns, Now, VerifyError};
 use crate::wire::choria_v1::{Request, SecureRequest};
-use crate::wire::{DecodeError, Limits, decode_base64_lenient};
+use crate::wire::{Limits, decode_base64_lenient};
 
-/// A refusal category, stable for counters, audit and `fedgate inspect`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Reason {
-    /// The message does not decode or breaks the schema.
-    Malformed,
-    /// The signer's chain does not lead to a trusted CA.
-    UnknownCa,
-    /// A certificate in the chain is expired or not yet valid.
-    ExpiredCertificate,
-    /// The chain is otherwise invalid (bad EKU, bad CA flags, bad signature on a certificate).
-    InvalidCertificate,
-    /// The caller's name is not the certificate's CN or a DNS SAN.
-    NameMismatch,
-    /// The caller's name is not on the certname allow list.
-    NotAllowed,
-    /// The request signature does not verify.
-    BadSignature,
-    /// The request is outside its TTL window.
-    TtlExpired,
-    /// The request is for a collective the receiver is not in.
-    WrongCollective,
-}
+/// Smallest RSA key accepted from a signer. Go accepts 1024 bits; fedgate does not.
+pub const MIN_RSA_BITS: usize = 2048;
 
-impl Reason {
-    /// Every reason, in a stable order.
-    pub const ALL: [Reason; 9] = [
-        Reason::Malformed,
-        Reason::UnknownCa,
-        Reason::ExpiredCertificate,
-        Reason::InvalidCertificate,
-        Reason::NameMismatch,
-        Reason::NotAllowed,
-        Reason::BadSignature,
-        Reason::TtlExpired,
-        Reason::WrongCollective,
-    ];
-
-    /// The reason as a snake_case word.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Reason::Malformed => "malformed",
-            Reason::UnknownCa => "unknown_ca",
-            Reason::ExpiredCertificate => "expired_certificate",
-            Reason::InvalidCertificate => "invalid_certificate",
-            Reason::NameMismatch => "name_mismatch",
-            Reason::NotAllowed => "not_allowed",
-            Reason::BadSignature => "bad_signature",
-            Reason::TtlExpired => "ttl_expired",
-            Reason::WrongCollective => "wrong_collective",
-        }
-    }
-}
-
-/// Why a request was refused.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum VerifyError {
-    /// The request does not decode.
-    #[error("malformed: {0}")]
-    Malformed(#[from] DecodeError),
-    /// `pubcert` or the caller id cannot be used.
-    #[error("malformed: {0}")]
-    MalformedIdentity(String),
-    /// The chain does not lead to a trusted CA.
-    #[error("unknown CA: {subject} is not issued by a CA in {bundle}")]
-    UnknownCa {
-        /// The signer's certname.
-        subject: String,
-        /// The CA bundle consulted.
-        bundle: String,
-    },
-    /// A certificate is outside its validity period.
-    #[error("expired certificate: {0}")]
-    ExpiredCertificate(String),
-    /// The chain is invalid for another reason.
-    #[error("invalid certificate: {0}")]
-    InvalidCertificate(String),
-    /// The caller name is not in the certificate.
-    #[error("name mismatch: caller {identity:?} is not the certificate's CN or SAN ({names:?})")]
-    NameMismatch {
-        /// Identity taken from the caller id.
-        identity: String,
-        /// CN and DNS SANs of the certificate.
-        names: Vec<String>,
-    },
-    /// The caller name is not on the allow list.
-    #[error("not allowed: {identity:?} does not match the certname allow list {allowlist:?}")]
-    NotAllowed {
-        /// Identity taken from the caller id.
-        identity: String,
-        /// The allow-list patterns.
-        allowlist: Vec<String>,
-    },
-    /// The signature does not verify.
-    #[error("bad signature: {0}")]
-    BadSignature(String),
-    /// Outside `now-ttl < time < now+ttl`.
-    #[error("ttl expired: request time {time} with ttl {ttl}s is outside the window around {now}")]
-    TtlExpired {
-        /// Request time, unix seconds.
-        time: i64,
-        /// Request ttl, seconds.
-        ttl: i64,
-        /// The receiver's clock, unix seconds.
-        now: i64,
-    },
-    /// The collective is not one of the receiver's.
-    #[error("wrong collective: {collective:?} is not one of {member_of:?}")]
-    WrongCollective {
-        /// The request's collective.
-        collective: String,
-        /// The receiver's collectives.
-        member_of: Vec<String>,
-    },
-}
-
-impl VerifyError {
-    /// The refusal category.
-    pub fn reason(&self) -> Reason {
-        match self {
-            VerifyError::Malformed(_) | VerifyError::MalformedIdentity(_) => Reason::Malformed,
-            VerifyError::UnknownCa { .. } => Reason::UnknownCa,
-            VerifyError::ExpiredCertificate(_) => Reason::ExpiredCertificate,
-            VerifyError::InvalidCertificate(_) => Reason::InvalidCertificate,
-            VerifyError::NameMismatch { .. } => Reason::NameMismatch,
-            VerifyError::NotAllowed { .. } => Reason::NotAllowed,
-            VerifyError::BadSignature(_) => Reason::BadSignature,
-            VerifyError::TtlExpired { .. } => Reason::TtlExpired,
-            VerifyError::WrongCollective { .. } => Reason::WrongCollective,
-        }
-    }
-}
-
-/// A request whose signer chains to the CA, whose caller the signer may speak for, whose
-/// signature verifies, and which is inside its TTL. Only [`Verifier`] builds one.
+/// A request whose signer chains to the CA, whose caller the signer may speak for, and whose
+/// signature verifies. Its TTL is not checked yet.
 #[derive(Clone, Debug)]
-pub struct VerifiedRequest {
+pub struct SignedRequest {
     secure: SecureRequest,
     request: Request,
     caller: CallerId,
@@ -150,7 +26,12 @@ pub struct VerifiedRequest {
     privileged: bool,
 }
 
-impl VerifiedRequest {
+/// A [`SignedRequest`] that is also inside its TTL window. Only [`SignedRequest::check_ttl`]
+/// builds one.
+#[derive(Clone, Debug)]
+pub struct VerifiedRequest(SignedRequest);
+
+impl SignedRequest {
     /// The decoded request.
     pub fn request(&self) -> &Request {
         &self.request
@@ -174,6 +55,20 @@ impl VerifiedRequest {
     /// True when a privileged certificate signed for this caller.
     pub fn privileged(&self) -> bool {
         self.privileged
+    }
+
+    /// Applies Choria's TTL rule at `now`.
+    pub fn check_ttl(self, now: Now) -> Result<VerifiedRequest, VerifyError> {
+        check_ttl(&self.request, now)?;
+        Ok(VerifiedRequest(self))
+    }
+}
+
+impl std::ops::Deref for VerifiedRequest {
+    type Target = SignedRequest;
+
+    fn deref(&self) -> &SignedRequest {
+        &self.0
     }
 }
 
@@ -212,36 +107,37 @@ impl Verifier {
         )
     }
 
-    /// Full verification: identity and signature as [`Self::verify_signature`], then the TTL.
+    /// Full verification: [`Self::verify_signature`], then the TTL.
     pub fn verify(&self, secure: SecureRequest, now: Now) -> Result<VerifiedRequest, VerifyError> {
-        let verified = self.verify_signature(secure, now)?;
-        check_ttl(&verified.request, now)?;
-        Ok(verified)
+        self.verify_signature(secure, now)?.check_ttl(now)
     }
 
     /// What go-choria's `SecureRequest.Valid()` checks, in its order: caller id, privileged name
-    /// or chain plus name plus allow list, then the signature. The TTL is not checked here, so a
-    /// node can filter before it checks freshness, as Choria does; [`Self::verify`] adds it.
+    /// or chain plus name plus allow list, then the signature. The TTL is left to
+    /// [`SignedRequest::check_ttl`], so a node can filter before it checks freshness, as Choria does.
     pub fn verify_signature(
         &self,
         secure: SecureRequest,
         now: Now,
-    ) -> Result<VerifiedRequest, VerifyError> {
+    ) -> Result<SignedRequest, VerifyError> {
+        let malformed =
+            |err: &dyn std::fmt::Display| VerifyError::MalformedIdentity(err.to_string());
         let request = secure.request(&self.limits)?;
-        let caller = CallerId::parse(&request.envelope.callerid)
-            .map_err(|err| VerifyError::MalformedIdentity(err.to_string()))?;
+        let caller = CallerId::parse(&request.envelope.callerid).map_err(|e| malformed(&e))?;
         let chain = CertChain::from_pem(&secure.pubcert, "pubcert", self.limits.max_chain_certs)
-            .map_err(|err| VerifyError::MalformedIdentity(err.to_string()))?;
-        let info = CertInfo::parse(chain.leaf(), "pubcert")
-            .map_err(|err| VerifyError::MalformedIdentity(err.to_string()))?;
+            .map_err(|e| malformed(&e))?;
+        let info = CertInfo::parse(chain.leaf(), "pubcert").map_err(|e| malformed(&e))?;
         let leaf = EndEntityCert::try_from(chain.leaf())
-            .map_err(|err| VerifyError::MalformedIdentity(format!("pubcert: {err}")))?;
+            .map_err(|e| malformed(&format!("pubcert: {e}")))?;
 
         let privileged = info.names().any(|name| self.privileged.matches(name));
-        self.verify_chain(&leaf, &chain, &info, now)?;
+        self.ca
+            .verify_client(&leaf, chain.intermediates(), now)
+            .map_err(|err| chain_error(err, &info, self.ca.source()))?;
         if !privileged {
             self.check_caller_name(&caller, &info)?;
         }
+        check_signer_key(&info)?;
         let signature = decode_base64_lenient(&secure.signature)
             .map_err(|err| VerifyError::BadSignature(format!("signature is not base64: {err}")))?;
         leaf.verify_signature(
@@ -249,46 +145,19 @@ impl Verifier {
             secure.signed_bytes(),
             &signature,
         )
-        .map_err(|err| {
-            VerifyError::BadSignature(format!("{err:?} (RSA PKCS#1 v1.5 SHA-256 over message)"))
+        .map_err(|_| {
+            VerifyError::BadSignature(format!(
+                "the message is not signed by {} (RSA PKCS#1 v1.5 SHA-256 over the message bytes)",
+                certname(&info)
+            ))
         })?;
 
-        Ok(VerifiedRequest {
-            signer: info.certname().unwrap_or_default().to_string(),
+        Ok(SignedRequest {
+            signer: certname(&info).to_string(),
             secure,
             request,
             caller,
             privileged,
-        })
-    }
-
-    fn verify_chain(
-        &self,
-        leaf: &EndEntityCert<'_>,
-        chain: &CertChain,
-        info: &CertInfo,
-        now: Now,
-    ) -> Result<(), VerifyError> {
-        let time = UnixTime::since_unix_epoch(now.since_epoch());
-        leaf.verify_for_usage(
-            webpki::ALL_VERIFICATION_ALGS,
-            self.ca.anchors(),
-            chain.intermediates(),
-            time,
-            KeyUsage::client_auth(),
-            None,
-            None,
-        )
-        .map(|_| ())
-        .map_err(|err| match err {
-            webpki::Error::UnknownIssuer => VerifyError::UnknownCa {
-                subject: info.certname().unwrap_or("certificate").to_string(),
-                bundle: self.ca.source().to_string(),
-            },
-            webpki::Error::CertExpired { .. } | webpki::Error::CertNotValidYet { .. } => {
-                VerifyError::ExpiredCertificate(format!("{err:?}"))
-            }
-            other => VerifyError::InvalidCertificate(format!("{other:?}")),
         })
     }
 
@@ -308,6 +177,65 @@ impl Verifier {
         }
         Ok(())
     }
+}
+
+fn certname(info: &CertInfo) -> &str {
+    info.certname().unwrap_or("the certificate")
+}
+
+/// Choria v1 signs with RSA; keys under [`MIN_RSA_BITS`] are refused by name rather than
+/// surfacing later as a bad signature.
+fn check_signer_key(info: &CertInfo) -> Result<(), VerifyError> {
+    match info.rsa_bits {
+        Some(bits) if bits >= MIN_RSA_BITS => Ok(()),
+        Some(bits) => Err(VerifyError::InvalidCertificate(format!(
+            "{} has a {bits}-bit RSA key; at least {MIN_RSA_BITS} bits are required",
+            certname(info)
+        ))),
+        None => Err(VerifyError::InvalidCertificate(format!(
+            "{} does not have an RSA key; Choria v1 signs with RSA",
+            certname(info)
+        ))),
+    }
+}
+
+fn chain_error(err: webpki::Error, info: &CertInfo, bundle: &str) -> VerifyError {
+    let subject = certname(info);
+    match err {
+        webpki::Error::UnknownIssuer => VerifyError::UnknownCa {
+            subject: subject.to_string(),
+            bundle: bundle.to_string(),
+        },
+        // An issuer named like a trusted CA whose signature does not verify with its key: an
+        // impostor CA, so the chain does not lead to a trusted CA either.
+        webpki::Error::InvalidSignatureForPublicKey => VerifyError::UnknownCa {
+            subject: format!("{subject} (its issuer has a trusted CA's name but not its key)"),
+            bundle: bundle.to_string(),
+        },
+        webpki::Error::CertExpired { time, not_after } => VerifyError::ExpiredCertificate(format!(
+            "a certificate in the chain of {subject} expired at {} (now {})",
+            date(not_after.as_secs()),
+            date(time.as_secs())
+        )),
+        webpki::Error::CertNotValidYet { time, not_before } => {
+            VerifyError::ExpiredCertificate(format!(
+                "a certificate in the chain of {subject} is not valid until {} (now {})",
+                date(not_before.as_secs()),
+                date(time.as_secs())
+            ))
+        }
+        other => {
+            VerifyError::InvalidCertificate(format!("the chain of {subject} is invalid: {other:?}"))
+        }
+    }
+}
+
+fn date(unix: u64) -> String {
+    i64::try_from(unix)
+        .ok()
+        .and_then(|secs| OffsetDateTime::from_unix_timestamp(secs).ok())
+        .and_then(|at| at.format(&Rfc3339).ok())
+        .unwrap_or_else(|| format!("unix {unix}"))
 }
 
 /// Choria's TTL rule: accept iff `now - ttl < time < now + ttl`, both bounds strict.
@@ -337,3 +265,7 @@ pub fn check_collective(request: &Request, member_of: &[String]) -> Result<(), V
         member_of: member_of.to_vec(),
     })
 }
+
+#[cfg(test)]
+#[path = "verify_tests.rs"]
+mod tests;

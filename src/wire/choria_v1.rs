@@ -6,6 +6,7 @@
 //! secure request's `message` string exactly as received; nothing here re-serializes them.
 
 mod filter;
+mod keys;
 mod relay;
 mod reply;
 mod request;
@@ -63,14 +64,17 @@ pub fn secure_kind(data: &[u8]) -> Result<Kind, DecodeError> {
     match peek_protocol(data).as_deref() {
         Some("choria:secure:request:1") => Ok(Kind::Request),
         Some("choria:secure:reply:1") => Ok(Kind::Reply),
-        Some(other) => Err(DecodeError::Protocol {
-            layer: Layer::SecureRequest,
-            found: other.to_string(),
-        }),
+        Some(other) => Err(DecodeError::field(
+            Layer::Transport,
+            "data",
+            format!(
+                "holds protocol {other:?}; expected choria:secure:request:1 or choria:secure:reply:1"
+            ),
+        )),
         None => Err(DecodeError::field(
-            Layer::SecureRequest,
-            "protocol",
-            "is missing or data is not a JSON object",
+            Layer::Transport,
+            "data",
+            "is not a JSON object with a protocol key",
         )),
     }
 }
@@ -160,6 +164,11 @@ pub(crate) fn check_len(
 /// Serializes a wire struct; these types hold only strings, numbers and maps, so this cannot fail.
 pub(crate) fn to_json<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
     to_json_sized(value, 256)
+}
+
+/// [`to_json`] as a `String`, for JSON that is carried inside another JSON string.
+pub(crate) fn to_json_string<T: Serialize + ?Sized>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_else(|err| unreachable!("wire type serializes: {err}"))
 }
 
 /// [`to_json`] into a buffer of `capacity` bytes, for large messages on hot paths.

@@ -3,7 +3,7 @@
 use aws_lc_rs::digest;
 use serde::{Deserialize, Serialize};
 
-use super::{Protocol, REQUEST_ID_LEN, RpcReply, check_len, decode_layer, to_json};
+use super::{Protocol, REQUEST_ID_LEN, RpcReply, check_len, decode_layer, to_json, to_json_string};
 use crate::wire::{DecodeError, Layer, Limits, encode_base64};
 
 /// A reply with its integrity hash, `base64(sha256(message))`.
@@ -111,6 +111,11 @@ impl Reply {
     /// Encodes as compact JSON in Go's field order.
     pub fn encode(&self) -> Vec<u8> {
         to_json(self)
+    }
+
+    /// The same JSON as a `String`, for carrying inside another message's `message` field.
+    pub fn encode_string(&self) -> String {
+        to_json_string(self)
     }
 
     /// Decodes the message as an MCollective RPC reply body.

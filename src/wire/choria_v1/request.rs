@@ -5,7 +5,8 @@ use std::borrow::Cow;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Filter, MIN_TTL, Protocol, REQUEST_ID_LEN, RpcRequest, check_len, decode_layer, to_json,
+    Filter, MIN_TTL, Protocol, REQUEST_ID_LEN, RpcRequest, check_len, decode_layer, keys, to_json,
+    to_json_string,
 };
 use crate::wire::{DecodeError, Layer, Limits, decode_base64_lenient};
 
@@ -71,6 +72,7 @@ impl SecureRequest {
         check_len(layer, "message", &secure.message, 1, None)?;
         check_len(layer, "signature", &secure.signature, 1, None)?;
         check_len(layer, "pubcert", &secure.pubcert, 1, None)?;
+        keys::refuse_case_variants(layer, bytes, &keys::SECURE_REQUEST)?;
         Ok(secure)
     }
 
@@ -104,6 +106,7 @@ impl Request {
     pub fn decode(bytes: &[u8], limits: &Limits) -> Result<Self, DecodeError> {
         let request: Request = decode_layer(Layer::Request, bytes, limits.max_message_bytes)?;
         request.validate()?;
+        keys::refuse_case_variants(Layer::Request, bytes, &keys::REQUEST)?;
         Ok(request)
     }
 
@@ -112,7 +115,13 @@ impl Request {
         to_json(self)
     }
 
-    /// The agent payload: base64-decoded if it is strict base64, otherwise the raw bytes.
+    /// The same JSON as a `String`, for carrying inside another message's `message` field.
+    pub fn encode_string(&self) -> String {
+        to_json_string(self)
+    }
+
+    /// The agent payload: base64-decoded when it decodes as padded base64 (line breaks ignored, as
+    /// Go's decoder does), otherwise the raw bytes.
     pub fn payload(&self) -> Cow<'_, [u8]> {
         match decode_base64_lenient(&self.message) {
             Ok(decoded) => Cow::Owned(decoded),

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::to_json;
+use super::{to_json, to_json_string};
 use crate::wire::{DecodeError, Layer, Limits, from_json};
 
 /// An RPC request body. Ruby clients add a `caller` key, which is ignored.
@@ -13,8 +13,8 @@ pub struct RpcRequest {
     pub agent: String,
     /// Action name.
     pub action: String,
-    /// Action inputs.
-    #[serde(default)]
+    /// Action inputs; `null` or absent means none, as in Go.
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub data: Map<String, Value>,
 }
 
@@ -30,6 +30,10 @@ pub struct RpcReply {
     /// Action outputs; `{}` when the agent set none.
     #[serde(default = "empty_object")]
     pub data: Value,
+}
+
+fn null_as_empty<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Map<String, Value>, D::Error> {
+    Ok(Option::<Map<String, Value>>::deserialize(de)?.unwrap_or_default())
 }
 
 fn empty_object() -> Value {
@@ -58,6 +62,7 @@ impl RpcRequest {
     /// Decodes an RPC request body.
     pub fn decode(bytes: &[u8], limits: &Limits) -> Result<Self, DecodeError> {
         let rpc: RpcRequest = from_json(Layer::RpcRequest, bytes, limits.max_message_bytes)?;
+        super::keys::refuse_case_variants(Layer::RpcRequest, bytes, &super::keys::RPC_REQUEST)?;
         for (field, value) in [("agent", &rpc.agent), ("action", &rpc.action)] {
             if value.is_empty() {
                 return Err(DecodeError::field(
@@ -73,6 +78,11 @@ impl RpcRequest {
     /// Encodes as compact JSON in Go's field order.
     pub fn encode(&self) -> Vec<u8> {
         to_json(self)
+    }
+
+    /// The same JSON as a `String`, for carrying inside another message's `message` field.
+    pub fn encode_string(&self) -> String {
+        to_json_string(self)
     }
 }
 
@@ -102,6 +112,11 @@ impl RpcReply {
         to_json(self)
     }
 
+    /// The same JSON as a `String`, for carrying inside another message's `message` field.
+    pub fn encode_string(&self) -> String {
+        to_json_string(self)
+    }
+
     /// True when the action ran successfully.
     pub fn is_ok(&self) -> bool {
         self.statuscode == StatusCode::Ok as i64
@@ -120,6 +135,12 @@ mod tests {
         )
         .unwrap();
         assert!(rpc.data.is_empty());
+        let null = RpcRequest::decode(
+            br#"{"agent":"a","action":"b","data":null}"#,
+            &Limits::default(),
+        )
+        .unwrap();
+        assert!(null.data.is_empty());
         assert_eq!(
             rpc.encode(),
             br#"{"agent":"rpcutil","action":"ping","data":{}}"#
