@@ -30,6 +30,9 @@ pub struct RelayOptions {
     pub window: usize,
     /// Broker worker tasks per subject.
     pub workers: usize,
+    /// Run the broker as this `fedgate` binary (`fedgate run`), as in production; `None` runs
+    /// it inside the benchmark process.
+    pub broker_exe: Option<std::path::PathBuf>,
 }
 
 impl Default for RelayOptions {
@@ -40,6 +43,7 @@ impl Default for RelayOptions {
             rounds: 3,
             window: 1_000,
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            broker_exe: None,
         }
     }
 }
@@ -119,21 +123,13 @@ pub async fn run(
 
     let config_path = work_dir.join("fedgate.toml");
     let text = format!(
-        "[federations.bench]\nnats = [{:?}]\n\n[federations.bench.collectives.london]\nnats = [{:?}]\n",
+        "[instance]\nworkers = {}\n\n[federations.bench]\nnats = [{:?}]\n\n[federations.bench.collectives.london]\nnats = [{:?}]\n",
+        options.workers.max(1),
         federation.url(),
         collective.url()
     );
     std::fs::write(&config_path, text).map_err(setup_err)?;
-    let config = Config::load(&config_path).map_err(setup_err)?;
-    let broker_options = BrokerOptions {
-        instance: "bench".into(),
-        workers: options.workers,
-        stats_interval: Duration::from_secs(60),
-        limits: Limits::default(),
-    };
-    let broker = Broker::start(&config, broker_options)
-        .await
-        .map_err(setup_err)?;
+    let broker = RunningBroker::start(&config_path, options).await?;
 
     let (plain, federated) = payloads();
     let message_bytes = federated.len();
@@ -177,8 +173,74 @@ pub async fn run(
             latencies[i].extend(latency(p, options.latency_samples / rounds).await?);
         }
     }
-    broker.shutdown(Duration::from_secs(5)).await;
+    broker.stop().await;
     Ok(report(message_bytes, &paths, &rates, &mut latencies))
+}
+
+/// The broker under test, in this process or as a `fedgate run` child.
+enum RunningBroker {
+    InProcess(Broker),
+    Child(tokio::process::Child),
+}
+
+impl RunningBroker {
+    async fn start(
+        config_path: &std::path::Path,
+        options: &RelayOptions,
+    ) -> Result<Self, BenchError> {
+        let Some(exe) = &options.broker_exe else {
+            let config = Config::load(config_path).map_err(setup_err)?;
+            let broker_options = BrokerOptions {
+                instance: "bench".into(),
+                workers: options.workers,
+                stats_interval: Duration::from_secs(60),
+                limits: Limits::default(),
+            };
+            return Ok(RunningBroker::InProcess(
+                Broker::start(&config, broker_options)
+                    .await
+                    .map_err(setup_err)?,
+            ));
+        };
+        use tokio::io::AsyncBufReadExt;
+        let mut child = tokio::process::Command::new(exe)
+            .args(["run", "--instance", "bench", "--config"])
+            .arg(config_path)
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(setup_err)?;
+        let stderr = child
+            .stderr
+            .take()
+            .ok_or_else(|| BenchError("no stderr".into()))?;
+        let mut lines = tokio::io::BufReader::new(stderr).lines();
+        let ready = tokio::time::timeout(Duration::from_secs(20), async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if line.contains("serving federations") {
+                    return true;
+                }
+            }
+            false
+        })
+        .await;
+        if ready != Ok(true) {
+            return Err(BenchError("fedgate run did not start".into()));
+        }
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Ok(RunningBroker::Child(child))
+    }
+
+    async fn stop(self) {
+        match self {
+            RunningBroker::InProcess(broker) => {
+                broker.shutdown(Duration::from_secs(5)).await;
+            }
+            RunningBroker::Child(mut child) => {
+                let _ = child.kill().await;
+            }
+        }
+    }
 }
 
 async fn path(

@@ -49,6 +49,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         let dir = tempfile_dir()?;
         let options = relay::RelayOptions {
             messages: args.messages,
+            broker_exe: Some(std::env::current_exe()?),
             ..Default::default()
         };
         let report = relay::run(&dir, &options).await;
