@@ -171,24 +171,28 @@ async fn refused_requests_are_counted_and_never_published() {
     broker.shutdown(Duration::from_secs(2)).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_ring_of_two_federations_is_stopped_by_max_hops() {
-    // Two federation networks whose brokers each believe london is behind the other.
+/// Two federation networks whose brokers each believe london is behind the other, with one
+/// request for london sent into `a`. Returns both brokers and the networks that keep them up.
+async fn ring(hop_limit: &str) -> (Broker, Broker, (Network, Network), tempfile::TempDir) {
     let (net_a, net_b) = (Network::start("prod"), Network::start("prod"));
     let dir = tempfile::tempdir().unwrap();
-    let config_a = format!(
-        "[instance]\nserve = [\"a\"]\n\n{}{}",
-        network_block("federations.a", &net_a, "members = [\"b\"]\nmax_hops = 3"),
-        network_block("federations.b", &net_b, "members = [\"london\"]"),
-    );
-    let config_b = format!(
-        "[instance]\nserve = [\"b\"]\n\n{}{}",
-        network_block("federations.b", &net_b, "members = [\"a\"]\nmax_hops = 3"),
-        network_block("federations.a", &net_a, "members = [\"london\"]"),
-    );
-    let broker_a = start_broker(&config_a, dir.path(), "fa1").await;
-    let broker_b = start_broker(&config_b, dir.path(), "fb1").await;
-
+    let config = |served: &str, other: &str, (mine, theirs): (&Network, &Network)| {
+        format!(
+            "[instance]\nserve = [\"{served}\"]\n\n{}{}",
+            network_block(
+                &format!("federations.{served}"),
+                mine,
+                &format!("members = [\"{other}\"]\n{hop_limit}")
+            ),
+            network_block(
+                &format!("federations.{other}"),
+                theirs,
+                "members = [\"london\"]"
+            ),
+        )
+    };
+    let broker_a = start_broker(&config("a", "b", (&net_a, &net_b)), dir.path(), "fa1").await;
+    let broker_b = start_broker(&config("b", "a", (&net_b, &net_a)), dir.path(), "fb1").await;
     let sender = net_a.connect_as("alice").await;
     let payload = request(&["london.broadcast.agent.rpcutil"], |_| {});
     sender
@@ -196,7 +200,12 @@ async fn a_ring_of_two_federations_is_stopped_by_max_hops() {
         .await
         .unwrap();
     sender.flush().await.unwrap();
+    (broker_a, broker_b, (net_a, net_b), dir)
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ring_of_two_federations_is_stopped_by_max_hops() {
+    let (broker_a, broker_b, _networks, _dir) = ring("max_hops = 3").await;
     // a -> b -> a: the third arrival carries three hops and is refused.
     let a = wait_for(&broker_a, |s| s.federation.refused("max_hops") == 1).await;
     let b = broker_b.snapshots().remove(0);
@@ -211,39 +220,15 @@ async fn a_ring_of_two_federations_is_stopped_by_max_hops() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ring_within_the_hop_limit_is_stopped_by_the_loop_check() {
-    let (net_a, net_b) = (Network::start("prod"), Network::start("prod"));
-    let dir = tempfile::tempdir().unwrap();
-    let config_a = format!(
-        "[instance]\nserve = [\"a\"]\n\n{}{}",
-        network_block("federations.a", &net_a, "members = [\"b\"]"),
-        network_block("federations.b", &net_b, "members = [\"london\"]"),
-    );
-    let config_b = format!(
-        "[instance]\nserve = [\"b\"]\n\n{}{}",
-        network_block("federations.b", &net_b, "members = [\"a\"]"),
-        network_block("federations.a", &net_a, "members = [\"london\"]"),
-    );
-    let broker_a = start_broker(&config_a, dir.path(), "fa1").await;
-    let broker_b = start_broker(&config_b, dir.path(), "fb1").await;
-    let sender = net_a.connect_as("alice").await;
-    let payload = request(&["london.broadcast.agent.rpcutil"], |_| {});
-    sender
-        .publish("choria.federation.a.federation", Bytes::from(payload))
-        .await
-        .unwrap();
-    sender.flush().await.unwrap();
-
+    let (broker_a, broker_b, _networks, _dir) = ring("").await;
     // With the default limit of 8 hops, a's instance sees its own hop on the second pass.
     let a = wait_for(&broker_a, |s| s.federation.refused("loop") == 1).await;
-    assert_eq!(
-        (
-            a.federation.received,
-            a.federation.sent,
-            a.federation.refused("max_hops")
-        ),
-        (2, 1, 0),
-        "{a:?}"
+    let figures = (
+        a.federation.received,
+        a.federation.sent,
+        a.federation.refused("max_hops"),
     );
+    assert_eq!(figures, (2, 1, 0), "{a:?}");
     broker_a.shutdown(Duration::from_secs(2)).await;
     broker_b.shutdown(Duration::from_secs(2)).await;
 }
@@ -267,16 +252,20 @@ async fn shutdown_finishes_every_message_it_took() {
 
     let sender = prod.connect_as("alice").await;
     let payload = Bytes::from(request(&["london.broadcast.agent.rpcutil"], |_| {}));
-    const SENT: u64 = 20_000;
-    for _ in 0..SENT {
-        sender
-            .publish("choria.federation.prod.federation", payload.clone())
-            .await
-            .unwrap();
-    }
-    sender.flush().await.unwrap();
-    wait_for(&broker, |s| s.federation.received > 0).await;
+    // The stream keeps coming while the broker shuts down, so shutdown lands in its middle.
+    const SENT: u64 = 50_000;
+    let publisher = tokio::spawn(async move {
+        for _ in 0..SENT {
+            sender
+                .publish("choria.federation.prod.federation", payload.clone())
+                .await
+                .unwrap();
+        }
+        sender.flush().await.unwrap();
+    });
+    wait_for(&broker, |s| s.federation.received >= 100).await;
     let drained = broker.shutdown(Duration::from_secs(10)).await;
+    publisher.await.unwrap();
     assert!(drained.complete);
     let figures = &drained.clusters[0].federation;
     assert!(
