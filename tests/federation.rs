@@ -97,6 +97,17 @@ fn federated(collective: &str, agent: &str, action: &str) -> RpcCall {
     call
 }
 
+/// A federated ping to every node of both collectives, one request per collective.
+fn ping_both(timeout: Duration) -> Vec<RpcCall> {
+    ["london", "tokyo"]
+        .map(|c| RpcCall {
+            expect: Some(NODES),
+            timeout,
+            ..federated(c, "rpcutil", "ping")
+        })
+        .into()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_instances_relay_broadcasts_batches_and_survive_a_crash() {
     let topo = Topology::start();
@@ -121,13 +132,10 @@ async fn three_instances_relay_broadcasts_batches_and_survive_a_crash() {
     let client = topo.client().await;
 
     // A broadcast ping to both collectives over the federation: all 1,000 replies.
-    let calls: Vec<RpcCall> = ["london", "tokyo"]
-        .map(|c| RpcCall {
-            expect: Some(NODES),
-            ..federated(c, "rpcutil", "ping")
-        })
-        .into();
-    let summary = client.call_many(&calls, |_| {}).await.unwrap();
+    let summary = client
+        .call_many(&ping_both(Duration::from_secs(20)), |_| {})
+        .await
+        .unwrap();
     assert_eq!(
         (summary.responses, summary.ok, summary.invalid),
         (1000, 1000, 0),
@@ -241,14 +249,8 @@ async fn three_instances_relay_broadcasts_batches_and_survive_a_crash() {
     // Kill one instance mid-run; later requests still get every reply.
     let mut crashed = brokers.remove(1);
     let during = tokio::spawn({
-        let calls: Vec<RpcCall> = ["london", "tokyo"]
-            .map(|c| RpcCall {
-                expect: Some(NODES),
-                // Messages the killed instance held are lost; this call may end short.
-                timeout: Duration::from_secs(3),
-                ..federated(c, "rpcutil", "ping")
-            })
-            .into();
+        // Messages the killed instance held are lost; this call may end short.
+        let calls = ping_both(Duration::from_secs(3));
         let client = topo.client().await;
         async move { client.call_many(&calls, |_| {}).await }
     });
@@ -261,13 +263,10 @@ async fn three_instances_relay_broadcasts_batches_and_survive_a_crash() {
     );
     tokio::time::sleep(Duration::from_millis(500)).await;
     for _ in 0..5 {
-        let calls: Vec<RpcCall> = ["london", "tokyo"]
-            .map(|c| RpcCall {
-                expect: Some(NODES),
-                ..federated(c, "rpcutil", "ping")
-            })
-            .into();
-        let summary = client.call_many(&calls, |_| {}).await.unwrap();
+        let summary = client
+            .call_many(&ping_both(Duration::from_secs(20)), |_| {})
+            .await
+            .unwrap();
         assert_eq!(summary.ok, 1000, "after the crash: {summary:?}");
     }
 
