@@ -312,13 +312,6 @@ impl FederationConfig {
 }
 
 impl CollectiveConfig {
-    /// The NATS endpoint, using `identity` as the TLS client certificate and key.
-    pub fn endpoint_as(&self, identity: Option<(PathBuf, PathBuf)>) -> NatsEndpoint {
-        let mut endpoint = endpoint(&self.nats, self.ca.as_deref(), None);
-        endpoint.identity = identity;
-        endpoint
-    }
-
     /// The NATS endpoint with fedgate's own TLS identity.
     pub fn endpoint(&self) -> NatsEndpoint {
         endpoint(&self.nats, self.ca.as_deref(), self.tls.as_ref())
