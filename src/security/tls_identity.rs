@@ -3,8 +3,8 @@
 use std::path::{Path, PathBuf};
 
 use rustls::sign::CertifiedKey;
-use rustls_pki_types::PrivateKeyDer;
 use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use webpki::EndEntityCert;
 
 use super::{CaBundle, Now};
@@ -52,13 +52,13 @@ pub enum IdentityError {
 /// for client authentication at `now`.
 pub fn check_identity(cert: &Path, key: &Path, ca: &Path, now: Now) -> Result<(), IdentityError> {
     check_key_mode(key)?;
-    check_key_pair(cert, key)?;
+    let chain = load_chain(cert)?;
+    key_matches(&chain, cert, key)?;
     let not_issued = |reason: String| IdentityError::NotIssuedByCa {
         cert: cert.to_path_buf(),
         ca: ca.to_path_buf(),
         reason,
     };
-    let chain = super::load_certs(cert).map_err(|e| not_issued(e.to_string()))?;
     let bundle = CaBundle::from_file(ca).map_err(|e| not_issued(e.to_string()))?;
     let leaf = EndEntityCert::try_from(&chain[0]).map_err(|e| not_issued(format!("{e:?}")))?;
     bundle
@@ -68,15 +68,30 @@ pub fn check_identity(cert: &Path, key: &Path, ca: &Path, now: Now) -> Result<()
 
 /// Checks that `key` belongs to the first certificate in `cert`.
 pub fn check_key_pair(cert: &Path, key: &Path) -> Result<(), IdentityError> {
-    let unreadable = |path: &Path, reason: String| IdentityError::Unreadable {
+    key_matches(&load_chain(cert)?, cert, key)
+}
+
+fn load_chain(cert: &Path) -> Result<Vec<CertificateDer<'static>>, IdentityError> {
+    super::load_certs(cert).map_err(|e| unreadable(cert, e.to_string()))
+}
+
+fn unreadable(path: &Path, reason: String) -> IdentityError {
+    IdentityError::Unreadable {
         path: path.to_path_buf(),
         reason,
-    };
-    let chain = super::load_certs(cert).map_err(|e| unreadable(cert, e.to_string()))?;
+    }
+}
+
+/// Checks that the key in `key` belongs to the first certificate of `chain` (read from `cert`).
+fn key_matches(
+    chain: &[CertificateDer<'static>],
+    cert: &Path,
+    key: &Path,
+) -> Result<(), IdentityError> {
     let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| unreadable(key, e.to_string()))?;
     let signing_key = rustls::crypto::aws_lc_rs::sign::any_supported_type(&key_der)
         .map_err(|e| unreadable(key, e.to_string()))?;
-    CertifiedKey::new(chain, signing_key)
+    CertifiedKey::new(chain.to_vec(), signing_key)
         .keys_match()
         .map_err(|_| IdentityError::KeyMismatch {
             key: key.to_path_buf(),
