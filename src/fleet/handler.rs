@@ -72,8 +72,10 @@ impl Handler {
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }
+        let server = connected_server(&self.client);
         for (node, answer) in answers {
-            self.reply(node, &transport, &signed, answer.body).await;
+            self.reply(node, &transport, &signed, answer.body, &server)
+                .await;
         }
     }
 
@@ -116,6 +118,7 @@ impl Handler {
         request: &Transport,
         signed: &SignedRequest,
         body: String,
+        server: &str,
     ) {
         // Like a Choria server, the node has acted; without a reply subject the reply is lost.
         let Some(reply_to) = request.headers.reply_to.clone() else {
@@ -123,8 +126,7 @@ impl Handler {
             self.stats.publish_error();
             return;
         };
-        let transport =
-            reply_transport(node, request, signed, body, &connected_server(&self.client));
+        let transport = reply_transport(node, request, signed, body, server);
         match self
             .client
             .publish(reply_to, Bytes::from(transport.encode()))
