@@ -2,6 +2,7 @@
 
 pub mod crypto;
 pub mod relay;
+pub mod resign;
 
 use std::time::{Duration, Instant};
 

@@ -4,6 +4,7 @@ mod bench;
 mod certs;
 mod demo;
 mod fleet;
+mod identity;
 mod inspect;
 mod observe;
 mod rpc;
@@ -34,6 +35,9 @@ pub enum Command {
     /// Development certificates.
     #[command(subcommand)]
     Certs(certs::Command),
+    /// Identity mapping across realms.
+    #[command(subcommand)]
+    Identity(identity::Command),
     /// Simulated Choria fleets.
     #[command(subcommand)]
     Fleet(fleet::Command),
@@ -110,6 +114,7 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Inspect(args) => inspect::run(args),
         Command::Certs(command) => certs::run(command),
+        Command::Identity(command) => identity::run(command),
         Command::Fleet(command) => fleet::run(command).await,
         Command::Rpc(args) => rpc::run(args).await,
         Command::Run(args) => run::run(args).await,

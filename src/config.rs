@@ -13,6 +13,9 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::nats::NatsEndpoint;
+use crate::security::identity::{IdentityRules, RulesError};
+use crate::security::{CaBundle, NamePatterns, PatternError, Verifier, patterns_defaults};
+use crate::wire::Limits;
 
 pub use validate::{Route, validate_instance_name};
 
@@ -32,6 +35,31 @@ pub struct Config {
     /// Federations by name.
     #[serde(default)]
     pub federations: BTreeMap<String, FederationConfig>,
+    /// How callers of one realm map into collectives.
+    #[serde(default)]
+    pub identity: IdentityConfig,
+}
+
+/// Where the identity mapping rules live.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityConfig {
+    /// A TOML file of `[[rule]]` tables (see `security::identity`); none denies every caller.
+    #[serde(default)]
+    pub rules: Option<PathBuf>,
+}
+
+/// How a federation's brokers treat the signed part of a request.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FederationMode {
+    /// Verify the caller against the federation's CA, map the identity per target collective,
+    /// and re-sign with the collective's privileged certificate.
+    #[default]
+    Resign,
+    /// go-choria semantics: only transport headers change, so every member must trust the
+    /// federation's signers (one CA everywhere). Must be stated explicitly.
+    PassThrough,
 }
 
 /// Settings of this fedgate process.
@@ -96,6 +124,19 @@ pub struct CollectiveConfig {
     /// fedgate's TLS client identity on this collective's NATS.
     #[serde(default)]
     pub tls: Option<TlsIdentity>,
+    /// The collective's own name, in its subjects and signed envelopes, when it differs from the
+    /// name fedgate knows it by (e.g. `mcollective`).
+    #[serde(default)]
+    pub internal_name: Option<String>,
+    /// fedgate's privileged certificate from this collective's CA, used to re-sign requests.
+    #[serde(default)]
+    pub signer: Option<TlsIdentity>,
+    /// The collective servers' `plugin.choria.security.privileged_users`; Choria's default if unset.
+    #[serde(default)]
+    pub privileged_users: Option<Vec<String>>,
+    /// The collective servers' `plugin.choria.security.certname_whitelist`; Choria's default if unset.
+    #[serde(default)]
+    pub certname_allowlist: Option<Vec<String>>,
 }
 
 /// A federation: its own NATS network and CA, and the members it reaches.
@@ -128,6 +169,18 @@ pub struct FederationConfig {
     /// Node targets per federated message sent by `fedgate rpc`.
     #[serde(default = "defaults::batch_size")]
     pub batch_size: usize,
+    /// `resign` (the default) or `pass-through`.
+    #[serde(default)]
+    pub mode: FederationMode,
+    /// Longest TTL, in seconds, of a request fedgate re-signs.
+    #[serde(default = "defaults::max_ttl")]
+    pub max_ttl: i64,
+    /// Privileged certname patterns of this realm's callers; Choria's default if unset.
+    #[serde(default)]
+    pub privileged_users: Option<Vec<String>>,
+    /// Certname allow list of this realm's callers; Choria's default if unset.
+    #[serde(default)]
+    pub certname_allowlist: Option<Vec<String>>,
 }
 
 mod defaults {
@@ -145,6 +198,9 @@ mod defaults {
     }
     pub fn batch_size() -> usize {
         200
+    }
+    pub fn max_ttl() -> i64 {
+        60
     }
 }
 
@@ -272,7 +328,9 @@ impl Config {
         for collective in self.collectives.values_mut().chain(inline) {
             collective.ca.iter_mut().for_each(join);
             join_tls(&mut collective.tls);
+            join_tls(&mut collective.signer);
         }
+        self.identity.rules.iter_mut().for_each(join);
         for federation in self.federations.values_mut() {
             federation.ca.iter_mut().for_each(join);
             join_tls(&mut federation.tls);
@@ -315,6 +373,58 @@ impl CollectiveConfig {
     /// The NATS endpoint with fedgate's own TLS identity.
     pub fn endpoint(&self) -> NatsEndpoint {
         endpoint(&self.nats, self.ca.as_deref(), self.tls.as_ref())
+    }
+
+    /// The collective's name in its own subjects and envelopes: `internal_name`, else `name`.
+    pub fn internal_name<'a>(&'a self, name: &'a str) -> &'a str {
+        self.internal_name.as_deref().unwrap_or(name)
+    }
+
+    /// The privileged patterns its servers apply.
+    pub fn privileged_patterns(&self) -> Result<NamePatterns, PatternError> {
+        patterns(
+            self.privileged_users.as_deref(),
+            patterns_defaults::PRIVILEGED,
+        )
+    }
+}
+
+impl Config {
+    /// The identity mapping rules; with no rules file, a set that denies every caller.
+    pub fn identity_rules(&self) -> Result<IdentityRules, RulesError> {
+        match &self.identity.rules {
+            Some(path) => IdentityRules::load(path),
+            None => Ok(IdentityRules::deny_all()),
+        }
+    }
+}
+
+impl FederationConfig {
+    /// A verifier for callers of this federation's realm: its CA and name patterns.
+    pub fn verifier(&self, limits: Limits) -> Result<Option<Verifier>, String> {
+        let Some(ca) = &self.ca else {
+            return Ok(None);
+        };
+        let bundle = CaBundle::from_file(ca).map_err(|e| e.to_string())?;
+        let privileged = patterns(
+            self.privileged_users.as_deref(),
+            patterns_defaults::PRIVILEGED,
+        )
+        .map_err(|e| e.to_string())?;
+        let allowlist = patterns(
+            self.certname_allowlist.as_deref(),
+            patterns_defaults::ALLOWLIST,
+        )
+        .map_err(|e| e.to_string())?;
+        Ok(Some(Verifier::new(bundle, privileged, allowlist, limits)))
+    }
+}
+
+/// Configured patterns, or Choria's defaults.
+fn patterns(given: Option<&[String]>, defaults: &[&str]) -> Result<NamePatterns, PatternError> {
+    match given {
+        Some(list) => NamePatterns::new(list),
+        None => NamePatterns::new(defaults),
     }
 }
 

@@ -6,6 +6,7 @@
 //! messages are finished, then the connections flush.
 
 pub mod observe;
+pub mod resign;
 pub mod stats;
 pub mod transform;
 mod worker;

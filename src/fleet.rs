@@ -7,7 +7,7 @@ mod node;
 mod stats;
 
 pub use node::{NodeSpec, generate};
-pub use stats::{FleetStats, StatsSnapshot};
+pub use stats::{FleetStats, MAX_CALLERS, StatsSnapshot};
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;

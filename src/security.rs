@@ -6,9 +6,11 @@
 mod caller;
 mod certs;
 pub mod devpki;
+pub mod identity;
 mod keys;
 mod patterns;
 mod refusal;
+mod resign;
 mod tls_identity;
 mod verify;
 
@@ -21,9 +23,13 @@ pub mod patterns_defaults {
     pub use super::patterns::{DEFAULT_ALLOWLIST as ALLOWLIST, DEFAULT_PRIVILEGED as PRIVILEGED};
 }
 pub use refusal::{Reason, VerifyError};
-pub use tls_identity::{IdentityError, check_identity, check_key_mode, check_key_pair};
+pub use resign::{Resign, resigned_ttl};
+pub use tls_identity::{
+    IdentityError, check_identity, check_key_mode, check_key_pair, check_privileged_signer,
+};
 pub use verify::{
-    MIN_RSA_BITS, SignedRequest, VerifiedRequest, Verifier, check_collective, check_ttl,
+    MIN_RSA_BITS, SignedRequest, TRUSTED_CHAINS, VerifiedRequest, Verifier, check_collective,
+    check_ttl,
 };
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -295,6 +295,7 @@ fn federation_transforms_reproduce_the_go_broker_byte_for_byte() {
         max_targets: 200,
         label: "fb1.example.net (choria_nats_ingest:3, choria_request_transformer:7, choria_nats_egest:2)".into(),
         limits: Limits::default(),
+        resign: None,
     };
 
     let a = read("09a_fed_client_request.json");

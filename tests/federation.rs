@@ -35,7 +35,7 @@ impl Topology {
         let dir = tempfile::tempdir().unwrap();
         let text = format!(
             "[instance]\nstats_interval = 1\ndrain_timeout = 5\nworkers = 2\n\n{}{}{}",
-            network_block("federations.prod", &prod, ""),
+            network_block("federations.prod", &prod, "mode = \"pass-through\""),
             network_block("federations.prod.collectives.london", &london, ""),
             network_block("federations.prod.collectives.tokyo", &tokyo, ""),
         );

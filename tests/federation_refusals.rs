@@ -3,6 +3,8 @@
 
 mod support;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -70,7 +72,11 @@ async fn refused_requests_are_counted_and_never_published() {
     let dir = tempfile::tempdir().unwrap();
     let text = format!(
         "{}{}{}",
-        network_block("federations.prod", &prod, "members = [\"tokyo\"]"),
+        network_block(
+            "federations.prod",
+            &prod,
+            "members = [\"tokyo\"]\nmode = \"pass-through\"",
+        ),
         network_block("federations.prod.collectives.london", &london, ""),
         network_block("collectives.tokyo", &tokyo, ""),
     );
@@ -182,7 +188,7 @@ async fn ring(hop_limit: &str) -> (Broker, Broker, (Network, Network), tempfile:
             network_block(
                 &format!("federations.{served}"),
                 mine,
-                &format!("members = [\"{other}\"]\n{hop_limit}")
+                &format!("members = [\"{other}\"]\nmode = \"pass-through\"\n{hop_limit}")
             ),
             network_block(
                 &format!("federations.{other}"),
@@ -239,7 +245,7 @@ async fn shutdown_finishes_every_message_it_took() {
     let dir = tempfile::tempdir().unwrap();
     let text = format!(
         "{}{}",
-        network_block("federations.prod", &prod, ""),
+        network_block("federations.prod", &prod, "mode = \"pass-through\""),
         network_block("federations.prod.collectives.london", &london, ""),
     );
     let broker = start_broker(&text, dir.path(), "fb1").await;
@@ -252,25 +258,31 @@ async fn shutdown_finishes_every_message_it_took() {
 
     let sender = prod.connect_as("alice").await;
     let payload = Bytes::from(request(&["london.broadcast.agent.rpcutil"], |_| {}));
-    // The stream keeps coming while the broker shuts down, so shutdown lands in its middle.
-    const SENT: u64 = 50_000;
+    // The stream keeps coming until the broker has shut down, so shutdown lands in its middle.
+    const MOST: u64 = 2_000_000;
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopped = stop.clone();
     let publisher = tokio::spawn(async move {
-        for _ in 0..SENT {
+        let mut sent = 0;
+        while sent < MOST && !stopped.load(Ordering::Relaxed) {
             sender
                 .publish("choria.federation.prod.federation", payload.clone())
                 .await
                 .unwrap();
+            sent += 1;
         }
         sender.flush().await.unwrap();
+        sent
     });
     wait_for(&broker, |s| s.federation.received >= 100).await;
     let drained = broker.shutdown(Duration::from_secs(10)).await;
-    publisher.await.unwrap();
+    stop.store(true, Ordering::Relaxed);
+    let published = publisher.await.unwrap();
     assert!(drained.complete);
     let figures = &drained.clusters[0].federation;
     assert!(
-        figures.received > 0 && figures.received < SENT,
-        "shutdown came mid-stream: {figures:?}"
+        figures.received > 0 && figures.received < published,
+        "shutdown came mid-stream ({published} published): {figures:?}"
     );
     assert_eq!(
         figures.sent, figures.received,

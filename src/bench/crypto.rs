@@ -25,7 +25,12 @@ struct Fixture {
     bits: usize,
 }
 
-fn fixture(size: RsaKeySize) -> Result<Fixture, BenchError> {
+/// A fresh CA and one client leaf `cn` with a `size` RSA key: the leaf's signer, the same key
+/// for raw aws-lc-rs, and the CA.
+pub(crate) fn issue(
+    cn: &str,
+    size: RsaKeySize,
+) -> Result<(Signer, RsaKeyPair, CaBundle), BenchError> {
     let ca_key = RcKeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, RsaKeySize::_2048)
         .map_err(setup_err)?;
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(setup_err)?;
@@ -36,11 +41,10 @@ fn fixture(size: RsaKeySize) -> Result<Fixture, BenchError> {
     let ca_cert = ca_params.self_signed(&ca_key).map_err(setup_err)?;
     let issuer = Issuer::new(ca_params, ca_key);
     let leaf_key = RcKeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, size).map_err(setup_err)?;
-    let mut leaf_params =
-        CertificateParams::new(vec!["bench.mcollective".to_string()]).map_err(setup_err)?;
+    let mut leaf_params = CertificateParams::new(vec![cn.to_string()]).map_err(setup_err)?;
     leaf_params
         .distinguished_name
-        .push(rcgen::DnType::CommonName, "bench.mcollective");
+        .push(rcgen::DnType::CommonName, cn);
     leaf_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
     let leaf = leaf_params
         .signed_by(&leaf_key, &issuer)
@@ -51,6 +55,11 @@ fn fixture(size: RsaKeySize) -> Result<Fixture, BenchError> {
     let signer = Signer::new(chain, key_pem.as_bytes(), "bench key").map_err(setup_err)?;
     let raw_key = RsaKeyPair::from_pkcs8(&leaf_key.serialize_der()).map_err(setup_err)?;
     let ca = CaBundle::from_pem(ca_cert.pem().as_bytes(), "bench CA").map_err(setup_err)?;
+    Ok((signer, raw_key, ca))
+}
+
+fn fixture(size: RsaKeySize) -> Result<Fixture, BenchError> {
+    let (signer, raw_key, ca) = issue("bench.mcollective", size)?;
     let bits = signer.key_bits();
     Ok(Fixture {
         signer,
@@ -60,7 +69,7 @@ fn fixture(size: RsaKeySize) -> Result<Fixture, BenchError> {
     })
 }
 
-fn request(now: Now) -> Request {
+pub(crate) fn request(now: Now) -> Request {
     Request::new(
         r#"{"agent":"rpcutil","action":"ping","data":{}}"#.into(),
         RequestEnvelope {
@@ -80,7 +89,7 @@ fn request(now: Now) -> Request {
 }
 
 /// The whole client path: encode the request, sign it, wrap secure request and transport.
-fn sign_and_encode(signer: &Signer, request: &Request) -> Vec<u8> {
+pub(crate) fn sign_and_encode(signer: &Signer, request: &Request) -> Vec<u8> {
     let secure = signer
         .sign_request(request)
         .unwrap_or_else(|_| SecureRequest::new(String::new(), String::new(), String::new()));

@@ -123,7 +123,7 @@ pub async fn run(
 
     let config_path = work_dir.join("fedgate.toml");
     let text = format!(
-        "[instance]\nworkers = {}\n\n[federations.bench]\nnats = [{:?}]\n\n[federations.bench.collectives.london]\nnats = [{:?}]\n",
+        "[instance]\nworkers = {}\n\n[federations.bench]\nnats = [{:?}]\nmode = \"pass-through\"\n\n[federations.bench.collectives.london]\nnats = [{:?}]\n",
         options.workers.max(1),
         federation.url(),
         collective.url()

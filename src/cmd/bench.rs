@@ -31,6 +31,8 @@ enum Which {
     Crypto,
     /// Federation relay throughput and latency next to a leafnode link and a direct publish.
     Relay,
+    /// Resign-mode requests per second on one core next to raw aws-lc-rs signing.
+    Resign,
 }
 
 /// Runs the benchmarks.
@@ -41,6 +43,15 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         let rows = tokio::task::spawn_blocking(move || bench::crypto::run(budget)).await??;
         if args.json {
             json.insert("crypto".into(), serde_json::to_value(&rows)?);
+        } else {
+            println!("{}", bench::table(&rows));
+        }
+    }
+    if matches!(args.which, Which::All | Which::Resign) {
+        let budget = Duration::try_from_secs_f64(args.seconds)?;
+        let rows = tokio::task::spawn_blocking(move || bench::resign::run(budget)).await??;
+        if args.json {
+            json.insert("resign".into(), serde_json::to_value(&rows)?);
         } else {
             println!("{}", bench::table(&rows));
         }

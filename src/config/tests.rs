@@ -38,12 +38,21 @@ fn config_dir() -> PathBuf {
     std::env::temp_dir().join(format!("fedgate-config-tests-{}", std::process::id()))
 }
 
+/// A network's block; a collective also gets fedgate's privileged signer from its CA.
 fn realm_block(realm: &str, table: &str) -> String {
     let r = pki().0.realm(realm).unwrap();
-    format!(
+    let mut block = format!(
         "[{table}]\nnats = [\"tls://127.0.0.1:1\"]\nca = {:?}\ntls = {{ certificate = {:?}, key = {:?} }}\n",
         r.ca, r.fedgate.cert, r.fedgate.key
-    )
+    );
+    if let (true, Some(signer)) = (table.contains("collectives."), &r.privileged) {
+        block.push_str(&signer_line(&signer.cert, &signer.key));
+    }
+    block
+}
+
+fn signer_line(cert: &Path, key: &Path) -> String {
+    format!("signer = {{ certificate = {cert:?}, key = {key:?} }}\n")
 }
 
 fn federation(extra: &str) -> String {
@@ -90,7 +99,7 @@ fn a_federation_with_inline_and_referenced_members_loads() {
 #[test]
 fn a_member_federation_routes_its_collectives_through_itself() {
     let text = format!(
-        "[instance]\nserve = [\"global\"]\n\n{}members = [\"prod\"]\n\n{}members = [\"london\", \"paris\"]\n",
+        "[instance]\nserve = [\"global\"]\n\n{}members = [\"prod\"]\nmode = \"pass-through\"\n\n{}members = [\"london\", \"paris\"]\n",
         realm_block("prod", "federations.global"),
         realm_block("prod", "federations.prod"),
     );
@@ -217,4 +226,163 @@ fn relative_paths_resolve_from_the_config_folder() {
         london.endpoint().ca.as_deref(),
         Some(Path::new(&dir.join("rel-ca.pem")))
     );
+}
+
+/// The federation config with london's signer replaced by `cert` and `key`.
+fn with_london_signer(cert: &Path, key: &Path) -> String {
+    let london = pki().0.realm("london").unwrap();
+    let own = london.privileged.as_ref().unwrap();
+    federation("").replace(&signer_line(&own.cert, &own.key), &signer_line(cert, key))
+}
+
+#[test]
+fn resign_mode_loads_signers_patterns_and_internal_names() {
+    let text = federation("max_ttl = 120").replace(
+        "[collectives.tokyo]",
+        "[collectives.tokyo]\ninternal_name = \"mcollective\"",
+    );
+    let config = Config::load(&write("resign.toml", &text)).unwrap();
+    let prod = config.federation("prod").unwrap();
+    assert_eq!((prod.mode, prod.max_ttl), (FederationMode::Resign, 120));
+    let tokyo = config.collective("tokyo").unwrap();
+    assert_eq!(tokyo.internal_name("tokyo"), "mcollective");
+    assert_eq!(
+        config.collective("london").unwrap().internal_name("london"),
+        "london"
+    );
+    assert!(prod.verifier(Limits::default()).unwrap().is_some());
+    // No rules file: every caller is denied.
+    assert!(config.identity_rules().unwrap().is_empty());
+
+    // A collective whose servers use other privileged patterns may accept another signer.
+    let london = pki().0.realm("london").unwrap();
+    let text = with_london_signer(&london.fedgate.cert, &london.fedgate.key).replace(
+        "[federations.prod.collectives.london]",
+        "[federations.prod.collectives.london]\nprivileged_users = ['^fedgate\\.mcollective$']",
+    );
+    Config::load(&write("custom-privileged.toml", &text)).unwrap();
+}
+
+#[test]
+fn start_up_refuses_unusable_privileged_signers() {
+    use std::os::unix::fs::PermissionsExt;
+    let london = pki().0.realm("london").unwrap();
+    let tokyo = pki().0.realm("tokyo").unwrap();
+    let (own, theirs) = (
+        london.privileged.as_ref().unwrap(),
+        tokyo.privileged.as_ref().unwrap(),
+    );
+    let exposed = config_dir().join("exposed-privileged-key.pem");
+    std::fs::create_dir_all(config_dir()).unwrap();
+    std::fs::copy(&own.key, &exposed).unwrap();
+    std::fs::set_permissions(&exposed, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let key = "collectives.london.signer";
+    let cases = [
+        // Issued by tokyo's CA, not london's.
+        (
+            with_london_signer(&theirs.cert, &theirs.key),
+            "does not chain to the CA",
+        ),
+        // Chains to london's CA, but fedgate.mcollective is not a privileged name.
+        (
+            with_london_signer(&london.fedgate.cert, &london.fedgate.key),
+            "match none of the privileged patterns",
+        ),
+        // The right certificate with another key.
+        (
+            with_london_signer(&own.cert, &london.fedgate.key),
+            "key does not match",
+        ),
+        (
+            with_london_signer(&own.cert, &exposed),
+            "readable by group or others",
+        ),
+    ];
+    for (i, (text, want)) in cases.iter().enumerate() {
+        let err = Config::load(&write(&format!("signer-{i}.toml"), text))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(key) && err.contains(want), "case {i}: {err}");
+    }
+    // The refusal names the offending file.
+    let err = Config::load(&write("signer-file.toml", &cases[0].0))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains(&theirs.cert.display().to_string()), "{err}");
+}
+
+#[test]
+fn resign_mode_needs_a_signer_a_ca_and_no_chained_federation() {
+    let london = pki().0.realm("london").unwrap();
+    let own = london.privileged.as_ref().unwrap();
+    let no_signer = federation("").replace(&signer_line(&own.cert, &own.key), "");
+    let no_ca = format!(
+        "[federations.prod]\nnats = [\"nats://127.0.0.1:1\"]\n\n{}",
+        realm_block("london", "federations.prod.collectives.london")
+    );
+    let chained = format!(
+        "[instance]\nserve = [\"global\"]\n\n{}members = [\"prod\"]\n\n{}",
+        realm_block("prod", "federations.global"),
+        federation(""),
+    );
+    let cases = [
+        (no_signer, "collectives.london.signer", "is required"),
+        (no_ca, "federations.prod.ca", "resign mode"),
+        (chained, "federations.global.members", "pass-through"),
+        (
+            federation("max_ttl = 10"),
+            "federations.prod.max_ttl",
+            "between 30",
+        ),
+        (
+            federation("privileged_users = ['(']"),
+            "federations.prod.privileged_users",
+            "invalid name pattern",
+        ),
+    ];
+    for (i, (text, key, want)) in cases.iter().enumerate() {
+        let err = Config::load(&write(&format!("resign-{i}.toml"), text))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(key) && err.contains(want), "case {i}: {err}");
+    }
+    // Pass-through needs none of it.
+    let passthrough =
+        federation("mode = \"pass-through\"").replace(&signer_line(&own.cert, &own.key), "");
+    Config::load(&write("passthrough.toml", &passthrough)).unwrap();
+}
+
+#[test]
+fn identity_rules_must_name_known_realms_and_collectives() {
+    let rule = |from: &str, to: &str| {
+        format!("[[rule]]\nfrom = \"{from}\"\nto = [\"{to}\"]\nglob = \"choria=*\"\nas = \"$0\"\n")
+    };
+    let good = write("rules-good.toml", &rule("prod", "london"));
+    let text = format!("[identity]\nrules = {good:?}\n\n{}", federation(""));
+    let config = Config::load(&write("rules.toml", &text)).unwrap();
+    assert_eq!(config.identity_rules().unwrap().len(), 1);
+    for (i, (rules, want)) in [
+        (
+            format!("{}{}", rule("prod", "london"), rule("paris", "london")),
+            "rule 2: from = \"paris\"",
+        ),
+        (rule("prod", "paris"), "rule 1: to names \"paris\""),
+        (
+            "[[rule]]\nfrom = \"prod\"\n".to_string(),
+            "missing field `to`",
+        ),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let file = write(&format!("rules-bad-{i}.toml"), rules);
+        let text = format!("[identity]\nrules = {file:?}\n\n{}", federation(""));
+        let err = Config::load(&write(&format!("rules-{i}.toml"), &text))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("identity.rules") && err.contains(want),
+            "case {i}: {err}"
+        );
+    }
 }

@@ -3,10 +3,15 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use super::{Config, ConfigError, Member, TlsIdentity};
-use crate::security::{CaBundle, check_key_pair};
+use super::{CollectiveConfig, Config, ConfigError, FederationMode, Member, TlsIdentity};
+use crate::security::identity::IdentityRules;
+use crate::security::{CaBundle, NamePatterns, check_key_pair, check_privileged_signer};
 use crate::security::{Now, check_identity, check_key_mode};
 use crate::subjects::is_valid_name;
+use crate::wire::choria_v1::MIN_TTL;
+
+/// Largest `max_ttl` a federation may set: a day.
+const MAX_RESIGN_TTL: i64 = 86_400;
 
 /// Checks an instance name, wherever it came from (config, flag or environment).
 pub fn validate_instance_name(name: &str) -> Result<(), String> {
@@ -88,6 +93,47 @@ impl Checker<'_> {
         }
     }
 
+    fn patterns(
+        &self,
+        key: &str,
+        privileged: &Option<Vec<String>>,
+        allowlist: &Option<Vec<String>>,
+    ) -> Result<(), ConfigError> {
+        for (name, list) in [
+            ("privileged_users", privileged),
+            ("certname_allowlist", allowlist),
+        ] {
+            if let Some(list) = list {
+                NamePatterns::new(list)
+                    .map_err(|e| self.invalid(format!("{key}.{name}"), e.to_string()))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn signer(
+        &self,
+        key: &str,
+        signer: &TlsIdentity,
+        ca: &Path,
+        collective: &CollectiveConfig,
+    ) -> Result<(), ConfigError> {
+        let key = format!("{key}.signer");
+        self.file(format!("{key}.certificate"), &signer.certificate)?;
+        self.file(format!("{key}.key"), &signer.key)?;
+        let privileged = collective
+            .privileged_patterns()
+            .map_err(|e| self.invalid(&key, e.to_string()))?;
+        check_privileged_signer(
+            &signer.certificate,
+            &signer.key,
+            ca,
+            &privileged,
+            Now::system(),
+        )
+        .map_err(|err| self.invalid(key, err.to_string()))
+    }
+
     fn identity(&self, key: String, tls: &TlsIdentity, ca: &Path) -> Result<(), ConfigError> {
         self.file(format!("{key}.certificate"), &tls.certificate)?;
         self.file(format!("{key}.key"), &tls.key)?;
@@ -150,6 +196,23 @@ impl Config {
             if let (Some(tls), Some(ca)) = (&collective.tls, ca) {
                 check.identity(format!("{key}.tls"), tls, ca)?;
             }
+            if let Some(internal) = &collective.internal_name {
+                check.name(format!("{key}.internal_name"), internal)?;
+            }
+            check.patterns(
+                &key,
+                &collective.privileged_users,
+                &collective.certname_allowlist,
+            )?;
+            if let Some(signer) = &collective.signer {
+                let ca = ca.ok_or_else(|| {
+                    check.invalid(
+                        format!("{key}.ca"),
+                        "is required to check the privileged signer",
+                    )
+                })?;
+                check.signer(&key, signer, ca, collective)?;
+            }
         }
         self.validate_instance(&check)?;
         let mut clusters = BTreeSet::new();
@@ -182,13 +245,89 @@ impl Config {
                 check.identity(format!("{key}.tls"), tls, ca)?;
             }
             self.validate_limits(&check, &key, federation)?;
+            check.patterns(
+                &key,
+                &federation.privileged_users,
+                &federation.certname_allowlist,
+            )?;
         }
         for served in self.served_federations() {
-            self.routes(served).map_err(|problem| {
+            let routes = self.routes(served).map_err(|problem| {
                 check.invalid(format!("federations.{served}.members"), problem)
             })?;
+            if self.federations[served].mode == FederationMode::Resign {
+                self.validate_resign(&check, served, &routes)?;
+            }
+        }
+        self.validate_identity_rules(&check)
+    }
+
+    /// A re-signing federation verifies callers against its CA and needs fedgate's privileged
+    /// signer in every collective it reaches.
+    fn validate_resign(
+        &self,
+        check: &Checker<'_>,
+        served: &str,
+        routes: &BTreeMap<String, Route>,
+    ) -> Result<(), ConfigError> {
+        let key = format!("federations.{served}");
+        if self.federations[served].ca.is_none() {
+            return Err(check.invalid(
+                format!("{key}.ca"),
+                "is required in resign mode, to verify callers (or set mode = \"pass-through\")",
+            ));
+        }
+        for (collective, route) in routes {
+            match route {
+                Route::Via(member) => {
+                    return Err(check.invalid(
+                        format!("{key}.members"),
+                        format!("{member} is a federation; resign mode reaches member collectives only, so chain federations in pass-through mode"),
+                    ));
+                }
+                Route::Direct if self.collectives[collective].signer.is_none() => {
+                    return Err(check.invalid(
+                        format!("collectives.{collective}.signer"),
+                        format!("is required: federation {served} re-signs requests for {collective} with fedgate's privileged certificate from its CA"),
+                    ));
+                }
+                Route::Direct => {}
+            }
         }
         Ok(())
+    }
+
+    /// The rules file compiles, and names only realms and collectives this file defines.
+    fn validate_identity_rules(&self, check: &Checker<'_>) -> Result<(), ConfigError> {
+        let Some(path) = &self.identity.rules else {
+            return Ok(());
+        };
+        check.file("identity.rules".into(), path)?;
+        let rules = IdentityRules::load(path)
+            .map_err(|err| check.invalid("identity.rules", err.to_string()))?;
+        for (index, from, to) in rules.scopes() {
+            let problem = if !self.is_realm(from) {
+                Some(format!(
+                    "from = {from:?} is not a federation or collective in this file"
+                ))
+            } else {
+                to.iter()
+                    .find(|c| !self.collectives.contains_key(c.as_str()))
+                    .map(|c| format!("to names {c:?}, which is not a collective in this file"))
+            };
+            if let Some(problem) = problem {
+                return Err(check.invalid(
+                    "identity.rules",
+                    format!("{} rule {index}: {problem}", rules.file()),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// A place callers can come from: a federation or a collective.
+    pub fn is_realm(&self, name: &str) -> bool {
+        self.federations.contains_key(name) || self.collectives.contains_key(name)
     }
 
     fn validate_instance(&self, check: &Checker<'_>) -> Result<(), ConfigError> {
@@ -245,6 +384,12 @@ impl Config {
         }
         if fed.max_targets == 0 {
             return Err(check.invalid(format!("{key}.max_targets"), "must be at least 1"));
+        }
+        if !(MIN_TTL..=MAX_RESIGN_TTL).contains(&fed.max_ttl) {
+            return Err(check.invalid(
+                format!("{key}.max_ttl"),
+                format!("must be between {MIN_TTL} and {MAX_RESIGN_TTL} seconds"),
+            ));
         }
         if fed.batch_size == 0 || fed.batch_size > fed.max_targets {
             return Err(check.invalid(

@@ -5,7 +5,12 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use crate::config::{Config, Route};
+use std::sync::Arc;
+
+use super::resign::ResignRules;
+use crate::config::{Config, FederationMode, Route};
+use crate::security::identity::Denial;
+use crate::security::{Reason, VerifyError};
 use crate::subjects::{self, Target, is_reply_subject};
 use crate::wire::choria_v1::{FederationHeader, RelayTransport};
 use crate::wire::{DecodeError, Limits};
@@ -64,11 +69,30 @@ pub enum Refusal {
     /// A reply from a member federation still carries a federation header.
     #[error("still federated: a member federation's reply must arrive without a federation header")]
     StillFederated,
+    /// The signed request did not verify against the federation's realm (resign mode).
+    #[error("unverified: {0}")]
+    Unverified(#[from] VerifyError),
+    /// The identity rules do not let the caller into a target collective (resign mode).
+    #[error("identity: {0}")]
+    Identity(#[from] Denial),
+    /// A reply's request id is not the one its federation header names (resign mode).
+    #[error(
+        "reply mismatch: the reply is for request {reply:?} but its federation header says {header:?}"
+    )]
+    ReplyMismatch {
+        /// The reply envelope's request id.
+        reply: String,
+        /// `federation.req`.
+        header: String,
+    },
+    /// Signing the re-built request failed.
+    #[error("resign failed: {0}")]
+    ResignFailed(String),
 }
 
 impl Refusal {
     /// Every reason code, for counters, in [`Refusal::index`] order.
-    pub const REASONS: [&'static str; 12] = [
+    pub const REASONS: [&'static str; 26] = [
         "malformed",
         "not_federated",
         "missing_request_id",
@@ -81,6 +105,20 @@ impl Refusal {
         "bad_target",
         "not_member",
         "still_federated",
+        "unknown_ca",
+        "expired_certificate",
+        "invalid_certificate",
+        "name_mismatch",
+        "not_allowed",
+        "bad_signature",
+        "ttl_expired",
+        "wrong_collective",
+        "unsigned",
+        "unmapped",
+        "identity_denied",
+        "bad_mapping",
+        "reply_mismatch",
+        "resign_failed",
     ];
 
     /// Position of this refusal's reason in [`Refusal::REASONS`].
@@ -98,6 +136,23 @@ impl Refusal {
             Refusal::BadTarget(_) => 9,
             Refusal::NotMember(_) => 10,
             Refusal::StillFederated => 11,
+            Refusal::Unverified(err) => match err.reason() {
+                Reason::Malformed => 0,
+                Reason::UnknownCa => 12,
+                Reason::ExpiredCertificate => 13,
+                Reason::InvalidCertificate => 14,
+                Reason::NameMismatch => 15,
+                Reason::NotAllowed => 16,
+                Reason::BadSignature => 17,
+                Reason::TtlExpired => 18,
+                Reason::WrongCollective => 19,
+                Reason::Unsigned => 20,
+            },
+            Refusal::Identity(Denial::NoRule { .. }) => 21,
+            Refusal::Identity(Denial::DenyRule { .. }) => 22,
+            Refusal::Identity(Denial::BadResult { .. }) => 23,
+            Refusal::ReplyMismatch { .. } => 24,
+            Refusal::ResignFailed(_) => 25,
         }
     }
 
@@ -149,6 +204,8 @@ pub struct ClusterRules {
     pub label: String,
     /// Decode limits.
     pub limits: Limits,
+    /// Verify, map and re-sign settings; `None` in pass-through mode.
+    pub resign: Option<Arc<ResignRules>>,
 }
 
 impl ClusterRules {
@@ -181,7 +238,14 @@ impl ClusterRules {
             };
             routes.insert(collective, destination);
         }
+        let resign = match federation.mode {
+            FederationMode::PassThrough => None,
+            FederationMode::Resign => {
+                Some(Arc::new(ResignRules::from_config(config, name, limits)?))
+            }
+        };
         Ok(ClusterRules {
+            resign,
             label: hop_label(instance, &cluster),
             cluster,
             routes,
@@ -280,10 +344,20 @@ pub struct Egress {
     pub payload: Vec<u8>,
 }
 
-impl RoutedRequest<'_> {
+impl<'a> RoutedRequest<'a> {
     /// The destinations, each with its targets.
     pub fn groups(&self) -> &BTreeMap<Destination, Vec<String>> {
         &self.groups
+    }
+
+    /// The transport as received.
+    pub fn transport(&self) -> &RelayTransport<'a> {
+        &self.transport
+    }
+
+    /// The client's reply subject.
+    pub fn reply_to(&self) -> &str {
+        &self.reply_to
     }
 
     /// The request id from the federation header.
@@ -308,7 +382,28 @@ impl RoutedRequest<'_> {
         inbound: &str,
         outbound: &str,
     ) -> Vec<Egress> {
-        let mut headers = self.transport.headers.clone();
+        self.egress_with(
+            &self.transport,
+            destination,
+            targets,
+            rules,
+            inbound,
+            outbound,
+        )
+    }
+
+    /// [`Self::egress`] for another transport body: a re-signed request with its targets
+    /// renamed into the collective's own name.
+    pub(super) fn egress_with(
+        &self,
+        transport: &RelayTransport<'_>,
+        destination: &Destination,
+        targets: &[String],
+        rules: &ClusterRules,
+        inbound: &str,
+        outbound: &str,
+    ) -> Vec<Egress> {
+        let mut headers = transport.headers.clone();
         headers.record_hop(inbound, &rules.label, outbound);
         let req = Some(self.request_id().to_string());
         match destination {
@@ -321,7 +416,7 @@ impl RoutedRequest<'_> {
                 });
                 vec![Egress {
                     subjects: targets.to_vec(),
-                    payload: self.transport.encode_with(&headers),
+                    payload: transport.encode_with(&headers),
                 }]
             }
             Destination::Federation { cluster, batch, .. } => {
@@ -336,7 +431,7 @@ impl RoutedRequest<'_> {
                         });
                         Egress {
                             subjects: vec![subjects::federation_ingest(cluster)],
-                            payload: self.transport.encode_with(&headers),
+                            payload: transport.encode_with(&headers),
                         }
                     })
                     .collect()

@@ -32,6 +32,7 @@ fn rules() -> ClusterRules {
         max_targets: 3,
         label: hop_label("fb1", "prod"),
         limits: Limits::default(),
+        resign: None,
     }
 }
 

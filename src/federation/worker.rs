@@ -9,9 +9,13 @@ use bytes::Bytes;
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
+use super::resign::{self, ResignRules};
 use super::stats::{ClusterStats, Direction};
-use super::transform::{ClusterRules, Refusal, route_chained_reply, route_reply, route_request};
+use super::transform::{
+    ClusterRules, Refusal, RoutedRequest, route_chained_reply, route_reply, route_request,
+};
 use crate::nats::connected_server;
+use crate::security::Now;
 
 /// Longest piece of an untrusted message that goes into a log line.
 const LOG_CLIP: usize = 256;
@@ -75,7 +79,9 @@ impl Worker {
                 ctx.stats.received(Direction::Reply);
                 let (inbound, outbound) =
                     (connected_server(member), connected_server(&ctx.federation));
-                let routed = if *chained {
+                let routed = if ctx.rules.resign.is_some() {
+                    resign::route_reply(&message.payload, &ctx.rules, &inbound, &outbound)
+                } else if *chained {
                     route_chained_reply(
                         &message.subject,
                         &message.payload,
@@ -112,6 +118,9 @@ async fn relay_request(ctx: &ClusterContext, message: &Message) {
         Ok(routed) => routed,
         Err(refusal) => return refuse(ctx, Direction::Request, &refusal),
     };
+    if let Some(rules) = &ctx.rules.resign {
+        return relay_resigned(ctx, rules, &routed, started).await;
+    }
     let inbound = connected_server(&ctx.federation);
     for (destination, targets) in routed.groups() {
         // Every destination network is connected at start-up (`Broker::start`).
@@ -128,6 +137,62 @@ async fn relay_request(ctx: &ClusterContext, message: &Message) {
         }
     }
     tracing::debug!(cluster = %ctx.rules.cluster, req = routed.request_id(), "relayed request");
+    ctx.stats.timed(Direction::Request, started.elapsed());
+}
+
+/// Resign mode: verify once, then map and re-sign per destination collective. A caller denied in
+/// one collective still reaches the others its rules allow.
+async fn relay_resigned(
+    ctx: &ClusterContext,
+    rules: &ResignRules,
+    routed: &RoutedRequest<'_>,
+    started: Instant,
+) {
+    let now = Now::system();
+    let verified = match resign::verify(routed, rules, now) {
+        Ok(verified) => verified,
+        Err(refusal) => return refuse(ctx, Direction::Request, &refusal),
+    };
+    let inbound = connected_server(&ctx.federation);
+    for (destination, targets) in routed.groups() {
+        let Some(client) = ctx.networks.get(destination.network()) else {
+            ctx.stats.error(Direction::Request);
+            continue;
+        };
+        let outbound = connected_server(client);
+        let resigned = resign::resign_for(
+            routed,
+            &verified,
+            destination,
+            targets,
+            (&ctx.rules, rules),
+            (&inbound, &outbound),
+            now,
+        );
+        let resigned = match resigned {
+            Ok(resigned) => resigned,
+            Err(refusal) => {
+                if let Refusal::Identity(denial) = &refusal {
+                    tracing::warn!(
+                        cluster = %ctx.rules.cluster,
+                        req = routed.request_id(),
+                        reason = denial.reason(),
+                        rule = denial.rule().map(|r| r.to_string()),
+                        "{}", clip(&denial.to_string()),
+                    );
+                }
+                refuse(ctx, Direction::Request, &refusal);
+                continue;
+            }
+        };
+        tracing::debug!(cluster = %ctx.rules.cluster, req = routed.request_id(), identity = ?resigned.identity, "re-signed request");
+        for egress in resigned.egress {
+            let payload = Bytes::from(egress.payload);
+            for subject in egress.subjects {
+                publish(ctx, Direction::Request, client, subject, payload.clone()).await;
+            }
+        }
+    }
     ctx.stats.timed(Direction::Request, started.elapsed());
 }
 
@@ -150,9 +215,12 @@ async fn publish(
 /// Counts a refusal; the log line is debug-level and clipped, since its text comes off the wire.
 fn refuse(ctx: &ClusterContext, direction: Direction, refusal: &Refusal) {
     if tracing::enabled!(tracing::Level::DEBUG) {
-        let text = refusal.to_string();
-        let clipped: String = text.chars().take(LOG_CLIP).collect();
-        tracing::debug!(cluster = %ctx.rules.cluster, reason = refusal.reason(), refusal = %clipped, "refused federated message");
+        tracing::debug!(cluster = %ctx.rules.cluster, reason = refusal.reason(), refusal = %clip(&refusal.to_string()), "refused federated message");
     }
     ctx.stats.refused(direction, refusal);
+}
+
+/// Text that came off the wire, cut to [`LOG_CLIP`] characters for a log line.
+fn clip(text: &str) -> String {
+    text.chars().take(LOG_CLIP).collect()
 }

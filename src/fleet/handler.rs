@@ -108,7 +108,8 @@ impl Handler {
             self.stats.refuse(err.reason(), 1);
             return None;
         }
-        self.stats.validated();
+        self.stats
+            .validated(signed.caller().as_str(), signed.signer());
         agents::dispatch(node, request, &self.limits, now)
     }
 

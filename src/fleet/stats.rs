@@ -1,6 +1,7 @@
 //! What a simulated fleet did and refused, counted per node as a Choria server counts.
 
 use std::collections::BTreeMap;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
@@ -19,7 +20,13 @@ pub struct FleetStats {
     unsupported_filter: AtomicU64,
     publish_errors: AtomicU64,
     refused: [AtomicU64; Reason::ALL.len()],
+    callers: Mutex<BTreeMap<String, BTreeMap<String, u64>>>,
 }
+
+/// Most distinct (caller id, signer) pairs a fleet keeps; later ones count under [`OTHER`].
+pub const MAX_CALLERS: usize = 1024;
+/// The caller id under which pairs beyond [`MAX_CALLERS`] are counted.
+pub const OTHER: &str = "(other)";
 
 /// A point-in-time copy of [`FleetStats`], in Choria's counter names.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -42,6 +49,9 @@ pub struct StatsSnapshot {
     pub publish_errors: u64,
     /// Refusals by reason (`malformed`, `unknown_ca`, ...); only non-zero reasons appear.
     pub refused: BTreeMap<String, u64>,
+    /// Dispatched requests by caller id, then by the certname that signed them, counted per
+    /// node: who the fleet acted for, and on whose signature.
+    pub callers: BTreeMap<String, BTreeMap<String, u64>>,
 }
 
 impl FleetStats {
@@ -65,8 +75,24 @@ impl FleetStats {
         self.passed.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub(super) fn validated(&self) {
+    /// Counts a dispatched request, and who it was for and signed by.
+    pub(super) fn validated(&self, callerid: &str, signer: &str) {
         self.validated.fetch_add(1, Ordering::Relaxed);
+        let mut callers = self.callers.lock().unwrap_or_else(|e| e.into_inner());
+        let pairs: usize = callers.values().map(BTreeMap::len).sum();
+        let known = callers
+            .get(callerid)
+            .is_some_and(|signers| signers.contains_key(signer));
+        let (callerid, signer) = if known || pairs < MAX_CALLERS {
+            (callerid, signer)
+        } else {
+            (OTHER, OTHER)
+        };
+        *callers
+            .entry(callerid.to_string())
+            .or_default()
+            .entry(signer.to_string())
+            .or_default() += 1;
     }
 
     pub(super) fn replied(&self) {
@@ -104,11 +130,25 @@ impl FleetStats {
             unsupported_filter: load(&self.unsupported_filter),
             publish_errors: load(&self.publish_errors),
             refused,
+            callers: self
+                .callers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
         }
     }
 }
 
 impl StatsSnapshot {
+    /// Requests dispatched for `callerid` on `signer`'s signature.
+    pub fn acted_for(&self, callerid: &str, signer: &str) -> u64 {
+        self.callers
+            .get(callerid)
+            .and_then(|signers| signers.get(signer))
+            .copied()
+            .unwrap_or(0)
+    }
+
     /// Refusals counted for `reason`.
     pub fn refused(&self, reason: Reason) -> u64 {
         self.refused.get(reason.as_str()).copied().unwrap_or(0)
@@ -131,5 +171,37 @@ mod tests {
         assert_eq!(snap.unvalidated, 3);
         assert_eq!(snap.refused(Reason::BadSignature), 0);
         assert!(!snap.refused.contains_key("bad_signature"));
+    }
+
+    #[test]
+    fn callers_are_counted_by_signer_and_bounded() {
+        let stats = FleetStats::default();
+        stats.validated("choria=alice.mcollective", "fedgate.privileged.mcollective");
+        stats.validated("choria=alice.mcollective", "fedgate.privileged.mcollective");
+        stats.validated("choria=alice.mcollective", "alice.mcollective");
+        let snap = stats.snapshot();
+        assert_eq!(
+            snap.acted_for("choria=alice.mcollective", "fedgate.privileged.mcollective"),
+            2
+        );
+        assert_eq!(
+            snap.acted_for("choria=alice.mcollective", "alice.mcollective"),
+            1
+        );
+        for i in 0..MAX_CALLERS + 10 {
+            stats.validated(&format!("choria=u{i}.mcollective"), "s");
+        }
+        let snap = stats.snapshot();
+        let pairs: usize = snap.callers.values().map(BTreeMap::len).sum();
+        assert_eq!(pairs, MAX_CALLERS + 1);
+        assert_eq!(snap.acted_for(OTHER, OTHER), 12);
+        // A pair seen before the map filled keeps counting under its own name.
+        stats.validated("choria=alice.mcollective", "alice.mcollective");
+        assert_eq!(
+            stats
+                .snapshot()
+                .acted_for("choria=alice.mcollective", "alice.mcollective"),
+            2
+        );
     }
 }

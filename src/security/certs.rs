@@ -213,6 +213,10 @@ pub struct CertInfo {
     pub public_key: Vec<u8>,
     /// Modulus size when the key is RSA.
     pub rsa_bits: Option<usize>,
+    /// Start of the validity period, unix seconds.
+    pub not_before: i64,
+    /// End of the validity period, unix seconds (inclusive).
+    pub not_after: i64,
 }
 
 impl CertInfo {
@@ -247,6 +251,8 @@ impl CertInfo {
             dns_names,
             public_key: cert.public_key().subject_public_key.data.to_vec(),
             rsa_bits,
+            not_before: cert.validity().not_before.timestamp(),
+            not_after: cert.validity().not_after.timestamp(),
         })
     }
 

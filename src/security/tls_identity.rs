@@ -7,7 +7,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use webpki::EndEntityCert;
 
-use super::{CaBundle, Now};
+use super::{CaBundle, CertInfo, MIN_RSA_BITS, NamePatterns, Now};
 
 /// Why a certificate and key cannot serve as an identity; every variant names the file.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +35,24 @@ pub enum IdentityError {
         key: PathBuf,
         /// The certificate file.
         cert: PathBuf,
+    },
+    /// A signer certificate whose names match none of the collective's privileged patterns.
+    #[error("{}: {names:?} match none of the privileged patterns {patterns:?}, so the collective's servers would not accept requests it signs for other callers", cert.display())]
+    NotPrivileged {
+        /// The certificate file.
+        cert: PathBuf,
+        /// Its CN and DNS names.
+        names: Vec<String>,
+        /// The privileged patterns.
+        patterns: Vec<String>,
+    },
+    /// A signer certificate without an RSA key of at least [`MIN_RSA_BITS`] bits.
+    #[error("{}: {problem}; Choria v1 signs with RSA of at least {MIN_RSA_BITS} bits", cert.display())]
+    WeakSigner {
+        /// The certificate file.
+        cert: PathBuf,
+        /// What the key is.
+        problem: String,
     },
     /// The certificate does not chain to the CA.
     #[error("{}: does not chain to the CA {}: {reason}", cert.display(), ca.display())]
@@ -64,6 +82,37 @@ pub fn check_identity(cert: &Path, key: &Path, ca: &Path, now: Now) -> Result<()
     bundle
         .verify_client(&leaf, &chain[1..], now)
         .map_err(|e| not_issued(format!("{e:?}")))
+}
+
+/// Checks fedgate's privileged signer for a collective: everything [`check_identity`] checks,
+/// plus a name matching the collective's `privileged` patterns and an RSA key Choria accepts.
+pub fn check_privileged_signer(
+    cert: &Path,
+    key: &Path,
+    ca: &Path,
+    privileged: &NamePatterns,
+    now: Now,
+) -> Result<(), IdentityError> {
+    check_identity(cert, key, ca, now)?;
+    let chain = load_chain(cert)?;
+    let info = CertInfo::parse(&chain[0], &cert.display().to_string())
+        .map_err(|e| unreadable(cert, e.to_string()))?;
+    if !info.names().any(|name| privileged.matches(name)) {
+        return Err(IdentityError::NotPrivileged {
+            cert: cert.to_path_buf(),
+            names: info.names().map(str::to_string).collect(),
+            patterns: privileged.as_strings(),
+        });
+    }
+    match info.rsa_bits {
+        Some(bits) if bits >= MIN_RSA_BITS => Ok(()),
+        found => Err(IdentityError::WeakSigner {
+            cert: cert.to_path_buf(),
+            problem: found.map_or("not an RSA key".into(), |bits| {
+                format!("a {bits}-bit RSA key")
+            }),
+        }),
+    }
 }
 
 /// Checks that `key` belongs to the first certificate in `cert`.

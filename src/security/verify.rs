@@ -4,6 +4,10 @@
 //! yields a [`SignedRequest`]; only [`SignedRequest::check_ttl`] turns that into a
 //! [`VerifiedRequest`], so nothing stale can pass as verified.
 
+use std::sync::Arc;
+
+use aws_lc_rs::digest::{SHA256, digest};
+use aws_lc_rs::signature::{RSA_PKCS1_2048_8192_SHA256, UnparsedPublicKey};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use webpki::EndEntityCert;
@@ -73,12 +77,38 @@ impl std::ops::Deref for VerifiedRequest {
 }
 
 /// Checks secure requests against one realm's CA and name rules.
+///
+/// Chains that verified are remembered by the SHA-256 of their PEM, with the period in which
+/// every certificate in them is valid, so a known signer costs one signature check. Inside that
+/// period the chain check cannot come out differently: the CA bundle never changes and webpki's
+/// result depends only on the certificates and the time. Clones share the cache.
 #[derive(Clone, Debug)]
 pub struct Verifier {
     ca: CaBundle,
     privileged: NamePatterns,
     allowlist: NamePatterns,
     limits: Limits,
+    trusted: Arc<TrustedChains>,
+}
+
+/// Most signer chains a [`Verifier`] remembers.
+pub const TRUSTED_CHAINS: usize = 4096;
+
+/// Chains that verified against the CA, by the SHA-256 of their PEM.
+struct TrustedChains(quick_cache::sync::Cache<[u8; 32], Arc<TrustedSigner>>);
+
+impl std::fmt::Debug for TrustedChains {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TrustedChains({} of {TRUSTED_CHAINS})", self.0.len())
+    }
+}
+
+/// What a verified chain decided about its leaf, and until when.
+struct TrustedSigner {
+    info: CertInfo,
+    privileged: bool,
+    valid_from: i64,
+    valid_until: i64,
 }
 
 impl Verifier {
@@ -94,6 +124,7 @@ impl Verifier {
             privileged,
             allowlist,
             limits,
+            trusted: Arc::new(TrustedChains(quick_cache::sync::Cache::new(TRUSTED_CHAINS))),
         }
     }
 
@@ -105,6 +136,11 @@ impl Verifier {
             NamePatterns::default_allowlist(),
             limits,
         )
+    }
+
+    /// The decode limits requests are read with.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
     }
 
     /// Full verification: [`Self::verify_signature`], then the TTL.
@@ -124,41 +160,71 @@ impl Verifier {
             |err: &dyn std::fmt::Display| VerifyError::MalformedIdentity(err.to_string());
         let request = secure.request(&self.limits)?;
         let caller = CallerId::parse(&request.envelope.callerid).map_err(|e| malformed(&e))?;
-        let chain = CertChain::from_pem(&secure.pubcert, "pubcert", self.limits.max_chain_certs)
+        let signer = self.trusted_signer(&secure.pubcert, now)?;
+        let info = &signer.info;
+        if !signer.privileged {
+            self.check_caller_name(&caller, info)?;
+        }
+        check_signer_key(info)?;
+        let signature = decode_base64_lenient(&secure.signature)
+            .map_err(|err| VerifyError::BadSignature(format!("signature is not base64: {err}")))?;
+        UnparsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA256, &info.public_key)
+            .verify(secure.signed_bytes(), &signature)
+            .map_err(|_| {
+                VerifyError::BadSignature(format!(
+                    "the message is not signed by {} (RSA PKCS#1 v1.5 SHA-256 over the message bytes)",
+                    certname(info)
+                ))
+            })?;
+
+        Ok(SignedRequest {
+            signer: certname(info).to_string(),
+            privileged: signer.privileged,
+            secure,
+            request,
+            caller,
+        })
+    }
+
+    /// The signer of `pubcert`: from the cache while every certificate in its chain is valid at
+    /// `now`, else parsed, chain-checked against the CA and key-checked, then cached.
+    fn trusted_signer(&self, pubcert: &str, now: Now) -> Result<Arc<TrustedSigner>, VerifyError> {
+        let key: [u8; 32] = digest(&SHA256, pubcert.as_bytes())
+            .as_ref()
+            .try_into()
+            .unwrap_or([0; 32]);
+        let at = now.unix_seconds();
+        if let Some(signer) = self.trusted.0.get(&key)
+            && signer.valid_from <= at
+            && at <= signer.valid_until
+        {
+            return Ok(signer);
+        }
+        let malformed =
+            |err: &dyn std::fmt::Display| VerifyError::MalformedIdentity(err.to_string());
+        let chain = CertChain::from_pem(pubcert, "pubcert", self.limits.max_chain_certs)
             .map_err(|e| malformed(&e))?;
         let info = CertInfo::parse(chain.leaf(), "pubcert").map_err(|e| malformed(&e))?;
         let leaf = EndEntityCert::try_from(chain.leaf())
             .map_err(|e| malformed(&format!("pubcert: {e}")))?;
-
-        let privileged = info.names().any(|name| self.privileged.matches(name));
         self.ca
             .verify_client(&leaf, chain.intermediates(), now)
             .map_err(|err| chain_error(err, &info, self.ca.source()))?;
-        if !privileged {
-            self.check_caller_name(&caller, &info)?;
+        let (mut valid_from, mut valid_until) = (info.not_before, info.not_after);
+        for intermediate in chain.intermediates() {
+            let issuer = CertInfo::parse(intermediate, "pubcert").map_err(|e| malformed(&e))?;
+            valid_from = valid_from.max(issuer.not_before);
+            valid_until = valid_until.min(issuer.not_after);
         }
-        check_signer_key(&info)?;
-        let signature = decode_base64_lenient(&secure.signature)
-            .map_err(|err| VerifyError::BadSignature(format!("signature is not base64: {err}")))?;
-        leaf.verify_signature(
-            webpki::aws_lc_rs::RSA_PKCS1_2048_8192_SHA256,
-            secure.signed_bytes(),
-            &signature,
-        )
-        .map_err(|_| {
-            VerifyError::BadSignature(format!(
-                "the message is not signed by {} (RSA PKCS#1 v1.5 SHA-256 over the message bytes)",
-                certname(&info)
-            ))
-        })?;
-
-        Ok(SignedRequest {
-            signer: certname(&info).to_string(),
-            secure,
-            request,
-            caller,
+        let privileged = info.names().any(|name| self.privileged.matches(name));
+        let signer = Arc::new(TrustedSigner {
             privileged,
-        })
+            info,
+            valid_from,
+            valid_until,
+        });
+        self.trusted.0.insert(key, signer.clone());
+        Ok(signer)
     }
 
     fn check_caller_name(&self, caller: &CallerId, info: &CertInfo) -> Result<(), VerifyError> {

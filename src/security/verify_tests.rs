@@ -7,6 +7,7 @@ use rcgen::{
 };
 
 use super::*;
+use crate::security::Reason;
 use crate::wire::choria_v1::{Filter, RequestEnvelope};
 
 struct Ca {
@@ -163,4 +164,37 @@ fn expiry_errors_name_the_dates() {
         text.contains("alice.mcollective") && text.contains(&expiry_day),
         "{text}"
     );
+}
+
+#[test]
+fn a_remembered_chain_is_rechecked_outside_its_validity_and_never_skips_the_rest() {
+    let ca = new_ca();
+    let alice = leaf(Some(&ca), &["alice.mcollective"]);
+    let v = verifier(&ca);
+    let now = Now::system();
+    let at = now.unix_seconds();
+    v.verify(signed(&alice, "choria=alice.mcollective", at), now)
+        .unwrap();
+    assert_eq!(v.trusted.0.len(), 1, "the chain is remembered");
+    // Same chain: the caller name, the signature and the TTL are still checked every time.
+    let err = v
+        .verify(signed(&alice, "choria=bob.mcollective", at), now)
+        .unwrap_err();
+    assert_eq!(err.reason(), Reason::NameMismatch);
+    let mut forged = signed(&alice, "choria=alice.mcollective", at);
+    forged.message = forged.message.replace("ping", "pong");
+    let err = v.verify(forged, now).unwrap_err();
+    assert_eq!(err.reason(), Reason::BadSignature);
+    // Two days on the leaf has expired: the remembered result is not used.
+    let later = Now::at_unix(u64::try_from(at).unwrap() + 2 * 86_400);
+    let err = v
+        .verify_signature(signed(&alice, "choria=alice.mcollective", at), later)
+        .unwrap_err();
+    assert_eq!(err.reason(), Reason::ExpiredCertificate, "{err}");
+    // A clone shares what was learnt; a verifier for another CA does not trust the chain.
+    assert_eq!(v.clone().trusted.0.len(), 1);
+    let err = verifier(&new_ca())
+        .verify(signed(&alice, "choria=alice.mcollective", at), now)
+        .unwrap_err();
+    assert_eq!(err.reason(), Reason::UnknownCa);
 }

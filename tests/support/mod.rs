@@ -212,7 +212,11 @@ pub struct BrokerProcess {
     pub name: String,
     pub metrics: Option<std::net::SocketAddr>,
     child: Option<tokio::process::Child>,
+    logs: Arc<std::sync::Mutex<Vec<String>>>,
 }
+
+/// Most stderr lines a [`BrokerProcess`] keeps.
+const MAX_LOG_LINES: usize = 10_000;
 
 impl BrokerProcess {
     /// Starts `fedgate run` and waits until it says it is serving.
@@ -247,12 +251,41 @@ impl BrokerProcess {
         })
         .await;
         assert_eq!(ready, Ok(true), "fedgate run {name} did not start");
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let logs = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = logs.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                let mut kept = kept.lock().unwrap();
+                if kept.len() < MAX_LOG_LINES {
+                    kept.push(line);
+                }
+            }
+        });
         BrokerProcess {
             name: name.to_string(),
             metrics,
             child: Some(child),
+            logs,
         }
+    }
+
+    /// The stderr lines logged since start-up.
+    pub fn logs(&self) -> Vec<String> {
+        self.logs.lock().unwrap().clone()
+    }
+
+    /// The value of one Prometheus series whose labels include all of `labels`, or 0.
+    pub async fn counter(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        let text = self.scrape().await;
+        text.lines()
+            .filter(|line| line.starts_with(&format!("{name}{{")))
+            .filter(|line| {
+                labels
+                    .iter()
+                    .all(|(k, v)| line.contains(&format!("{k}=\"{v}\"")))
+            })
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
     }
 
     /// Kills the process at once (SIGKILL), as a crash would.

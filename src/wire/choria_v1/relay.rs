@@ -35,6 +35,16 @@ impl<'a> RelayTransport<'a> {
         Ok(transport)
     }
 
+    /// The same headers around other secure data (raw JSON bytes, base64-encoded here).
+    pub fn with_data(&self, secure: &[u8]) -> RelayTransport<'static> {
+        RelayTransport {
+            protocol: Protocol,
+            data: Cow::Owned(crate::wire::encode_base64(secure)),
+            line_breaks: false,
+            headers: self.headers.clone(),
+        }
+    }
+
     /// The base64 text of the secure request or reply, exactly as received.
     pub fn data(&self) -> &str {
         &self.data

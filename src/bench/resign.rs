@@ -1,0 +1,207 @@
+//! Resign throughput on one core: a federated request verified against the federation's CA,
+//! mapped and re-signed with a privileged key, next to raw aws-lc-rs signing at that key size.
+
+use std::collections::BTreeMap;
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{RSA_PKCS1_SHA256, RsaKeyPair};
+use rcgen::RsaKeySize;
+
+use super::crypto::{issue, request};
+use super::{BenchError, Row, interleaved, row, setup_err};
+use crate::federation::resign::{self, ResignRules, ResignTarget};
+use crate::federation::transform::{ClusterRules, Destination, hop_label, route_request};
+use crate::security::identity::IdentityRules;
+use crate::security::{CaBundle, Now, Resign, Verifier};
+use crate::wire::Limits;
+use crate::wire::choria_v1::{FederationHeader, Transport, TransportHeaders};
+
+const RULES: &str = r#"
+[[rule]]
+from = "prod"
+to = ["london"]
+glob = "choria=*.mcollective"
+as = "choria=$1.mcollective"
+"#;
+
+/// A federated request from a 2048-bit client of CA F, and a cluster that re-signs it for
+/// london with a privileged key of `size`.
+struct Fixture {
+    wire: Vec<u8>,
+    cluster: ClusterRules,
+    rules: Arc<ResignRules>,
+    raw_key: RsaKeyPair,
+    bits: usize,
+    /// The target collective's CA, which issued the privileged key.
+    #[cfg_attr(not(test), allow(dead_code))]
+    target_ca: CaBundle,
+}
+
+fn fixture(size: RsaKeySize, now: Now) -> Result<Fixture, BenchError> {
+    let (client, _, federation_ca) = issue("bench.mcollective", RsaKeySize::_2048)?;
+    let (privileged, raw_key, target_ca) = issue("fedgate.privileged.mcollective", size)?;
+    let secure = client.sign_request(&request(now)).map_err(setup_err)?;
+    let headers = TransportHeaders {
+        reply_to: Some(
+            "london.reply.0123456789abcdef0123456789abcdef.6a6f3a2c1e8b4e0f9d1b2c3d4e5f6a7b".into(),
+        ),
+        mc_sender: Some("bench.example.net".into()),
+        federation: Some(FederationHeader {
+            req: Some("6a6f3a2c1e8b4e0f9d1b2c3d4e5f6a7b".into()),
+            reply_to: None,
+            target: vec!["london.broadcast.agent.rpcutil".into()],
+        }),
+        ..TransportHeaders::default()
+    };
+    let wire = Transport::new(secure.encode(), headers).encode();
+    let bits = privileged.key_bits();
+    let rules = Arc::new(ResignRules {
+        realm: "prod".into(),
+        verifier: Verifier::with_defaults(federation_ca, Limits::default()),
+        identity: IdentityRules::parse(RULES, "bench rules").map_err(setup_err)?,
+        targets: BTreeMap::from([(
+            "london".to_string(),
+            ResignTarget {
+                internal_name: "mcollective".into(),
+                signer: Arc::new(privileged),
+            },
+        )]),
+        max_ttl: 60,
+    });
+    let cluster = ClusterRules {
+        cluster: "prod".into(),
+        routes: BTreeMap::from([(
+            "london".to_string(),
+            Destination::Collective("london".into()),
+        )]),
+        max_hops: 8,
+        max_targets: 1000,
+        label: hop_label("bench", "prod"),
+        limits: Limits::default(),
+        resign: Some(rules.clone()),
+    };
+    Ok(Fixture {
+        wire,
+        cluster,
+        rules,
+        raw_key,
+        bits,
+        target_ca,
+    })
+}
+
+/// The broker's whole resign path for one message: route, decode, verify, map, sign, encode.
+/// Returns the number of payloads it would publish.
+fn resign_once(fx: &Fixture, now: Now) -> Result<usize, String> {
+    let routed = route_request(&fx.wire, &fx.cluster).map_err(|e| e.to_string())?;
+    let verified = resign::verify(&routed, &fx.rules, now).map_err(|e| e.to_string())?;
+    let mut payloads = 0;
+    for (destination, targets) in routed.groups() {
+        let resigned = resign::resign_for(
+            &routed,
+            &verified,
+            destination,
+            targets,
+            (&fx.cluster, &fx.rules),
+            ("nats://f:4222", "nats://l:4222"),
+            now,
+        )
+        .map_err(|e| e.to_string())?;
+        payloads += resigned
+            .egress
+            .iter()
+            .map(|e| e.payload.len().min(1))
+            .sum::<usize>();
+    }
+    Ok(payloads)
+}
+
+/// Re-signed requests per second with 2048- and 4096-bit privileged keys, each next to raw
+/// aws-lc-rs signing of a request of the same size with the same key.
+pub fn run(budget: Duration) -> Result<Vec<Row>, BenchError> {
+    let mut rows = Vec::new();
+    for size in [RsaKeySize::_2048, RsaKeySize::_4096] {
+        let now = Now::system();
+        let fx = fixture(size, now)?;
+        if resign_once(&fx, now).map_err(BenchError)? != 1 {
+            return Err(BenchError("the bench request was not re-signed".into()));
+        }
+        let routed = route_request(&fx.wire, &fx.cluster).map_err(setup_err)?;
+        let verified = resign::verify(&routed, &fx.rules, now).map_err(setup_err)?;
+        let target = &fx.rules.targets["london"];
+        let resigned_bytes = Resign {
+            callerid: verified.caller(),
+            collective: &target.internal_name,
+            filter: &verified.request().envelope.filter,
+            max_ttl: 60,
+        }
+        .request(&verified, now)
+        .encode();
+        let rng = SystemRandom::new();
+        let mut sig = vec![0; fx.raw_key.public_modulus_len()];
+        let raw_sign = || {
+            let _ = fx.raw_key.sign(
+                &RSA_PKCS1_SHA256,
+                &rng,
+                black_box(&resigned_bytes),
+                &mut sig,
+            );
+        };
+        let full = || {
+            black_box(resign_once(&fx, black_box(now)).ok());
+        };
+        rows.push(row(
+            format!("resign {} (verify+map+sign+encode)", fx.bits),
+            "aws-lc-rs RsaKeyPair::sign",
+            interleaved(budget, raw_sign, full),
+        ));
+    }
+    Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::choria_v1::SecureRequest;
+
+    #[test]
+    fn the_bench_path_produces_a_request_the_target_accepts() {
+        let now = Now::system();
+        let fx = fixture(RsaKeySize::_2048, now).unwrap();
+        let routed = route_request(&fx.wire, &fx.cluster).unwrap();
+        let verified = resign::verify(&routed, &fx.rules, now).unwrap();
+        let (destination, targets) = routed.groups().iter().next().unwrap();
+        let resigned = resign::resign_for(
+            &routed,
+            &verified,
+            destination,
+            targets,
+            (&fx.cluster, &fx.rules),
+            ("a", "b"),
+            now,
+        )
+        .unwrap();
+        let egress = &resigned.egress[0];
+        assert_eq!(egress.subjects, vec!["mcollective.broadcast.agent.rpcutil"]);
+        let transport = Transport::decode(&egress.payload, &Limits::default()).unwrap();
+        let secure = SecureRequest::decode(&transport.data, &Limits::default()).unwrap();
+        // london's servers accept it: privileged signer from their CA, acting for the caller.
+        let london = Verifier::with_defaults(fx.target_ca.clone(), Limits::default());
+        let accepted = london.verify(secure.clone(), now).unwrap();
+        assert!(accepted.privileged());
+        assert_eq!(accepted.signer(), "fedgate.privileged.mcollective");
+        // The federation's CA does not vouch for it.
+        assert!(fx.rules.verifier.verify(secure.clone(), now).is_err());
+        let request = secure.request(&Limits::default()).unwrap();
+        assert_eq!(request.envelope.collective, "mcollective");
+        assert_eq!(request.envelope.callerid, "choria=bench.mcollective");
+        assert_eq!(
+            request.envelope.requestid,
+            "6a6f3a2c1e8b4e0f9d1b2c3d4e5f6a7b"
+        );
+        assert_eq!(resigned.identity.rule.index, 1);
+    }
+}

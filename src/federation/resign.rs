@@ -1,0 +1,298 @@
+//! Resign mode: verify at the source, map the identity, re-sign for each target collective.
+//!
+//! A federation whose members keep their own CAs cannot pass signed bytes through: the member's
+//! servers would not trust the federation's signers, and the collective name and caller id are
+//! signed. So the broker verifies each request against the federation's realm, maps the caller
+//! into every target collective with the identity rules (no rule, no entry), and signs a fresh
+//! request there with the privileged certificate that collective's CA issued to fedgate. Replies
+//! are checked against the request id their headers carry and re-encoded with a fresh hash.
+//! Everything still travels in headers, so instances stay stateless and share the work.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::transform::{ClusterRules, Destination, Egress, Refusal, RoutedRequest};
+use crate::config::Config;
+use crate::security::identity::{IdentityRules, MappedIdentity, Mapping};
+use crate::security::{Now, Resign, Signer, VerifiedRequest, Verifier};
+use crate::subjects::{Target, is_reply_subject};
+use crate::wire::choria_v1::{RelayTransport, Reply, SecureReply, SecureRequest};
+use crate::wire::{DecodeError, Layer, Limits, decode_base64_lenient};
+
+/// What a re-signing cluster needs besides routing.
+#[derive(Debug)]
+pub struct ResignRules {
+    /// The realm callers are verified in: the federation's name.
+    pub realm: String,
+    /// The federation's CA and name patterns.
+    pub verifier: Verifier,
+    /// Who may act where, and as whom.
+    pub identity: IdentityRules,
+    /// Each reachable collective's internal name and fedgate's privileged signer there.
+    pub targets: BTreeMap<String, ResignTarget>,
+    /// Longest TTL of a re-signed request.
+    pub max_ttl: i64,
+}
+
+/// A collective that a re-signing cluster publishes into.
+#[derive(Debug)]
+pub struct ResignTarget {
+    /// The collective's name in its subjects and envelopes.
+    pub internal_name: String,
+    /// fedgate's privileged certificate and key from the collective's CA.
+    pub signer: Arc<Signer>,
+}
+
+impl ResignRules {
+    /// Loads the verifier, identity rules and signers of the served federation `name`.
+    pub fn from_config(config: &Config, name: &str, limits: Limits) -> Result<Self, String> {
+        let federation = config
+            .federation(name)
+            .ok_or_else(|| format!("no federation {name}"))?;
+        let verifier = federation
+            .verifier(limits)?
+            .ok_or("resign mode needs the federation's ca to verify callers")?;
+        let identity = config.identity_rules().map_err(|e| e.to_string())?;
+        let mut targets = BTreeMap::new();
+        for collective in config.routes(name)?.into_keys() {
+            let member = config.collective(&collective).ok_or_else(|| {
+                format!("resign mode reaches collectives only; {collective} is not one")
+            })?;
+            let signer = member
+                .signer
+                .as_ref()
+                .ok_or_else(|| format!("collective {collective} has no signer"))?;
+            let signer = Signer::from_files(&signer.certificate, &signer.key)
+                .map_err(|e| format!("collective {collective} signer: {e}"))?;
+            let target = ResignTarget {
+                internal_name: member.internal_name(&collective).to_string(),
+                signer: Arc::new(signer),
+            };
+            targets.insert(collective, target);
+        }
+        Ok(ResignRules {
+            realm: name.to_string(),
+            verifier,
+            identity,
+            targets,
+            max_ttl: federation.max_ttl,
+        })
+    }
+}
+
+/// Verifies the secure request inside a routed request against the federation's realm.
+pub fn verify(
+    routed: &RoutedRequest<'_>,
+    rules: &ResignRules,
+    now: Now,
+) -> Result<VerifiedRequest, Refusal> {
+    let data = secure_data(routed.transport())?;
+    let secure = SecureRequest::decode(&data, rules.verifier.limits())?;
+    Ok(rules.verifier.verify(secure, now)?)
+}
+
+/// The secure request or reply a transport carries.
+fn secure_data(transport: &RelayTransport<'_>) -> Result<Vec<u8>, Refusal> {
+    decode_base64_lenient(transport.data()).map_err(|err| {
+        Refusal::Malformed(DecodeError::field(
+            Layer::Transport,
+            "data",
+            format!("is not base64: {err}"),
+        ))
+    })
+}
+
+/// One collective's share of a re-signed request.
+#[derive(Debug)]
+pub struct Resigned {
+    /// Who asked and who acts.
+    pub identity: MappedIdentity,
+    /// What to publish.
+    pub egress: Vec<Egress>,
+}
+
+/// Maps the caller into the collective behind `destination`, re-signs there, and builds the
+/// publishes: headers as in pass-through, targets renamed to the collective's internal name.
+pub fn resign_for(
+    routed: &RoutedRequest<'_>,
+    verified: &VerifiedRequest,
+    destination: &Destination,
+    targets: &[String],
+    (cluster, rules): (&ClusterRules, &ResignRules),
+    (inbound, outbound): (&str, &str),
+    now: Now,
+) -> Result<Resigned, Refusal> {
+    let collective = destination.network();
+    let target = rules
+        .targets
+        .get(collective)
+        .ok_or_else(|| Refusal::NotMember(format!("{collective} (no privileged signer for it)")))?;
+    let (callerid, rule) = match rules
+        .identity
+        .map(&rules.realm, verified.caller(), collective)
+    {
+        Mapping::Mapped { callerid, rule } => (callerid, rule),
+        Mapping::Denied(denial) => return Err(Refusal::Identity(denial)),
+    };
+    let resign = Resign {
+        callerid: &callerid,
+        collective: &target.internal_name,
+        filter: &verified.request().envelope.filter,
+        max_ttl: rules.max_ttl,
+    };
+    let secure = resign
+        .sign(verified, &target.signer, now)
+        .map_err(|e| Refusal::ResignFailed(e.to_string()))?;
+    let transport = routed.transport().with_data(&secure.encode());
+    let renamed: Vec<String> = targets
+        .iter()
+        .map(|subject| rename_target(subject, &target.internal_name))
+        .collect();
+    let egress = routed.egress_with(
+        &transport,
+        destination,
+        &renamed,
+        cluster,
+        inbound,
+        outbound,
+    );
+    Ok(Resigned {
+        identity: MappedIdentity {
+            source_realm: rules.realm.clone(),
+            source_caller: verified.caller().as_str().to_string(),
+            source_signer: verified.signer().to_string(),
+            source_privileged: verified.privileged(),
+            target_collective: collective.to_string(),
+            target_caller: callerid.as_str().to_string(),
+            rule,
+        },
+        egress,
+    })
+}
+
+/// `<collective>.<rest>` as `<internal>.<rest>`; targets were parsed when the request was routed.
+fn rename_target(subject: &str, internal: &str) -> String {
+    match Target::parse(subject) {
+        Some(target) => format!("{internal}{}", &subject[target.collective().len()..]),
+        None => subject.to_string(),
+    }
+}
+
+/// A reply on `choria.federation.<cluster>.collective` in resign mode: as in pass-through, plus
+/// the secure reply must decode with a good hash, and carry the request id its federation header
+/// names; it is re-encoded with a fresh hash. Returns the client's reply subject.
+pub fn route_reply(
+    bytes: &[u8],
+    rules: &ClusterRules,
+    inbound: &str,
+    outbound: &str,
+) -> Result<(String, Vec<u8>), Refusal> {
+    let mut transport = RelayTransport::decode(bytes, &rules.limits)?;
+    let federation = transport
+        .headers
+        .federation
+        .take()
+        .ok_or(Refusal::NotFederated)?;
+    let req = federation.req.ok_or(Refusal::MissingRequestId)?;
+    let reply_to = federation.reply_to.ok_or(Refusal::MissingReplyTo)?;
+    if !is_reply_subject(&reply_to) {
+        return Err(Refusal::BadReplyTo(reply_to));
+    }
+    let secure = SecureReply::decode(&secure_data(&transport)?, &rules.limits)?;
+    let reply = secure.reply(&rules.limits)?;
+    if reply.envelope.requestid != req {
+        return Err(Refusal::ReplyMismatch {
+            reply: reply.envelope.requestid,
+            header: req,
+        });
+    }
+    let fresh = SecureReply::new(Reply::new(reply.message, reply.envelope).encode_string());
+    let mut out = transport.with_data(&fresh.encode());
+    out.headers.record_hop(inbound, &rules.label, outbound);
+    Ok((reply_to, out.encode()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::federation::transform::hop_label;
+    use crate::wire::choria_v1::{
+        FederationHeader, ReplyEnvelope, SecureReply, Transport, TransportHeaders,
+    };
+
+    const REQ: &str = "6a6f3a2c1e8b4e0f9d1b2c3d4e5f6a7b";
+    const CLIENT_REPLY: &str =
+        "london.reply.0123456789abcdef0123456789abcdef.6a6f3a2c1e8b4e0f9d1b2c3d4e5f6a7b";
+
+    fn rules() -> ClusterRules {
+        ClusterRules {
+            cluster: "prod".into(),
+            routes: BTreeMap::new(),
+            max_hops: 4,
+            max_targets: 3,
+            label: hop_label("fb1", "prod"),
+            limits: Limits::default(),
+            resign: None,
+        }
+    }
+
+    fn reply(requestid: &str, header_req: &str) -> Transport {
+        let envelope = ReplyEnvelope {
+            requestid: requestid.into(),
+            senderid: "node1".into(),
+            agent: "rpcutil".into(),
+            time: 1_780_000_001,
+        };
+        let secure =
+            SecureReply::new(Reply::new(r#"{"statuscode":0}"#.into(), envelope).encode_string());
+        let headers = TransportHeaders {
+            mc_sender: Some("node1".into()),
+            federation: Some(FederationHeader {
+                req: Some(header_req.into()),
+                reply_to: Some(CLIENT_REPLY.into()),
+                target: Vec::new(),
+            }),
+            ..TransportHeaders::default()
+        };
+        Transport::new(secure.encode(), headers)
+    }
+
+    #[test]
+    fn replies_are_checked_and_re_encoded_for_the_client() {
+        let (reply_to, out) = route_reply(
+            &reply(REQ, REQ).encode(),
+            &rules(),
+            "nats://l:1",
+            "nats://f:1",
+        )
+        .unwrap();
+        assert_eq!(reply_to, CLIENT_REPLY);
+        let out = Transport::decode(&out, &Limits::default()).unwrap();
+        assert!(out.headers.federation.is_none());
+        assert_eq!(
+            out.headers.seen_by.last().unwrap()[1],
+            hop_label("fb1", "prod")
+        );
+        let secure = SecureReply::decode(&out.data, &Limits::default()).unwrap();
+        assert_eq!(
+            secure.reply(&Limits::default()).unwrap().envelope.requestid,
+            REQ
+        );
+    }
+
+    #[test]
+    fn replies_for_another_request_or_with_a_bad_hash_are_refused() {
+        let other = "ffffffffffffffffffffffffffffffff";
+        let err = route_reply(&reply(other, REQ).encode(), &rules(), "a", "b").unwrap_err();
+        assert_eq!(err.reason(), "reply_mismatch");
+        assert!(err.to_string().contains(other), "{err}");
+
+        let mut tampered = reply(REQ, REQ);
+        let mut secure: serde_json::Value = serde_json::from_slice(&tampered.data).unwrap();
+        secure["hash"] = "AAAA".into();
+        tampered.data = serde_json::to_vec(&secure).unwrap();
+        let err = route_reply(&tampered.encode(), &rules(), "a", "b").unwrap_err();
+        assert_eq!(err.reason(), "malformed");
+        assert!(err.to_string().contains("hash"), "{err}");
+    }
+}
