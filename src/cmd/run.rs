@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use fedgate::config::Config;
+use fedgate::config::{Config, FederationMode};
 use fedgate::federation::{Broker, BrokerOptions};
 use fedgate::wire::Limits;
 use tokio_util::sync::CancellationToken;
@@ -61,6 +61,17 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         stats_interval: config.instance.stats_interval(),
         limits: Limits::default(),
     };
+    let resigning: Vec<&str> = config
+        .served_federations()
+        .into_iter()
+        .filter(|name| config.federations[*name].mode == FederationMode::Resign)
+        .collect();
+    if !resigning.is_empty() && config.identity_rules()?.is_empty() {
+        tracing::warn!(
+            federations = %resigning.join(", "),
+            "resign mode without identity rules: every caller will be denied; set [identity] rules"
+        );
+    }
     let broker = Broker::start(&config, options).await?;
     eprintln!(
         "fedgate {instance}: serving federations {}",
