@@ -23,7 +23,7 @@ pub mod patterns_defaults {
     pub use super::patterns::{DEFAULT_ALLOWLIST as ALLOWLIST, DEFAULT_PRIVILEGED as PRIVILEGED};
 }
 pub use refusal::{Reason, VerifyError};
-pub use resign::{Resign, resigned_ttl};
+pub use resign::{Resign, resigned_window};
 pub use tls_identity::{
     IdentityError, check_identity, check_key_mode, check_key_pair, check_privileged_signer,
 };

@@ -204,4 +204,26 @@ mod tests {
         );
         assert_eq!(resigned.identity.rule.index, 1);
     }
+
+    #[test]
+    fn a_broadcast_target_must_name_the_signed_agent() {
+        let now = Now::system();
+        let mut fx = fixture(RsaKeySize::_2048, now).unwrap();
+        let wire = String::from_utf8(fx.wire.clone()).unwrap();
+        fx.wire = wire
+            .replace(
+                "london.broadcast.agent.rpcutil",
+                "london.broadcast.agent.echo",
+            )
+            .into_bytes();
+        let routed = route_request(&fx.wire, &fx.cluster).unwrap();
+        let err = resign::verify(&routed, &fx.rules, now).unwrap_err();
+        assert_eq!(err.reason(), "target_agent_mismatch", "{err}");
+        // A node target carries no agent, so it passes this check.
+        fx.wire = wire
+            .replace("london.broadcast.agent.rpcutil", "london.node.n1")
+            .into_bytes();
+        let routed = route_request(&fx.wire, &fx.cluster).unwrap();
+        assert!(resign::verify(&routed, &fx.rules, now).is_ok());
+    }
 }

@@ -88,7 +88,20 @@ pub fn verify(
 ) -> Result<VerifiedRequest, Refusal> {
     let data = secure_data(routed.transport())?;
     let secure = SecureRequest::decode(&data, rules.verifier.limits())?;
-    Ok(rules.verifier.verify(secure, now)?)
+    let verified = rules.verifier.verify(secure, now)?;
+    // Targets are unsigned headers: a broadcast may only go to the agent the caller signed for.
+    let agent = &verified.request().envelope.agent;
+    for target in routed.groups().values().flatten() {
+        if let Some(Target::Broadcast { agent: named, .. }) = Target::parse(target)
+            && named != agent
+        {
+            return Err(Refusal::TargetAgent {
+                target: target.clone(),
+                agent: agent.clone(),
+            });
+        }
+    }
+    Ok(verified)
 }
 
 /// The secure request or reply a transport carries.

@@ -85,6 +85,14 @@ pub enum Refusal {
         /// `federation.req`.
         header: String,
     },
+    /// A broadcast target names another agent than the signed request (resign mode).
+    #[error("target agent mismatch: {target:?} is not for the signed agent {agent:?}")]
+    TargetAgent {
+        /// The target subject.
+        target: String,
+        /// The agent in the signed envelope.
+        agent: String,
+    },
     /// Signing the re-built request failed.
     #[error("resign failed: {0}")]
     ResignFailed(String),
@@ -92,7 +100,7 @@ pub enum Refusal {
 
 impl Refusal {
     /// Every reason code, for counters, in [`Refusal::index`] order.
-    pub const REASONS: [&'static str; 26] = [
+    pub const REASONS: [&'static str; 28] = [
         "malformed",
         "not_federated",
         "missing_request_id",
@@ -119,6 +127,8 @@ impl Refusal {
         "bad_mapping",
         "reply_mismatch",
         "resign_failed",
+        "bad_caller",
+        "target_agent_mismatch",
     ];
 
     /// Position of this refusal's reason in [`Refusal::REASONS`].
@@ -153,6 +163,8 @@ impl Refusal {
             Refusal::Identity(Denial::BadResult { .. }) => 23,
             Refusal::ReplyMismatch { .. } => 24,
             Refusal::ResignFailed(_) => 25,
+            Refusal::Identity(Denial::UnverifiedText { .. }) => 26,
+            Refusal::TargetAgent { .. } => 27,
         }
     }
 

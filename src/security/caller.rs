@@ -54,6 +54,12 @@ impl CallerId {
         &self.raw[self.kind_end + 1..self.identity_end]
     }
 
+    /// True when the caller id is exactly `<kind>=<name>`, with nothing after the name. Choria
+    /// ignores such trailing text, so no certificate vouches for it.
+    pub fn is_exact(&self) -> bool {
+        self.identity_end == self.raw.len()
+    }
+
     /// The caller id of a certificate user, `choria=<certname>`.
     pub fn for_certname(certname: &str) -> Result<Self, InvalidCallerId> {
         Self::parse(&format!("choria={certname}"))

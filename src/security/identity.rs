@@ -116,6 +116,14 @@ pub enum Denial {
         /// Target collective.
         to: String,
     },
+    /// The verified caller id carries text after its name, which no certificate vouches for.
+    #[error(
+        "caller id {caller:?} has text after <kind>=<name>, which its certificate does not vouch for"
+    )]
+    UnverifiedText {
+        /// Verified caller id, with the trailing text.
+        caller: String,
+    },
     /// The template produced something that is not a caller id.
     #[error("{rule} maps {caller} to {produced:?}, which is not a <kind>=<name> caller id")]
     BadResult {
@@ -129,19 +137,21 @@ pub enum Denial {
 }
 
 impl Denial {
-    /// A stable word for counters and audit: `unmapped`, `identity_denied` or `bad_mapping`.
+    /// A stable word for counters and audit: `unmapped`, `identity_denied`, `bad_mapping` or
+    /// `bad_caller`.
     pub fn reason(&self) -> &'static str {
         match self {
             Denial::NoRule { .. } => "unmapped",
             Denial::DenyRule { .. } => "identity_denied",
             Denial::BadResult { .. } => "bad_mapping",
+            Denial::UnverifiedText { .. } => "bad_caller",
         }
     }
 
     /// The rule that decided, if one did.
     pub fn rule(&self) -> Option<&RuleRef> {
         match self {
-            Denial::NoRule { .. } => None,
+            Denial::NoRule { .. } | Denial::UnverifiedText { .. } => None,
             Denial::DenyRule { rule, .. } | Denial::BadResult { rule, .. } => Some(rule),
         }
     }
@@ -268,8 +278,16 @@ impl IdentityRules {
 
     /// Maps a verified caller of realm `from` into collective `to`: the first matching rule
     /// decides; no match denies.
+    ///
+    /// A caller id with text after its name is denied before any rule is tried: the certificate
+    /// vouches only for `<kind>=<name>`, so rules must never match on the rest.
     pub fn map(&self, from: &str, caller: &CallerId, to: &str) -> Mapping {
         let id = caller.as_str();
+        if !caller.is_exact() {
+            return Mapping::Denied(Denial::UnverifiedText {
+                caller: id.to_string(),
+            });
+        }
         for (i, rule) in self.rules.iter().enumerate() {
             if rule.from != from || !rule.to.iter().any(|t| t == to) {
                 continue;
@@ -291,12 +309,10 @@ impl IdentityRules {
                 Outcome::Map(template) => {
                     let produced = template.expand(&groups);
                     match CallerId::parse(&produced) {
-                        Ok(callerid) if callerid.as_str().len() == callerid_len(&callerid) => {
-                            Mapping::Mapped {
-                                callerid,
-                                rule: rule_ref,
-                            }
-                        }
+                        Ok(callerid) if callerid.is_exact() => Mapping::Mapped {
+                            callerid,
+                            rule: rule_ref,
+                        },
                         _ => Mapping::Denied(Denial::BadResult {
                             rule: rule_ref,
                             caller: id.to_string(),
@@ -312,13 +328,6 @@ impl IdentityRules {
             to: to.to_string(),
         })
     }
-}
-
-/// Length of the `<kind>=<name>` part of a caller id. A mapped id must be exactly that: Choria
-/// ignores anything after the name's first illegal character, and fedgate will not sign such an
-/// id into being.
-fn callerid_len(caller: &CallerId) -> usize {
-    caller.kind().len() + 1 + caller.identity().len()
 }
 
 impl Matcher {
@@ -593,23 +602,41 @@ as = "choria=$1.edge"
         // Unanchored, `choria=(..)\.ops\.mcollective` would match inside a longer id.
         let d = map("prod", "choria=x.ops.mcollective.evil", "london");
         assert!(matches!(d, Mapping::Denied(Denial::NoRule { .. })), "{d:?}");
-        let d = map("edge", "upx=dave", "london");
+        let d = map("edge", "xup=dave", "london");
         assert!(matches!(d, Mapping::Denied(Denial::NoRule { .. })), "{d:?}");
+    }
+
+    #[test]
+    fn text_after_the_verified_name_never_reaches_a_rule() {
+        // eve.choria's certificate vouches for `choria=eve.choria` only; the rest must not let
+        // the caller match `choria=*.mcollective` (rule-hijacking by suffix).
+        let rules = IdentityRules::parse(
+            "[[rule]]\nfrom = \"prod\"\nto = [\"tokyo\"]\nglob = \"choria=*.mcollective\"\nas = \"choria=robert.mcollective\"\n",
+            "f",
+        )
+        .unwrap();
+        let caller = CallerId::parse("choria=eve.choria@x.mcollective").unwrap();
+        assert_eq!(caller.identity(), "eve.choria");
+        let m = rules.map("prod", &caller, "tokyo");
+        match m {
+            Mapping::Denied(d) => assert_eq!(d.reason(), "bad_caller", "{d}"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
     fn a_template_that_yields_an_unusable_caller_id_denies() {
         let rules = IdentityRules::parse(
-            "[[rule]]\nfrom = \"edge\"\nto = [\"london\"]\nglob = \"up=*\"\nas = \"choria=$1\"\n",
+            "[[rule]]\nfrom = \"edge\"\nto = [\"london\"]\nglob = \"up=*\"\nas = \"choria=$1 (ops)\"\n",
             "f.toml",
         )
         .unwrap();
-        // `up=a.b c` parses as a caller id (Choria stops at the space) but maps to "choria=a.b c".
-        let m = rules.map("edge", &CallerId::parse("up=a.b c").unwrap(), "london");
+        // "choria=dave (ops)" parses as a caller id (Choria stops at the space) but is not exact.
+        let m = rules.map("edge", &CallerId::parse("up=dave").unwrap(), "london");
         match m {
             Mapping::Denied(d @ Denial::BadResult { .. }) => {
                 assert_eq!(d.reason(), "bad_mapping");
-                assert!(d.to_string().contains("\"choria=a.b c\""), "{d}");
+                assert!(d.to_string().contains("\"choria=dave (ops)\""), "{d}");
             }
             other => panic!("{other:?}"),
         }

@@ -32,10 +32,11 @@ impl Resign<'_> {
     }
 
     /// The fresh request: same id, sender, agent and payload; mapped caller, target collective,
-    /// the given filter, time `now` and [`resigned_ttl`].
+    /// the given filter, and the time and TTL of [`resigned_window`].
     pub fn request(&self, verified: &VerifiedRequest, now: Now) -> Request {
         let original = verified.request();
         let env = &original.envelope;
+        let (time, ttl) = resigned_window(env.time, env.ttl, now, self.max_ttl);
         Request::new(
             original.message.clone(),
             RequestEnvelope {
@@ -44,34 +45,96 @@ impl Resign<'_> {
                 callerid: self.callerid.as_str().to_string(),
                 collective: self.collective.to_string(),
                 agent: env.agent.clone(),
-                ttl: resigned_ttl(env.time, env.ttl, now, self.max_ttl),
-                time: now.unix_seconds(),
+                ttl,
+                time,
                 filter: self.filter.clone(),
             },
         )
     }
 }
 
-/// The TTL of a re-signed request stamped at `now`: what is left of the original's lifetime,
-/// capped at `max_ttl`, and at least the schema's minimum of 30 seconds (so a request re-signed
-/// in its last seconds may live up to 30 seconds longer than the original, never more).
-pub fn resigned_ttl(time: i64, ttl: i64, now: Now, max_ttl: i64) -> i64 {
-    let left = time.saturating_add(ttl).saturating_sub(now.unix_seconds());
-    left.min(max_ttl).max(MIN_TTL)
+/// The `(time, ttl)` of a request re-signed at `now`, never outliving the original.
+///
+/// Normally the time is `now` and the TTL what is left of the original's lifetime, capped at
+/// `max_ttl`. When less than the schema's minimum TTL of 30 seconds is left, the TTL is 30 and
+/// the time is set back so that the request expires exactly when the original does (Choria
+/// accepts a request while `now - ttl < time < now + ttl`).
+pub fn resigned_window(time: i64, ttl: i64, now: Now, max_ttl: i64) -> (i64, i64) {
+    let expires = time.saturating_add(ttl);
+    let at = now.unix_seconds();
+    let left = expires.saturating_sub(at);
+    if left >= MIN_TTL {
+        (at, left.min(max_ttl))
+    } else {
+        (expires.saturating_sub(MIN_TTL), MIN_TTL)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    use crate::security::check_ttl;
+    use crate::wire::choria_v1::{Filter, RequestEnvelope};
+
+    fn envelope(time: i64, ttl: i64) -> Request {
+        Request::new(
+            "{}".into(),
+            RequestEnvelope {
+                requestid: "0".repeat(32),
+                senderid: "s".into(),
+                callerid: "choria=a.mcollective".into(),
+                collective: "c".into(),
+                agent: "rpcutil".into(),
+                ttl,
+                time,
+                filter: Filter::default(),
+            },
+        )
+    }
+
     #[test]
-    fn ttl_keeps_the_remaining_lifetime_within_bounds() {
+    fn the_window_keeps_the_remaining_lifetime_within_bounds() {
         let now = Now::at_unix(1_000);
-        assert_eq!(resigned_ttl(990, 60, now, 120), 50);
-        assert_eq!(resigned_ttl(1_000, 600, now, 120), 120);
-        assert_eq!(resigned_ttl(1_000 - 59, 60, now, 120), MIN_TTL);
+        assert_eq!(resigned_window(990, 60, now, 120), (1_000, 50));
+        assert_eq!(resigned_window(1_000, 600, now, 120), (1_000, 120));
+        // 1 s left: TTL 30, time set back so both expire at 1_001.
+        assert_eq!(resigned_window(941, 60, now, 120), (971, MIN_TTL));
         // A request stamped in the future keeps its whole window, capped.
-        assert_eq!(resigned_ttl(1_030, 60, now, 300), 90);
-        assert_eq!(resigned_ttl(i64::MAX, i64::MAX, now, 300), 300);
+        assert_eq!(resigned_window(1_030, 60, now, 300), (1_000, 90));
+        assert_eq!(resigned_window(i64::MAX, i64::MAX, now, 300), (1_000, 300));
+    }
+
+    /// Whenever the original is valid at `now`, the re-signed request is valid at `now` and
+    /// stops being valid no later than the original, checked with Choria's own TTL rule.
+    #[test]
+    fn a_resigned_request_never_outlives_the_original() {
+        let start = 10_000;
+        for ttl in [30, 31, 45, 60, 61, 300, 3_600] {
+            for age in -ttl + 1..ttl {
+                let time = start - age;
+                let original = envelope(time, ttl);
+                let now = Now::at_unix(start as u64);
+                if check_ttl(&original, now).is_err() {
+                    continue;
+                }
+                let (t, l) = resigned_window(time, ttl, now, 60);
+                let resigned = envelope(t, l);
+                assert!(
+                    check_ttl(&resigned, now).is_ok(),
+                    "ttl {ttl} age {age}: ({t}, {l})"
+                );
+                assert!(l <= 60.max(MIN_TTL));
+                for later in 0..=2 * ttl {
+                    let at = Now::at_unix((start + later) as u64);
+                    if check_ttl(&original, at).is_err() {
+                        assert!(
+                            check_ttl(&resigned, at).is_err(),
+                            "ttl {ttl} age {age}: re-signed still valid {later}s on"
+                        );
+                    }
+                }
+            }
+        }
     }
 }

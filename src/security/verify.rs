@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use aws_lc_rs::digest::{SHA256, digest};
+use aws_lc_rs::digest::SHA256;
 use aws_lc_rs::signature::{RSA_PKCS1_2048_8192_SHA256, UnparsedPublicKey};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -160,7 +160,13 @@ impl Verifier {
             |err: &dyn std::fmt::Display| VerifyError::MalformedIdentity(err.to_string());
         let request = secure.request(&self.limits)?;
         let caller = CallerId::parse(&request.envelope.callerid).map_err(|e| malformed(&e))?;
-        let signer = self.trusted_signer(&secure.pubcert, now)?;
+        let chain = CertChain::from_pem(&secure.pubcert, "pubcert", self.limits.max_chain_certs)
+            .map_err(|e| malformed(&e))?;
+        let key = chain_key(&chain);
+        let (signer, learnt) = match self.remembered(&key, now) {
+            Some(signer) => (signer, false),
+            None => (self.check_chain(&chain, now)?, true),
+        };
         let info = &signer.info;
         if !signer.privileged {
             self.check_caller_name(&caller, info)?;
@@ -177,33 +183,34 @@ impl Verifier {
                 ))
             })?;
 
-        Ok(SignedRequest {
+        let result = SignedRequest {
             signer: certname(info).to_string(),
             privileged: signer.privileged,
             secure,
             request,
             caller,
-        })
+        };
+        // Only a chain that has signed a valid request is remembered, so junk cannot evict
+        // real signers.
+        if learnt {
+            self.trusted.0.insert(key, signer);
+        }
+        Ok(result)
     }
 
-    /// The signer of `pubcert`: from the cache while every certificate in its chain is valid at
-    /// `now`, else parsed, chain-checked against the CA and key-checked, then cached.
-    fn trusted_signer(&self, pubcert: &str, now: Now) -> Result<Arc<TrustedSigner>, VerifyError> {
-        let key: [u8; 32] = digest(&SHA256, pubcert.as_bytes())
-            .as_ref()
-            .try_into()
-            .unwrap_or([0; 32]);
+    /// A remembered signer whose chain is valid at `now`.
+    fn remembered(&self, key: &[u8; 32], now: Now) -> Option<Arc<TrustedSigner>> {
         let at = now.unix_seconds();
-        if let Some(signer) = self.trusted.0.get(&key)
-            && signer.valid_from <= at
-            && at <= signer.valid_until
-        {
-            return Ok(signer);
-        }
+        self.trusted
+            .0
+            .get(key)
+            .filter(|signer| signer.valid_from <= at && at <= signer.valid_until)
+    }
+
+    /// Chain-checks `chain` against the CA at `now` and reads what it says about its leaf.
+    fn check_chain(&self, chain: &CertChain, now: Now) -> Result<Arc<TrustedSigner>, VerifyError> {
         let malformed =
             |err: &dyn std::fmt::Display| VerifyError::MalformedIdentity(err.to_string());
-        let chain = CertChain::from_pem(pubcert, "pubcert", self.limits.max_chain_certs)
-            .map_err(|e| malformed(&e))?;
         let info = CertInfo::parse(chain.leaf(), "pubcert").map_err(|e| malformed(&e))?;
         let leaf = EndEntityCert::try_from(chain.leaf())
             .map_err(|e| malformed(&format!("pubcert: {e}")))?;
@@ -217,14 +224,12 @@ impl Verifier {
             valid_until = valid_until.min(issuer.not_after);
         }
         let privileged = info.names().any(|name| self.privileged.matches(name));
-        let signer = Arc::new(TrustedSigner {
+        Ok(Arc::new(TrustedSigner {
             privileged,
             info,
             valid_from,
             valid_until,
-        });
-        self.trusted.0.insert(key, signer.clone());
-        Ok(signer)
+        }))
     }
 
     fn check_caller_name(&self, caller: &CallerId, info: &CertInfo) -> Result<(), VerifyError> {
@@ -243,6 +248,17 @@ impl Verifier {
         }
         Ok(())
     }
+}
+
+/// The cache key of a chain: SHA-256 over its DER certificates, each prefixed by its length, so
+/// text around the PEM blocks cannot make the same chain look new.
+fn chain_key(chain: &CertChain) -> [u8; 32] {
+    let mut context = aws_lc_rs::digest::Context::new(&SHA256);
+    for cert in std::iter::once(chain.leaf()).chain(chain.intermediates()) {
+        context.update(&(cert.len() as u64).to_be_bytes());
+        context.update(cert);
+    }
+    context.finish().as_ref().try_into().unwrap_or([0; 32])
 }
 
 fn certname(info: &CertInfo) -> &str {

@@ -173,9 +173,20 @@ fn a_remembered_chain_is_rechecked_outside_its_validity_and_never_skips_the_rest
     let v = verifier(&ca);
     let now = Now::system();
     let at = now.unix_seconds();
+    // A valid chain carrying a bad signature is not remembered.
+    let mut forged = signed(&alice, "choria=alice.mcollective", at);
+    forged.message = forged.message.replace("ping", "pong");
+    let err = v.verify(forged, now).unwrap_err();
+    assert_eq!(err.reason(), Reason::BadSignature);
+    assert_eq!(v.trusted.0.len(), 0, "a failed request teaches nothing");
     v.verify(signed(&alice, "choria=alice.mcollective", at), now)
         .unwrap();
     assert_eq!(v.trusted.0.len(), 1, "the chain is remembered");
+    // Text around the PEM block does not make the same chain a new entry.
+    let mut padded = signed(&alice, "choria=alice.mcollective", at);
+    padded.pubcert = format!("junk 1\n{}\njunk 2\n", padded.pubcert);
+    v.verify(padded, now).unwrap();
+    assert_eq!(v.trusted.0.len(), 1);
     // Same chain: the caller name, the signature and the TTL are still checked every time.
     let err = v
         .verify(signed(&alice, "choria=bob.mcollective", at), now)
