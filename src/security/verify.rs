@@ -6,8 +6,8 @@
 
 use std::sync::Arc;
 
-use aws_lc_rs::digest::SHA256;
-use aws_lc_rs::signature::{RSA_PKCS1_2048_8192_SHA256, UnparsedPublicKey};
+use aws_lc_rs::digest::{SHA256, digest};
+use aws_lc_rs::signature::{ParsedPublicKey, RSA_PKCS1_2048_8192_SHA256};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use webpki::EndEntityCert;
@@ -106,6 +106,8 @@ impl std::fmt::Debug for TrustedChains {
 /// What a verified chain decided about its leaf, and until when.
 struct TrustedSigner {
     info: CertInfo,
+    /// The leaf's RSA key, parsed once.
+    key: ParsedPublicKey,
     privileged: bool,
     valid_from: i64,
     valid_until: i64,
@@ -160,12 +162,15 @@ impl Verifier {
             |err: &dyn std::fmt::Display| VerifyError::MalformedIdentity(err.to_string());
         let request = secure.request(&self.limits)?;
         let caller = CallerId::parse(&request.envelope.callerid).map_err(|e| malformed(&e))?;
-        let chain = CertChain::from_pem(&secure.pubcert, "pubcert", self.limits.max_chain_certs)
-            .map_err(|e| malformed(&e))?;
-        let key = chain_key(&chain);
+        let key = pubcert_key(&secure.pubcert);
         let (signer, learnt) = match self.remembered(&key, now) {
             Some(signer) => (signer, false),
-            None => (self.check_chain(&chain, now)?, true),
+            None => {
+                let chain =
+                    CertChain::from_pem(&secure.pubcert, "pubcert", self.limits.max_chain_certs)
+                        .map_err(|e| malformed(&e))?;
+                (self.check_chain(&chain, now)?, true)
+            }
         };
         let info = &signer.info;
         if !signer.privileged {
@@ -174,8 +179,9 @@ impl Verifier {
         check_signer_key(info)?;
         let signature = decode_base64_lenient(&secure.signature)
             .map_err(|err| VerifyError::BadSignature(format!("signature is not base64: {err}")))?;
-        UnparsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA256, &info.public_key)
-            .verify(secure.signed_bytes(), &signature)
+        signer
+            .key
+            .verify_sig(secure.signed_bytes(), &signature)
             .map_err(|_| {
                 VerifyError::BadSignature(format!(
                     "the message is not signed by {} (RSA PKCS#1 v1.5 SHA-256 over the message bytes)",
@@ -224,8 +230,16 @@ impl Verifier {
             valid_until = valid_until.min(issuer.not_after);
         }
         let privileged = info.names().any(|name| self.privileged.matches(name));
+        let key =
+            ParsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA256, &info.public_key).map_err(|err| {
+                VerifyError::InvalidCertificate(format!(
+                    "{} has an unusable RSA key: {err}",
+                    certname(&info)
+                ))
+            })?;
         Ok(Arc::new(TrustedSigner {
             privileged,
+            key,
             info,
             valid_from,
             valid_until,
@@ -250,15 +264,14 @@ impl Verifier {
     }
 }
 
-/// The cache key of a chain: SHA-256 over its DER certificates, each prefixed by its length, so
-/// text around the PEM blocks cannot make the same chain look new.
-fn chain_key(chain: &CertChain) -> [u8; 32] {
-    let mut context = aws_lc_rs::digest::Context::new(&SHA256);
-    for cert in std::iter::once(chain.leaf()).chain(chain.intermediates()) {
-        context.update(&(cert.len() as u64).to_be_bytes());
-        context.update(cert);
-    }
-    context.finish().as_ref().try_into().unwrap_or([0; 32])
+/// The cache key of a `pubcert`: the SHA-256 of its text. The same text always parses to the
+/// same chain; other text around the same certificates only makes another entry, and entries
+/// are added only after a valid signature, so only a caller who can sign can add them.
+fn pubcert_key(pubcert: &str) -> [u8; 32] {
+    digest(&SHA256, pubcert.as_bytes())
+        .as_ref()
+        .try_into()
+        .unwrap_or([0; 32])
 }
 
 fn certname(info: &CertInfo) -> &str {

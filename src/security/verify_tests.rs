@@ -182,10 +182,14 @@ fn a_remembered_chain_is_rechecked_outside_its_validity_and_never_skips_the_rest
     v.verify(signed(&alice, "choria=alice.mcollective", at), now)
         .unwrap();
     assert_eq!(v.trusted.0.len(), 1, "the chain is remembered");
-    // Text around the PEM block does not make the same chain a new entry.
+    // Padded text with a forged signature verifies its chain but is not remembered.
     let mut padded = signed(&alice, "choria=alice.mcollective", at);
     padded.pubcert = format!("junk 1\n{}\njunk 2\n", padded.pubcert);
-    v.verify(padded, now).unwrap();
+    padded.signature = signed(&alice, "choria=alice.mcollective", at - 1).signature;
+    assert_eq!(
+        v.verify(padded, now).unwrap_err().reason(),
+        Reason::BadSignature
+    );
     assert_eq!(v.trusted.0.len(), 1);
     // Same chain: the caller name, the signature and the TTL are still checked every time.
     let err = v
