@@ -78,7 +78,7 @@ impl std::ops::Deref for VerifiedRequest {
 
 /// Checks secure requests against one realm's CA and name rules.
 ///
-/// Chains that verified are remembered by the SHA-256 of their PEM, with the period in which
+/// Chains that signed a valid request are remembered by the SHA-256 of their PEM, with the period in which
 /// every certificate in them is valid, so a known signer costs one signature check. Inside that
 /// period the chain check cannot come out differently: the CA bundle never changes and webpki's
 /// result depends only on the certificates and the time. Clones share the cache.
@@ -106,8 +106,9 @@ impl std::fmt::Debug for TrustedChains {
 /// What a verified chain decided about its leaf, and until when.
 struct TrustedSigner {
     info: CertInfo,
-    /// The leaf's RSA key, parsed once.
-    key: ParsedPublicKey,
+    /// The leaf's RSA key, parsed once; `None` when aws-lc-rs refuses it, which
+    /// `check_signer_key` reports first.
+    key: Option<ParsedPublicKey>,
     privileged: bool,
     valid_from: i64,
     valid_until: i64,
@@ -179,9 +180,10 @@ impl Verifier {
         check_signer_key(info)?;
         let signature = decode_base64_lenient(&secure.signature)
             .map_err(|err| VerifyError::BadSignature(format!("signature is not base64: {err}")))?;
-        signer
-            .key
-            .verify_sig(secure.signed_bytes(), &signature)
+        let public_key = signer.key.as_ref().ok_or_else(|| {
+            VerifyError::InvalidCertificate(format!("{} has an unusable RSA key", certname(info)))
+        })?;
+        public_key.verify_sig(secure.signed_bytes(), &signature)
             .map_err(|_| {
                 VerifyError::BadSignature(format!(
                     "the message is not signed by {} (RSA PKCS#1 v1.5 SHA-256 over the message bytes)",
@@ -230,13 +232,7 @@ impl Verifier {
             valid_until = valid_until.min(issuer.not_after);
         }
         let privileged = info.names().any(|name| self.privileged.matches(name));
-        let key =
-            ParsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA256, &info.public_key).map_err(|err| {
-                VerifyError::InvalidCertificate(format!(
-                    "{} has an unusable RSA key: {err}",
-                    certname(&info)
-                ))
-            })?;
+        let key = ParsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA256, &info.public_key).ok();
         Ok(Arc::new(TrustedSigner {
             privileged,
             key,
