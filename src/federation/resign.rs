@@ -11,11 +11,13 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::transform::{ClusterRules, Destination, Egress, Refusal, RoutedRequest};
+use super::transform::{
+    ClusterRules, Destination, Egress, Refusal, RoutedRequest, take_reply_header,
+};
 use crate::config::Config;
 use crate::security::identity::{IdentityRules, MappedIdentity, Mapping};
 use crate::security::{Now, Resign, Signer, VerifiedRequest, Verifier};
-use crate::subjects::{Target, is_reply_subject};
+use crate::subjects::Target;
 use crate::wire::choria_v1::{RelayTransport, Reply, SecureReply, SecureRequest};
 use crate::wire::{DecodeError, Layer, Limits, decode_base64_lenient};
 
@@ -201,16 +203,7 @@ pub fn route_reply(
     outbound: &str,
 ) -> Result<(String, Vec<u8>), Refusal> {
     let mut transport = RelayTransport::decode(bytes, &rules.limits)?;
-    let federation = transport
-        .headers
-        .federation
-        .take()
-        .ok_or(Refusal::NotFederated)?;
-    let req = federation.req.ok_or(Refusal::MissingRequestId)?;
-    let reply_to = federation.reply_to.ok_or(Refusal::MissingReplyTo)?;
-    if !is_reply_subject(&reply_to) {
-        return Err(Refusal::BadReplyTo(reply_to));
-    }
+    let (req, reply_to) = take_reply_header(&mut transport)?;
     let secure = SecureReply::decode(&secure_data(&transport)?, &rules.limits)?;
     let reply = secure.reply(&rules.limits)?;
     if reply.envelope.requestid != req {

@@ -461,22 +461,30 @@ pub fn route_reply(
     outbound: &str,
 ) -> Result<(String, Vec<u8>), Refusal> {
     let mut transport = RelayTransport::decode(bytes, &rules.limits)?;
+    let (_, reply_to) = take_reply_header(&mut transport)?;
+    transport
+        .headers
+        .record_hop(inbound, &rules.label, outbound);
+    Ok((reply_to, transport.encode()))
+}
+
+/// Removes the federation header of a member's reply and returns its request id and the
+/// client's reply subject, refusing a header without either or a subject outside the reply
+/// space.
+pub(super) fn take_reply_header(
+    transport: &mut RelayTransport<'_>,
+) -> Result<(String, String), Refusal> {
     let federation = transport
         .headers
         .federation
         .take()
         .ok_or(Refusal::NotFederated)?;
-    if federation.req.is_none() {
-        return Err(Refusal::MissingRequestId);
-    }
+    let req = federation.req.ok_or(Refusal::MissingRequestId)?;
     let reply_to = federation.reply_to.ok_or(Refusal::MissingReplyTo)?;
     if !is_reply_subject(&reply_to) {
         return Err(Refusal::BadReplyTo(reply_to));
     }
-    transport
-        .headers
-        .record_hop(inbound, &rules.label, outbound);
-    Ok((reply_to, transport.encode()))
+    Ok((req, reply_to))
 }
 
 /// Validates a reply that a member federation's broker sent to
