@@ -9,7 +9,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use super::resign::{self, ResignRules};
+use super::resign;
 use super::stats::{ClusterStats, Direction};
 use super::transform::{
     ClusterRules, Refusal, RoutedRequest, route_chained_reply, route_reply, route_request,
@@ -111,6 +111,9 @@ impl Worker {
     }
 }
 
+/// Relays one federated request. In resign mode the request is verified once, then mapped and
+/// re-signed per destination collective; a caller denied in one collective still reaches the
+/// others its rules allow.
 async fn relay_request(ctx: &ClusterContext, message: &Message) {
     let started = Instant::now();
     ctx.stats.received(Direction::Request);
@@ -118,9 +121,14 @@ async fn relay_request(ctx: &ClusterContext, message: &Message) {
         Ok(routed) => routed,
         Err(refusal) => return refuse(ctx, Direction::Request, &refusal),
     };
-    if let Some(rules) = &ctx.rules.resign {
-        return relay_resigned(ctx, rules, &routed, started).await;
-    }
+    let now = Now::system();
+    let resign = match &ctx.rules.resign {
+        Some(rules) => match resign::verify(&routed, rules, now) {
+            Ok(verified) => Some((rules.as_ref(), verified)),
+            Err(refusal) => return refuse(ctx, Direction::Request, &refusal),
+        },
+        None => None,
+    };
     let inbound = connected_server(&ctx.federation);
     for (destination, targets) in routed.groups() {
         // Every destination network is connected at start-up (`Broker::start`).
@@ -129,7 +137,32 @@ async fn relay_request(ctx: &ClusterContext, message: &Message) {
             continue;
         };
         let outbound = connected_server(client);
-        for egress in routed.egress(destination, targets, &ctx.rules, &inbound, &outbound) {
+        let egress = match &resign {
+            None => routed.egress(destination, targets, &ctx.rules, &inbound, &outbound),
+            Some((rules, verified)) => {
+                let hops = (inbound.as_str(), outbound.as_str());
+                match resign::resign_for(
+                    &routed,
+                    verified,
+                    destination,
+                    targets,
+                    (&ctx.rules, rules),
+                    hops,
+                    now,
+                ) {
+                    Ok(resigned) => {
+                        tracing::debug!(cluster = %ctx.rules.cluster, req = routed.request_id(), identity = ?resigned.identity, "re-signed request");
+                        resigned.egress
+                    }
+                    Err(refusal) => {
+                        log_denial(ctx, &routed, &refusal);
+                        refuse(ctx, Direction::Request, &refusal);
+                        continue;
+                    }
+                }
+            }
+        };
+        for egress in egress {
             let payload = Bytes::from(egress.payload);
             for subject in egress.subjects {
                 publish(ctx, Direction::Request, client, subject, payload.clone()).await;
@@ -140,60 +173,18 @@ async fn relay_request(ctx: &ClusterContext, message: &Message) {
     ctx.stats.timed(Direction::Request, started.elapsed());
 }
 
-/// Resign mode: verify once, then map and re-sign per destination collective. A caller denied in
-/// one collective still reaches the others its rules allow.
-async fn relay_resigned(
-    ctx: &ClusterContext,
-    rules: &ResignRules,
-    routed: &RoutedRequest<'_>,
-    started: Instant,
-) {
-    let now = Now::system();
-    let verified = match resign::verify(routed, rules, now) {
-        Ok(verified) => verified,
-        Err(refusal) => return refuse(ctx, Direction::Request, &refusal),
-    };
-    let inbound = connected_server(&ctx.federation);
-    for (destination, targets) in routed.groups() {
-        let Some(client) = ctx.networks.get(destination.network()) else {
-            ctx.stats.error(Direction::Request);
-            continue;
-        };
-        let outbound = connected_server(client);
-        let resigned = resign::resign_for(
-            routed,
-            &verified,
-            destination,
-            targets,
-            (&ctx.rules, rules),
-            (&inbound, &outbound),
-            now,
+/// Logs a mapping denial at warn level, with the rule that decided; other refusals are only
+/// counted (and logged at debug by [`refuse`]).
+fn log_denial(ctx: &ClusterContext, routed: &RoutedRequest<'_>, refusal: &Refusal) {
+    if let Refusal::Identity(denial) = refusal {
+        tracing::warn!(
+            cluster = %ctx.rules.cluster,
+            req = routed.request_id(),
+            reason = denial.reason(),
+            rule = denial.rule().map(|r| r.to_string()),
+            "{}", clip(&denial.to_string()),
         );
-        let resigned = match resigned {
-            Ok(resigned) => resigned,
-            Err(refusal) => {
-                if let Refusal::Identity(denial) = &refusal {
-                    tracing::warn!(
-                        cluster = %ctx.rules.cluster,
-                        req = routed.request_id(),
-                        reason = denial.reason(),
-                        rule = denial.rule().map(|r| r.to_string()),
-                        "{}", clip(&denial.to_string()),
-                    );
-                }
-                refuse(ctx, Direction::Request, &refusal);
-                continue;
-            }
-        };
-        tracing::debug!(cluster = %ctx.rules.cluster, req = routed.request_id(), identity = ?resigned.identity, "re-signed request");
-        for egress in resigned.egress {
-            let payload = Bytes::from(egress.payload);
-            for subject in egress.subjects {
-                publish(ctx, Direction::Request, client, subject, payload.clone()).await;
-            }
-        }
     }
-    ctx.stats.timed(Direction::Request, started.elapsed());
 }
 
 async fn publish(
