@@ -4,12 +4,10 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use fedgate::client::{RpcCall, RpcClient};
 use fedgate::federation::stats::ClusterSnapshot;
-use fedgate::security::{CallerId, Signer};
 use fedgate::wire::Limits;
 use fedgate::wire::choria_v1::Transport;
 use futures::StreamExt;
@@ -52,16 +50,7 @@ impl Topology {
 
     /// A client on the federation network, signing as prod's alice (trusted by both fleets).
     async fn client(&self) -> RpcClient {
-        let alice = user("prod", "alice");
-        let signer = Arc::new(Signer::from_files(&alice.cert, &alice.key).unwrap());
-        let caller = CallerId::for_certname(signer.certname()).unwrap();
-        RpcClient::new(
-            self.prod.connect_as("alice").await,
-            signer,
-            caller,
-            "fed-client".into(),
-            Limits::default(),
-        )
+        self.prod.client(user("prod", "alice"), None).await
     }
 
     /// The latest stats of each instance, as `fedgate observe --once` reports them.

@@ -5,14 +5,12 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use fedgate::client::{RpcCall, RpcClient, Summary};
 use fedgate::fleet::Fleet;
+use fedgate::security::Reason;
 use fedgate::security::devpki::CertPair;
-use fedgate::security::{CallerId, Reason, Signer};
-use fedgate::wire::Limits;
 use support::{BrokerProcess, Network, network_block, realm, user};
 
 const NODES: usize = 60;
@@ -100,15 +98,7 @@ impl Topology {
 
     /// A client on the federation network (TLS as prod's alice) signing with `signer`.
     async fn client(&self, signer: &CertPair) -> RpcClient {
-        let signer = Arc::new(Signer::from_files(&signer.cert, &signer.key).unwrap());
-        let caller = CallerId::for_certname(signer.certname()).unwrap();
-        RpcClient::new(
-            self.prod.connect_as("alice").await,
-            signer,
-            caller,
-            "fed-client".into(),
-            Limits::default(),
-        )
+        self.prod.client(signer, None).await
     }
 }
 
