@@ -76,20 +76,13 @@ impl TrustArgs {
         }
     }
 
-    /// A verifier for `ca` with these rules.
+    /// A verifier for `ca` with these rules; an empty list means Choria's defaults.
     pub fn verifier(&self, ca: &std::path::Path) -> anyhow::Result<fedgate::security::Verifier> {
         use fedgate::security::{CaBundle, NamePatterns, patterns_defaults};
-        let patterns = |given: &[String], defaults: &[&str]| {
-            if given.is_empty() {
-                NamePatterns::new(defaults)
-            } else {
-                NamePatterns::new(given)
-            }
-        };
         Ok(fedgate::security::Verifier::new(
             CaBundle::from_file(ca)?,
-            patterns(&self.privileged, patterns_defaults::PRIVILEGED)?,
-            patterns(&self.allow, patterns_defaults::ALLOWLIST)?,
+            NamePatterns::or_defaults(given(&self.privileged), patterns_defaults::PRIVILEGED)?,
+            NamePatterns::or_defaults(given(&self.allow), patterns_defaults::ALLOWLIST)?,
             self.limits(),
         ))
     }
@@ -144,4 +137,9 @@ pub async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
+}
+
+/// Patterns given on the command line, or `None` when the flag was not used.
+fn given(list: &[String]) -> Option<&[String]> {
+    (!list.is_empty()).then_some(list)
 }

@@ -382,7 +382,7 @@ impl CollectiveConfig {
 
     /// The privileged patterns its servers apply.
     pub fn privileged_patterns(&self) -> Result<NamePatterns, PatternError> {
-        patterns(
+        NamePatterns::or_defaults(
             self.privileged_users.as_deref(),
             patterns_defaults::PRIVILEGED,
         )
@@ -406,25 +406,17 @@ impl FederationConfig {
             return Ok(None);
         };
         let bundle = CaBundle::from_file(ca).map_err(|e| e.to_string())?;
-        let privileged = patterns(
+        let privileged = NamePatterns::or_defaults(
             self.privileged_users.as_deref(),
             patterns_defaults::PRIVILEGED,
         )
         .map_err(|e| e.to_string())?;
-        let allowlist = patterns(
+        let allowlist = NamePatterns::or_defaults(
             self.certname_allowlist.as_deref(),
             patterns_defaults::ALLOWLIST,
         )
         .map_err(|e| e.to_string())?;
         Ok(Some(Verifier::new(bundle, privileged, allowlist, limits)))
-    }
-}
-
-/// Configured patterns, or Choria's defaults.
-fn patterns(given: Option<&[String]>, defaults: &[&str]) -> Result<NamePatterns, PatternError> {
-    match given {
-        Some(list) => NamePatterns::new(list),
-        None => NamePatterns::new(defaults),
     }
 }
 

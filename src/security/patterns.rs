@@ -38,6 +38,14 @@ impl NamePatterns {
         Self::new(DEFAULT_PRIVILEGED).expect("default patterns compile")
     }
 
+    /// The `given` patterns, or `defaults` when none are configured.
+    pub fn or_defaults(given: Option<&[String]>, defaults: &[&str]) -> Result<Self, PatternError> {
+        match given {
+            Some(list) => Self::new(list),
+            None => Self::new(defaults),
+        }
+    }
+
     /// Choria's default certname allow list.
     pub fn default_allowlist() -> Self {
         Self::new(DEFAULT_ALLOWLIST).expect("default patterns compile")
