@@ -6,18 +6,17 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_lc_rs::rand::SystemRandom;
-use aws_lc_rs::signature::{RSA_PKCS1_SHA256, RsaKeyPair};
+use aws_lc_rs::signature::RsaKeyPair;
 use rcgen::RsaKeySize;
 
-use super::crypto::{issue, request};
+use super::crypto::{issue, raw_sign, request};
 use super::{BenchError, Row, interleaved, row, setup_err};
-use crate::federation::resign::{self, ResignRules, ResignTarget};
-use crate::federation::transform::{ClusterRules, Destination, hop_label, route_request};
+use crate::federation::resign::{self, ResignRules, ResignTarget, Resigned};
+use crate::federation::transform::{ClusterRules, Destination, Refusal, hop_label, route_request};
 use crate::security::identity::IdentityRules;
-use crate::security::{CaBundle, Now, Resign, Verifier};
+use crate::security::{CaBundle, Now, Verifier};
 use crate::wire::Limits;
-use crate::wire::choria_v1::{FederationHeader, Transport, TransportHeaders};
+use crate::wire::choria_v1::{FederationHeader, SecureRequest, Transport, TransportHeaders};
 
 const RULES: &str = r#"
 [[rule]]
@@ -94,96 +93,73 @@ fn fixture(size: RsaKeySize, now: Now) -> Result<Fixture, BenchError> {
 }
 
 /// The broker's whole resign path for one message: route, decode, verify, map, sign, encode.
-/// Returns the number of payloads it would publish.
-fn resign_once(fx: &Fixture, now: Now) -> Result<usize, String> {
-    let routed = route_request(&fx.wire, &fx.cluster).map_err(|e| e.to_string())?;
-    let verified = resign::verify(&routed, &fx.rules, now).map_err(|e| e.to_string())?;
-    let mut payloads = 0;
-    for (destination, targets) in routed.groups() {
-        let resigned = resign::resign_for(
-            &routed,
-            &verified,
-            destination,
-            targets,
-            (&fx.cluster, &fx.rules),
-            ("nats://f:4222", "nats://l:4222"),
-            now,
-        )
-        .map_err(|e| e.to_string())?;
-        payloads += resigned
-            .egress
-            .iter()
-            .map(|e| e.payload.len().min(1))
-            .sum::<usize>();
-    }
-    Ok(payloads)
+fn resign_all(fx: &Fixture, now: Now) -> Result<Vec<Resigned>, Refusal> {
+    let routed = route_request(&fx.wire, &fx.cluster)?;
+    let verified = resign::verify(&routed, &fx.rules, now)?;
+    routed
+        .groups()
+        .iter()
+        .map(|(destination, targets)| {
+            resign::resign_for(
+                &routed,
+                &verified,
+                destination,
+                targets,
+                (&fx.cluster, &fx.rules),
+                ("nats://f:4222", "nats://l:4222"),
+                now,
+            )
+        })
+        .collect()
 }
 
 /// Re-signed requests per second with 2048- and 4096-bit privileged keys, each next to raw
-/// aws-lc-rs signing of a request of the same size with the same key.
+/// aws-lc-rs signing of the same bytes with the same key.
 pub fn run(budget: Duration) -> Result<Vec<Row>, BenchError> {
     let mut rows = Vec::new();
     for size in [RsaKeySize::_2048, RsaKeySize::_4096] {
         let now = Now::system();
         let fx = fixture(size, now)?;
-        if resign_once(&fx, now).map_err(BenchError)? != 1 {
-            return Err(BenchError("the bench request was not re-signed".into()));
-        }
-        let routed = route_request(&fx.wire, &fx.cluster).map_err(setup_err)?;
-        let verified = resign::verify(&routed, &fx.rules, now).map_err(setup_err)?;
-        let target = &fx.rules.targets["london"];
-        let resigned_bytes = Resign {
-            callerid: verified.caller(),
-            collective: &target.internal_name,
-            filter: &verified.request().envelope.filter,
-            max_ttl: 60,
-        }
-        .request(&verified, now)
-        .encode();
-        let rng = SystemRandom::new();
-        let mut sig = vec![0; fx.raw_key.public_modulus_len()];
-        let raw_sign = || {
-            let _ = fx.raw_key.sign(
-                &RSA_PKCS1_SHA256,
-                &rng,
-                black_box(&resigned_bytes),
-                &mut sig,
-            );
-        };
+        let resigned_bytes = signed_bytes(&resign_all(&fx, now).map_err(setup_err)?)?;
         let full = || {
-            black_box(resign_once(&fx, black_box(now)).ok());
+            black_box(resign_all(&fx, black_box(now)).ok());
         };
         rows.push(row(
             format!("resign {} (verify+map+sign+encode)", fx.bits),
             "aws-lc-rs RsaKeyPair::sign",
-            interleaved(budget, raw_sign, full),
+            interleaved(budget, raw_sign(&fx.raw_key, &resigned_bytes), full),
         ));
     }
     Ok(rows)
 }
 
+/// The request bytes fedgate signed, from the one payload a bench run must produce.
+fn signed_bytes(resigned: &[Resigned]) -> Result<Vec<u8>, BenchError> {
+    let [one] = resigned else {
+        return Err(BenchError(
+            "the bench request was not re-signed once".into(),
+        ));
+    };
+    let [egress] = one.egress.as_slice() else {
+        return Err(BenchError(
+            "the bench request was not published once".into(),
+        ));
+    };
+    let limits = Limits::default();
+    let transport = Transport::decode(&egress.payload, &limits).map_err(setup_err)?;
+    let secure = SecureRequest::decode(&transport.data, &limits).map_err(setup_err)?;
+    Ok(secure.message.into_bytes())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::choria_v1::SecureRequest;
 
     #[test]
     fn the_bench_path_produces_a_request_the_target_accepts() {
         let now = Now::system();
         let fx = fixture(RsaKeySize::_2048, now).unwrap();
-        let routed = route_request(&fx.wire, &fx.cluster).unwrap();
-        let verified = resign::verify(&routed, &fx.rules, now).unwrap();
-        let (destination, targets) = routed.groups().iter().next().unwrap();
-        let resigned = resign::resign_for(
-            &routed,
-            &verified,
-            destination,
-            targets,
-            (&fx.cluster, &fx.rules),
-            ("a", "b"),
-            now,
-        )
-        .unwrap();
+        let resigned = &resign_all(&fx, now).unwrap()[0];
         let egress = &resigned.egress[0];
         assert_eq!(egress.subjects, vec!["mcollective.broadcast.agent.rpcutil"]);
         let transport = Transport::decode(&egress.payload, &Limits::default()).unwrap();
