@@ -8,12 +8,13 @@ mod validate;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 
 use crate::nats::NatsEndpoint;
-use crate::security::identity::{IdentityRules, RulesError};
+use crate::security::identity::IdentityRules;
 use crate::security::{CaBundle, NamePatterns, PatternError, Verifier, patterns_defaults};
 use crate::wire::Limits;
 
@@ -38,6 +39,9 @@ pub struct Config {
     /// How callers of one realm map into collectives.
     #[serde(default)]
     pub identity: IdentityConfig,
+    /// The rules of `identity.rules`, loaded and checked once with the config.
+    #[serde(skip, default = "defaults::identity_rules")]
+    rules: Arc<IdentityRules>,
 }
 
 /// Where the identity mapping rules live.
@@ -202,6 +206,9 @@ mod defaults {
     pub fn max_ttl() -> i64 {
         60
     }
+    pub fn identity_rules() -> super::Arc<super::IdentityRules> {
+        super::Arc::new(super::IdentityRules::deny_all())
+    }
 }
 
 impl Default for InstanceConfig {
@@ -276,6 +283,7 @@ impl Config {
         config.resolve_paths(path.parent().unwrap_or(Path::new(".")));
         config.merge_inline_collectives(path)?;
         config.validate(path)?;
+        config.rules = Arc::new(config.load_identity_rules(path)?);
         Ok(config)
     }
 
@@ -390,12 +398,10 @@ impl CollectiveConfig {
 }
 
 impl Config {
-    /// The identity mapping rules; with no rules file, a set that denies every caller.
-    pub fn identity_rules(&self) -> Result<IdentityRules, RulesError> {
-        match &self.identity.rules {
-            Some(path) => IdentityRules::load(path),
-            None => Ok(IdentityRules::deny_all()),
-        }
+    /// The identity mapping rules, as loaded with the config; with no rules file, a set that
+    /// denies every caller.
+    pub fn identity_rules(&self) -> &Arc<IdentityRules> {
+        &self.rules
     }
 }
 

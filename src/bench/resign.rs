@@ -60,7 +60,7 @@ fn fixture(size: RsaKeySize, now: Now) -> Result<Fixture, BenchError> {
     let rules = Arc::new(ResignRules {
         realm: "prod".into(),
         verifier: Verifier::with_defaults(federation_ca, Limits::default()),
-        identity: IdentityRules::parse(RULES, "bench rules").map_err(setup_err)?,
+        identity: Arc::new(IdentityRules::parse(RULES, "bench rules").map_err(setup_err)?),
         targets: BTreeMap::from([(
             "london".to_string(),
             ResignTarget {

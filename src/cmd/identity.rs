@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use fedgate::config::Config;
@@ -51,7 +52,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
 fn explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
     let caller = CallerId::parse(&args.caller).context("--caller")?;
     let (rules, internal_name) = match (&args.config, &args.rules) {
-        (_, Some(path)) => (IdentityRules::load(path)?, None),
+        (_, Some(path)) => (Arc::new(IdentityRules::load(path)?), None),
         (Some(path), None) => {
             let config = Config::load(path)?;
             if !config.is_realm(&args.from) {
@@ -65,7 +66,7 @@ fn explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
                 bail!("--to {}: not a collective in {}", args.to, path.display());
             };
             let internal = target.internal_name(&args.to).to_string();
-            (config.identity_rules()?, Some(internal))
+            (config.identity_rules().clone(), Some(internal))
         }
         (None, None) => bail!("give --config or --rules"),
     };

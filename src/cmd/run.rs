@@ -66,7 +66,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         .into_iter()
         .filter(|name| config.federations[*name].mode == FederationMode::Resign)
         .collect();
-    if !resigning.is_empty() && config.identity_rules()?.is_empty() {
+    if !resigning.is_empty() && config.identity_rules().is_empty() {
         tracing::warn!(
             federations = %resigning.join(", "),
             "resign mode without identity rules: every caller will be denied; set [identity] rules"

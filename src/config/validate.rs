@@ -259,7 +259,7 @@ impl Config {
                 self.validate_resign(&check, served, &routes)?;
             }
         }
-        self.validate_identity_rules(&check)
+        Ok(())
     }
 
     /// A re-signing federation verifies callers against its CA and needs fedgate's privileged
@@ -297,10 +297,12 @@ impl Config {
         Ok(())
     }
 
-    /// The rules file compiles, and names only realms and collectives this file defines.
-    fn validate_identity_rules(&self, check: &Checker<'_>) -> Result<(), ConfigError> {
+    /// Loads the rules file, which must compile and name only realms and collectives this file
+    /// defines; with no rules file, rules that deny every caller.
+    pub(super) fn load_identity_rules(&self, path: &Path) -> Result<IdentityRules, ConfigError> {
+        let check = Checker { path };
         let Some(path) = &self.identity.rules else {
-            return Ok(());
+            return Ok(IdentityRules::deny_all());
         };
         check.file("identity.rules".into(), path)?;
         let rules = IdentityRules::load(path)
@@ -322,7 +324,7 @@ impl Config {
                 ));
             }
         }
-        Ok(())
+        Ok(rules)
     }
 
     /// A place callers can come from: a federation or a collective.

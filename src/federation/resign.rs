@@ -29,7 +29,7 @@ pub struct ResignRules {
     /// The federation's CA and name patterns.
     pub verifier: Verifier,
     /// Who may act where, and as whom.
-    pub identity: IdentityRules,
+    pub identity: Arc<IdentityRules>,
     /// Each reachable collective's internal name and fedgate's privileged signer there.
     pub targets: BTreeMap<String, ResignTarget>,
     /// Longest TTL of a re-signed request.
@@ -54,7 +54,7 @@ impl ResignRules {
         let verifier = federation
             .verifier(limits)?
             .ok_or("resign mode needs the federation's ca to verify callers")?;
-        let identity = config.identity_rules().map_err(|e| e.to_string())?;
+        let identity = config.identity_rules().clone();
         let mut targets = BTreeMap::new();
         for collective in config.routes(name)?.into_keys() {
             let member = config.collective(&collective).ok_or_else(|| {
