@@ -39,6 +39,7 @@ pub mod inspect;
 pub mod metrics;
 pub mod nats;
 pub mod natsd;
+pub mod policy;
 pub mod security;
 pub mod subjects;
 pub mod wire;

@@ -1,0 +1,23 @@
+//! RBAC with Choria actionpolicy files: parse, decide, reload.
+//!
+//! - [`actionpolicy`]: the file format and the groups file, parsed as go-choria reads them, but
+//!   refusing (file and line named) what go-choria would skip with a warning.
+//! - [`set`]: a policy directory: `<collective>/<agent>.policy` overrides `<agent>.policy`, which
+//!   overrides `default.policy`; a gateway-wide setting decides when none applies.
+//! - [`authorize()`]: the pure decision, from the gateway (conditions become filter additions or
+//!   fail closed) or from a node (facts and classes checked as a Choria server does).
+//! - [`reload`]: the watched, atomically swapped current set.
+
+pub mod actionpolicy;
+mod authorize;
+pub mod reload;
+pub mod set;
+#[cfg(test)]
+mod tests;
+
+pub use actionpolicy::{Conditions, Effect, Groups, ParseError, PolicyFile};
+pub use authorize::{
+    Decision, Denied, DenyKind, Permit, Query, Source, Vantage, authorize, describe,
+};
+pub use reload::PolicyStore;
+pub use set::{LoadError, PolicySet};
