@@ -7,6 +7,7 @@ mod fleet;
 mod identity;
 mod inspect;
 mod observe;
+mod policy;
 mod rpc;
 mod run;
 
@@ -38,6 +39,9 @@ pub enum Command {
     /// Identity mapping across realms.
     #[command(subcommand)]
     Identity(identity::Command),
+    /// RBAC with actionpolicy files.
+    #[command(subcommand)]
+    Policy(policy::Command),
     /// Simulated Choria fleets.
     #[command(subcommand)]
     Fleet(fleet::Command),
@@ -108,6 +112,7 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Inspect(args) => inspect::run(args),
         Command::Certs(command) => certs::run(command),
         Command::Identity(command) => identity::run(command),
+        Command::Policy(command) => policy::run(command),
         Command::Fleet(command) => fleet::run(command).await,
         Command::Rpc(args) => rpc::run(args).await,
         Command::Run(args) => run::run(args).await,

@@ -20,7 +20,7 @@ use std::sync::{Arc, LazyLock};
 
 use regex::Regex;
 
-use crate::wire::choria_v1::FactFilter;
+use crate::wire::choria_v1::{FactFilter, Filter};
 
 /// Longest policy or groups file fedgate reads.
 pub const MAX_FILE_BYTES: usize = 1 << 20;
@@ -97,6 +97,24 @@ impl Conditions {
     /// True when the rule applies on every node (`*` in both fields).
     pub fn is_unconditional(&self) -> bool {
         matches!((&self.facts, &self.classes), (Field::Any, Field::Any))
+    }
+
+    /// Adds these conditions to a request filter (facts and classes are ANDed there too), so
+    /// only the nodes the rule covers act.
+    pub fn restrict(&self, filter: &mut Filter) {
+        if let Some(facts) = self.facts.list() {
+            filter.fact.extend(facts.iter().cloned());
+        }
+        if let Some(classes) = self.classes.list() {
+            filter.cf_class.extend(classes.iter().cloned());
+        }
+    }
+
+    /// The conditions as the filter fields they become.
+    pub fn as_filter(&self) -> Filter {
+        let mut filter = Filter::default();
+        self.restrict(&mut filter);
+        filter
     }
 }
 

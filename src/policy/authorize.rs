@@ -205,8 +205,13 @@ pub fn authorize(set: &PolicySet, query: &Query<'_>, vantage: Vantage<'_>) -> De
                 source: Source::Default { file: None },
                 kind: DenyKind::Unconfigured,
                 reason: format!(
-                    "no policy file applies to agent {} in {} and unconfigured agents are denied",
-                    query.agent, query.collective
+                    "no policy file applies to agent {}{} and unconfigured agents are denied",
+                    query.agent,
+                    if query.collective.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" in {}", query.collective)
+                    }
                 ),
             }),
         };

@@ -1,0 +1,298 @@
+//! Audit records: what was decided about a request, sealed into a per-file hash chain.
+//!
+//! A record is one line of canonical JSON: keys sorted, no insignificant whitespace. `hash` is
+//! the lowercase hex SHA-256 of the record's canonical bytes without `hash`; `prev` is the hash
+//! of the record before it (64 zeros for the first record ever). Because the line itself must
+//! be canonical, any change to any byte of a line is detected at that line.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// The `prev` of the first record of a chain.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+/// Version of the record format.
+pub const FORMAT: u64 = 1;
+/// Longest record line written; larger events lose their data values first.
+pub const MAX_RECORD_BYTES: usize = 64 * 1024;
+
+/// What a record is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// The start of a file: links the chain to the previous file.
+    Header,
+    /// A decision about a request (allowed or refused).
+    Decision,
+    /// How an allowed request ended: the replies relayed for it. Links to its decisions.
+    Completion,
+}
+
+/// Allowed or refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    /// Forwarded.
+    Allow,
+    /// Not forwarded.
+    Deny,
+}
+
+/// The content of a record, filled in by the edge that decided.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Which edge the request came in on: `federation`, `websocket`, `legacy`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub edge: String,
+    /// The realm the caller was (or was to be) verified in.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub realm: String,
+    /// The caller id proven by the signature; absent when verification failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caller: Option<String>,
+    /// The caller id the request claimed, when it could not be verified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claimed_caller: Option<String>,
+    /// The caller id the target collective sees.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mapped_caller: Option<String>,
+    /// The request id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    /// The target collective(s).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub collectives: Vec<String>,
+    /// The agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    /// The action.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+    /// The names of the action's inputs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub data_keys: Vec<String>,
+    /// The inputs themselves, only for agents and actions configured to record them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<Map<String, Value>>,
+    /// A summary of the request's filter.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub filter: String,
+    /// How many explicit targets the request named.
+    #[serde(default)]
+    pub targets: usize,
+    /// Allowed or refused; absent on headers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision: Option<Verdict>,
+    /// The stage that decided: `decode`, `verify`, `map`, `authorize`, `resign`, `audit`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub stage: String,
+    /// The rule that decided: `file:line`, `default`, or the identity rule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    /// Why, as the caller was told.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+    /// A short machine-readable reason (`denied`, `bad_signature`, `unmapped`...).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub code: String,
+    /// Conditions of the deciding rule that fedgate added to the filter (facts and classes),
+    /// so only matching nodes act.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restricted: Option<String>,
+    /// Completion: the ids of the decision records this completes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<String>,
+    /// Completion: replies relayed by this instance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replies: Option<u64>,
+    /// Header: the file this one continues.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_file: Option<String>,
+}
+
+/// A sealed record, as written.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    /// Format version.
+    pub v: u64,
+    /// What the record is about.
+    pub kind: Kind,
+    /// `<instance>:<seq>`: unique, and the deduplication id in JetStream.
+    pub id: String,
+    /// Position in this instance's chain, from 0.
+    pub seq: u64,
+    /// RFC 3339 UTC time with microseconds.
+    pub time: String,
+    /// The fedgate instance that wrote the record.
+    pub instance: String,
+    /// The content.
+    #[serde(flatten)]
+    pub event: Event,
+    /// Hash of the previous record.
+    pub prev: String,
+    /// Hash of this record.
+    pub hash: String,
+}
+
+/// The chain position of the next record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChainState {
+    /// The next sequence number.
+    pub seq: u64,
+    /// The hash of the last record.
+    pub prev: String,
+}
+
+impl ChainState {
+    /// A chain with no records yet.
+    pub fn genesis() -> ChainState {
+        ChainState {
+            seq: 0,
+            prev: GENESIS.to_string(),
+        }
+    }
+}
+
+/// The current time in the records' format.
+pub fn now() -> String {
+    let now = time::OffsetDateTime::now_utc();
+    let micros = now.microsecond();
+    let format = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]");
+    let base = now.format(&format).unwrap_or_default();
+    format!("{base}.{micros:06}Z")
+}
+
+/// SHA-256 hex of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes))
+}
+
+/// Seals `event` at the chain position `state` and advances it; returns the record and its line
+/// (canonical JSON, no newline).
+pub fn seal(
+    kind: Kind,
+    instance: &str,
+    time: String,
+    mut event: Event,
+    state: &mut ChainState,
+) -> (Record, Vec<u8>) {
+    let mut line = unsealed(kind, instance, &time, &event, state);
+    if line.len() > MAX_RECORD_BYTES && event.data.is_some() {
+        event.data = None;
+        event
+            .reason
+            .push_str(" [data values dropped: record too large]");
+        line = unsealed(kind, instance, &time, &event, state);
+    }
+    let hash = sha256_hex(&line);
+    let record = Record {
+        v: FORMAT,
+        kind,
+        id: format!("{instance}:{}", state.seq),
+        seq: state.seq,
+        time,
+        instance: instance.to_string(),
+        event,
+        prev: state.prev.clone(),
+        hash: hash.clone(),
+    };
+    let line = canonical(&record).expect("a record serializes");
+    state.seq += 1;
+    state.prev = hash;
+    (record, line)
+}
+
+/// The canonical bytes of the record `seal` is about to write, without its hash.
+fn unsealed(kind: Kind, instance: &str, time: &str, event: &Event, state: &ChainState) -> Vec<u8> {
+    let record = Record {
+        v: FORMAT,
+        kind,
+        id: format!("{instance}:{}", state.seq),
+        seq: state.seq,
+        time: time.to_string(),
+        instance: instance.to_string(),
+        event: event.clone(),
+        prev: state.prev.clone(),
+        hash: String::new(),
+    };
+    let mut value = serde_json::to_value(&record).expect("a record serializes");
+    if let Value::Object(map) = &mut value {
+        map.remove("hash");
+    }
+    serde_json::to_vec(&value).expect("a value serializes")
+}
+
+/// Canonical JSON: serde_json's `Value` keeps object keys sorted, and writes compactly.
+fn canonical<T: Serialize>(item: &T) -> Result<Vec<u8>, serde_json::Error> {
+    serde_json::to_vec(&serde_json::to_value(item)?)
+}
+
+/// Why one line does not hold as a link of the chain.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum LinkError {
+    /// Not a record at all.
+    #[error("not a valid record: {0}")]
+    Unreadable(String),
+    /// Valid JSON, but not in canonical form: the line was edited.
+    #[error("the line is not in canonical form (edited)")]
+    NotCanonical,
+    /// The stored hash does not match the content.
+    #[error("hash mismatch: the record's content was changed")]
+    Hash,
+    /// `prev` does not name the record before.
+    #[error(
+        "prev {found} does not match the previous record's hash {expected} (a record was removed, inserted or reordered)"
+    )]
+    Prev {
+        /// The previous record's hash.
+        expected: String,
+        /// What this record says.
+        found: String,
+    },
+    /// The sequence number skips or repeats.
+    #[error("seq {found} follows seq {previous}")]
+    Seq {
+        /// The previous record's seq.
+        previous: u64,
+        /// This record's seq.
+        found: u64,
+    },
+}
+
+/// Checks one line on its own (form and hash) and returns the record.
+pub fn check_line(line: &[u8]) -> Result<Record, LinkError> {
+    let value: Value =
+        serde_json::from_slice(line).map_err(|e| LinkError::Unreadable(e.to_string()))?;
+    if serde_json::to_vec(&value).map_err(|e| LinkError::Unreadable(e.to_string()))? != line {
+        return Err(LinkError::NotCanonical);
+    }
+    let record: Record =
+        serde_json::from_value(value.clone()).map_err(|e| LinkError::Unreadable(e.to_string()))?;
+    let mut without = value;
+    if let Value::Object(map) = &mut without {
+        map.remove("hash");
+    }
+    let bytes = serde_json::to_vec(&without).map_err(|e| LinkError::Unreadable(e.to_string()))?;
+    if sha256_hex(&bytes) != record.hash {
+        return Err(LinkError::Hash);
+    }
+    Ok(record)
+}
+
+/// Checks that `record` follows the chain position `state`, then advances it.
+pub fn check_link(record: &Record, state: &mut ChainState) -> Result<(), LinkError> {
+    if record.prev != state.prev {
+        return Err(LinkError::Prev {
+            expected: state.prev.clone(),
+            found: record.prev.clone(),
+        });
+    }
+    if record.seq != state.seq {
+        return Err(LinkError::Seq {
+            previous: state.seq.wrapping_sub(1),
+            found: record.seq,
+        });
+    }
+    state.seq = record.seq + 1;
+    state.prev = record.hash.clone();
+    Ok(())
+}

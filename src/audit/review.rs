@@ -1,0 +1,136 @@
+//! Reading audit files back: chain verification across rotated files, and record iteration for
+//! `fedgate audit query` and `tail`.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+
+use super::record::{self, ChainState, LinkError, Record};
+
+/// Where the chain first breaks.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}:{line}: {problem}")]
+pub struct Broken {
+    /// The file.
+    pub file: PathBuf,
+    /// 1-based line number.
+    pub line: usize,
+    /// What is wrong there.
+    pub problem: String,
+}
+
+/// An intact chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Intact {
+    /// Files checked, in chain order.
+    pub files: Vec<PathBuf>,
+    /// Records checked.
+    pub records: u64,
+    /// The seq and prev the first record starts from.
+    pub start: ChainState,
+    /// The position after the last record.
+    pub end: ChainState,
+}
+
+/// Orders files by the seq of their first record (rotated names do not sort lexically with the
+/// active file); a file whose first line cannot be read keeps its place at the front, where
+/// verification reports it.
+pub fn chain_order(files: &[PathBuf]) -> Vec<PathBuf> {
+    let mut keyed: Vec<(Option<u64>, PathBuf)> = files
+        .iter()
+        .map(|path| (first_seq(path), path.clone()))
+        .collect();
+    keyed.sort_by_key(|(seq, _)| seq.unwrap_or(0));
+    keyed.into_iter().map(|(_, p)| p).collect()
+}
+
+fn first_seq(path: &Path) -> Option<u64> {
+    let mut line = Vec::new();
+    BufReader::new(File::open(path).ok()?)
+        .read_until(b'\n', &mut line)
+        .ok()?;
+    let line = line.strip_suffix(b"\n")?;
+    serde_json::from_slice::<Record>(line).ok().map(|r| r.seq)
+}
+
+/// Verifies that `files` (in any order) form one unbroken chain: every line canonical with a
+/// good hash, every `prev` naming the record before, seq without gaps, across file boundaries.
+pub fn verify(files: &[PathBuf]) -> Result<Intact, Broken> {
+    let ordered = chain_order(files);
+    let mut state: Option<ChainState> = None;
+    let mut start = None;
+    let mut records = 0;
+    for path in &ordered {
+        let broken = |line: usize, problem: String| Broken {
+            file: path.clone(),
+            line,
+            problem,
+        };
+        let file = File::open(path).map_err(|e| broken(0, e.to_string()))?;
+        let mut reader = BufReader::new(file);
+        let mut number = 0;
+        let mut buffer = Vec::new();
+        loop {
+            buffer.clear();
+            let read = reader
+                .read_until(b'\n', &mut buffer)
+                .map_err(|e| broken(number + 1, e.to_string()))?;
+            if read == 0 {
+                break;
+            }
+            number += 1;
+            let Some(line) = buffer.strip_suffix(b"\n") else {
+                return Err(broken(number, "torn record: no final newline".into()));
+            };
+            let record = record::check_line(line).map_err(|e| broken(number, e.to_string()))?;
+            let state = state.get_or_insert_with(|| {
+                let begin = ChainState {
+                    seq: record.seq,
+                    prev: record.prev.clone(),
+                };
+                start = Some(begin.clone());
+                begin
+            });
+            record::check_link(&record, state).map_err(|e| match e {
+                LinkError::Prev { .. } | LinkError::Seq { .. } if number == 1 => broken(
+                    number,
+                    format!("{e} (the file does not continue the previous one: a file is missing)"),
+                ),
+                e => broken(number, e.to_string()),
+            })?;
+            records += 1;
+        }
+    }
+    let end = state.unwrap_or_else(ChainState::genesis);
+    Ok(Intact {
+        files: ordered,
+        records,
+        start: start.unwrap_or_else(ChainState::genesis),
+        end,
+    })
+}
+
+/// Every record of `files` in chain order, with its file and line; unreadable lines are skipped
+/// (`fedgate audit verify` is the tool that reports them).
+pub fn records(files: &[PathBuf]) -> impl Iterator<Item = (PathBuf, usize, Record)> {
+    chain_order(files).into_iter().flat_map(|path| {
+        let reader = File::open(&path).ok().map(BufReader::new);
+        reader
+            .into_iter()
+            .flat_map(|r| r.split(b'\n'))
+            .enumerate()
+            .filter_map(move |(index, line)| {
+                let record = serde_json::from_slice::<Record>(&line.ok()?).ok()?;
+                Some((path.clone(), index + 1, record))
+            })
+    })
+}
+
+/// The active file and its rotated predecessors, oldest first.
+pub fn trail(active: &Path) -> Vec<PathBuf> {
+    let mut files = super::file::rotated_files(active);
+    if active.exists() {
+        files.push(active.to_path_buf());
+    }
+    files
+}

@@ -1,0 +1,199 @@
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::record::{self, ChainState, GENESIS};
+use super::review::{self, verify};
+use super::*;
+
+fn options(path: &Path, rotate_bytes: u64) -> FileOptions {
+    FileOptions {
+        path: path.to_path_buf(),
+        rotate_bytes,
+        fsync: Fsync::Interval,
+        fsync_interval: Duration::from_millis(100),
+        instance: "fg1".into(),
+    }
+}
+
+fn event(n: usize) -> Event {
+    Event {
+        edge: "federation".into(),
+        realm: "prod".into(),
+        caller: Some(format!("choria=user{n}.mcollective")),
+        mapped_caller: Some(format!("choria=user{n}.mcollective")),
+        request_id: Some(format!("{n:032x}")),
+        collectives: vec!["london".into()],
+        agent: Some("rpcutil".into()),
+        action: Some("ping".into()),
+        decision: Some(if n % 3 == 0 {
+            Verdict::Deny
+        } else {
+            Verdict::Allow
+        }),
+        stage: "authorize".into(),
+        rule: Some("rpcutil.policy:2".into()),
+        reason: "allowed by rpcutil.policy:2 — ünïcode \"quoted\"".into(),
+        ..Event::default()
+    }
+}
+
+async fn write(path: &Path, count: usize, rotate_bytes: u64) {
+    let sink = FileSink::open(options(path, rotate_bytes)).unwrap();
+    for n in 0..count {
+        sink.append(Kind::Decision, event(n)).await.unwrap();
+    }
+}
+
+#[test]
+fn sealed_lines_are_canonical_and_check() {
+    let mut state = ChainState::genesis();
+    let (first, line) = record::seal(Kind::Decision, "fg1", record::now(), event(1), &mut state);
+    assert_eq!(first.prev, GENESIS);
+    assert_eq!(first.id, "fg1:0");
+    assert_eq!(record::check_line(&line).unwrap(), first);
+    let text = String::from_utf8(line.clone()).unwrap();
+    // Keys are sorted, so `action` leads and `v` ends the line.
+    assert!(text.starts_with(r#"{"action":"ping","#), "{text}");
+    assert!(text.ends_with(r#""v":1}"#), "{text}");
+    let (second, _) = record::seal(Kind::Decision, "fg1", record::now(), event(2), &mut state);
+    assert_eq!(second.prev, first.hash);
+    assert_eq!(second.seq, 1);
+
+    let spaced = text.replacen(r#""action":"ping""#, r#""action": "ping""#, 1);
+    assert_eq!(
+        record::check_line(spaced.as_bytes()),
+        Err(record::LinkError::NotCanonical)
+    );
+    let edited = text.replacen("ping", "pong", 1);
+    assert_eq!(
+        record::check_line(edited.as_bytes()),
+        Err(record::LinkError::Hash)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flipped_byte_anywhere_in_10000_records_is_found_at_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    write(&path, 9_999, u64::MAX).await; // plus the header: 10,000 records
+    let intact = verify(&[path.clone()]).unwrap();
+    assert_eq!(intact.records, 10_000);
+    assert_eq!(intact.start, ChainState::genesis());
+
+    let original = std::fs::read(&path).unwrap();
+    let starts: Vec<usize> = std::iter::once(0)
+        .chain(
+            original
+                .iter()
+                .enumerate()
+                .filter(|(_, b)| **b == b'\n')
+                .map(|(i, _)| i + 1),
+        )
+        .collect();
+    for line in [1, 2, 1234, 5000, 9999, 10_000] {
+        let (begin, end) = (starts[line - 1], starts[line] - 1); // end is the newline
+        for offset in [begin + 7, (begin + end) / 2, end - 1, end] {
+            let mut flipped = original.clone();
+            flipped[offset] ^= 0x01;
+            std::fs::write(&path, &flipped).unwrap();
+            let broken = verify(&[path.clone()]).unwrap_err();
+            assert_eq!(broken.line, line, "flip at byte {offset}: {broken}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deleted_or_reordered_line_is_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    write(&path, 20, u64::MAX).await;
+    let text = std::fs::read_to_string(&path).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+
+    let deleted: String = lines
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 9)
+        .map(|(_, l)| format!("{l}\n"))
+        .collect();
+    std::fs::write(&path, deleted).unwrap();
+    let broken = verify(&[path.clone()]).unwrap_err();
+    assert_eq!(broken.line, 10, "{broken}");
+    assert!(broken.problem.contains("prev"), "{broken}");
+
+    let mut swapped = lines.clone();
+    swapped.swap(4, 5);
+    std::fs::write(
+        &path,
+        swapped.iter().map(|l| format!("{l}\n")).collect::<String>(),
+    )
+    .unwrap();
+    assert_eq!(verify(&[path.clone()]).unwrap_err().line, 5);
+
+    std::fs::write(&path, &text[..text.len() - 1]).unwrap();
+    let broken = verify(&[path.clone()]).unwrap_err();
+    assert_eq!(
+        (broken.line, broken.problem.as_str()),
+        (21, "torn record: no final newline")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_chain_continues_across_rotation_and_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    write(&path, 40, 4096).await;
+    write(&path, 40, 4096).await; // a restart resumes the chain
+    let files = review::trail(&path);
+    assert!(files.len() > 3, "{files:?}");
+    // Given in any order (the shell sorts `audit.log` before `audit.log.000001`), it verifies.
+    let mut shuffled = files.clone();
+    shuffled.reverse();
+    let intact = verify(&shuffled).unwrap();
+    assert_eq!(intact.records, intact.end.seq);
+    assert_eq!(intact.files, files);
+    let decisions = review::records(&files)
+        .filter(|(_, _, r)| r.kind == Kind::Decision)
+        .count();
+    assert_eq!(decisions, 80);
+    // Every rotated file starts with a header naming its predecessor.
+    let second = std::fs::read_to_string(&files[1]).unwrap();
+    let header: Record = serde_json::from_str(second.lines().next().unwrap()).unwrap();
+    assert_eq!(header.kind, Kind::Header);
+    assert_eq!(
+        header.event.previous_file.as_deref(),
+        Some("audit.log.000001")
+    );
+
+    // A missing middle file breaks the chain at the first line of the next one.
+    let without: Vec<PathBuf> = files
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 1)
+        .map(|(_, p)| p.clone())
+        .collect();
+    let broken = verify(&without).unwrap_err();
+    assert_eq!((broken.file.clone(), broken.line), (files[2].clone(), 1));
+    assert!(broken.problem.contains("a file is missing"), "{broken}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_torn_tail_stops_the_sink_from_opening() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    write(&path, 3, u64::MAX).await;
+    let mut text = std::fs::read(&path).unwrap();
+    text.truncate(text.len() - 10);
+    std::fs::write(&path, text).unwrap();
+    let err = FileSink::open(options(&path, u64::MAX)).err().unwrap();
+    assert!(err.to_string().contains("torn record"), "{err}");
+}
+
+#[test]
+fn values_are_recorded_only_where_configured() {
+    let auditor = Auditor::new(None, vec!["puppet".into(), "service.restart".into()]);
+    assert!(auditor.records_values("puppet", "runonce"));
+    assert!(auditor.records_values("service", "restart"));
+    assert!(!auditor.records_values("service", "stop"));
+    assert!(!auditor.records_values("rpcutil", "ping"));
+}
