@@ -1,5 +1,6 @@
 //! Subcommands of the `fedgate` binary.
 
+mod audit;
 mod bench;
 mod certs;
 mod demo;
@@ -39,6 +40,9 @@ pub enum Command {
     /// Identity mapping across realms.
     #[command(subcommand)]
     Identity(identity::Command),
+    /// The tamper-evident audit trail: verify, query, tail.
+    #[command(subcommand)]
+    Audit(audit::Command),
     /// RBAC with actionpolicy files.
     #[command(subcommand)]
     Policy(policy::Command),
@@ -112,6 +116,7 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Inspect(args) => inspect::run(args),
         Command::Certs(command) => certs::run(command),
         Command::Identity(command) => identity::run(command),
+        Command::Audit(command) => audit::run(command).await,
         Command::Policy(command) => policy::run(command),
         Command::Fleet(command) => fleet::run(command).await,
         Command::Rpc(args) => rpc::run(args).await,

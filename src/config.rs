@@ -39,6 +39,12 @@ pub struct Config {
     /// How callers of one realm map into collectives.
     #[serde(default)]
     pub identity: IdentityConfig,
+    /// Actionpolicy RBAC; required by re-signing federations.
+    #[serde(default)]
+    pub policy: Option<PolicyConfig>,
+    /// The audit trail; required by re-signing federations.
+    #[serde(default)]
+    pub audit: Option<AuditConfig>,
     /// The rules of `identity.rules`, loaded and checked once with the config.
     #[serde(skip, default = "defaults::identity_rules")]
     rules: Arc<IdentityRules>,
@@ -51,6 +57,52 @@ pub struct IdentityConfig {
     /// A TOML file of `[[rule]]` tables (see `security::identity`); none denies every caller.
     #[serde(default)]
     pub rules: Option<PathBuf>,
+}
+
+/// Where actionpolicy files live and what applies when none does.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// The policy directory: `default.policy`, `<agent>.policy`, `<collective>/<agent>.policy`
+    /// and `groups`. Watched and reloaded on change.
+    pub dir: PathBuf,
+    /// What applies when no policy file does, and inside a file without `policy default`.
+    #[serde(default = "defaults::unconfigured")]
+    pub unconfigured: crate::policy::Effect,
+}
+
+/// Where and how decisions are recorded.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// The active audit file; rotated files sit beside it as `<file>.NNNNNN`.
+    pub file: PathBuf,
+    /// Rotate when the active file reaches this many bytes (at least 64 KiB).
+    #[serde(default = "defaults::rotate_bytes")]
+    pub rotate_bytes: u64,
+    /// `interval` (default), `always` or `never`; see the README's audit section.
+    #[serde(default)]
+    pub fsync: crate::audit::Fsync,
+    /// The interval of `fsync = "interval"`, in milliseconds (10 to 60,000).
+    #[serde(default = "defaults::fsync_interval_ms")]
+    pub fsync_interval_ms: u64,
+    /// `agent` or `agent.action` entries (`*` for all) whose input values are recorded; others
+    /// record input names only.
+    #[serde(default)]
+    pub record_values: Vec<String>,
+}
+
+impl AuditConfig {
+    /// The file sink options for `instance`.
+    pub fn file_options(&self, instance: &str) -> crate::audit::FileOptions {
+        crate::audit::FileOptions {
+            path: self.file.clone(),
+            rotate_bytes: self.rotate_bytes,
+            fsync: self.fsync,
+            fsync_interval: Duration::from_millis(self.fsync_interval_ms),
+            instance: instance.to_string(),
+        }
+    }
 }
 
 /// How a federation's brokers treat the signed part of a request.
@@ -203,6 +255,15 @@ mod defaults {
     pub fn batch_size() -> usize {
         200
     }
+    pub fn unconfigured() -> crate::policy::Effect {
+        crate::policy::Effect::Deny
+    }
+    pub fn rotate_bytes() -> u64 {
+        64 * 1024 * 1024
+    }
+    pub fn fsync_interval_ms() -> u64 {
+        1000
+    }
     pub fn max_ttl() -> i64 {
         60
     }
@@ -339,6 +400,12 @@ impl Config {
             join_tls(&mut collective.signer);
         }
         self.identity.rules.iter_mut().for_each(join);
+        if let Some(policy) = &mut self.policy {
+            join(&mut policy.dir);
+        }
+        if let Some(audit) = &mut self.audit {
+            join(&mut audit.file);
+        }
         for federation in self.federations.values_mut() {
             federation.ca.iter_mut().for_each(join);
             join_tls(&mut federation.tls);

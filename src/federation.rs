@@ -5,6 +5,7 @@
 //! and any of them can answer any reply. Shutdown drains: subscriptions are closed, delivered
 //! messages are finished, then the connections flush.
 
+pub mod gate;
 pub mod observe;
 pub mod resign;
 pub mod stats;
@@ -18,10 +19,13 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::audit::{Auditor, FileSink};
 use crate::config::{Config, Member};
 use crate::nats::{self, NatsError};
+use crate::policy::PolicyStore;
 use crate::subjects;
 use crate::wire::Limits;
+use gate::Gate;
 use stats::{ClusterSnapshot, ClusterStats};
 use transform::{ClusterRules, Destination};
 use worker::{ClusterContext, Worker};
@@ -120,6 +124,10 @@ impl Broker {
                 problem: "the config defines no federation to serve".into(),
             });
         }
+        let gate = match plans.iter().find(|(_, rules)| rules.resign.is_some()) {
+            Some((name, _)) => Some(open_gate(config, name, &options.instance)?),
+            None => None,
+        };
         let networks = Arc::new(connect_networks(config, &plans, &options.instance).await?);
         let mut broker = Broker {
             clusters: Vec::new(),
@@ -127,12 +135,29 @@ impl Broker {
             requests: TaskGroup::default(),
             replies: TaskGroup::default(),
         };
+        if let Some(gate) = &gate {
+            let watcher = gate
+                .policy
+                .watch(broker.requests.stop.clone())
+                .map_err(|e| BrokerError::Config {
+                    federation: "(policy)".into(),
+                    problem: format!("cannot watch {}: {e}", gate.policy.dir().display()),
+                })?;
+            broker.requests.tasks.spawn(async move {
+                let _ = watcher.await;
+            });
+            broker
+                .replies
+                .tasks
+                .spawn(complete_requests(gate.clone(), broker.replies.stop.clone()));
+        }
         for (name, rules) in plans {
             let stats = Arc::new(ClusterStats::new(&rules.cluster, &options.instance));
             let ctx = Arc::new(ClusterContext {
                 federation: broker.networks[&name].clone(),
                 networks: broker.networks.clone(),
                 stats: stats.clone(),
+                gate: rules.resign.as_ref().and(gate.clone()),
                 rules,
             });
             broker.spawn_workers(&ctx, options.workers).await?;
@@ -288,6 +313,38 @@ async fn connect_networks(
         networks.insert(name.to_string(), client);
     }
     Ok(networks)
+}
+
+/// Loads the policy directory and opens the audit trail that re-signing clusters share.
+fn open_gate(config: &Config, federation: &str, instance: &str) -> Result<Arc<Gate>, BrokerError> {
+    let problem = |problem: String| BrokerError::Config {
+        federation: federation.to_string(),
+        problem,
+    };
+    let (Some(policy), Some(audit)) = (&config.policy, &config.audit) else {
+        return Err(problem("resign mode needs [policy] and [audit]".into()));
+    };
+    let store = PolicyStore::open(&policy.dir, policy.unconfigured)
+        .map_err(|e| problem(format!("policy: {e}")))?;
+    let sink = FileSink::open(audit.file_options(instance)).map_err(|e| problem(e.to_string()))?;
+    let auditor = Auditor::new(Some(sink), audit.record_values.clone());
+    Ok(Arc::new(Gate::new(
+        Arc::new(store),
+        auditor,
+        instance.to_string(),
+    )))
+}
+
+/// Writes completion records as requests' reply windows close, and the rest on shutdown.
+async fn complete_requests(gate: Arc<Gate>, stop: CancellationToken) {
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = ticker.tick() => gate.complete_due(false).await,
+        }
+    }
+    gate.complete_due(true).await;
 }
 
 /// Publishes the cluster's figures every `interval`, and once more on shutdown.

@@ -36,6 +36,8 @@ pub struct FleetConfig {
     pub limits: Limits,
     /// Requests handled concurrently; further messages wait in the subscription buffer.
     pub max_in_flight: usize,
+    /// Node-side actionpolicy, checked with each node's own facts and classes; `None` allows all.
+    pub policy: Option<Arc<crate::policy::PolicySet>>,
 }
 
 /// Why a fleet could not start.
@@ -168,6 +170,7 @@ impl Fleet {
             config.verifier,
             config.limits,
             stats.clone(),
+            config.policy,
         ));
         let messages = futures::stream::select_all(subscriptions);
         let limit = Arc::new(Semaphore::new(config.max_in_flight.max(1)));

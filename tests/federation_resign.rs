@@ -11,7 +11,7 @@ use fedgate::client::{RpcCall, RpcClient, Summary};
 use fedgate::fleet::Fleet;
 use fedgate::security::Reason;
 use fedgate::security::devpki::CertPair;
-use support::{BrokerProcess, Network, network_block, realm, user};
+use support::{BrokerProcess, Network, gate_block, network_block, realm, user};
 
 const NODES: usize = 60;
 const PRIVILEGED: &str = "fedgate.privileged.mcollective";
@@ -60,7 +60,12 @@ impl Topology {
         std::fs::write(&rules, RULES).unwrap();
         let privileged = |name: &str| realm(name).privileged.as_ref().unwrap();
         let text = format!(
-            "[instance]\nstats_interval = 1\nworkers = 2\n\n[identity]\nrules = {rules:?}\n\n{}{}{}",
+            "[instance]\nstats_interval = 1\nworkers = 2\n\n[identity]\nrules = {rules:?}\n\n{}{}{}{}",
+            gate_block(
+                self.dir.path(),
+                &[("default.policy", "policy default allow\n")],
+                ""
+            ),
             network_block("federations.prod", &self.prod, ""),
             network_block(
                 "federations.prod.collectives.london",
@@ -162,8 +167,9 @@ async fn callers_are_verified_mapped_and_resigned_per_collective() {
     // prod's bob has no rule into london: denied, counted and logged. Into tokyo a rule maps
     // him to another name, and he arrives under it.
     let bob = topo.client(user("prod", "bob")).await;
+    // fedgate answers him itself, with status 1 and the reason.
     let summary = call(&bob, &[ping("london", 0)]).await;
-    assert_eq!(summary.responses, 0, "{summary:?}");
+    assert_eq!((summary.responses, summary.failed), (1, 1), "{summary:?}");
     assert_eq!(refused(&broker, "unmapped").await, 1.0);
     assert_eq!(london.stats().total, before.0, "nothing reached london");
     let logged = broker.logs().iter().any(|line| {

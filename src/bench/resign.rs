@@ -100,6 +100,7 @@ fn resign_all(fx: &Fixture, now: Now) -> Result<Vec<Resigned>, Refusal> {
         .groups()
         .iter()
         .map(|(destination, targets)| {
+            let mapped = resign::map_caller(&fx.rules, &verified, destination.network())?;
             resign::resign_for(
                 &routed,
                 &verified,
@@ -107,6 +108,8 @@ fn resign_all(fx: &Fixture, now: Now) -> Result<Vec<Resigned>, Refusal> {
                 targets,
                 (&fx.cluster, &fx.rules),
                 ("nats://f:4222", "nats://l:4222"),
+                mapped,
+                &verified.request().envelope.filter,
                 now,
             )
         })

@@ -86,6 +86,7 @@ async fn start_fleet(server: &NatsServer, realm: &RealmPki, count: usize) -> any
     let client = nats::connect(&endpoint, "fedgate-demo-fleet").await?;
     let limits = Limits::default();
     let config = FleetConfig {
+        policy: None,
         nodes: fleet::generate(COLLECTIVE, count, &[COLLECTIVE.to_string()]),
         verifier: Verifier::with_defaults(CaBundle::from_file(&realm.ca)?, limits),
         limits,

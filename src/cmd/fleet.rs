@@ -20,6 +20,10 @@ pub enum Command {
 /// Arguments of `fedgate fleet run`.
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
+    /// Enforce actionpolicy on every node with this policy directory, checking rules against each
+    /// node's own facts and classes (no file for an agent denies, as a Choria node does).
+    #[arg(long, value_name = "DIR")]
+    policies: Option<std::path::PathBuf>,
     /// NATS server URL (repeatable).
     #[arg(long = "nats", required = true)]
     urls: Vec<String>,
@@ -103,6 +107,13 @@ async fn run_fleet(args: RunArgs) -> anyhow::Result<ExitCode> {
         verifier,
         limits,
         max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+        policy: match &args.policies {
+            Some(dir) => Some(std::sync::Arc::new(
+                fedgate::policy::PolicySet::load(dir, fedgate::policy::Effect::Deny)
+                    .with_context(|| format!("--policies {}", dir.display()))?,
+            )),
+            None => None,
+        },
     };
     let fleet = Fleet::start(client, config).await?;
     eprintln!(

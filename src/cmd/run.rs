@@ -25,6 +25,10 @@ pub struct Args {
 
 /// Runs until a signal, then drains.
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    // A write past the file size limit must fail (EFBIG) so the audit trail refuses the request,
+    // rather than kill the process: listening replaces SIGXFSZ's default action.
+    let _file_size_signal =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(libc::SIGXFSZ))?;
     let mut config = Config::load(&args.config)?;
     if args.instance.is_some() {
         config.instance.name = args.instance;

@@ -277,6 +277,38 @@ impl Config {
                 "is required in resign mode, to verify callers (or set mode = \"pass-through\")",
             ));
         }
+        match &self.policy {
+            None => {
+                return Err(check.invalid(
+                    "policy.dir",
+                    format!("is required: federation {served} re-signs requests, and every re-signed request is authorized with actionpolicy"),
+                ));
+            }
+            Some(policy) if !policy.dir.is_dir() => {
+                return Err(check.invalid(
+                    "policy.dir",
+                    format!("{} is not a directory", policy.dir.display()),
+                ));
+            }
+            Some(_) => {}
+        }
+        match &self.audit {
+            None => {
+                return Err(check.invalid(
+                    "audit.file",
+                    format!("is required: federation {served} re-signs requests, and every decision is audited"),
+                ));
+            }
+            Some(audit) if audit.rotate_bytes < 64 * 1024 => {
+                return Err(check.invalid("audit.rotate_bytes", "must be at least 65536"));
+            }
+            Some(audit) if !(10..=60_000).contains(&audit.fsync_interval_ms) => {
+                return Err(
+                    check.invalid("audit.fsync_interval_ms", "must be between 10 and 60000")
+                );
+            }
+            Some(_) => {}
+        }
         for (collective, route) in routes {
             match route {
                 Route::Via(member) => {

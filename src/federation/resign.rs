@@ -15,10 +15,10 @@ use super::transform::{
     ClusterRules, Destination, Egress, Refusal, RoutedRequest, take_reply_header,
 };
 use crate::config::Config;
-use crate::security::identity::{IdentityRules, MappedIdentity, Mapping};
-use crate::security::{Now, Resign, Signer, VerifiedRequest, Verifier};
+use crate::security::identity::{IdentityRules, MappedIdentity, Mapping, RuleRef};
+use crate::security::{CallerId, Now, Resign, Signer, VerifiedRequest, Verifier};
 use crate::subjects::Target;
-use crate::wire::choria_v1::{RelayTransport, Reply, SecureReply, SecureRequest};
+use crate::wire::choria_v1::{Filter, RelayTransport, Reply, SecureReply, SecureRequest};
 use crate::wire::{DecodeError, Layer, Limits, decode_base64_lenient};
 
 /// What a re-signing cluster needs besides routing.
@@ -126,8 +126,47 @@ pub struct Resigned {
     pub egress: Vec<Egress>,
 }
 
-/// Maps the caller into the collective behind `destination`, re-signs there, and builds the
-/// publishes: headers as in pass-through, targets renamed to the collective's internal name.
+/// The caller as a target collective will see it.
+#[derive(Debug)]
+pub struct Mapped<'r> {
+    /// The collective's name in fedgate's config.
+    pub collective: &'r str,
+    /// Its internal name and fedgate's signer there.
+    pub target: &'r ResignTarget,
+    /// Who the collective sees.
+    pub callerid: CallerId,
+    /// The identity rule that decided.
+    pub rule: RuleRef,
+}
+
+/// Maps the verified caller into `collective` with the identity rules.
+pub fn map_caller<'r>(
+    rules: &'r ResignRules,
+    verified: &VerifiedRequest,
+    collective: &str,
+) -> Result<Mapped<'r>, Refusal> {
+    let (collective, target) = rules
+        .targets
+        .get_key_value(collective)
+        .ok_or_else(|| Refusal::NotMember(format!("{collective} (no privileged signer for it)")))?;
+    match rules
+        .identity
+        .map(&rules.realm, verified.caller(), collective)
+    {
+        Mapping::Mapped { callerid, rule } => Ok(Mapped {
+            collective,
+            target,
+            callerid,
+            rule,
+        }),
+        Mapping::Denied(denial) => Err(Refusal::Identity(denial)),
+    }
+}
+
+/// Re-signs for a mapped caller with `filter` (the caller's, perhaps restricted by policy), and
+/// builds the publishes: headers as in pass-through, targets renamed to the collective's internal
+/// name.
+#[allow(clippy::too_many_arguments)]
 pub fn resign_for(
     routed: &RoutedRequest<'_>,
     verified: &VerifiedRequest,
@@ -135,24 +174,20 @@ pub fn resign_for(
     targets: &[String],
     (cluster, rules): (&ClusterRules, &ResignRules),
     (inbound, outbound): (&str, &str),
+    mapped: Mapped<'_>,
+    filter: &Filter,
     now: Now,
 ) -> Result<Resigned, Refusal> {
-    let collective = destination.network();
-    let target = rules
-        .targets
-        .get(collective)
-        .ok_or_else(|| Refusal::NotMember(format!("{collective} (no privileged signer for it)")))?;
-    let (callerid, rule) = match rules
-        .identity
-        .map(&rules.realm, verified.caller(), collective)
-    {
-        Mapping::Mapped { callerid, rule } => (callerid, rule),
-        Mapping::Denied(denial) => return Err(Refusal::Identity(denial)),
-    };
+    let Mapped {
+        collective,
+        target,
+        callerid,
+        rule,
+    } = mapped;
     let resign = Resign {
         callerid: &callerid,
         collective: &target.internal_name,
-        filter: &verified.request().envelope.filter,
+        filter,
         max_ttl: rules.max_ttl,
     };
     let secure = resign
@@ -195,13 +230,14 @@ fn rename_target(subject: &str, internal: &str) -> String {
 
 /// A reply on `choria.federation.<cluster>.collective` in resign mode: as in pass-through, plus
 /// the secure reply must decode with a good hash, and carry the request id its federation header
-/// names; it is re-encoded with a fresh hash. Returns the client's reply subject.
+/// names; it is re-encoded with a fresh hash. Returns the client's reply subject, the reply and
+/// the request id.
 pub fn route_reply(
     bytes: &[u8],
     rules: &ClusterRules,
     inbound: &str,
     outbound: &str,
-) -> Result<(String, Vec<u8>), Refusal> {
+) -> Result<(String, Vec<u8>, String), Refusal> {
     let mut transport = RelayTransport::decode(bytes, &rules.limits)?;
     let (req, reply_to) = take_reply_header(&mut transport)?;
     let secure = SecureReply::decode(&secure_data(&transport)?, &rules.limits)?;
@@ -215,7 +251,7 @@ pub fn route_reply(
     let fresh = SecureReply::new(Reply::new(reply.message, reply.envelope).encode_string());
     let mut out = transport.with_data(&fresh.encode());
     out.headers.record_hop(inbound, &rules.label, outbound);
-    Ok((reply_to, out.encode()))
+    Ok((reply_to, out.encode(), req))
 }
 
 #[cfg(test)]
@@ -265,7 +301,7 @@ mod tests {
 
     #[test]
     fn replies_are_checked_and_re_encoded_for_the_client() {
-        let (reply_to, out) = route_reply(
+        let (reply_to, out, _) = route_reply(
             &reply(REQ, REQ).encode(),
             &rules(),
             "nats://l:1",

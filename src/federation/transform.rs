@@ -96,11 +96,17 @@ pub enum Refusal {
     /// Signing the re-built request failed.
     #[error("resign failed: {0}")]
     ResignFailed(String),
+    /// Policy refused the mapped caller (resign mode).
+    #[error("denied: {0}")]
+    Denied(String),
+    /// No audit sink accepted the decision record, so the request is not forwarded.
+    #[error("audit failed: {0}")]
+    AuditFailed(String),
 }
 
 impl Refusal {
     /// Every reason code, for counters, in [`Refusal::index`] order.
-    pub const REASONS: [&'static str; 28] = [
+    pub const REASONS: [&'static str; 30] = [
         "malformed",
         "not_federated",
         "missing_request_id",
@@ -129,6 +135,8 @@ impl Refusal {
         "resign_failed",
         "bad_caller",
         "target_agent_mismatch",
+        "denied",
+        "audit_failed",
     ];
 
     /// Position of this refusal's reason in [`Refusal::REASONS`].
@@ -165,6 +173,8 @@ impl Refusal {
             Refusal::ResignFailed(_) => 25,
             Refusal::Identity(Denial::UnverifiedText { .. }) => 26,
             Refusal::TargetAgent { .. } => 27,
+            Refusal::Denied(_) => 28,
+            Refusal::AuditFailed(_) => 29,
         }
     }
 

@@ -2,20 +2,24 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_nats::{Client, Message, Subscriber};
 use bytes::Bytes;
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use super::resign;
+use super::gate::{self, Gate};
+use super::resign::{self, ResignRules};
 use super::stats::{ClusterStats, Direction};
 use super::transform::{
-    ClusterRules, Refusal, RoutedRequest, route_chained_reply, route_reply, route_request,
+    ClusterRules, Egress, Refusal, RoutedRequest, route_chained_reply, route_reply, route_request,
 };
+use crate::audit::{Event, Verdict};
 use crate::nats::connected_server;
+use crate::policy::{Decision, Query, Vantage, authorize, describe};
 use crate::security::Now;
+use crate::wire::choria_v1::SecureRequest;
 
 /// Longest piece of an untrusted message that goes into a log line.
 const LOG_CLIP: usize = 256;
@@ -28,6 +32,8 @@ pub(super) struct ClusterContext {
     pub federation: Client,
     /// Member networks by name.
     pub networks: Arc<BTreeMap<String, Client>>,
+    /// Policy and audit; present in resign mode.
+    pub gate: Option<Arc<Gate>>,
 }
 
 /// The kind of subscription a worker serves.
@@ -80,7 +86,14 @@ impl Worker {
                 let (inbound, outbound) =
                     (connected_server(member), connected_server(&ctx.federation));
                 let routed = if ctx.rules.resign.is_some() {
-                    resign::route_reply(&message.payload, &ctx.rules, &inbound, &outbound)
+                    resign::route_reply(&message.payload, &ctx.rules, &inbound, &outbound).map(
+                        |(reply_to, payload, req)| {
+                            if let Some(gate) = &ctx.gate {
+                                gate.replied(&req);
+                            }
+                            (reply_to, payload)
+                        },
+                    )
                 } else if *chained {
                     route_chained_reply(
                         &message.subject,
@@ -111,24 +124,40 @@ impl Worker {
     }
 }
 
-/// Relays one federated request. In resign mode the request is verified once, then mapped and
-/// re-signed per destination collective; a caller denied in one collective still reaches the
-/// others its rules allow.
+/// Relays one federated request: headers only in pass-through mode, the full gate in resign mode.
 async fn relay_request(ctx: &ClusterContext, message: &Message) {
     let started = Instant::now();
     ctx.stats.received(Direction::Request);
     let routed = match route_request(&message.payload, &ctx.rules) {
         Ok(routed) => routed,
-        Err(refusal) => return refuse(ctx, Direction::Request, &refusal),
+        Err(refusal) => {
+            if let Some(gate) = &ctx.gate {
+                let mut event = Event {
+                    edge: EDGE.into(),
+                    realm: ctx
+                        .rules
+                        .resign
+                        .as_ref()
+                        .map(|r| r.realm.clone())
+                        .unwrap_or_default(),
+                    ..Event::default()
+                };
+                deny(&mut event, "decode", &refusal);
+                let _ = gate.record(event).await;
+            }
+            return refuse(ctx, Direction::Request, &refusal);
+        }
     };
-    let now = Now::system();
-    let resign = match &ctx.rules.resign {
-        Some(rules) => match resign::verify(&routed, rules, now) {
-            Ok(verified) => Some((rules.as_ref(), verified)),
-            Err(refusal) => return refuse(ctx, Direction::Request, &refusal),
-        },
-        None => None,
-    };
+    match (&ctx.rules.resign, &ctx.gate) {
+        (Some(rules), Some(gate)) => relay_resigned(ctx, rules, gate, &routed).await,
+        _ => relay_pass_through(ctx, &routed).await,
+    }
+    tracing::debug!(cluster = %ctx.rules.cluster, req = routed.request_id(), "relayed request");
+    ctx.stats.timed(Direction::Request, started.elapsed());
+}
+
+/// go-choria's broker: only transport headers change.
+async fn relay_pass_through(ctx: &ClusterContext, routed: &RoutedRequest<'_>) {
     let inbound = connected_server(&ctx.federation);
     for (destination, targets) in routed.groups() {
         // Every destination network is connected at start-up (`Broker::start`).
@@ -137,40 +166,230 @@ async fn relay_request(ctx: &ClusterContext, message: &Message) {
             continue;
         };
         let outbound = connected_server(client);
-        let egress = match &resign {
-            None => routed.egress(destination, targets, &ctx.rules, &inbound, &outbound),
-            Some((rules, verified)) => {
-                let hops = (inbound.as_str(), outbound.as_str());
-                match resign::resign_for(
-                    &routed,
-                    verified,
-                    destination,
-                    targets,
-                    (&ctx.rules, rules),
-                    hops,
-                    now,
-                ) {
-                    Ok(resigned) => {
-                        tracing::debug!(cluster = %ctx.rules.cluster, req = routed.request_id(), identity = ?resigned.identity, "re-signed request");
-                        resigned.egress
-                    }
-                    Err(refusal) => {
-                        log_denial(ctx, &routed, &refusal);
-                        refuse(ctx, Direction::Request, &refusal);
-                        continue;
-                    }
+        let egress = routed.egress(destination, targets, &ctx.rules, &inbound, &outbound);
+        publish_all(ctx, client, egress).await;
+    }
+}
+
+/// Resign mode: verify once, then per destination collective map the caller, authorize the
+/// mapped caller with actionpolicy, re-sign (with the policy's conditions added to the filter),
+/// record the decision, and only then publish. A caller refused in one collective still reaches
+/// the others; every refusal of a verified caller is answered on its reply subject.
+async fn relay_resigned(
+    ctx: &ClusterContext,
+    rules: &ResignRules,
+    gate: &Gate,
+    routed: &RoutedRequest<'_>,
+) {
+    let now = Now::system();
+    let mut event = Event {
+        edge: EDGE.into(),
+        realm: rules.realm.clone(),
+        request_id: Some(routed.request_id().to_string()),
+        collectives: routed
+            .groups()
+            .keys()
+            .map(|d| d.network().to_string())
+            .collect(),
+        targets: routed.groups().values().map(Vec::len).sum(),
+        ..Event::default()
+    };
+    let verified = match resign::verify(routed, rules, now) {
+        Ok(verified) => verified,
+        Err(refusal) => {
+            claimed(&mut event, routed, rules);
+            deny(&mut event, "verify", &refusal);
+            let _ = gate.record(event).await;
+            return refuse(ctx, Direction::Request, &refusal);
+        }
+    };
+    let request = verified.request();
+    event.caller = Some(verified.caller().as_str().to_string());
+    event.agent = Some(request.envelope.agent.clone());
+    event.filter = gate::summarize(&request.envelope.filter);
+    let rpc = match request.rpc(rules.verifier.limits()) {
+        Ok(rpc) => rpc,
+        Err(err) => {
+            let refusal = Refusal::Malformed(err);
+            deny(&mut event, "decode", &refusal);
+            return answer_refusal(ctx, gate, routed, event, &refusal).await;
+        }
+    };
+    event.action = Some(rpc.action.clone());
+    event.data_keys = rpc.data.keys().cloned().collect();
+    if gate.auditor.records_values(&rpc.agent, &rpc.action) {
+        event.data = Some(rpc.data.clone());
+    }
+    let ttl = Duration::from_secs(request.envelope.ttl.clamp(0, rules.max_ttl) as u64);
+    let policy = gate.policy.current();
+    let inbound = connected_server(&ctx.federation);
+    for (destination, targets) in routed.groups() {
+        let Some(client) = ctx.networks.get(destination.network()) else {
+            ctx.stats.error(Direction::Request);
+            continue;
+        };
+        let mut event = Event {
+            collectives: vec![destination.network().to_string()],
+            targets: targets.len(),
+            ..event.clone()
+        };
+        let mapped = match resign::map_caller(rules, &verified, destination.network()) {
+            Ok(mapped) => mapped,
+            Err(refusal) => {
+                if let Refusal::Identity(denial) = &refusal {
+                    event.rule = denial.rule().map(|r| r.to_string());
                 }
+                log_denial(ctx, routed, &refusal);
+                deny(&mut event, "map", &refusal);
+                answer_refusal(ctx, gate, routed, event, &refusal).await;
+                continue;
             }
         };
-        for egress in egress {
-            let payload = Bytes::from(egress.payload);
-            for subject in egress.subjects {
-                publish(ctx, Direction::Request, client, subject, payload.clone()).await;
+        event.mapped_caller = Some(mapped.callerid.as_str().to_string());
+        let query = Query {
+            collective: mapped.collective,
+            agent: &rpc.agent,
+            action: &rpc.action,
+            caller: mapped.callerid.as_str(),
+        };
+        let decision = authorize(&policy, &query, Vantage::Gateway);
+        event.rule = Some(decision.source().to_string());
+        let mut filter = request.envelope.filter.clone();
+        match &decision {
+            Decision::Denied(denied) => {
+                let refusal = Refusal::Denied(denied.reason.clone());
+                tracing::info!(cluster = %ctx.rules.cluster, req = routed.request_id(), caller = mapped.callerid.as_str(), collective = mapped.collective, rule = %denied.source, kind = denied.kind.as_str(), "request denied by policy");
+                deny(&mut event, "authorize", &refusal);
+                event.reason = denied.reason.clone();
+                answer_refusal(ctx, gate, routed, event, &refusal).await;
+                continue;
+            }
+            Decision::Permit(permit) => {
+                if let Some(restrict) = &permit.restrict {
+                    restrict.restrict(&mut filter);
+                    event.restricted = Some(describe(restrict));
+                }
             }
         }
+        event.reason = decision.reason();
+        let outbound = connected_server(client);
+        let hops = (inbound.as_str(), outbound.as_str());
+        let cluster = (&ctx.rules, rules);
+        let resigned = match resign::resign_for(
+            routed,
+            &verified,
+            destination,
+            targets,
+            cluster,
+            hops,
+            mapped,
+            &filter,
+            now,
+        ) {
+            Ok(resigned) => resigned,
+            Err(refusal) => {
+                deny(&mut event, "resign", &refusal);
+                answer_refusal(ctx, gate, routed, event, &refusal).await;
+                continue;
+            }
+        };
+        event.decision = Some(Verdict::Allow);
+        event.stage = "authorize".into();
+        event.code = "allowed".into();
+        let link = match gate.record(event.clone()).await {
+            Ok(id) => id,
+            Err(err) => {
+                let refusal = Refusal::AuditFailed(err.0);
+                deny(&mut event, "audit", &refusal);
+                event.reason = format!(
+                    "the decision could not be recorded, so the request was not forwarded: {}",
+                    err_text(&refusal)
+                );
+                reply_to_caller(ctx, gate, routed, &event).await;
+                refuse(ctx, Direction::Request, &refusal);
+                continue;
+            }
+        };
+        tracing::debug!(cluster = %ctx.rules.cluster, req = routed.request_id(), identity = ?resigned.identity, "re-signed request");
+        publish_all(ctx, client, resigned.egress).await;
+        gate.track(routed.request_id(), link, &event, ttl).await;
     }
-    tracing::debug!(cluster = %ctx.rules.cluster, req = routed.request_id(), "relayed request");
-    ctx.stats.timed(Direction::Request, started.elapsed());
+}
+
+/// The audit edge name of the Federation Broker.
+const EDGE: &str = "federation";
+
+/// Marks `event` as refused at `stage` for `refusal`.
+fn deny(event: &mut Event, stage: &str, refusal: &Refusal) {
+    event.decision = Some(Verdict::Deny);
+    event.stage = stage.into();
+    event.code = refusal.reason().into();
+    event.reason = err_text(refusal);
+}
+
+fn err_text(refusal: &Refusal) -> String {
+    clip(&refusal.to_string())
+}
+
+/// What an unverifiable request claims, for the audit record (marked as claimed, not proven).
+fn claimed(event: &mut Event, routed: &RoutedRequest<'_>, rules: &ResignRules) {
+    let limits = rules.verifier.limits();
+    let Some(request) = crate::wire::decode_base64_lenient(routed.transport().data())
+        .ok()
+        .and_then(|data| SecureRequest::decode(&data, limits).ok())
+        .and_then(|secure| secure.request(limits).ok())
+    else {
+        return;
+    };
+    event.claimed_caller = Some(clip(&request.envelope.callerid));
+    event.agent = Some(clip(&request.envelope.agent));
+    if let Ok(rpc) = request.rpc(limits) {
+        event.action = Some(clip(&rpc.action));
+    }
+}
+
+/// Records a refusal of a verified caller, answers it, and counts it.
+async fn answer_refusal(
+    ctx: &ClusterContext,
+    gate: &Gate,
+    routed: &RoutedRequest<'_>,
+    event: Event,
+    refusal: &Refusal,
+) {
+    if let Err(err) = gate.record(event.clone()).await {
+        tracing::error!(error = %err, "could not record a refusal");
+    }
+    reply_to_caller(ctx, gate, routed, &event).await;
+    refuse(ctx, Direction::Request, refusal);
+}
+
+/// Tells the caller why: a reply from `fedgate:<instance>` with status 1 on its reply subject.
+async fn reply_to_caller(
+    ctx: &ClusterContext,
+    gate: &Gate,
+    routed: &RoutedRequest<'_>,
+    event: &Event,
+) {
+    let reply = gate::refusal_reply(
+        &gate.instance,
+        routed.request_id(),
+        event.agent.as_deref().unwrap_or_default(),
+        event.action.as_deref().unwrap_or_default(),
+        event,
+    );
+    let subject = routed.reply_to().to_string();
+    if let Err(err) = ctx.federation.publish(subject, reply.encode().into()).await {
+        tracing::warn!(cluster = %ctx.rules.cluster, %err, "could not tell the caller why its request was refused");
+    }
+}
+
+async fn publish_all(ctx: &ClusterContext, client: &Client, egress: Vec<Egress>) {
+    for egress in egress {
+        let payload = Bytes::from(egress.payload);
+        for subject in egress.subjects {
+            publish(ctx, Direction::Request, client, subject, payload.clone()).await;
+        }
+    }
 }
 
 /// Logs a mapping denial at warn level, with the rule that decided; other refusals are only

@@ -1,5 +1,6 @@
 //! The agents a simulated node runs: `discovery`, `rpcutil` and the `echo` test agent.
 
+use crate::policy::{Decision, PolicySet, Query, Vantage, authorize};
 use std::time::Duration;
 
 use serde_json::{Map, Value, json};
@@ -32,6 +33,7 @@ pub fn dispatch(
     request: &Request,
     limits: &Limits,
     now: Now,
+    policy: Option<&PolicySet>,
 ) -> Option<AgentAnswer> {
     let agent = request.envelope.agent.as_str();
     if !node.has_agent(agent) {
@@ -51,6 +53,11 @@ pub fn dispatch(
             RpcReply::new(&rpc.action, StatusCode::Aborted, NOT_AUTHORIZED, json!({})),
             Duration::ZERO,
         ),
+        // The node's own actionpolicy, with its own facts and classes, as a Choria server has it.
+        Ok(rpc) if policy.is_some_and(|set| !node_allows(set, node, request, &rpc)) => (
+            RpcReply::new(&rpc.action, StatusCode::Aborted, NOT_AUTHORIZED, json!({})),
+            Duration::ZERO,
+        ),
         Ok(rpc) => run_action(node, &rpc, now),
         Err(err) => (
             RpcReply::new(
@@ -66,6 +73,26 @@ pub fn dispatch(
         body: reply.encode_string(),
         delay,
     })
+}
+
+/// Decides with the node's actionpolicy as a Choria server does: caller id from the envelope,
+/// facts and classes from the node.
+fn node_allows(set: &PolicySet, node: &NodeSpec, request: &Request, rpc: &RpcRequest) -> bool {
+    let query = Query {
+        collective: &request.envelope.collective,
+        agent: &rpc.agent,
+        action: &rpc.action,
+        caller: &request.envelope.callerid,
+    };
+    let vantage = Vantage::Node {
+        facts: Some(&node.facts),
+        classes: Some(&node.classes),
+    };
+    let decision = authorize(set, &query, vantage);
+    if let Decision::Denied(denied) = &decision {
+        tracing::debug!(node = %node.identity, rule = %denied.source, reason = %denied.reason, "denied by node policy");
+    }
+    decision.allowed()
 }
 
 /// mcorpc's denial message.
@@ -209,6 +236,7 @@ mod tests {
             &request(agent, message),
             &Limits::default(),
             Now::at_unix(5),
+            None,
         )
         .unwrap();
         RpcReply::decode(answer.body.as_bytes(), &Limits::default()).unwrap()
@@ -265,7 +293,7 @@ mod tests {
         let node = &generate("london", 1, &["london".into()])[0];
         let unknown = request("nosuch", r#"{"agent":"nosuch","action":"x","data":{}}"#);
         assert_eq!(
-            dispatch(node, &unknown, &Limits::default(), Now::at_unix(5)),
+            dispatch(node, &unknown, &Limits::default(), Now::at_unix(5), None),
             None,
             "no reply for a missing agent"
         );
@@ -279,6 +307,7 @@ mod tests {
             &request("discovery", r#""ping""#),
             &Limits::default(),
             Now::at_unix(5),
+            None,
         );
         assert_eq!(ruby.unwrap().body, "pong");
         let other = dispatch(
@@ -286,6 +315,7 @@ mod tests {
             &request("discovery", r#""hello""#),
             &Limits::default(),
             Now::at_unix(5),
+            None,
         );
         assert_eq!(other, None);
     }
@@ -298,7 +328,40 @@ mod tests {
             &request("discovery", "cGluZw=="),
             &Limits::default(),
             Now::at_unix(5),
+            None,
         );
         assert_eq!(answer.unwrap().body, "pong");
+    }
+
+    #[test]
+    fn node_policy_uses_the_node_s_own_facts_and_classes() {
+        use crate::policy::{Effect, PolicyFile, PolicySet};
+        let nodes = generate("london", 4, &["london".into()]);
+        let mut set = PolicySet::empty(Effect::Deny);
+        let text = "policy default deny\nallow\tchoria=c.mcollective\tping\tcountry=uk\t*\n";
+        set.insert(
+            None,
+            "rpcutil",
+            PolicyFile::parse("rpcutil.policy", text).unwrap(),
+        );
+        let ping = request(
+            "rpcutil",
+            r#"{"agent":"rpcutil","action":"ping","data":{}}"#,
+        );
+        for node in &nodes {
+            let answer =
+                dispatch(node, &ping, &Limits::default(), Now::at_unix(5), Some(&set)).unwrap();
+            let reply = RpcReply::decode(answer.body.as_bytes(), &Limits::default()).unwrap();
+            let uk = node.facts["country"] == "uk";
+            assert_eq!(
+                reply.statuscode,
+                if uk { 0 } else { 1 },
+                "{}",
+                node.identity
+            );
+            if !uk {
+                assert_eq!(reply.statusmsg, NOT_AUTHORIZED);
+            }
+        }
     }
 }

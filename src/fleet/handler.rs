@@ -1,6 +1,7 @@
 //! One request through a simulated node, in go-choria's order: decode, verify, filter,
 //! collective, TTL, agent, reply.
 
+use crate::policy::PolicySet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,6 +25,7 @@ pub(super) struct Handler {
     verifier: Verifier,
     limits: Limits,
     stats: Arc<FleetStats>,
+    policy: Option<Arc<PolicySet>>,
 }
 
 impl Handler {
@@ -33,6 +35,7 @@ impl Handler {
         verifier: Verifier,
         limits: Limits,
         stats: Arc<FleetStats>,
+        policy: Option<Arc<PolicySet>>,
     ) -> Self {
         Handler {
             client,
@@ -40,6 +43,7 @@ impl Handler {
             verifier,
             limits,
             stats,
+            policy,
         }
     }
 
@@ -110,7 +114,7 @@ impl Handler {
         }
         self.stats
             .validated(signed.caller().as_str(), signed.signer());
-        agents::dispatch(node, request, &self.limits, now)
+        agents::dispatch(node, request, &self.limits, now, self.policy.as_deref())
     }
 
     async fn reply(

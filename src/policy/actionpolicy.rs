@@ -47,7 +47,7 @@ static FACT_LIKE: LazyLock<Regex> =
 static CALLER_REGEX: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^/(.+)/$").expect("static"));
 
 /// Allow or deny.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Effect {
     /// The request may proceed.

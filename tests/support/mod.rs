@@ -126,6 +126,7 @@ impl Network {
             ),
             limits,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            policy: None,
         };
         Fleet::start(client, config).await.expect("start fleet")
     }
@@ -207,6 +208,24 @@ pub fn network_block(table: &str, network: &Network, extra: &str) -> String {
     )
 }
 
+/// Writes `policies` (file name, text) under `dir/policies` and returns the `[policy]` and
+/// `[audit]` tables of a re-signing config, the audit file being `dir/audit/audit.log`.
+pub fn gate_block(dir: &Path, policies: &[(&str, &str)], audit_extra: &str) -> String {
+    let policy_dir = dir.join("policies");
+    for (name, text) in policies {
+        let path = policy_dir.join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+    std::fs::create_dir_all(&policy_dir).unwrap();
+    std::fs::create_dir_all(dir.join("audit")).unwrap();
+    format!(
+        "[policy]\ndir = {:?}\n\n[audit]\nfile = {:?}\n{audit_extra}\n",
+        policy_dir,
+        dir.join("audit/audit.log")
+    )
+}
+
 /// A `fedgate run` child process, killed on drop.
 pub struct BrokerProcess {
     pub name: String,
@@ -221,8 +240,28 @@ const MAX_LOG_LINES: usize = 10_000;
 impl BrokerProcess {
     /// Starts `fedgate run` and waits until it says it is serving.
     pub async fn spawn(config: &Path, name: &str) -> BrokerProcess {
+        Self::spawn_limited(config, name, None).await
+    }
+
+    /// Starts `fedgate run` with files limited to `file_blocks` 512-byte blocks (`ulimit -f`),
+    /// so writes past that fail as on a full disk.
+    pub async fn spawn_limited(
+        config: &Path,
+        name: &str,
+        file_blocks: Option<u64>,
+    ) -> BrokerProcess {
         use tokio::io::AsyncBufReadExt;
-        let mut child = tokio::process::Command::new(fedgate_bin())
+        let mut command = match file_blocks {
+            None => tokio::process::Command::new(fedgate_bin()),
+            Some(blocks) => {
+                let mut sh = tokio::process::Command::new("sh");
+                sh.arg("-c")
+                    .arg(format!("ulimit -f {blocks} && exec \"$0\" \"$@\""))
+                    .arg(fedgate_bin());
+                sh
+            }
+        };
+        let mut child = command
             .args([
                 "run",
                 "--metrics",

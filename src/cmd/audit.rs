@@ -1,0 +1,285 @@
+//! `fedgate audit`: verify the hash chain, query records, follow the live trail.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use fedgate::audit::{Kind, Record, Verdict, review};
+use regex::Regex;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+/// Audit commands.
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Check the hash chain of audit files (in any order, rotated files included); exits 0 when
+    /// intact, 1 with the first bad line when not.
+    Verify(VerifyArgs),
+    /// Print matching records as a table (or JSON lines), across rotated files.
+    Query(QueryArgs),
+    /// Follow the active audit file and print new records as they are written.
+    Tail(TailArgs),
+}
+
+/// Arguments of `fedgate audit verify`.
+#[derive(Debug, clap::Args)]
+pub struct VerifyArgs {
+    /// Audit files; a single active file brings its rotated files along.
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Arguments of `fedgate audit query`.
+#[derive(Debug, clap::Args)]
+pub struct QueryArgs {
+    /// The active audit file (its rotated files are read too), or several files.
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    /// Verified or mapped caller id matches this regex.
+    #[arg(long, value_name = "RE")]
+    caller: Option<String>,
+    /// Agent.
+    #[arg(long)]
+    agent: Option<String>,
+    /// Action.
+    #[arg(long)]
+    action: Option<String>,
+    /// allow or deny.
+    #[arg(long, value_parser = ["allow", "deny"])]
+    decision: Option<String>,
+    /// Records at or after this RFC 3339 time.
+    #[arg(long, value_name = "TIME")]
+    since: Option<String>,
+    /// Records before this RFC 3339 time.
+    #[arg(long, value_name = "TIME")]
+    until: Option<String>,
+    /// Print the matching records as JSON lines.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Arguments of `fedgate audit tail`.
+#[derive(Debug, clap::Args)]
+pub struct TailArgs {
+    /// The active audit file.
+    file: PathBuf,
+    /// Print JSON lines instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs an audit command.
+pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Verify(args) => verify(args),
+        Command::Query(args) => query(args),
+        Command::Tail(args) => tail(args).await,
+    }
+}
+
+/// One file given alone brings its rotated predecessors.
+fn expand(files: &[PathBuf]) -> Vec<PathBuf> {
+    match files {
+        [one] if !review::trail(one).is_empty() => review::trail(one),
+        _ => files.to_vec(),
+    }
+}
+
+fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
+    let files = expand(&args.files);
+    match review::verify(&files) {
+        Ok(intact) => {
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"intact": true, "records": intact.records, "files": intact.files, "first_seq": intact.start.seq, "last_hash": intact.end.prev})
+                );
+            } else {
+                println!(
+                    "intact: {} records in {} file(s), seq {}..{}, last hash {}",
+                    intact.records,
+                    intact.files.len(),
+                    intact.start.seq,
+                    intact.end.seq.saturating_sub(1),
+                    intact.end.prev
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(broken) => {
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"intact": false, "file": broken.file, "line": broken.line, "problem": broken.problem})
+                );
+            } else {
+                println!("broken: {broken}");
+                println!("first bad line: {}", broken.line);
+            }
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+fn parse_time(flag: &str, text: &Option<String>) -> anyhow::Result<Option<OffsetDateTime>> {
+    text.as_deref()
+        .map(|t| {
+            OffsetDateTime::parse(t, &Rfc3339)
+                .with_context(|| format!("--{flag} {t}: not an RFC 3339 time"))
+        })
+        .transpose()
+}
+
+fn query(args: QueryArgs) -> anyhow::Result<ExitCode> {
+    let caller = args
+        .caller
+        .as_deref()
+        .map(Regex::new)
+        .transpose()
+        .context("--caller")?;
+    let since = parse_time("since", &args.since)?;
+    let until = parse_time("until", &args.until)?;
+    let decision = args.decision.as_deref().map(|d| {
+        if d == "allow" {
+            Verdict::Allow
+        } else {
+            Verdict::Deny
+        }
+    });
+    let all: Vec<Record> = review::records(&expand(&args.files))
+        .map(|(_, _, r)| r)
+        .collect();
+    let replies: std::collections::HashMap<&str, u64> = all
+        .iter()
+        .filter(|r| r.kind == Kind::Completion)
+        .flat_map(|r| {
+            r.event
+                .links
+                .iter()
+                .map(move |l| (l.as_str(), r.event.replies.unwrap_or(0)))
+        })
+        .collect();
+    let matches = |r: &&Record| {
+        let when = OffsetDateTime::parse(&r.time, &Rfc3339).ok();
+        r.kind == Kind::Decision
+            && caller.as_ref().is_none_or(|re| {
+                [
+                    &r.event.caller,
+                    &r.event.mapped_caller,
+                    &r.event.claimed_caller,
+                ]
+                .iter()
+                .any(|c| c.as_deref().is_some_and(|c| re.is_match(c)))
+            })
+            && args
+                .agent
+                .as_ref()
+                .is_none_or(|a| r.event.agent.as_ref() == Some(a))
+            && args
+                .action
+                .as_ref()
+                .is_none_or(|a| r.event.action.as_ref() == Some(a))
+            && decision.is_none_or(|d| r.event.decision == Some(d))
+            && since.is_none_or(|s| when.is_some_and(|w| w >= s))
+            && until.is_none_or(|u| when.is_some_and(|w| w < u))
+    };
+    let selected: Vec<&Record> = all.iter().filter(matches).collect();
+    if args.json {
+        for record in selected {
+            println!("{}", serde_json::to_string(record)?);
+        }
+    } else {
+        println!("{}", header());
+        for record in selected {
+            println!("{}", row(record, replies.get(record.id.as_str()).copied()));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn header() -> String {
+    format!(
+        "{:<26} {:<6} {:<30} {:<30} {:<12} {:<22} {:>7}  {:<24} REASON",
+        "TIME", "DEC", "CALLER", "AS", "COLLECTIVE", "AGENT.ACTION", "REPLIES", "RULE"
+    )
+}
+
+fn row(record: &Record, replies: Option<u64>) -> String {
+    let e = &record.event;
+    let caller = e
+        .caller
+        .clone()
+        .or_else(|| e.claimed_caller.as_ref().map(|c| format!("{c} (claimed)")))
+        .unwrap_or_else(|| "-".into());
+    let decision = match e.decision {
+        Some(Verdict::Allow) => "allow",
+        Some(Verdict::Deny) => "deny",
+        None => "-",
+    };
+    format!(
+        "{:<26} {:<6} {:<30} {:<30} {:<12} {:<22} {:>7}  {:<24} {}",
+        record.time,
+        decision,
+        caller,
+        e.mapped_caller.as_deref().unwrap_or("-"),
+        e.collectives.join(","),
+        format!(
+            "{}.{}",
+            e.agent.as_deref().unwrap_or("?"),
+            e.action.as_deref().unwrap_or("?")
+        ),
+        replies.map_or("-".into(), |n| n.to_string()),
+        e.rule.as_deref().unwrap_or("-"),
+        e.reason
+    )
+}
+
+async fn tail(args: TailArgs) -> anyhow::Result<ExitCode> {
+    let mut position = 0u64;
+    let mut identity = file_identity(&args.file);
+    if !args.json {
+        println!("{}", header());
+    }
+    loop {
+        let current = file_identity(&args.file);
+        if current != identity {
+            // Rotated: start the new active file from its beginning.
+            identity = current;
+            position = 0;
+        }
+        if let Ok(bytes) = std::fs::read(&args.file) {
+            let available = bytes.len() as u64;
+            if available < position {
+                position = 0;
+            }
+            let fresh = &bytes[position as usize..];
+            let whole = fresh.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+            for line in fresh[..whole]
+                .split(|b| *b == b'\n')
+                .filter(|l| !l.is_empty())
+            {
+                if args.json {
+                    println!("{}", String::from_utf8_lossy(line));
+                } else if let Ok(record) = serde_json::from_slice::<Record>(line)
+                    && record.kind != Kind::Header
+                {
+                    println!("{}", row(&record, record.event.replies));
+                }
+            }
+            position += whole as u64;
+        }
+        tokio::select! {
+            _ = super::shutdown_signal() => return Ok(ExitCode::SUCCESS),
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+        }
+    }
+}
+
+fn file_identity(path: &Path) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| m.ino())
+}

@@ -1,0 +1,221 @@
+//! What a re-signing cluster adds to the relay: authorize each mapped request with actionpolicy,
+//! record every decision in the audit trail before anything is forwarded, tell verified callers
+//! why they were refused, and record how many replies each allowed request got.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::audit::{Auditor, Event, Kind, Verdict};
+use crate::policy::PolicyStore;
+use crate::security::Now;
+use crate::wire::choria_v1::{
+    Filter, Reply, ReplyEnvelope, RpcReply, SecureReply, StatusCode, Transport, TransportHeaders,
+};
+
+/// Allowed requests whose replies are being counted; beyond this, completions are written at
+/// once with no count.
+pub const MAX_PENDING: usize = 65_536;
+/// How long after a request's TTL its completion record is written.
+const GRACE: Duration = Duration::from_secs(2);
+
+/// Policy, audit and completion tracking of one broker instance.
+pub struct Gate {
+    /// The current actionpolicy set.
+    pub policy: Arc<PolicyStore>,
+    /// Where decisions are recorded.
+    pub auditor: Auditor,
+    /// This instance's name, the sender of refusal replies.
+    pub instance: String,
+    pending: Mutex<HashMap<String, Pending>>,
+}
+
+struct Pending {
+    event: Event,
+    replies: u64,
+    deadline: Instant,
+}
+
+impl Gate {
+    /// A gate over `policy` writing to `auditor`.
+    pub fn new(policy: Arc<PolicyStore>, auditor: Auditor, instance: String) -> Gate {
+        Gate {
+            policy,
+            auditor,
+            instance,
+            pending: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Writes a decision record; Err means the request must not be forwarded.
+    pub async fn record(&self, event: Event) -> Result<String, crate::audit::AuditError> {
+        let result = self.auditor.record(Kind::Decision, event).await;
+        if let Err(err) = &result {
+            tracing::error!(error = %err, "audit failed; refusing the request");
+        }
+        result
+    }
+
+    /// Starts counting the replies of an allowed request (`link` is its decision record).
+    pub async fn track(&self, request_id: &str, link: String, event: &Event, ttl: Duration) {
+        let overflow = {
+            let mut pending = self.lock();
+            if let Some(entry) = pending.get_mut(request_id) {
+                entry.event.links.push(link);
+                entry
+                    .event
+                    .collectives
+                    .extend(event.collectives.iter().cloned());
+                return;
+            }
+            if pending.len() < MAX_PENDING {
+                let mut event = completion_of(event);
+                event.links.push(link);
+                pending.insert(
+                    request_id.to_string(),
+                    Pending {
+                        event,
+                        replies: 0,
+                        deadline: Instant::now() + ttl + GRACE,
+                    },
+                );
+                None
+            } else {
+                let mut event = completion_of(event);
+                event.links.push(link);
+                event.reason =
+                    format!("replies not counted: more than {MAX_PENDING} requests in flight");
+                Some(event)
+            }
+        };
+        if let Some(event) = overflow {
+            metrics::counter!("fedgate_audit_untracked_total").increment(1);
+            let _ = self.auditor.record(Kind::Completion, event).await;
+        }
+    }
+
+    /// Counts one relayed reply.
+    pub fn replied(&self, request_id: &str) {
+        if let Some(entry) = self.lock().get_mut(request_id) {
+            entry.replies += 1;
+        }
+    }
+
+    /// Writes the completion records that are due (all of them when `all`).
+    pub async fn complete_due(&self, all: bool) {
+        let now = Instant::now();
+        let due: Vec<Pending> = {
+            let mut pending = self.lock();
+            let keys: Vec<String> = pending
+                .iter()
+                .filter(|(_, p)| all || p.deadline <= now)
+                .map(|(k, _)| k.clone())
+                .collect();
+            keys.iter().filter_map(|k| pending.remove(k)).collect()
+        };
+        for mut done in due {
+            done.event.replies = Some(done.replies);
+            if let Err(err) = self.auditor.record(Kind::Completion, done.event).await {
+                tracing::error!(error = %err, "could not record a request's completion");
+            }
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Pending>> {
+        self.pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// The completion record's content: who, what, where, without the decision details.
+fn completion_of(event: &Event) -> Event {
+    Event {
+        edge: event.edge.clone(),
+        realm: event.realm.clone(),
+        caller: event.caller.clone(),
+        mapped_caller: event.mapped_caller.clone(),
+        request_id: event.request_id.clone(),
+        collectives: event.collectives.clone(),
+        agent: event.agent.clone(),
+        action: event.action.clone(),
+        decision: Some(Verdict::Allow),
+        stage: "complete".into(),
+        ..Event::default()
+    }
+}
+
+/// A short, readable summary of a filter for audit records.
+pub fn summarize(filter: &Filter) -> String {
+    let mut parts = Vec::new();
+    for fact in &filter.fact {
+        parts.push(format!("fact:{}{}{}", fact.fact, fact.operator, fact.value));
+    }
+    for class in &filter.cf_class {
+        parts.push(format!("class:{class}"));
+    }
+    for agent in &filter.agent {
+        parts.push(format!("agent:{agent}"));
+    }
+    match filter.identity.len() {
+        0 => {}
+        1..=5 => parts.extend(filter.identity.iter().map(|i| format!("identity:{i}"))),
+        n => parts.push(format!("identity:{n} entries")),
+    }
+    if !filter.compound.is_empty() {
+        parts.push(format!("compound:{} groups", filter.compound.len()));
+    }
+    let mut text = parts.join(" ");
+    if text.len() > 1024 {
+        let mut cut = 1024;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.push('…');
+    }
+    text
+}
+
+/// A reply from fedgate itself telling a verified caller why its request was not forwarded:
+/// MCollective status 1 (aborted), the reason as the status message, and the decision as data.
+pub fn refusal_reply(
+    instance: &str,
+    request_id: &str,
+    agent: &str,
+    action: &str,
+    event: &Event,
+) -> Transport {
+    let body = RpcReply::new(
+        action,
+        StatusCode::Aborted,
+        format!("fedgate refused the request: {}", event.reason),
+        json!({
+            "fedgate": {
+                "decision": "deny",
+                "stage": event.stage,
+                "code": event.code,
+                "rule": event.rule,
+                "reason": event.reason,
+                "collectives": event.collectives,
+            }
+        }),
+    );
+    let sender = format!("fedgate:{instance}");
+    let envelope = ReplyEnvelope {
+        requestid: request_id.to_string(),
+        senderid: sender.clone(),
+        agent: agent.to_string(),
+        time: Now::system().unix_seconds(),
+    };
+    let secure = SecureReply::new(Reply::new(body.encode_string(), envelope).encode_string());
+    // Delivered on the client's own reply subject without a federation header, like any reply
+    // a broker relays back.
+    let headers = TransportHeaders {
+        mc_sender: Some(sender),
+        ..TransportHeaders::default()
+    };
+    Transport::new(secure.encode(), headers)
+}
