@@ -50,7 +50,7 @@ pub enum Command {
     #[command(subcommand)]
     Fleet(fleet::Command),
     /// Sign and send an RPC request to a collective and stream the replies.
-    Rpc(rpc::Args),
+    Rpc(Box<rpc::Args>),
     /// Serve the federations in the config as a Federation Broker instance.
     Run(run::Args),
     /// Show live per-instance figures of a Federation Broker cluster.
@@ -119,7 +119,7 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Audit(command) => audit::run(command).await,
         Command::Policy(command) => policy::run(command),
         Command::Fleet(command) => fleet::run(command).await,
-        Command::Rpc(args) => rpc::run(args).await,
+        Command::Rpc(args) => rpc::run(*args).await,
         Command::Run(args) => run::run(args).await,
         Command::Observe(args) => observe::run(args).await,
         Command::Demo(args) => demo::run(args).await,

@@ -159,9 +159,16 @@ async fn policy_decides_and_every_decision_is_audited() {
     senders.sort();
     assert_eq!(senders, uk);
     assert_eq!(
-        fleet.stats().total,
-        before + NODES as u64 / 4,
+        fleet
+            .stats()
+            .acted_for("choria=bob.mcollective", "fedgate.privileged.mcollective"),
+        NODES as u64 / 4,
         "only uk nodes acted for bob"
+    );
+    assert_eq!(
+        fleet.stats().total,
+        before + NODES as u64,
+        "every node saw the one broadcast"
     );
 
     // Exactly the allowed requests were published into london.

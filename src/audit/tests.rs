@@ -25,7 +25,7 @@ fn event(n: usize) -> Event {
         collectives: vec!["london".into()],
         agent: Some("rpcutil".into()),
         action: Some("ping".into()),
-        decision: Some(if n % 3 == 0 {
+        decision: Some(if n.is_multiple_of(3) {
             Verdict::Deny
         } else {
             Verdict::Allow
@@ -76,7 +76,7 @@ async fn a_flipped_byte_anywhere_in_10000_records_is_found_at_its_line() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.log");
     write(&path, 9_999, u64::MAX).await; // plus the header: 10,000 records
-    let intact = verify(&[path.clone()]).unwrap();
+    let intact = verify(std::slice::from_ref(&path)).unwrap();
     assert_eq!(intact.records, 10_000);
     assert_eq!(intact.start, ChainState::genesis());
 
@@ -96,7 +96,7 @@ async fn a_flipped_byte_anywhere_in_10000_records_is_found_at_its_line() {
             let mut flipped = original.clone();
             flipped[offset] ^= 0x01;
             std::fs::write(&path, &flipped).unwrap();
-            let broken = verify(&[path.clone()]).unwrap_err();
+            let broken = verify(std::slice::from_ref(&path)).unwrap_err();
             assert_eq!(broken.line, line, "flip at byte {offset}: {broken}");
         }
     }
@@ -117,7 +117,7 @@ async fn a_deleted_or_reordered_line_is_found() {
         .map(|(_, l)| format!("{l}\n"))
         .collect();
     std::fs::write(&path, deleted).unwrap();
-    let broken = verify(&[path.clone()]).unwrap_err();
+    let broken = verify(std::slice::from_ref(&path)).unwrap_err();
     assert_eq!(broken.line, 10, "{broken}");
     assert!(broken.problem.contains("prev"), "{broken}");
 
@@ -128,10 +128,10 @@ async fn a_deleted_or_reordered_line_is_found() {
         swapped.iter().map(|l| format!("{l}\n")).collect::<String>(),
     )
     .unwrap();
-    assert_eq!(verify(&[path.clone()]).unwrap_err().line, 5);
+    assert_eq!(verify(std::slice::from_ref(&path)).unwrap_err().line, 5);
 
     std::fs::write(&path, &text[..text.len() - 1]).unwrap();
-    let broken = verify(&[path.clone()]).unwrap_err();
+    let broken = verify(std::slice::from_ref(&path)).unwrap_err();
     assert_eq!(
         (broken.line, broken.problem.as_str()),
         (21, "torn record: no final newline")

@@ -28,7 +28,7 @@ as = "choria=$1.mcollective"
 
 /// A federated request from a 2048-bit client of CA F, and a cluster that re-signs it for
 /// london with a privileged key of `size`.
-struct Fixture {
+pub(crate) struct Fixture {
     wire: Vec<u8>,
     cluster: ClusterRules,
     rules: Arc<ResignRules>,
@@ -39,7 +39,7 @@ struct Fixture {
     target_ca: CaBundle,
 }
 
-fn fixture(size: RsaKeySize, now: Now) -> Result<Fixture, BenchError> {
+pub(crate) fn fixture(size: RsaKeySize, now: Now) -> Result<Fixture, BenchError> {
     let (client, _, federation_ca) = issue("bench.mcollective", RsaKeySize::_2048)?;
     let (privileged, raw_key, target_ca) = issue("fedgate.privileged.mcollective", size)?;
     let secure = client.sign_request(&request(now)).map_err(setup_err)?;
@@ -93,7 +93,7 @@ fn fixture(size: RsaKeySize, now: Now) -> Result<Fixture, BenchError> {
 }
 
 /// The broker's whole resign path for one message: route, decode, verify, map, sign, encode.
-fn resign_all(fx: &Fixture, now: Now) -> Result<Vec<Resigned>, Refusal> {
+pub(crate) fn resign_all(fx: &Fixture, now: Now) -> Result<Vec<Resigned>, Refusal> {
     let routed = route_request(&fx.wire, &fx.cluster)?;
     let verified = resign::verify(&routed, &fx.rules, now)?;
     routed

@@ -33,6 +33,8 @@ enum Which {
     Relay,
     /// Resign-mode requests per second on one core next to raw aws-lc-rs signing.
     Resign,
+    /// Actionpolicy decisions next to a hash-map lookup; audited resign next to unaudited.
+    Gate,
 }
 
 /// Runs the benchmarks.
@@ -52,6 +54,18 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         let rows = tokio::task::spawn_blocking(move || bench::resign::run(budget)).await??;
         if args.json {
             json.insert("resign".into(), serde_json::to_value(&rows)?);
+        } else {
+            println!("{}", bench::table(&rows));
+        }
+    }
+    if matches!(args.which, Which::All | Which::Gate) {
+        let budget = Duration::try_from_secs_f64(args.seconds)?;
+        let dir = tempfile_dir()?;
+        let path = dir.clone();
+        let rows = tokio::task::spawn_blocking(move || bench::gate::run(budget, &path)).await??;
+        let _ = std::fs::remove_dir_all(&dir);
+        if args.json {
+            json.insert("gate".into(), serde_json::to_value(&rows)?);
         } else {
             println!("{}", bench::table(&rows));
         }

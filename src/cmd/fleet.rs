@@ -12,7 +12,7 @@ use fedgate::nats::{self, NatsEndpoint};
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
     /// Run N simulated nodes on one NATS connection until Ctrl-C, then print their counters.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print generated nodes as JSON, to edit and pass back with `run --nodes`.
     Nodes(GenerateArgs),
 }
@@ -80,7 +80,7 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&nodes)?);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Run(args) => run_fleet(args).await,
+        Command::Run(args) => run_fleet(*args).await,
     }
 }
 
