@@ -66,10 +66,43 @@ fn federation(extra: &str) -> String {
 
 fn write(name: &str, text: &str) -> PathBuf {
     let dir = config_dir();
-    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::create_dir_all(dir.join("policies")).unwrap();
     let path = dir.join(name);
-    std::fs::write(&path, text).unwrap();
+    // Re-signing federations need policy and audit; every config fixture gets them unless it
+    // says otherwise (rules files are written here too).
+    let config = text.contains("[federations.");
+    let gate = if !config || text.contains("[policy]") || text.contains("# no gate") {
+        String::new()
+    } else {
+        "[policy]\ndir = \"policies\"\n\n[audit]\nfile = \"audit.log\"\n\n".to_string()
+    };
+    std::fs::write(&path, format!("{gate}{text}")).unwrap();
     path
+}
+
+#[test]
+fn resign_mode_needs_policy_and_audit() {
+    let text = format!("# no gate\n{}", federation(""));
+    let err = Config::load(&write("no-gate.toml", &text))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("`policy.dir`: is required"), "{err}");
+    let text = format!(
+        "# no gate\n[policy]\ndir = \"policies\"\n\n{}",
+        federation("")
+    );
+    let err = Config::load(&write("no-audit.toml", &text))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("`audit.file`: is required"), "{err}");
+    let text = format!(
+        "[policy]\ndir = \"policies\"\n\n[audit]\nfile = \"a.log\"\nrotate_bytes = 10\n\n{}",
+        federation("")
+    );
+    let err = Config::load(&write("small-rotate.toml", &text))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("`audit.rotate_bytes`"), "{err}");
 }
 
 #[test]
