@@ -172,19 +172,10 @@ pub fn seal(
     kind: Kind,
     instance: &str,
     time: String,
-    mut event: Event,
+    event: Event,
     state: &mut ChainState,
 ) -> (Record, Vec<u8>) {
-    let mut line = unsealed(kind, instance, &time, &event, state);
-    if line.len() > MAX_RECORD_BYTES && event.data.is_some() {
-        event.data = None;
-        event
-            .reason
-            .push_str(" [data values dropped: record too large]");
-        line = unsealed(kind, instance, &time, &event, state);
-    }
-    let hash = sha256_hex(&line);
-    let record = Record {
+    let mut record = Record {
         v: FORMAT,
         kind,
         id: format!("{instance}:{}", state.seq),
@@ -193,37 +184,33 @@ pub fn seal(
         instance: instance.to_string(),
         event,
         prev: state.prev.clone(),
-        hash: hash.clone(),
+        hash: String::new(),
     };
-    let line = canonical(&record).expect("a record serializes");
+    let (mut map, mut covered) = hashed_part(&record);
+    if covered.len() > MAX_RECORD_BYTES && record.event.data.is_some() {
+        record.event.data = None;
+        record
+            .event
+            .reason
+            .push_str(" [data values dropped: record too large]");
+        (map, covered) = hashed_part(&record);
+    }
+    record.hash = sha256_hex(&covered);
+    map.insert("hash".into(), Value::String(record.hash.clone()));
+    let line = serde_json::to_vec(&map).expect("a map serializes");
     state.seq += 1;
-    state.prev = hash;
+    state.prev = record.hash.clone();
     (record, line)
 }
 
-/// The canonical bytes of the record `seal` is about to write, without its hash.
-fn unsealed(kind: Kind, instance: &str, time: &str, event: &Event, state: &ChainState) -> Vec<u8> {
-    let record = Record {
-        v: FORMAT,
-        kind,
-        id: format!("{instance}:{}", state.seq),
-        seq: state.seq,
-        time: time.to_string(),
-        instance: instance.to_string(),
-        event: event.clone(),
-        prev: state.prev.clone(),
-        hash: String::new(),
+/// The record as a JSON object without `hash`, and the canonical bytes its hash covers.
+fn hashed_part(record: &Record) -> (Map<String, Value>, Vec<u8>) {
+    let Value::Object(mut map) = serde_json::to_value(record).expect("a record serializes") else {
+        unreachable!("a struct serializes to an object");
     };
-    let mut value = serde_json::to_value(&record).expect("a record serializes");
-    if let Value::Object(map) = &mut value {
-        map.remove("hash");
-    }
-    serde_json::to_vec(&value).expect("a value serializes")
-}
-
-/// Canonical JSON: serde_json's `Value` keeps object keys sorted, and writes compactly.
-fn canonical<T: Serialize>(item: &T) -> Result<Vec<u8>, serde_json::Error> {
-    serde_json::to_vec(&serde_json::to_value(item)?)
+    map.remove("hash");
+    let bytes = serde_json::to_vec(&map).expect("a map serializes");
+    (map, bytes)
 }
 
 /// Why one line does not hold as a link of the chain.
@@ -260,22 +247,22 @@ pub enum LinkError {
 
 /// Checks one line on its own (form and hash) and returns the record.
 pub fn check_line(line: &[u8]) -> Result<Record, LinkError> {
-    let value: Value =
-        serde_json::from_slice(line).map_err(|e| LinkError::Unreadable(e.to_string()))?;
-    if serde_json::to_vec(&value).map_err(|e| LinkError::Unreadable(e.to_string()))? != line {
+    let unreadable = |e: serde_json::Error| LinkError::Unreadable(e.to_string());
+    let mut map: Map<String, Value> = serde_json::from_slice(line).map_err(unreadable)?;
+    if serde_json::to_vec(&map).map_err(unreadable)? != line {
         return Err(LinkError::NotCanonical);
     }
-    let record: Record =
-        serde_json::from_value(value.clone()).map_err(|e| LinkError::Unreadable(e.to_string()))?;
-    let mut without = value;
-    if let Value::Object(map) = &mut without {
-        map.remove("hash");
-    }
-    let bytes = serde_json::to_vec(&without).map_err(|e| LinkError::Unreadable(e.to_string()))?;
-    if sha256_hex(&bytes) != record.hash {
+    let Some(Value::String(stored)) = map.remove("hash") else {
+        return Err(LinkError::Unreadable(
+            "`hash` is missing or not a string".into(),
+        ));
+    };
+    let covered = sha256_hex(&serde_json::to_vec(&map).map_err(unreadable)?);
+    if stored != covered {
         return Err(LinkError::Hash);
     }
-    Ok(record)
+    map.insert("hash".into(), Value::String(covered));
+    serde_json::from_value(Value::Object(map)).map_err(unreadable)
 }
 
 /// Checks that `record` follows the chain position `state`, then advances it.
