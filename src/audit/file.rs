@@ -81,7 +81,6 @@ struct Job {
 #[derive(Clone)]
 pub struct FileSink {
     jobs: SyncSender<Job>,
-    path: PathBuf,
 }
 
 /// Why the sink could not open its file.
@@ -106,15 +105,7 @@ impl FileSink {
                 path: options.path.clone(),
                 message: format!("cannot start the writer: {e}"),
             })?;
-        Ok(FileSink {
-            jobs,
-            path: options.path,
-        })
-    }
-
-    /// The active file.
-    pub fn path(&self) -> &Path {
-        &self.path
+        Ok(FileSink { jobs })
     }
 
     /// Writes one event and waits until it is written (and synced, per policy).

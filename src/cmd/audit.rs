@@ -83,9 +83,14 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
 
 /// One file given alone brings its rotated predecessors.
 fn expand(files: &[PathBuf]) -> Vec<PathBuf> {
-    match files {
-        [one] if !review::trail(one).is_empty() => review::trail(one),
-        _ => files.to_vec(),
+    let trail = match files {
+        [one] => review::trail(one),
+        _ => Vec::new(),
+    };
+    if trail.is_empty() {
+        files.to_vec()
+    } else {
+        trail
     }
 }
 
@@ -251,12 +256,7 @@ async fn tail(args: TailArgs) -> anyhow::Result<ExitCode> {
             identity = current;
             position = 0;
         }
-        if let Ok(bytes) = std::fs::read(&args.file) {
-            let available = bytes.len() as u64;
-            if available < position {
-                position = 0;
-            }
-            let fresh = &bytes[position as usize..];
+        if let Some(fresh) = read_from(&args.file, &mut position) {
             let whole = fresh.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
             for line in fresh[..whole]
                 .split(|b| *b == b'\n')
@@ -277,6 +277,19 @@ async fn tail(args: TailArgs) -> anyhow::Result<ExitCode> {
             _ = tokio::time::sleep(Duration::from_millis(250)) => {}
         }
     }
+}
+
+/// The bytes of `path` after `position` (from the start if the file shrank below it).
+fn read_from(path: &Path, position: &mut u64) -> Option<Vec<u8>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = std::fs::File::open(path).ok()?;
+    if file.metadata().ok()?.len() < *position {
+        *position = 0;
+    }
+    file.seek(SeekFrom::Start(*position)).ok()?;
+    let mut fresh = Vec::new();
+    file.read_to_end(&mut fresh).ok()?;
+    Some(fresh)
 }
 
 fn file_identity(path: &Path) -> Option<u64> {

@@ -70,24 +70,22 @@ impl Gate {
                     .extend(event.collectives.iter().cloned());
                 return;
             }
+            let mut completion = completion_of(event);
+            completion.links.push(link);
             if pending.len() < MAX_PENDING {
-                let mut event = completion_of(event);
-                event.links.push(link);
                 pending.insert(
                     request_id.to_string(),
                     Pending {
-                        event,
+                        event: completion,
                         replies: 0,
                         deadline: Instant::now() + ttl + GRACE,
                     },
                 );
                 None
             } else {
-                let mut event = completion_of(event);
-                event.links.push(link);
-                event.reason =
+                completion.reason =
                     format!("replies not counted: more than {MAX_PENDING} requests in flight");
-                Some(event)
+                Some(completion)
             }
         };
         if let Some(event) = overflow {
@@ -151,7 +149,7 @@ fn completion_of(event: &Event) -> Event {
 pub fn summarize(filter: &Filter) -> String {
     let mut parts = Vec::new();
     for fact in &filter.fact {
-        parts.push(format!("fact:{}{}{}", fact.fact, fact.operator, fact.value));
+        parts.push(format!("fact:{fact}"));
     }
     for class in &filter.cf_class {
         parts.push(format!("class:{class}"));

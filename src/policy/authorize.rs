@@ -176,10 +176,7 @@ impl Decision {
 pub fn describe(conditions: &Conditions) -> String {
     let mut parts = Vec::new();
     if let Some(facts) = conditions.facts.list() {
-        let facts: Vec<String> = facts
-            .iter()
-            .map(|f| format!("{}{}{}", f.fact, f.operator, f.value))
-            .collect();
+        let facts: Vec<String> = facts.iter().map(ToString::to_string).collect();
         parts.push(format!("facts {}", facts.join(" ")));
     }
     if let Some(classes) = conditions.classes.list() {

@@ -40,16 +40,6 @@ impl PolicyStore {
         Ok(store)
     }
 
-    /// A store that never reloads, holding `set` (tests and benchmarks).
-    pub fn fixed(set: PolicySet) -> PolicyStore {
-        PolicyStore {
-            dir: PathBuf::new(),
-            unconfigured: set.unconfigured(),
-            current: ArcSwap::from_pointee(set),
-            last_error: Mutex::new(None),
-        }
-    }
-
     /// The set to decide a request with; keep it for the whole request.
     pub fn current(&self) -> Arc<PolicySet> {
         self.current.load_full()

@@ -136,11 +136,6 @@ impl PolicySet {
             .chain(self.scoped.values().flat_map(HashMap::values))
             .map(Arc::as_ref)
     }
-
-    /// The collective scopes (subdirectories) present.
-    pub fn scopes(&self) -> impl Iterator<Item = &str> {
-        self.scoped.keys().map(String::as_str)
-    }
 }
 
 fn check_count(dir: &Path, count: usize) -> Result<(), LoadError> {

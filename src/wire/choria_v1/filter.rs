@@ -98,6 +98,13 @@ impl fmt::Display for FactOperator {
     }
 }
 
+/// `fact<op>value`, as written on a command line or in a policy.
+impl fmt::Display for FactFilter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}{}{}", self.fact, self.operator, self.value)
+    }
+}
+
 /// The operator alternation go-choria uses to split `fact<op>value` strings.
 static OPERATORS: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"<=|>=|=>|=<|<|>|!=|=~|={1,2}").expect("static regex"));
