@@ -10,6 +10,7 @@
 
 pub mod actionpolicy;
 mod authorize;
+mod index;
 pub mod reload;
 pub mod set;
 #[cfg(test)]

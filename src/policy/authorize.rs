@@ -222,8 +222,9 @@ fn evaluate(
     query: &Query<'_>,
     vantage: Vantage<'_>,
 ) -> Decision {
-    for rule in &file.rules {
-        if !rule.matches_caller(query.caller, set.groups()) || !rule.matches_action(query.action) {
+    let mut scratch = Vec::new();
+    for rule in file.rules_for(query.caller, set.groups(), &mut scratch) {
+        if !rule.matches_action(query.action) {
             continue;
         }
         let source = Source::Rule {
