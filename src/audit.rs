@@ -1,11 +1,16 @@
 //! The tamper-evident audit trail: one hash-chained record per decision, written before the
 //! request it describes is forwarded. If no sink accepts a record, the request is refused.
 //!
+//! - [`cef`]: Common Event Format lines for SIEMs.
 //! - [`record`]: the record, its canonical form and the chain.
 //! - [`file`]: the file sink (group commit, fsync policy, size rotation with header records).
+//! - [`jetstream`]: the JetStream sink (deny-delete, deny-purge stream, deduplicated by record
+//!   id, one chain per instance subject, shared by instances).
 //! - [`review`]: verification across rotated files, and reading records back.
 
+pub mod cef;
 pub mod file;
+pub mod jetstream;
 pub mod record;
 pub mod review;
 #[cfg(test)]
@@ -14,6 +19,7 @@ mod tests;
 use std::sync::Arc;
 
 pub use file::{FileOptions, FileSink, Fsync, SinkError};
+pub use jetstream::{JetStreamOptions, JetStreamSink};
 pub use record::{Event, Kind, Record, Verdict};
 
 /// Why a record was not written anywhere.
@@ -21,19 +27,48 @@ pub use record::{Event, Kind, Record, Verdict};
 #[error("audit record not written: {0}")]
 pub struct AuditError(pub String);
 
-/// The configured sinks. A record counts as written when at least one sink accepted it.
+/// Where records go.
+#[derive(Clone)]
+pub enum Sink {
+    /// The local file.
+    File(FileSink),
+    /// A JetStream stream shared by instances.
+    JetStream(JetStreamSink),
+}
+
+impl Sink {
+    /// The sink's name in metrics and errors.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Sink::File(_) => "file",
+            Sink::JetStream(_) => "jetstream",
+        }
+    }
+
+    async fn append(&self, kind: Kind, id: String, event: Event) -> Result<Record, SinkError> {
+        match self {
+            Sink::File(sink) => sink.append(kind, id, event).await,
+            Sink::JetStream(sink) => sink.append(kind, id, event).await,
+        }
+    }
+}
+
+/// The configured sinks. A record counts as written when at least one sink accepted it; each
+/// sink keeps its own chain, and a record has the same id in all of them.
 #[derive(Clone)]
 pub struct Auditor {
-    file: Option<FileSink>,
+    instance: Arc<str>,
+    sinks: Arc<[Sink]>,
     values: Arc<Vec<String>>,
 }
 
 impl Auditor {
-    /// An auditor writing to `file`; `values` lists `agent` or `agent.action` whose input values
-    /// are recorded (otherwise only their names are).
-    pub fn new(file: Option<FileSink>, values: Vec<String>) -> Auditor {
+    /// An auditor for `instance` writing to `sinks`; `values` lists `agent` or `agent.action`
+    /// whose input values are recorded (otherwise only their names are).
+    pub fn new(instance: &str, sinks: Vec<Sink>, values: Vec<String>) -> Auditor {
         Auditor {
-            file,
+            instance: Arc::from(instance),
+            sinks: sinks.into(),
             values: Arc::new(values),
         }
     }
@@ -49,26 +84,50 @@ impl Auditor {
         })
     }
 
-    /// Writes one record; Ok carries its id.
+    /// Writes one record to every sink at once; Ok carries its id when at least one accepted
+    /// it, Err says why each refused.
     pub async fn record(&self, kind: Kind, event: Event) -> Result<String, AuditError> {
-        let Some(file) = &self.file else {
+        if self.sinks.is_empty() {
             return Err(AuditError("no audit sink is configured".into()));
-        };
+        }
         let verdict = match event.decision {
             Some(Verdict::Allow) => "allow",
             Some(Verdict::Deny) => "deny",
             None => "none",
         };
-        match file.append(kind, event).await {
-            Ok(record) => {
-                metrics::counter!("fedgate_audit_records_total", "sink" => "file", "decision" => verdict)
-                    .increment(1);
-                Ok(record.id)
+        let id = record::new_id(&self.instance);
+        let results = match &*self.sinks {
+            [only] => vec![only.append(kind, id.clone(), event).await],
+            sinks => {
+                futures::future::join_all(
+                    sinks
+                        .iter()
+                        .map(|sink| sink.append(kind, id.clone(), event.clone())),
+                )
+                .await
             }
-            Err(err) => {
-                metrics::counter!("fedgate_audit_errors_total", "sink" => "file").increment(1);
-                Err(AuditError(err.to_string()))
+        };
+        let mut accepted = false;
+        let mut errors = Vec::new();
+        for (sink, result) in self.sinks.iter().zip(results) {
+            let name = sink.name();
+            match result {
+                Ok(_) => {
+                    accepted = true;
+                    metrics::counter!("fedgate_audit_records_total", "sink" => name, "decision" => verdict)
+                        .increment(1);
+                }
+                Err(err) => {
+                    metrics::counter!("fedgate_audit_errors_total", "sink" => name).increment(1);
+                    tracing::error!(sink = name, error = %err, "audit sink refused a record");
+                    errors.push(format!("{name}: {err}"));
+                }
             }
+        }
+        if accepted {
+            Ok(id)
+        } else {
+            Err(AuditError(errors.join("; ")))
         }
     }
 }

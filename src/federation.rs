@@ -19,7 +19,7 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::audit::{Auditor, FileSink};
+use crate::audit::{Auditor, FileSink, JetStreamSink, Sink};
 use crate::config::{Config, Member};
 use crate::nats::{self, NatsError};
 use crate::policy::PolicyStore;
@@ -125,7 +125,7 @@ impl Broker {
             });
         }
         let gate = match plans.iter().find(|(_, rules)| rules.resign.is_some()) {
-            Some((name, _)) => Some(open_gate(config, name, &options.instance)?),
+            Some((name, _)) => Some(open_gate(config, name, &options.instance).await?),
             None => None,
         };
         let networks = Arc::new(connect_networks(config, &plans, &options.instance).await?);
@@ -316,7 +316,11 @@ async fn connect_networks(
 }
 
 /// Loads the policy directory and opens the audit trail that re-signing clusters share.
-fn open_gate(config: &Config, federation: &str, instance: &str) -> Result<Arc<Gate>, BrokerError> {
+async fn open_gate(
+    config: &Config,
+    federation: &str,
+    instance: &str,
+) -> Result<Arc<Gate>, BrokerError> {
     let problem = |problem: String| BrokerError::Config {
         federation: federation.to_string(),
         problem,
@@ -326,8 +330,20 @@ fn open_gate(config: &Config, federation: &str, instance: &str) -> Result<Arc<Ga
     };
     let store = PolicyStore::open(&policy.dir, policy.unconfigured)
         .map_err(|e| problem(format!("policy: {e}")))?;
-    let sink = FileSink::open(audit.file_options(instance)).map_err(|e| problem(e.to_string()))?;
-    let auditor = Auditor::new(Some(sink), audit.record_values.clone());
+    let mut sinks = Vec::new();
+    if let Some(options) = audit.file_options(instance) {
+        sinks.push(Sink::File(
+            FileSink::open(options).map_err(|e| problem(e.to_string()))?,
+        ));
+    }
+    if let Some(options) = audit.stream_options(instance) {
+        sinks.push(Sink::JetStream(
+            JetStreamSink::open(options)
+                .await
+                .map_err(|e| problem(e.to_string()))?,
+        ));
+    }
+    let auditor = Auditor::new(instance, sinks, audit.record_values.clone());
     Ok(Arc::new(Gate::new(
         Arc::new(store),
         auditor,

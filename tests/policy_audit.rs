@@ -237,8 +237,26 @@ async fn policy_decides_and_every_decision_is_audited() {
         .expect("a completion record for alice's ping");
     assert_eq!(completion.event.replies, Some(NODES as u64));
 
-    // The trail verifies with the CLI, and a one-byte edit is found at its line.
+    // The refusals, as CEF lines for a SIEM.
     let file = topo.audit_file();
+    let cef = std::process::Command::new(fedgate_bin())
+        .args(["audit", "query", "--decision", "deny", "--format", "cef"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(cef.status.success());
+    let cef = String::from_utf8(cef.stdout).unwrap();
+    let lines: Vec<&str> = cef.lines().collect();
+    assert_eq!(lines.len(), 2, "{cef}");
+    assert!(
+        lines[0].starts_with("CEF:0|fedgate|fedgate|")
+            && lines[0].contains("|denied|rpc request refused|5|")
+            && lines[0].contains("suser=choria\\=alice.mcollective")
+            && lines[0].contains(&format!("cs1={denied_id}")),
+        "{cef}"
+    );
+
+    // The trail verifies with the CLI, and a one-byte edit is found at its line.
     let status = std::process::Command::new(fedgate_bin())
         .args(["audit", "verify"])
         .arg(&file)
@@ -372,5 +390,108 @@ async fn an_unwritable_audit_file_stops_start_up() {
     assert!(
         stderr.contains("audit file") && stderr.contains("audit.log"),
         "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jetstream_sink_keeps_the_trail_and_the_file_covers_its_outage() {
+    let topo = Topology::start();
+    let fleet = topo.london.start_fleet(NODES).await;
+    let mut js = fedgate::natsd::NatsServer::start(
+        &topo.dir.path().join("js"),
+        fedgate::natsd::NatsServerConfig {
+            name: "audit-js".into(),
+            jetstream: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let config = topo.config(&format!(
+        "\n[audit.jetstream]\nnats = [{:?}]\nstream = \"AUDIT\"\n",
+        js.url()
+    ));
+    let mut broker = BrokerProcess::spawn(&config, "pa5").await;
+    let alice = topo.client("alice").await;
+    let (summary, _) = run(&alice, &call("ping", NODES)).await;
+    assert_eq!(summary.ok, NODES, "{summary:?}");
+    let (summary, _) = run(&alice, &call("inventory", 1)).await;
+    assert_eq!(summary.failed, 1, "{summary:?}");
+
+    // The stream's server goes away: the file still accepts, so requests still pass.
+    js.stop();
+    let (summary, _) = run(&alice, &call("ping", NODES)).await;
+    assert_eq!(summary.ok, NODES, "{summary:?}");
+    assert!(
+        broker
+            .counter("fedgate_audit_errors_total", &[("sink", "jetstream")])
+            .await
+            >= 1.0
+    );
+    assert_eq!(fleet.stats().total, 2 * NODES as u64);
+
+    // The client delivers the unacknowledged record once the server is back; the next write
+    // finds it at the chain's end and adds a correction record naming it.
+    js.restart().unwrap();
+    let watcher = async_nats::connect(js.url()).await.unwrap();
+    let mut stream = async_nats::jetstream::new(watcher)
+        .get_stream("AUDIT")
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while stream.info().await.unwrap().state.messages < 3 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the unacknowledged record never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (summary, _) = run(&alice, &call("ping", NODES)).await;
+    assert_eq!(summary.ok, NODES, "{summary:?}");
+    assert!(broker.terminate().await.success());
+
+    // The stream, exported per instance, is an intact chain of records the file has too.
+    let out = topo.dir.path().join("export");
+    let export = std::process::Command::new(fedgate_bin())
+        .args(["audit", "export", "--config"])
+        .arg(&config)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&export.stdout);
+    assert!(
+        export.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&export.stderr)
+    );
+    assert!(stdout.contains("fedgate.audit.pa5: intact"), "{stdout}");
+    let streamed = records(&out.join("fedgate.audit.pa5.log"));
+    let filed = records(&topo.audit_file());
+    let file_ids: Vec<&str> = filed.iter().map(|r| r.id.as_str()).collect();
+    let decisions: Vec<&Record> = streamed
+        .iter()
+        .filter(|r| r.kind == Kind::Decision)
+        .collect();
+    let verdicts: Vec<_> = decisions.iter().map(|r| r.event.decision).collect();
+    let (allow, deny) = (Some(Verdict::Allow), Some(Verdict::Deny));
+    assert_eq!(verdicts, [allow, deny, allow, allow], "{decisions:#?}");
+    let corrections: Vec<&Record> = streamed
+        .iter()
+        .filter(|r| r.kind == Kind::Correction)
+        .collect();
+    assert_eq!(corrections.len(), 1, "{streamed:#?}");
+    assert_eq!(corrections[0].event.links, [decisions[2].id.clone()]);
+    assert_eq!(corrections[0].event.code, "late_record");
+    for record in streamed.iter().filter(|r| r.kind != Kind::Correction) {
+        assert!(file_ids.contains(&record.id.as_str()), "{record:?}");
+    }
+    assert_eq!(filed.iter().filter(|r| r.kind == Kind::Decision).count(), 4);
+    assert_eq!(
+        streamed
+            .iter()
+            .filter(|r| r.kind == Kind::Completion)
+            .count(),
+        3,
+        "one completion per allowed request"
     );
 }

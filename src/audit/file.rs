@@ -73,6 +73,7 @@ type Reply = oneshot::Sender<Result<Record, SinkError>>;
 
 struct Job {
     kind: Kind,
+    id: String,
     event: Event,
     reply: Reply,
 }
@@ -108,10 +109,15 @@ impl FileSink {
         Ok(FileSink { jobs })
     }
 
-    /// Writes one event and waits until it is written (and synced, per policy).
-    pub async fn append(&self, kind: Kind, event: Event) -> Result<Record, SinkError> {
+    /// Writes one event as record `id` and waits until it is written (and synced, per policy).
+    pub async fn append(&self, kind: Kind, id: String, event: Event) -> Result<Record, SinkError> {
         let (reply, done) = oneshot::channel();
-        match self.jobs.try_send(Job { kind, event, reply }) {
+        match self.jobs.try_send(Job {
+            kind,
+            id,
+            event,
+            reply,
+        }) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => return Err(SinkError::Busy),
             Err(TrySendError::Disconnected(_)) => return Err(SinkError::Stopped),
@@ -209,6 +215,7 @@ impl Writer {
         for job in batch {
             let (record, line) = record::seal(
                 job.kind,
+                job.id,
                 &self.options.instance,
                 record::now(),
                 job.event,
@@ -284,6 +291,7 @@ impl Writer {
         };
         let (_, mut line) = record::seal(
             Kind::Header,
+            record::new_id(&self.options.instance),
             &self.options.instance,
             record::now(),
             event,

@@ -25,6 +25,9 @@ pub enum Kind {
     Decision,
     /// How an allowed request ended: the replies relayed for it. Links to its decisions.
     Completion,
+    /// A note about an earlier record of the same chain, which it links to: a JetStream record
+    /// whose write was reported failed but that reached the stream later.
+    Correction,
 }
 
 /// Allowed or refused.
@@ -116,9 +119,10 @@ pub struct Record {
     pub v: u64,
     /// What the record is about.
     pub kind: Kind,
-    /// `<instance>:<seq>`: unique, and the deduplication id in JetStream.
+    /// `<instance>:<nuid>`: unique, the same in every sink the record went to (completions
+    /// link to it), and the deduplication id in JetStream.
     pub id: String,
-    /// Position in this instance's chain, from 0.
+    /// Position in this sink's chain for the instance, from 0.
     pub seq: u64,
     /// RFC 3339 UTC time with microseconds.
     pub time: String,
@@ -161,6 +165,11 @@ pub fn now() -> String {
     format!("{base}.{micros:06}Z")
 }
 
+/// A new record id for `instance`: unique across restarts, as JetStream deduplication needs.
+pub fn new_id(instance: &str) -> String {
+    format!("{instance}:{}", nuid::next())
+}
+
 /// SHA-256 hex of `bytes`.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes))
@@ -170,6 +179,7 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 /// (canonical JSON, no newline).
 pub fn seal(
     kind: Kind,
+    id: String,
     instance: &str,
     time: String,
     event: Event,
@@ -178,7 +188,7 @@ pub fn seal(
     let mut record = Record {
         v: FORMAT,
         kind,
-        id: format!("{instance}:{}", state.seq),
+        id,
         seq: state.seq,
         time,
         instance: instance.to_string(),

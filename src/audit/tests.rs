@@ -40,22 +40,38 @@ fn event(n: usize) -> Event {
 async fn write(path: &Path, count: usize, rotate_bytes: u64) {
     let sink = FileSink::open(options(path, rotate_bytes)).unwrap();
     for n in 0..count {
-        sink.append(Kind::Decision, event(n)).await.unwrap();
+        sink.append(Kind::Decision, record::new_id("fg1"), event(n))
+            .await
+            .unwrap();
     }
 }
 
 #[test]
 fn sealed_lines_are_canonical_and_check() {
     let mut state = ChainState::genesis();
-    let (first, line) = record::seal(Kind::Decision, "fg1", record::now(), event(1), &mut state);
+    let (first, line) = record::seal(
+        Kind::Decision,
+        "fg1:a".into(),
+        "fg1",
+        record::now(),
+        event(1),
+        &mut state,
+    );
     assert_eq!(first.prev, GENESIS);
-    assert_eq!(first.id, "fg1:0");
+    assert_eq!((first.id.as_str(), first.seq), ("fg1:a", 0));
     assert_eq!(record::check_line(&line).unwrap(), first);
     let text = String::from_utf8(line.clone()).unwrap();
     // Keys are sorted, so `action` leads and `v` ends the line.
     assert!(text.starts_with(r#"{"action":"ping","#), "{text}");
     assert!(text.ends_with(r#""v":1}"#), "{text}");
-    let (second, _) = record::seal(Kind::Decision, "fg1", record::now(), event(2), &mut state);
+    let (second, _) = record::seal(
+        Kind::Decision,
+        "fg1:b".into(),
+        "fg1",
+        record::now(),
+        event(2),
+        &mut state,
+    );
     assert_eq!(second.prev, first.hash);
     assert_eq!(second.seq, 1);
 
@@ -191,7 +207,11 @@ async fn a_torn_tail_stops_the_sink_from_opening() {
 
 #[test]
 fn values_are_recorded_only_where_configured() {
-    let auditor = Auditor::new(None, vec!["puppet".into(), "service.restart".into()]);
+    let auditor = Auditor::new(
+        "fg1",
+        Vec::new(),
+        vec!["puppet".into(), "service.restart".into()],
+    );
     assert!(auditor.records_values("puppet", "runonce"));
     assert!(auditor.records_values("service", "restart"));
     assert!(!auditor.records_values("service", "stop"));

@@ -10,7 +10,7 @@ use rcgen::RsaKeySize;
 
 use super::resign::{fixture, resign_all};
 use super::{BenchError, Row, interleaved, row, setup_err};
-use crate::audit::{Event, FileOptions, FileSink, Fsync, Kind, Verdict};
+use crate::audit::{Auditor, Event, FileOptions, FileSink, Fsync, Kind, Sink, Verdict};
 use crate::policy::{Effect, PolicyFile, PolicySet, Query, Vantage, authorize};
 use crate::security::Now;
 
@@ -105,6 +105,7 @@ pub fn run(budget: Duration, dir: &Path) -> Result<Vec<Row>, BenchError> {
         instance: "bench".into(),
     })
     .map_err(setup_err)?;
+    let auditor = Auditor::new("bench", vec![Sink::File(sink)], Vec::new());
     let event = Event {
         edge: "federation".into(),
         realm: "prod".into(),
@@ -131,7 +132,7 @@ pub fn run(budget: Duration, dir: &Path) -> Result<Vec<Row>, BenchError> {
             || {
                 black_box(resign_all(&fx, black_box(now)).ok());
                 let record =
-                    futures::executor::block_on(sink.append(Kind::Decision, event.clone()));
+                    futures::executor::block_on(auditor.record(Kind::Decision, event.clone()));
                 black_box(record.ok());
             },
         ),

@@ -20,7 +20,24 @@ pub enum Command {
     Query(QueryArgs),
     /// Follow the active audit file and print new records as they are written.
     Tail(TailArgs),
+    /// Copy the JetStream audit stream of a config into one file per instance chain, then
+    /// verify each; exits 1 when any chain is broken. The files work with `verify` and `query`.
+    Export(ExportArgs),
 }
+
+/// Arguments of `fedgate audit export`.
+#[derive(Debug, clap::Args)]
+pub struct ExportArgs {
+    /// The fedgate config whose `[audit.jetstream]` names the stream.
+    #[arg(long)]
+    config: PathBuf,
+    /// Directory for the files (`<subject>.log`), created if missing.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+/// Most instance chains one export writes.
+const MAX_EXPORT_CHAINS: usize = 10_000;
 
 /// Arguments of `fedgate audit verify`.
 #[derive(Debug, clap::Args)]
@@ -57,9 +74,13 @@ pub struct QueryArgs {
     /// Records before this RFC 3339 time.
     #[arg(long, value_name = "TIME")]
     until: Option<String>,
-    /// Print the matching records as JSON lines.
-    #[arg(long)]
+    /// Print the matching records as JSON lines (same as `--format json`).
+    #[arg(long, conflicts_with = "format")]
     json: bool,
+    /// `table` (default), `json` (one record per line) or `cef` (ArcSight Common Event Format,
+    /// one line per record, for SIEMs).
+    #[arg(long, value_parser = ["table", "json", "cef"])]
+    format: Option<String>,
 }
 
 /// Arguments of `fedgate audit tail`.
@@ -78,7 +99,65 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Verify(args) => verify(args),
         Command::Query(args) => query(args),
         Command::Tail(args) => tail(args).await,
+        Command::Export(args) => export(args).await,
     }
+}
+
+async fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
+    use std::collections::BTreeMap;
+    use std::io::Write;
+
+    let config = fedgate::config::Config::load(&args.config)?;
+    let Some(js) = config.audit.as_ref().and_then(|a| a.jetstream.as_ref()) else {
+        anyhow::bail!("{}: no [audit.jetstream] section", args.config.display());
+    };
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    let mut files: BTreeMap<String, (PathBuf, std::io::BufWriter<std::fs::File>)> = BTreeMap::new();
+    let out = args.out.clone();
+    let count = fedgate::audit::jetstream::read_all(&js.endpoint(), &js.stream, |subject, line| {
+        if !files.contains_key(subject) {
+            if files.len() == MAX_EXPORT_CHAINS {
+                return Err(format!("more than {MAX_EXPORT_CHAINS} instance subjects"));
+            }
+            let path = out.join(format!("{subject}.log"));
+            let file = std::fs::File::create(&path)
+                .map_err(|e| format!("creating {}: {e}", path.display()))?;
+            files.insert(subject.to_string(), (path, std::io::BufWriter::new(file)));
+        }
+        let (path, writer) = files.get_mut(subject).expect("inserted above");
+        writer
+            .write_all(line)
+            .and_then(|()| writer.write_all(b"\n"))
+            .map_err(|e| format!("writing {}: {e}", path.display()))
+    })
+    .await
+    .map_err(anyhow::Error::msg)?;
+    println!("{count} records from stream {}", js.stream);
+    let mut broken = false;
+    for (subject, (path, mut writer)) in files {
+        writer
+            .flush()
+            .with_context(|| format!("writing {}", path.display()))?;
+        match review::verify(std::slice::from_ref(&path)) {
+            Ok(intact) => println!(
+                "{subject}: intact, {} records, seq {}..{} -> {}",
+                intact.records,
+                intact.start.seq,
+                intact.end.seq.saturating_sub(1),
+                path.display()
+            ),
+            Err(err) => {
+                broken = true;
+                println!("{subject}: broken: {err}");
+            }
+        }
+    }
+    Ok(if broken {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// One file given alone brings its rotated predecessors.
@@ -193,9 +272,18 @@ fn query(args: QueryArgs) -> anyhow::Result<ExitCode> {
             && until.is_none_or(|u| when.is_some_and(|w| w < u))
     };
     let selected: Vec<&Record> = all.iter().filter(matches).collect();
-    if args.json {
+    let format = match args.format.as_deref() {
+        Some(format) => format,
+        None if args.json => "json",
+        None => "table",
+    };
+    if format == "json" {
         for record in selected {
             println!("{}", serde_json::to_string(record)?);
+        }
+    } else if format == "cef" {
+        for record in selected {
+            println!("{}", fedgate::audit::cef::line(record));
         }
     } else {
         println!("{}", header());

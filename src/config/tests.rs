@@ -106,6 +106,74 @@ fn resign_mode_needs_policy_and_audit() {
 }
 
 #[test]
+fn the_audit_trail_needs_a_sink_and_a_sound_stream() {
+    let load = |name: &str, audit: &str| {
+        let text = format!(
+            "[policy]\ndir = \"policies\"\n\n[audit]\n{audit}\n\n{}",
+            federation("")
+        );
+        Config::load(&write(name, &text))
+    };
+    let err = load("no-sink.toml", "fsync = \"always\"")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("`audit`: needs a sink"), "{err}");
+    let stream_only = load(
+        "stream-only.toml",
+        "[audit.jetstream]\nnats = [\"nats://127.0.0.1:4222\"]",
+    )
+    .unwrap();
+    let audit = stream_only.audit.as_ref().unwrap();
+    assert!(audit.file_options("gw1").is_none());
+    let options = audit.stream_options("gw1.example.net").unwrap();
+    assert_eq!(
+        (options.stream.as_str(), options.chain_subject().as_str()),
+        ("FEDGATE_AUDIT", "fedgate.audit.gw1_example_net")
+    );
+    assert_eq!(options.duplicate_window, Duration::from_secs(120));
+    for (name, bad, key) in [
+        (
+            "js-subject.toml",
+            "subject = \"audit.*\"",
+            "audit.jetstream.subject",
+        ),
+        (
+            "js-stream.toml",
+            "stream = \"a.b\"",
+            "audit.jetstream.stream",
+        ),
+        (
+            "js-window.toml",
+            "duplicate_window_s = 0",
+            "audit.jetstream.duplicate_window_s",
+        ),
+        (
+            "js-bytes.toml",
+            "max_bytes = 1000",
+            "audit.jetstream.max_bytes",
+        ),
+        (
+            "js-tls.toml",
+            "nats = [\"tls://127.0.0.1:4222\"]",
+            "audit.jetstream.ca",
+        ),
+    ] {
+        let nats = if bad.starts_with("nats") {
+            String::new()
+        } else {
+            "nats = [\"nats://127.0.0.1:4222\"]\n".into()
+        };
+        let err = load(
+            name,
+            &format!("file = \"a.log\"\n[audit.jetstream]\n{nats}{bad}"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains(&format!("`{key}`")), "{name}: {err}");
+    }
+}
+
+#[test]
 fn a_federation_with_inline_and_referenced_members_loads() {
     let path = write(
         "valid.toml",

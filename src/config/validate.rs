@@ -3,11 +3,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use super::{CollectiveConfig, Config, ConfigError, FederationMode, Member, TlsIdentity};
+use super::{
+    AuditStreamConfig, CollectiveConfig, Config, ConfigError, FederationMode, Member, TlsIdentity,
+};
 use crate::security::identity::IdentityRules;
 use crate::security::{CaBundle, NamePatterns, check_key_pair, check_privileged_signer};
 use crate::security::{Now, check_identity, check_key_mode};
-use crate::subjects::is_valid_name;
+use crate::subjects::{is_valid_name, is_valid_token};
 use crate::wire::choria_v1::MIN_TTL;
 
 /// Largest `max_ttl` a federation may set: a day.
@@ -132,6 +134,44 @@ impl Checker<'_> {
             Now::system(),
         )
         .map_err(|err| self.invalid(key, err.to_string()))
+    }
+
+    /// The JetStream audit sink's settings.
+    fn stream(&self, js: &AuditStreamConfig) -> Result<(), ConfigError> {
+        let key = "audit.jetstream";
+        if js.nats.is_empty() {
+            return Err(self.invalid(format!("{key}.nats"), "needs at least one server URL"));
+        }
+        if let Some(ca) = self.network_ca(key, &js.nats, js.ca.as_deref(), js.tls.as_ref())?
+            && let Some(tls) = &js.tls
+        {
+            self.identity(format!("{key}.tls"), tls, ca)?;
+        }
+        self.name(format!("{key}.stream"), &js.stream)?;
+        if !js.subject.split('.').all(is_valid_token) {
+            return Err(self.invalid(
+                format!("{key}.subject"),
+                format!(
+                    "{:?} must be dot-separated subject tokens without wildcards",
+                    js.subject
+                ),
+            ));
+        }
+        let ranges: [(&str, u64, u64, u64); 4] = [
+            ("replicas", js.replicas as u64, 1, 5),
+            ("duplicate_window_s", js.duplicate_window_s, 1, 86_400),
+            ("timeout_ms", js.timeout_ms, 100, 60_000),
+            ("max_bytes", js.max_bytes.max(0) as u64, 1 << 20, u64::MAX),
+        ];
+        for (name, value, low, high) in ranges {
+            if !(low..=high).contains(&value) {
+                return Err(self.invalid(
+                    format!("{key}.{name}"),
+                    format!("must be between {low} and {high}"),
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn identity(&self, key: String, tls: &TlsIdentity, ca: &Path) -> Result<(), ConfigError> {
@@ -302,6 +342,12 @@ impl Config {
                     format!("is required: federation {served} re-signs requests, and every decision is audited"),
                 ));
             }
+            Some(audit) if audit.file.is_none() && audit.jetstream.is_none() => {
+                return Err(check.invalid(
+                    "audit",
+                    "needs a sink: `file`, `[audit.jetstream]`, or both",
+                ));
+            }
             Some(audit) if audit.rotate_bytes < 64 * 1024 => {
                 return Err(check.invalid("audit.rotate_bytes", "must be at least 65536"));
             }
@@ -310,7 +356,11 @@ impl Config {
                     check.invalid("audit.fsync_interval_ms", "must be between 10 and 60000")
                 );
             }
-            Some(_) => {}
+            Some(audit) => {
+                if let Some(js) = &audit.jetstream {
+                    check.stream(js)?;
+                }
+            }
         }
         for (collective, route) in routes {
             match route {

@@ -136,7 +136,8 @@ allow\tauditors\t*\t*\t*
 allow\t/mcollective$/\tping\t*\t*
 ";
 
-    const GROUPS: &str = "admins choria=alice.mcollective choria=ops-1.mcollective choria=alice.mcollective
+    const GROUPS: &str =
+        "admins choria=alice.mcollective choria=ops-1.mcollective choria=alice.mcollective
 devs choria=bob.mcollective choria=dave.mcollective
 auditors choria=erin.mcollective
 ";
