@@ -238,9 +238,21 @@ impl RpcClient {
     async fn call_one(
         &self,
         call: &RpcCall,
-        mut on_reply: impl FnMut(&ReplyEvent),
+        on_reply: impl FnMut(&ReplyEvent),
     ) -> Result<Summary, ClientError> {
         let requestid = uuid::Uuid::new_v4().simple().to_string();
+        self.call_as(call, &requestid, on_reply).await
+    }
+
+    /// Makes one call with a request id chosen by the caller (the WebSocket edge audits the id
+    /// before it publishes).
+    pub async fn call_as(
+        &self,
+        call: &RpcCall,
+        requestid: &str,
+        mut on_reply: impl FnMut(&ReplyEvent),
+    ) -> Result<Summary, ClientError> {
+        let requestid = requestid.to_string();
         let (_, transport) = self.build(call, &requestid, Now::system())?;
         let reply_subject = transport.headers.reply_to.clone().unwrap_or_default();
         let mut replies = self

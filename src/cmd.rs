@@ -11,6 +11,7 @@ mod observe;
 mod policy;
 mod rpc;
 mod run;
+mod token;
 
 use std::process::ExitCode;
 
@@ -59,6 +60,9 @@ pub enum Command {
     Demo(demo::Args),
     /// Run the benchmarks side by side with their baselines.
     Bench(bench::Args),
+    /// Tokens for the WebSocket edge: signing key, issue, password hashes.
+    #[command(subcommand)]
+    Token(token::Command),
 }
 
 /// How requests are checked: the CA plus Choria's name rules and the size limit.
@@ -124,6 +128,7 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Observe(args) => observe::run(args).await,
         Command::Demo(args) => demo::run(args).await,
         Command::Bench(args) => bench::run(args).await,
+        Command::Token(command) => token::run(command),
     }
 }
 

@@ -42,9 +42,12 @@ pub struct Config {
     /// Actionpolicy RBAC; required by re-signing federations.
     #[serde(default)]
     pub policy: Option<PolicyConfig>,
-    /// The audit trail; required by re-signing federations.
+    /// The audit trail; required by re-signing federations and the edge.
     #[serde(default)]
     pub audit: Option<AuditConfig>,
+    /// The WebSocket edge for browsers and scripts.
+    #[serde(default)]
+    pub edge: Option<EdgeConfig>,
     /// The rules of `identity.rules`, loaded and checked once with the config.
     #[serde(skip, default = "defaults::identity_rules")]
     rules: Arc<IdentityRules>,
@@ -162,6 +165,71 @@ impl AuditStreamConfig {
     pub fn endpoint(&self) -> NatsEndpoint {
         endpoint(&self.nats, self.ca.as_deref(), self.tls.as_ref())
     }
+}
+
+/// The WebSocket edge: where it listens, how callers authenticate, and its limits.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EdgeConfig {
+    /// Address to listen on (port 0 picks a free port).
+    pub listen: SocketAddr,
+    /// The realm edge callers come from, as identity rules name it in `from`.
+    #[serde(default = "defaults::edge_realm")]
+    pub realm: String,
+    /// The edge CA: client certificates (mTLS) must chain to it.
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    /// The listener's certificate and key; without them the edge speaks plain `ws://`.
+    #[serde(default)]
+    pub tls: Option<TlsIdentity>,
+    /// Allow plain `ws://` on a non-loopback address.
+    #[serde(default)]
+    pub allow_plaintext: bool,
+    /// Origins browsers may open sockets from, matched exactly (`https://ops.example.com`).
+    #[serde(default)]
+    pub origins: Vec<String>,
+    /// The Ed25519 PKCS#8 key tokens are signed with (`fedgate token keygen`).
+    #[serde(default)]
+    pub token_key: Option<PathBuf>,
+    /// Users who may `POST /login` (TOML, argon2 hashes).
+    #[serde(default)]
+    pub users: Option<PathBuf>,
+    /// Longest token lifetime `POST /login` issues, seconds.
+    #[serde(default = "defaults::edge_token_ttl")]
+    pub token_ttl_s: u64,
+    /// Largest message a client may send, bytes.
+    #[serde(default = "defaults::edge_message_bytes")]
+    pub max_message_bytes: usize,
+    /// Open sockets at most.
+    #[serde(default = "defaults::edge_connections")]
+    pub max_connections: usize,
+    /// Requests in flight on one socket at most.
+    #[serde(default = "defaults::edge_in_flight")]
+    pub max_in_flight: usize,
+    /// Requests per second per identity (sustained).
+    #[serde(default = "defaults::edge_rate")]
+    pub rate_per_second: u32,
+    /// Requests per identity allowed in a burst.
+    #[serde(default = "defaults::edge_burst")]
+    pub rate_burst: u32,
+    /// Messages queued towards one socket; a client that falls this far behind is disconnected.
+    #[serde(default = "defaults::edge_outbound")]
+    pub outbound_queue: usize,
+    /// Seconds without traffic (pongs count) before a socket is closed.
+    #[serde(default = "defaults::edge_idle")]
+    pub idle_timeout_s: u64,
+    /// Seconds between pings.
+    #[serde(default = "defaults::edge_ping")]
+    pub ping_interval_s: u64,
+    /// Seconds a socket opened without credentials has to send its `auth` message.
+    #[serde(default = "defaults::edge_auth_timeout")]
+    pub auth_timeout_s: u64,
+    /// Seconds in-flight requests get to finish on shutdown.
+    #[serde(default = "defaults::edge_grace")]
+    pub shutdown_grace_s: u64,
+    /// Static files served at `/` (the web page).
+    #[serde(default)]
+    pub web_root: Option<PathBuf>,
 }
 
 /// How a federation's brokers treat the signed part of a request.
@@ -323,6 +391,42 @@ mod defaults {
     pub fn fsync_interval_ms() -> u64 {
         1000
     }
+    pub fn edge_realm() -> String {
+        "edge".into()
+    }
+    pub fn edge_token_ttl() -> u64 {
+        8 * 3600
+    }
+    pub fn edge_message_bytes() -> usize {
+        64 * 1024
+    }
+    pub fn edge_connections() -> usize {
+        10_000
+    }
+    pub fn edge_in_flight() -> usize {
+        16
+    }
+    pub fn edge_rate() -> u32 {
+        20
+    }
+    pub fn edge_burst() -> u32 {
+        40
+    }
+    pub fn edge_outbound() -> usize {
+        1024
+    }
+    pub fn edge_idle() -> u64 {
+        300
+    }
+    pub fn edge_ping() -> u64 {
+        30
+    }
+    pub fn edge_auth_timeout() -> u64 {
+        5
+    }
+    pub fn edge_grace() -> u64 {
+        10
+    }
     pub fn audit_stream() -> String {
         "FEDGATE_AUDIT".into()
     }
@@ -479,6 +583,13 @@ impl Config {
         self.identity.rules.iter_mut().for_each(join);
         if let Some(policy) = &mut self.policy {
             join(&mut policy.dir);
+        }
+        if let Some(edge) = &mut self.edge {
+            edge.ca.iter_mut().for_each(join);
+            join_tls(&mut edge.tls);
+            edge.token_key.iter_mut().for_each(join);
+            edge.users.iter_mut().for_each(join);
+            edge.web_root.iter_mut().for_each(join);
         }
         if let Some(audit) = &mut self.audit {
             audit.file.iter_mut().for_each(join);

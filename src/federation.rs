@@ -41,6 +41,9 @@ pub struct BrokerOptions {
     pub stats_interval: Duration,
     /// Decode limits.
     pub limits: Limits,
+    /// Policy and audit opened by the caller (shared with the WebSocket edge), whose watcher the
+    /// caller runs; without it the broker opens its own when a federation re-signs.
+    pub gate: Option<Arc<Gate>>,
 }
 
 /// Why a broker could not start.
@@ -124,9 +127,11 @@ impl Broker {
                 problem: "the config defines no federation to serve".into(),
             });
         }
-        let gate = match plans.iter().find(|(_, rules)| rules.resign.is_some()) {
-            Some((name, _)) => Some(open_gate(config, name, &options.instance).await?),
-            None => None,
+        let resigning = plans.iter().find(|(_, rules)| rules.resign.is_some());
+        let gate = match (&options.gate, resigning) {
+            (Some(gate), _) => Some(gate.clone()),
+            (None, Some((name, _))) => Some(open_gate(config, name, &options.instance).await?),
+            (None, None) => None,
         };
         let networks = Arc::new(connect_networks(config, &plans, &options.instance).await?);
         let mut broker = Broker {
@@ -136,16 +141,18 @@ impl Broker {
             replies: TaskGroup::default(),
         };
         if let Some(gate) = &gate {
-            let watcher = gate
-                .policy
-                .watch(broker.requests.stop.clone())
-                .map_err(|e| BrokerError::Config {
-                    federation: "(policy)".into(),
-                    problem: format!("cannot watch {}: {e}", gate.policy.dir().display()),
-                })?;
-            broker.requests.tasks.spawn(async move {
-                let _ = watcher.await;
-            });
+            if options.gate.is_none() {
+                let watcher = gate
+                    .policy
+                    .watch(broker.requests.stop.clone())
+                    .map_err(|e| BrokerError::Config {
+                        federation: "(policy)".into(),
+                        problem: format!("cannot watch {}: {e}", gate.policy.dir().display()),
+                    })?;
+                broker.requests.tasks.spawn(async move {
+                    let _ = watcher.await;
+                });
+            }
             broker
                 .replies
                 .tasks
@@ -315,8 +322,9 @@ async fn connect_networks(
     Ok(networks)
 }
 
-/// Loads the policy directory and opens the audit trail that re-signing clusters share.
-async fn open_gate(
+/// Loads the policy directory and opens the audit trail that re-signing clusters and the edge
+/// share; `federation` names the owner in errors.
+pub async fn open_gate(
     config: &Config,
     federation: &str,
     instance: &str,

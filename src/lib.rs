@@ -32,6 +32,7 @@ pub mod audit;
 pub mod bench;
 pub mod client;
 pub mod config;
+pub mod edge;
 pub mod federation;
 pub mod filter;
 pub mod fleet;

@@ -29,6 +29,7 @@ async fn start_broker(config_text: &str, dir: &std::path::Path, instance: &str) 
         workers: 1,
         stats_interval: Duration::from_secs(60),
         limits: Limits::default(),
+        gate: None,
     };
     Broker::start(&config, options).await.unwrap()
 }

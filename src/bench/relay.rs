@@ -195,6 +195,7 @@ impl RunningBroker {
                 workers: options.workers,
                 stats_interval: Duration::from_secs(60),
                 limits: Limits::default(),
+                gate: None,
             };
             return Ok(RunningBroker::InProcess(
                 Broker::start(&config, broker_options)

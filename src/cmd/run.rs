@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use fedgate::config::{Config, FederationMode};
+use fedgate::edge::{Dispatcher, Edge};
 use fedgate::federation::{Broker, BrokerOptions};
 use fedgate::wire::Limits;
 use tokio_util::sync::CancellationToken;
@@ -59,11 +60,24 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         None => None,
     };
+    // The edge and the broker share one gate (one policy store, one audit trail).
+    let gate = match &config.edge {
+        Some(_) => Some(fedgate::federation::open_gate(&config, "edge", &instance).await?),
+        None => None,
+    };
+    if let Some(gate) = &gate {
+        // The watcher task ends when `stop` is cancelled.
+        let _watcher = gate
+            .policy
+            .watch(stop.clone())
+            .with_context(|| format!("watching {}", gate.policy.dir().display()))?;
+    }
     let options = BrokerOptions {
         instance: instance.clone(),
         workers: config.instance.workers.unwrap_or_else(default_workers),
         stats_interval: config.instance.stats_interval(),
         limits: Limits::default(),
+        gate: gate.clone(),
     };
     let resigning: Vec<&str> = config
         .served_federations()
@@ -76,17 +90,44 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             "resign mode without identity rules: every caller will be denied; set [identity] rules"
         );
     }
-    let broker = Broker::start(&config, options).await?;
-    eprintln!(
-        "fedgate {instance}: serving federations {}",
-        config.served_federations().join(", ")
-    );
+    let broker = if config.served_federations().is_empty() && gate.is_some() {
+        None
+    } else {
+        let broker = Broker::start(&config, options).await?;
+        eprintln!(
+            "fedgate {instance}: serving federations {}",
+            config.served_federations().join(", ")
+        );
+        Some(broker)
+    };
+    let edge = match &gate {
+        Some(gate) => {
+            let dispatcher = Dispatcher::connect(&config, gate.clone(), &instance)
+                .await
+                .map_err(|e| anyhow::anyhow!("edge: {e}"))?;
+            let edge = Edge::start(&config, dispatcher, fedgate::metrics::install().ok()).await?;
+            eprintln!("fedgate {instance}: edge on {}", edge.ws_url());
+            Some(edge)
+        }
+        None => None,
+    };
     super::shutdown_signal().await;
     eprintln!("fedgate {instance}: draining");
-    let drained = broker
-        .shutdown(config.instance.drain_timeout())
-        .await
-        .complete;
+    if let Some(edge) = edge {
+        edge.shutdown().await;
+    }
+    let drained = match broker {
+        Some(broker) => {
+            broker
+                .shutdown(config.instance.drain_timeout())
+                .await
+                .complete
+        }
+        None => true,
+    };
+    if let Some(gate) = &gate {
+        gate.complete_due(true).await;
+    }
     stop.cancel();
     if let Some(task) = metrics {
         let _ = task.await;

@@ -4,7 +4,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use super::{
-    AuditStreamConfig, CollectiveConfig, Config, ConfigError, FederationMode, Member, TlsIdentity,
+    AuditStreamConfig, CollectiveConfig, Config, ConfigError, EdgeConfig, FederationMode, Member,
+    TlsIdentity,
 };
 use crate::security::identity::IdentityRules;
 use crate::security::{CaBundle, NamePatterns, check_key_pair, check_privileged_signer};
@@ -136,6 +137,64 @@ impl Checker<'_> {
         .map_err(|err| self.invalid(key, err.to_string()))
     }
 
+    /// The WebSocket edge: it authorizes and audits like a re-signing federation.
+    fn edge(&self, config: &Config, edge: &EdgeConfig) -> Result<(), ConfigError> {
+        if config.policy.is_none() {
+            return Err(self.invalid(
+                "policy.dir",
+                "is required: the edge authorizes every request with actionpolicy",
+            ));
+        }
+        if config.audit.is_none() {
+            return Err(self.invalid("audit", "is required: the edge records every decision"));
+        }
+        if edge.tls.is_none() && !edge.listen.ip().is_loopback() && !edge.allow_plaintext {
+            return Err(self.invalid(
+                "edge.tls",
+                format!(
+                    "is required on {}: plain ws:// is for loopback addresses unless allow_plaintext = true",
+                    edge.listen
+                ),
+            ));
+        }
+        if let Some(tls) = &edge.tls {
+            self.file("edge.tls.certificate".into(), &tls.certificate)?;
+            self.file("edge.tls.key".into(), &tls.key)?;
+        }
+        for (key, file) in [
+            ("edge.ca", &edge.ca),
+            ("edge.token_key", &edge.token_key),
+            ("edge.users", &edge.users),
+        ] {
+            if let Some(file) = file {
+                self.file(key.into(), file)?;
+            }
+        }
+        if edge.users.is_some() && edge.token_key.is_none() {
+            return Err(self.invalid(
+                "edge.token_key",
+                "is required with edge.users: a login issues a token",
+            ));
+        }
+        for origin in &edge.origins {
+            if !(origin.starts_with("https://") || origin.starts_with("http://"))
+                || origin.ends_with('/')
+            {
+                return Err(self.invalid(
+                    "edge.origins",
+                    format!("{origin:?} must be a scheme and host, like https://ops.example.com"),
+                ));
+            }
+        }
+        if !(1024..=16 << 20).contains(&edge.max_message_bytes) {
+            return Err(self.invalid(
+                "edge.max_message_bytes",
+                "must be between 1024 and 16777216",
+            ));
+        }
+        Ok(())
+    }
+
     /// The JetStream audit sink's settings.
     fn stream(&self, js: &AuditStreamConfig) -> Result<(), ConfigError> {
         let key = "audit.jetstream";
@@ -214,6 +273,9 @@ impl Config {
 
     pub(super) fn validate(&self, path: &Path) -> Result<(), ConfigError> {
         let check = Checker { path };
+        if let Some(edge) = &self.edge {
+            check.edge(self, edge)?;
+        }
         if let Some(client) = &self.client {
             check.file("client.certificate".into(), &client.certificate)?;
             check.file("client.key".into(), &client.key)?;
@@ -395,7 +457,7 @@ impl Config {
         for (index, from, to) in rules.scopes() {
             let problem = if !self.is_realm(from) {
                 Some(format!(
-                    "from = {from:?} is not a federation or collective in this file"
+                    "from = {from:?} is not a federation, collective or edge realm in this file"
                 ))
             } else {
                 to.iter()
@@ -414,7 +476,9 @@ impl Config {
 
     /// A place callers can come from: a federation or a collective.
     pub fn is_realm(&self, name: &str) -> bool {
-        self.federations.contains_key(name) || self.collectives.contains_key(name)
+        self.federations.contains_key(name)
+            || self.collectives.contains_key(name)
+            || self.edge.as_ref().is_some_and(|edge| edge.realm == name)
     }
 
     fn validate_instance(&self, check: &Checker<'_>) -> Result<(), ConfigError> {

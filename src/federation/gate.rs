@@ -32,6 +32,14 @@ pub struct Gate {
     pending: Mutex<HashMap<String, Pending>>,
 }
 
+impl std::fmt::Debug for Gate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gate")
+            .field("instance", &self.instance)
+            .finish_non_exhaustive()
+    }
+}
+
 struct Pending {
     event: Event,
     replies: u64,
@@ -91,6 +99,16 @@ impl Gate {
         if let Some(event) = overflow {
             metrics::counter!("fedgate_audit_untracked_total").increment(1);
             let _ = self.auditor.record(Kind::Completion, event).await;
+        }
+    }
+
+    /// Writes the completion record of a request whose replies were counted by its caller.
+    pub async fn complete_now(&self, decision: &Event, link: String, replies: u64) {
+        let mut event = completion_of(decision);
+        event.links.push(link);
+        event.replies = Some(replies);
+        if let Err(err) = self.auditor.record(Kind::Completion, event).await {
+            tracing::error!(error = %err, "could not record a request's completion");
         }
     }
 

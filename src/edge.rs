@@ -1,0 +1,18 @@
+//! The WebSocket edge: browsers and scripts make audited, policy-checked RPC calls through
+//! fedgate without holding a Choria certificate.
+//!
+//! - [`auth`]: EdDSA tokens fedgate issues, the argon2 users file behind `POST /login`, and the
+//!   caller ids they give (`up=<user>`; `choria=<CN>` for client certificates).
+//! - [`protocol`]: the versioned JSON messages (`docs/websocket.md`).
+//! - [`dispatch`]: one request's path: map, authorize, audit, sign as the mapped caller with the
+//!   privileged certificate, publish, stream replies.
+//! - [`server`]: the listener (TLS with optional client certificates, or loopback `ws://`), the
+//!   routes, and one session per socket with its limits.
+
+pub mod auth;
+pub mod dispatch;
+pub mod protocol;
+pub mod server;
+
+pub use dispatch::{Dispatcher, Principal};
+pub use server::{Edge, EdgeError};

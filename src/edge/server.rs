@@ -1,0 +1,786 @@
+//! The listener: TLS (optionally mTLS) or loopback `ws://`, the HTTP routes, and one session
+//! task per socket.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use axum::Router;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{Extension, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use futures::{SinkExt, StreamExt};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::json;
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower::ServiceExt;
+
+use super::auth::{self, Claims, TokenKeys, Users};
+use super::dispatch::{self, Principal};
+use super::protocol::{
+    BEARER_PROTOCOL, ClientMessage, ErrorCode, SUBPROTOCOL, ServerMessage, VERSION, close,
+};
+use crate::config::{Config, EdgeConfig};
+use crate::security::{CallerId, CertInfo, load_certs};
+
+/// Why the edge could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("edge: {0}")]
+pub struct EdgeError(pub String);
+
+/// The limits and settings sessions read.
+#[derive(Debug)]
+struct Settings {
+    origins: Vec<String>,
+    max_message_bytes: usize,
+    max_in_flight: usize,
+    outbound_queue: usize,
+    idle: Duration,
+    ping: Duration,
+    auth_timeout: Duration,
+    grace: Duration,
+    token_ttl: Duration,
+}
+
+/// What every request handler shares.
+pub(super) struct Shared {
+    settings: Settings,
+    tokens: Option<TokenKeys>,
+    users: Option<Users>,
+    limiter: DefaultKeyedRateLimiter<String>,
+    connections: Arc<Semaphore>,
+    metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    stop: CancellationToken,
+    sessions: TaskTracker,
+    pub(super) dispatch: dispatch::Dispatcher,
+}
+
+/// Who the TLS layer says the peer is.
+#[derive(Clone, Debug, Default)]
+struct Peer {
+    certificate: Option<CallerId>,
+}
+
+/// A running edge.
+pub struct Edge {
+    addr: SocketAddr,
+    tls: bool,
+    shared: Arc<Shared>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl Edge {
+    /// Binds the listener and starts serving, with the gate (policy and audit) of `dispatcher`.
+    pub async fn start(
+        config: &Config,
+        dispatcher: dispatch::Dispatcher,
+        metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    ) -> Result<Edge, EdgeError> {
+        let edge = config
+            .edge
+            .as_ref()
+            .ok_or_else(|| EdgeError("no [edge] section".into()))?;
+        let tls = match &edge.tls {
+            Some(_) => Some(tls_acceptor(edge)?),
+            None => {
+                if !edge.listen.ip().is_loopback() && !edge.allow_plaintext {
+                    return Err(EdgeError(format!(
+                        "{} is not a loopback address: plain ws:// needs allow_plaintext = true, or configure tls",
+                        edge.listen
+                    )));
+                }
+                None
+            }
+        };
+        let tokens = edge
+            .token_key
+            .as_deref()
+            .map(TokenKeys::load)
+            .transpose()
+            .map_err(|e| EdgeError(e.to_string()))?;
+        let users = edge
+            .users
+            .as_deref()
+            .map(Users::load)
+            .transpose()
+            .map_err(|e| EdgeError(e.to_string()))?;
+        let quota = Quota::per_second(
+            NonZeroU32::new(edge.rate_per_second.max(1)).unwrap_or(NonZeroU32::MIN),
+        )
+        .allow_burst(NonZeroU32::new(edge.rate_burst.max(1)).unwrap_or(NonZeroU32::MIN));
+        let shared = Arc::new(Shared {
+            settings: Settings {
+                origins: edge.origins.clone(),
+                max_message_bytes: edge.max_message_bytes,
+                max_in_flight: edge.max_in_flight.max(1),
+                outbound_queue: edge.outbound_queue.max(4),
+                idle: Duration::from_secs(edge.idle_timeout_s.max(1)),
+                ping: Duration::from_secs(edge.ping_interval_s.max(1)),
+                auth_timeout: Duration::from_secs(edge.auth_timeout_s.max(1)),
+                grace: Duration::from_secs(edge.shutdown_grace_s),
+                token_ttl: Duration::from_secs(edge.token_ttl_s.max(60)),
+            },
+            tokens,
+            users,
+            limiter: RateLimiter::keyed(quota),
+            connections: Arc::new(Semaphore::new(edge.max_connections.max(1))),
+            metrics,
+            stop: CancellationToken::new(),
+            sessions: TaskTracker::new(),
+            dispatch: dispatcher,
+        });
+        let listener = tokio::net::TcpListener::bind(edge.listen)
+            .await
+            .map_err(|e| EdgeError(format!("binding {}: {e}", edge.listen)))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| EdgeError(e.to_string()))?;
+        let router = router(shared.clone(), edge);
+        let accept = tokio::spawn(accept_loop(listener, tls.clone(), router, shared.clone()));
+        Ok(Edge {
+            addr,
+            tls: tls.is_some(),
+            shared,
+            accept,
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `ws://` or `wss://` URL of the socket endpoint.
+    pub fn ws_url(&self) -> String {
+        let scheme = if self.tls { "wss" } else { "ws" };
+        format!("{scheme}://{}/ws", self.addr)
+    }
+
+    /// Stops accepting, lets in-flight requests finish within the grace period, sends every
+    /// socket a close frame, and waits for the sessions to end.
+    pub async fn shutdown(self) {
+        self.accept.abort();
+        self.shared.stop.cancel();
+        self.shared.sessions.close();
+        let wait = self.shared.settings.grace + Duration::from_secs(2);
+        let _ = tokio::time::timeout(wait, self.shared.sessions.wait()).await;
+    }
+}
+
+fn tls_acceptor(edge: &EdgeConfig) -> Result<tokio_rustls::TlsAcceptor, EdgeError> {
+    use rustls::server::WebPkiClientVerifier;
+    use rustls_pki_types::PrivateKeyDer;
+    use rustls_pki_types::pem::PemObject;
+    let Some(identity) = &edge.tls else {
+        return Err(EdgeError("no tls".into()));
+    };
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let chain = load_certs(&identity.certificate).map_err(|e| EdgeError(e.to_string()))?;
+    let key = PrivateKeyDer::from_pem_file(&identity.key)
+        .map_err(|e| EdgeError(format!("{}: {e}", identity.key.display())))?;
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| EdgeError(e.to_string()))?;
+    let builder = match &edge.ca {
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in load_certs(ca).map_err(|e| EdgeError(e.to_string()))? {
+                roots.add(cert).map_err(|e| EdgeError(e.to_string()))?;
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .allow_unauthenticated()
+                .build()
+                .map_err(|e| EdgeError(e.to_string()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder
+        .with_single_cert(chain, key)
+        .map_err(|e| EdgeError(e.to_string()))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+async fn accept_loop(
+    listener: tokio::net::TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    router: Router,
+    shared: Arc<Shared>,
+) {
+    loop {
+        let (stream, remote) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(err) => {
+                tracing::warn!(%err, "edge accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let router = router.clone();
+        let tls = tls.clone();
+        let stop = shared.stop.clone();
+        tokio::spawn(async move {
+            match tls {
+                Some(acceptor) => {
+                    let handshake =
+                        tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream))
+                            .await;
+                    let Ok(Ok(stream)) = handshake else {
+                        metrics::counter!("fedgate_edge_refused_total", "reason" => "tls")
+                            .increment(1);
+                        return;
+                    };
+                    let peer = Peer {
+                        certificate: stream
+                            .get_ref()
+                            .1
+                            .peer_certificates()
+                            .and_then(|certs| certs.first())
+                            .and_then(|leaf| certificate_caller(leaf.as_ref())),
+                    };
+                    serve(TokioIo::new(stream), router, peer, remote, stop).await;
+                }
+                None => serve(TokioIo::new(stream), router, Peer::default(), remote, stop).await,
+            }
+        });
+    }
+}
+
+/// `choria=<CN>` of a verified client certificate.
+fn certificate_caller(der: &[u8]) -> Option<CallerId> {
+    let info = CertInfo::parse(der, "client certificate").ok()?;
+    CallerId::parse(&format!("choria={}", info.common_name?)).ok()
+}
+
+async fn serve<S>(
+    io: TokioIo<S>,
+    router: Router,
+    peer: Peer,
+    remote: SocketAddr,
+    stop: CancellationToken,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |mut request: axum::http::Request<_>| {
+        request.extensions_mut().insert(peer.clone());
+        request.extensions_mut().insert(remote);
+        router.clone().oneshot(request)
+    });
+    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let connection = builder.serve_connection_with_upgrades(io, service);
+    tokio::pin!(connection);
+    tokio::select! {
+        _ = connection.as_mut() => {}
+        _ = stop.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
+        }
+    }
+}
+
+fn router(shared: Arc<Shared>, edge: &EdgeConfig) -> Router {
+    let mut router = Router::new()
+        .route("/ws", get(upgrade))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics_page))
+        .route("/api/realms", get(realms))
+        .route("/login", post(login));
+    if let Some(root) = &edge.web_root {
+        router = router.fallback_service(tower_http::services::ServeDir::new(root));
+    }
+    router.with_state(shared)
+}
+
+async fn metrics_page(State(shared): State<Arc<Shared>>) -> Response {
+    match &shared.metrics {
+        Some(handle) => handle.render().into_response(),
+        None => (StatusCode::NOT_FOUND, "metrics are not enabled\n").into_response(),
+    }
+}
+
+fn refuse(status: StatusCode, reason: &'static str, message: &str) -> Response {
+    metrics::counter!("fedgate_edge_refused_total", "reason" => reason).increment(1);
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        json!({"error": reason, "message": message}).to_string(),
+    )
+        .into_response()
+}
+
+/// The bearer token of `Authorization: Bearer …`.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+}
+
+/// The bearer token offered as the subprotocol `bearer.<token>`, and whether `fedgate.v1` was.
+fn subprotocols(headers: &HeaderMap) -> (Option<String>, bool) {
+    let mut token = None;
+    let mut v1 = false;
+    for value in headers.get_all(header::SEC_WEBSOCKET_PROTOCOL) {
+        let Ok(value) = value.to_str() else { continue };
+        for protocol in value.split(',').map(str::trim) {
+            if protocol == SUBPROTOCOL {
+                v1 = true;
+            } else if let Some(t) = protocol.strip_prefix(BEARER_PROTOCOL) {
+                token = Some(t.to_string());
+            }
+        }
+    }
+    (token, v1)
+}
+
+impl Shared {
+    fn principal_from_token(&self, token: &str) -> Result<Principal, (ErrorCode, String)> {
+        let Some(keys) = &self.tokens else {
+            return Err((
+                ErrorCode::Unauthenticated,
+                "this edge does not accept tokens".into(),
+            ));
+        };
+        let claims: Claims = keys
+            .verify(token, SystemTime::now())
+            .map_err(|e| (ErrorCode::Unauthenticated, e.to_string()))?;
+        let caller = CallerId::parse(&claims.callerid)
+            .map_err(|e| (ErrorCode::Unauthenticated, e.to_string()))?;
+        Ok(Principal {
+            caller,
+            method: "token",
+            expires: Some(claims.exp),
+            collectives: claims.collectives,
+            token_id: Some(claims.jti),
+        })
+    }
+}
+
+async fn upgrade(
+    State(shared): State<Arc<Shared>>,
+    Extension(peer): Extension<Peer>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    if shared.stop.is_cancelled() {
+        return refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "shutting down",
+        );
+    }
+    let (protocol_token, v1) = subprotocols(&headers);
+    let token = bearer(&headers).map(str::to_string).or(protocol_token);
+    let origin = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok());
+    match origin {
+        Some(origin) if !shared.settings.origins.iter().any(|o| o == origin) => {
+            return refuse(
+                StatusCode::FORBIDDEN,
+                "origin",
+                &format!("origin {origin} is not allowed"),
+            );
+        }
+        None if token.is_none() && peer.certificate.is_none() => {
+            return refuse(
+                StatusCode::FORBIDDEN,
+                "origin",
+                "a socket without an Origin must present a client certificate or a token",
+            );
+        }
+        _ => {}
+    }
+    let principal = match (&peer.certificate, &token) {
+        (_, Some(token)) => match shared.principal_from_token(token) {
+            Ok(principal) => Some(principal),
+            Err((_, message)) => {
+                return refuse(StatusCode::UNAUTHORIZED, "token", &message);
+            }
+        },
+        (Some(caller), None) => Some(Principal {
+            caller: caller.clone(),
+            method: "certificate",
+            expires: None,
+            collectives: None,
+            token_id: None,
+        }),
+        (None, None) => None,
+    };
+    let Ok(permit) = shared.connections.clone().try_acquire_owned() else {
+        return refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "connections",
+            "too many connections",
+        );
+    };
+    let ws = if v1 { ws.protocols([SUBPROTOCOL]) } else { ws };
+    let limit = shared.settings.max_message_bytes;
+    let tracker = shared.sessions.clone();
+    ws.max_message_size(limit)
+        .max_frame_size(limit)
+        .read_buffer_size(4096)
+        .write_buffer_size(0)
+        .on_upgrade(move |socket| {
+            tracker.track_future(async move {
+                metrics::gauge!("fedgate_edge_sockets").increment(1.0);
+                session(shared, socket, principal).await;
+                metrics::gauge!("fedgate_edge_sockets").decrement(1.0);
+                drop(permit);
+            })
+        })
+}
+
+/// One socket: authenticate if needed, then read requests and write answers until either side
+/// ends it.
+async fn session(shared: Arc<Shared>, socket: WebSocket, principal: Option<Principal>) {
+    let (mut sink, mut stream) = socket.split();
+    let principal = match principal {
+        Some(principal) => principal,
+        None => match first_message_auth(&shared, &mut stream).await {
+            Ok(principal) => principal,
+            Err(reason) => {
+                metrics::counter!("fedgate_edge_refused_total", "reason" => "auth").increment(1);
+                let _ = sink
+                    .send(close_message(close::UNAUTHENTICATED, &reason))
+                    .await;
+                return;
+            }
+        },
+    };
+    let settings = &shared.settings;
+    let (out, mut outbox) = mpsc::channel::<ServerMessage>(settings.outbound_queue);
+    let overflow = CancellationToken::new();
+    let welcome = ServerMessage::Welcome {
+        protocol: VERSION,
+        caller: principal.caller.as_str().to_string(),
+        method: principal.method,
+        expires: principal.expires,
+    };
+    let _ = out.try_send(welcome);
+    // The writer owns the sink; it ends with a close frame chosen by the reader.
+    let (closing, close_rx) = tokio::sync::oneshot::channel::<(u16, String)>();
+    let ping_every = settings.ping;
+    let writer = tokio::spawn(async move {
+        let mut close_rx = close_rx;
+        let mut ping = tokio::time::interval(ping_every);
+        ping.tick().await;
+        loop {
+            tokio::select! {
+                message = outbox.recv() => {
+                    let Some(message) = message else {
+                        // Every sender is gone: the session has chosen its close.
+                        if let Ok((code, text)) = (&mut close_rx).await {
+                            let _ = sink.send(close_message(code, &text)).await;
+                        }
+                        return;
+                    };
+                    if sink.send(Message::Text(Utf8Bytes::from(message.to_text()))).await.is_err() {
+                        return;
+                    }
+                }
+                _ = ping.tick() => {
+                    if sink.send(Message::Ping(Default::default())).await.is_err() {
+                        return;
+                    }
+                }
+                reason = &mut close_rx => {
+                    // Flush what is already queued, then close.
+                    while let Ok(message) = outbox.try_recv() {
+                        if sink.send(Message::Text(Utf8Bytes::from(message.to_text()))).await.is_err() {
+                            return;
+                        }
+                    }
+                    if let Ok((code, text)) = reason {
+                        let _ = sink.send(close_message(code, &text)).await;
+                    }
+                    return;
+                }
+            }
+        }
+    });
+
+    let mut in_flight: HashMap<String, CancellationToken> = HashMap::new();
+    let requests = TaskTracker::new();
+    let (finished, mut finished_rx) = mpsc::unbounded_channel::<String>();
+    let expiry = principal.expires.map(|exp| {
+        let now = auth::unix(SystemTime::now());
+        tokio::time::Instant::now() + Duration::from_secs(exp.saturating_sub(now))
+    });
+    let mut idle_deadline = tokio::time::Instant::now() + settings.idle;
+    let principal = Arc::new(principal);
+    let close: (u16, String) = loop {
+        let expired = async {
+            match expiry {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = shared.stop.cancelled() => {
+                // Let in-flight requests finish within the grace period.
+                let _ = tokio::time::timeout(settings.grace, async {
+                    requests.close();
+                    requests.wait().await;
+                }).await;
+                break (close::GOING_AWAY, "fedgate is shutting down".into());
+            }
+            _ = overflow.cancelled() => {
+                metrics::counter!("fedgate_edge_refused_total", "reason" => "slow_consumer").increment(1);
+                break (close::SLOW_CONSUMER, format!("client is not reading: more than {} messages queued", settings.outbound_queue));
+            }
+            _ = expired => {
+                metrics::counter!("fedgate_edge_closed_total", "reason" => "token_expired").increment(1);
+                break (close::TOKEN_EXPIRED, "token expired".into());
+            }
+            _ = tokio::time::sleep_until(idle_deadline) => {
+                metrics::counter!("fedgate_edge_closed_total", "reason" => "idle").increment(1);
+                break (close::IDLE, "idle timeout".into());
+            }
+            Some(id) = finished_rx.recv() => {
+                in_flight.remove(&id);
+            }
+            message = stream.next() => {
+                idle_deadline = tokio::time::Instant::now() + settings.idle;
+                let text = match message {
+                    Some(Ok(Message::Text(text))) => text,
+                    Some(Ok(Message::Binary(_))) => {
+                        reject(&out, &overflow, None, ErrorCode::Invalid, "binary frames are not part of the protocol; send JSON text frames");
+                        continue;
+                    }
+                    Some(Ok(Message::Close(_))) | None => break (1000, String::new()),
+                    Some(Ok(_)) => continue,
+                    Some(Err(err)) => {
+                        let too_big = err.to_string().contains("too long") || err.to_string().contains("too big");
+                        if too_big {
+                            metrics::counter!("fedgate_edge_refused_total", "reason" => "too_big").increment(1);
+                            break (close::TOO_BIG, format!("message larger than {} bytes", settings.max_message_bytes));
+                        }
+                        break (close::POLICY, "protocol error".into());
+                    }
+                };
+                match serde_json::from_str::<ClientMessage>(text.as_str()) {
+                    Err(err) => reject(&out, &overflow, None, ErrorCode::Invalid, format!("not a valid message: {err}")),
+                    Ok(ClientMessage::Auth { .. }) => reject(&out, &overflow, None, ErrorCode::Invalid, "already authenticated"),
+                    Ok(ClientMessage::Cancel { id }) => {
+                        if let Some(token) = in_flight.get(&id) {
+                            token.cancel();
+                        }
+                    }
+                    Ok(ClientMessage::Rpc(rpc)) => {
+                        let id = rpc.id.clone();
+                        if in_flight.contains_key(&id) {
+                            reject(&out, &overflow, Some(&id), ErrorCode::DuplicateId, "a request with this id is in flight");
+                            continue;
+                        }
+                        if in_flight.len() >= settings.max_in_flight {
+                            reject(&out, &overflow, Some(&id), ErrorCode::TooManyInFlight, format!("at most {} requests in flight per socket", settings.max_in_flight));
+                            continue;
+                        }
+                        if shared.limiter.check_key(&principal.caller.as_str().to_string()).is_err() {
+                            shared.dispatch.refused_early(&principal, &rpc, "rate_limited", "rate limit exceeded").await;
+                            reject(&out, &overflow, Some(&id), ErrorCode::RateLimited, "rate limit exceeded; slow down");
+                            continue;
+                        }
+                        let cancel = CancellationToken::new();
+                        in_flight.insert(id.clone(), cancel.clone());
+                        let shared = shared.clone();
+                        let out = out.clone();
+                        let overflow = overflow.clone();
+                        let principal = principal.clone();
+                        let finished = finished.clone();
+                        requests.spawn(async move {
+                            let send = |message: ServerMessage| {
+                                if out.try_send(message).is_err() {
+                                    overflow.cancel();
+                                }
+                            };
+                            shared.dispatch.run(&principal, *rpc, cancel, &send).await;
+                            let _ = finished.send(id);
+                        });
+                    }
+                }
+            }
+        }
+    };
+    for token in in_flight.values() {
+        token.cancel();
+    }
+    requests.close();
+    let _ = tokio::time::timeout(Duration::from_secs(2), requests.wait()).await;
+    let broken = matches!(close.0, close::TOO_BIG | close::POLICY);
+    let _ = closing.send(close);
+    let _ = writer.await;
+    drop(out);
+    if broken {
+        // The client's frame was not read to its end, and closing a connection with unread
+        // bytes resets it, which can destroy the close frame before the client reads it: give
+        // the client a moment to read it first.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        return;
+    }
+    // Wait for the client's answering close frame: closing the connection with its frames unread
+    // would reset it, and the client could lose our close frame.
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while let Some(Ok(_)) = stream.next().await {}
+    })
+    .await;
+}
+
+fn reject(
+    out: &mpsc::Sender<ServerMessage>,
+    overflow: &CancellationToken,
+    id: Option<&str>,
+    code: ErrorCode,
+    message: impl Into<String>,
+) {
+    metrics::counter!("fedgate_edge_errors_total", "code" => code.as_str()).increment(1);
+    if out
+        .try_send(ServerMessage::error(id, code, message))
+        .is_err()
+    {
+        overflow.cancel();
+    }
+}
+
+fn close_message(code: u16, reason: &str) -> Message {
+    // A close reason is at most 123 bytes.
+    let mut reason = reason.to_string();
+    while reason.len() > 123 {
+        reason.pop();
+    }
+    Message::Close(Some(CloseFrame {
+        code,
+        reason: Utf8Bytes::from(reason),
+    }))
+}
+
+/// Waits for the `auth` message of a socket opened without credentials.
+async fn first_message_auth(
+    shared: &Shared,
+    stream: &mut futures::stream::SplitStream<WebSocket>,
+) -> Result<Principal, String> {
+    let first = tokio::time::timeout(shared.settings.auth_timeout, stream.next())
+        .await
+        .map_err(|_| "no auth message in time".to_string())?;
+    let Some(Ok(Message::Text(text))) = first else {
+        return Err("expected an auth message".into());
+    };
+    match serde_json::from_str::<ClientMessage>(text.as_str()) {
+        Ok(ClientMessage::Auth { token }) => shared
+            .principal_from_token(&token)
+            .map_err(|(_, message)| message),
+        _ => Err("the first message must be {\"type\":\"auth\",\"token\":...}".into()),
+    }
+}
+
+/// `GET /api/realms`: the collectives this caller may use.
+async fn realms(
+    State(shared): State<Arc<Shared>>,
+    Extension(peer): Extension<Peer>,
+    headers: HeaderMap,
+) -> Response {
+    let principal = match (bearer(&headers), &peer.certificate) {
+        (Some(token), _) => match shared.principal_from_token(token) {
+            Ok(principal) => principal,
+            Err((_, message)) => return refuse(StatusCode::UNAUTHORIZED, "token", &message),
+        },
+        (None, Some(caller)) => Principal {
+            caller: caller.clone(),
+            method: "certificate",
+            expires: None,
+            collectives: None,
+            token_id: None,
+        },
+        (None, None) => {
+            return refuse(
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                "send a bearer token or a client certificate",
+            );
+        }
+    };
+    let collectives = shared.dispatch.reachable(&principal);
+    axum::Json(json!({
+        "caller": principal.caller.as_str(),
+        "collectives": collectives,
+        "federations": [],
+    }))
+    .into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct Login {
+    user: String,
+    password: String,
+}
+
+/// `POST /login`: a token for a user of the users file.
+async fn login(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) -> Response {
+    let (Some(users), Some(keys)) = (&shared.users, &shared.tokens) else {
+        return refuse(
+            StatusCode::NOT_FOUND,
+            "login",
+            "password login is not configured",
+        );
+    };
+    if body.len() > 4096 {
+        return refuse(StatusCode::PAYLOAD_TOO_LARGE, "login", "request too large");
+    }
+    let Ok(login) = serde_json::from_slice::<Login>(&body) else {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "login",
+            "send {\"user\":...,\"password\":...}",
+        );
+    };
+    if shared
+        .limiter
+        .check_key(&format!("login:{}", login.user))
+        .is_err()
+    {
+        return refuse(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "too many login attempts",
+        );
+    }
+    // argon2 is deliberately slow: keep it off the async workers.
+    let users = users.clone();
+    let name = login.user.clone();
+    let checked = tokio::task::spawn_blocking(move || {
+        users
+            .check(&name, &login.password)
+            .map(|user| user.collectives.clone())
+    })
+    .await;
+    let collectives = match checked {
+        Ok(Ok(collectives)) => collectives,
+        _ => {
+            return refuse(
+                StatusCode::UNAUTHORIZED,
+                "login",
+                "unknown user or wrong password",
+            );
+        }
+    };
+    let now = SystemTime::now();
+    match keys.issue(&login.user, shared.settings.token_ttl, collectives, now) {
+        Ok(token) => axum::Json(json!({
+            "token": token,
+            "expires": auth::unix(now) + shared.settings.token_ttl.as_secs(),
+            "caller": format!("up={}", login.user),
+        }))
+        .into_response(),
+        Err(err) => refuse(StatusCode::BAD_REQUEST, "login", &err.to_string()),
+    }
+}
