@@ -142,6 +142,20 @@ impl Edge {
         let addr = listener
             .local_addr()
             .map_err(|e| EdgeError(e.to_string()))?;
+        // The rate limiter keeps a bucket per identity; forget idle ones so the map stays small.
+        let upkeep = shared.clone();
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(Duration::from_secs(30));
+            loop {
+                tokio::select! {
+                    _ = upkeep.stop.cancelled() => return,
+                    _ = ticker.tick() => {
+                        upkeep.limiter.retain_recent();
+                        upkeep.limiter.shrink_to_fit();
+                    }
+                }
+            }
+        });
         let router = router(shared.clone(), edge);
         let accept = tokio::spawn(accept_loop(listener, tls.clone(), router, shared.clone()));
         Ok(Edge {
@@ -736,7 +750,10 @@ async fn login(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) -> Re
     if body.len() > 4096 {
         return refuse(StatusCode::PAYLOAD_TOO_LARGE, "login", "request too large");
     }
-    let Ok(login) = serde_json::from_slice::<Login>(&body) else {
+    let Some(login) = serde_json::from_slice::<Login>(&body)
+        .ok()
+        .filter(|l| auth::caller_for(&l.user).is_ok())
+    else {
         return refuse(
             StatusCode::BAD_REQUEST,
             "login",
