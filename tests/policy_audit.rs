@@ -445,6 +445,8 @@ async fn a_jetstream_sink_keeps_the_trail_and_the_file_covers_its_outage() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // After a failure the sink fails fast for a second before it tries the stream again.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     let (summary, _) = run(&alice, &call("ping", NODES)).await;
     assert_eq!(summary.ok, NODES, "{summary:?}");
     assert!(broker.terminate().await.success());

@@ -123,6 +123,7 @@ impl JetStreamSink {
             end,
             unacknowledged: None,
             late: None,
+            open_until: None,
         };
         tokio::spawn(writer.run(queue));
         Ok(JetStreamSink { jobs })
@@ -283,7 +284,13 @@ struct Writer {
     unacknowledged: Option<String>,
     /// A record found at the chain's end after it was reported failed, not yet corrected.
     late: Option<String>,
+    /// After a failed publish, records fail at once until then instead of each waiting for the
+    /// acknowledgement timeout: one attempt per [`RETRY_AFTER`] while the stream is away.
+    open_until: Option<tokio::time::Instant>,
 }
+
+/// How long the sink fails fast after a publish failed.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// One publish attempt's outcome.
 enum Attempt {
@@ -304,7 +311,21 @@ impl Writer {
     /// Writes `event`, first noting a record that reached the stream after it was reported
     /// failed (at most one can: the ones after it carried the same expected sequence).
     async fn write(&mut self, kind: Kind, id: String, event: Event) -> Result<Record, SinkError> {
+        if self
+            .open_until
+            .is_some_and(|until| tokio::time::Instant::now() < until)
+        {
+            return Err(SinkError::Io(format!(
+                "{} is unavailable: the last publish failed, retrying within {} s",
+                self.subject,
+                RETRY_AFTER.as_secs()
+            )));
+        }
         let result = self.write_one(kind, id, event).await;
+        self.open_until = match &result {
+            Err(SinkError::Io(_)) => Some(tokio::time::Instant::now() + RETRY_AFTER),
+            _ => None,
+        };
         let Some(late) = self.late.take() else {
             return result;
         };
