@@ -82,7 +82,22 @@ pub fn connected_server(client: &async_nats::Client) -> String {
     format!("nats://{}:{}", info.host, info.port)
 }
 
-fn tls_config(
+/// The certificates of the PEM bundle `ca` as a rustls root store.
+pub fn root_store(ca: &Path) -> Result<RootCertStore, NatsError> {
+    let tls_err = |reason: String| NatsError::Tls {
+        path: ca.to_path_buf(),
+        reason,
+    };
+    let mut roots = RootCertStore::empty();
+    for cert in load_certs(ca).map_err(|e| tls_err(e.to_string()))? {
+        roots.add(cert).map_err(|e| tls_err(e.to_string()))?;
+    }
+    Ok(roots)
+}
+
+/// A TLS client configuration (aws-lc-rs) trusting `ca`, with an optional client certificate
+/// and key: for NATS, and for WebSocket clients of the edge.
+pub fn tls_config(
     ca: &Path,
     identity: Option<&(PathBuf, PathBuf)>,
 ) -> Result<rustls::ClientConfig, NatsError> {
@@ -90,10 +105,7 @@ fn tls_config(
         path: path.to_path_buf(),
         reason,
     };
-    let mut roots = RootCertStore::empty();
-    for cert in load_certs(ca).map_err(|e| tls_err(ca, e.to_string()))? {
-        roots.add(cert).map_err(|e| tls_err(ca, e.to_string()))?;
-    }
+    let roots = root_store(ca)?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

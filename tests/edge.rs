@@ -102,32 +102,14 @@ impl Gateway {
     }
 }
 
+/// TLS trusting the edge CA, with the edge certificate of `client_cert` for mTLS.
 fn tls(client_cert: Option<&str>) -> Arc<rustls::ClientConfig> {
-    use rustls_pki_types::PrivateKeyDer;
-    use rustls_pki_types::pem::PemObject;
     let edge = realm("edge");
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in fedgate::security::load_certs(&edge.ca).unwrap() {
-        roots.add(cert).unwrap();
-    }
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots);
-    let config = match client_cert {
-        Some(user) => {
-            let pair = &edge.users[user];
-            builder
-                .with_client_auth_cert(
-                    fedgate::security::load_certs(&pair.cert).unwrap(),
-                    PrivateKeyDer::from_pem_file(&pair.key).unwrap(),
-                )
-                .unwrap()
-        }
-        None => builder.with_no_client_auth(),
-    };
-    Arc::new(config)
+    let identity = client_cert.map(|user| {
+        let pair = &edge.users[user];
+        (pair.cert.clone(), pair.key.clone())
+    });
+    Arc::new(fedgate::nats::tls_config(&edge.ca, identity.as_ref()).unwrap())
 }
 
 /// Opens a socket; Err carries the HTTP status of a refused upgrade.

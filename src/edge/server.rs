@@ -204,10 +204,7 @@ fn tls_acceptor(edge: &EdgeConfig) -> Result<tokio_rustls::TlsAcceptor, EdgeErro
         .map_err(|e| EdgeError(e.to_string()))?;
     let builder = match &edge.ca {
         Some(ca) => {
-            let mut roots = rustls::RootCertStore::empty();
-            for cert in load_certs(ca).map_err(|e| EdgeError(e.to_string()))? {
-                roots.add(cert).map_err(|e| EdgeError(e.to_string()))?;
-            }
+            let roots = crate::nats::root_store(ca).map_err(|e| EdgeError(e.to_string()))?;
             let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
                 .allow_unauthenticated()
                 .build()
