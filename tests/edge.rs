@@ -7,13 +7,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use fedgate::audit::{Kind, Verdict, review};
+use fedgate::audit::{Kind, Verdict};
 use fedgate::config::Config;
 use fedgate::edge::auth::TokenKeys;
 use fedgate::edge::{Dispatcher, Edge};
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use support::{Network, gate_block, network_block, realm};
+use support::{Network, audit_records, gate_block, network_block, realm};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::{self, Message};
 
@@ -155,6 +155,20 @@ async fn next_json(socket: &mut Socket) -> Value {
     }
 }
 
+/// The code of the close frame the server sends next (other messages are skipped).
+async fn close_code(socket: &mut Socket) -> u16 {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), socket.next())
+            .await
+            .expect("a frame in time")
+        {
+            Some(Ok(Message::Close(Some(frame)))) => return u16::from(frame.code),
+            Some(Ok(_)) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    }
+}
+
 async fn send(socket: &mut Socket, value: Value) {
     socket
         .send(Message::Text(value.to_string().into()))
@@ -243,9 +257,7 @@ async fn token_and_certificate_clients_ping_the_fleet() {
 
     // Both decisions and their completions are in the audit trail.
     drop(socket);
-    let records: Vec<_> = review::records(&review::trail(&gateway.audit_file()))
-        .map(|(_, _, r)| r)
-        .collect();
+    let records = audit_records(&gateway.audit_file());
     let allowed: Vec<_> = records
         .iter()
         .filter(|r| r.kind == Kind::Decision && r.event.decision == Some(Verdict::Allow))
@@ -390,22 +402,10 @@ async fn every_refusal_has_its_own_error() {
         ))
         .await
         .unwrap();
-    let code = loop {
-        match tokio::time::timeout(Duration::from_secs(10), socket.next())
-            .await
-            .unwrap()
-        {
-            Some(Ok(Message::Close(Some(frame)))) => break u16::from(frame.code),
-            Some(Ok(_)) => continue,
-            other => panic!("expected a close frame, got {other:?}"),
-        }
-    };
-    assert_eq!(code, 1009);
+    assert_eq!(close_code(&mut socket).await, 1009);
 
     // Refusals with a known identity are audited.
-    let records: Vec<_> = review::records(&review::trail(&gateway.audit_file()))
-        .map(|(_, _, r)| r)
-        .collect();
+    let records = audit_records(&gateway.audit_file());
     let codes: Vec<&str> = records
         .iter()
         .filter(|r| r.event.decision == Some(Verdict::Deny))
@@ -422,15 +422,5 @@ async fn a_socket_closes_when_its_token_expires() {
     let token = gateway.token("alice", Duration::from_secs(2));
     let mut socket = open(&gateway.url, Some(&token), None, None).await.unwrap();
     assert_eq!(next_json(&mut socket).await["type"], "welcome");
-    let code = loop {
-        match tokio::time::timeout(Duration::from_secs(10), socket.next())
-            .await
-            .unwrap()
-        {
-            Some(Ok(Message::Close(Some(frame)))) => break u16::from(frame.code),
-            Some(Ok(_)) => continue,
-            other => panic!("expected a close frame, got {other:?}"),
-        }
-    };
-    assert_eq!(code, 4001);
+    assert_eq!(close_code(&mut socket).await, 4001);
 }

@@ -4,13 +4,16 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use fedgate::audit::{Kind, Record, Verdict, review};
 use fedgate::client::{ReplyEvent, RpcCall, RpcClient, Summary};
 use futures::StreamExt;
-use support::{BrokerProcess, Network, fedgate_bin, gate_block, network_block, realm, user};
+use support::{
+    BrokerProcess, Network, audit_records as records, fedgate_bin, gate_block, network_block,
+    realm, user,
+};
 
 const NODES: usize = 40;
 
@@ -90,12 +93,6 @@ async fn run(client: &RpcClient, call: &RpcCall) -> (Summary, Vec<ReplyEvent>) {
         .await
         .unwrap();
     (summary, replies)
-}
-
-fn records(path: &Path) -> Vec<Record> {
-    review::records(&review::trail(path))
-        .map(|(_, _, r)| r)
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -361,3 +361,10 @@ impl BrokerProcess {
         body
     }
 }
+
+/// Every record of an audit trail: the active file and its rotated files, in chain order.
+pub fn audit_records(active: &Path) -> Vec<fedgate::audit::Record> {
+    fedgate::audit::review::records(&fedgate::audit::review::trail(active))
+        .map(|(_, _, r)| r)
+        .collect()
+}
