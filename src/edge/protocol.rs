@@ -174,8 +174,6 @@ pub enum ErrorCode {
     DuplicateId,
     /// The request could not be recorded, so it was not sent.
     AuditFailed,
-    /// Authentication is required or failed.
-    Unauthenticated,
     /// Publishing failed.
     Unavailable,
     /// Stopped by a `cancel`.
@@ -194,7 +192,6 @@ impl ErrorCode {
             ErrorCode::TooManyInFlight => "too_many_in_flight",
             ErrorCode::DuplicateId => "duplicate_id",
             ErrorCode::AuditFailed => "audit_failed",
-            ErrorCode::Unauthenticated => "unauthenticated",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Cancelled => "cancelled",
         }

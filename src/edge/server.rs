@@ -356,18 +356,14 @@ fn subprotocols(headers: &HeaderMap) -> (Option<String>, bool) {
 }
 
 impl Shared {
-    fn principal_from_token(&self, token: &str) -> Result<Principal, (ErrorCode, String)> {
+    fn principal_from_token(&self, token: &str) -> Result<Principal, String> {
         let Some(keys) = &self.tokens else {
-            return Err((
-                ErrorCode::Unauthenticated,
-                "this edge does not accept tokens".into(),
-            ));
+            return Err("this edge does not accept tokens".into());
         };
         let claims: Claims = keys
             .verify(token, SystemTime::now())
-            .map_err(|e| (ErrorCode::Unauthenticated, e.to_string()))?;
-        let caller = CallerId::parse(&claims.callerid)
-            .map_err(|e| (ErrorCode::Unauthenticated, e.to_string()))?;
+            .map_err(|e| e.to_string())?;
+        let caller = CallerId::parse(&claims.callerid).map_err(|e| e.to_string())?;
         Ok(Principal {
             caller,
             method: "token",
@@ -375,6 +371,22 @@ impl Shared {
             collectives: claims.collectives,
             token_id: Some(claims.jti),
         })
+    }
+
+    /// Who a request is from: its token if it has one (which must verify), else the client
+    /// certificate; `None` when it has neither.
+    fn principal(&self, token: Option<&str>, peer: &Peer) -> Result<Option<Principal>, String> {
+        match (token, &peer.certificate) {
+            (Some(token), _) => self.principal_from_token(token).map(Some),
+            (None, Some(caller)) => Ok(Some(Principal {
+                caller: caller.clone(),
+                method: "certificate",
+                expires: None,
+                collectives: None,
+                token_id: None,
+            })),
+            (None, None) => Ok(None),
+        }
     }
 }
 
@@ -411,21 +423,9 @@ async fn upgrade(
         }
         _ => {}
     }
-    let principal = match (&peer.certificate, &token) {
-        (_, Some(token)) => match shared.principal_from_token(token) {
-            Ok(principal) => Some(principal),
-            Err((_, message)) => {
-                return refuse(StatusCode::UNAUTHORIZED, "token", &message);
-            }
-        },
-        (Some(caller), None) => Some(Principal {
-            caller: caller.clone(),
-            method: "certificate",
-            expires: None,
-            collectives: None,
-            token_id: None,
-        }),
-        (None, None) => None,
+    let principal = match shared.principal(token.as_deref(), &peer) {
+        Ok(principal) => principal,
+        Err(message) => return refuse(StatusCode::UNAUTHORIZED, "token", &message),
     };
     let Ok(permit) = shared.connections.clone().try_acquire_owned() else {
         return refuse(
@@ -687,9 +687,7 @@ async fn first_message_auth(
         return Err("expected an auth message".into());
     };
     match serde_json::from_str::<ClientMessage>(text.as_str()) {
-        Ok(ClientMessage::Auth { token }) => shared
-            .principal_from_token(&token)
-            .map_err(|(_, message)| message),
+        Ok(ClientMessage::Auth { token }) => shared.principal_from_token(&token),
         _ => Err("the first message must be {\"type\":\"auth\",\"token\":...}".into()),
     }
 }
@@ -700,19 +698,10 @@ async fn realms(
     Extension(peer): Extension<Peer>,
     headers: HeaderMap,
 ) -> Response {
-    let principal = match (bearer(&headers), &peer.certificate) {
-        (Some(token), _) => match shared.principal_from_token(token) {
-            Ok(principal) => principal,
-            Err((_, message)) => return refuse(StatusCode::UNAUTHORIZED, "token", &message),
-        },
-        (None, Some(caller)) => Principal {
-            caller: caller.clone(),
-            method: "certificate",
-            expires: None,
-            collectives: None,
-            token_id: None,
-        },
-        (None, None) => {
+    let principal = match shared.principal(bearer(&headers), &peer) {
+        Ok(Some(principal)) => principal,
+        Err(message) => return refuse(StatusCode::UNAUTHORIZED, "token", &message),
+        Ok(None) => {
             return refuse(
                 StatusCode::UNAUTHORIZED,
                 "unauthenticated",
