@@ -154,9 +154,8 @@ pub enum ServerMessage {
     },
 }
 
-/// Stable error codes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+/// Stable error codes, written as [`ErrorCode::as_str`] gives them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ErrorCode {
     /// Not valid JSON, or not a valid message.
     Invalid,
@@ -195,6 +194,12 @@ impl ErrorCode {
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Cancelled => "cancelled",
         }
+    }
+}
+
+impl Serialize for ErrorCode {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
     }
 }
 
