@@ -57,21 +57,22 @@ pub fn line(record: &Record) -> String {
         ext.push(("app", e.edge.clone()));
     }
     let labelled = [
-        ("cs1", "requestId", e.request_id.clone().unwrap_or_default()),
-        ("cs2", "collectives", e.collectives.join(",")),
-        ("cs3", "rule", e.rule.clone().unwrap_or_default()),
-        ("cs4", "realm", e.realm.clone()),
-        ("cs5", "filter", e.filter.clone()),
+        ("cs1", "cs1Label", "requestId", e.request_id.clone()),
         (
-            "cs6",
-            "restricted",
-            e.restricted.clone().unwrap_or_default(),
+            "cs2",
+            "cs2Label",
+            "collectives",
+            Some(e.collectives.join(",")),
         ),
+        ("cs3", "cs3Label", "rule", e.rule.clone()),
+        ("cs4", "cs4Label", "realm", Some(e.realm.clone())),
+        ("cs5", "cs5Label", "filter", Some(e.filter.clone())),
+        ("cs6", "cs6Label", "restricted", e.restricted.clone()),
     ];
-    for (key, label, value) in labelled {
-        if !value.is_empty() {
+    for (key, label_key, label, value) in labelled {
+        if let Some(value) = value.filter(|v| !v.is_empty()) {
             ext.push((key, value));
-            ext.push((label_key(key), label.into()));
+            ext.push((label_key, label.into()));
         }
     }
     if let Some(replies) = e.replies {
@@ -100,17 +101,6 @@ fn kind_name(kind: Kind) -> &'static str {
         Kind::Decision => "decision",
         Kind::Completion => "completion",
         Kind::Correction => "correction",
-    }
-}
-
-fn label_key(key: &str) -> &'static str {
-    match key {
-        "cs1" => "cs1Label",
-        "cs2" => "cs2Label",
-        "cs3" => "cs3Label",
-        "cs4" => "cs4Label",
-        "cs5" => "cs5Label",
-        _ => "cs6Label",
     }
 }
 
