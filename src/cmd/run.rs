@@ -125,9 +125,6 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         None => true,
     };
-    if let Some(gate) = &gate {
-        gate.complete_due(true).await;
-    }
     stop.cancel();
     if let Some(task) = metrics {
         let _ = task.await;
