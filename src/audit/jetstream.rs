@@ -322,10 +322,6 @@ impl Writer {
             )));
         }
         let result = self.write_one(kind, id, event).await;
-        self.open_until = match &result {
-            Err(SinkError::Io(_)) => Some(tokio::time::Instant::now() + RETRY_AFTER),
-            _ => None,
-        };
         let Some(late) = self.late.take() else {
             return result;
         };
@@ -369,6 +365,7 @@ impl Writer {
                     // Anything still in flight carries an older expected sequence and will be
                     // refused.
                     self.unacknowledged = None;
+                    self.open_until = None;
                     self.end = ChainEnd {
                         state,
                         stream_seq,
@@ -387,11 +384,15 @@ impl Writer {
                     }
                 }
                 Attempt::Failed(message) => {
+                    // Only a failed publish makes the sink fail fast; losing a race to another
+                    // writer does not.
+                    self.open_until = Some(tokio::time::Instant::now() + RETRY_AFTER);
                     // The record may have been stored without the acknowledgement arriving:
                     // the stream's end says which.
                     let resynced = self.resync().await;
                     if resynced.is_ok() && self.end.last_id.as_deref() == Some(sealed.id.as_str()) {
                         self.unacknowledged = None;
+                        self.open_until = None;
                         return Ok(sealed);
                     }
                     if resynced.is_ok() {
