@@ -12,6 +12,7 @@ mod policy;
 mod rpc;
 mod run;
 mod token;
+mod ws_rpc;
 
 use std::process::ExitCode;
 
@@ -52,6 +53,8 @@ pub enum Command {
     Fleet(fleet::Command),
     /// Sign and send an RPC request to a collective and stream the replies.
     Rpc(Box<rpc::Args>),
+    /// Make an RPC call through fedgate's WebSocket edge; prints what `rpc` prints.
+    WsRpc(Box<ws_rpc::Args>),
     /// Serve the federations in the config as a Federation Broker instance.
     Run(run::Args),
     /// Show live per-instance figures of a Federation Broker cluster.
@@ -124,6 +127,7 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Policy(command) => policy::run(command),
         Command::Fleet(command) => fleet::run(command).await,
         Command::Rpc(args) => rpc::run(*args).await,
+        Command::WsRpc(args) => ws_rpc::run(*args).await,
         Command::Run(args) => run::run(args).await,
         Command::Observe(args) => observe::run(args).await,
         Command::Demo(args) => demo::run(args).await,

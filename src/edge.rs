@@ -10,6 +10,7 @@
 //!   routes, and one session per socket with its limits.
 
 pub mod auth;
+pub mod client;
 pub mod dispatch;
 pub mod protocol;
 pub mod server;

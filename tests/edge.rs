@@ -10,9 +10,13 @@ use std::time::{Duration, SystemTime};
 use fedgate::audit::{Kind, Verdict};
 use fedgate::config::Config;
 use fedgate::edge::auth::TokenKeys;
+use fedgate::edge::client::{Connect, SignedCall, WsClient, WsError, sign_request, signed_message};
 use fedgate::edge::{Dispatcher, Edge};
+use fedgate::security::{CallerId, Now, Signer};
+use fedgate::wire::Limits;
+use fedgate::wire::choria_v1::Filter;
 use futures::{SinkExt, StreamExt};
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 use support::{Network, audit_records, gate_block, network_block, realm};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::{self, Message};
@@ -33,9 +37,20 @@ glob = "choria=*.mcollective"
 as = "$0"
 "#;
 
+/// Rules for a gateway that also has the collective tokyo.
+const TOKYO_RULES: &str = r#"
+[[rule]]
+from = "edge"
+to = ["tokyo"]
+glob = "up=alice"
+as = "choria=alice.mcollective"
+"#;
+
 const RPCUTIL: &str = "policy default deny\n\
     allow\tchoria=alice.mcollective\tping\t*\t*\n\
     allow\tchoria=carol.mcollective\tping\t*\t*\n";
+
+const ECHO: &str = "policy default deny\nallow\tchoria=alice.mcollective\t*\t*\t*\n";
 
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
@@ -50,19 +65,29 @@ struct Gateway {
 
 impl Gateway {
     async fn start(extra: &str) -> Gateway {
+        Gateway::start_with("", "", extra).await
+    }
+
+    /// `top` is more of the config's tables, `rules` more identity rules, `extra` more of
+    /// `[edge]`.
+    async fn start_with(top: &str, rules: &str, extra: &str) -> Gateway {
         let london = Network::start("london");
         let dir = tempfile::tempdir().unwrap();
-        let rules = dir.path().join("identity.toml");
-        std::fs::write(&rules, RULES).unwrap();
+        let rules_file = dir.path().join("identity.toml");
+        std::fs::write(&rules_file, format!("{RULES}{rules}")).unwrap();
         let key = dir.path().join("token.key");
         std::fs::write(&key, TokenKeys::generate_pem().unwrap()).unwrap();
         let edge_pki = realm("edge");
         let privileged = realm("london").privileged.as_ref().unwrap();
         let text = format!(
-            "[instance]\nname = \"edge1\"\n\n[identity]\nrules = {rules:?}\n\n{}{}\
+            "[instance]\nname = \"edge1\"\n\n[identity]\nrules = {rules_file:?}\n\n{}{}{top}\n\
              [edge]\nlisten = \"127.0.0.1:0\"\nca = {:?}\ntls = {{ certificate = {:?}, key = {:?} }}\n\
              origins = [\"https://ops.example\"]\ntoken_key = {key:?}\n{extra}\n",
-            gate_block(dir.path(), &[("rpcutil.policy", RPCUTIL)], ""),
+            gate_block(
+                dir.path(),
+                &[("rpcutil.policy", RPCUTIL), ("echo.policy", ECHO)],
+                ""
+            ),
             network_block(
                 "collectives.london",
                 &london,
@@ -423,4 +448,426 @@ async fn a_socket_closes_when_its_token_expires() {
     let mut socket = open(&gateway.url, Some(&token), None, None).await.unwrap();
     assert_eq!(next_json(&mut socket).await["type"], "welcome");
     assert_eq!(close_code(&mut socket).await, 4001);
+}
+
+/// The socket options of the library client for this gateway.
+fn connect_options(gateway: &Gateway) -> Connect {
+    Connect {
+        url: gateway.url.clone(),
+        ca: Some(realm("edge").ca.clone()),
+        ..Connect::default()
+    }
+}
+
+/// A `rpcutil ping` to london signed by `user` of `realm_name`, as a Choria client signs it.
+fn signed_ping(realm_name: &str, user: &str, id: &str) -> (Value, String) {
+    let pair = &realm(realm_name).users[user];
+    let signer = Signer::from_files(&pair.cert, &pair.key).unwrap();
+    let caller = CallerId::parse(&format!("choria={}", signer.certname())).unwrap();
+    let call = SignedCall {
+        collective: "london",
+        agent: "rpcutil",
+        action: "ping",
+        data: Map::new(),
+        filter: Filter::default(),
+        ttl: 60,
+    };
+    let secure = sign_request(&signer, &caller, "script.example", &call, Now::system()).unwrap();
+    let requestid = secure
+        .request(&Limits::default())
+        .unwrap()
+        .envelope
+        .requestid;
+    let collect = json!({"limit": 4, "timeout_ms": 10000});
+    let Value::Object(collect) = collect else {
+        unreachable!()
+    };
+    (signed_message(id, &secure, collect), requestid)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn self_signed_requests_are_verified_and_mapped() {
+    let gateway = Gateway::start("").await;
+    let fleet = gateway.london.start_fleet(4).await;
+
+    // No token, no certificate, no Origin: the signed-only subprotocol.
+    let mut client = WsClient::connect(&Connect {
+        signed_only: true,
+        ..connect_options(&gateway)
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        (
+            client.welcome["method"].as_str(),
+            client.welcome.get("caller")
+        ),
+        (Some("signed"), None)
+    );
+
+    // alice of the edge CA signs; the edge maps choria=alice.mcollective into london, where
+    // fedgate's privileged certificate speaks for it, and keeps the client's request id.
+    let (message, requestid) = signed_ping("edge", "alice", "s1");
+    let mut replies = Vec::new();
+    let done = client.call(&message, |r| replies.push(r)).await.unwrap();
+    assert_eq!(done["type"], "done", "{done}");
+    assert_eq!(
+        (done["responses"].as_u64(), replies.len()),
+        (Some(4), 4),
+        "{done}"
+    );
+    assert_eq!(done["requestids"], json!([requestid]));
+    assert_eq!(
+        fleet
+            .stats()
+            .acted_for("choria=alice.mcollective", "fedgate.privileged.mcollective"),
+        4
+    );
+
+    // The same signed request again is a replay.
+    let error = client.call(&message, |_| {}).await.unwrap();
+    assert_eq!(
+        (error["type"].as_str(), error["code"].as_str()),
+        (Some("error"), Some("unverified")),
+        "{error}"
+    );
+    assert!(error["message"].as_str().unwrap().contains("already sent"));
+
+    // A request signed under another realm's CA, and one whose signature was tampered with.
+    let (foreign, _) = signed_ping("london", "alice", "s2");
+    let error = client.call(&foreign, |_| {}).await.unwrap();
+    assert_eq!(error["code"], "unverified", "{error}");
+    assert!(error["message"].as_str().unwrap().contains("unknown CA"));
+    let (mut tampered, _) = signed_ping("edge", "alice", "s3");
+    let signature = tampered["request"]["signature"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let flipped = if signature.starts_with('A') { "B" } else { "A" };
+    tampered["request"]["signature"] = json!(format!("{flipped}{}", &signature[1..]));
+    let error = client.call(&tampered, |_| {}).await.unwrap();
+    assert_eq!(error["code"], "unverified", "{error}");
+
+    // A plain rpc on a signed-only socket is refused.
+    let error = client.call(&ping("p1"), |_| {}).await.unwrap();
+    assert_eq!(error["code"], "invalid", "{error}");
+    client.close().await;
+
+    let records = audit_records(&gateway.audit_file());
+    let allowed: Vec<_> = records
+        .iter()
+        .filter(|r| r.kind == Kind::Decision && r.event.decision == Some(Verdict::Allow))
+        .collect();
+    assert_eq!(allowed.len(), 1);
+    assert_eq!(
+        (
+            allowed[0].event.caller.as_deref(),
+            allowed[0].event.mapped_caller.as_deref(),
+            allowed[0].event.request_id.as_deref()
+        ),
+        (
+            Some("choria=alice.mcollective"),
+            Some("choria=alice.mcollective"),
+            Some(requestid.as_str())
+        )
+    );
+    let refused: Vec<&str> = records
+        .iter()
+        .filter(|r| r.event.decision == Some(Verdict::Deny))
+        .map(|r| r.event.code.as_str())
+        .collect();
+    assert_eq!(refused, ["replay", "unknown_ca", "bad_signature"]);
+    gateway.edge.unwrap().shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_federation_request_reaches_each_member_the_caller_maps_into() {
+    let tokyo = Network::start("tokyo");
+    let tokyo_signer = realm("tokyo").privileged.as_ref().unwrap();
+    let top = format!(
+        "{}[federations.prod]\nnats = [\"nats://127.0.0.1:1\"]\nca = {:?}\nmembers = [\"london\", \"tokyo\"]\n",
+        network_block(
+            "collectives.tokyo",
+            &tokyo,
+            &format!(
+                "signer = {{ certificate = {:?}, key = {:?} }}",
+                tokyo_signer.cert, tokyo_signer.key
+            )
+        ),
+        realm("prod").ca,
+    );
+    let gateway = Gateway::start_with(&top, TOKYO_RULES, "").await;
+    let _london = gateway.london.start_fleet(3).await;
+    let _tokyo = tokyo.start_fleet(2).await;
+
+    // up=alice maps into both; up=carol only into london, and tokyo says why.
+    let alice = gateway.token("alice", Duration::from_secs(300));
+    let mut client = WsClient::connect(&Connect {
+        token: Some(alice.clone()),
+        ..connect_options(&gateway)
+    })
+    .await
+    .unwrap();
+    let request = json!({"type":"rpc","id":"f1","federation":"prod","agent":"rpcutil","action":"ping","timeout_ms":10000,"limit":5});
+    let mut senders = Vec::new();
+    let done = client
+        .call(&request, |r| {
+            senders.push(r.message["sender"].as_str().unwrap().to_string())
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            done["responses"].as_u64(),
+            done["requestids"].as_array().map(Vec::len)
+        ),
+        (Some(5), Some(2)),
+        "{done}"
+    );
+    assert_eq!(senders.len(), 5);
+    assert!(done.get("refused").is_none(), "{done}");
+    client.close().await;
+
+    let carol = gateway.token("carol", Duration::from_secs(300));
+    let mut client = WsClient::connect(&Connect {
+        token: Some(carol),
+        ..connect_options(&gateway)
+    })
+    .await
+    .unwrap();
+    let request = json!({"type":"rpc","id":"f2","federation":"prod","agent":"rpcutil","action":"ping","timeout_ms":10000,"limit":3});
+    let done = client.call(&request, |_| {}).await.unwrap();
+    assert_eq!(done["responses"].as_u64(), Some(3), "{done}");
+    assert!(
+        done["refused"]["tokyo"]
+            .as_str()
+            .is_some_and(|why| why.starts_with("unmapped")),
+        "{done}"
+    );
+    client.close().await;
+
+    // /api/realms lists the federation for both, since each reaches a member.
+    let realms = reqwest_realms(&gateway, &alice).await;
+    assert_eq!(realms["federations"], json!(["prod"]), "{realms}");
+    assert_eq!(
+        realms["collectives"],
+        json!(["london", "tokyo"]),
+        "{realms}"
+    );
+    gateway.edge.unwrap().shutdown().await;
+}
+
+/// `GET /api/realms` with a bearer token, over the edge's TLS, by hand (one request).
+async fn reqwest_realms(gateway: &Gateway, token: &str) -> Value {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = gateway.edge.as_ref().unwrap().local_addr();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let connector = tokio_rustls::TlsConnector::from(tls(None));
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let mut stream = connector.connect(name, tcp).await.unwrap();
+    let request = format!(
+        "GET /api/realms HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response).await;
+    let body = response.split("\r\n\r\n").nth(1).unwrap_or_default();
+    serde_json::from_str(body).unwrap_or_else(|_| panic!("{response}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_thousand_sockets_each_complete_a_request() {
+    const SOCKETS: usize = 1000;
+    const FLEET: usize = 5;
+    let gateway =
+        Gateway::start("rate_per_second = 100000\nrate_burst = 100000\nmax_connections = 1100\n")
+            .await;
+    let _fleet = gateway.london.start_fleet(FLEET).await;
+    let token = gateway.token("alice", Duration::from_secs(600));
+    let options = Connect {
+        token: Some(token),
+        ..connect_options(&gateway)
+    };
+    // Open them all first, so they are all open at once.
+    let mut clients = Vec::with_capacity(SOCKETS);
+    for chunk in 0..SOCKETS / 100 {
+        let opened = futures::future::join_all((0..100).map(|_| WsClient::connect(&options))).await;
+        for client in opened {
+            clients.push(client.unwrap_or_else(|e| panic!("socket {chunk}: {e}")));
+        }
+    }
+    assert_eq!(clients.len(), SOCKETS);
+    let runs = clients.into_iter().enumerate().map(|(n, mut client)| async move {
+        let request = json!({"type":"rpc","id":format!("k{n}"),"collective":"london","agent":"rpcutil","action":"ping","timeout_ms":30000,"limit":FLEET});
+        let done = client.call(&request, |_| {}).await.unwrap();
+        client.close().await;
+        done
+    });
+    let dones = futures::future::join_all(runs).await;
+    let complete = dones
+        .iter()
+        .filter(|d| d["type"] == "done" && d["responses"].as_u64() == Some(FLEET as u64))
+        .count();
+    assert_eq!(
+        complete,
+        SOCKETS,
+        "{:?}",
+        dones
+            .iter()
+            .find(|d| d["responses"].as_u64() != Some(FLEET as u64))
+    );
+    gateway.edge.unwrap().shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_client_that_stops_reading_is_disconnected_at_the_queue_limit() {
+    const QUEUE: usize = 16;
+    let gateway = Gateway::start(&format!("outbound_queue = {QUEUE}\n")).await;
+    let _fleet = gateway.london.start_fleet(100).await;
+    let token = gateway.token("alice", Duration::from_secs(300));
+
+    // A small receive buffer, so the connection fills quickly; then the client stops reading.
+    let addr = gateway.edge.as_ref().unwrap().local_addr();
+    let tcp = tokio::net::TcpSocket::new_v4().unwrap();
+    tcp.set_recv_buffer_size(4096).unwrap();
+    let tcp = tcp.connect(addr).await.unwrap();
+    let mut request = gateway.url.as_str().into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("Authorization", format!("Bearer {token}").parse().unwrap());
+    let (mut socket, _) = tokio_tungstenite::client_async_tls_with_config(
+        request,
+        tcp,
+        None,
+        Some(tokio_tungstenite::Connector::Rustls(tls(None))),
+    )
+    .await
+    .unwrap();
+    assert_eq!(next_json(&mut socket).await["type"], "welcome");
+    // Four echoes of 40 KiB from 100 nodes: 16 MB of replies, far more than the socket buffers.
+    let message = "x".repeat(40 * 1024);
+    for n in 0..4 {
+        send(&mut socket, json!({"type":"rpc","id":format!("e{n}"),"collective":"london","agent":"echo","action":"echo","data":{"message":message},"timeout_ms":20000})).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // Reading again: what was buffered, then the close the edge chose. At most the queue's
+    // worth of replies beyond what the connection held were ever kept for this client.
+    let mut texts = 0usize;
+    let code = loop {
+        match tokio::time::timeout(Duration::from_secs(10), socket.next())
+            .await
+            .expect("a frame in time")
+        {
+            Some(Ok(Message::Text(_))) => texts += 1,
+            Some(Ok(Message::Close(Some(frame)))) => break u16::from(frame.code),
+            Some(Ok(_)) => continue,
+            other => panic!("expected frames then a close, got {other:?}"),
+        }
+    };
+    assert_eq!(code, 4008);
+    assert!(
+        texts < 400,
+        "{texts} replies reached a client that did not read"
+    );
+
+    // The gateway is fine: another socket works.
+    let mut client = WsClient::connect(&Connect {
+        token: Some(gateway.token("alice", Duration::from_secs(60))),
+        ..connect_options(&gateway)
+    })
+    .await
+    .unwrap();
+    let request = json!({"type":"rpc","id":"after","collective":"london","agent":"rpcutil","action":"ping","limit":100,"timeout_ms":10000});
+    let done = client.call(&request, |_| {}).await.unwrap();
+    assert_eq!(done["responses"].as_u64(), Some(100), "{done}");
+    gateway.edge.unwrap().shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn shutdown_lets_requests_finish_then_closes_every_socket() {
+    let mut gateway = Gateway::start("shutdown_grace_s = 10\n").await;
+    let _fleet = gateway.london.start_fleet(4).await;
+    let token = gateway.token("alice", Duration::from_secs(300));
+    let options = Connect {
+        token: Some(token),
+        ..connect_options(&gateway)
+    };
+    let mut busy = WsClient::connect(&options).await.unwrap();
+    let mut idle = WsClient::connect(&options).await.unwrap();
+    busy.send(&json!({"type":"rpc","id":"slow","collective":"london","agent":"echo","action":"sleep","data":{"seconds":2},"limit":4,"timeout_ms":10000}))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let edge = gateway.edge.take().unwrap();
+    let addr = edge.local_addr();
+    let stopping = tokio::spawn(edge.shutdown());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // No new sockets while draining.
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err()
+            || WsClient::connect(&options).await.is_err()
+    );
+    // The request in flight finishes, then its socket is closed with 1001.
+    let mut replies = 0;
+    let done = loop {
+        let message = busy.next().await.unwrap();
+        match message["type"].as_str() {
+            Some("reply") => replies += 1,
+            _ => break message,
+        }
+    };
+    assert_eq!(
+        (done["type"].as_str(), replies),
+        (Some("done"), 4),
+        "{done}"
+    );
+    match busy.next().await {
+        Err(WsError::Closed { code, .. }) => assert_eq!(code, 1001),
+        other => panic!("expected close 1001, got {other:?}"),
+    }
+    match idle.next().await {
+        Err(WsError::Closed { code, .. }) => assert_eq!(code, 1001),
+        other => panic!("expected close 1001, got {other:?}"),
+    }
+    tokio::time::timeout(Duration::from_secs(15), stopping)
+        .await
+        .expect("shutdown ends")
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_websockets_client_completes_a_request() {
+    let gateway = Gateway::start("").await;
+    let _fleet = gateway.london.start_fleet(3).await;
+    let token = gateway.token("alice", Duration::from_secs(300));
+    let python = std::env::var("FEDGATE_PYTHON").unwrap_or_else(|_| "python3".into());
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/ws_ping.py");
+    let output = tokio::process::Command::new(&python)
+        .arg(script)
+        .arg(&gateway.url)
+        .arg(&token)
+        .arg(&realm("edge").ca)
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("{python}: {e}"));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{python} {script} failed (scripts/test installs the websockets package):\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let lines: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let replies = lines.iter().filter(|l| l["type"] == "reply").count();
+    let done = lines.last().unwrap();
+    assert_eq!(
+        (replies, done["type"].as_str(), done["responses"].as_u64()),
+        (3, Some("done"), Some(3)),
+        "{stdout}"
+    );
+    gateway.edge.unwrap().shutdown().await;
 }

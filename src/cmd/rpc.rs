@@ -201,7 +201,7 @@ fn build_calls(args: &Args, config: Option<&Config>) -> anyhow::Result<Vec<RpcCa
     Ok(calls)
 }
 
-fn parse_inputs(inputs: &[String]) -> anyhow::Result<Map<String, Value>> {
+pub(super) fn parse_inputs(inputs: &[String]) -> anyhow::Result<Map<String, Value>> {
     let mut data = Map::new();
     for input in inputs {
         let Some((key, value)) = input.split_once('=') else {
@@ -217,7 +217,7 @@ fn parse_inputs(inputs: &[String]) -> anyhow::Result<Map<String, Value>> {
     Ok(data)
 }
 
-fn print_reply(event: &ReplyEvent, json: bool) {
+pub(super) fn print_reply(event: &ReplyEvent, json: bool) {
     if json {
         let line = serde_json::json!({"type": "reply", "reply": event});
         println!("{line}");
@@ -231,7 +231,7 @@ fn print_reply(event: &ReplyEvent, json: bool) {
     println!("{:<32} {:<8} {}", event.sender, status, event.data);
 }
 
-fn print_summary(summary: &Summary, json: bool) -> anyhow::Result<()> {
+pub(super) fn print_summary(summary: &Summary, json: bool) -> anyhow::Result<()> {
     if json {
         println!(
             "{}",

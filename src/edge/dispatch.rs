@@ -1,23 +1,30 @@
-//! One edge request, the same path as every other: map the caller into the collective, authorize
+//! One edge request, the same path as every other: map the caller into each collective, authorize
 //! the mapped caller with actionpolicy, record the decision, sign with fedgate's privileged
 //! certificate there as the mapped caller, publish, and stream the replies back.
+//!
+//! A request names a collective, or a federation: then it goes to every member collective the
+//! edge has a privileged signer for, each with its own mapping, decision and audit record, and
+//! the replies are merged. Self-signed Choria requests are verified against the edge CA first
+//! ([`Dispatcher::verify_signed`]) and then take the same path as the caller they name.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 
-use super::protocol::{ErrorCode, RpcMessage, ServerMessage};
+use super::protocol::{ErrorCode, RpcMessage, ServerMessage, SignedMessage};
 use crate::audit::{Event, Verdict};
-use crate::client::{RpcCall, RpcClient};
+use crate::client::{RpcCall, RpcClient, Summary};
 use crate::config::Config;
 use crate::federation::gate::{self, Gate};
 use crate::policy::{Decision, Query, Vantage, authorize, describe};
 use crate::security::identity::{IdentityRules, Mapping};
-use crate::security::{CallerId, Signer};
+use crate::security::{CaBundle, CallerId, Now, Signer, Verifier};
 use crate::subjects::is_valid_name;
 use crate::wire::Limits;
+use crate::wire::choria_v1::{Filter, SecureRequest};
 
 /// Longest request id a client may choose.
 const MAX_ID: usize = 64;
@@ -27,13 +34,15 @@ pub const MAX_TARGETS: usize = 1000;
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(60);
 /// Collection time when the client names none.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Signed request ids remembered to refuse replays; a request id is kept for its TTL.
+pub const REPLAY_WINDOW: usize = 65_536;
 
-/// Who a socket speaks for.
+/// Who a request speaks for.
 #[derive(Clone, Debug)]
 pub struct Principal {
     /// The caller id before mapping: `choria=<CN>` or `up=<user>`.
     pub caller: CallerId,
-    /// `certificate` or `token`.
+    /// `certificate`, `token` or `signed`.
     pub method: &'static str,
     /// Token expiry, Unix seconds.
     pub expires: Option<u64>,
@@ -51,6 +60,104 @@ impl Principal {
     }
 }
 
+/// Where a request goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// One collective.
+    Collective(String),
+    /// Every member collective of a federation.
+    Federation(String),
+}
+
+/// A request, however it arrived: an `rpc` message or a verified self-signed request.
+#[derive(Debug)]
+pub struct Job {
+    /// The client's id for it.
+    pub id: String,
+    /// Where it goes.
+    pub scope: Scope,
+    /// Agent.
+    pub agent: String,
+    /// Action.
+    pub action: String,
+    /// Inputs.
+    pub data: Map<String, Value>,
+    /// The caller's filter (policy may add to it).
+    pub filter: Filter,
+    /// Directed targets; empty means broadcast.
+    pub targets: Vec<String>,
+    /// How long to collect replies.
+    pub timeout: Duration,
+    /// Stop after this many replies.
+    pub limit: Option<usize>,
+    /// The request id a self-signed request carries; fedgate keeps it, so the client finds its
+    /// request in the audit trail and on the nodes.
+    pub requestid: Option<String>,
+}
+
+impl Job {
+    /// Checks an `rpc` message and turns it into a job.
+    pub fn from_rpc(rpc: RpcMessage) -> Result<Job, (String, String)> {
+        let id = rpc.id.clone();
+        let fail = |message: String| (id.clone(), message);
+        check_id(&rpc.id).map_err(fail)?;
+        let scope = match (rpc.collective, rpc.federation) {
+            (Some(c), None) => Scope::Collective(c),
+            (None, Some(f)) => Scope::Federation(f),
+            (Some(_), Some(_)) => {
+                return Err(fail("name a collective or a federation, not both".into()));
+            }
+            (None, None) => return Err(fail("name a collective or a federation".into())),
+        };
+        for (what, name) in [("agent", &rpc.agent), ("action", &rpc.action)] {
+            if !is_valid_name(name) {
+                return Err(fail(format!("{what} {name:?} is not a valid name")));
+            }
+        }
+        let (timeout, limit) = collection(&rpc.targets, rpc.timeout_ms, rpc.limit).map_err(fail)?;
+        Ok(Job {
+            id: rpc.id,
+            scope,
+            agent: rpc.agent,
+            action: rpc.action,
+            data: rpc.data,
+            filter: rpc.filter.into_filter(),
+            targets: rpc.targets,
+            timeout,
+            limit,
+            requestid: None,
+        })
+    }
+}
+
+fn check_id(id: &str) -> Result<(), String> {
+    if id.is_empty() || id.len() > MAX_ID {
+        return Err(format!("id must be 1 to {MAX_ID} characters"));
+    }
+    Ok(())
+}
+
+/// The collection settings every request shares.
+fn collection(
+    targets: &[String],
+    timeout_ms: Option<u64>,
+    limit: Option<usize>,
+) -> Result<(Duration, Option<usize>), String> {
+    if targets.len() > MAX_TARGETS {
+        return Err(format!("at most {MAX_TARGETS} targets"));
+    }
+    if timeout_ms.is_some_and(|t| t < 100) {
+        return Err("timeout_ms must be at least 100".into());
+    }
+    if limit == Some(0) {
+        return Err("limit must be at least 1".into());
+    }
+    let timeout = timeout_ms
+        .map_or(DEFAULT_TIMEOUT, Duration::from_millis)
+        .min(MAX_TIMEOUT);
+    Ok((timeout, limit))
+}
+
 /// A collective the edge publishes into.
 pub struct EdgeTarget {
     nats: async_nats::Client,
@@ -64,8 +171,37 @@ pub struct Dispatcher {
     identity: Arc<IdentityRules>,
     gate: Arc<Gate>,
     targets: BTreeMap<String, EdgeTarget>,
+    /// Each federation's member collectives that the edge has a signer for.
+    federations: BTreeMap<String, Vec<String>>,
+    /// Verifies self-signed requests against the edge CA.
+    verifier: Option<Verifier>,
+    /// Signed request ids already accepted, until their TTL ends.
+    replays: quick_cache::sync::Cache<String, i64>,
     sender: String,
     limits: Limits,
+}
+
+/// A request admitted into one collective: recorded, ready to publish.
+struct Admitted<'d> {
+    collective: String,
+    target: &'d EdgeTarget,
+    mapped: CallerId,
+    call: RpcCall,
+    requestid: String,
+    event: Event,
+    link: String,
+}
+
+/// Why a collective did not take a request.
+struct Refused {
+    code: ErrorCode,
+    message: String,
+}
+
+impl Refused {
+    fn new(code: ErrorCode, message: String) -> Refused {
+        Refused { code, message }
+    }
 }
 
 impl Dispatcher {
@@ -75,10 +211,17 @@ impl Dispatcher {
         gate: Arc<Gate>,
         instance: &str,
     ) -> Result<Dispatcher, String> {
-        let realm = config
-            .edge
-            .as_ref()
-            .map_or_else(|| "edge".to_string(), |e| e.realm.clone());
+        let edge = config.edge.as_ref();
+        let realm = edge.map_or_else(|| "edge".to_string(), |e| e.realm.clone());
+        let limits = Limits::default();
+        let verifier = edge
+            .and_then(|e| e.ca.as_ref())
+            .map(|ca| {
+                CaBundle::from_file(ca)
+                    .map(|bundle| Verifier::with_defaults(bundle, limits))
+                    .map_err(|e| format!("edge ca: {e}"))
+            })
+            .transpose()?;
         let mut targets = BTreeMap::new();
         for (name, collective) in &config.collectives {
             let Some(signer) = &collective.signer else {
@@ -99,41 +242,68 @@ impl Dispatcher {
                 },
             );
         }
+        let mut federations = BTreeMap::new();
+        for name in config.federations.keys() {
+            let members: Vec<String> = config
+                .routes(name)?
+                .into_keys()
+                .filter(|c| targets.contains_key(c))
+                .collect();
+            if !members.is_empty() {
+                federations.insert(name.clone(), members);
+            }
+        }
         Ok(Dispatcher {
             realm,
             identity: config.identity_rules().clone(),
             gate,
             targets,
+            federations,
+            verifier,
+            replays: quick_cache::sync::Cache::new(REPLAY_WINDOW),
             sender: format!("fedgate-edge-{instance}"),
-            limits: Limits::default(),
+            limits,
         })
     }
 
-    /// The collectives `principal` could reach: allowed by its token and mapped by a rule.
-    pub fn reachable(&self, principal: &Principal) -> Vec<String> {
-        self.targets
-            .keys()
-            .filter(|name| principal.allows(name))
-            .filter(|name| {
-                matches!(
-                    self.identity.map(&self.realm, &principal.caller, name),
-                    Mapping::Mapped { .. }
-                )
-            })
-            .cloned()
-            .collect()
+    fn mapped(&self, principal: &Principal, collective: &str) -> bool {
+        principal.allows(collective)
+            && matches!(
+                self.identity
+                    .map(&self.realm, &principal.caller, collective),
+                Mapping::Mapped { .. }
+            )
     }
 
-    fn event(&self, principal: &Principal, rpc: &RpcMessage) -> Event {
+    /// The collectives and federations `principal` could reach: allowed by its token and mapped
+    /// by a rule (a federation when at least one of its members is).
+    pub fn reachable(&self, principal: &Principal) -> (Vec<String>, Vec<String>) {
+        let collectives = self
+            .targets
+            .keys()
+            .filter(|name| self.mapped(principal, name))
+            .cloned()
+            .collect();
+        let federations = self
+            .federations
+            .iter()
+            .filter(|(_, members)| members.iter().any(|m| self.mapped(principal, m)))
+            .map(|(name, _)| name.clone())
+            .collect();
+        (collectives, federations)
+    }
+
+    fn event(&self, principal: &Principal, job: &Job, collective: Option<&str>) -> Event {
         Event {
             edge: "websocket".into(),
             realm: self.realm.clone(),
             caller: Some(principal.caller.as_str().to_string()),
-            collectives: rpc.collective.iter().cloned().collect(),
-            agent: Some(rpc.agent.clone()),
-            action: Some(rpc.action.clone()),
-            data_keys: rpc.data.keys().cloned().collect(),
-            targets: rpc.targets.len(),
+            collectives: collective.map(str::to_string).into_iter().collect(),
+            agent: Some(job.agent.clone()),
+            action: Some(job.action.clone()),
+            data_keys: job.data.keys().cloned().collect(),
+            targets: job.targets.len(),
+            request_id: job.requestid.clone(),
             ..Event::default()
         }
     }
@@ -156,62 +326,186 @@ impl Dispatcher {
     }
 
     /// Records a request refused before it was looked at (rate limit).
-    pub async fn refused_early(
-        &self,
-        principal: &Principal,
-        rpc: &RpcMessage,
-        code: &str,
-        reason: &str,
-    ) {
-        let event = self.event(principal, rpc);
+    pub async fn refused_early(&self, principal: &Principal, job: &Job, code: &str, reason: &str) {
+        let event = self.event(principal, job, None);
         self.refuse(event, "edge", code, reason.into(), None).await;
     }
 
-    /// Runs one request, sending replies and the final `done` or `error` through `send`.
-    pub async fn run(
+    /// Records an `rpc` message that is not a valid request; `caller` is who sent it.
+    pub async fn refused_invalid(&self, principal: &Principal, message: &str) {
+        let event = Event {
+            edge: "websocket".into(),
+            realm: self.realm.clone(),
+            caller: Some(principal.caller.as_str().to_string()),
+            ..Event::default()
+        };
+        self.refuse(event, "decode", "invalid", message.into(), None)
+            .await;
+    }
+
+    /// Verifies a self-signed Choria request against the edge CA, as a Choria server would
+    /// (chain, caller name, allow list, signature, TTL), refuses a request id seen before, and
+    /// returns the verified caller and the request as a job. Every refusal is recorded with the
+    /// caller the request claims.
+    pub async fn verify_signed(
         &self,
-        principal: &Principal,
-        rpc: RpcMessage,
-        cancel: CancellationToken,
-        send: &(impl Fn(ServerMessage) + Sync),
-    ) {
-        let id = rpc.id.clone();
-        let error = |code: ErrorCode, message: String| {
-            metrics::counter!("fedgate_edge_requests_total", "result" => code.as_str())
-                .increment(1);
-            send(ServerMessage::error(Some(&id), code, message));
+        signed: SignedMessage,
+        now: Now,
+    ) -> Result<(Principal, Job), (ErrorCode, String)> {
+        check_id(&signed.id).map_err(|m| (ErrorCode::Invalid, m))?;
+        let bytes = match &signed.request {
+            Value::String(text) => text.clone().into_bytes(),
+            other => serde_json::to_vec(other).unwrap_or_default(),
         };
-        if let Err(message) = validate(&rpc) {
-            let event = self.event(principal, &rpc);
-            self.refuse(event, "decode", "invalid", message.clone(), None)
-                .await;
-            return error(ErrorCode::Invalid, message);
-        }
-        let Some(collective) = rpc.collective.clone() else {
-            let message = match &rpc.federation {
-                Some(f) => {
-                    format!("federation {f} is not reachable from this edge; name a collective")
-                }
-                None => "name a collective".into(),
+        let secure = SecureRequest::decode(&bytes, &self.limits);
+        let claimed = secure
+            .as_ref()
+            .ok()
+            .and_then(|s| s.request(&self.limits).ok());
+        let refusal = |code: &str, stage: &str, message: String| {
+            let event = Event {
+                edge: "websocket".into(),
+                realm: self.realm.clone(),
+                claimed_caller: claimed.as_ref().map(|r| r.envelope.callerid.clone()),
+                request_id: claimed.as_ref().map(|r| r.envelope.requestid.clone()),
+                collectives: claimed
+                    .as_ref()
+                    .map(|r| r.envelope.collective.clone())
+                    .into_iter()
+                    .collect(),
+                agent: claimed.as_ref().map(|r| r.envelope.agent.clone()),
+                ..Event::default()
             };
-            return error(ErrorCode::UnknownCollective, message);
+            let code = code.to_string();
+            let stage = stage.to_string();
+            async move {
+                self.refuse(event, &stage, &code, message.clone(), None)
+                    .await;
+                message
+            }
         };
-        let event = self.event(principal, &rpc);
-        let target = match self.targets.get(&collective) {
-            Some(target) if principal.allows(&collective) => target,
+        let Some(verifier) = &self.verifier else {
+            let message = "this edge takes no signed requests: [edge] has no ca".to_string();
+            return Err((
+                ErrorCode::Unverified,
+                refusal("unverified", "verify", message).await,
+            ));
+        };
+        let verified = match secure.map_err(crate::security::VerifyError::from) {
+            Ok(secure) => verifier.verify(secure, now),
+            Err(err) => Err(err),
+        };
+        let verified = match verified {
+            Ok(verified) => verified,
+            Err(err) => {
+                metrics::counter!("fedgate_edge_signed_refused_total", "reason" => err.reason().as_str())
+                    .increment(1);
+                let message = format!("signed request refused: {err}");
+                return Err((
+                    ErrorCode::Unverified,
+                    refusal(err.reason().as_str(), "verify", message).await,
+                ));
+            }
+        };
+        let envelope = &verified.request().envelope;
+        let body = match verified.request().rpc(&self.limits) {
+            Ok(body) if body.agent == envelope.agent => body,
+            Ok(body) => {
+                let message = format!(
+                    "the payload is for agent {} but the envelope names {}",
+                    body.agent, envelope.agent
+                );
+                return Err((
+                    ErrorCode::Invalid,
+                    refusal("invalid", "decode", message).await,
+                ));
+            }
+            Err(err) => {
+                let message = format!("the payload is not an RPC request: {err}");
+                return Err((
+                    ErrorCode::Invalid,
+                    refusal("invalid", "decode", message).await,
+                ));
+            }
+        };
+        if !is_valid_name(&body.action) {
+            let message = format!("action {:?} is not a valid name", body.action);
+            return Err((
+                ErrorCode::Invalid,
+                refusal("invalid", "decode", message).await,
+            ));
+        }
+        let (timeout, limit) = match collection(&signed.targets, signed.timeout_ms, signed.limit) {
+            Ok(settings) => settings,
+            Err(message) => {
+                return Err((
+                    ErrorCode::Invalid,
+                    refusal("invalid", "decode", message).await,
+                ));
+            }
+        };
+        // Nodes take a request only inside time ± ttl, so a request id stays dangerous that long.
+        let until = envelope.time.saturating_add(envelope.ttl);
+        let now_s = i64::try_from(now.since_epoch().as_secs()).unwrap_or(i64::MAX);
+        match self.replays.get(&envelope.requestid) {
+            Some(expiry) if expiry >= now_s => {
+                metrics::counter!("fedgate_edge_signed_refused_total", "reason" => "replay")
+                    .increment(1);
+                let message = format!(
+                    "request {} was already sent; sign a new request",
+                    envelope.requestid
+                );
+                return Err((
+                    ErrorCode::Unverified,
+                    refusal("replay", "verify", message).await,
+                ));
+            }
+            _ => self.replays.insert(envelope.requestid.clone(), until),
+        }
+        let principal = Principal {
+            caller: verified.caller().clone(),
+            method: "signed",
+            expires: None,
+            collectives: None,
+            token_id: None,
+        };
+        let job = Job {
+            id: signed.id,
+            scope: Scope::Collective(envelope.collective.clone()),
+            agent: body.agent,
+            action: body.action,
+            data: body.data,
+            filter: envelope.filter.clone(),
+            targets: signed.targets,
+            timeout,
+            limit,
+            requestid: Some(envelope.requestid.clone()),
+        };
+        Ok((principal, job))
+    }
+
+    /// Maps, authorizes and records one collective's share of a request.
+    async fn admit<'d>(
+        &'d self,
+        principal: &Principal,
+        job: &Job,
+        collective: &str,
+    ) -> Result<Admitted<'d>, Refused> {
+        let event = self.event(principal, job, Some(collective));
+        let target = match self.targets.get(collective) {
+            Some(target) if principal.allows(collective) => target,
             _ => {
                 let message =
                     format!("collective {collective} is not reachable with these credentials");
                 self.refuse(event, "route", "unknown_collective", message.clone(), None)
                     .await;
-                return error(ErrorCode::UnknownCollective, message);
+                return Err(Refused::new(ErrorCode::UnknownCollective, message));
             }
         };
-        // Map the caller into the collective.
         let (mapped, identity_rule) =
             match self
                 .identity
-                .map(&self.realm, &principal.caller, &collective)
+                .map(&self.realm, &principal.caller, collective)
             {
                 Mapping::Mapped { callerid, rule } => (callerid, rule.to_string()),
                 Mapping::Denied(denial) => {
@@ -223,20 +517,19 @@ impl Dispatcher {
                     let rule = denial.rule().map(ToString::to_string);
                     self.refuse(event, "map", denial.reason(), message.clone(), rule)
                         .await;
-                    return error(ErrorCode::Unmapped, message);
+                    return Err(Refused::new(ErrorCode::Unmapped, message));
                 }
             };
         let mut event = event;
         event.mapped_caller = Some(mapped.as_str().to_string());
-        // Authorize the mapped caller.
         let policy = self.gate.policy.current();
         let query = Query {
-            collective: &collective,
-            agent: &rpc.agent,
-            action: &rpc.action,
+            collective,
+            agent: &job.agent,
+            action: &job.action,
             caller: mapped.as_str(),
         };
-        let mut filter = rpc.filter.into_filter();
+        let mut filter = job.filter.clone();
         let (rule, restrict) = match authorize(&policy, &query, Vantage::Gateway) {
             Decision::Permit(permit) => (permit.source.to_string(), permit.restrict),
             Decision::Denied(denied) => {
@@ -250,53 +543,104 @@ impl Dispatcher {
                     Some(rule.clone()),
                 )
                 .await;
-                return error(ErrorCode::Denied, format!("{message} (rule {rule})"));
+                return Err(Refused::new(
+                    ErrorCode::Denied,
+                    format!("{message} (rule {rule})"),
+                ));
             }
         };
         if let Some(conditions) = &restrict {
             conditions.restrict(&mut filter);
             event.restricted = Some(describe(conditions));
         }
-        let requestid = uuid::Uuid::new_v4().simple().to_string();
+        let requestid = job
+            .requestid
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
         event.request_id = Some(requestid.clone());
         event.filter = gate::summarize(&filter);
-        if self.gate.auditor.records_values(&rpc.agent, &rpc.action) {
-            event.data = Some(rpc.data.clone());
+        if self.gate.auditor.records_values(&job.agent, &job.action) {
+            event.data = Some(job.data.clone());
         }
         event.decision = Some(Verdict::Allow);
         event.stage = "authorize".into();
         event.code = "allowed".into();
         event.rule = Some(rule.clone());
         event.reason = format!("allowed by {rule}; mapped by {identity_rule}");
-        let link = match self.gate.record(event.clone()).await {
-            Ok(link) => link,
-            Err(err) => {
-                return error(
-                    ErrorCode::AuditFailed,
-                    format!("the request could not be recorded, so it was not sent: {err}"),
-                );
-            }
-        };
-        let timeout = rpc
-            .timeout_ms
-            .map_or(DEFAULT_TIMEOUT, Duration::from_millis)
-            .min(MAX_TIMEOUT);
+        let link = self.gate.record(event.clone()).await.map_err(|err| {
+            Refused::new(
+                ErrorCode::AuditFailed,
+                format!("the request could not be recorded, so it was not sent: {err}"),
+            )
+        })?;
         let call = RpcCall {
-            data: rpc.data,
+            data: job.data.clone(),
             filter,
-            targets: rpc.targets,
-            timeout,
-            expect: rpc.limit,
-            idle: Duration::from_secs(1).min(timeout),
-            ..RpcCall::new(&target.internal, &rpc.agent, &rpc.action)
+            targets: job.targets.clone(),
+            timeout: job.timeout,
+            expect: job.limit,
+            idle: Duration::from_secs(1).min(job.timeout),
+            ..RpcCall::new(&target.internal, &job.agent, &job.action)
         };
-        let client = RpcClient::new(
-            target.nats.clone(),
-            target.signer.clone(),
+        Ok(Admitted {
+            collective: collective.to_string(),
+            target,
             mapped,
-            self.sender.clone(),
-            self.limits,
-        );
+            call,
+            requestid,
+            event,
+            link,
+        })
+    }
+
+    /// Runs one request, sending replies and the final `done` or `error` through `send`.
+    pub async fn run(
+        &self,
+        principal: &Principal,
+        job: Job,
+        cancel: CancellationToken,
+        send: &(impl Fn(ServerMessage) + Sync),
+    ) {
+        let id = job.id.clone();
+        let error = |code: ErrorCode, message: String| {
+            metrics::counter!("fedgate_edge_requests_total", "result" => code.as_str())
+                .increment(1);
+            send(ServerMessage::error(Some(&id), code, message));
+        };
+        let collectives = match &job.scope {
+            Scope::Collective(name) => vec![name.clone()],
+            Scope::Federation(name) => match self.federations.get(name) {
+                Some(members) => members.clone(),
+                None => {
+                    let message = format!("federation {name} is not reachable from this edge");
+                    let mut event = self.event(principal, &job, None);
+                    event.collectives = vec![name.clone()];
+                    self.refuse(event, "route", "unknown_collective", message.clone(), None)
+                        .await;
+                    return error(ErrorCode::UnknownCollective, message);
+                }
+            },
+        };
+        let mut admitted = Vec::new();
+        let mut refused = BTreeMap::new();
+        let mut first_refusal = None;
+        for collective in &collectives {
+            match self.admit(principal, &job, collective).await {
+                Ok(one) => admitted.push(one),
+                Err(refusal) => {
+                    refused.insert(
+                        collective.clone(),
+                        format!("{}: {}", refusal.code.as_str(), refusal.message),
+                    );
+                    first_refusal.get_or_insert(refusal);
+                }
+            }
+        }
+        if admitted.is_empty() {
+            let refusal = first_refusal
+                .unwrap_or_else(|| Refused::new(ErrorCode::UnknownCollective, "no target".into()));
+            return error(refusal.code, refusal.message);
+        }
         let on_reply = |reply: &crate::client::ReplyEvent| {
             send(ServerMessage::Reply {
                 id: id.clone(),
@@ -306,58 +650,64 @@ impl Dispatcher {
                 data: reply.data.clone(),
             });
         };
+        let calls = admitted.iter().map(|one| async {
+            let client = RpcClient::new(
+                one.target.nats.clone(),
+                one.target.signer.clone(),
+                one.mapped.clone(),
+                self.sender.clone(),
+                self.limits,
+            );
+            client.call_as(&one.call, &one.requestid, on_reply).await
+        });
         let outcome = tokio::select! {
-            summary = client.call_as(&call, &requestid, on_reply) => Some(summary),
+            results = futures::future::join_all(calls) => Some(results),
             _ = cancel.cancelled() => None,
         };
-        match outcome {
-            None => {
-                self.gate.complete_now(&event, link, 0).await;
-                error(ErrorCode::Cancelled, "cancelled".into());
+        let Some(results) = outcome else {
+            for one in admitted {
+                self.gate.complete_now(&one.event, one.link, 0).await;
             }
-            Some(Err(err)) => {
-                self.gate.complete_now(&event, link, 0).await;
-                error(ErrorCode::Unavailable, err.to_string());
-            }
-            Some(Ok(summary)) => {
-                self.gate
-                    .complete_now(&event, link, summary.responses as u64)
-                    .await;
-                metrics::counter!("fedgate_edge_requests_total", "result" => "done").increment(1);
-                send(ServerMessage::Done {
-                    id: id.clone(),
-                    responses: summary.responses,
-                    ok: summary.ok,
-                    failed: summary.failed,
-                    missing: summary.missing,
-                    elapsed_ms: u64::try_from(summary.elapsed.as_millis()).unwrap_or(u64::MAX),
-                    requestid,
-                });
+            return error(ErrorCode::Cancelled, "cancelled".into());
+        };
+        let mut merged = Summary::default();
+        let mut failures = Vec::new();
+        for (one, result) in admitted.into_iter().zip(results) {
+            match result {
+                Ok(summary) => {
+                    self.gate
+                        .complete_now(&one.event, one.link, summary.responses as u64)
+                        .await;
+                    merged.responses += summary.responses;
+                    merged.ok += summary.ok;
+                    merged.failed += summary.failed;
+                    merged.missing.extend(summary.missing);
+                    merged.elapsed = merged.elapsed.max(summary.elapsed);
+                    merged.requestids.push(one.requestid);
+                }
+                Err(err) => {
+                    self.gate.complete_now(&one.event, one.link, 0).await;
+                    failures.push((one.collective, err.to_string()));
+                }
             }
         }
-    }
-}
-
-fn validate(rpc: &RpcMessage) -> Result<(), String> {
-    if rpc.id.is_empty() || rpc.id.len() > MAX_ID {
-        return Err(format!("id must be 1 to {MAX_ID} characters"));
-    }
-    if rpc.collective.is_some() && rpc.federation.is_some() {
-        return Err("name a collective or a federation, not both".into());
-    }
-    for (what, name) in [("agent", &rpc.agent), ("action", &rpc.action)] {
-        if !is_valid_name(name) {
-            return Err(format!("{what} {name:?} is not a valid name"));
+        if merged.requestids.is_empty() {
+            let message: Vec<String> = failures.iter().map(|(c, e)| format!("{c}: {e}")).collect();
+            return error(ErrorCode::Unavailable, message.join("; "));
         }
+        for (collective, message) in failures {
+            refused.insert(collective, format!("unavailable: {message}"));
+        }
+        metrics::counter!("fedgate_edge_requests_total", "result" => "done").increment(1);
+        send(ServerMessage::Done {
+            id: id.clone(),
+            responses: merged.responses,
+            ok: merged.ok,
+            failed: merged.failed,
+            missing: merged.missing,
+            elapsed_ms: u64::try_from(merged.elapsed.as_millis()).unwrap_or(u64::MAX),
+            requestids: merged.requestids,
+            refused,
+        });
     }
-    if rpc.targets.len() > MAX_TARGETS {
-        return Err(format!("at most {MAX_TARGETS} targets"));
-    }
-    if rpc.timeout_ms.is_some_and(|t| t < 100) {
-        return Err("timeout_ms must be at least 100".into());
-    }
-    if rpc.limit == Some(0) {
-        return Err("limit must be at least 1".into());
-    }
-    Ok(())
 }

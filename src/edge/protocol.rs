@@ -1,6 +1,8 @@
 //! The edge's JSON message protocol, version 1: one JSON object per text frame, tagged by
 //! `type`. `docs/websocket.md` documents it for client authors.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -11,6 +13,8 @@ use crate::wire::choria_v1::{FactFilter, Filter};
 pub const VERSION: u32 = 1;
 /// The subprotocol name.
 pub const SUBPROTOCOL: &str = "fedgate.v1";
+/// The subprotocol of a socket without credentials that sends only signed requests.
+pub const SIGNED_SUBPROTOCOL: &str = "fedgate.v1.signed";
 /// The subprotocol prefix that carries a bearer token: `bearer.<token>`.
 pub const BEARER_PROTOCOL: &str = "bearer.";
 
@@ -25,6 +29,8 @@ pub enum ClientMessage {
     },
     /// An RPC request.
     Rpc(Box<RpcMessage>),
+    /// A Choria v1 secure request the client signed itself with a certificate from the edge CA.
+    Signed(Box<SignedMessage>),
     /// Stop the request with this id.
     Cancel {
         /// The request's id.
@@ -54,6 +60,26 @@ pub struct RpcMessage {
     /// Which nodes act.
     #[serde(default)]
     pub filter: FilterSpec,
+    /// Node identities to address directly; empty means broadcast.
+    #[serde(default)]
+    pub targets: Vec<String>,
+    /// How long to collect replies, in milliseconds.
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+    /// Stop after this many replies.
+    #[serde(default)]
+    pub limit: Option<usize>,
+}
+
+/// A self-signed Choria request: the secure request says who, where and what (collective,
+/// agent, action, inputs, filter); this wrapper only says how to collect the replies.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignedMessage {
+    /// The client's id for this request.
+    pub id: String,
+    /// A `choria:secure:request:1` object, or its JSON text.
+    pub request: Value,
     /// Node identities to address directly; empty means broadcast.
     #[serde(default)]
     pub targets: Vec<String>,
@@ -104,9 +130,11 @@ pub enum ServerMessage {
     Welcome {
         /// Protocol version.
         protocol: u32,
-        /// The caller id requests are made as (before identity mapping).
-        caller: String,
-        /// How the caller authenticated: `certificate`, `token`.
+        /// The caller id requests are made as (before identity mapping); absent on a socket
+        /// that takes only signed requests, each of which names its own caller.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        caller: Option<String>,
+        /// How the caller authenticated: `certificate`, `token`, `signed`.
         method: &'static str,
         /// When the socket will be closed because its token expires, Unix seconds.
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -139,8 +167,11 @@ pub enum ServerMessage {
         missing: Vec<String>,
         /// Time from publish to the end.
         elapsed_ms: u64,
-        /// The Choria request id, as in the audit trail.
-        requestid: String,
+        /// The Choria request ids, one per collective called, as in the audit trail.
+        requestids: Vec<String>,
+        /// Collectives of a federation that refused the request, with why.
+        #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+        refused: BTreeMap<String, String>,
     },
     /// A request (or the socket, without `id`) was refused.
     Error {
@@ -177,6 +208,8 @@ pub enum ErrorCode {
     Unavailable,
     /// Stopped by a `cancel`.
     Cancelled,
+    /// A signed request did not verify against the edge CA.
+    Unverified,
 }
 
 impl ErrorCode {
@@ -193,6 +226,7 @@ impl ErrorCode {
             ErrorCode::AuditFailed => "audit_failed",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Cancelled => "cancelled",
+            ErrorCode::Unverified => "unverified",
         }
     }
 }

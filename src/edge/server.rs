@@ -23,12 +23,13 @@ use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
 use super::auth::{self, Claims, TokenKeys, Users};
-use super::dispatch::{self, Principal};
+use super::dispatch::{self, Job, Principal};
 use super::protocol::{
-    BEARER_PROTOCOL, ClientMessage, ErrorCode, SUBPROTOCOL, ServerMessage, VERSION, close,
+    BEARER_PROTOCOL, ClientMessage, ErrorCode, SIGNED_SUBPROTOCOL, SUBPROTOCOL, ServerMessage,
+    VERSION, close,
 };
 use crate::config::{Config, EdgeConfig};
-use crate::security::{CallerId, CertInfo, load_certs};
+use crate::security::{CallerId, CertInfo, Now, load_certs};
 
 /// Why the edge could not start.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +49,10 @@ struct Settings {
     grace: Duration,
     token_ttl: Duration,
 }
+
+/// How long a socket's writer may wait on a client that does not read before the connection is
+/// dropped.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What every request handler shares.
 pub(super) struct Shared {
@@ -338,21 +343,32 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
         .map(str::trim)
 }
 
-/// The bearer token offered as the subprotocol `bearer.<token>`, and whether `fedgate.v1` was.
-fn subprotocols(headers: &HeaderMap) -> (Option<String>, bool) {
-    let mut token = None;
-    let mut v1 = false;
+/// What the client offered in `Sec-WebSocket-Protocol`.
+#[derive(Default)]
+struct Offered {
+    /// A bearer token, as `bearer.<token>`.
+    token: Option<String>,
+    /// `fedgate.v1`.
+    v1: bool,
+    /// `fedgate.v1.signed`: no credentials, only signed requests.
+    signed: bool,
+}
+
+fn subprotocols(headers: &HeaderMap) -> Offered {
+    let mut offered = Offered::default();
     for value in headers.get_all(header::SEC_WEBSOCKET_PROTOCOL) {
         let Ok(value) = value.to_str() else { continue };
         for protocol in value.split(',').map(str::trim) {
             if protocol == SUBPROTOCOL {
-                v1 = true;
+                offered.v1 = true;
+            } else if protocol == SIGNED_SUBPROTOCOL {
+                offered.signed = true;
             } else if let Some(t) = protocol.strip_prefix(BEARER_PROTOCOL) {
-                token = Some(t.to_string());
+                offered.token = Some(t.to_string());
             }
         }
     }
-    (token, v1)
+    offered
 }
 
 impl Shared {
@@ -403,9 +419,14 @@ async fn upgrade(
             "shutting down",
         );
     }
-    let (protocol_token, v1) = subprotocols(&headers);
-    let token = bearer(&headers).map(str::to_string).or(protocol_token);
+    let offered = subprotocols(&headers);
+    let token = bearer(&headers)
+        .map(str::to_string)
+        .or(offered.token.clone());
     let origin = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok());
+    // A socket without credentials that takes only signed requests carries no ambient
+    // authority for another site to borrow, so it needs no Origin.
+    let signed_only = token.is_none() && peer.certificate.is_none() && offered.signed;
     match origin {
         Some(origin) if !shared.settings.origins.iter().any(|o| o == origin) => {
             return refuse(
@@ -414,11 +435,11 @@ async fn upgrade(
                 &format!("origin {origin} is not allowed"),
             );
         }
-        None if token.is_none() && peer.certificate.is_none() => {
+        None if token.is_none() && peer.certificate.is_none() && !signed_only => {
             return refuse(
                 StatusCode::FORBIDDEN,
                 "origin",
-                "a socket without an Origin must present a client certificate or a token",
+                "a socket without an Origin must present a client certificate or a token, or offer the subprotocol fedgate.v1.signed",
             );
         }
         _ => {}
@@ -434,7 +455,13 @@ async fn upgrade(
             "too many connections",
         );
     };
-    let ws = if v1 { ws.protocols([SUBPROTOCOL]) } else { ws };
+    let ws = if signed_only {
+        ws.protocols([SIGNED_SUBPROTOCOL])
+    } else if offered.v1 {
+        ws.protocols([SUBPROTOCOL])
+    } else {
+        ws
+    };
     let limit = shared.settings.max_message_bytes;
     let tracker = shared.sessions.clone();
     ws.max_message_size(limit)
@@ -444,7 +471,7 @@ async fn upgrade(
         .on_upgrade(move |socket| {
             tracker.track_future(async move {
                 metrics::gauge!("fedgate_edge_sockets").increment(1.0);
-                session(shared, socket, principal).await;
+                session(shared, socket, principal, signed_only).await;
                 metrics::gauge!("fedgate_edge_sockets").decrement(1.0);
                 drop(permit);
             })
@@ -453,12 +480,18 @@ async fn upgrade(
 
 /// One socket: authenticate if needed, then read requests and write answers until either side
 /// ends it.
-async fn session(shared: Arc<Shared>, socket: WebSocket, principal: Option<Principal>) {
+async fn session(
+    shared: Arc<Shared>,
+    socket: WebSocket,
+    principal: Option<Principal>,
+    signed_only: bool,
+) {
     let (mut sink, mut stream) = socket.split();
     let principal = match principal {
-        Some(principal) => principal,
+        Some(principal) => Some(principal),
+        None if signed_only => None,
         None => match first_message_auth(&shared, &mut stream).await {
-            Ok(principal) => principal,
+            Ok(principal) => Some(principal),
             Err(reason) => {
                 metrics::counter!("fedgate_edge_refused_total", "reason" => "auth").increment(1);
                 let _ = sink
@@ -473,9 +506,9 @@ async fn session(shared: Arc<Shared>, socket: WebSocket, principal: Option<Princ
     let overflow = CancellationToken::new();
     let welcome = ServerMessage::Welcome {
         protocol: VERSION,
-        caller: principal.caller.as_str().to_string(),
-        method: principal.method,
-        expires: principal.expires,
+        caller: principal.as_ref().map(|p| p.caller.as_str().to_string()),
+        method: principal.as_ref().map_or("signed", |p| p.method),
+        expires: principal.as_ref().and_then(|p| p.expires),
     };
     let _ = out.try_send(welcome);
     // The writer owns the sink; it ends with a close frame chosen by the reader.
@@ -520,15 +553,21 @@ async fn session(shared: Arc<Shared>, socket: WebSocket, principal: Option<Princ
         }
     });
 
-    let mut in_flight: HashMap<String, CancellationToken> = HashMap::new();
-    let requests = TaskTracker::new();
     let (finished, mut finished_rx) = mpsc::unbounded_channel::<String>();
-    let expiry = principal.expires.map(|exp| {
+    let mut requests = Requests {
+        shared: shared.clone(),
+        in_flight: HashMap::new(),
+        tasks: TaskTracker::new(),
+        finished,
+        out: out.clone(),
+        overflow: overflow.clone(),
+    };
+    let expiry = principal.as_ref().and_then(|p| p.expires).map(|exp| {
         let now = auth::unix(SystemTime::now());
         tokio::time::Instant::now() + Duration::from_secs(exp.saturating_sub(now))
     });
     let mut idle_deadline = tokio::time::Instant::now() + settings.idle;
-    let principal = Arc::new(principal);
+    let principal = principal.map(Arc::new);
     let close: (u16, String) = loop {
         let expired = async {
             match expiry {
@@ -540,8 +579,8 @@ async fn session(shared: Arc<Shared>, socket: WebSocket, principal: Option<Princ
             _ = shared.stop.cancelled() => {
                 // Let in-flight requests finish within the grace period.
                 let _ = tokio::time::timeout(settings.grace, async {
-                    requests.close();
-                    requests.wait().await;
+                    requests.tasks.close();
+                    requests.tasks.wait().await;
                 }).await;
                 break (close::GOING_AWAY, "fedgate is shutting down".into());
             }
@@ -558,7 +597,7 @@ async fn session(shared: Arc<Shared>, socket: WebSocket, principal: Option<Princ
                 break (close::IDLE, "idle timeout".into());
             }
             Some(id) = finished_rx.recv() => {
-                in_flight.remove(&id);
+                requests.in_flight.remove(&id);
             }
             message = stream.next() => {
                 idle_deadline = tokio::time::Instant::now() + settings.idle;
@@ -583,55 +622,62 @@ async fn session(shared: Arc<Shared>, socket: WebSocket, principal: Option<Princ
                     Err(err) => reject(&out, &overflow, None, ErrorCode::Invalid, format!("not a valid message: {err}")),
                     Ok(ClientMessage::Auth { .. }) => reject(&out, &overflow, None, ErrorCode::Invalid, "already authenticated"),
                     Ok(ClientMessage::Cancel { id }) => {
-                        if let Some(token) = in_flight.get(&id) {
+                        if let Some(token) = requests.in_flight.get(&id) {
                             token.cancel();
                         }
                     }
                     Ok(ClientMessage::Rpc(rpc)) => {
-                        let id = rpc.id.clone();
-                        if in_flight.contains_key(&id) {
-                            reject(&out, &overflow, Some(&id), ErrorCode::DuplicateId, "a request with this id is in flight");
+                        let Some(principal) = &principal else {
+                            reject(&out, &overflow, Some(&rpc.id), ErrorCode::Invalid, "this socket takes only signed requests");
+                            continue;
+                        };
+                        if !requests.room_for(&rpc.id) {
                             continue;
                         }
-                        if in_flight.len() >= settings.max_in_flight {
-                            reject(&out, &overflow, Some(&id), ErrorCode::TooManyInFlight, format!("at most {} requests in flight per socket", settings.max_in_flight));
+                        let job = match Job::from_rpc(*rpc) {
+                            Ok(job) => job,
+                            Err((id, message)) => {
+                                shared.dispatch.refused_invalid(principal, &message).await;
+                                reject(&out, &overflow, Some(&id), ErrorCode::Invalid, message);
+                                continue;
+                            }
+                        };
+                        requests.start(principal.clone(), job).await;
+                    }
+                    Ok(ClientMessage::Signed(signed)) => {
+                        if !requests.room_for(&signed.id) {
                             continue;
                         }
-                        if shared.limiter.check_key(&principal.caller.as_str().to_string()).is_err() {
-                            shared.dispatch.refused_early(&principal, &rpc, "rate_limited", "rate limit exceeded").await;
-                            reject(&out, &overflow, Some(&id), ErrorCode::RateLimited, "rate limit exceeded; slow down");
-                            continue;
+                        let id = signed.id.clone();
+                        match shared.dispatch.verify_signed(*signed, Now::system()).await {
+                            Ok((principal, job)) => requests.start(Arc::new(principal), job).await,
+                            Err((code, message)) => reject(&out, &overflow, Some(&id), code, message),
                         }
-                        let cancel = CancellationToken::new();
-                        in_flight.insert(id.clone(), cancel.clone());
-                        let shared = shared.clone();
-                        let out = out.clone();
-                        let overflow = overflow.clone();
-                        let principal = principal.clone();
-                        let finished = finished.clone();
-                        requests.spawn(async move {
-                            let send = |message: ServerMessage| {
-                                if out.try_send(message).is_err() {
-                                    overflow.cancel();
-                                }
-                            };
-                            shared.dispatch.run(&principal, *rpc, cancel, &send).await;
-                            let _ = finished.send(id);
-                        });
                     }
                 }
             }
         }
     };
-    for token in in_flight.values() {
+    for token in requests.in_flight.values() {
         token.cancel();
     }
-    requests.close();
-    let _ = tokio::time::timeout(Duration::from_secs(2), requests.wait()).await;
+    requests.tasks.close();
+    let _ = tokio::time::timeout(Duration::from_secs(2), requests.tasks.wait()).await;
     let broken = matches!(close.0, close::TOO_BIG | close::POLICY);
     let _ = closing.send(close);
-    let _ = writer.await;
     drop(out);
+    drop(requests);
+    // A client that never reads leaves the writer stuck on a full connection: give it a
+    // moment to take the close frame, then drop the connection.
+    let mut writer = writer;
+    if tokio::time::timeout(WRITE_TIMEOUT, &mut writer)
+        .await
+        .is_err()
+    {
+        writer.abort();
+        metrics::counter!("fedgate_edge_closed_total", "reason" => "write_timeout").increment(1);
+        return;
+    }
     if broken {
         // The client's frame was not read to its end, and closing a connection with unread
         // bytes resets it, which can destroy the close frame before the client reads it: give
@@ -645,6 +691,80 @@ async fn session(shared: Arc<Shared>, socket: WebSocket, principal: Option<Princ
         while let Some(Ok(_)) = stream.next().await {}
     })
     .await;
+}
+
+/// A socket's requests in flight.
+struct Requests {
+    shared: Arc<Shared>,
+    in_flight: HashMap<String, CancellationToken>,
+    tasks: TaskTracker,
+    /// Each request task sends its id here when it ends.
+    finished: mpsc::UnboundedSender<String>,
+    out: mpsc::Sender<ServerMessage>,
+    overflow: CancellationToken,
+}
+
+impl Requests {
+    /// Whether a request `id` may start: not a duplicate, and under the socket's limit. Sends
+    /// the error when not.
+    fn room_for(&self, id: &str) -> bool {
+        let (code, message) = if self.in_flight.contains_key(id) {
+            (
+                ErrorCode::DuplicateId,
+                "a request with this id is in flight".to_string(),
+            )
+        } else if self.in_flight.len() >= self.shared.settings.max_in_flight {
+            (
+                ErrorCode::TooManyInFlight,
+                format!(
+                    "at most {} requests in flight per socket",
+                    self.shared.settings.max_in_flight
+                ),
+            )
+        } else {
+            return true;
+        };
+        reject(&self.out, &self.overflow, Some(id), code, message);
+        false
+    }
+
+    /// Applies the caller's rate limit, then runs the job in its own task.
+    async fn start(&mut self, principal: Arc<Principal>, job: Job) {
+        let shared = self.shared.clone();
+        if shared
+            .limiter
+            .check_key(&principal.caller.as_str().to_string())
+            .is_err()
+        {
+            shared
+                .dispatch
+                .refused_early(&principal, &job, "rate_limited", "rate limit exceeded")
+                .await;
+            reject(
+                &self.out,
+                &self.overflow,
+                Some(&job.id),
+                ErrorCode::RateLimited,
+                "rate limit exceeded; slow down",
+            );
+            return;
+        }
+        let cancel = CancellationToken::new();
+        let id = job.id.clone();
+        self.in_flight.insert(id.clone(), cancel.clone());
+        let out = self.out.clone();
+        let overflow = self.overflow.clone();
+        let finished = self.finished.clone();
+        self.tasks.spawn(async move {
+            let send = |message: ServerMessage| {
+                if out.try_send(message).is_err() {
+                    overflow.cancel();
+                }
+            };
+            shared.dispatch.run(&principal, job, cancel, &send).await;
+            let _ = finished.send(id);
+        });
+    }
 }
 
 fn reject(
@@ -709,11 +829,11 @@ async fn realms(
             );
         }
     };
-    let collectives = shared.dispatch.reachable(&principal);
+    let (collectives, federations) = shared.dispatch.reachable(&principal);
     axum::Json(json!({
         "caller": principal.caller.as_str(),
         "collectives": collectives,
-        "federations": [],
+        "federations": federations,
     }))
     .into_response()
 }

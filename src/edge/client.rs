@@ -1,0 +1,309 @@
+//! A client of the edge's protocol, for `fedgate ws-rpc`, the benchmarks and the tests: open a
+//! socket with a token, a client certificate, or none (signed requests only), send requests,
+//! and collect their replies.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::{SinkExt, StreamExt};
+use serde_json::{Map, Value, json};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::{self, Message};
+
+use super::protocol::{SIGNED_SUBPROTOCOL, SUBPROTOCOL};
+use crate::security::{CallerId, KeyError, Now, Signer};
+use crate::wire::choria_v1::{Filter, Request, RequestEnvelope, RpcRequest, SecureRequest};
+
+/// The socket type.
+pub type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// How to open a socket.
+#[derive(Clone, Debug, Default)]
+pub struct Connect {
+    /// `ws://` or `wss://…/ws`.
+    pub url: String,
+    /// A bearer token, sent as `Authorization: Bearer`.
+    pub token: Option<String>,
+    /// A client certificate and key from the edge CA (mTLS).
+    pub identity: Option<(PathBuf, PathBuf)>,
+    /// The CA that issued the edge's server certificate; the system's roots when unset.
+    pub ca: Option<PathBuf>,
+    /// An `Origin` header, as a browser sends.
+    pub origin: Option<String>,
+    /// Offer `fedgate.v1.signed`: no credentials, signed requests only.
+    pub signed_only: bool,
+}
+
+/// Why a socket could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum WsError {
+    /// The upgrade was refused with this HTTP status and body.
+    #[error("the edge refused the socket: HTTP {status}: {body}")]
+    Refused {
+        /// The HTTP status.
+        status: u16,
+        /// The response body.
+        body: String,
+    },
+    /// The socket closed, with the server's close code and reason when it sent one.
+    #[error("the socket closed: {code} {reason}")]
+    Closed {
+        /// The close code; 1006 when there was no close frame.
+        code: u16,
+        /// The close reason.
+        reason: String,
+    },
+    /// Anything else.
+    #[error("{0}")]
+    Other(String),
+}
+
+impl From<tungstenite::Error> for WsError {
+    fn from(err: tungstenite::Error) -> Self {
+        match err {
+            tungstenite::Error::Http(response) => WsError::Refused {
+                status: response.status().as_u16(),
+                body: response
+                    .body()
+                    .as_ref()
+                    .map(|b| String::from_utf8_lossy(b).into_owned())
+                    .unwrap_or_default(),
+            },
+            tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed => {
+                WsError::Closed {
+                    code: 1006,
+                    reason: String::new(),
+                }
+            }
+            other => WsError::Other(other.to_string()),
+        }
+    }
+}
+
+/// One reply, with the time since the request was sent.
+#[derive(Clone, Debug)]
+pub struct Reply {
+    /// The `reply` message.
+    pub message: Value,
+    /// Time since the request was sent.
+    pub elapsed: Duration,
+}
+
+/// A socket to the edge.
+pub struct WsClient {
+    socket: Socket,
+    /// The `welcome` message.
+    pub welcome: Value,
+}
+
+impl WsClient {
+    /// Opens a socket and reads its `welcome`.
+    pub async fn connect(options: &Connect) -> Result<WsClient, WsError> {
+        let mut socket = open(options).await?;
+        let welcome = next_message(&mut socket).await?;
+        if welcome["type"] != "welcome" {
+            return Err(WsError::Other(format!("expected welcome, got {welcome}")));
+        }
+        Ok(WsClient { socket, welcome })
+    }
+
+    /// Sends one message.
+    pub async fn send(&mut self, message: &Value) -> Result<(), WsError> {
+        self.socket
+            .send(Message::Text(message.to_string().into()))
+            .await?;
+        Ok(())
+    }
+
+    /// The next protocol message.
+    pub async fn next(&mut self) -> Result<Value, WsError> {
+        next_message(&mut self.socket).await
+    }
+
+    /// Sends a request (`rpc` or `signed`) and collects its replies until its `done` or
+    /// `error`, which is returned.
+    pub async fn call(
+        &mut self,
+        request: &Value,
+        mut on_reply: impl FnMut(Reply),
+    ) -> Result<Value, WsError> {
+        let id = request["id"].clone();
+        let started = Instant::now();
+        self.send(request).await?;
+        loop {
+            let message = self.next().await?;
+            if message["id"] != id {
+                continue;
+            }
+            match message["type"].as_str() {
+                Some("reply") => on_reply(Reply {
+                    message,
+                    elapsed: started.elapsed(),
+                }),
+                Some("done" | "error") => return Ok(message),
+                _ => {}
+            }
+        }
+    }
+
+    /// Closes the socket politely.
+    pub async fn close(mut self) {
+        let _ = self.socket.close(None).await;
+        while let Some(Ok(_)) = self.socket.next().await {}
+    }
+
+    /// The socket, for callers that drive it themselves.
+    pub fn into_inner(self) -> Socket {
+        self.socket
+    }
+}
+
+/// Opens the socket without reading anything.
+pub async fn open(options: &Connect) -> Result<Socket, WsError> {
+    let mut request = options.url.as_str().into_client_request()?;
+    let headers = request.headers_mut();
+    let header = |value: &str| {
+        value
+            .parse()
+            .map_err(|_| WsError::Other(format!("{value:?} is not a valid header value")))
+    };
+    if let Some(token) = &options.token {
+        headers.insert("Authorization", header(&format!("Bearer {token}"))?);
+    }
+    if let Some(origin) = &options.origin {
+        headers.insert("Origin", header(origin)?);
+    }
+    let protocol = if options.signed_only {
+        SIGNED_SUBPROTOCOL
+    } else {
+        SUBPROTOCOL
+    };
+    headers.insert("Sec-WebSocket-Protocol", header(protocol)?);
+    let connector = if options.url.starts_with("wss://") {
+        Some(tokio_tungstenite::Connector::Rustls(Arc::new(tls(
+            options,
+        )?)))
+    } else {
+        None
+    };
+    let (socket, _) =
+        tokio_tungstenite::connect_async_tls_with_config(request, None, true, connector).await?;
+    Ok(socket)
+}
+
+fn tls(options: &Connect) -> Result<rustls::ClientConfig, WsError> {
+    match &options.ca {
+        Some(ca) => crate::nats::tls_config(ca, options.identity.as_ref())
+            .map_err(|e| WsError::Other(e.to_string())),
+        None => {
+            let roots = rustls::RootCertStore {
+                roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+            };
+            let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+            let builder = rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .map_err(|e| WsError::Other(e.to_string()))?
+                .with_root_certificates(roots);
+            match &options.identity {
+                Some((cert, key)) => {
+                    use rustls_pki_types::PrivateKeyDer;
+                    use rustls_pki_types::pem::PemObject;
+                    let chain = crate::security::load_certs(cert)
+                        .map_err(|e| WsError::Other(e.to_string()))?;
+                    let key = PrivateKeyDer::from_pem_file(key)
+                        .map_err(|e| WsError::Other(format!("{}: {e}", key.display())))?;
+                    builder
+                        .with_client_auth_cert(chain, key)
+                        .map_err(|e| WsError::Other(e.to_string()))
+                }
+                None => Ok(builder.with_no_client_auth()),
+            }
+        }
+    }
+}
+
+async fn next_message(socket: &mut Socket) -> Result<Value, WsError> {
+    loop {
+        match socket.next().await {
+            Some(Ok(Message::Text(text))) => {
+                return serde_json::from_str(text.as_str())
+                    .map_err(|e| WsError::Other(format!("not JSON from the edge: {e}")));
+            }
+            Some(Ok(Message::Close(frame))) => {
+                return Err(WsError::Closed {
+                    code: frame.as_ref().map_or(1005, |f| u16::from(f.code)),
+                    reason: frame.map(|f| f.reason.to_string()).unwrap_or_default(),
+                });
+            }
+            Some(Ok(_)) => continue,
+            Some(Err(err)) => return Err(err.into()),
+            None => {
+                return Err(WsError::Closed {
+                    code: 1006,
+                    reason: String::new(),
+                });
+            }
+        }
+    }
+}
+
+/// What a self-signed request asks for.
+#[derive(Clone, Debug)]
+pub struct SignedCall<'a> {
+    /// The collective, as the edge names it.
+    pub collective: &'a str,
+    /// Agent.
+    pub agent: &'a str,
+    /// Action.
+    pub action: &'a str,
+    /// Inputs.
+    pub data: Map<String, Value>,
+    /// Filter; the agent is added.
+    pub filter: Filter,
+    /// Seconds the request is valid around now.
+    pub ttl: i64,
+}
+
+/// A Choria v1 secure request for `call`, signed by `signer` as `caller`, as a Choria client
+/// would publish it; send it in a `signed` message.
+pub fn sign_request(
+    signer: &Signer,
+    caller: &CallerId,
+    senderid: &str,
+    call: &SignedCall<'_>,
+    now: Now,
+) -> Result<SecureRequest, KeyError> {
+    let body = RpcRequest {
+        agent: call.agent.to_string(),
+        action: call.action.to_string(),
+        data: call.data.clone(),
+    };
+    let mut filter = call.filter.clone();
+    if !filter.agent.iter().any(|a| a == call.agent) {
+        filter.agent.push(call.agent.to_string());
+    }
+    let envelope = RequestEnvelope {
+        requestid: uuid::Uuid::new_v4().simple().to_string(),
+        senderid: senderid.to_string(),
+        callerid: caller.as_str().to_string(),
+        collective: call.collective.to_string(),
+        agent: call.agent.to_string(),
+        ttl: call.ttl,
+        time: now.unix_seconds(),
+        filter,
+    };
+    let message = serde_json::to_string(&body).unwrap_or_default();
+    signer.sign_request(&Request::new(message, envelope))
+}
+
+/// The `signed` message carrying `secure`.
+pub fn signed_message(id: &str, secure: &SecureRequest, collect: Map<String, Value>) -> Value {
+    let request: Value = serde_json::from_slice(&secure.encode()).unwrap_or(Value::Null);
+    let mut message = json!({"type": "signed", "id": id, "request": request});
+    if let Value::Object(fields) = &mut message {
+        fields.extend(collect);
+    }
+    message
+}
