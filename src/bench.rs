@@ -1,6 +1,7 @@
 //! Side-by-side benchmarks: each fedgate path measured against its baseline in the same run.
 
 pub mod crypto;
+pub mod edge;
 pub mod gate;
 pub mod relay;
 pub mod resign;

@@ -215,6 +215,9 @@ pub struct EdgeConfig {
     /// Messages queued towards one socket; a client that falls this far behind is disconnected.
     #[serde(default = "defaults::edge_outbound")]
     pub outbound_queue: usize,
+    /// Bytes queued towards one socket, the other bound on the same queue.
+    #[serde(default = "defaults::edge_outbound_bytes")]
+    pub outbound_queue_bytes: usize,
     /// Seconds without traffic (pongs count) before a socket is closed.
     #[serde(default = "defaults::edge_idle")]
     pub idle_timeout_s: u64,
@@ -413,7 +416,10 @@ mod defaults {
         40
     }
     pub fn edge_outbound() -> usize {
-        1024
+        16 * 1024
+    }
+    pub fn edge_outbound_bytes() -> usize {
+        8 * 1024 * 1024
     }
     pub fn edge_idle() -> u64 {
         300

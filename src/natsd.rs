@@ -69,6 +69,9 @@ pub struct NatsServerConfig {
     pub leafnode_listen: bool,
     /// Hubs to connect to as a leafnode, `nats-leaf://host:port`.
     pub leafnode_remotes: Vec<String>,
+    /// Accept plain WebSocket clients on a random loopback port (see
+    /// [`NatsServer::websocket_url`]).
+    pub websocket_listen: bool,
 }
 
 /// Errors starting a nats-server.
@@ -198,6 +201,16 @@ impl NatsServer {
             .find(|l| l.contains("Listening for leafnode connections on"))?;
         let addr = line.rsplit(' ').next()?;
         Some(format!("nats-leaf://{addr}"))
+    }
+
+    /// The WebSocket listener's URL, read from the server's log, when `websocket_listen` is set.
+    pub fn websocket_url(&self) -> Option<String> {
+        let log = fs::read_to_string(&self.log_path).ok()?;
+        let line = log
+            .lines()
+            .rev()
+            .find(|l| l.contains("Listening for websocket clients on"))?;
+        Some(line.rsplit(' ').next()?.to_string())
     }
 
     /// Client URL, `nats://127.0.0.1:PORT` or `tls://127.0.0.1:PORT` when TLS is on.

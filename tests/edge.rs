@@ -871,3 +871,92 @@ async fn a_python_websockets_client_completes_a_request() {
     );
     gateway.edge.unwrap().shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_edge_benchmark_measures_every_side() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = fedgate::bench::edge::EdgeOptions {
+        nodes: 3,
+        seconds: 1.0,
+        concurrency: 2,
+        latency_samples: 5,
+        relay_messages: 500,
+        sockets: 50,
+        exe: support::fedgate_bin().into(),
+    };
+    let report = fedgate::bench::edge::run(dir.path(), &options)
+        .await
+        .unwrap();
+    assert_eq!(report.throughput.len(), 2);
+    assert!(
+        report
+            .throughput
+            .iter()
+            .all(|r| r.baseline_ops > 0.0 && r.fedgate_ops > 0.0),
+        "{report:?}"
+    );
+    assert_eq!(report.latency.len(), 2);
+    assert!(report.latency.iter().all(|r| r.p50_us > 0.0));
+    assert_eq!(
+        report.memory.iter().map(|m| m.sockets).collect::<Vec<_>>(),
+        [50, 50]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ws_rpc_prints_what_rpc_prints() {
+    let gateway = Gateway::start("").await;
+    let _fleet = gateway.london.start_fleet(3).await;
+    let token = gateway.token("alice", Duration::from_secs(300));
+    let edge = realm("edge");
+    let run = |args: Vec<String>| async move {
+        let output = tokio::process::Command::new(support::fedgate_bin())
+            .args(&args)
+            .output()
+            .await
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(
+            output.status.success(),
+            "{args:?}: {stdout}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        stdout
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .collect::<Vec<_>>()
+    };
+    let common = |extra: &[&str]| {
+        let mut args: Vec<String> = ["ws-rpc", "--url", &gateway.url, "--ca"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        args.push(edge.ca.display().to_string());
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args.extend(["--collective", "london", "--json", "rpcutil", "ping"].map(String::from));
+        args
+    };
+    let alice = &edge.users["alice"];
+    let (cert, key) = (
+        alice.cert.display().to_string(),
+        alice.key.display().to_string(),
+    );
+    for lines in [
+        run(common(&["--token", &token])).await,
+        run(common(&["--cert", &cert, "--key", &key])).await,
+        run(common(&["--cert", &cert, "--key", &key, "--sign"])).await,
+    ] {
+        // `fedgate rpc --json`: one {"type":"reply","reply":{...}} per node, then the summary.
+        assert_eq!(lines.len(), 4, "{lines:?}");
+        assert!(lines[..3].iter().all(|l| l["type"] == "reply"
+            && l["reply"]["statuscode"] == 0
+            && l["reply"]["sender"].is_string()));
+        assert_eq!(lines[3]["type"], "summary");
+        assert_eq!(lines[3]["summary"]["responses"], 3);
+        assert_eq!(
+            lines[3]["summary"]["requestids"].as_array().unwrap().len(),
+            1
+        );
+    }
+    gateway.edge.unwrap().shutdown().await;
+}

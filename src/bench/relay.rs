@@ -356,31 +356,33 @@ fn report(
         row(name.clone(), paths[1].name, (leaf, fedgate)),
         row(name, paths[0].name, (direct, fedgate)),
     ];
-    let quantiles: Vec<(f64, f64)> = latencies
-        .iter_mut()
-        .map(|samples| {
-            samples.sort();
-            (
-                micros(percentile(samples, 0.50)),
-                micros(percentile(samples, 0.99)),
-            )
-        })
-        .collect();
-    let latency = paths
-        .iter()
-        .zip(&quantiles)
-        .map(|(p, (p50, p99))| LatencyRow {
-            path: p.name.to_string(),
-            p50_us: *p50,
-            p99_us: *p99,
-            added_p50_us: p50 - quantiles[0].0,
-            added_p99_us: p99 - quantiles[0].1,
-        })
-        .collect();
+    let mut latency: Vec<LatencyRow> = Vec::with_capacity(paths.len());
+    for (p, samples) in paths.iter().zip(latencies.iter_mut()) {
+        let row = latency_row(p.name, samples, latency.first());
+        latency.push(row);
+    }
     RelayReport {
         message_bytes,
         throughput,
         latency,
+    }
+}
+
+/// The quantiles of `samples` (sorted in place), and what they add over `baseline`'s.
+pub(crate) fn latency_row(
+    path: &str,
+    samples: &mut [Duration],
+    baseline: Option<&LatencyRow>,
+) -> LatencyRow {
+    samples.sort();
+    let p50 = micros(percentile(samples, 0.50));
+    let p99 = micros(percentile(samples, 0.99));
+    LatencyRow {
+        path: path.to_string(),
+        p50_us: p50,
+        p99_us: p99,
+        added_p50_us: baseline.map_or(0.0, |b| p50 - b.p50_us),
+        added_p99_us: baseline.map_or(0.0, |b| p99 - b.p99_us),
     }
 }
 
@@ -426,10 +428,10 @@ fn payloads() -> (Bytes, Bytes) {
 }
 
 /// Renders the latency rows as a table.
-pub fn latency_table(rows: &[LatencyRow]) -> String {
+pub fn latency_table(title: &str, rows: &[LatencyRow]) -> String {
     let mut out = format!(
         "{:<28} {:>10} {:>10} {:>14} {:>14}\n",
-        "latency (one way)", "p50 µs", "p99 µs", "added p50 µs", "added p99 µs"
+        title, "p50 µs", "p99 µs", "added p50 µs", "added p99 µs"
     );
     for r in rows {
         out.push_str(&format!(

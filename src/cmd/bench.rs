@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use fedgate::bench::{self, relay};
+use fedgate::bench::{self, edge, relay};
 
 /// Arguments of `fedgate bench`.
 #[derive(Debug, clap::Args)]
@@ -17,6 +17,12 @@ pub struct Args {
     /// Messages per path in the relay throughput run.
     #[arg(long, default_value_t = 60_000)]
     messages: usize,
+    /// Simulated nodes each edge benchmark request pings.
+    #[arg(long, default_value_t = 10)]
+    nodes: usize,
+    /// Idle sockets per side of the edge memory comparison.
+    #[arg(long, default_value_t = 10_000)]
+    sockets: usize,
     /// Print JSON instead of tables.
     #[arg(long)]
     json: bool,
@@ -35,6 +41,8 @@ enum Which {
     Resign,
     /// Actionpolicy decisions next to a hash-map lookup; audited resign next to unaudited.
     Gate,
+    /// The WebSocket edge next to `fedgate rpc` on NATS and nats-server's WebSocket listener.
+    Edge,
 }
 
 /// Runs the benchmarks.
@@ -84,7 +92,35 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             json.insert("relay".into(), serde_json::to_value(&report)?);
         } else {
             println!("{}", bench::table(&report.throughput));
-            println!("{}", relay::latency_table(&report.latency));
+            println!(
+                "{}",
+                relay::latency_table("latency (one way)", &report.latency)
+            );
+        }
+    }
+    if matches!(args.which, Which::All | Which::Edge) {
+        let dir = tempfile_dir()?;
+        let options = edge::EdgeOptions {
+            nodes: args.nodes,
+            seconds: args.seconds.max(1.0),
+            concurrency: 16,
+            latency_samples: 300,
+            relay_messages: args.messages.min(20_000),
+            sockets: args.sockets,
+            exe: std::env::current_exe()?,
+        };
+        let report = edge::run(&dir, &options).await;
+        let _ = std::fs::remove_dir_all(&dir);
+        let report = report?;
+        if args.json {
+            json.insert("edge".into(), serde_json::to_value(&report)?);
+        } else {
+            println!("{}", bench::table(&report.throughput));
+            println!(
+                "{}",
+                relay::latency_table("latency (request to done)", &report.latency)
+            );
+            println!("{}", edge::memory_table(&report.memory));
         }
     }
     if args.json {

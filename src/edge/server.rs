@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use axum::Router;
@@ -43,6 +44,7 @@ struct Settings {
     max_message_bytes: usize,
     max_in_flight: usize,
     outbound_queue: usize,
+    outbound_queue_bytes: usize,
     idle: Duration,
     ping: Duration,
     auth_timeout: Duration,
@@ -126,6 +128,7 @@ impl Edge {
                 max_message_bytes: edge.max_message_bytes,
                 max_in_flight: edge.max_in_flight.max(1),
                 outbound_queue: edge.outbound_queue.max(4),
+                outbound_queue_bytes: edge.outbound_queue_bytes.max(64 * 1024),
                 idle: Duration::from_secs(edge.idle_timeout_s.max(1)),
                 ping: Duration::from_secs(edge.ping_interval_s.max(1)),
                 auth_timeout: Duration::from_secs(edge.auth_timeout_s.max(1)),
@@ -502,15 +505,22 @@ async fn session(
         },
     };
     let settings = &shared.settings;
-    let (out, mut outbox) = mpsc::channel::<ServerMessage>(settings.outbound_queue);
+    let (tx, mut outbox) = mpsc::channel::<Utf8Bytes>(settings.outbound_queue);
     let overflow = CancellationToken::new();
+    let queued = Arc::new(AtomicUsize::new(0));
+    let out = Outbox {
+        tx,
+        queued: queued.clone(),
+        max_bytes: settings.outbound_queue_bytes,
+        overflow: overflow.clone(),
+    };
     let welcome = ServerMessage::Welcome {
         protocol: VERSION,
         caller: principal.as_ref().map(|p| p.caller.as_str().to_string()),
         method: principal.as_ref().map_or("signed", |p| p.method),
         expires: principal.as_ref().and_then(|p| p.expires),
     };
-    let _ = out.try_send(welcome);
+    out.push(&welcome);
     // The writer owns the sink; it ends with a close frame chosen by the reader.
     let (closing, close_rx) = tokio::sync::oneshot::channel::<(u16, String)>();
     let ping_every = settings.ping;
@@ -528,9 +538,11 @@ async fn session(
                         }
                         return;
                     };
-                    if sink.send(Message::Text(Utf8Bytes::from(message.to_text()))).await.is_err() {
+                    let len = message.len();
+                    if sink.send(Message::Text(message)).await.is_err() {
                         return;
                     }
+                    queued.fetch_sub(len, Ordering::Relaxed);
                 }
                 _ = ping.tick() => {
                     if sink.send(Message::Ping(Default::default())).await.is_err() {
@@ -540,7 +552,7 @@ async fn session(
                 reason = &mut close_rx => {
                     // Flush what is already queued, then close.
                     while let Ok(message) = outbox.try_recv() {
-                        if sink.send(Message::Text(Utf8Bytes::from(message.to_text()))).await.is_err() {
+                        if sink.send(Message::Text(message)).await.is_err() {
                             return;
                         }
                     }
@@ -560,7 +572,6 @@ async fn session(
         tasks: TaskTracker::new(),
         finished,
         out: out.clone(),
-        overflow: overflow.clone(),
     };
     let expiry = principal.as_ref().and_then(|p| p.expires).map(|exp| {
         let now = auth::unix(SystemTime::now());
@@ -586,7 +597,7 @@ async fn session(
             }
             _ = overflow.cancelled() => {
                 metrics::counter!("fedgate_edge_refused_total", "reason" => "slow_consumer").increment(1);
-                break (close::SLOW_CONSUMER, format!("client is not reading: more than {} messages queued", settings.outbound_queue));
+                break (close::SLOW_CONSUMER, format!("client is not reading: more than {} messages or {} bytes queued", settings.outbound_queue, settings.outbound_queue_bytes));
             }
             _ = expired => {
                 metrics::counter!("fedgate_edge_closed_total", "reason" => "token_expired").increment(1);
@@ -604,7 +615,7 @@ async fn session(
                 let text = match message {
                     Some(Ok(Message::Text(text))) => text,
                     Some(Ok(Message::Binary(_))) => {
-                        reject(&out, &overflow, None, ErrorCode::Invalid, "binary frames are not part of the protocol; send JSON text frames");
+                        out.reject(None, ErrorCode::Invalid, "binary frames are not part of the protocol; send JSON text frames");
                         continue;
                     }
                     Some(Ok(Message::Close(_))) | None => break (1000, String::new()),
@@ -619,8 +630,8 @@ async fn session(
                     }
                 };
                 match serde_json::from_str::<ClientMessage>(text.as_str()) {
-                    Err(err) => reject(&out, &overflow, None, ErrorCode::Invalid, format!("not a valid message: {err}")),
-                    Ok(ClientMessage::Auth { .. }) => reject(&out, &overflow, None, ErrorCode::Invalid, "already authenticated"),
+                    Err(err) => out.reject(None, ErrorCode::Invalid, format!("not a valid message: {err}")),
+                    Ok(ClientMessage::Auth { .. }) => out.reject(None, ErrorCode::Invalid, "already authenticated"),
                     Ok(ClientMessage::Cancel { id }) => {
                         if let Some(token) = requests.in_flight.get(&id) {
                             token.cancel();
@@ -628,7 +639,7 @@ async fn session(
                     }
                     Ok(ClientMessage::Rpc(rpc)) => {
                         let Some(principal) = &principal else {
-                            reject(&out, &overflow, Some(&rpc.id), ErrorCode::Invalid, "this socket takes only signed requests");
+                            out.reject(Some(&rpc.id), ErrorCode::Invalid, "this socket takes only signed requests");
                             continue;
                         };
                         if !requests.room_for(&rpc.id) {
@@ -638,7 +649,7 @@ async fn session(
                             Ok(job) => job,
                             Err((id, message)) => {
                                 shared.dispatch.refused_invalid(principal, &message).await;
-                                reject(&out, &overflow, Some(&id), ErrorCode::Invalid, message);
+                                out.reject(Some(&id), ErrorCode::Invalid, message);
                                 continue;
                             }
                         };
@@ -651,7 +662,7 @@ async fn session(
                         let id = signed.id.clone();
                         match shared.dispatch.verify_signed(*signed, Now::system()).await {
                             Ok((principal, job)) => requests.start(Arc::new(principal), job).await,
-                            Err((code, message)) => reject(&out, &overflow, Some(&id), code, message),
+                            Err((code, message)) => out.reject(Some(&id), code, message),
                         }
                     }
                 }
@@ -700,8 +711,7 @@ struct Requests {
     tasks: TaskTracker,
     /// Each request task sends its id here when it ends.
     finished: mpsc::UnboundedSender<String>,
-    out: mpsc::Sender<ServerMessage>,
-    overflow: CancellationToken,
+    out: Outbox,
 }
 
 impl Requests {
@@ -724,7 +734,7 @@ impl Requests {
         } else {
             return true;
         };
-        reject(&self.out, &self.overflow, Some(id), code, message);
+        self.out.reject(Some(id), code, message);
         false
     }
 
@@ -740,9 +750,7 @@ impl Requests {
                 .dispatch
                 .refused_early(&principal, &job, "rate_limited", "rate limit exceeded")
                 .await;
-            reject(
-                &self.out,
-                &self.overflow,
+            self.out.reject(
                 Some(&job.id),
                 ErrorCode::RateLimited,
                 "rate limit exceeded; slow down",
@@ -753,33 +761,43 @@ impl Requests {
         let id = job.id.clone();
         self.in_flight.insert(id.clone(), cancel.clone());
         let out = self.out.clone();
-        let overflow = self.overflow.clone();
         let finished = self.finished.clone();
         self.tasks.spawn(async move {
-            let send = |message: ServerMessage| {
-                if out.try_send(message).is_err() {
-                    overflow.cancel();
-                }
-            };
+            let send = |message: ServerMessage| out.push(&message);
             shared.dispatch.run(&principal, job, cancel, &send).await;
             let _ = finished.send(id);
         });
     }
 }
 
-fn reject(
-    out: &mpsc::Sender<ServerMessage>,
-    overflow: &CancellationToken,
-    id: Option<&str>,
-    code: ErrorCode,
-    message: impl Into<String>,
-) {
-    metrics::counter!("fedgate_edge_errors_total", "code" => code.as_str()).increment(1);
-    if out
-        .try_send(ServerMessage::error(id, code, message))
-        .is_err()
-    {
-        overflow.cancel();
+/// The queue towards one socket, bounded in messages and in bytes: a client that falls further
+/// behind than either is disconnected (close 4008) instead of growing the gateway's memory.
+#[derive(Clone)]
+struct Outbox {
+    tx: mpsc::Sender<Utf8Bytes>,
+    /// Bytes queued and not yet written; the writer takes away what it writes.
+    queued: Arc<AtomicUsize>,
+    max_bytes: usize,
+    overflow: CancellationToken,
+}
+
+impl Outbox {
+    /// Queues a message, or marks the socket overflowed.
+    fn push(&self, message: &ServerMessage) {
+        let text = message.to_text();
+        let len = text.len();
+        if self.queued.fetch_add(len, Ordering::Relaxed) + len > self.max_bytes
+            || self.tx.try_send(Utf8Bytes::from(text)).is_err()
+        {
+            self.queued.fetch_sub(len, Ordering::Relaxed);
+            self.overflow.cancel();
+        }
+    }
+
+    /// Sends an error and counts it.
+    fn reject(&self, id: Option<&str>, code: ErrorCode, message: impl Into<String>) {
+        metrics::counter!("fedgate_edge_errors_total", "code" => code.as_str()).increment(1);
+        self.push(&ServerMessage::error(id, code, message));
     }
 }
 

@@ -134,6 +134,9 @@ pub(super) fn render_config(server: &NatsServer, port: u16) -> Result<String, Na
         }
         lines.push("}".to_string());
     }
+    if server.config.websocket_listen {
+        lines.push("websocket { listen: \"127.0.0.1:-1\", no_tls: true }".to_string());
+    }
     if server.config.jetstream {
         lines.push(format!(
             "jetstream {{ store_dir: {} }}",
