@@ -872,37 +872,6 @@ async fn a_python_websockets_client_completes_a_request() {
     gateway.edge.unwrap().shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn the_edge_benchmark_measures_every_side() {
-    let dir = tempfile::tempdir().unwrap();
-    let options = fedgate::bench::edge::EdgeOptions {
-        nodes: 3,
-        seconds: 1.0,
-        concurrency: 2,
-        latency_samples: 5,
-        relay_messages: 500,
-        sockets: 50,
-        exe: support::fedgate_bin().into(),
-    };
-    let report = fedgate::bench::edge::run(dir.path(), &options)
-        .await
-        .unwrap();
-    assert_eq!(report.throughput.len(), 2);
-    assert!(
-        report
-            .throughput
-            .iter()
-            .all(|r| r.baseline_ops > 0.0 && r.fedgate_ops > 0.0),
-        "{report:?}"
-    );
-    assert_eq!(report.latency.len(), 2);
-    assert!(report.latency.iter().all(|r| r.p50_us > 0.0));
-    assert_eq!(
-        report.memory.iter().map(|m| m.sockets).collect::<Vec<_>>(),
-        [50, 50]
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ws_rpc_prints_what_rpc_prints() {
     let gateway = Gateway::start("").await;
@@ -958,5 +927,29 @@ async fn ws_rpc_prints_what_rpc_prints() {
             1
         );
     }
+    gateway.edge.unwrap().shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unverified_attempts_count_against_the_address_rate() {
+    let gateway = Gateway::start("rate_per_second = 1\nrate_burst = 2\n").await;
+    let mut client = WsClient::connect(&Connect {
+        signed_only: true,
+        ..connect_options(&gateway)
+    })
+    .await
+    .unwrap();
+    let mut codes = Vec::new();
+    for n in 0..4 {
+        let garbage =
+            json!({"type":"signed","id":format!("g{n}"),"request":{"protocol":"nonsense"}});
+        let error = client.call(&garbage, |_| {}).await.unwrap();
+        codes.push(error["code"].as_str().unwrap().to_string());
+    }
+    assert_eq!(
+        codes,
+        ["unverified", "unverified", "rate_limited", "rate_limited"]
+    );
+    client.close().await;
     gateway.edge.unwrap().shutdown().await;
 }

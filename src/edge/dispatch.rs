@@ -32,6 +32,8 @@ const MAX_ID: usize = 64;
 pub const MAX_TARGETS: usize = 1000;
 /// Longest time a request may collect replies.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(60);
+/// TTL of the requests the edge publishes, as Choria's clients default to.
+const DEFAULT_TTL: i64 = 60;
 /// Collection time when the client names none.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Signed request ids remembered to refuse replays; a request id is kept for its TTL.
@@ -90,6 +92,8 @@ pub struct Job {
     pub timeout: Duration,
     /// Stop after this many replies.
     pub limit: Option<usize>,
+    /// Seconds the published request stays valid.
+    pub ttl: i64,
     /// The request id a self-signed request carries; fedgate keeps it, so the client finds its
     /// request in the audit trail and on the nodes.
     pub requestid: Option<String>,
@@ -125,6 +129,7 @@ impl Job {
             targets: rpc.targets,
             timeout,
             limit,
+            ttl: DEFAULT_TTL,
             requestid: None,
         })
     }
@@ -479,6 +484,8 @@ impl Dispatcher {
             targets: signed.targets,
             timeout,
             limit,
+            // Valid no longer than the client's own request is.
+            ttl: until.saturating_sub(now_s).clamp(1, DEFAULT_TTL),
             requestid: Some(envelope.requestid.clone()),
         };
         Ok((principal, job))
@@ -580,6 +587,7 @@ impl Dispatcher {
             timeout: job.timeout,
             expect: job.limit,
             idle: Duration::from_secs(1).min(job.timeout),
+            ttl: job.ttl,
             ..RpcCall::new(&target.internal, &job.agent, &job.action)
         };
         Ok(Admitted {

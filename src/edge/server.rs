@@ -412,6 +412,7 @@ impl Shared {
 async fn upgrade(
     State(shared): State<Arc<Shared>>,
     Extension(peer): Extension<Peer>,
+    Extension(remote): Extension<SocketAddr>,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
@@ -474,7 +475,10 @@ async fn upgrade(
         .on_upgrade(move |socket| {
             tracker.track_future(async move {
                 metrics::gauge!("fedgate_edge_sockets").increment(1.0);
-                session(shared, socket, principal, signed_only).await;
+                // A signed-only socket has no identity until a request verifies: its
+                // verification attempts count against its address's rate.
+                let unverified = signed_only.then(|| format!("addr:{}", remote.ip()));
+                session(shared, socket, principal, unverified).await;
                 metrics::gauge!("fedgate_edge_sockets").decrement(1.0);
                 drop(permit);
             })
@@ -487,12 +491,12 @@ async fn session(
     shared: Arc<Shared>,
     socket: WebSocket,
     principal: Option<Principal>,
-    signed_only: bool,
+    unverified: Option<String>,
 ) {
     let (mut sink, mut stream) = socket.split();
     let principal = match principal {
         Some(principal) => Some(principal),
-        None if signed_only => None,
+        None if unverified.is_some() => None,
         None => match first_message_auth(&shared, &mut stream).await {
             Ok(principal) => Some(principal),
             Err(reason) => {
@@ -660,6 +664,12 @@ async fn session(
                             continue;
                         }
                         let id = signed.id.clone();
+                        if let Some(key) = &unverified
+                            && shared.limiter.check_key(key).is_err()
+                        {
+                            out.reject(Some(&id), ErrorCode::RateLimited, "rate limit exceeded; slow down");
+                            continue;
+                        }
                         match shared.dispatch.verify_signed(*signed, Now::system()).await {
                             Ok((principal, job)) => requests.start(Arc::new(principal), job).await,
                             Err((code, message)) => out.reject(Some(&id), code, message),

@@ -1,0 +1,35 @@
+//! `fedgate bench edge` end to end with small numbers: every side is measured. In its own test
+//! binary, so it does not share the machine with the edge tests' thousand sockets.
+
+mod support;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_edge_benchmark_measures_every_side() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = fedgate::bench::edge::EdgeOptions {
+        nodes: 3,
+        seconds: 1.0,
+        concurrency: 2,
+        latency_samples: 5,
+        relay_messages: 500,
+        sockets: 50,
+        exe: support::fedgate_bin().into(),
+    };
+    let report = fedgate::bench::edge::run(dir.path(), &options)
+        .await
+        .unwrap();
+    assert_eq!(report.throughput.len(), 2);
+    assert!(
+        report
+            .throughput
+            .iter()
+            .all(|r| r.baseline_ops > 0.0 && r.fedgate_ops > 0.0),
+        "{report:?}"
+    );
+    assert_eq!(report.latency.len(), 2);
+    assert!(report.latency.iter().all(|r| r.p50_us > 0.0));
+    assert_eq!(
+        report.memory.iter().map(|m| m.sockets).collect::<Vec<_>>(),
+        [50, 50]
+    );
+}
