@@ -8,6 +8,7 @@ mod certs;
 pub mod devpki;
 pub mod identity;
 mod keys;
+pub mod legacy;
 mod patterns;
 mod refusal;
 mod resign;

@@ -1,6 +1,7 @@
 //! Bytes become types here and nowhere else: limits, typed decode errors and shared codecs.
 
 pub mod choria_v1;
+pub mod mcollective;
 
 use std::fmt;
 

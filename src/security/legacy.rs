@@ -1,0 +1,491 @@
+//! The legacy `ssl` security plugin's rules, made strict.
+//!
+//! A request is signed with RSA PKCS#1 v1.5 over SHA-1 of exactly its `:body`, by the key whose
+//! public half sits in the servers' client directory as `<name>.pem` for `callerid cert=<name>`.
+//! Replies are signed with one key pair that every server shares. fedgate checks what
+//! mcollectived checks (caller format, key file, signature, signed TTL and time agreeing with the
+//! envelope, age within the TTL) and what it does not: a time too far in the future, a replay
+//! of the same signed body within its TTL, and an unsigned `:agent` or `:filter` agent that
+//! disagrees with the signed body.
+//!
+//! Verification uses aws-lc-rs. Signing uses OpenSSL through the `openssl` crate, the library
+//! Ruby's own `OpenSSL::PKey::RSA#sign` calls: aws-lc-rs verifies SHA-1 signatures but cannot
+//! make them, and the RustCrypto `rsa` crate's private-key operations are not constant time
+//! (RUSTSEC-2023-0071), while replies are signed in answer to requests anyone may send.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use aws_lc_rs::digest::{SHA256, digest};
+use aws_lc_rs::signature::{ParsedPublicKey, RSA_PKCS1_2048_8192_SHA1_FOR_LEGACY_USE_ONLY};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, SubjectPublicKeyInfoDer};
+use x509_parser::prelude::FromDer;
+
+use crate::wire::mcollective::envelope::{
+    LegacyReply, LegacyRequest, SignedBody, base64_decode, base64_lines,
+};
+use crate::wire::mcollective::{LegacyError, Ruby, Serializer};
+
+/// Client public keys remembered at most.
+const KEY_CACHE: usize = 1024;
+/// Signed bodies remembered to refuse replays.
+pub const REPLAY_WINDOW: usize = 65_536;
+
+/// Why a legacy message was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum LegacyRefusal {
+    /// The bytes are not a valid envelope.
+    #[error(transparent)]
+    Malformed(#[from] LegacyError),
+    /// `callerid` is not `cert=<name>`.
+    #[error("caller id {0:?} is not cert=<name>")]
+    CallerFormat(String),
+    /// No key file for the caller.
+    #[error("no public key for {name} in {dir}")]
+    UnknownCaller {
+        /// The certificate name.
+        name: String,
+        /// The client key directory.
+        dir: String,
+    },
+    /// A key file that cannot be used.
+    #[error("key {0}")]
+    BadKey(String),
+    /// The signature does not verify.
+    #[error("the signature does not verify with {0}")]
+    BadSignature(String),
+    /// The signed TTL or time differs from the envelope's.
+    #[error(
+        "the envelope's ttl/msgtime ({outer_ttl}/{outer_time}) differ from the signed ones ({ttl}/{time})"
+    )]
+    TtlMismatch {
+        /// Envelope TTL.
+        outer_ttl: i64,
+        /// Envelope time.
+        outer_time: i64,
+        /// Signed TTL.
+        ttl: i64,
+        /// Signed time.
+        time: i64,
+    },
+    /// Older than its TTL.
+    #[error("created at {time}, {age} seconds old, but its ttl is {ttl}")]
+    Expired {
+        /// Signed time.
+        time: i64,
+        /// Age in seconds.
+        age: i64,
+        /// Signed TTL.
+        ttl: i64,
+    },
+    /// Created further in the future than the allowed clock skew.
+    #[error("created at {time}, {ahead} seconds in the future (skew allowed: {skew})")]
+    Future {
+        /// Signed time.
+        time: i64,
+        /// Seconds ahead.
+        ahead: i64,
+        /// The allowed skew.
+        skew: i64,
+    },
+    /// The same signed body was seen within its TTL.
+    #[error("replay: this signed request was already received")]
+    Replay,
+    /// An unsigned field disagrees with the signed body.
+    #[error("{0}")]
+    Disagrees(String),
+}
+
+impl LegacyRefusal {
+    /// A stable word for metrics and the audit trail.
+    pub fn code(&self) -> &'static str {
+        match self {
+            LegacyRefusal::Malformed(err) => err.code(),
+            LegacyRefusal::CallerFormat(_) => "bad_callerid",
+            LegacyRefusal::UnknownCaller { .. } => "unknown_caller",
+            LegacyRefusal::BadKey(_) => "bad_key",
+            LegacyRefusal::BadSignature(_) => "bad_signature",
+            LegacyRefusal::TtlMismatch { .. } => "ttl_mismatch",
+            LegacyRefusal::Expired { .. } => "ttl_expired",
+            LegacyRefusal::Future { .. } => "future_msgtime",
+            LegacyRefusal::Replay => "replay",
+            LegacyRefusal::Disagrees(_) => "unsigned_field_disagrees",
+        }
+    }
+}
+
+/// A legacy request whose signature, times and unsigned fields checked out.
+#[derive(Clone, Debug)]
+pub struct VerifiedLegacyRequest {
+    /// The envelope.
+    pub request: LegacyRequest,
+    /// The signed body.
+    pub body: SignedBody,
+    /// The certificate name from `cert=<name>`.
+    pub cert_name: String,
+    /// What was asked: discovery `ping`, or an RPC action.
+    pub call: LegacyCall,
+}
+
+/// What a verified request asks for.
+#[derive(Clone, Debug, PartialEq)]
+pub enum LegacyCall {
+    /// The `discovery` agent's `ping`.
+    Discovery,
+    /// A SimpleRPC request.
+    Rpc {
+        /// Agent (the signed one, which the envelope agrees with).
+        agent: String,
+        /// Action.
+        action: String,
+        /// Inputs.
+        data: Ruby,
+        /// `:process_results`: false when the client wants no reply.
+        process_results: bool,
+    },
+}
+
+/// A public key from a PEM file: an X.509 certificate or a SubjectPublicKeyInfo.
+fn read_public_key(pem: &[u8], what: &str) -> Result<ParsedPublicKey, LegacyRefusal> {
+    let bits = if let Ok(cert) = CertificateDer::from_pem_slice(pem) {
+        let (_, cert) = x509_parser::parse_x509_certificate(&cert)
+            .map_err(|e| LegacyRefusal::BadKey(format!("{what}: {e}")))?;
+        cert.public_key().subject_public_key.data.to_vec()
+    } else if let Ok(spki) = SubjectPublicKeyInfoDer::from_pem_slice(pem) {
+        let (_, spki) = x509_parser::x509::SubjectPublicKeyInfo::from_der(&spki)
+            .map_err(|e| LegacyRefusal::BadKey(format!("{what}: {e}")))?;
+        spki.subject_public_key.data.to_vec()
+    } else {
+        return Err(LegacyRefusal::BadKey(format!(
+            "{what}: no certificate or public key in PEM"
+        )));
+    };
+    ParsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA1_FOR_LEGACY_USE_ONLY, &bits).map_err(|e| {
+        LegacyRefusal::BadKey(format!("{what}: not an RSA key of 2048 bits or more: {e}"))
+    })
+}
+
+fn verify(key: &ParsedPublicKey, body: &[u8], hash: &str, what: &str) -> Result<(), LegacyRefusal> {
+    let signature = base64_decode(hash)?;
+    key.verify_sig(body, &signature)
+        .map_err(|_| LegacyRefusal::BadSignature(what.to_string()))
+}
+
+/// `cert=<name>` with Ruby's `[\w.\-]+` name; the whole caller id must match, as
+/// `valid_callerid?` requires.
+pub fn cert_name(callerid: &str) -> Option<&str> {
+    let name = callerid.strip_prefix("cert=")?;
+    let ok = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_alphanumeric() || c == '_' || c == '.' || c == '-');
+    ok.then_some(name)
+}
+
+/// Checks legacy requests and replies for one legacy collective.
+pub struct LegacyVerifier {
+    client_dir: PathBuf,
+    server_public: ParsedPublicKey,
+    max_skew: i64,
+    keys: quick_cache::sync::Cache<String, Arc<ParsedPublicKey>>,
+    replays: quick_cache::sync::Cache<[u8; 32], i64>,
+}
+
+impl std::fmt::Debug for LegacyVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LegacyVerifier")
+            .field("client_dir", &self.client_dir)
+            .field("max_skew", &self.max_skew)
+            .finish()
+    }
+}
+
+impl LegacyVerifier {
+    /// Client keys from `client_dir/<name>.pem`; replies verified with `server_public`; times
+    /// up to `max_skew` seconds ahead accepted.
+    pub fn new(
+        client_dir: &Path,
+        server_public: &Path,
+        max_skew: i64,
+    ) -> Result<LegacyVerifier, LegacyRefusal> {
+        let pem = std::fs::read(server_public)
+            .map_err(|e| LegacyRefusal::BadKey(format!("{}: {e}", server_public.display())))?;
+        Ok(LegacyVerifier {
+            client_dir: client_dir.to_path_buf(),
+            server_public: read_public_key(&pem, &server_public.display().to_string())?,
+            max_skew,
+            keys: quick_cache::sync::Cache::new(KEY_CACHE),
+            replays: quick_cache::sync::Cache::new(REPLAY_WINDOW),
+        })
+    }
+
+    fn client_key(&self, name: &str) -> Result<Arc<ParsedPublicKey>, LegacyRefusal> {
+        if let Some(key) = self.keys.get(name) {
+            return Ok(key);
+        }
+        let path = self.client_dir.join(format!("{name}.pem"));
+        let pem = std::fs::read(&path).map_err(|_| LegacyRefusal::UnknownCaller {
+            name: name.to_string(),
+            dir: self.client_dir.display().to_string(),
+        })?;
+        let key = Arc::new(read_public_key(&pem, &path.display().to_string())?);
+        self.keys.insert(name.to_string(), key.clone());
+        Ok(key)
+    }
+
+    /// Verifies a request envelope at `now` (Unix seconds).
+    pub fn verify_request(
+        &self,
+        serializer: Serializer,
+        request: LegacyRequest,
+        now: i64,
+    ) -> Result<VerifiedLegacyRequest, LegacyRefusal> {
+        let name = cert_name(&request.callerid)
+            .ok_or_else(|| LegacyRefusal::CallerFormat(request.callerid.clone()))?
+            .to_string();
+        let key = self.client_key(&name)?;
+        verify(&key, &request.body, &request.hash, &format!("{name}.pem"))?;
+        let body = request.signed_body(serializer)?;
+        if body.ttl != request.ttl || body.msgtime != request.msgtime {
+            return Err(LegacyRefusal::TtlMismatch {
+                outer_ttl: request.ttl,
+                outer_time: request.msgtime,
+                ttl: body.ttl,
+                time: body.msgtime,
+            });
+        }
+        let age = now - body.msgtime;
+        if age > body.ttl {
+            return Err(LegacyRefusal::Expired {
+                time: body.msgtime,
+                age,
+                ttl: body.ttl,
+            });
+        }
+        if -age > self.max_skew {
+            return Err(LegacyRefusal::Future {
+                time: body.msgtime,
+                ahead: -age,
+                skew: self.max_skew,
+            });
+        }
+        if !is_request_id(&request.requestid) {
+            return Err(LegacyRefusal::Disagrees(format!(
+                "request id {:?} is not 32 lowercase hex characters",
+                request.requestid
+            )));
+        }
+        let call = call_of(&request, &body)?;
+        // The request id is unsigned, so replays are recognised by what was signed.
+        let signed: [u8; 32] = digest(&SHA256, &request.body)
+            .as_ref()
+            .try_into()
+            .unwrap_or([0; 32]);
+        match self.replays.get(&signed) {
+            Some(until) if until >= now => return Err(LegacyRefusal::Replay),
+            _ => self
+                .replays
+                .insert(signed, body.msgtime.saturating_add(body.ttl)),
+        }
+        Ok(VerifiedLegacyRequest {
+            request,
+            body,
+            cert_name: name,
+            call,
+        })
+    }
+
+    /// Verifies a reply's signature with the servers' shared key.
+    pub fn verify_reply(&self, reply: &LegacyReply) -> Result<(), LegacyRefusal> {
+        verify(
+            &self.server_public,
+            &reply.body,
+            &reply.hash,
+            "the server public key",
+        )
+    }
+}
+
+fn is_request_id(id: &str) -> bool {
+    id.len() == 32
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// What the signed body asks, checked against the unsigned `:agent` and `:filter`.
+fn call_of(request: &LegacyRequest, body: &SignedBody) -> Result<LegacyCall, LegacyRefusal> {
+    let disagrees = |m: String| Err(LegacyRefusal::Disagrees(m));
+    let filter_agents: Vec<&str> = match request.filter.get("agent") {
+        Some(Ruby::Array(items)) => items.iter().filter_map(Ruby::as_str).collect(),
+        Some(Ruby::Nil) | None => Vec::new(),
+        Some(_) => return disagrees("the filter's agent list is not an Array".into()),
+    };
+    match &body.msg {
+        Ruby::Str(ping) if ping == "ping" => {
+            if request.agent != "discovery" {
+                return disagrees(format!(
+                    "a discovery ping is addressed to agent {}",
+                    request.agent
+                ));
+            }
+            Ok(LegacyCall::Discovery)
+        }
+        rpc @ Ruby::Hash(_) => {
+            let text = |key: &str| rpc.get(key).and_then(Ruby::as_str).map(str::to_string);
+            let (Some(agent), Some(action)) = (text("agent"), text("action")) else {
+                return disagrees("the signed RPC request names no agent or action".into());
+            };
+            if agent != request.agent {
+                return disagrees(format!(
+                    "the envelope's agent {} is not the signed agent {agent}",
+                    request.agent
+                ));
+            }
+            if let Some(other) = filter_agents.iter().find(|a| **a != agent) {
+                return disagrees(format!(
+                    "the filter requires agent {other}, but the signed agent is {agent}"
+                ));
+            }
+            let data = rpc.get("data").cloned().unwrap_or(Ruby::Hash(Vec::new()));
+            let process_results = !matches!(rpc.get("process_results"), Some(Ruby::Bool(false)))
+                && !matches!(data.get("process_results"), Some(Ruby::Bool(false)));
+            Ok(LegacyCall::Rpc {
+                agent,
+                action,
+                data,
+                process_results,
+            })
+        }
+        other => disagrees(format!(
+            "the signed message is neither \"ping\" nor an RPC request: {other:?}"
+        )),
+    }
+}
+
+/// An RSA private key that signs legacy messages (SHA-1, PKCS#1 v1.5) with OpenSSL.
+pub struct LegacySigner {
+    key: openssl::pkey::PKey<openssl::pkey::Private>,
+    name: String,
+}
+
+impl std::fmt::Debug for LegacySigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LegacySigner")
+            .field("name", &self.name)
+            .field("key", &"MASKED")
+            .finish()
+    }
+}
+
+impl LegacySigner {
+    /// Loads a PEM private key (PKCS#1 or PKCS#8); `name` is the `cert=<name>` it signs as.
+    pub fn from_file(path: &Path, name: &str) -> Result<LegacySigner, LegacyRefusal> {
+        let pem = std::fs::read(path)
+            .map_err(|e| LegacyRefusal::BadKey(format!("{}: {e}", path.display())))?;
+        let key = openssl::pkey::PKey::private_key_from_pem(&pem)
+            .map_err(|e| LegacyRefusal::BadKey(format!("{}: {e}", path.display())))?;
+        if key.rsa().is_err() || key.bits() < 2048 {
+            return Err(LegacyRefusal::BadKey(format!(
+                "{}: not an RSA key of 2048 bits or more",
+                path.display()
+            )));
+        }
+        Ok(LegacySigner {
+            key,
+            name: name.to_string(),
+        })
+    }
+
+    /// The name it signs as.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// `Base64.encode64` of the signature over `bytes`.
+    pub fn sign(&self, bytes: &[u8]) -> Result<String, LegacyRefusal> {
+        let mut signer =
+            openssl::sign::Signer::new(openssl::hash::MessageDigest::sha1(), &self.key)
+                .map_err(|e| LegacyRefusal::BadKey(e.to_string()))?;
+        signer
+            .update(bytes)
+            .map_err(|e| LegacyRefusal::BadKey(e.to_string()))?;
+        let signature = signer
+            .sign_to_vec()
+            .map_err(|e| LegacyRefusal::BadKey(e.to_string()))?;
+        Ok(base64_lines(&signature))
+    }
+}
+
+/// What a new legacy request carries.
+#[derive(Clone, Debug)]
+pub struct NewLegacyRequest<'a> {
+    /// `"ping"` or the RPC Hash.
+    pub msg: Ruby,
+    /// The sender identity.
+    pub senderid: &'a str,
+    /// 32 hex characters.
+    pub requestid: &'a str,
+    /// The filter Hash.
+    pub filter: Ruby,
+    /// The collective.
+    pub collective: &'a str,
+    /// The agent.
+    pub agent: &'a str,
+    /// TTL in seconds.
+    pub ttl: i64,
+    /// Creation time.
+    pub msgtime: i64,
+}
+
+impl LegacySigner {
+    /// Builds and signs a request as `cert=<name>`.
+    pub fn sign_request(
+        &self,
+        serializer: Serializer,
+        new: &NewLegacyRequest<'_>,
+    ) -> Result<LegacyRequest, LegacyRefusal> {
+        let body = SignedBody {
+            msg: new.msg.clone(),
+            ttl: new.ttl,
+            msgtime: new.msgtime,
+        }
+        .encode(serializer);
+        let hash = self.sign(&body)?;
+        Ok(LegacyRequest {
+            body,
+            senderid: new.senderid.to_string(),
+            requestid: new.requestid.to_string(),
+            filter: new.filter.clone(),
+            collective: new.collective.to_string(),
+            agent: new.agent.to_string(),
+            callerid: format!("cert={}", self.name),
+            ttl: new.ttl,
+            msgtime: new.msgtime,
+            hash,
+        })
+    }
+
+    /// Builds and signs a reply as the servers' shared key.
+    pub fn sign_reply(
+        &self,
+        serializer: Serializer,
+        senderid: &str,
+        requestid: &str,
+        senderagent: &str,
+        msgtime: i64,
+        reply: &Ruby,
+    ) -> Result<LegacyReply, LegacyRefusal> {
+        let body = serializer.encode(reply);
+        let hash = self.sign(&body)?;
+        Ok(LegacyReply {
+            senderid: senderid.to_string(),
+            requestid: requestid.to_string(),
+            senderagent: senderagent.to_string(),
+            msgtime,
+            body,
+            hash,
+        })
+    }
+}
