@@ -48,9 +48,47 @@ pub struct Config {
     /// The WebSocket edge for browsers and scripts.
     #[serde(default)]
     pub edge: Option<EdgeConfig>,
+    /// Legacy MCollective collectives on RabbitMQ, by name; each is also a realm.
+    #[serde(default)]
+    pub legacy: BTreeMap<String, LegacyConfig>,
     /// The rules of `identity.rules`, loaded and checked once with the config.
     #[serde(skip, default = "defaults::identity_rules")]
     rules: Arc<IdentityRules>,
+}
+
+/// A legacy MCollective collective reached over AMQP 0-9-1 (its peers speak STOMP to the same
+/// RabbitMQ).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LegacyConfig {
+    /// `amqp://user:password@host:port/vhost` (the vhost URL-encoded: `%2Fmcollective`).
+    pub amqp: String,
+    /// The collective's name on the wire: exchanges `<collective>_broadcast` and `_directed`.
+    #[serde(default = "defaults::legacy_collective")]
+    pub collective: String,
+    /// `marshal` (MCollective's default) or `yaml`, as `plugin.ssl_serializer` says.
+    #[serde(default = "defaults::legacy_serializer")]
+    pub serializer: crate::wire::mcollective::Serializer,
+    /// The servers' shared public key: legacy replies must verify with it.
+    pub server_public: PathBuf,
+    /// The servers' shared private key, to sign replies to legacy clients.
+    #[serde(default)]
+    pub server_private: Option<PathBuf>,
+    /// Legacy callers' public keys or certificates, `<name>.pem` for `cert=<name>`.
+    #[serde(default)]
+    pub client_keys: Option<PathBuf>,
+    /// Private keys fedgate signs with as mapped legacy callers: `<name>.pem` signs as
+    /// `cert=<name>`.
+    pub signers: PathBuf,
+    /// The sender identity fedgate's requests carry.
+    #[serde(default = "defaults::legacy_identity")]
+    pub identity: String,
+    /// Seconds a legacy request's time may be ahead of fedgate's clock.
+    #[serde(default = "defaults::legacy_skew")]
+    pub max_skew_s: i64,
+    /// Largest legacy message accepted, bytes.
+    #[serde(default = "defaults::legacy_max_bytes")]
+    pub max_message_bytes: usize,
 }
 
 /// Where the identity mapping rules live.
@@ -415,6 +453,21 @@ mod defaults {
     pub fn edge_burst() -> u32 {
         40
     }
+    pub fn legacy_collective() -> String {
+        "mcollective".into()
+    }
+    pub fn legacy_serializer() -> crate::wire::mcollective::Serializer {
+        crate::wire::mcollective::Serializer::Marshal
+    }
+    pub fn legacy_identity() -> String {
+        "fedgate".into()
+    }
+    pub fn legacy_skew() -> i64 {
+        30
+    }
+    pub fn legacy_max_bytes() -> usize {
+        1024 * 1024
+    }
     pub fn edge_outbound() -> usize {
         16 * 1024
     }
@@ -585,6 +638,12 @@ impl Config {
             collective.ca.iter_mut().for_each(join);
             join_tls(&mut collective.tls);
             join_tls(&mut collective.signer);
+        }
+        for legacy in self.legacy.values_mut() {
+            join(&mut legacy.server_public);
+            legacy.server_private.iter_mut().for_each(join);
+            legacy.client_keys.iter_mut().for_each(join);
+            join(&mut legacy.signers);
         }
         self.identity.rules.iter_mut().for_each(join);
         if let Some(policy) = &mut self.policy {

@@ -38,6 +38,7 @@ pub mod filter;
 pub mod fleet;
 mod gostd;
 pub mod inspect;
+pub mod legacy;
 pub mod metrics;
 pub mod nats;
 pub mod natsd;

@@ -283,6 +283,41 @@ impl Config {
             check_key_pair(&client.certificate, &client.key)
                 .map_err(|e| check.invalid("client", e.to_string()))?;
         }
+        for (name, legacy) in &self.legacy {
+            let key = format!("legacy.{name}");
+            check.name(key.clone(), name)?;
+            if self.collectives.contains_key(name) || self.federations.contains_key(name) {
+                return Err(check.invalid(key, "is also a collective or federation"));
+            }
+            if !legacy.amqp.starts_with("amqp://") && !legacy.amqp.starts_with("amqps://") {
+                return Err(
+                    check.invalid(format!("{key}.amqp"), "must be an amqp:// or amqps:// URL")
+                );
+            }
+            check.name(format!("{key}.collective"), &legacy.collective)?;
+            check.file(format!("{key}.server_public"), &legacy.server_public)?;
+            if let Some(private) = &legacy.server_private {
+                check.file(format!("{key}.server_private"), private)?;
+            }
+            for (what, dir) in [
+                ("signers", Some(&legacy.signers)),
+                ("client_keys", legacy.client_keys.as_ref()),
+            ] {
+                if let Some(dir) = dir
+                    && !dir.is_dir()
+                {
+                    return Err(check.invalid(
+                        format!("{key}.{what}"),
+                        format!("{} is not a directory", dir.display()),
+                    ));
+                }
+            }
+            if !(0..=3600).contains(&legacy.max_skew_s) {
+                return Err(
+                    check.invalid(format!("{key}.max_skew_s"), "must be between 0 and 3600")
+                );
+            }
+        }
         for (name, collective) in &self.collectives {
             let key = format!("collectives.{name}");
             check.name(key.clone(), name)?;
@@ -461,7 +496,10 @@ impl Config {
                 ))
             } else {
                 to.iter()
-                    .find(|c| !self.collectives.contains_key(c.as_str()))
+                    .find(|c| {
+                        !self.collectives.contains_key(c.as_str())
+                            && !self.legacy.contains_key(c.as_str())
+                    })
                     .map(|c| format!("to names {c:?}, which is not a collective in this file"))
             };
             if let Some(problem) = problem {
@@ -478,6 +516,7 @@ impl Config {
     pub fn is_realm(&self, name: &str) -> bool {
         self.federations.contains_key(name)
             || self.collectives.contains_key(name)
+            || self.legacy.contains_key(name)
             || self.edge.as_ref().is_some_and(|edge| edge.realm == name)
     }
 

@@ -164,10 +164,19 @@ fn collection(
 }
 
 /// A collective the edge publishes into.
-pub struct EdgeTarget {
-    nats: async_nats::Client,
-    signer: Arc<Signer>,
-    internal: String,
+pub enum EdgeTarget {
+    /// A Choria collective on NATS, where fedgate's privileged certificate signs.
+    Choria {
+        /// Its NATS connection.
+        nats: async_nats::Client,
+        /// fedgate's privileged signer there.
+        signer: Arc<Signer>,
+        /// Its name on the wire.
+        internal: String,
+    },
+    /// A legacy MCollective collective on RabbitMQ, where fedgate signs as the mapped
+    /// `cert=<name>`.
+    Legacy(Arc<crate::legacy::LegacyLink>),
 }
 
 /// Everything a request needs besides its socket.
@@ -240,12 +249,18 @@ impl Dispatcher {
                     .map_err(|e| format!("collective {name}: {e}"))?;
             targets.insert(
                 name.clone(),
-                EdgeTarget {
+                EdgeTarget::Choria {
                     nats,
                     signer: Arc::new(signer),
                     internal: collective.internal_name(name).to_string(),
                 },
             );
+        }
+        for (name, legacy) in &config.legacy {
+            let link = crate::legacy::LegacyLink::connect(name, legacy, instance)
+                .await
+                .map_err(|e| format!("legacy {name}: {e}"))?;
+            targets.insert(name.clone(), EdgeTarget::Legacy(Arc::new(link)));
         }
         let mut federations = BTreeMap::new();
         for name in config.federations.keys() {
@@ -580,6 +595,10 @@ impl Dispatcher {
                 format!("the request could not be recorded, so it was not sent: {err}"),
             )
         })?;
+        let wire_name = match target {
+            EdgeTarget::Choria { internal, .. } => internal.as_str(),
+            EdgeTarget::Legacy(link) => link.name(),
+        };
         let call = RpcCall {
             data: job.data.clone(),
             filter,
@@ -588,7 +607,7 @@ impl Dispatcher {
             expect: job.limit,
             idle: Duration::from_secs(1).min(job.timeout),
             ttl: job.ttl,
-            ..RpcCall::new(&target.internal, &job.agent, &job.action)
+            ..RpcCall::new(wire_name, &job.agent, &job.action)
         };
         Ok(Admitted {
             collective: collective.to_string(),
@@ -659,14 +678,37 @@ impl Dispatcher {
             });
         };
         let calls = admitted.iter().map(|one| async {
-            let client = RpcClient::new(
-                one.target.nats.clone(),
-                one.target.signer.clone(),
-                one.mapped.clone(),
-                self.sender.clone(),
-                self.limits,
-            );
-            client.call_as(&one.call, &one.requestid, on_reply).await
+            match one.target {
+                EdgeTarget::Choria { nats, signer, .. } => {
+                    let client = RpcClient::new(
+                        nats.clone(),
+                        signer.clone(),
+                        one.mapped.clone(),
+                        self.sender.clone(),
+                        self.limits,
+                    );
+                    client
+                        .call_as(&one.call, &one.requestid, on_reply)
+                        .await
+                        .map_err(|e| e.to_string())
+                }
+                EdgeTarget::Legacy(link) => {
+                    let rpc = crate::legacy::LegacyRpc {
+                        agent: one.call.agent.clone(),
+                        action: one.call.action.clone(),
+                        data: one.call.data.clone(),
+                        filter: one.call.filter.clone(),
+                        targets: one.call.targets.clone(),
+                        ttl: one.call.ttl,
+                        timeout: one.call.timeout,
+                        expect: one.call.expect,
+                        idle: one.call.idle,
+                    };
+                    link.call(&one.mapped, &rpc, &one.requestid, on_reply)
+                        .await
+                        .map_err(|e| e.to_string())
+                }
+            }
         });
         let outcome = tokio::select! {
             results = futures::future::join_all(calls) => Some(results),

@@ -13,6 +13,8 @@ use fedgate::security::devpki::{self, CertPair, DevPki, DevPkiOptions, RealmPki}
 use fedgate::security::{CaBundle, CallerId, Signer, Verifier};
 use fedgate::wire::Limits;
 
+pub mod legacy;
+
 /// The dev PKI, generated once per target dir and shared by every test process.
 ///
 /// It is written to a private folder and renamed into place, so concurrent test processes

@@ -1,0 +1,445 @@
+//! Legacy MCollective collectives on RabbitMQ, reached over AMQP 0-9-1 with lapin. The legacy
+//! peers speak STOMP to the same broker; RabbitMQ translates.
+//!
+//! [`LegacyLink`] is fedgate as a legacy client: it signs requests as a mapped legacy caller
+//! (`cert=<name>`, with the key fedgate holds for that name), publishes them to
+//! `<collective>_broadcast` (routing key: the agent) or `<collective>_directed` (routing key:
+//! the node), with `reply_to` naming its own reply queue, and hands back the replies that verify
+//! with the servers' shared key, translated for Choria.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use lapin::options::{
+    BasicConsumeOptions, BasicPublishOptions, QueueDeclareOptions, QueueDeleteOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::{BasicProperties, Connection, ConnectionProperties};
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use crate::client::{ReplyEvent, Summary};
+use crate::config::LegacyConfig;
+use crate::security::CallerId;
+use crate::security::legacy::{LegacySigner, LegacyVerifier, NewLegacyRequest, cert_name};
+use crate::wire::choria_v1::Filter;
+use crate::wire::mcollective::envelope::LegacyReply;
+use crate::wire::mcollective::{Ruby, Serializer};
+
+/// Calls in flight on one link at most.
+pub const MAX_PENDING: usize = 4096;
+/// Replies queued for one call before more are dropped (and counted).
+const REPLY_QUEUE: usize = 8192;
+/// Legacy signers kept loaded.
+const SIGNER_CACHE: usize = 256;
+
+/// Why a legacy call could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum LegacyCallError {
+    /// AMQP failed.
+    #[error("amqp: {0}")]
+    Amqp(String),
+    /// The mapped caller has no legacy key, or it is unusable.
+    #[error("{0}")]
+    Signer(String),
+    /// Too many calls in flight.
+    #[error("too many legacy calls in flight (at most {MAX_PENDING})")]
+    Busy,
+}
+
+/// One legacy RPC to make.
+#[derive(Clone, Debug)]
+pub struct LegacyRpc {
+    /// Agent.
+    pub agent: String,
+    /// Action.
+    pub action: String,
+    /// Inputs (JSON object).
+    pub data: serde_json::Map<String, Value>,
+    /// Which nodes act.
+    pub filter: Filter,
+    /// Nodes to address directly; empty means broadcast.
+    pub targets: Vec<String>,
+    /// Request TTL, seconds.
+    pub ttl: i64,
+    /// How long to collect.
+    pub timeout: Duration,
+    /// Stop after this many replies.
+    pub expect: Option<usize>,
+    /// For broadcasts: stop once no reply came for this long after the first.
+    pub idle: Duration,
+}
+
+/// fedgate as a client of one legacy collective.
+pub struct LegacyLink {
+    name: String,
+    collective: String,
+    serializer: Serializer,
+    identity: String,
+    signers_dir: std::path::PathBuf,
+    signers: quick_cache::sync::Cache<String, Arc<LegacySigner>>,
+    verifier: Arc<LegacyVerifier>,
+    channel: lapin::Channel,
+    _connection: Connection,
+    reply_queue: String,
+    pending: Arc<Mutex<HashMap<String, mpsc::Sender<LegacyReply>>>>,
+}
+
+impl std::fmt::Debug for LegacyLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LegacyLink")
+            .field("name", &self.name)
+            .field("collective", &self.collective)
+            .field("reply_queue", &self.reply_queue)
+            .finish()
+    }
+}
+
+fn amqp(err: impl std::fmt::Display) -> LegacyCallError {
+    LegacyCallError::Amqp(err.to_string())
+}
+
+impl LegacyLink {
+    /// Connects (with lapin's automatic recovery), declares this instance's reply queue and
+    /// starts consuming it.
+    pub async fn connect(
+        name: &str,
+        config: &LegacyConfig,
+        instance: &str,
+    ) -> Result<LegacyLink, LegacyCallError> {
+        let verifier = LegacyVerifier::new(
+            config
+                .client_keys
+                .as_deref()
+                .unwrap_or(config.signers.as_path()),
+            &config.server_public,
+            config.max_skew_s,
+        )
+        .map_err(|e| LegacyCallError::Signer(e.to_string()))?;
+        let properties = ConnectionProperties::default()
+            .with_connection_name(format!("fedgate {instance} legacy {name}").into())
+            .enable_auto_recover()
+            .configure_backoff(|b| {
+                b.with_min_delay(Duration::from_millis(100))
+                    .with_max_delay(Duration::from_secs(5))
+                    .with_max_times(1000)
+            });
+        let connection = Connection::connect(&config.amqp, properties)
+            .await
+            .map_err(amqp)?;
+        let channel = connection.create_channel().await.map_err(amqp)?;
+        let reply_queue = format!("fedgate.reply.{instance}.{}", nuid::next());
+        channel
+            .queue_declare(
+                reply_queue.as_str().into(),
+                QueueDeclareOptions {
+                    exclusive: true,
+                    auto_delete: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .map_err(amqp)?;
+        let consumer = channel
+            .basic_consume(
+                reply_queue.as_str().into(),
+                "fedgate-replies".into(),
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..BasicConsumeOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .map_err(amqp)?;
+        let pending: Arc<Mutex<HashMap<String, mpsc::Sender<LegacyReply>>>> = Arc::default();
+        let serializer = config.serializer;
+        let max_bytes = config.max_message_bytes;
+        let routes = pending.clone();
+        let link_name = name.to_string();
+        tokio::spawn(async move {
+            let mut consumer = consumer;
+            while let Some(delivery) = consumer.next().await {
+                let Ok(delivery) = delivery else {
+                    // lapin recovers the connection and the consumer; keep reading.
+                    continue;
+                };
+                let reply = match LegacyReply::decode(serializer, &delivery.data, max_bytes) {
+                    Ok(reply) => reply,
+                    Err(err) => {
+                        metrics::counter!("fedgate_legacy_replies_refused_total", "legacy" => link_name.clone(), "reason" => err.code()).increment(1);
+                        continue;
+                    }
+                };
+                let route = routes
+                    .lock()
+                    .ok()
+                    .and_then(|map| map.get(&reply.requestid).cloned());
+                match route {
+                    Some(tx) => {
+                        if tx.try_send(reply).is_err() {
+                            metrics::counter!("fedgate_legacy_replies_refused_total", "legacy" => link_name.clone(), "reason" => "overflow").increment(1);
+                        }
+                    }
+                    None => {
+                        metrics::counter!("fedgate_legacy_replies_refused_total", "legacy" => link_name.clone(), "reason" => "unknown_request").increment(1);
+                    }
+                }
+            }
+        });
+        Ok(LegacyLink {
+            name: name.to_string(),
+            collective: config.collective.clone(),
+            serializer,
+            identity: config.identity.clone(),
+            signers_dir: config.signers.clone(),
+            signers: quick_cache::sync::Cache::new(SIGNER_CACHE),
+            verifier: Arc::new(verifier),
+            channel,
+            _connection: connection,
+            reply_queue,
+            pending,
+        })
+    }
+
+    /// The legacy collective's name in fedgate's config.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn signer(&self, caller: &CallerId) -> Result<Arc<LegacySigner>, LegacyCallError> {
+        let name = cert_name(caller.as_str()).ok_or_else(|| {
+            LegacyCallError::Signer(format!(
+                "{} is not a legacy caller id (cert=<name>); map it to one",
+                caller.as_str()
+            ))
+        })?;
+        if let Some(signer) = self.signers.get(name) {
+            return Ok(signer);
+        }
+        let path = self.signers_dir.join(format!("{name}.pem"));
+        let signer = LegacySigner::from_file(&path, name)
+            .map_err(|e| LegacyCallError::Signer(format!("no legacy key for cert={name}: {e}")))?;
+        let signer = Arc::new(signer);
+        self.signers.insert(name.to_string(), signer.clone());
+        Ok(signer)
+    }
+
+    /// Signs `rpc` as `caller` (a `cert=<name>` fedgate holds a key for), publishes it, and
+    /// hands each verified reply to `on_reply`.
+    pub async fn call(
+        &self,
+        caller: &CallerId,
+        rpc: &LegacyRpc,
+        requestid: &str,
+        mut on_reply: impl FnMut(&ReplyEvent),
+    ) -> Result<Summary, LegacyCallError> {
+        let signer = self.signer(caller)?;
+        let now = crate::security::Now::system().unix_seconds();
+        let msg = Ruby::Hash(vec![
+            (Ruby::sym("agent"), Ruby::str(&rpc.agent)),
+            (Ruby::sym("action"), Ruby::str(&rpc.action)),
+            (Ruby::sym("caller"), Ruby::str(caller.as_str())),
+            (
+                Ruby::sym("data"),
+                Ruby::from_json(&Value::Object(rpc.data.clone()), true),
+            ),
+        ]);
+        let request = signer
+            .sign_request(
+                self.serializer,
+                &NewLegacyRequest {
+                    msg,
+                    senderid: &self.identity,
+                    requestid,
+                    filter: legacy_filter(&rpc.filter, &rpc.agent),
+                    collective: &self.collective,
+                    agent: &rpc.agent,
+                    ttl: rpc.ttl,
+                    msgtime: now,
+                },
+            )
+            .map_err(|e| LegacyCallError::Signer(e.to_string()))?;
+        let payload = request.encode(self.serializer);
+
+        let (tx, mut rx) = mpsc::channel(REPLY_QUEUE);
+        {
+            let mut pending = self
+                .pending
+                .lock()
+                .map_err(|_| LegacyCallError::Amqp("poisoned".into()))?;
+            if pending.len() >= MAX_PENDING {
+                return Err(LegacyCallError::Busy);
+            }
+            pending.insert(requestid.to_string(), tx);
+        }
+        let _unregister = Unregister {
+            pending: &self.pending,
+            requestid,
+        };
+        let mut headers = FieldTable::default();
+        headers.insert(
+            "mc_sender".into(),
+            AMQPValue::LongString(self.identity.as_str().into()),
+        );
+        let properties = BasicProperties::default()
+            .with_reply_to(self.reply_queue.as_str().into())
+            .with_expiration(((rpc.ttl + 10) * 1000).to_string().into())
+            .with_headers(headers);
+        let publishes: Vec<(String, String)> = if rpc.targets.is_empty() {
+            vec![(format!("{}_broadcast", self.collective), rpc.agent.clone())]
+        } else {
+            rpc.targets
+                .iter()
+                .map(|t| (format!("{}_directed", self.collective), t.clone()))
+                .collect()
+        };
+        let started = Instant::now();
+        for (exchange, key) in &publishes {
+            self.channel
+                .basic_publish(
+                    ShortString::from(exchange.as_str()),
+                    ShortString::from(key.as_str()),
+                    BasicPublishOptions::default(),
+                    &payload,
+                    properties.clone(),
+                )
+                .await
+                .map_err(amqp)?;
+        }
+        metrics::counter!("fedgate_legacy_requests_published_total", "legacy" => self.name.clone())
+            .increment(publishes.len() as u64);
+
+        let mut summary = Summary {
+            requestids: vec![requestid.to_string()],
+            published: publishes.len(),
+            ..Summary::default()
+        };
+        let expect = rpc
+            .expect
+            .or((!rpc.targets.is_empty()).then_some(rpc.targets.len()));
+        let mut seen = HashSet::new();
+        let deadline = tokio::time::Instant::now() + rpc.timeout;
+        let mut last_reply = None;
+        loop {
+            if expect.is_some_and(|n| summary.responses >= n) {
+                break;
+            }
+            let wait_until = match (last_reply, rpc.targets.is_empty() && expect.is_none()) {
+                (Some(at), true) => deadline.min(at + rpc.idle),
+                _ => deadline,
+            };
+            let reply = match tokio::time::timeout_at(wait_until, rx.recv()).await {
+                Ok(Some(reply)) => reply,
+                Ok(None) | Err(_) => break,
+            };
+            if self.verifier.verify_reply(&reply).is_err() {
+                summary.invalid += 1;
+                continue;
+            }
+            if !seen.insert(reply.senderid.clone()) {
+                summary.duplicates += 1;
+                continue;
+            }
+            let Ok(body) = reply.reply_body(self.serializer) else {
+                summary.invalid += 1;
+                continue;
+            };
+            let event = translate(&reply.senderid, &body, started.elapsed());
+            if event.statuscode == 0 {
+                summary.ok += 1;
+            } else {
+                summary.failed += 1;
+            }
+            summary.responses += 1;
+            last_reply = Some(tokio::time::Instant::now());
+            on_reply(&event);
+        }
+        summary.elapsed = started.elapsed();
+        summary.missing = rpc
+            .targets
+            .iter()
+            .filter(|t| !seen.contains(*t))
+            .cloned()
+            .collect();
+        Ok(summary)
+    }
+
+    /// Deletes the reply queue and closes the connection.
+    pub async fn close(self) {
+        let _ = self
+            .channel
+            .queue_delete(
+                self.reply_queue.as_str().into(),
+                QueueDeleteOptions::default(),
+            )
+            .await;
+        let _ = self._connection.close(200, "bye".into()).await;
+    }
+}
+
+struct Unregister<'a> {
+    pending: &'a Mutex<HashMap<String, mpsc::Sender<LegacyReply>>>,
+    requestid: &'a str,
+}
+
+impl Drop for Unregister<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut pending) = self.pending.lock() {
+            pending.remove(self.requestid);
+        }
+    }
+}
+
+/// A Choria filter as the legacy `:filter` Hash (String keys; fact entries with Symbol keys).
+pub fn legacy_filter(filter: &Filter, agent: &str) -> Ruby {
+    let strings = |items: &[String]| Ruby::Array(items.iter().map(|s| Ruby::str(s)).collect());
+    let mut agents = filter.agent.clone();
+    if !agents.iter().any(|a| a == agent) {
+        agents.push(agent.to_string());
+    }
+    let facts = filter
+        .fact
+        .iter()
+        .map(|f| {
+            Ruby::Hash(vec![
+                (Ruby::sym("fact"), Ruby::str(&f.fact)),
+                (Ruby::sym("value"), Ruby::str(&f.value)),
+                (Ruby::sym("operator"), Ruby::str(f.operator.as_str())),
+            ])
+        })
+        .collect();
+    Ruby::Hash(vec![
+        (Ruby::str("fact"), Ruby::Array(facts)),
+        (Ruby::str("cf_class"), strings(&filter.cf_class)),
+        (Ruby::str("agent"), strings(&agents)),
+        (Ruby::str("identity"), strings(&filter.identity)),
+        (Ruby::str("compound"), Ruby::Array(Vec::new())),
+    ])
+}
+
+/// A legacy reply body as a Choria reply event: `"pong"` (discovery) is status 0 with
+/// `{"pong": …}`-free data; an RPC Hash gives its status and data.
+pub fn translate(sender: &str, body: &Ruby, elapsed: Duration) -> ReplyEvent {
+    let (statuscode, statusmsg, data) = match body {
+        Ruby::Hash(_) => (
+            body.get("statuscode").and_then(Ruby::as_int).unwrap_or(5),
+            body.get("statusmsg")
+                .and_then(Ruby::as_str)
+                .unwrap_or_default()
+                .to_string(),
+            body.get("data").map_or(Value::Null, Ruby::to_json),
+        ),
+        other => (0, "OK".to_string(), other.to_json()),
+    };
+    ReplyEvent {
+        sender: sender.to_string(),
+        statuscode,
+        statusmsg,
+        data,
+        elapsed,
+    }
+}
