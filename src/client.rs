@@ -250,6 +250,18 @@ impl RpcClient {
         &self,
         call: &RpcCall,
         requestid: &str,
+        on_reply: impl FnMut(&ReplyEvent),
+    ) -> Result<Summary, ClientError> {
+        self.call_observed(call, requestid, || {}, on_reply).await
+    }
+
+    /// [`Self::call_as`], telling `on_published` once the request is on the wire (the legacy
+    /// bridge acknowledges its AMQP delivery then).
+    pub async fn call_observed(
+        &self,
+        call: &RpcCall,
+        requestid: &str,
+        on_published: impl FnOnce(),
         mut on_reply: impl FnMut(&ReplyEvent),
     ) -> Result<Summary, ClientError> {
         let requestid = requestid.to_string();
@@ -262,6 +274,7 @@ impl RpcClient {
             .map_err(|err| ClientError::Nats(err.to_string()))?;
         let started = Instant::now();
         let published = self.publish(outgoing(call, &transport, &requestid)).await?;
+        on_published();
 
         let mut summary = Summary {
             requestids: vec![requestid.clone()],

@@ -89,6 +89,29 @@ pub struct LegacyConfig {
     /// Largest legacy message accepted, bytes.
     #[serde(default = "defaults::legacy_max_bytes")]
     pub max_message_bytes: usize,
+    /// Legacy clients of this collective reach a Choria collective through fedgate.
+    #[serde(default)]
+    pub bridge: Option<LegacyBridgeConfig>,
+}
+
+/// The legacy-to-Choria direction of a legacy collective.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LegacyBridgeConfig {
+    /// The Choria collective legacy requests are re-signed into (it needs a `signer`).
+    pub collective: String,
+    /// Agents whose broadcasts fedgate takes (`discovery` answers `mco ping` and discovery).
+    #[serde(default = "defaults::legacy_agents")]
+    pub agents: Vec<String>,
+    /// The durable queue that holds requests across a fedgate restart; instances share it.
+    #[serde(default)]
+    pub queue: Option<String>,
+    /// Unacknowledged requests per instance.
+    #[serde(default = "defaults::legacy_prefetch")]
+    pub prefetch: u16,
+    /// Seconds between refreshes of the directed bindings from the Choria collective.
+    #[serde(default = "defaults::legacy_refresh")]
+    pub refresh_s: u64,
 }
 
 /// Where the identity mapping rules live.
@@ -464,6 +487,15 @@ mod defaults {
     }
     pub fn legacy_skew() -> i64 {
         30
+    }
+    pub fn legacy_agents() -> Vec<String> {
+        vec!["discovery".into(), "rpcutil".into()]
+    }
+    pub fn legacy_prefetch() -> u16 {
+        64
+    }
+    pub fn legacy_refresh() -> u64 {
+        60
     }
     pub fn legacy_max_bytes() -> usize {
         1024 * 1024

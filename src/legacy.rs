@@ -7,6 +7,8 @@
 //! the node), with `reply_to` naming its own reply queue, and hands back the replies that verify
 //! with the servers' shared key, translated for Choria.
 
+pub mod ingress;
+
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

@@ -175,3 +175,159 @@ async fn websocket_clients_reach_legacy_nodes_over_marshal() {
 async fn websocket_clients_reach_legacy_nodes_over_yaml() {
     websocket_reaches_legacy_nodes(Serializer::Yaml).await;
 }
+
+/// A fedgate bridging legacy clients of `site` to 50 simulated Choria nodes in london.
+struct Bridge {
+    london: support::Network,
+    _fleet: fedgate::fleet::Fleet,
+    nodes: Vec<fedgate::fleet::NodeSpec>,
+    ingress: fedgate::legacy::ingress::Ingress,
+    dir: tempfile::TempDir,
+}
+
+async fn bridge(site: &LegacySite) -> Bridge {
+    let london = support::Network::start("london");
+    let nodes = fedgate::fleet::generate("london", 50, &["london".into()]);
+    let fleet = london.start_fleet_with(nodes.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("identity.toml");
+    std::fs::write(
+        &rules,
+        "[[rule]]\nfrom = \"oldsite\"\nto = [\"london\"]\nglob = \"cert=*\"\nas = \"choria=$1.mcollective\"\n",
+    )
+    .unwrap();
+    let privileged = support::realm("london").privileged.as_ref().unwrap();
+    let text = format!(
+        "[instance]\nname = \"bridge1\"\n\n[identity]\nrules = {rules:?}\n\n{}{}\
+         [legacy.oldsite]\namqp = {:?}\nserializer = {:?}\nserver_public = {:?}\n\
+         server_private = {:?}\nclient_keys = {:?}\nsigners = {:?}\n\
+         bridge = {{ collective = \"london\", refresh_s = 5 }}\n",
+        gate_block(
+            dir.path(),
+            &[(
+                "rpcutil.policy",
+                "policy default deny\nallow\tchoria=alice.mcollective\tping get_fact inventory\t*\t*\n"
+            )],
+            ""
+        ),
+        support::network_block(
+            "collectives.london",
+            &london,
+            &format!(
+                "signer = {{ certificate = {:?}, key = {:?} }}",
+                privileged.cert, privileged.key
+            )
+        ),
+        site.amqp_url(),
+        site.serializer.as_str(),
+        site.key("server-public.pem"),
+        site.key("server-private.pem"),
+        site.key("clients"),
+        site.key("signers"),
+    );
+    let path = dir.path().join("fedgate.toml");
+    std::fs::write(&path, text).unwrap();
+    let config = Config::load(&path).unwrap();
+    let gate = fedgate::federation::open_gate(&config, "edge", "bridge1")
+        .await
+        .unwrap();
+    let ingress = fedgate::legacy::ingress::Ingress::start(&config, "oldsite", gate, "bridge1")
+        .await
+        .unwrap();
+    Bridge {
+        london,
+        _fleet: fleet,
+        nodes,
+        ingress,
+        dir,
+    }
+}
+
+/// `mco rpc --json` results as (sender, statuscode).
+fn rpc_results(site: &LegacySite, args: &[&str]) -> Vec<(String, i64)> {
+    let mut full = vec!["rpc", "--json"];
+    full.extend_from_slice(args);
+    let output = site.mco(&full);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let results: serde_json::Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("{e}: {stdout}{}", String::from_utf8_lossy(&output.stderr)));
+    let mut out: Vec<(String, i64)> = results
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["sender"].as_str().unwrap().to_string(),
+                r["statuscode"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+async fn mco_reaches_choria_nodes(serializer: Serializer) {
+    let site = LegacySite::new(serializer).await;
+    let bridge = bridge(&site).await;
+    let mut all: Vec<String> = bridge.nodes.iter().map(|n| n.identity.clone()).collect();
+    all.sort();
+
+    // mco ping: discovery, answered by every Choria node.
+    let output = site.mco(&["ping"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let pinged: Vec<&str> = stdout
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|w| w.starts_with("london-"))
+        .collect();
+    assert_eq!(
+        pinged.len(),
+        50,
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    // mco rpc rpcutil ping: discovery, then a broadcast (more than 10 nodes).
+    let results = rpc_results(&site, &["rpcutil", "ping"]);
+    assert_eq!(results.iter().map(|r| r.0.clone()).collect::<Vec<_>>(), all);
+    assert!(results.iter().all(|r| r.1 == 0));
+
+    // -I: one node, sent directed to it.
+    let one = &all[7];
+    let results = rpc_results(&site, &["rpcutil", "ping", "-I", one]);
+    assert_eq!(results, [(one.clone(), 0)]);
+
+    // -F: exactly the nodes whose facts match.
+    let mut uk: Vec<String> = bridge
+        .nodes
+        .iter()
+        .filter(|n| n.facts["country"] == "uk")
+        .map(|n| n.identity.clone())
+        .collect();
+    uk.sort();
+    let results = rpc_results(&site, &["rpcutil", "ping", "-F", "country=uk"]);
+    assert_eq!(results.iter().map(|r| r.0.clone()).collect::<Vec<_>>(), uk);
+
+    // Every bridged request was decided and recorded as cert=alice, mapped.
+    let records = support::audit_records(&bridge.dir.path().join("audit/audit.log"));
+    let allowed: Vec<_> = records
+        .iter()
+        .filter(|r| r.event.decision == Some(fedgate::audit::Verdict::Allow))
+        .collect();
+    assert!(allowed.len() >= 6, "{}", allowed.len());
+    assert!(allowed.iter().all(|r| r.event.edge == "legacy-amqp"
+        && r.event.caller.as_deref() == Some("cert=alice")
+        && r.event.mapped_caller.as_deref() == Some("choria=alice.mcollective")));
+    bridge.ingress.shutdown(Duration::from_secs(2)).await;
+    drop(bridge.london);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mco_reaches_choria_nodes_over_marshal() {
+    mco_reaches_choria_nodes(Serializer::Marshal).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mco_reaches_choria_nodes_over_yaml() {
+    mco_reaches_choria_nodes(Serializer::Yaml).await;
+}

@@ -61,9 +61,16 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         None => None,
     };
     // The edge and the broker share one gate (one policy store, one audit trail).
-    let gate = match &config.edge {
-        Some(_) => Some(fedgate::federation::open_gate(&config, "edge", &instance).await?),
-        None => None,
+    let bridges: Vec<String> = config
+        .legacy
+        .iter()
+        .filter(|(_, l)| l.bridge.is_some())
+        .map(|(name, _)| name.clone())
+        .collect();
+    let gate = if config.edge.is_some() || !bridges.is_empty() {
+        Some(fedgate::federation::open_gate(&config, "edge", &instance).await?)
+    } else {
+        None
     };
     if let Some(gate) = &gate {
         // The watcher task ends when `stop` is cancelled.
@@ -100,7 +107,17 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         );
         Some(broker)
     };
-    let edge = match &gate {
+    let mut ingresses = Vec::new();
+    if let Some(gate) = &gate {
+        for name in &bridges {
+            let ingress =
+                fedgate::legacy::ingress::Ingress::start(&config, name, gate.clone(), &instance)
+                    .await?;
+            eprintln!("fedgate {instance}: bridging legacy {name}");
+            ingresses.push(ingress);
+        }
+    }
+    let edge = match gate.as_ref().filter(|_| config.edge.is_some()) {
         Some(gate) => {
             let dispatcher = Dispatcher::connect(&config, gate.clone(), &instance)
                 .await
@@ -115,6 +132,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     eprintln!("fedgate {instance}: draining");
     if let Some(edge) = edge {
         edge.shutdown().await;
+    }
+    for ingress in ingresses {
+        ingress.shutdown(config.instance.drain_timeout()).await;
     }
     let drained = match broker {
         Some(broker) => {

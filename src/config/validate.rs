@@ -312,6 +312,30 @@ impl Config {
                     ));
                 }
             }
+            if let Some(bridge) = &legacy.bridge {
+                let target = self.collectives.get(&bridge.collective);
+                if target.is_none_or(|c| c.signer.is_none()) {
+                    return Err(check.invalid(
+                        format!("{key}.bridge.collective"),
+                        format!(
+                            "{} is not a collective with a signer in this file",
+                            bridge.collective
+                        ),
+                    ));
+                }
+                if legacy.server_private.is_none() || legacy.client_keys.is_none() {
+                    return Err(check.invalid(
+                        format!("{key}.bridge"),
+                        "needs server_private (to sign replies) and client_keys (to verify callers)",
+                    ));
+                }
+                if bridge.agents.is_empty() || bridge.prefetch == 0 {
+                    return Err(check.invalid(
+                        format!("{key}.bridge"),
+                        "needs agents and a prefetch of at least 1",
+                    ));
+                }
+            }
             if !(0..=3600).contains(&legacy.max_skew_s) {
                 return Err(
                     check.invalid(format!("{key}.max_skew_s"), "must be between 0 and 3600")

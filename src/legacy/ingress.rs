@@ -1,0 +1,698 @@
+//! Legacy clients to Choria: fedgate takes `mco` requests from RabbitMQ, verifies them as the
+//! `ssl` plugin would (and more), maps `cert=<name>` into the Choria collective, authorizes,
+//! audits, re-signs with its privileged certificate, and answers each Choria reply with a
+//! legacy reply signed by the servers' shared key, to the request's `reply_to`.
+//!
+//! Requests arrive on one durable queue per legacy collective, shared by every fedgate instance:
+//! bound to `<collective>_broadcast` for the bridged agents and to `<collective>_directed` for
+//! every node the Choria collective's discovery reports (refreshed periodically). A delivery is
+//! acknowledged once its request is published to NATS, or once it is refused and recorded; a
+//! request that waits in the queue past its TTL expires there (mco sets `expiration`).
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use lapin::message::Delivery;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, QueueBindOptions,
+    QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::{BasicProperties, Connection, ConnectionProperties};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use crate::audit::{Event, Verdict};
+use crate::client::{RpcCall, RpcClient};
+use crate::config::{Config, LegacyBridgeConfig, LegacyConfig};
+use crate::federation::gate::{self, Gate};
+use crate::policy::{Decision, Query, Vantage, authorize, describe};
+use crate::security::identity::{IdentityRules, Mapping};
+use crate::security::legacy::{LegacyCall, LegacySigner, LegacyVerifier};
+use crate::security::{CallerId, Now, Signer};
+use crate::wire::Limits;
+use crate::wire::choria_v1::{FactFilter, FactOperator, Filter};
+use crate::wire::mcollective::envelope::LegacyRequest;
+use crate::wire::mcollective::{Ruby, Serializer};
+
+/// Most node identities bound for directed requests.
+pub const MAX_DIRECTED: usize = 100_000;
+/// Longest a bridged request collects Choria replies.
+const MAX_COLLECT: Duration = Duration::from_secs(60);
+
+/// Why the bridge could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("legacy bridge {name}: {message}")]
+pub struct IngressError {
+    name: String,
+    message: String,
+}
+
+/// What every delivery's task shares.
+struct Shared {
+    name: String,
+    legacy: LegacyConfig,
+    bridge: LegacyBridgeConfig,
+    verifier: LegacyVerifier,
+    server: LegacySigner,
+    identity: Arc<IdentityRules>,
+    gate: Arc<Gate>,
+    nats: async_nats::Client,
+    signer: Arc<Signer>,
+    internal: String,
+    sender: String,
+    publisher: lapin::Channel,
+}
+
+/// A running legacy-to-Choria bridge for one legacy collective.
+pub struct Ingress {
+    stop: CancellationToken,
+    tasks: tokio_util::task::TaskTracker,
+    _connection: Connection,
+}
+
+impl Ingress {
+    /// Connects to RabbitMQ and to the Choria collective, declares and binds the request queue,
+    /// and starts consuming.
+    pub async fn start(
+        config: &Config,
+        name: &str,
+        gate: Arc<Gate>,
+        instance: &str,
+    ) -> Result<Ingress, IngressError> {
+        let fail = |message: String| IngressError {
+            name: name.to_string(),
+            message,
+        };
+        let legacy = config
+            .legacy
+            .get(name)
+            .ok_or_else(|| fail("no such legacy collective".into()))?
+            .clone();
+        let bridge = legacy
+            .bridge
+            .clone()
+            .ok_or_else(|| fail("no [bridge]".into()))?;
+        let (Some(client_keys), Some(server_private)) =
+            (&legacy.client_keys, &legacy.server_private)
+        else {
+            return Err(fail("needs client_keys and server_private".into()));
+        };
+        let verifier = LegacyVerifier::new(client_keys, &legacy.server_public, legacy.max_skew_s)
+            .map_err(|e| fail(e.to_string()))?;
+        let server =
+            LegacySigner::from_file(server_private, "server").map_err(|e| fail(e.to_string()))?;
+        let collective = config
+            .collectives
+            .get(&bridge.collective)
+            .ok_or_else(|| fail(format!("no collective {}", bridge.collective)))?;
+        let signer_files = collective
+            .signer
+            .as_ref()
+            .ok_or_else(|| fail(format!("collective {} has no signer", bridge.collective)))?;
+        let signer = Signer::from_files(&signer_files.certificate, &signer_files.key)
+            .map_err(|e| fail(e.to_string()))?;
+        let nats = crate::nats::connect(
+            &collective.endpoint(),
+            &format!("fedgate legacy bridge {instance}"),
+        )
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+
+        let properties = ConnectionProperties::default()
+            .with_connection_name(format!("fedgate {instance} bridge {name}").into())
+            .enable_auto_recover()
+            .configure_backoff(|b| {
+                b.with_min_delay(Duration::from_millis(100))
+                    .with_max_delay(Duration::from_secs(5))
+                    .with_max_times(1000)
+            });
+        let connection = Connection::connect(&legacy.amqp, properties)
+            .await
+            .map_err(|e| fail(format!("amqp: {e}")))?;
+        let consumer_channel = connection
+            .create_channel()
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        let publisher = connection
+            .create_channel()
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        let queue = bridge
+            .queue
+            .clone()
+            .unwrap_or_else(|| format!("fedgate.{name}.requests"));
+        consumer_channel
+            .queue_declare(
+                queue.as_str().into(),
+                QueueDeclareOptions {
+                    durable: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| fail(format!("declaring {queue}: {e}")))?;
+        let broadcast = format!("{}_broadcast", legacy.collective);
+        for agent in &bridge.agents {
+            consumer_channel
+                .queue_bind(
+                    queue.as_str().into(),
+                    broadcast.as_str().into(),
+                    agent.as_str().into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(|e| fail(format!("binding {queue} to {broadcast}/{agent}: {e}")))?;
+        }
+        consumer_channel
+            .basic_qos(bridge.prefetch, BasicQosOptions::default())
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        let consumer = consumer_channel
+            .basic_consume(
+                queue.as_str().into(),
+                format!("fedgate-{instance}").as_str().into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+
+        let shared = Arc::new(Shared {
+            name: name.to_string(),
+            internal: collective.internal_name(&bridge.collective).to_string(),
+            legacy,
+            bridge,
+            verifier,
+            server,
+            identity: config.identity_rules().clone(),
+            gate,
+            nats,
+            signer: Arc::new(signer),
+            sender: format!("fedgate-bridge-{instance}"),
+            publisher,
+        });
+        let stop = CancellationToken::new();
+        let tasks = tokio_util::task::TaskTracker::new();
+        // The directed bindings follow the Choria collective's nodes.
+        let directed = Directed {
+            shared: shared.clone(),
+            channel: consumer_channel.clone(),
+            queue: queue.clone(),
+            bound: BTreeSet::new(),
+        };
+        directed.refresh_forever(stop.clone(), &tasks).await;
+        let consume_stop = stop.clone();
+        let consume_tasks = tasks.clone();
+        tasks.spawn(async move {
+            let mut consumer = consumer;
+            loop {
+                let delivery = tokio::select! {
+                    _ = consume_stop.cancelled() => return,
+                    delivery = consumer.next() => delivery,
+                };
+                let Some(delivery) = delivery else { return };
+                let Ok(delivery) = delivery else {
+                    // lapin recovers the connection and re-creates the consumer.
+                    continue;
+                };
+                let shared = shared.clone();
+                consume_tasks.spawn(async move { shared.handle(delivery).await });
+            }
+        });
+        Ok(Ingress {
+            stop,
+            tasks,
+            _connection: connection,
+        })
+    }
+
+    /// Stops consuming and waits for requests in hand (unacknowledged ones are redelivered).
+    pub async fn shutdown(self, grace: Duration) {
+        self.stop.cancel();
+        self.tasks.close();
+        let _ = tokio::time::timeout(grace, self.tasks.wait()).await;
+        let _ = self._connection.close(200, "shutdown".into()).await;
+    }
+}
+
+struct Directed {
+    shared: Arc<Shared>,
+    channel: lapin::Channel,
+    queue: String,
+    bound: BTreeSet<String>,
+}
+
+impl Directed {
+    /// Binds the nodes discovery finds now, then keeps refreshing in the background.
+    async fn refresh_forever(
+        mut self,
+        stop: CancellationToken,
+        tasks: &tokio_util::task::TaskTracker,
+    ) {
+        self.refresh().await;
+        let every = Duration::from_secs(self.shared.bridge.refresh_s.max(5));
+        tasks.spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(every) => self.refresh().await,
+                }
+            }
+        });
+    }
+
+    async fn refresh(&mut self) {
+        let shared = &self.shared;
+        let caller = match CallerId::parse(&format!("choria={}", shared.signer.certname())) {
+            Ok(caller) => caller,
+            Err(_) => return,
+        };
+        let client = RpcClient::new(
+            shared.nats.clone(),
+            shared.signer.clone(),
+            caller,
+            shared.sender.clone(),
+            Limits::default(),
+        );
+        let call = RpcCall {
+            timeout: Duration::from_secs(3),
+            idle: Duration::from_millis(500),
+            ..RpcCall::new(&shared.internal, "discovery", "ping")
+        };
+        let mut found = BTreeSet::new();
+        if let Err(err) = client
+            .call(&call, |reply| {
+                if found.len() < MAX_DIRECTED {
+                    found.insert(reply.sender.clone());
+                }
+            })
+            .await
+        {
+            tracing::warn!(legacy = %shared.name, %err, "discovery for directed bindings failed");
+            return;
+        }
+        let directed = format!("{}_directed", shared.legacy.collective);
+        for node in found.difference(&self.bound.clone()) {
+            let bound = self
+                .channel
+                .queue_bind(
+                    self.queue.as_str().into(),
+                    directed.as_str().into(),
+                    node.as_str().into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await;
+            if bound.is_ok() {
+                self.bound.insert(node.clone());
+            }
+        }
+        for node in self.bound.difference(&found).cloned().collect::<Vec<_>>() {
+            let unbound = self
+                .channel
+                .queue_unbind(
+                    self.queue.as_str().into(),
+                    directed.as_str().into(),
+                    node.as_str().into(),
+                    FieldTable::default(),
+                )
+                .await;
+            if unbound.is_ok() {
+                self.bound.remove(&node);
+            }
+        }
+        metrics::gauge!("fedgate_legacy_directed_bindings", "legacy" => shared.name.clone())
+            .set(self.bound.len() as f64);
+    }
+}
+
+/// The queue a reply goes to: a bare name, or one of RabbitMQ's STOMP reply forms.
+fn reply_queue(reply_to: &str) -> Option<&str> {
+    let name = ["/reply-queue/", "/amq/queue/", "/queue/"]
+        .iter()
+        .find_map(|p| reply_to.strip_prefix(p))
+        .unwrap_or(reply_to);
+    let ok = !name.is_empty()
+        && name.len() <= 255
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._:-".contains(c));
+    ok.then_some(name)
+}
+
+/// The legacy filter Hash as a Choria filter; compound filters are refused.
+fn choria_filter(filter: &Ruby) -> Result<Filter, String> {
+    let strings = |key: &str| -> Result<Vec<String>, String> {
+        match filter.get(key) {
+            None | Some(Ruby::Nil) => Ok(Vec::new()),
+            Some(Ruby::Array(items)) => items
+                .iter()
+                .map(|i| {
+                    i.as_str()
+                        .map(str::to_string)
+                        .ok_or_else(|| format!("filter {key} holds a non-string"))
+                })
+                .collect(),
+            Some(_) => Err(format!("filter {key} is not an Array")),
+        }
+    };
+    if !strings("compound").unwrap_or_default().is_empty()
+        || matches!(filter.get("compound"), Some(Ruby::Array(items)) if !items.is_empty())
+    {
+        return Err("compound filters are not supported".into());
+    }
+    let mut fact = Vec::new();
+    if let Some(Ruby::Array(items)) = filter.get("fact") {
+        for item in items {
+            let field = |k: &str| item.get(k).and_then(Ruby::as_str).map(str::to_string);
+            let (Some(name), Some(value)) = (field("fact"), field("value")) else {
+                return Err("a fact filter without fact or value".into());
+            };
+            let operator = field("operator").unwrap_or_else(|| "==".into());
+            let operator = FactOperator::parse(&operator)
+                .ok_or_else(|| format!("fact operator {operator:?}"))?;
+            fact.push(FactFilter {
+                fact: name,
+                operator,
+                value,
+            });
+        }
+    }
+    Ok(Filter {
+        fact,
+        cf_class: strings("cf_class")?,
+        agent: strings("agent")?,
+        identity: strings("identity")?,
+        compound: Vec::new(),
+    })
+}
+
+impl Shared {
+    async fn handle(&self, delivery: Delivery) {
+        let reply_to = delivery
+            .properties
+            .reply_to()
+            .as_ref()
+            .map(|r| r.as_str().to_string());
+        let directed_to = (delivery.exchange.as_str()
+            == format!("{}_directed", self.legacy.collective))
+        .then(|| delivery.routing_key.as_str().to_string());
+        let result = self
+            .bridge_one(&delivery.data, reply_to.as_deref(), directed_to, &delivery)
+            .await;
+        if let Err((code, reason, event)) = result {
+            metrics::counter!("fedgate_legacy_refused_total", "legacy" => self.name.clone(), "reason" => code)
+                .increment(1);
+            let mut event = event;
+            event.decision = Some(Verdict::Deny);
+            event.code = code.into();
+            event.reason = reason;
+            let _ = self.gate.record(event).await;
+            let _ = delivery.ack(BasicAckOptions::default()).await;
+        }
+    }
+
+    fn event(&self) -> Event {
+        Event {
+            edge: "legacy-amqp".into(),
+            realm: self.name.clone(),
+            collectives: vec![self.bridge.collective.clone()],
+            ..Event::default()
+        }
+    }
+
+    /// One request: Err carries the refusal's code, reason and the event to record.
+    async fn bridge_one(
+        &self,
+        bytes: &[u8],
+        reply_to: Option<&str>,
+        directed_to: Option<String>,
+        delivery: &Delivery,
+    ) -> Result<(), (&'static str, String, Event)> {
+        let serializer = self.legacy.serializer;
+        let mut event = self.event();
+        event.stage = "decode".into();
+        let request = LegacyRequest::decode(serializer, bytes, self.legacy.max_message_bytes)
+            .map_err(|e| (e.code(), e.to_string(), event.clone()))?;
+        event.claimed_caller = Some(request.callerid.clone());
+        event.request_id = Some(request.requestid.clone());
+        event.agent = Some(request.agent.clone());
+        let Some(reply_to) = reply_to.and_then(reply_queue).map(str::to_string) else {
+            return Err(("bad_reply_to", "no usable reply_to".into(), event));
+        };
+        event.stage = "verify".into();
+        let now = Now::system().unix_seconds();
+        let verified = self
+            .verifier
+            .verify_request(serializer, request, now)
+            .map_err(|e| (e.code(), e.to_string(), event.clone()))?;
+        let caller = CallerId::parse(&verified.request.callerid)
+            .map_err(|e| ("bad_callerid", e.to_string(), event.clone()))?;
+        event.caller = Some(caller.as_str().to_string());
+        event.claimed_caller = None;
+        let (agent, action, data, replies_wanted) = match &verified.call {
+            LegacyCall::Discovery => (
+                "discovery".to_string(),
+                "ping".to_string(),
+                serde_json::Map::new(),
+                true,
+            ),
+            LegacyCall::Rpc {
+                agent,
+                action,
+                data,
+                process_results,
+            } => {
+                let data = match data.to_json() {
+                    Value::Object(map) => map,
+                    _ => serde_json::Map::new(),
+                };
+                (agent.clone(), action.clone(), data, *process_results)
+            }
+        };
+        event.agent = Some(agent.clone());
+        event.action = Some(action.clone());
+        event.data_keys = data.keys().cloned().collect();
+        event.stage = "decode".into();
+        let mut filter = choria_filter(&verified.request.filter)
+            .map_err(|m| ("unsupported_filter", m, event.clone()))?;
+        event.stage = "map".into();
+        let collective = &self.bridge.collective;
+        let (mapped, identity_rule) = match self.identity.map(&self.name, &caller, collective) {
+            Mapping::Mapped { callerid, rule } => (callerid, rule.to_string()),
+            Mapping::Denied(denial) => {
+                event.rule = denial.rule().map(ToString::to_string);
+                return Err((
+                    "unmapped",
+                    format!(
+                        "{} may not act in {collective}: {}",
+                        caller.as_str(),
+                        denial.reason()
+                    ),
+                    event,
+                ));
+            }
+        };
+        event.mapped_caller = Some(mapped.as_str().to_string());
+        // Discovery is answered by every node; only RPC actions are policy's to decide.
+        let mut rule = "discovery".to_string();
+        if agent != "discovery" {
+            event.stage = "authorize".into();
+            let policy = self.gate.policy.current();
+            let query = Query {
+                collective,
+                agent: &agent,
+                action: &action,
+                caller: mapped.as_str(),
+            };
+            match authorize(&policy, &query, Vantage::Gateway) {
+                Decision::Permit(permit) => {
+                    rule = permit.source.to_string();
+                    if let Some(conditions) = &permit.restrict {
+                        conditions.restrict(&mut filter);
+                        event.restricted = Some(describe(conditions));
+                    }
+                }
+                Decision::Denied(denied) => {
+                    event.rule = Some(denied.source.to_string());
+                    return Err(("denied", denied.reason, event));
+                }
+            }
+        }
+        let requestid = verified.request.requestid.clone();
+        event.filter = gate::summarize(&filter);
+        if self.gate.auditor.records_values(&agent, &action) {
+            event.data = Some(data.clone());
+        }
+        event.decision = Some(Verdict::Allow);
+        event.stage = "authorize".into();
+        event.code = "allowed".into();
+        event.rule = Some(rule.clone());
+        event.reason = format!("allowed by {rule}; mapped by {identity_rule}");
+        let link = self
+            .gate
+            .record(event.clone())
+            .await
+            .map_err(|e| ("audit_failed", e.to_string(), event.clone()))?;
+
+        let ttl = verified.body.ttl.clamp(1, 60);
+        let timeout = Duration::from_secs(ttl.unsigned_abs()).min(MAX_COLLECT);
+        let targets: Vec<String> = directed_to.into_iter().collect();
+        let call = RpcCall {
+            data,
+            filter,
+            expect: (!targets.is_empty()).then_some(targets.len()),
+            targets,
+            ttl,
+            timeout,
+            idle: Duration::from_secs(2),
+            ..RpcCall::new(&self.internal, &agent, &action)
+        };
+        let client = RpcClient::new(
+            self.nats.clone(),
+            self.signer.clone(),
+            mapped,
+            self.sender.clone(),
+            Limits::default(),
+        );
+        let (published_tx, published_rx) = tokio::sync::oneshot::channel::<()>();
+        let (reply_tx, mut reply_rx) = tokio::sync::mpsc::channel::<(String, Ruby)>(4096);
+        let call_fut = client.call_observed(
+            &call,
+            &requestid,
+            move || {
+                let _ = published_tx.send(());
+            },
+            |reply| {
+                if replies_wanted {
+                    let body = legacy_reply_body(&agent, reply);
+                    let _ = reply_tx.try_send((reply.sender.clone(), body));
+                }
+            },
+        );
+        let ack = async {
+            if published_rx.await.is_ok() {
+                let _ = delivery.ack(BasicAckOptions::default()).await;
+            }
+        };
+        let send_replies = async {
+            while let Some((sender, body)) = reply_rx.recv().await {
+                self.send_reply(
+                    serializer,
+                    &reply_to,
+                    &sender,
+                    &requestid,
+                    &verified.request.agent,
+                    &body,
+                )
+                .await;
+            }
+        };
+        let (summary, (), ()) = tokio::join!(call_fut, ack, send_replies);
+        let replies = summary.as_ref().map_or(0, |s| s.responses as u64);
+        self.gate.complete_now(&event, link, replies).await;
+        if let Err(err) = summary {
+            tracing::warn!(legacy = %self.name, %err, "bridged request failed");
+        }
+        Ok(())
+    }
+
+    async fn send_reply(
+        &self,
+        serializer: Serializer,
+        reply_to: &str,
+        sender: &str,
+        requestid: &str,
+        agent: &str,
+        body: &Ruby,
+    ) {
+        let now = Now::system().unix_seconds();
+        let reply = match self
+            .server
+            .sign_reply(serializer, sender, requestid, agent, now, body)
+        {
+            Ok(reply) => reply,
+            Err(err) => {
+                tracing::error!(%err, "could not sign a legacy reply");
+                return;
+            }
+        };
+        let mut headers = FieldTable::default();
+        headers.insert("mc_sender".into(), AMQPValue::LongString(sender.into()));
+        let properties = BasicProperties::default()
+            .with_expiration("70000".into())
+            .with_headers(headers);
+        let published = self
+            .publisher
+            .basic_publish(
+                ShortString::from(""),
+                ShortString::from(reply_to),
+                BasicPublishOptions::default(),
+                &reply.encode(serializer),
+                properties,
+            )
+            .await;
+        match published {
+            Ok(_) => metrics::counter!("fedgate_legacy_replies_sent_total", "legacy" => self.name.clone()).increment(1),
+            Err(err) => tracing::warn!(legacy = %self.name, %err, "could not publish a legacy reply"),
+        }
+    }
+}
+
+/// A Choria reply as the legacy reply body: `"pong"` for discovery, else the SimpleRPC Hash with
+/// Symbol keys at its top, as MCollective's agents write them.
+fn legacy_reply_body(agent: &str, reply: &crate::client::ReplyEvent) -> Ruby {
+    if agent == "discovery" {
+        return Ruby::str("pong");
+    }
+    Ruby::Hash(vec![
+        (Ruby::sym("statuscode"), Ruby::Int(reply.statuscode)),
+        (Ruby::sym("statusmsg"), Ruby::str(&reply.statusmsg)),
+        (Ruby::sym("data"), Ruby::from_json(&reply.data, true)),
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reply_to_forms_are_accepted_and_junk_is_not() {
+        assert_eq!(reply_queue("amq.gen-abc_D-1"), Some("amq.gen-abc_D-1"));
+        assert_eq!(reply_queue("/reply-queue/amq.gen-x"), Some("amq.gen-x"));
+        assert_eq!(reply_queue(""), None);
+        assert_eq!(reply_queue("/exchange/x/y"), None);
+        assert_eq!(reply_queue("a b"), None);
+    }
+
+    #[test]
+    fn legacy_filters_become_choria_filters() {
+        let filter = Ruby::Hash(vec![
+            (
+                Ruby::str("fact"),
+                Ruby::Array(vec![Ruby::Hash(vec![
+                    (Ruby::sym("fact"), Ruby::str("country")),
+                    (Ruby::sym("value"), Ruby::str("uk")),
+                    (Ruby::sym("operator"), Ruby::str("==")),
+                ])]),
+            ),
+            (Ruby::str("cf_class"), Ruby::Array(vec![Ruby::str("web")])),
+            (Ruby::str("agent"), Ruby::Array(vec![Ruby::str("rpcutil")])),
+            (Ruby::str("identity"), Ruby::Array(vec![])),
+            (Ruby::str("compound"), Ruby::Array(vec![])),
+        ]);
+        let choria = choria_filter(&filter).unwrap();
+        assert_eq!(choria.fact[0].to_string(), "country==uk");
+        assert_eq!((choria.cf_class.len(), choria.agent.len()), (1, 1));
+        let compound = Ruby::Hash(vec![(
+            Ruby::str("compound"),
+            Ruby::Array(vec![Ruby::Array(vec![])]),
+        )]);
+        assert!(choria_filter(&compound).is_err());
+    }
+}
