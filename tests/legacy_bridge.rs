@@ -179,7 +179,7 @@ async fn websocket_clients_reach_legacy_nodes_over_yaml() {
 /// A fedgate bridging legacy clients of `site` to 50 simulated Choria nodes in london.
 struct Bridge {
     london: support::Network,
-    _fleet: fedgate::fleet::Fleet,
+    fleet: fedgate::fleet::Fleet,
     nodes: Vec<fedgate::fleet::NodeSpec>,
     ingress: fedgate::legacy::ingress::Ingress,
     dir: tempfile::TempDir,
@@ -236,7 +236,7 @@ async fn bridge(site: &LegacySite) -> Bridge {
         .unwrap();
     Bridge {
         london,
-        _fleet: fleet,
+        fleet,
         nodes,
         ingress,
         dir,
@@ -330,4 +330,192 @@ async fn mco_reaches_choria_nodes_over_marshal() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn mco_reaches_choria_nodes_over_yaml() {
     mco_reaches_choria_nodes(Serializer::Yaml).await;
+}
+
+/// Publishes a legacy request as mco would: to the broadcast exchange, replies to `reply_to`.
+async fn publish(channel: &lapin::Channel, bytes: &[u8], reply_to: &str) {
+    channel
+        .basic_publish(
+            "mcollective_broadcast".into(),
+            "rpcutil".into(),
+            lapin::options::BasicPublishOptions::default(),
+            bytes,
+            lapin::BasicProperties::default()
+                .with_reply_to(reply_to.into())
+                .with_expiration("70000".into()),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_legacy_requests_are_refused_recorded_and_never_forwarded() {
+    use fedgate::security::legacy::{LegacySigner, NewLegacyRequest};
+    use fedgate::wire::mcollective::Ruby;
+    let site = LegacySite::new(Serializer::Marshal).await;
+    let bridge = bridge(&site).await;
+    let s = Serializer::Marshal;
+    let alice = LegacySigner::from_file(&site.key("alice-private.pem"), "alice").unwrap();
+    let impostor = LegacySigner::from_file(&site.key("fedgate-private.pem"), "alice").unwrap();
+    let mallory = LegacySigner::from_file(&site.key("fedgate-private.pem"), "mallory").unwrap();
+    let now = fedgate::security::Now::system().unix_seconds();
+    let filter = fedgate::legacy::legacy_filter(&Default::default(), "rpcutil");
+    let request = |signer: &LegacySigner, agent: &str, msgtime: i64, id: &str| {
+        let msg = Ruby::Hash(vec![
+            (Ruby::sym("agent"), Ruby::str(agent)),
+            (Ruby::sym("action"), Ruby::str("ping")),
+            (Ruby::sym("data"), Ruby::Hash(vec![])),
+        ]);
+        let new = NewLegacyRequest {
+            msg,
+            senderid: "client.example.net",
+            requestid: id,
+            filter: filter.clone(),
+            collective: "mcollective",
+            agent: "rpcutil",
+            ttl: 60,
+            msgtime,
+        };
+        signer.sign_request(s, &new).unwrap()
+    };
+    let id = |n: u8| format!("{:032x}", n);
+
+    let connection =
+        lapin::Connection::connect(&site.amqp_url(), lapin::ConnectionProperties::default())
+            .await
+            .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    let replies = channel
+        .queue_declare(
+            "".into(),
+            lapin::options::QueueDeclareOptions {
+                exclusive: true,
+                ..Default::default()
+            },
+            lapin::types::FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let reply_to = replies.name().as_str().to_string();
+
+    let mut tampered = request(&alice, "rpcutil", now, &id(1));
+    let last = tampered.body.len() - 2;
+    tampered.body[last] ^= 1;
+    let wrong_key = request(&impostor, "rpcutil", now, &id(2));
+    let unknown = request(&mallory, "rpcutil", now, &id(3));
+    let expired = request(&alice, "rpcutil", now - 120, &id(4));
+    let disagrees = request(&alice, "puppet", now, &id(5));
+    let good = request(&alice, "rpcutil", now, &id(6));
+    for message in [
+        &tampered, &wrong_key, &unknown, &expired, &disagrees, &good, &good,
+    ] {
+        publish(&channel, &message.encode(s), &reply_to).await;
+    }
+    publish(&channel, b"\x04\x08o:\x0bObject\x00", &reply_to).await;
+    publish(&channel, b"---\n:body: [yaml, not marshal\n", &reply_to).await;
+
+    // The one good request is answered by all 50 nodes, once.
+    let mut consumer = channel
+        .basic_consume(
+            reply_to.as_str().into(),
+            "test".into(),
+            lapin::options::BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            lapin::types::FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let mut answered = 0;
+    while let Ok(Some(Ok(_))) = tokio::time::timeout(
+        Duration::from_secs(5),
+        futures::StreamExt::next(&mut consumer),
+    )
+    .await
+    {
+        answered += 1;
+    }
+    assert_eq!(answered, 50);
+    assert_eq!(
+        bridge
+            .fleet
+            .stats()
+            .acted_for("choria=alice.mcollective", "fedgate.privileged.mcollective"),
+        50
+    );
+
+    let records = support::audit_records(&bridge.dir.path().join("audit/audit.log"));
+    let mut refused: Vec<&str> = records
+        .iter()
+        .filter(|r| r.event.decision == Some(fedgate::audit::Verdict::Deny))
+        .map(|r| r.event.code.as_str())
+        .collect();
+    refused.sort();
+    assert_eq!(
+        refused,
+        [
+            "bad_signature",
+            "bad_signature",
+            "malformed_marshal",
+            "malformed_marshal",
+            "replay",
+            "ttl_expired",
+            "unknown_caller",
+            "unsigned_field_disagrees"
+        ]
+    );
+    let _ = connection.close(200, "done".into()).await;
+    bridge.ingress.shutdown(Duration::from_secs(2)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_bridge_recovers_when_the_broker_closes_its_connections() {
+    let site = LegacySite::new(Serializer::Marshal).await;
+    let bridge = bridge(&site).await;
+    let results = rpc_results(&site, &["rpcutil", "ping", "--dt", "2"]);
+    assert_eq!(results.len(), 50);
+    let fedgate_connections = || {
+        let out = std::process::Command::new("rabbitmqctl")
+            .env("ERL_EPMD_ADDRESS", "127.0.0.1")
+            .args(["-q", "list_connections", "vhost", "client_properties"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| {
+                l.starts_with(&format!("{}\t", site.vhost))
+                    && l.contains("fedgate bridge1 bridge oldsite")
+            })
+            .count()
+    };
+    assert_eq!(fedgate_connections(), 1);
+    // RabbitMQ drops every connection of this site's vhost, fedgate's included (other tests'
+    // vhosts are left alone).
+    let closed = std::process::Command::new("rabbitmqctl")
+        .env("ERL_EPMD_ADDRESS", "127.0.0.1")
+        .args([
+            "-q",
+            "close_all_connections",
+            "--vhost",
+            &site.vhost,
+            "test: broker restart",
+        ])
+        .status()
+        .unwrap();
+    assert!(closed.success());
+    // lapin reconnects and restores the queue, bindings and consumer; requests work again.
+    let mut last = Vec::new();
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        last = rpc_results(&site, &["rpcutil", "ping", "--dt", "2"]);
+        if last.len() == 50 {
+            break;
+        }
+    }
+    assert_eq!(last.len(), 50, "{last:?}");
+    assert_eq!(fedgate_connections(), 1, "fedgate reconnected");
+    bridge.ingress.shutdown(Duration::from_secs(2)).await;
 }
