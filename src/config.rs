@@ -92,6 +92,11 @@ pub struct LegacyConfig {
     /// Legacy clients of this collective reach a Choria collective through fedgate.
     #[serde(default)]
     pub bridge: Option<LegacyBridgeConfig>,
+    /// A Choria collective whose NATS network fedgate serves this legacy collective on: Choria
+    /// clients there send to `<name>.broadcast.agent.*` and `<name>.node.*`, verified against
+    /// that collective's CA (realm = that collective's name).
+    #[serde(default)]
+    pub choria: Option<String>,
 }
 
 /// The legacy-to-Choria direction of a legacy collective.

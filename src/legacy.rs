@@ -7,6 +7,7 @@
 //! the node), with `reply_to` naming its own reply queue, and hands back the replies that verify
 //! with the servers' shared key, translated for Choria.
 
+pub mod facade;
 pub mod ingress;
 
 use std::collections::{HashMap, HashSet};
@@ -241,15 +242,19 @@ impl LegacyLink {
     ) -> Result<Summary, LegacyCallError> {
         let signer = self.signer(caller)?;
         let now = crate::security::Now::system().unix_seconds();
-        let msg = Ruby::Hash(vec![
-            (Ruby::sym("agent"), Ruby::str(&rpc.agent)),
-            (Ruby::sym("action"), Ruby::str(&rpc.action)),
-            (Ruby::sym("caller"), Ruby::str(caller.as_str())),
-            (
-                Ruby::sym("data"),
-                Ruby::from_json(&Value::Object(rpc.data.clone()), true),
-            ),
-        ]);
+        let msg = if rpc.agent == "discovery" {
+            Ruby::str("ping")
+        } else {
+            Ruby::Hash(vec![
+                (Ruby::sym("agent"), Ruby::str(&rpc.agent)),
+                (Ruby::sym("action"), Ruby::str(&rpc.action)),
+                (Ruby::sym("caller"), Ruby::str(caller.as_str())),
+                (
+                    Ruby::sym("data"),
+                    Ruby::from_json(&Value::Object(rpc.data.clone()), true),
+                ),
+            ])
+        };
         let request = signer
             .sign_request(
                 self.serializer,
@@ -399,8 +404,14 @@ impl Drop for Unregister<'_> {
 /// A Choria filter as the legacy `:filter` Hash (String keys; fact entries with Symbol keys).
 pub fn legacy_filter(filter: &Filter, agent: &str) -> Ruby {
     let strings = |items: &[String]| Ruby::Array(items.iter().map(|s| Ruby::str(s)).collect());
-    let mut agents = filter.agent.clone();
-    if !agents.iter().any(|a| a == agent) {
+    // Every legacy node answers discovery; it is not an agent a filter can require.
+    let mut agents: Vec<String> = filter
+        .agent
+        .iter()
+        .filter(|a| *a != "discovery")
+        .cloned()
+        .collect();
+    if agent != "discovery" && !agents.iter().any(|a| a == agent) {
         agents.push(agent.to_string());
     }
     let facts = filter

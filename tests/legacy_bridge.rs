@@ -519,3 +519,98 @@ async fn the_bridge_recovers_when_the_broker_closes_its_connections() {
     assert_eq!(fedgate_connections(), 1, "fedgate reconnected");
     bridge.ingress.shutdown(Duration::from_secs(2)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fedgate_rpc_reaches_legacy_nodes_through_a_choria_collective() {
+    let site = site(Serializer::Marshal).await;
+    let london = support::Network::start("london");
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("identity.toml");
+    std::fs::write(
+        &rules,
+        "[[rule]]\nfrom = \"london\"\nto = [\"oldsite\"]\nglob = \"choria=*.mcollective\"\nas = \"cert=fedgate\"\n",
+    )
+    .unwrap();
+    let text = format!(
+        "[instance]\nname = \"facade1\"\n\n[identity]\nrules = {rules:?}\n\n{}{}\
+         [legacy.oldsite]\namqp = {:?}\nserializer = \"marshal\"\nserver_public = {:?}\n\
+         client_keys = {:?}\nsigners = {:?}\nchoria = \"london\"\n",
+        gate_block(
+            dir.path(),
+            &[(
+                "rpcutil.policy",
+                "policy default deny\nallow\tcert=fedgate\tping\t*\t*\n"
+            )],
+            ""
+        ),
+        support::network_block("collectives.london", &london, ""),
+        site.amqp_url(),
+        site.key("server-public.pem"),
+        site.key("clients"),
+        site.key("signers"),
+    );
+    let path = dir.path().join("fedgate.toml");
+    std::fs::write(&path, text).unwrap();
+    let config = Config::load(&path).unwrap();
+    let gate = fedgate::federation::open_gate(&config, "edge", "facade1")
+        .await
+        .unwrap();
+    let link =
+        fedgate::legacy::LegacyLink::connect("oldsite", &config.legacy["oldsite"], "facade1")
+            .await
+            .unwrap();
+    let facade = fedgate::legacy::facade::Facade::start(
+        &config,
+        "oldsite",
+        std::sync::Arc::new(link),
+        gate,
+        "facade1",
+    )
+    .await
+    .unwrap();
+
+    // The real Choria-side client: fedgate rpc as alice of london, to the collective oldsite.
+    let alice = support::user("london", "alice");
+    let run = |extra: &[&str]| {
+        let mut command = tokio::process::Command::new(support::fedgate_bin());
+        command
+            .args([
+                "rpc",
+                "--collective",
+                "oldsite",
+                "--nats",
+                london.server.url(),
+                "--ca",
+            ])
+            .arg(&london.realm.ca)
+            .arg("--cert")
+            .arg(&alice.cert)
+            .arg("--key")
+            .arg(&alice.key)
+            .args(["--json", "--timeout", "10"])
+            .args(extra)
+            .args(["rpcutil", "ping"]);
+        command
+    };
+    let senders = |output: &std::process::Output| {
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let mut senders: Vec<String> = stdout
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["type"] == "reply")
+            .map(|v| v["reply"]["sender"].as_str().unwrap().to_string())
+            .collect();
+        senders.sort();
+        senders
+    };
+    let output = run(&["--expect", "2"]).output().await.unwrap();
+    assert_eq!(
+        senders(&output),
+        NODES,
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success());
+    facade.shutdown(Duration::from_secs(2)).await;
+}

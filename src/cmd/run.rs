@@ -67,7 +67,13 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         .filter(|(_, l)| l.bridge.is_some())
         .map(|(name, _)| name.clone())
         .collect();
-    let gate = if config.edge.is_some() || !bridges.is_empty() {
+    let facades: Vec<String> = config
+        .legacy
+        .iter()
+        .filter(|(_, l)| l.choria.is_some())
+        .map(|(name, _)| name.clone())
+        .collect();
+    let gate = if config.edge.is_some() || !bridges.is_empty() || !facades.is_empty() {
         Some(fedgate::federation::open_gate(&config, "edge", &instance).await?)
     } else {
         None
@@ -117,6 +123,23 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             ingresses.push(ingress);
         }
     }
+    let mut served = Vec::new();
+    if let Some(gate) = &gate {
+        for name in &facades {
+            let link =
+                fedgate::legacy::LegacyLink::connect(name, &config.legacy[name], &instance).await?;
+            let facade = fedgate::legacy::facade::Facade::start(
+                &config,
+                name,
+                std::sync::Arc::new(link),
+                gate.clone(),
+                &instance,
+            )
+            .await?;
+            eprintln!("fedgate {instance}: serving legacy {name} to Choria clients");
+            served.push(facade);
+        }
+    }
     let edge = match gate.as_ref().filter(|_| config.edge.is_some()) {
         Some(gate) => {
             let dispatcher = Dispatcher::connect(&config, gate.clone(), &instance)
@@ -135,6 +158,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     for ingress in ingresses {
         ingress.shutdown(config.instance.drain_timeout()).await;
+    }
+    for facade in served {
+        facade.shutdown(config.instance.drain_timeout()).await;
     }
     let drained = match broker {
         Some(broker) => {

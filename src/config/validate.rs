@@ -312,6 +312,14 @@ impl Config {
                     ));
                 }
             }
+            if let Some(choria) = &legacy.choria
+                && self.collectives.get(choria).is_none_or(|c| c.ca.is_none())
+            {
+                return Err(check.invalid(
+                    format!("{key}.choria"),
+                    format!("{choria} is not a collective with a ca in this file"),
+                ));
+            }
             if let Some(bridge) = &legacy.bridge {
                 let target = self.collectives.get(&bridge.collective);
                 if target.is_none_or(|c| c.signer.is_none()) {

@@ -1,0 +1,361 @@
+//! Choria clients to legacy nodes: fedgate serves a legacy collective on a Choria collective's
+//! NATS network, so `fedgate rpc --collective oldsite` (or any Choria client) reaches
+//! `mcollectived` nodes.
+//!
+//! fedgate queue-subscribes (shared by its instances) to `<legacy>.broadcast.agent.*` and
+//! `<legacy>.node.*`, verifies each secure request against the Choria collective's CA as a
+//! Choria server would, maps the caller into the legacy collective (`cert=<name>`), authorizes,
+//! audits, and makes the call through its [`LegacyLink`]. Every legacy reply that verifies with
+//! the servers' key goes back to the request's reply subject as a Choria reply from the legacy
+//! node.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+use super::{LegacyLink, LegacyRpc};
+use crate::audit::{Event, Verdict};
+use crate::config::Config;
+use crate::federation::gate::{self, Gate};
+use crate::policy::{Decision, Query, Vantage, authorize, describe};
+use crate::security::identity::{IdentityRules, Mapping};
+use crate::security::{CaBundle, NamePatterns, Now, VerifiedRequest, Verifier, patterns_defaults};
+use crate::subjects::Target;
+use crate::wire::Limits;
+use crate::wire::choria_v1::{
+    Reply, ReplyEnvelope, RpcReply, SecureReply, SecureRequest, StatusCode, Transport,
+    TransportHeaders,
+};
+
+/// Requests handled at once per instance.
+const IN_FLIGHT: usize = 256;
+
+/// Why the facade could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("legacy facade {0}")]
+pub struct FacadeError(String);
+
+struct Shared {
+    name: String,
+    realm: String,
+    verifier: Verifier,
+    identity: Arc<IdentityRules>,
+    gate: Arc<Gate>,
+    link: Arc<LegacyLink>,
+    nats: async_nats::Client,
+    limits: Limits,
+}
+
+/// A running facade.
+pub struct Facade {
+    stop: CancellationToken,
+    tasks: tokio_util::task::TaskTracker,
+}
+
+impl Facade {
+    /// Subscribes on the Choria collective named by `[legacy.<name>] choria`.
+    pub async fn start(
+        config: &Config,
+        name: &str,
+        link: Arc<LegacyLink>,
+        gate: Arc<Gate>,
+        instance: &str,
+    ) -> Result<Facade, FacadeError> {
+        let fail = |m: String| FacadeError(format!("{name}: {m}"));
+        let legacy = config
+            .legacy
+            .get(name)
+            .ok_or_else(|| fail("no such legacy collective".into()))?;
+        let realm = legacy
+            .choria
+            .clone()
+            .ok_or_else(|| fail("no choria collective to serve on".into()))?;
+        let collective = config
+            .collectives
+            .get(&realm)
+            .ok_or_else(|| fail(format!("no collective {realm}")))?;
+        let ca = collective
+            .ca
+            .as_ref()
+            .ok_or_else(|| fail(format!("collective {realm} has no ca")))?;
+        let limits = Limits::default();
+        let verifier = Verifier::new(
+            CaBundle::from_file(ca).map_err(|e| fail(e.to_string()))?,
+            collective
+                .privileged_patterns()
+                .map_err(|e| fail(e.to_string()))?,
+            NamePatterns::or_defaults(
+                collective.certname_allowlist.as_deref(),
+                patterns_defaults::ALLOWLIST,
+            )
+            .map_err(|e| fail(e.to_string()))?,
+            limits,
+        );
+        let nats = crate::nats::connect(
+            &collective.endpoint(),
+            &format!("fedgate {instance} legacy facade {name}"),
+        )
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+        let group = format!("fedgate_legacy_{name}");
+        let mut subscriptions = Vec::new();
+        for subject in [
+            format!("{name}.broadcast.agent.*"),
+            format!("{name}.node.*"),
+        ] {
+            subscriptions.push(
+                nats.queue_subscribe(subject, group.clone())
+                    .await
+                    .map_err(|e| fail(e.to_string()))?,
+            );
+        }
+        nats.flush().await.map_err(|e| fail(e.to_string()))?;
+        let shared = Arc::new(Shared {
+            name: name.to_string(),
+            realm,
+            verifier,
+            identity: config.identity_rules().clone(),
+            gate,
+            link,
+            nats,
+            limits,
+        });
+        let stop = CancellationToken::new();
+        let tasks = tokio_util::task::TaskTracker::new();
+        let permits = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
+        let mut messages = futures::stream::select_all(subscriptions);
+        let loop_stop = stop.clone();
+        let loop_tasks = tasks.clone();
+        tasks.spawn(async move {
+            loop {
+                let message = tokio::select! {
+                    _ = loop_stop.cancelled() => return,
+                    message = messages.next() => message,
+                };
+                let Some(message) = message else { return };
+                let Ok(permit) = permits.clone().acquire_owned().await else {
+                    return;
+                };
+                let shared = shared.clone();
+                loop_tasks.spawn(async move {
+                    shared.handle(&message.subject, &message.payload).await;
+                    drop(permit);
+                });
+            }
+        });
+        Ok(Facade { stop, tasks })
+    }
+
+    /// Stops taking requests and waits for those in hand.
+    pub async fn shutdown(self, grace: Duration) {
+        self.stop.cancel();
+        self.tasks.close();
+        let _ = tokio::time::timeout(grace, self.tasks.wait()).await;
+    }
+}
+
+impl Shared {
+    async fn handle(&self, subject: &str, payload: &[u8]) {
+        let mut event = Event {
+            edge: "choria-nats".into(),
+            realm: self.realm.clone(),
+            collectives: vec![self.name.clone()],
+            stage: "decode".into(),
+            ..Event::default()
+        };
+        match self.serve(subject, payload, &mut event).await {
+            Ok(()) => {}
+            Err((code, reason)) => {
+                metrics::counter!("fedgate_legacy_facade_refused_total", "legacy" => self.name.clone(), "reason" => code)
+                    .increment(1);
+                event.decision = Some(Verdict::Deny);
+                event.code = code.into();
+                event.reason = reason;
+                let _ = self.gate.record(event).await;
+            }
+        }
+    }
+
+    async fn serve(
+        &self,
+        subject: &str,
+        payload: &[u8],
+        event: &mut Event,
+    ) -> Result<(), (&'static str, String)> {
+        let transport =
+            Transport::decode(payload, &self.limits).map_err(|e| ("malformed", e.to_string()))?;
+        let reply_to = transport
+            .headers
+            .reply_to
+            .clone()
+            .filter(|r| r.starts_with(&format!("{}.reply.", self.name)))
+            .ok_or((
+                "bad_reply_to",
+                format!("reply-to must be a {}.reply. subject", self.name),
+            ))?;
+        let secure = SecureRequest::decode(&transport.data, &self.limits)
+            .map_err(|e| ("malformed", e.to_string()))?;
+        event.stage = "verify".into();
+        let verified: VerifiedRequest = self
+            .verifier
+            .verify(secure, Now::system())
+            .map_err(|e| (e.reason().as_str(), e.to_string()))?;
+        let envelope = &verified.request().envelope;
+        event.caller = Some(verified.caller().as_str().to_string());
+        event.request_id = Some(envelope.requestid.clone());
+        event.agent = Some(envelope.agent.clone());
+        if envelope.collective != self.name {
+            return Err((
+                "wrong_collective",
+                format!(
+                    "the request is for {}, not {}",
+                    envelope.collective, self.name
+                ),
+            ));
+        }
+        let targets = match Target::parse(subject) {
+            Some(Target::Node { identity, .. }) => vec![identity.to_string()],
+            Some(Target::Broadcast { agent, .. }) if agent == envelope.agent => Vec::new(),
+            _ => {
+                return Err((
+                    "bad_target",
+                    format!(
+                        "{subject} does not match the signed agent {}",
+                        envelope.agent
+                    ),
+                ));
+            }
+        };
+        let (action, data) = if envelope.agent == "discovery" {
+            ("ping".to_string(), serde_json::Map::new())
+        } else {
+            let rpc = verified
+                .request()
+                .rpc(&self.limits)
+                .map_err(|e| ("malformed", e.to_string()))?;
+            if rpc.agent != envelope.agent {
+                return Err((
+                    "agent_mismatch",
+                    "the body's agent is not the envelope's".into(),
+                ));
+            }
+            (rpc.action, rpc.data)
+        };
+        event.action = Some(action.clone());
+        event.data_keys = data.keys().cloned().collect();
+        event.stage = "map".into();
+        let (mapped, identity_rule) =
+            match self
+                .identity
+                .map(&self.realm, verified.caller(), &self.name)
+            {
+                Mapping::Mapped { callerid, rule } => (callerid, rule.to_string()),
+                Mapping::Denied(denial) => {
+                    event.rule = denial.rule().map(ToString::to_string);
+                    return Err(("unmapped", denial.reason().to_string()));
+                }
+            };
+        event.mapped_caller = Some(mapped.as_str().to_string());
+        let mut filter = envelope.filter.clone();
+        let mut rule = "discovery".to_string();
+        if envelope.agent != "discovery" {
+            event.stage = "authorize".into();
+            let policy = self.gate.policy.current();
+            let query = Query {
+                collective: &self.name,
+                agent: &envelope.agent,
+                action: &action,
+                caller: mapped.as_str(),
+            };
+            match authorize(&policy, &query, Vantage::Gateway) {
+                Decision::Permit(permit) => {
+                    rule = permit.source.to_string();
+                    if let Some(conditions) = &permit.restrict {
+                        conditions.restrict(&mut filter);
+                        event.restricted = Some(describe(conditions));
+                    }
+                }
+                Decision::Denied(denied) => {
+                    event.rule = Some(denied.source.to_string());
+                    return Err(("denied", denied.reason));
+                }
+            }
+        }
+        event.filter = gate::summarize(&filter);
+        event.decision = Some(Verdict::Allow);
+        event.stage = "authorize".into();
+        event.code = "allowed".into();
+        event.rule = Some(rule.clone());
+        event.reason = format!("allowed by {rule}; mapped by {identity_rule}");
+        let link = self
+            .gate
+            .record(event.clone())
+            .await
+            .map_err(|e| ("audit_failed", e.to_string()))?;
+        let ttl = envelope.ttl.clamp(1, 60);
+        let rpc = LegacyRpc {
+            agent: envelope.agent.clone(),
+            action,
+            data,
+            filter,
+            expect: (!targets.is_empty()).then_some(targets.len()),
+            targets,
+            ttl,
+            timeout: Duration::from_secs(ttl.unsigned_abs()).min(Duration::from_secs(30)),
+            idle: Duration::from_secs(2),
+        };
+        let requestid = envelope.requestid.clone();
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(4096);
+        let (id, agent, action) = (requestid.clone(), rpc.agent.clone(), rpc.action.clone());
+        // The closure owns the sender: when the call ends, the forwarder sees the channel close.
+        let call = self.link.call(&mapped, &rpc, &requestid, move |reply| {
+            let _ = tx.try_send(choria_reply(&id, &agent, &action, reply));
+        });
+        let forward = async {
+            while let Some(bytes) = rx.recv().await {
+                let _ = self.nats.publish(reply_to.clone(), bytes).await;
+            }
+        };
+        let (summary, ()) = tokio::join!(call, forward);
+        let replies = summary.as_ref().map_or(0, |s| s.responses as u64);
+        self.gate.complete_now(event, link, replies).await;
+        Ok(())
+    }
+}
+
+/// A legacy reply, verified and translated, as the Choria reply a node would send.
+fn choria_reply(
+    requestid: &str,
+    agent: &str,
+    action: &str,
+    reply: &crate::client::ReplyEvent,
+) -> Bytes {
+    let message = if agent == "discovery" {
+        "pong".to_string()
+    } else {
+        let status = match reply.statuscode {
+            0 => StatusCode::Ok,
+            1 => StatusCode::Aborted,
+            2 => StatusCode::UnknownAction,
+            3 => StatusCode::MissingData,
+            4 => StatusCode::InvalidData,
+            _ => StatusCode::UnknownError,
+        };
+        RpcReply::new(action, status, &reply.statusmsg, reply.data.clone()).encode_string()
+    };
+    let envelope = ReplyEnvelope {
+        requestid: requestid.to_string(),
+        senderid: reply.sender.clone(),
+        agent: agent.to_string(),
+        time: Now::system().unix_seconds(),
+    };
+    let secure = SecureReply::new(Reply::new(message, envelope).encode_string());
+    let headers = TransportHeaders {
+        mc_sender: Some(reply.sender.clone()),
+        ..TransportHeaders::default()
+    };
+    Bytes::from(Transport::new(secure.encode(), headers).encode())
+}
