@@ -3,6 +3,7 @@
 pub mod crypto;
 pub mod edge;
 pub mod gate;
+pub mod legacy;
 pub mod relay;
 pub mod resign;
 
@@ -68,6 +69,57 @@ fn run_for(slice: Duration, op: &mut impl FnMut()) -> (u64, Duration) {
         ops += 1;
     }
     (ops, start.elapsed())
+}
+
+/// A dev PKI under `work_dir` and the collective london as Choria runs it: a nats-server with
+/// TLS and client certificates (and a plain WebSocket listener when `websocket`).
+pub(crate) fn tls_collective(
+    work_dir: &std::path::Path,
+    websocket: bool,
+) -> Result<(crate::security::devpki::DevPki, crate::natsd::NatsServer), BenchError> {
+    use crate::natsd::{NatsServer, NatsServerConfig};
+    use crate::security::devpki::{self, DevPkiOptions};
+    let pki =
+        devpki::generate(&work_dir.join("pki"), &DevPkiOptions::default()).map_err(setup_err)?;
+    let london = pki
+        .realm("london")
+        .ok_or_else(|| BenchError("no london realm".into()))?;
+    let nats = NatsServer::start(
+        &work_dir.join("nats"),
+        NatsServerConfig {
+            name: "bench-london".into(),
+            tls: Some(london.nats_tls()),
+            websocket_listen: websocket,
+            ..NatsServerConfig::default()
+        },
+    )
+    .map_err(setup_err)?;
+    Ok((pki, nats))
+}
+
+/// `nodes` simulated nodes of london on `client`, checking requests against london's CA.
+pub(crate) async fn start_fleet(
+    pki: &crate::security::devpki::DevPki,
+    client: async_nats::Client,
+    nodes: usize,
+) -> Result<crate::fleet::Fleet, BenchError> {
+    let london = pki
+        .realm("london")
+        .ok_or_else(|| BenchError("no london realm".into()))?;
+    use crate::fleet::{self, DEFAULT_MAX_IN_FLIGHT, Fleet, FleetConfig};
+    use crate::security::{CaBundle, Verifier};
+    let limits = crate::wire::Limits::default();
+    let config = FleetConfig {
+        nodes: fleet::generate("london", nodes, &["london".into()]),
+        verifier: Verifier::with_defaults(
+            CaBundle::from_file(&london.ca).map_err(setup_err)?,
+            limits,
+        ),
+        limits,
+        max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+        policy: None,
+    };
+    Fleet::start(client, config).await.map_err(setup_err)
 }
 
 pub(crate) fn row(name: String, baseline: &str, (baseline_ops, fedgate_ops): (f64, f64)) -> Row {

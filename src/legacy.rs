@@ -100,6 +100,45 @@ impl std::fmt::Debug for LegacyLink {
     }
 }
 
+/// Declares a queue only this connection uses, deleted with it (an empty name lets the broker
+/// choose one).
+pub(crate) async fn declare_private_queue(
+    channel: &lapin::Channel,
+    name: &str,
+) -> lapin::Result<lapin::Queue> {
+    channel
+        .queue_declare(
+            name.into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+}
+
+/// Consumes `queue` without acknowledgements (replies: a lost one is a missing reply, not a lost
+/// request).
+pub(crate) async fn consume_unacked(
+    channel: &lapin::Channel,
+    queue: &str,
+    tag: &str,
+) -> lapin::Result<lapin::Consumer> {
+    channel
+        .basic_consume(
+            queue.into(),
+            tag.into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..BasicConsumeOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+}
+
 fn amqp(err: impl std::fmt::Display) -> LegacyCallError {
     LegacyCallError::Amqp(err.to_string())
 }
@@ -134,28 +173,10 @@ impl LegacyLink {
             .map_err(amqp)?;
         let channel = connection.create_channel().await.map_err(amqp)?;
         let reply_queue = format!("fedgate.reply.{instance}.{}", nuid::next());
-        channel
-            .queue_declare(
-                reply_queue.as_str().into(),
-                QueueDeclareOptions {
-                    exclusive: true,
-                    auto_delete: true,
-                    ..QueueDeclareOptions::default()
-                },
-                FieldTable::default(),
-            )
+        declare_private_queue(&channel, &reply_queue)
             .await
             .map_err(amqp)?;
-        let consumer = channel
-            .basic_consume(
-                reply_queue.as_str().into(),
-                "fedgate-replies".into(),
-                BasicConsumeOptions {
-                    no_ack: true,
-                    ..BasicConsumeOptions::default()
-                },
-                FieldTable::default(),
-            )
+        let consumer = consume_unacked(&channel, &reply_queue, "fedgate-replies")
             .await
             .map_err(amqp)?;
         let pending: Arc<Mutex<HashMap<String, mpsc::Sender<LegacyReply>>>> = Arc::default();

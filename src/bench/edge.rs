@@ -29,11 +29,10 @@ use super::{BenchError, Row, row, setup_err};
 use crate::client::{RpcCall, RpcClient};
 use crate::edge::auth::TokenKeys;
 use crate::edge::client::{Connect, WsClient, open};
-use crate::fleet::{self, DEFAULT_MAX_IN_FLIGHT, Fleet, FleetConfig};
 use crate::nats::NatsEndpoint;
-use crate::natsd::{NatsServer, NatsServerConfig};
-use crate::security::devpki::{self, DevPki, DevPkiOptions};
-use crate::security::{CaBundle, CallerId, Now, Signer, Verifier};
+use crate::natsd::NatsServer;
+use crate::security::devpki::{self, DevPki};
+use crate::security::{CallerId, Now, Signer};
 use crate::wire::Limits;
 use crate::wire::choria_v1::{
     Reply, ReplyEnvelope, RpcReply, SecureReply, SecureRequest, StatusCode, Transport,
@@ -91,23 +90,11 @@ const RELAY_AGENT: &str = "relay";
 /// Runs the benchmark with its files under `work_dir`.
 pub async fn run(work_dir: &Path, options: &EdgeOptions) -> Result<EdgeReport, BenchError> {
     raise_fd_limit();
-    let pki =
-        devpki::generate(&work_dir.join("pki"), &DevPkiOptions::default()).map_err(setup_err)?;
+    // nats-server's WebSocket listener is plain, like the edge's ws:// here.
+    let (pki, nats) = super::tls_collective(work_dir, true)?;
     let london = pki
         .realm("london")
         .ok_or_else(|| BenchError("no london realm".into()))?;
-    // The collective as Choria runs it: TLS with client certificates. nats-server's WebSocket
-    // listener is plain, like the edge's ws:// here.
-    let nats = NatsServer::start(
-        &work_dir.join("nats"),
-        NatsServerConfig {
-            name: "bench-london".into(),
-            tls: Some(london.nats_tls()),
-            websocket_listen: true,
-            ..NatsServerConfig::default()
-        },
-    )
-    .map_err(setup_err)?;
     let connect_as = |pair: &devpki::CertPair| {
         let endpoint = NatsEndpoint {
             urls: vec![nats.url().to_string()],
@@ -124,7 +111,7 @@ pub async fn run(work_dir: &Path, options: &EdgeOptions) -> Result<EdgeReport, B
         .fleet
         .as_ref()
         .ok_or_else(|| BenchError("no fleet identity".into()))?;
-    let fleet = start_fleet(&pki, connect_as(fleet_identity).await?, options.nodes).await?;
+    let fleet = super::start_fleet(&pki, connect_as(fleet_identity).await?, options.nodes).await?;
     let (config, key) = write_config(work_dir, &pki, nats.url())?;
     let edge = EdgeProcess::start(&options.exe, &config).await?;
     let keys = TokenKeys::load(&key).map_err(setup_err)?;
@@ -176,28 +163,6 @@ pub async fn run(work_dir: &Path, options: &EdgeOptions) -> Result<EdgeReport, B
         latency,
         memory,
     })
-}
-
-async fn start_fleet(
-    pki: &DevPki,
-    client: async_nats::Client,
-    nodes: usize,
-) -> Result<Fleet, BenchError> {
-    let london = pki
-        .realm("london")
-        .ok_or_else(|| BenchError("no london realm".into()))?;
-    let limits = Limits::default();
-    let config = FleetConfig {
-        nodes: fleet::generate("london", nodes, &["london".into()]),
-        verifier: Verifier::with_defaults(
-            CaBundle::from_file(&london.ca).map_err(setup_err)?,
-            limits,
-        ),
-        limits,
-        max_in_flight: DEFAULT_MAX_IN_FLIGHT,
-        policy: None,
-    };
-    Fleet::start(client, config).await.map_err(setup_err)
 }
 
 /// The edge's config: token users map to `choria=<user>.mcollective` in london, policy allows

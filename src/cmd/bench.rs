@@ -43,6 +43,8 @@ enum Which {
     Gate,
     /// The WebSocket edge next to `fedgate rpc` on NATS and nats-server's WebSocket listener.
     Edge,
+    /// Legacy requests bridged to Choria next to a raw AMQP round trip and the signing ceiling.
+    Legacy,
 }
 
 /// Runs the benchmarks.
@@ -121,6 +123,18 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 relay::latency_table("latency (request to done)", &report.latency)
             );
             println!("{}", edge::memory_table(&report.memory));
+        }
+    }
+    if matches!(args.which, Which::Legacy) {
+        let dir = tempfile_dir()?;
+        let options = bench::legacy::LegacyOptions::default();
+        let rows = bench::legacy::run(&dir, &options).await;
+        let _ = std::fs::remove_dir_all(&dir);
+        let rows = rows?;
+        if args.json {
+            json.insert("legacy".into(), serde_json::to_value(&rows)?);
+        } else {
+            println!("{}", bench::table(&rows));
         }
     }
     if args.json {

@@ -1,5 +1,6 @@
-//! `fedgate bench edge` end to end with small numbers: every side is measured. In its own test
-//! binary, so it does not share the machine with the edge tests' thousand sockets.
+//! The benchmarks that need real servers (`fedgate bench edge`, `fedgate bench legacy`) end to
+//! end with small numbers: every side is measured. In their own test binary, so they do not share
+//! the machine with the edge tests' thousand sockets.
 
 mod support;
 
@@ -31,5 +32,24 @@ async fn the_edge_benchmark_measures_every_side() {
     assert_eq!(
         report.memory.iter().map(|m| m.sockets).collect::<Vec<_>>(),
         [50, 50]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_legacy_benchmark_measures_every_side() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = fedgate::bench::legacy::LegacyOptions {
+        requests: 100,
+        window: 8,
+        ..Default::default()
+    };
+    let rows = fedgate::bench::legacy::run(dir.path(), &options)
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 2);
+    assert!(
+        rows.iter()
+            .all(|r| r.baseline_ops > 0.0 && r.fedgate_ops > 0.0),
+        "{rows:?}"
     );
 }
