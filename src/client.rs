@@ -297,6 +297,9 @@ impl RpcClient {
                 break;
             };
             match self.check_reply(&message.payload, &requestid, started) {
+                // A directed call takes replies from its targets only: copies of one request for
+                // other nodes (the legacy bridge sends each separately) share its reply subject.
+                Ok(event) if !call.targets.is_empty() && !call.targets.contains(&event.sender) => {}
                 Ok(event) if seen.insert(event.sender.clone()) => {
                     summary.responses += 1;
                     if event.statuscode == 0 {

@@ -245,7 +245,8 @@ async fn bridge(site: &LegacySite) -> Bridge {
 
 /// `mco rpc --json` results as (sender, statuscode).
 fn rpc_results(site: &LegacySite, args: &[&str]) -> Vec<(String, i64)> {
-    let mut full = vec!["rpc", "--json"];
+    // A generous discovery timeout: the tests share two cores.
+    let mut full = vec!["rpc", "--json", "--dt", "5"];
     full.extend_from_slice(args);
     let output = site.mco(&full);
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -271,9 +272,17 @@ async fn mco_reaches_choria_nodes(serializer: Serializer) {
     let bridge = bridge(&site).await;
     let mut all: Vec<String> = bridge.nodes.iter().map(|n| n.identity.clone()).collect();
     all.sort();
+    // Directed requests need a binding per node; discovery on a busy machine may take a refresh.
+    for _ in 0..100 {
+        if bridge.ingress.directed_bindings() == 50 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(bridge.ingress.directed_bindings(), 50);
 
     // mco ping: discovery, answered by every Choria node.
-    let output = site.mco(&["ping"]);
+    let output = site.mco(&["ping", "--dt", "5"]);
     let stdout = String::from_utf8_lossy(&output.stdout);
     let pinged: Vec<&str> = stdout
         .lines()
@@ -296,6 +305,12 @@ async fn mco_reaches_choria_nodes(serializer: Serializer) {
     let one = &all[7];
     let results = rpc_results(&site, &["rpcutil", "ping", "-I", one]);
     assert_eq!(results, [(one.clone(), 0)]);
+    // Three nodes found by discovery: one directed copy each, the same request id on all three.
+    let three = rpc_results(&site, &["rpcutil", "ping", "-I", "/^london-000[123]$/"]);
+    assert_eq!(
+        three.iter().map(|r| r.0.as_str()).collect::<Vec<_>>(),
+        [&all[1], &all[2], &all[3]]
+    );
 
     // -F: exactly the nodes whose facts match.
     let mut uk: Vec<String> = bridge
@@ -475,7 +490,7 @@ async fn bad_legacy_requests_are_refused_recorded_and_never_forwarded() {
 async fn the_bridge_recovers_when_the_broker_closes_its_connections() {
     let site = LegacySite::new(Serializer::Marshal).await;
     let bridge = bridge(&site).await;
-    let results = rpc_results(&site, &["rpcutil", "ping", "--dt", "2"]);
+    let results = rpc_results(&site, &["rpcutil", "ping"]);
     assert_eq!(results.len(), 50);
     let fedgate_connections = || {
         let out = std::process::Command::new("rabbitmqctl")
@@ -503,6 +518,7 @@ async fn the_bridge_recovers_when_the_broker_closes_its_connections() {
             &site.vhost,
             "test: broker restart",
         ])
+        .stdout(std::process::Stdio::null())
         .status()
         .unwrap();
     assert!(closed.success());
@@ -510,7 +526,7 @@ async fn the_bridge_recovers_when_the_broker_closes_its_connections() {
     let mut last = Vec::new();
     for _ in 0..20 {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        last = rpc_results(&site, &["rpcutil", "ping", "--dt", "2"]);
+        last = rpc_results(&site, &["rpcutil", "ping"]);
         if last.len() == 50 {
             break;
         }

@@ -99,7 +99,7 @@ fn signed_requests_and_replies_verify_in_both_serializers() {
         let bytes = request.encode(serializer);
         let request = LegacyRequest::decode(serializer, &bytes, 1 << 20).unwrap();
         let verified = verifier
-            .verify_request(serializer, request, NOW + 5)
+            .verify_request(serializer, request, None, NOW + 5)
             .unwrap();
         assert_eq!(verified.cert_name, "alice");
         assert!(matches!(
@@ -141,7 +141,7 @@ fn every_bad_request_is_refused_with_its_own_code() {
     let s = Serializer::Marshal;
     let code = |request: LegacyRequest, now: i64| {
         verifier(dir.path())
-            .verify_request(s, request, now)
+            .verify_request(s, request, None, now)
             .err()
             .map(|e| e.code())
     };
@@ -180,18 +180,20 @@ fn every_bad_request_is_refused_with_its_own_code() {
     filter_agent.filter = filter("puppet");
     assert_eq!(code(filter_agent, NOW), Some("unsigned_field_disagrees"));
 
-    // A replay is recognised by its signed body, whatever request id it claims.
+    // A request id seen again for the same target is a replay; a directed copy of the same
+    // request for another node is not.
     let verifier = verifier(dir.path());
-    verifier.verify_request(s, good.clone(), NOW).unwrap();
-    let mut replay = good.clone();
-    replay.requestid = "ffffffffffffffffffffffffffffffff".into();
-    assert_eq!(
+    let again = |target: Option<&str>| {
         verifier
-            .verify_request(s, replay, NOW)
+            .verify_request(s, good.clone(), target, NOW)
             .err()
-            .map(|e| e.code()),
-        Some("replay")
-    );
+            .map(|e| e.code())
+    };
+    assert_eq!(again(None), None);
+    assert_eq!(again(None), Some("replay"));
+    assert_eq!(again(Some("node1")), None);
+    assert_eq!(again(Some("node2")), None);
+    assert_eq!(again(Some("node2")), Some("replay"));
 }
 
 #[test]
@@ -238,7 +240,7 @@ fn captured_messages_verify_and_fedgate_signs_the_same_bytes() {
                 assert_eq!(alice.sign(&request.body).unwrap(), request.hash, "{name}");
                 let now = request.msgtime;
                 verifier
-                    .verify_request(serializer, request, now)
+                    .verify_request(serializer, request, None, now)
                     .unwrap_or_else(|e| panic!("{name}: {e}"));
             } else {
                 let reply = LegacyReply::decode(serializer, &bytes, 1 << 20).unwrap();

@@ -68,6 +68,7 @@ struct Shared {
 
 /// A running legacy-to-Choria bridge for one legacy collective.
 pub struct Ingress {
+    bound: Arc<std::sync::atomic::AtomicUsize>,
     stop: CancellationToken,
     tasks: tokio_util::task::TaskTracker,
     _connection: Connection,
@@ -199,11 +200,13 @@ impl Ingress {
         let stop = CancellationToken::new();
         let tasks = tokio_util::task::TaskTracker::new();
         // The directed bindings follow the Choria collective's nodes.
+        let bound = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let directed = Directed {
             shared: shared.clone(),
             channel: consumer_channel.clone(),
             queue: queue.clone(),
             bound: BTreeSet::new(),
+            count: bound.clone(),
         };
         directed.refresh_forever(stop.clone(), &tasks).await;
         let consume_stop = stop.clone();
@@ -225,10 +228,16 @@ impl Ingress {
             }
         });
         Ok(Ingress {
+            bound,
             stop,
             tasks,
             _connection: connection,
         })
+    }
+
+    /// How many nodes directed requests are bound for now.
+    pub fn directed_bindings(&self) -> usize {
+        self.bound.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Stops consuming and waits for requests in hand (unacknowledged ones are redelivered).
@@ -245,6 +254,7 @@ struct Directed {
     channel: lapin::Channel,
     queue: String,
     bound: BTreeSet<String>,
+    count: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Directed {
@@ -280,8 +290,8 @@ impl Directed {
             Limits::default(),
         );
         let call = RpcCall {
-            timeout: Duration::from_secs(3),
-            idle: Duration::from_millis(500),
+            timeout: Duration::from_secs(5),
+            idle: Duration::from_secs(2),
             ..RpcCall::new(&shared.internal, "discovery", "ping")
         };
         let mut found = BTreeSet::new();
@@ -328,6 +338,8 @@ impl Directed {
         }
         metrics::gauge!("fedgate_legacy_directed_bindings", "legacy" => shared.name.clone())
             .set(self.bound.len() as f64);
+        self.count
+            .store(self.bound.len(), std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -449,7 +461,7 @@ impl Shared {
         let now = Now::system().unix_seconds();
         let verified = self
             .verifier
-            .verify_request(serializer, request, now)
+            .verify_request(serializer, request, directed_to.as_deref(), now)
             .map_err(|e| (e.code(), e.to_string(), event.clone()))?;
         let caller = CallerId::parse(&verified.request.callerid)
             .map_err(|e| ("bad_callerid", e.to_string(), event.clone()))?;
@@ -575,10 +587,12 @@ impl Shared {
                 }
             },
         );
+        // Acknowledged once published; or, if publishing failed, once the call gave up (the
+        // failure is in the audit trail as a completion with no replies): a redelivery would
+        // only be refused as a replay.
         let ack = async {
-            if published_rx.await.is_ok() {
-                let _ = delivery.ack(BasicAckOptions::default()).await;
-            }
+            let _ = published_rx.await;
+            let _ = delivery.ack(BasicAckOptions::default()).await;
         };
         let send_replies = async {
             while let Some((sender, body)) = reply_rx.recv().await {

@@ -4,9 +4,9 @@
 //! public half sits in the servers' client directory as `<name>.pem` for `callerid cert=<name>`.
 //! Replies are signed with one key pair that every server shares. fedgate checks what
 //! mcollectived checks (caller format, key file, signature, signed TTL and time agreeing with the
-//! envelope, age within the TTL) and what it does not: a time too far in the future, a replay
-//! of the same signed body within its TTL, and an unsigned `:agent` or `:filter` agent that
-//! disagrees with the signed body.
+//! envelope, age within the TTL) and what it does not: a time too far in the future, a request
+//! id seen again for the same target within its TTL (a replay or a redelivery), and an unsigned
+//! `:agent` or `:filter` agent that disagrees with the signed body.
 //!
 //! Verification uses aws-lc-rs. Signing uses OpenSSL through the `openssl` crate, the library
 //! Ruby's own `OpenSSL::PKey::RSA#sign` calls: aws-lc-rs verifies SHA-1 signatures but cannot
@@ -29,7 +29,7 @@ use crate::wire::mcollective::{LegacyError, Ruby, Serializer};
 
 /// Client public keys remembered at most.
 const KEY_CACHE: usize = 1024;
-/// Signed bodies remembered to refuse replays.
+/// Request ids (with their target and body) remembered to refuse replays.
 pub const REPLAY_WINDOW: usize = 65_536;
 
 /// Why a legacy message was refused.
@@ -234,11 +234,13 @@ impl LegacyVerifier {
         Ok(key)
     }
 
-    /// Verifies a request envelope at `now` (Unix seconds).
+    /// Verifies a request envelope at `now` (Unix seconds); `target` is the node a directed copy
+    /// was addressed to.
     pub fn verify_request(
         &self,
         serializer: Serializer,
         request: LegacyRequest,
+        target: Option<&str>,
         now: i64,
     ) -> Result<VerifiedLegacyRequest, LegacyRefusal> {
         let name = cert_name(&request.callerid)
@@ -277,16 +279,27 @@ impl LegacyVerifier {
             )));
         }
         let call = call_of(&request, &body)?;
-        // The request id is unsigned, so replays are recognised by what was signed.
-        let signed: [u8; 32] = digest(&SHA256, &request.body)
+        // A request id seen again for the same node (or broadcast) within its TTL is a replay or
+        // a redelivery. A directed request reaches each node as its own copy with the same id,
+        // and two requests may sign identical bodies within a second, so neither alone is one.
+        let mut seen = Vec::with_capacity(request.requestid.len() + request.body.len() + 64);
+        for part in [
+            request.requestid.as_bytes(),
+            target.unwrap_or("").as_bytes(),
+            &request.body,
+        ] {
+            seen.extend_from_slice(&(part.len() as u64).to_be_bytes());
+            seen.extend_from_slice(part);
+        }
+        let seen: [u8; 32] = digest(&SHA256, &seen)
             .as_ref()
             .try_into()
             .unwrap_or([0; 32]);
-        match self.replays.get(&signed) {
+        match self.replays.get(&seen) {
             Some(until) if until >= now => return Err(LegacyRefusal::Replay),
             _ => self
                 .replays
-                .insert(signed, body.msgtime.saturating_add(body.ttl)),
+                .insert(seen, body.msgtime.saturating_add(body.ttl)),
         }
         Ok(VerifiedLegacyRequest {
             request,
