@@ -284,7 +284,7 @@ pub struct EdgeConfig {
     /// Bytes queued towards one socket, the other bound on the same queue.
     #[serde(default = "defaults::edge_outbound_bytes")]
     pub outbound_queue_bytes: usize,
-    /// Seconds without traffic (pongs count) before a socket is closed.
+    /// Seconds without a message from the client (pongs do not count) before a socket is closed.
     #[serde(default = "defaults::edge_idle")]
     pub idle_timeout_s: u64,
     /// Seconds between pings.

@@ -262,6 +262,46 @@ impl LegacyLink {
         mut on_reply: impl FnMut(&ReplyEvent),
     ) -> Result<Summary, LegacyCallError> {
         let signer = self.signer(caller)?;
+        for (what, name) in [("agent", &rpc.agent), ("action", &rpc.action)] {
+            if !crate::subjects::is_valid_name(name) || name.len() > 255 {
+                return Err(LegacyCallError::Signer(format!(
+                    "{what} {name:?} is not a valid name"
+                )));
+            }
+        }
+        if let Some(bad) = rpc
+            .targets
+            .iter()
+            .find(|t| t.is_empty() || t.len() > 255 || t.chars().any(char::is_whitespace))
+        {
+            return Err(LegacyCallError::Signer(format!(
+                "{bad:?} is not a node name"
+            )));
+        }
+        // Replies are routed by request id. Copies of one Choria request for several nodes share
+        // theirs, so a call whose id is already in flight here goes out under a fresh one.
+        let (tx, mut rx) = mpsc::channel(REPLY_QUEUE);
+        let wire_id = {
+            let mut pending = self
+                .pending
+                .lock()
+                .map_err(|_| LegacyCallError::Amqp("poisoned".into()))?;
+            if pending.len() >= MAX_PENDING {
+                return Err(LegacyCallError::Busy);
+            }
+            let id = if pending.contains_key(requestid) {
+                uuid::Uuid::new_v4().simple().to_string()
+            } else {
+                requestid.to_string()
+            };
+            pending.insert(id.clone(), tx);
+            id
+        };
+        let _unregister = Unregister {
+            pending: &self.pending,
+            requestid: wire_id.clone(),
+        };
+        let requestid = wire_id.as_str();
         let now = crate::security::Now::system().unix_seconds();
         let msg = if rpc.agent == "discovery" {
             Ruby::str("ping")
@@ -293,21 +333,6 @@ impl LegacyLink {
             .map_err(|e| LegacyCallError::Signer(e.to_string()))?;
         let payload = request.encode(self.serializer);
 
-        let (tx, mut rx) = mpsc::channel(REPLY_QUEUE);
-        {
-            let mut pending = self
-                .pending
-                .lock()
-                .map_err(|_| LegacyCallError::Amqp("poisoned".into()))?;
-            if pending.len() >= MAX_PENDING {
-                return Err(LegacyCallError::Busy);
-            }
-            pending.insert(requestid.to_string(), tx);
-        }
-        let _unregister = Unregister {
-            pending: &self.pending,
-            requestid,
-        };
         let mut headers = FieldTable::default();
         headers.insert(
             "mc_sender".into(),
@@ -368,6 +393,10 @@ impl LegacyLink {
                 summary.invalid += 1;
                 continue;
             }
+            if !rpc.targets.is_empty() && !rpc.targets.contains(&reply.senderid) {
+                summary.invalid += 1;
+                continue;
+            }
             if !seen.insert(reply.senderid.clone()) {
                 summary.duplicates += 1;
                 continue;
@@ -411,13 +440,13 @@ impl LegacyLink {
 
 struct Unregister<'a> {
     pending: &'a Mutex<HashMap<String, mpsc::Sender<LegacyReply>>>,
-    requestid: &'a str,
+    requestid: String,
 }
 
 impl Drop for Unregister<'_> {
     fn drop(&mut self) {
         if let Ok(mut pending) = self.pending.lock() {
-            pending.remove(self.requestid);
+            pending.remove(&self.requestid);
         }
     }
 }

@@ -11,6 +11,7 @@ mod keys;
 pub mod legacy;
 mod patterns;
 mod refusal;
+pub mod replay;
 mod resign;
 mod tls_identity;
 mod verify;

@@ -151,6 +151,12 @@ fn collection(
     if targets.len() > MAX_TARGETS {
         return Err(format!("at most {MAX_TARGETS} targets"));
     }
+    if let Some(bad) = targets
+        .iter()
+        .find(|t| t.len() > 255 || !crate::subjects::is_valid_dotted(t))
+    {
+        return Err(format!("target {bad:?} is not a node name"));
+    }
     if timeout_ms.is_some_and(|t| t < 100) {
         return Err("timeout_ms must be at least 100".into());
     }
@@ -190,7 +196,7 @@ pub struct Dispatcher {
     /// Verifies self-signed requests against the edge CA.
     verifier: Option<Verifier>,
     /// Signed request ids already accepted, until their TTL ends.
-    replays: quick_cache::sync::Cache<String, i64>,
+    replays: crate::security::replay::ReplayWindow,
     sender: String,
     limits: Limits,
 }
@@ -280,7 +286,7 @@ impl Dispatcher {
             targets,
             federations,
             verifier,
-            replays: quick_cache::sync::Cache::new(REPLAY_WINDOW),
+            replays: crate::security::replay::ReplayWindow::new(REPLAY_WINDOW),
             sender: format!("fedgate-edge-{instance}"),
             limits,
         })
@@ -467,20 +473,25 @@ impl Dispatcher {
         // Nodes take a request only inside time ± ttl, so a request id stays dangerous that long.
         let until = envelope.time.saturating_add(envelope.ttl);
         let now_s = i64::try_from(now.since_epoch().as_secs()).unwrap_or(i64::MAX);
-        match self.replays.get(&envelope.requestid) {
-            Some(expiry) if expiry >= now_s => {
-                metrics::counter!("fedgate_edge_signed_refused_total", "reason" => "replay")
-                    .increment(1);
-                let message = format!(
+        let id: [u8; 32] =
+            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, envelope.requestid.as_bytes())
+                .as_ref()
+                .try_into()
+                .unwrap_or([0; 32]);
+        if let Err(err) = self.replays.claim(id, None, until, now_s) {
+            metrics::counter!("fedgate_edge_signed_refused_total", "reason" => "replay")
+                .increment(1);
+            let message = match err {
+                crate::security::replay::ReplayError::Replay => format!(
                     "request {} was already sent; sign a new request",
                     envelope.requestid
-                );
-                return Err((
-                    ErrorCode::Unverified,
-                    refusal("replay", "verify", message).await,
-                ));
-            }
-            _ => self.replays.insert(envelope.requestid.clone(), until),
+                ),
+                crate::security::replay::ReplayError::Full => err.to_string(),
+            };
+            return Err((
+                ErrorCode::Unverified,
+                refusal("replay", "verify", message).await,
+            ));
         }
         let principal = Principal {
             caller: verified.caller().clone(),

@@ -52,6 +52,9 @@ struct Settings {
     token_ttl: Duration,
 }
 
+/// Password checks (argon2, 19 MiB each) running at once.
+const MAX_LOGINS: usize = 4;
+
 /// How long a socket's writer may wait on a client that does not read before the connection is
 /// dropped.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -63,6 +66,8 @@ pub(super) struct Shared {
     users: Option<Users>,
     limiter: DefaultKeyedRateLimiter<String>,
     connections: Arc<Semaphore>,
+    /// Password checks running at once.
+    logins: Arc<Semaphore>,
     metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     stop: CancellationToken,
     sessions: TaskTracker,
@@ -139,6 +144,7 @@ impl Edge {
             users,
             limiter: RateLimiter::keyed(quota),
             connections: Arc::new(Semaphore::new(edge.max_connections.max(1))),
+            logins: Arc::new(Semaphore::new(MAX_LOGINS)),
             metrics,
             stop: CancellationToken::new(),
             sessions: TaskTracker::new(),
@@ -615,9 +621,13 @@ async fn session(
                 requests.in_flight.remove(&id);
             }
             message = stream.next() => {
-                idle_deadline = tokio::time::Instant::now() + settings.idle;
                 let text = match message {
-                    Some(Ok(Message::Text(text))) => text,
+                    Some(Ok(Message::Text(text))) => {
+                        // Only requests keep a socket open: pongs come from the client's library
+                        // whether or not anyone is using it.
+                        idle_deadline = tokio::time::Instant::now() + settings.idle;
+                        text
+                    }
                     Some(Ok(Message::Binary(_))) => {
                         out.reject(None, ErrorCode::Invalid, "binary frames are not part of the protocol; send JSON text frames");
                         continue;
@@ -905,7 +915,15 @@ async fn login(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) -> Re
             "too many login attempts",
         );
     }
-    // argon2 is deliberately slow: keep it off the async workers.
+    // argon2 is deliberately slow and memory-hungry: keep it off the async workers, and run
+    // only a few at once.
+    let Ok(_permit) = shared.logins.clone().try_acquire_owned() else {
+        return refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "rate_limited",
+            "too many logins in progress",
+        );
+    };
     let users = users.clone();
     let name = login.user.clone();
     let checked = tokio::task::spawn_blocking(move || {

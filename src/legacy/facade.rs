@@ -22,6 +22,7 @@ use crate::config::Config;
 use crate::federation::gate::{self, Gate};
 use crate::policy::{Decision, Query, Vantage, authorize, describe};
 use crate::security::identity::{IdentityRules, Mapping};
+use crate::security::replay::ReplayWindow;
 use crate::security::{CaBundle, NamePatterns, Now, VerifiedRequest, Verifier, patterns_defaults};
 use crate::subjects::Target;
 use crate::wire::Limits;
@@ -47,6 +48,8 @@ struct Shared {
     link: Arc<LegacyLink>,
     nats: async_nats::Client,
     limits: Limits,
+    /// Requests already served, until their TTL ends.
+    replays: ReplayWindow,
 }
 
 /// A running facade.
@@ -104,7 +107,7 @@ impl Facade {
         let mut subscriptions = Vec::new();
         for subject in [
             format!("{name}.broadcast.agent.*"),
-            format!("{name}.node.*"),
+            format!("{name}.node.>"),
         ] {
             subscriptions.push(
                 nats.queue_subscribe(subject, group.clone())
@@ -122,6 +125,7 @@ impl Facade {
             link,
             nats,
             limits,
+            replays: ReplayWindow::new(65_536),
         });
         let stop = CancellationToken::new();
         let tasks = tokio_util::task::TaskTracker::new();
@@ -229,6 +233,18 @@ impl Shared {
                 ));
             }
         };
+        // The request is re-signed with a fresh time for the legacy side, so a replay would be
+        // new there: refuse one here (per node for directed copies).
+        let now = Now::system().unix_seconds();
+        let until = envelope.time.saturating_add(envelope.ttl);
+        let signed: [u8; 32] =
+            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, verified.secure().signed_bytes())
+                .as_ref()
+                .try_into()
+                .unwrap_or([0; 32]);
+        self.replays
+            .claim(signed, targets.first().map(String::as_str), until, now)
+            .map_err(|e| ("replay", e.to_string()))?;
         let (action, data) = if envelope.agent == "discovery" {
             ("ping".to_string(), serde_json::Map::new())
         } else {
@@ -295,7 +311,8 @@ impl Shared {
             .record(event.clone())
             .await
             .map_err(|e| ("audit_failed", e.to_string()))?;
-        let ttl = envelope.ttl.clamp(1, 60);
+        // Valid on the legacy side no longer than the Choria request is.
+        let ttl = until.saturating_sub(now).clamp(1, 60);
         let rpc = LegacyRpc {
             agent: envelope.agent.clone(),
             action,

@@ -39,6 +39,8 @@ use crate::wire::mcollective::{Ruby, Serializer};
 
 /// Most node identities bound for directed requests.
 pub const MAX_DIRECTED: usize = 100_000;
+/// Requests collecting replies at once per instance.
+const IN_FLIGHT: usize = 1024;
 /// Longest a bridged request collects Choria replies.
 const MAX_COLLECT: Duration = Duration::from_secs(60);
 
@@ -209,6 +211,7 @@ impl Ingress {
             count: bound.clone(),
         };
         directed.refresh_forever(stop.clone(), &tasks).await;
+        let permits = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
         let consume_stop = stop.clone();
         let consume_tasks = tasks.clone();
         tasks.spawn(async move {
@@ -223,8 +226,16 @@ impl Ingress {
                     // lapin recovers the connection and re-creates the consumer.
                     continue;
                 };
+                // Deliveries are acknowledged once published, so prefetch alone does not bound
+                // the requests still collecting replies.
+                let Ok(permit) = permits.clone().acquire_owned().await else {
+                    return;
+                };
                 let shared = shared.clone();
-                consume_tasks.spawn(async move { shared.handle(delivery).await });
+                consume_tasks.spawn(async move {
+                    shared.handle(delivery).await;
+                    drop(permit);
+                });
             }
         });
         Ok(Ingress {
@@ -297,7 +308,10 @@ impl Directed {
         let mut found = BTreeSet::new();
         if let Err(err) = client
             .call(&call, |reply| {
-                if found.len() < MAX_DIRECTED {
+                // A routing key is at most 255 bytes.
+                let usable =
+                    reply.sender.len() <= 255 && crate::subjects::is_valid_dotted(&reply.sender);
+                if usable && found.len() < MAX_DIRECTED {
                     found.insert(reply.sender.clone());
                 }
             })
@@ -411,12 +425,27 @@ impl Shared {
             .reply_to()
             .as_ref()
             .map(|r| r.as_str().to_string());
-        let directed_to = (delivery.exchange.as_str()
-            == format!("{}_directed", self.legacy.collective))
-        .then(|| delivery.routing_key.as_str().to_string());
-        let result = self
-            .bridge_one(&delivery.data, reply_to.as_deref(), directed_to, &delivery)
-            .await;
+        let exchange = delivery.exchange.as_str();
+        let key = delivery.routing_key.as_str();
+        let directed_to =
+            (exchange == format!("{}_directed", self.legacy.collective)).then(|| key.to_string());
+        // Only what came through the bridged bindings: a message put straight on the queue
+        // through the default exchange would skip the agent list and the directed bindings.
+        let through_bindings = directed_to.is_some()
+            || (exchange == format!("{}_broadcast", self.legacy.collective)
+                && self.bridge.agents.iter().any(|a| a == key));
+        let result = if through_bindings {
+            self.bridge_one(&delivery.data, reply_to.as_deref(), directed_to, &delivery)
+                .await
+        } else {
+            Err((
+                "bad_route",
+                format!(
+                    "arrived through exchange {exchange:?} with key {key:?}, not a bridged binding"
+                ),
+                self.event(),
+            ))
+        };
         if let Err((code, reason, event)) = result {
             metrics::counter!("fedgate_legacy_refused_total", "legacy" => self.name.clone(), "reason" => code)
                 .increment(1);
@@ -573,6 +602,7 @@ impl Shared {
             Limits::default(),
         );
         let (published_tx, published_rx) = tokio::sync::oneshot::channel::<()>();
+        let reply_agent = agent.clone();
         let (reply_tx, mut reply_rx) = tokio::sync::mpsc::channel::<(String, Ruby)>(4096);
         let call_fut = client.call_observed(
             &call,
@@ -580,10 +610,13 @@ impl Shared {
             move || {
                 let _ = published_tx.send(());
             },
-            |reply| {
+            // The closure owns the sender: the reply forwarder ends when the call does.
+            move |reply| {
                 if replies_wanted {
-                    let body = legacy_reply_body(&agent, reply);
-                    let _ = reply_tx.try_send((reply.sender.clone(), body));
+                    let body = legacy_reply_body(&reply_agent, reply);
+                    if reply_tx.try_send((reply.sender.clone(), body)).is_err() {
+                        metrics::counter!("fedgate_legacy_replies_dropped_total").increment(1);
+                    }
                 }
             },
         );

@@ -4,9 +4,9 @@
 //! public half sits in the servers' client directory as `<name>.pem` for `callerid cert=<name>`.
 //! Replies are signed with one key pair that every server shares. fedgate checks what
 //! mcollectived checks (caller format, key file, signature, signed TTL and time agreeing with the
-//! envelope, age within the TTL) and what it does not: a time too far in the future, a request
-//! id seen again for the same target within its TTL (a replay or a redelivery), and an unsigned
-//! `:agent` or `:filter` agent that disagrees with the signed body.
+//! envelope, age within the TTL) and what it does not: a time too far in the future, the same
+//! signed body again within its TTL (a replay or a redelivery; directed copies count once per
+//! node), and an unsigned `:agent` or `:filter` agent that disagrees with the signed body.
 //!
 //! Verification uses aws-lc-rs. Signing uses OpenSSL through the `openssl` crate, the library
 //! Ruby's own `OpenSSL::PKey::RSA#sign` calls: aws-lc-rs verifies SHA-1 signatures but cannot
@@ -22,6 +22,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, SubjectPublicKeyInfoDer};
 use x509_parser::prelude::FromDer;
 
+use crate::security::replay::{ReplayError, ReplayWindow};
 use crate::wire::mcollective::envelope::{
     LegacyReply, LegacyRequest, SignedBody, base64_decode, base64_lines,
 };
@@ -29,7 +30,7 @@ use crate::wire::mcollective::{LegacyError, Ruby, Serializer};
 
 /// Client public keys remembered at most.
 const KEY_CACHE: usize = 1024;
-/// Request ids (with their target and body) remembered to refuse replays.
+/// Signed requests remembered to refuse replays.
 pub const REPLAY_WINDOW: usize = 65_536;
 
 /// Why a legacy message was refused.
@@ -89,9 +90,12 @@ pub enum LegacyRefusal {
         /// The allowed skew.
         skew: i64,
     },
-    /// The same signed body was seen within its TTL.
+    /// The same signed body was seen within its TTL (for this node, or as a broadcast).
     #[error("replay: this signed request was already received")]
     Replay,
+    /// Too many live requests to remember another one; refused rather than unchecked.
+    #[error("too many requests in the replay window; try again later")]
+    ReplayWindowFull,
     /// An unsigned field disagrees with the signed body.
     #[error("{0}")]
     Disagrees(String),
@@ -110,6 +114,7 @@ impl LegacyRefusal {
             LegacyRefusal::Expired { .. } => "ttl_expired",
             LegacyRefusal::Future { .. } => "future_msgtime",
             LegacyRefusal::Replay => "replay",
+            LegacyRefusal::ReplayWindowFull => "replay_window_full",
             LegacyRefusal::Disagrees(_) => "unsigned_field_disagrees",
         }
     }
@@ -179,7 +184,7 @@ pub fn cert_name(callerid: &str) -> Option<&str> {
     let ok = !name.is_empty()
         && name
             .chars()
-            .all(|c| c.is_alphanumeric() || c == '_' || c == '.' || c == '-');
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '-');
     ok.then_some(name)
 }
 
@@ -189,7 +194,7 @@ pub struct LegacyVerifier {
     server_public: ParsedPublicKey,
     max_skew: i64,
     keys: quick_cache::sync::Cache<String, Arc<ParsedPublicKey>>,
-    replays: quick_cache::sync::Cache<[u8; 32], i64>,
+    replays: ReplayWindow,
 }
 
 impl std::fmt::Debug for LegacyVerifier {
@@ -216,7 +221,7 @@ impl LegacyVerifier {
             server_public: read_public_key(&pem, &server_public.display().to_string())?,
             max_skew,
             keys: quick_cache::sync::Cache::new(KEY_CACHE),
-            replays: quick_cache::sync::Cache::new(REPLAY_WINDOW),
+            replays: ReplayWindow::new(REPLAY_WINDOW),
         })
     }
 
@@ -257,7 +262,7 @@ impl LegacyVerifier {
                 time: body.msgtime,
             });
         }
-        let age = now - body.msgtime;
+        let age = now.saturating_sub(body.msgtime);
         if age > body.ttl {
             return Err(LegacyRefusal::Expired {
                 time: body.msgtime,
@@ -265,10 +270,10 @@ impl LegacyVerifier {
                 ttl: body.ttl,
             });
         }
-        if -age > self.max_skew {
+        if age.saturating_neg() > self.max_skew {
             return Err(LegacyRefusal::Future {
                 time: body.msgtime,
-                ahead: -age,
+                ahead: age.saturating_neg(),
                 skew: self.max_skew,
             });
         }
@@ -279,28 +284,19 @@ impl LegacyVerifier {
             )));
         }
         let call = call_of(&request, &body)?;
-        // A request id seen again for the same node (or broadcast) within its TTL is a replay or
-        // a redelivery. A directed request reaches each node as its own copy with the same id,
-        // and two requests may sign identical bodies within a second, so neither alone is one.
-        let mut seen = Vec::with_capacity(request.requestid.len() + request.body.len() + 64);
-        for part in [
-            request.requestid.as_bytes(),
-            target.unwrap_or("").as_bytes(),
-            &request.body,
-        ] {
-            seen.extend_from_slice(&(part.len() as u64).to_be_bytes());
-            seen.extend_from_slice(part);
-        }
-        let seen: [u8; 32] = digest(&SHA256, &seen)
+        // Claimed by what was signed: the request id, filter and target are not, so a replay
+        // could change them. Two honest requests signing identical bodies would have to be
+        // made in the same second by the same caller with the same inputs.
+        let signed: [u8; 32] = digest(&SHA256, &request.body)
             .as_ref()
             .try_into()
             .unwrap_or([0; 32]);
-        match self.replays.get(&seen) {
-            Some(until) if until >= now => return Err(LegacyRefusal::Replay),
-            _ => self
-                .replays
-                .insert(seen, body.msgtime.saturating_add(body.ttl)),
-        }
+        self.replays
+            .claim(signed, target, body.msgtime.saturating_add(body.ttl), now)
+            .map_err(|e| match e {
+                ReplayError::Replay => LegacyRefusal::Replay,
+                ReplayError::Full => LegacyRefusal::ReplayWindowFull,
+            })?;
         Ok(VerifiedLegacyRequest {
             request,
             body,
@@ -459,12 +455,22 @@ impl LegacySigner {
         serializer: Serializer,
         new: &NewLegacyRequest<'_>,
     ) -> Result<LegacyRequest, LegacyRefusal> {
-        let body = SignedBody {
+        let signed = SignedBody {
             msg: new.msg.clone(),
             ttl: new.ttl,
             msgtime: new.msgtime,
+        };
+        let body = signed.encode(serializer);
+        // What gets signed must read back as exactly what was decided and audited.
+        let reads_back = serializer
+            .decode(&body)
+            .ok()
+            .and_then(|inner| inner.get("ssl_msg").cloned());
+        if reads_back.as_ref() != Some(&new.msg) {
+            return Err(LegacyRefusal::Disagrees(
+                "the request would not read back as written; not signing it".into(),
+            ));
         }
-        .encode(serializer);
         let hash = self.sign(&body)?;
         Ok(LegacyRequest {
             body,
@@ -491,6 +497,11 @@ impl LegacySigner {
         reply: &Ruby,
     ) -> Result<LegacyReply, LegacyRefusal> {
         let body = serializer.encode(reply);
+        if serializer.decode(&body).ok().as_ref() != Some(reply) {
+            return Err(LegacyRefusal::Disagrees(
+                "the reply would not read back as written; not signing it".into(),
+            ));
+        }
         let hash = self.sign(&body)?;
         Ok(LegacyReply {
             senderid: senderid.to_string(),

@@ -114,11 +114,13 @@ impl Ruby {
         }
     }
 
-    /// Values in this tree, itself included.
-    pub fn count(&self) -> usize {
+    /// What this tree costs to hold: one per value plus the bytes of its strings and symbols.
+    pub fn weight(&self) -> usize {
         1 + match self {
-            Ruby::Array(items) => items.iter().map(Ruby::count).sum(),
-            Ruby::Hash(pairs) => pairs.iter().map(|(k, v)| k.count() + v.count()).sum(),
+            Ruby::Str(s) | Ruby::Symbol(s) => s.len(),
+            Ruby::Bytes(b) => b.len(),
+            Ruby::Array(items) => items.iter().map(Ruby::weight).sum(),
+            Ruby::Hash(pairs) => pairs.iter().map(|(k, v)| k.weight() + v.weight()).sum(),
             _ => 0,
         }
     }

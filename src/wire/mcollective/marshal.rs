@@ -11,8 +11,11 @@ use super::{LegacyError, Ruby};
 
 /// Most nesting of arrays and hashes.
 pub const MAX_DEPTH: usize = 32;
-/// Most values in one document, links expanded.
+/// Most values in one document as written.
 pub const MAX_VALUES: usize = 100_000;
+/// Most a document may weigh once its links are expanded (values plus string bytes): a link
+/// to a large string must not multiply it.
+pub const MAX_EXPANDED: usize = 4 * 1024 * 1024;
 
 const NIL: u8 = b'0';
 const TRUE: u8 = b'T';
@@ -160,21 +163,29 @@ enum Slot {
 /// Resolves links by walking the tree in the order Ruby numbered its objects.
 pub fn resolve(root: &Node) -> Result<Ruby, LegacyError> {
     let mut table = Vec::new();
-    let mut values = 0usize;
-    resolve_node(root, &mut table, &mut values)
+    let mut weight = 0usize;
+    resolve_node(root, &mut table, &mut weight)
+}
+
+fn too_heavy() -> LegacyError {
+    LegacyError::marshal(
+        0,
+        format!("more than {MAX_EXPANDED} bytes of values once links are expanded"),
+    )
 }
 
 fn resolve_node(
     node: &Node,
     table: &mut Vec<Slot>,
-    values: &mut usize,
+    weight: &mut usize,
 ) -> Result<Ruby, LegacyError> {
-    *values += 1;
-    if *values > MAX_VALUES {
-        return Err(LegacyError::marshal(
-            0,
-            format!("more than {MAX_VALUES} values once links are expanded"),
-        ));
+    *weight += 1 + match node {
+        Node::Str(bytes, _) => bytes.len(),
+        Node::Symbol(name) => name.len(),
+        _ => 0,
+    };
+    if *weight > MAX_EXPANDED {
+        return Err(too_heavy());
     }
     let value = match node {
         Node::Nil => Ruby::Nil,
@@ -212,7 +223,7 @@ fn resolve_node(
             table.push(Slot::Open);
             let items = items
                 .iter()
-                .map(|item| resolve_node(item, table, values))
+                .map(|item| resolve_node(item, table, weight))
                 .collect::<Result<Vec<_>, _>>()?;
             let value = Ruby::Array(items);
             table[index] = Slot::Done(value.clone());
@@ -223,8 +234,8 @@ fn resolve_node(
             table.push(Slot::Open);
             let mut out = Vec::with_capacity(pairs.len());
             for (key, value) in pairs {
-                let key = resolve_node(key, table, values)?;
-                let value = resolve_node(value, table, values)?;
+                let key = resolve_node(key, table, weight)?;
+                let value = resolve_node(value, table, weight)?;
                 out.push((key, value));
             }
             let value = Ruby::Hash(out);
@@ -233,12 +244,9 @@ fn resolve_node(
         }
         Node::Link(index) => match table.get(*index) {
             Some(Slot::Done(value)) => {
-                *values += value.count();
-                if *values > MAX_VALUES {
-                    return Err(LegacyError::marshal(
-                        0,
-                        format!("more than {MAX_VALUES} values once links are expanded"),
-                    ));
+                *weight += value.weight();
+                if *weight > MAX_EXPANDED {
+                    return Err(too_heavy());
                 }
                 value.clone()
             }
@@ -405,6 +413,10 @@ impl Reader<'_> {
                     b'-' => -n,
                     other => return self.fail(format!("bignum sign {:?}", other as char)),
                 };
+                // Ruby writes these as Fixnums; a Bignum here would shift the object table.
+                if FIXNUM_RANGE.contains(&n) {
+                    return self.fail(format!("{n} written as a Bignum"));
+                }
                 self.objects.push(false);
                 Node::Int(n)
             }
@@ -731,6 +743,31 @@ mod tests {
         deep.extend(std::iter::repeat_n([b'[', 6], 10_000).flatten());
         deep.push(b'0');
         assert!(decode(&deep).is_err());
+    }
+
+    #[test]
+    fn a_link_to_a_large_string_cannot_multiply_it() {
+        // 600 links to one 64 KiB string: 38 MiB once expanded, from a 66 KiB document.
+        let mut bytes = vec![4, 8, b'['];
+        let mut writer = Writer {
+            out: Vec::new(),
+            symbols: Vec::new(),
+        };
+        writer.long(601);
+        bytes.extend(writer.out);
+        bytes.push(b'"');
+        let mut writer = Writer {
+            out: Vec::new(),
+            symbols: Vec::new(),
+        };
+        writer.long(64 * 1024);
+        bytes.extend(writer.out);
+        bytes.extend(std::iter::repeat_n(b'x', 64 * 1024));
+        for _ in 0..600 {
+            bytes.extend([b'@', 6]);
+        }
+        assert!(decode_raw(&bytes).is_ok());
+        assert!(decode(&bytes).is_err());
     }
 
     #[test]

@@ -322,9 +322,14 @@ fn inline(out: &mut String, value: &Ruby, indent: usize) {
         Ruby::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
         Ruby::Int(n) => out.push_str(&n.to_string()),
         Ruby::Float(f) => out.push_str(&float_text(*f)),
-        Ruby::Symbol(name) => {
+        Ruby::Symbol(name) if plain_symbol(name) => {
             out.push(':');
             out.push_str(name);
+        }
+        // Anything else is written quoted and tagged, so no name can end the scalar early.
+        Ruby::Symbol(name) => {
+            out.push_str("!ruby/symbol ");
+            double_quoted(out, name);
         }
         Ruby::Str(text) => string(out, text, indent),
         Ruby::Bytes(bytes) => match std::str::from_utf8(bytes) {
@@ -338,6 +343,24 @@ fn inline(out: &mut String, value: &Ruby, indent: usize) {
         Ruby::Array(_) => out.push_str("[]"),
         Ruby::Hash(_) => out.push_str("{}"),
     }
+}
+
+/// A symbol Psych writes bare: a word, optionally ending in `?` or `!`.
+fn plain_symbol(name: &str) -> bool {
+    let word = name.strip_suffix(['?', '!']).unwrap_or(name);
+    word.chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && word.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Characters YAML treats as line breaks or that a block cannot hold; such text is written
+/// double-quoted, with escapes.
+fn needs_escapes(text: &str) -> bool {
+    text.chars().any(|c| {
+        (c.is_control() && c != '\n')
+            || matches!(c, '\u{85}' | '\u{2028}' | '\u{2029}' | '\u{feff}')
+    })
 }
 
 /// Ruby's `Float#to_s`, which Psych uses.
@@ -355,9 +378,16 @@ fn float_text(f: f64) -> String {
 
 /// How Psych's `visit_String` and libyaml's scalar analysis write a string.
 fn string(out: &mut String, text: &str, indent: usize) {
+    if needs_escapes(text) {
+        return double_quoted(out, text);
+    }
     let body = text.strip_suffix('\n').unwrap_or(text);
-    if body.contains('\n') {
+    // A block whose first line starts with a space would need an indentation indicator.
+    if body.contains('\n') && !text.starts_with(' ') {
         return literal(out, text, indent);
+    }
+    if body.contains('\n') {
+        return double_quoted(out, text);
     }
     let word_start = text
         .chars()
@@ -435,6 +465,10 @@ fn double_quoted(out: &mut String, text: &str) {
             '\t' => out.push_str("\\t"),
             '\r' => out.push_str("\\r"),
             '\0' => out.push_str("\\0"),
+            '\u{85}' => out.push_str("\\N"),
+            '\u{2028}' => out.push_str("\\L"),
+            '\u{2029}' => out.push_str("\\P"),
+            '\u{feff}' => out.push_str("\\uFEFF"),
             c if c.is_control() => out.push_str(&format!("\\x{:02X}", c as u32)),
             c => out.push(c),
         }
@@ -474,6 +508,30 @@ mod tests {
         }
         let deep = format!("--- {}{}\n", "[".repeat(100), "]".repeat(100));
         assert!(decode(deep.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn no_key_or_value_can_inject_yaml() {
+        let tricky = [
+            "x: 1\n  :action: restart\n  :y",
+            "a\nb\r  :action: restart",
+            "a\u{2028}:action: restart",
+            "a\u{85}:action: restart",
+            " leading\nspace",
+            "quote\" and \\ backslash",
+        ];
+        for text in tricky {
+            let value = Ruby::Hash(vec![
+                (Ruby::sym(text), Ruby::str(text)),
+                (Ruby::sym("action"), Ruby::str("status")),
+            ]);
+            let yaml = encode(&value);
+            assert_eq!(
+                decode(yaml.as_bytes()).unwrap(),
+                value,
+                "{text:?} as {yaml}"
+            );
+        }
     }
 
     #[test]

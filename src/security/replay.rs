@@ -1,0 +1,119 @@
+//! A bounded memory of signed requests already accepted, until their TTL ends.
+//!
+//! A request is claimed by the digest of what was signed. A broadcast claims it whole; a
+//! directed copy claims it for one node, so the copies of one request for several nodes pass,
+//! but none of them twice, and never as a broadcast too. When the window is full of live claims
+//! it refuses rather than forget one.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Mutex;
+
+/// Most nodes one directed request may be claimed for.
+const MAX_TARGETS: usize = 4096;
+
+/// Why a claim was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ReplayError {
+    /// Already accepted within its TTL.
+    #[error("replay: this signed request was already received")]
+    Replay,
+    /// Too many live claims to remember another.
+    #[error("too many requests in the replay window; try again later")]
+    Full,
+}
+
+struct Claim {
+    until: i64,
+    /// `None`: claimed as a broadcast.
+    targets: Option<BTreeSet<String>>,
+}
+
+/// Claims by digest, at most `capacity` live ones.
+pub struct ReplayWindow {
+    claims: Mutex<HashMap<[u8; 32], Claim>>,
+    capacity: usize,
+}
+
+impl std::fmt::Debug for ReplayWindow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ReplayWindow(capacity {})", self.capacity)
+    }
+}
+
+impl ReplayWindow {
+    /// A window of at most `capacity` live claims.
+    pub fn new(capacity: usize) -> ReplayWindow {
+        ReplayWindow {
+            claims: Mutex::new(HashMap::new()),
+            capacity: capacity.max(1),
+        }
+    }
+
+    /// Claims `digest` for `target` (a node) or as a broadcast (`None`) until `until`, at `now`
+    /// (Unix seconds). Checking and recording are one step.
+    pub fn claim(
+        &self,
+        digest: [u8; 32],
+        target: Option<&str>,
+        until: i64,
+        now: i64,
+    ) -> Result<(), ReplayError> {
+        let Ok(mut claims) = self.claims.lock() else {
+            return Err(ReplayError::Full);
+        };
+        if claims.len() >= self.capacity && !claims.contains_key(&digest) {
+            claims.retain(|_, claim| claim.until >= now);
+            if claims.len() >= self.capacity {
+                return Err(ReplayError::Full);
+            }
+        }
+        let fresh = || Claim {
+            until,
+            targets: target.map(|t| BTreeSet::from([t.to_string()])),
+        };
+        match claims.get_mut(&digest) {
+            Some(claim) if claim.until >= now => match (&mut claim.targets, target) {
+                (Some(targets), Some(target))
+                    if !targets.contains(target) && targets.len() < MAX_TARGETS =>
+                {
+                    targets.insert(target.to_string());
+                    Ok(())
+                }
+                _ => Err(ReplayError::Replay),
+            },
+            _ => {
+                claims.insert(digest, fresh());
+                Ok(())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broadcasts_and_directed_copies_are_claimed_once() {
+        let window = ReplayWindow::new(2);
+        let a = [1; 32];
+        assert_eq!(window.claim(a, Some("n1"), 100, 0), Ok(()));
+        assert_eq!(window.claim(a, Some("n2"), 100, 0), Ok(()));
+        assert_eq!(
+            window.claim(a, Some("n2"), 100, 0),
+            Err(ReplayError::Replay)
+        );
+        assert_eq!(window.claim(a, None, 100, 0), Err(ReplayError::Replay));
+        let b = [2; 32];
+        assert_eq!(window.claim(b, None, 100, 0), Ok(()));
+        assert_eq!(
+            window.claim(b, Some("n1"), 100, 0),
+            Err(ReplayError::Replay)
+        );
+        // Full of live claims: refused, not forgotten.
+        assert_eq!(window.claim([3; 32], None, 100, 0), Err(ReplayError::Full));
+        // Once they expire, the window has room again, and an expired claim may be made anew.
+        assert_eq!(window.claim([3; 32], None, 300, 200), Ok(()));
+        assert_eq!(window.claim(a, None, 300, 200), Ok(()));
+    }
+}
