@@ -954,3 +954,17 @@ async fn unverified_attempts_count_against_the_address_rate() {
     client.close().await;
     gateway.edge.unwrap().shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_signed_only_socket_gives_its_slot_back() {
+    let gateway = Gateway::start("auth_timeout_s = 1\n").await;
+    let client = WsClient::connect(&Connect {
+        signed_only: true,
+        ..connect_options(&gateway)
+    })
+    .await
+    .unwrap();
+    let mut socket = client.into_inner();
+    assert_eq!(close_code(&mut socket).await, 4000);
+    gateway.edge.unwrap().shutdown().await;
+}

@@ -587,7 +587,14 @@ async fn session(
         let now = auth::unix(SystemTime::now());
         tokio::time::Instant::now() + Duration::from_secs(exp.saturating_sub(now))
     });
-    let mut idle_deadline = tokio::time::Instant::now() + settings.idle;
+    // A socket without credentials (signed requests only) must start talking as soon as one
+    // that authenticates by message would, or give its slot back.
+    let first_wait = if principal.is_some() {
+        settings.idle
+    } else {
+        settings.auth_timeout
+    };
+    let mut idle_deadline = tokio::time::Instant::now() + first_wait;
     let principal = principal.map(Arc::new);
     let close: (u16, String) = loop {
         let expired = async {
