@@ -180,20 +180,26 @@ fn every_bad_request_is_refused_with_its_own_code() {
     filter_agent.filter = filter("puppet");
     assert_eq!(code(filter_agent, NOW), Some("unsigned_field_disagrees"));
 
-    // A request id seen again for the same target is a replay; a directed copy of the same
-    // request for another node is not.
+    // The same signed body again is a replay, whatever request id it claims; directed copies
+    // pass once per node, and never also as a broadcast.
     let verifier = verifier(dir.path());
-    let again = |target: Option<&str>| {
+    let again = |request: &LegacyRequest, target: Option<&str>| {
         verifier
-            .verify_request(s, good.clone(), target, NOW)
+            .verify_request(s, request.clone(), target, NOW)
             .err()
             .map(|e| e.code())
     };
-    assert_eq!(again(None), None);
-    assert_eq!(again(None), Some("replay"));
-    assert_eq!(again(Some("node1")), None);
-    assert_eq!(again(Some("node2")), None);
-    assert_eq!(again(Some("node2")), Some("replay"));
+    assert_eq!(again(&good, None), None);
+    let mut renamed = good.clone();
+    renamed.requestid = "ffffffffffffffffffffffffffffffff".into();
+    assert_eq!(again(&renamed, None), Some("replay"));
+    // Claimed as a broadcast, so not directed as well.
+    assert_eq!(again(&good, Some("node1")), Some("replay"));
+    let directed = signed(dir.path(), s, NOW - 1, ID);
+    assert_eq!(again(&directed, Some("node1")), None);
+    assert_eq!(again(&directed, Some("node2")), None);
+    assert_eq!(again(&directed, Some("node2")), Some("replay"));
+    assert_eq!(again(&directed, None), Some("replay"));
 }
 
 #[test]
