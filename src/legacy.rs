@@ -23,7 +23,7 @@ use lapin::{BasicProperties, Connection, ConnectionProperties};
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use crate::client::{ReplyEvent, Summary};
+use crate::client::{ReplyEvent, RpcCall, Summary};
 use crate::config::LegacyConfig;
 use crate::security::CallerId;
 use crate::security::legacy::{LegacySigner, LegacyVerifier, NewLegacyRequest, cert_name};
@@ -50,29 +50,6 @@ pub enum LegacyCallError {
     /// Too many calls in flight.
     #[error("too many legacy calls in flight (at most {MAX_PENDING})")]
     Busy,
-}
-
-/// One legacy RPC to make.
-#[derive(Clone, Debug)]
-pub struct LegacyRpc {
-    /// Agent.
-    pub agent: String,
-    /// Action.
-    pub action: String,
-    /// Inputs (JSON object).
-    pub data: serde_json::Map<String, Value>,
-    /// Which nodes act.
-    pub filter: Filter,
-    /// Nodes to address directly; empty means broadcast.
-    pub targets: Vec<String>,
-    /// Request TTL, seconds.
-    pub ttl: i64,
-    /// How long to collect.
-    pub timeout: Duration,
-    /// Stop after this many replies.
-    pub expect: Option<usize>,
-    /// For broadcasts: stop once no reply came for this long after the first.
-    pub idle: Duration,
 }
 
 /// fedgate as a client of one legacy collective.
@@ -253,11 +230,12 @@ impl LegacyLink {
     }
 
     /// Signs `rpc` as `caller` (a `cert=<name>` fedgate holds a key for), publishes it, and
-    /// hands each verified reply to `on_reply`.
+    /// hands each verified reply to `on_reply`. The call's collective is this link's; its
+    /// federation settings do not apply.
     pub async fn call(
         &self,
         caller: &CallerId,
-        rpc: &LegacyRpc,
+        rpc: &RpcCall,
         requestid: &str,
         mut on_reply: impl FnMut(&ReplyEvent),
     ) -> Result<Summary, LegacyCallError> {

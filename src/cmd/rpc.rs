@@ -29,24 +29,9 @@ pub struct Args {
     /// Node targets per federated message; defaults to the federation's batch_size (200).
     #[arg(long)]
     batch: Option<usize>,
-    /// Agent name.
-    agent: String,
-    /// Action name.
-    action: String,
-    /// Inputs as key=value; a value that parses as JSON (5, true, [1]) is sent as JSON, else as a string.
-    inputs: Vec<String>,
-    /// Address these identities directly (repeatable); otherwise broadcast.
-    #[arg(long = "target", value_name = "ID")]
-    targets: Vec<String>,
-    /// Fact filter such as country=uk or cpus>=4 (repeatable, ANDed).
-    #[arg(long = "fact", value_name = "FACT")]
-    facts: Vec<String>,
-    /// Class filter (repeatable, ANDed).
-    #[arg(long = "class", value_name = "CLASS")]
-    classes: Vec<String>,
-    /// Identity filter, /regex/ allowed (repeatable, ORed).
-    #[arg(long = "identity", value_name = "ID")]
-    identities: Vec<String>,
+    /// What to call and on which nodes.
+    #[command(flatten)]
+    call: CallArgs,
     /// Signing certificate; overrides the config.
     #[arg(long, requires = "key")]
     cert: Option<PathBuf>,
@@ -77,6 +62,39 @@ pub struct Args {
     /// Print JSON lines instead of a table.
     #[arg(long)]
     json: bool,
+}
+
+/// What to call and on which nodes; shared by `rpc` and `ws-rpc`.
+#[derive(Debug, clap::Args)]
+pub(super) struct CallArgs {
+    /// Agent name.
+    pub agent: String,
+    /// Action name.
+    pub action: String,
+    /// Inputs as key=value; a value that parses as JSON (5, true, [1]) is sent as JSON, else as a string.
+    pub inputs: Vec<String>,
+    /// Address these identities directly (repeatable); otherwise broadcast.
+    #[arg(long = "target", value_name = "ID")]
+    pub targets: Vec<String>,
+    /// Fact filter such as country=uk or cpus>=4 (repeatable, ANDed).
+    #[arg(long = "fact", value_name = "FACT")]
+    pub facts: Vec<String>,
+    /// Class filter (repeatable, ANDed).
+    #[arg(long = "class", value_name = "CLASS")]
+    pub classes: Vec<String>,
+    /// Identity filter, /regex/ allowed (repeatable, ORed).
+    #[arg(long = "identity", value_name = "ID")]
+    pub identities: Vec<String>,
+}
+
+impl CallArgs {
+    /// The fact filters, parsed.
+    pub fn fact_filters(&self) -> anyhow::Result<Vec<FactFilter>> {
+        self.facts
+            .iter()
+            .map(|f| FactFilter::parse(f).map_err(anyhow::Error::msg))
+            .collect()
+    }
 }
 
 /// Makes the call; exit 0 when every reply is OK and nothing is missing, 1 otherwise.
@@ -175,22 +193,18 @@ fn build_calls(args: &Args, config: Option<&Config>) -> anyhow::Result<Vec<RpcCa
         }
         None => None,
     };
-    let facts = args
-        .facts
-        .iter()
-        .map(|f| FactFilter::parse(f).map_err(anyhow::Error::msg))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let facts = args.call.fact_filters()?;
     let mut calls = Vec::new();
     for collective in &args.collectives {
-        let mut call = RpcCall::new(collective, &args.agent, &args.action);
-        call.data = parse_inputs(&args.inputs)?;
-        call.targets = args.targets.clone();
+        let mut call = RpcCall::new(collective, &args.call.agent, &args.call.action);
+        call.data = parse_inputs(&args.call.inputs)?;
+        call.targets = args.call.targets.clone();
         call.ttl = args.ttl;
         call.timeout = Duration::try_from_secs_f64(args.timeout).context("--timeout")?;
         call.idle = Duration::try_from_secs_f64(args.idle).context("--idle")?;
         call.expect = args.expect;
-        call.filter.cf_class = args.classes.clone();
-        call.filter.identity = args.identities.clone();
+        call.filter.cf_class = args.call.classes.clone();
+        call.filter.identity = args.call.identities.clone();
         call.filter.fact = facts.clone();
         if let Some((cluster, batch)) = &federation {
             call.federation = Some(cluster.clone());

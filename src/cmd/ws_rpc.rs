@@ -9,10 +9,10 @@ use anyhow::{Context, bail};
 use fedgate::client::{ReplyEvent, Summary};
 use fedgate::edge::client::{Connect, SignedCall, WsClient, sign_request, signed_message};
 use fedgate::security::{CallerId, Now, Signer};
-use fedgate::wire::choria_v1::{FactFilter, Filter};
+use fedgate::wire::choria_v1::Filter;
 use serde_json::{Map, Value, json};
 
-use super::rpc::{parse_inputs, print_reply, print_summary};
+use super::rpc::{CallArgs, parse_inputs, print_reply, print_summary};
 
 /// Arguments of `fedgate ws-rpc`.
 #[derive(Debug, clap::Args)]
@@ -46,24 +46,9 @@ pub struct Args {
     /// Federation to call: every member collective the edge reaches.
     #[arg(long)]
     federation: Option<String>,
-    /// Agent name.
-    agent: String,
-    /// Action name.
-    action: String,
-    /// Inputs as key=value; a value that parses as JSON is sent as JSON, else as a string.
-    inputs: Vec<String>,
-    /// Address these identities directly (repeatable); otherwise broadcast.
-    #[arg(long = "target", value_name = "ID")]
-    targets: Vec<String>,
-    /// Fact filter such as country=uk (repeatable, ANDed).
-    #[arg(long = "fact", value_name = "FACT")]
-    facts: Vec<String>,
-    /// Class filter (repeatable, ANDed).
-    #[arg(long = "class", value_name = "CLASS")]
-    classes: Vec<String>,
-    /// Identity filter, /regex/ allowed (repeatable, ORed).
-    #[arg(long = "identity", value_name = "ID")]
-    identities: Vec<String>,
+    /// What to call and on which nodes.
+    #[command(flatten)]
+    call: CallArgs,
     /// Seconds to wait for replies.
     #[arg(long, default_value_t = 10.0)]
     timeout: f64,
@@ -92,10 +77,10 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let timeout = Duration::try_from_secs_f64(args.timeout).context("--timeout")?;
     let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
     let filter = filter(&args)?;
-    let data = parse_inputs(&args.inputs)?;
+    let data = parse_inputs(&args.call.inputs)?;
     let mut collect = Map::new();
     collect.insert("timeout_ms".into(), json!(timeout_ms));
-    collect.insert("targets".into(), json!(args.targets));
+    collect.insert("targets".into(), json!(args.call.targets));
     if let Some(limit) = args.expect {
         collect.insert("limit".into(), json!(limit));
     }
@@ -110,8 +95,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         let caller = CallerId::parse(&format!("choria={}", signer.certname()))?;
         let call = SignedCall {
             collective,
-            agent: &args.agent,
-            action: &args.action,
+            agent: &args.call.agent,
+            action: &args.call.action,
             data,
             filter,
             ttl: 60,
@@ -122,8 +107,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         let mut message = json!({
             "type": "rpc",
             "id": "ws-rpc",
-            "agent": args.agent,
-            "action": args.action,
+            "agent": args.call.agent,
+            "action": args.call.action,
             "data": data,
             "filter": {"fact": filter.fact, "cf_class": filter.cf_class, "identity": filter.identity},
         });
@@ -165,15 +150,11 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
 }
 
 fn filter(args: &Args) -> anyhow::Result<Filter> {
-    let fact = args
-        .facts
-        .iter()
-        .map(|f| FactFilter::parse(f).map_err(anyhow::Error::msg))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let fact = args.call.fact_filters()?;
     Ok(Filter {
         fact,
-        cf_class: args.classes.clone(),
-        identity: args.identities.clone(),
+        cf_class: args.call.classes.clone(),
+        identity: args.call.identities.clone(),
         ..Filter::default()
     })
 }

@@ -703,22 +703,10 @@ impl Dispatcher {
                         .await
                         .map_err(|e| e.to_string())
                 }
-                EdgeTarget::Legacy(link) => {
-                    let rpc = crate::legacy::LegacyRpc {
-                        agent: one.call.agent.clone(),
-                        action: one.call.action.clone(),
-                        data: one.call.data.clone(),
-                        filter: one.call.filter.clone(),
-                        targets: one.call.targets.clone(),
-                        ttl: one.call.ttl,
-                        timeout: one.call.timeout,
-                        expect: one.call.expect,
-                        idle: one.call.idle,
-                    };
-                    link.call(&one.mapped, &rpc, &one.requestid, on_reply)
-                        .await
-                        .map_err(|e| e.to_string())
-                }
+                EdgeTarget::Legacy(link) => link
+                    .call(&one.mapped, &one.call, &one.requestid, on_reply)
+                    .await
+                    .map_err(|e| e.to_string()),
             }
         });
         let outcome = tokio::select! {

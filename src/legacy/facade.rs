@@ -16,8 +16,9 @@ use bytes::Bytes;
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use super::{LegacyLink, LegacyRpc};
+use super::LegacyLink;
 use crate::audit::{Event, Verdict};
+use crate::client::RpcCall;
 use crate::config::Config;
 use crate::federation::gate::{self, Gate};
 use crate::policy::{Decision, Query, Vantage, authorize, describe};
@@ -313,9 +314,7 @@ impl Shared {
             .map_err(|e| ("audit_failed", e.to_string()))?;
         // Valid on the legacy side no longer than the Choria request is.
         let ttl = until.saturating_sub(now).clamp(1, 60);
-        let rpc = LegacyRpc {
-            agent: envelope.agent.clone(),
-            action,
+        let rpc = RpcCall {
             data,
             filter,
             expect: (!targets.is_empty()).then_some(targets.len()),
@@ -323,6 +322,7 @@ impl Shared {
             ttl,
             timeout: Duration::from_secs(ttl.unsigned_abs()).min(Duration::from_secs(30)),
             idle: Duration::from_secs(2),
+            ..RpcCall::new(&self.name, &envelope.agent, &action)
         };
         let requestid = envelope.requestid.clone();
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(4096);
