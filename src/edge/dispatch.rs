@@ -19,7 +19,7 @@ use crate::audit::{Event, Verdict};
 use crate::client::{RpcCall, RpcClient, Summary};
 use crate::config::Config;
 use crate::federation::gate::{self, Gate};
-use crate::policy::{Decision, Query, Vantage, authorize, describe};
+use crate::policy::Query;
 use crate::security::identity::{IdentityRules, Mapping};
 use crate::security::{CaBundle, CallerId, Now, Signer, Verifier};
 use crate::subjects::is_valid_name;
@@ -555,7 +555,6 @@ impl Dispatcher {
             };
         let mut event = event;
         event.mapped_caller = Some(mapped.as_str().to_string());
-        let policy = self.gate.policy.current();
         let query = Query {
             collective,
             agent: &job.agent,
@@ -563,9 +562,9 @@ impl Dispatcher {
             caller: mapped.as_str(),
         };
         let mut filter = job.filter.clone();
-        let (rule, restrict) = match authorize(&policy, &query, Vantage::Gateway) {
-            Decision::Permit(permit) => (permit.source.to_string(), permit.restrict),
-            Decision::Denied(denied) => {
+        let rule = match self.gate.authorize(&query, &mut filter, &mut event) {
+            Ok(rule) => rule,
+            Err(denied) => {
                 let rule = denied.source.to_string();
                 let message = denied.reason.clone();
                 self.refuse(
@@ -582,10 +581,6 @@ impl Dispatcher {
                 ));
             }
         };
-        if let Some(conditions) = &restrict {
-            conditions.restrict(&mut filter);
-            event.restricted = Some(describe(conditions));
-        }
         let requestid = job
             .requestid
             .clone()

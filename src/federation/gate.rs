@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use crate::audit::{Auditor, Event, Kind, Verdict};
-use crate::policy::PolicyStore;
+use crate::policy::{Decision, Denied, PolicyStore, Query, Vantage, authorize, describe};
 use crate::security::Now;
 use crate::wire::choria_v1::{
     Filter, Reply, ReplyEnvelope, RpcReply, SecureReply, StatusCode, Transport, TransportHeaders,
@@ -99,6 +99,27 @@ impl Gate {
         if let Some(event) = overflow {
             metrics::counter!("fedgate_audit_untracked_total").increment(1);
             let _ = self.auditor.record(Kind::Completion, event).await;
+        }
+    }
+
+    /// Decides `query` at the gateway with the current policy: on a permit, adds the rule's
+    /// conditions to `filter` (noting them in `event`) and returns the deciding rule.
+    pub fn authorize(
+        &self,
+        query: &Query<'_>,
+        filter: &mut Filter,
+        event: &mut Event,
+    ) -> Result<String, Denied> {
+        let policy = self.policy.current();
+        match authorize(&policy, query, Vantage::Gateway) {
+            Decision::Permit(permit) => {
+                if let Some(conditions) = &permit.restrict {
+                    conditions.restrict(filter);
+                    event.restricted = Some(describe(conditions));
+                }
+                Ok(permit.source.to_string())
+            }
+            Decision::Denied(denied) => Err(denied),
         }
     }
 

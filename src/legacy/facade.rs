@@ -21,7 +21,7 @@ use crate::audit::{Event, Verdict};
 use crate::client::RpcCall;
 use crate::config::Config;
 use crate::federation::gate::{self, Gate};
-use crate::policy::{Decision, Query, Vantage, authorize, describe};
+use crate::policy::Query;
 use crate::security::identity::{IdentityRules, Mapping};
 use crate::security::replay::ReplayWindow;
 use crate::security::{CaBundle, NamePatterns, Now, VerifiedRequest, Verifier, patterns_defaults};
@@ -280,22 +280,15 @@ impl Shared {
         let mut rule = "discovery".to_string();
         if envelope.agent != "discovery" {
             event.stage = "authorize".into();
-            let policy = self.gate.policy.current();
             let query = Query {
                 collective: &self.name,
                 agent: &envelope.agent,
                 action: &action,
                 caller: mapped.as_str(),
             };
-            match authorize(&policy, &query, Vantage::Gateway) {
-                Decision::Permit(permit) => {
-                    rule = permit.source.to_string();
-                    if let Some(conditions) = &permit.restrict {
-                        conditions.restrict(&mut filter);
-                        event.restricted = Some(describe(conditions));
-                    }
-                }
-                Decision::Denied(denied) => {
+            match self.gate.authorize(&query, &mut filter, event) {
+                Ok(decided_by) => rule = decided_by,
+                Err(denied) => {
                     event.rule = Some(denied.source.to_string());
                     return Err(("denied", denied.reason));
                 }

@@ -28,7 +28,7 @@ use crate::audit::{Event, Verdict};
 use crate::client::{RpcCall, RpcClient};
 use crate::config::{Config, LegacyBridgeConfig, LegacyConfig};
 use crate::federation::gate::{self, Gate};
-use crate::policy::{Decision, Query, Vantage, authorize, describe};
+use crate::policy::Query;
 use crate::security::identity::{IdentityRules, Mapping};
 use crate::security::legacy::{LegacyCall, LegacySigner, LegacyVerifier};
 use crate::security::{CallerId, Now, Signer};
@@ -544,22 +544,15 @@ impl Shared {
         let mut rule = "discovery".to_string();
         if agent != "discovery" {
             event.stage = "authorize".into();
-            let policy = self.gate.policy.current();
             let query = Query {
                 collective,
                 agent: &agent,
                 action: &action,
                 caller: mapped.as_str(),
             };
-            match authorize(&policy, &query, Vantage::Gateway) {
-                Decision::Permit(permit) => {
-                    rule = permit.source.to_string();
-                    if let Some(conditions) = &permit.restrict {
-                        conditions.restrict(&mut filter);
-                        event.restricted = Some(describe(conditions));
-                    }
-                }
-                Decision::Denied(denied) => {
+            match self.gate.authorize(&query, &mut filter, &mut event) {
+                Ok(decided_by) => rule = decided_by,
+                Err(denied) => {
                     event.rule = Some(denied.source.to_string());
                     return Err(("denied", denied.reason, event));
                 }
