@@ -103,7 +103,8 @@ pub struct LegacyConfig {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LegacyBridgeConfig {
-    /// The Choria collective legacy requests are re-signed into (it needs a `signer`).
+    /// Where legacy requests are re-signed into: a Choria collective with a `signer`, or a
+    /// federation, whose member collectives each get a copy (see [`Config::bridge_targets`]).
     pub collective: String,
     /// Agents whose broadcasts fedgate takes (`discovery` answers `mco ping` and discovery).
     #[serde(default = "defaults::legacy_agents")]
@@ -299,6 +300,13 @@ pub struct EdgeConfig {
     /// Static files served at `/` (the web page).
     #[serde(default)]
     pub web_root: Option<PathBuf>,
+    /// Choria JSON DDL files (`<agent>.json`) served at `/api/ddl` for forms.
+    #[serde(default)]
+    pub ddl_dir: Option<PathBuf>,
+    /// Caller ids (before mapping, e.g. `up=alice`) that may read the audit trail at
+    /// `/api/audit`.
+    #[serde(default)]
+    pub auditors: Vec<String>,
 }
 
 /// How a federation's brokers treat the signed part of a request.
@@ -593,11 +601,14 @@ pub enum ConfigError {
     },
 }
 
-/// A member of a federation: a collective, or a federation one level down.
+/// A member of a federation: a collective, a legacy collective, or a federation one level down.
 #[derive(Clone, Copy, Debug)]
 pub enum Member<'a> {
     /// A collective network.
     Collective(&'a CollectiveConfig),
+    /// A legacy collective, reached through fedgate's facade on the Choria collective named
+    /// by its `choria` key.
+    Legacy(&'a LegacyConfig),
     /// Another federation's network.
     Federation(&'a FederationConfig),
 }
@@ -635,12 +646,67 @@ impl Config {
         self.federations.get(name)
     }
 
-    /// What a member name refers to (validation forbids a name being both).
+    /// What a member name refers to (validation forbids a name being two of these).
     pub fn member(&self, name: &str) -> Option<Member<'_>> {
         self.federations
             .get(name)
             .map(Member::Federation)
             .or_else(|| self.collectives.get(name).map(Member::Collective))
+            .or_else(|| self.legacy.get(name).map(Member::Legacy))
+    }
+
+    /// The Choria collective whose network and CA a member collective is reached on: the
+    /// collective itself, or the one a legacy collective's facade serves on.
+    pub fn served_on(&self, name: &str) -> Option<&CollectiveConfig> {
+        match self.member(name)? {
+            Member::Collective(collective) => Some(collective),
+            Member::Legacy(legacy) => self.collectives.get(legacy.choria.as_deref()?),
+            Member::Federation(_) => None,
+        }
+    }
+
+    /// The Choria collectives a legacy bridge re-signs into: its `collective`, or each member
+    /// collective of the federation it names (legacy members are left out: a request does not
+    /// go from one legacy site back into another). Each needs fedgate's `signer`.
+    pub fn bridge_targets(&self, bridge: &LegacyBridgeConfig) -> Result<Vec<String>, String> {
+        let name = &bridge.collective;
+        let targets: Vec<String> = if self.federations.contains_key(name) {
+            let mut members = Vec::new();
+            for (member, route) in self.routes(name)? {
+                match route {
+                    Route::Direct if self.collectives.contains_key(&member) => members.push(member),
+                    Route::Direct => {}
+                    Route::Via(via) => {
+                        return Err(format!(
+                            "federation {name} reaches {member} through federation {via}; a bridge re-signs into member collectives only"
+                        ));
+                    }
+                }
+            }
+            members
+        } else {
+            vec![name.clone()]
+        };
+        if targets.is_empty() {
+            return Err(format!("federation {name} has no Choria member collective"));
+        }
+        match targets
+            .iter()
+            .find(|t| self.collectives.get(*t).is_none_or(|c| c.signer.is_none()))
+        {
+            Some(t) => Err(format!(
+                "{t} is not a collective with a signer in this file"
+            )),
+            None => Ok(targets),
+        }
+    }
+
+    /// A member collective's name in its subjects and envelopes.
+    pub fn member_internal_name<'a>(&'a self, name: &'a str) -> &'a str {
+        match self.collectives.get(name) {
+            Some(collective) => collective.internal_name(name),
+            None => name,
+        }
     }
 
     /// Federations this process serves as a broker.
@@ -692,6 +758,7 @@ impl Config {
             edge.token_key.iter_mut().for_each(join);
             edge.users.iter_mut().for_each(join);
             edge.web_root.iter_mut().for_each(join);
+            edge.ddl_dir.iter_mut().for_each(join);
         }
         if let Some(audit) = &mut self.audit {
             audit.file.iter_mut().for_each(join);

@@ -9,6 +9,7 @@
 //! - [`server`]: the listener (TLS with optional client certificates, or loopback `ws://`), the
 //!   routes, and one session per socket with its limits.
 
+mod api;
 pub mod auth;
 pub mod client;
 pub mod dispatch;

@@ -304,6 +304,16 @@ async fn connect_networks(
         let endpoint = match config.member(name) {
             Some(Member::Federation(f)) => f.endpoint(),
             Some(Member::Collective(c)) => c.endpoint(),
+            Some(Member::Legacy(_)) => match config.served_on(name) {
+                Some(c) => c.endpoint(),
+                None => {
+                    return Err(BrokerError::Config {
+                        federation: name.to_string(),
+                        problem: "a legacy member needs the Choria collective it is served on"
+                            .into(),
+                    });
+                }
+            },
             None => {
                 return Err(BrokerError::Config {
                     federation: name.to_string(),

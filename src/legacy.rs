@@ -9,6 +9,7 @@
 
 pub mod facade;
 pub mod ingress;
+pub mod site;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};

@@ -308,6 +308,45 @@ async fn token_and_certificate_clients_ping_the_fleet() {
     gateway.edge.unwrap().shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_id_is_free_again_as_soon_as_its_request_is_done() {
+    let gateway = Gateway::start("rate_per_second = 100000\nrate_burst = 100000\n").await;
+    let _fleet = gateway.london.start_fleet(2).await;
+    let token = gateway.token("alice", Duration::from_secs(300));
+    let mut socket = open(&gateway.url, Some(&token), None, None).await.unwrap();
+    assert_eq!(next_json(&mut socket).await["type"], "welcome");
+    // 16 ids at once, each sent again the moment its last request's `done` or `error` is read,
+    // alternating a ping and a refusal: the id is never still "in flight", however the
+    // gateway orders its work.
+    const IDS: usize = 16;
+    const ROUNDS: usize = 100;
+    let request = |n: usize, round: usize| {
+        let collective = if round % 2 == 0 { "london" } else { "nowhere" };
+        json!({"type":"rpc","id":format!("id{n}"),"collective":collective,"agent":"rpcutil","action":"ping","limit":2})
+    };
+    for n in 0..IDS {
+        send(&mut socket, request(n, 0)).await;
+    }
+    let mut rounds = [0usize; IDS];
+    while rounds.iter().any(|&r| r < ROUNDS) {
+        let message = next_json(&mut socket).await;
+        let kind = message["type"].as_str().unwrap_or_default();
+        if kind == "reply" {
+            continue;
+        }
+        let n: usize = message["id"].as_str().unwrap()[2..].parse().unwrap();
+        let expected = if rounds[n] % 2 == 0 { "done" } else { "error" };
+        assert_eq!(kind, expected, "round {}: {message}", rounds[n]);
+        if kind == "error" {
+            assert_eq!(message["code"], "unknown_collective", "{message}");
+        }
+        rounds[n] += 1;
+        if rounds[n] < ROUNDS {
+            send(&mut socket, request(n, rounds[n])).await;
+        }
+    }
+}
+
 fn done_requestid(records: &[fedgate::audit::Record], n: usize) -> Option<&str> {
     records
         .iter()
@@ -654,6 +693,9 @@ async fn a_federation_request_reaches_each_member_the_caller_maps_into() {
         json!(["london", "tokyo"]),
         "{realms}"
     );
+    // A token that does not verify is refused, like an upgrade with it.
+    let refused = reqwest_realms(&gateway, "not-a-token").await;
+    assert_eq!(refused["error"], "token", "{refused}");
     gateway.edge.unwrap().shutdown().await;
 }
 

@@ -59,9 +59,7 @@ async fn gateway(site: &LegacySite) -> Gateway {
     let key = dir.path().join("token.key");
     std::fs::write(&key, TokenKeys::generate_pem().unwrap()).unwrap();
     let text = format!(
-        "[instance]\nname = \"bridge1\"\n\n[identity]\nrules = {rules:?}\n\n{}\
-         [legacy.oldsite]\namqp = {:?}\nserializer = {:?}\nserver_public = {:?}\n\
-         client_keys = {:?}\nsigners = {:?}\nidentity = \"fedgate.example.net\"\n\n\
+        "[instance]\nname = \"bridge1\"\n\n[identity]\nrules = {rules:?}\n\n{}{}\
          [edge]\nlisten = \"127.0.0.1:0\"\ntoken_key = {key:?}\n",
         gate_block(
             dir.path(),
@@ -71,11 +69,7 @@ async fn gateway(site: &LegacySite) -> Gateway {
             )],
             ""
         ),
-        site.amqp_url(),
-        site.serializer.as_str(),
-        site.key("server-public.pem"),
-        site.key("clients"),
-        site.key("signers"),
+        site.config_block("oldsite", "identity = \"fedgate.example.net\""),
     );
     let path = dir.path().join("fedgate.toml");
     std::fs::write(&path, text).unwrap();
@@ -198,10 +192,7 @@ async fn bridge(site: &LegacySite) -> Bridge {
     .unwrap();
     let privileged = support::realm("london").privileged.as_ref().unwrap();
     let text = format!(
-        "[instance]\nname = \"bridge1\"\n\n[identity]\nrules = {rules:?}\n\n{}{}\
-         [legacy.oldsite]\namqp = {:?}\nserializer = {:?}\nserver_public = {:?}\n\
-         server_private = {:?}\nclient_keys = {:?}\nsigners = {:?}\n\
-         bridge = {{ collective = \"london\", refresh_s = 5 }}\n",
+        "[instance]\nname = \"bridge1\"\n\n[identity]\nrules = {rules:?}\n\n{}{}{}",
         gate_block(
             dir.path(),
             &[(
@@ -218,22 +209,14 @@ async fn bridge(site: &LegacySite) -> Bridge {
                 privileged.cert, privileged.key
             )
         ),
-        site.amqp_url(),
-        site.serializer.as_str(),
-        site.key("server-public.pem"),
-        site.key("server-private.pem"),
-        site.key("clients"),
-        site.key("signers"),
+        site.config_block(
+            "oldsite",
+            "bridge = { collective = \"london\", refresh_s = 5 }"
+        ),
     );
     let path = dir.path().join("fedgate.toml");
     std::fs::write(&path, text).unwrap();
-    let config = Config::load(&path).unwrap();
-    let gate = fedgate::federation::open_gate(&config, "edge", "bridge1")
-        .await
-        .unwrap();
-    let ingress = fedgate::legacy::ingress::Ingress::start(&config, "oldsite", gate, "bridge1")
-        .await
-        .unwrap();
+    let ingress = start_bridge(dir.path()).await;
     Bridge {
         london,
         fleet,
@@ -371,15 +354,35 @@ async fn mco_reaches_choria_nodes_over_yaml() {
 
 /// Publishes a legacy request as mco would: to the broadcast exchange, replies to `reply_to`.
 async fn publish(channel: &lapin::Channel, bytes: &[u8], reply_to: &str) {
+    publish_to(
+        channel,
+        ("mcollective_broadcast", "rpcutil"),
+        bytes,
+        reply_to,
+        "70000",
+    )
+    .await;
+}
+
+/// Publishes to `exchange` with `key`, expiring in the queue after `expiration` ms ("" never).
+async fn publish_to(
+    channel: &lapin::Channel,
+    (exchange, key): (&str, &str),
+    bytes: &[u8],
+    reply_to: &str,
+    expiration: &str,
+) {
+    let mut properties = lapin::BasicProperties::default().with_reply_to(reply_to.into());
+    if !expiration.is_empty() {
+        properties = properties.with_expiration(expiration.into());
+    }
     channel
         .basic_publish(
-            "mcollective_broadcast".into(),
-            "rpcutil".into(),
+            exchange.into(),
+            key.into(),
             lapin::options::BasicPublishOptions::default(),
             bytes,
-            lapin::BasicProperties::default()
-                .with_reply_to(reply_to.into())
-                .with_expiration("70000".into()),
+            properties,
         )
         .await
         .unwrap()
@@ -387,10 +390,80 @@ async fn publish(channel: &lapin::Channel, bytes: &[u8], reply_to: &str) {
         .unwrap();
 }
 
+/// A request for `agent`'s `action` signed by `signer` at `msgtime`, as the Marshal mco sends.
+fn legacy_request(
+    signer: &fedgate::security::legacy::LegacySigner,
+    (agent, action, data): (&str, &str, Vec<(&str, &str)>),
+    (msgtime, ttl): (i64, i64),
+    requestid: &str,
+) -> fedgate::wire::mcollective::envelope::LegacyRequest {
+    use fedgate::wire::mcollective::Ruby;
+    let data = data
+        .into_iter()
+        .map(|(k, v)| (Ruby::sym(k), Ruby::str(v)))
+        .collect();
+    let msg = Ruby::Hash(vec![
+        (Ruby::sym("agent"), Ruby::str(agent)),
+        (Ruby::sym("action"), Ruby::str(action)),
+        (Ruby::sym("data"), Ruby::Hash(data)),
+    ]);
+    let new = fedgate::security::legacy::NewLegacyRequest {
+        msg,
+        senderid: "client.example.net",
+        requestid,
+        filter: fedgate::legacy::legacy_filter(&Default::default(), "rpcutil"),
+        collective: "mcollective",
+        agent: "rpcutil",
+        ttl,
+        msgtime,
+    };
+    signer.sign_request(Serializer::Marshal, &new).unwrap()
+}
+
+/// Counts, by request id, the requests that reach the Choria collective.
+async fn watch_forwarded(
+    london: &support::Network,
+) -> std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<String, usize>>> {
+    use fedgate::wire::choria_v1::{SecureRequest, Transport};
+    let nats = london.connect_as("alice").await;
+    let mut requests = futures::stream::select_all([
+        nats.subscribe("london.broadcast.>").await.unwrap(),
+        nats.subscribe("london.node.>").await.unwrap(),
+    ]);
+    nats.flush().await.unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(std::collections::BTreeMap::new()));
+    let counts = seen.clone();
+    tokio::spawn(async move {
+        let _keep = nats;
+        let limits = fedgate::wire::Limits::default();
+        while let Some(message) = futures::StreamExt::next(&mut requests).await {
+            let id = Transport::decode(&message.payload, &limits)
+                .ok()
+                .and_then(|t| SecureRequest::decode(&t.data, &limits).ok())
+                .and_then(|s| s.request(&limits).ok())
+                .map(|r| r.envelope.requestid);
+            if let Some(id) = id {
+                *counts.lock().unwrap().entry(id).or_insert(0) += 1;
+            }
+        }
+    });
+    seen
+}
+
+/// Waits up to `seconds` for `done` to hold.
+async fn eventually(seconds: u64, mut done: impl FnMut() -> bool) -> bool {
+    for _ in 0..seconds * 10 {
+        if done() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    done()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bad_legacy_requests_are_refused_recorded_and_never_forwarded() {
-    use fedgate::security::legacy::{LegacySigner, NewLegacyRequest};
-    use fedgate::wire::mcollective::Ruby;
+    use fedgate::security::legacy::LegacySigner;
     let site = LegacySite::new(Serializer::Marshal).await;
     let bridge = bridge(&site).await;
     let s = Serializer::Marshal;
@@ -398,24 +471,8 @@ async fn bad_legacy_requests_are_refused_recorded_and_never_forwarded() {
     let impostor = LegacySigner::from_file(&site.key("fedgate-private.pem"), "alice").unwrap();
     let mallory = LegacySigner::from_file(&site.key("fedgate-private.pem"), "mallory").unwrap();
     let now = fedgate::security::Now::system().unix_seconds();
-    let filter = fedgate::legacy::legacy_filter(&Default::default(), "rpcutil");
     let request = |signer: &LegacySigner, agent: &str, msgtime: i64, id: &str| {
-        let msg = Ruby::Hash(vec![
-            (Ruby::sym("agent"), Ruby::str(agent)),
-            (Ruby::sym("action"), Ruby::str("ping")),
-            (Ruby::sym("data"), Ruby::Hash(vec![])),
-        ]);
-        let new = NewLegacyRequest {
-            msg,
-            senderid: "client.example.net",
-            requestid: id,
-            filter: filter.clone(),
-            collective: "mcollective",
-            agent: "rpcutil",
-            ttl: 60,
-            msgtime,
-        };
-        signer.sign_request(s, &new).unwrap()
+        legacy_request(signer, (agent, "ping", vec![]), (msgtime, 60), id)
     };
     let id = |n: u8| format!("{:032x}", n);
 
@@ -508,12 +565,190 @@ async fn bad_legacy_requests_are_refused_recorded_and_never_forwarded() {
     bridge.ingress.shutdown(Duration::from_secs(2)).await;
 }
 
+/// Starts the bridge `oldsite` as instance `bridge1` from `dir/fedgate.toml`.
+async fn start_bridge(dir: &std::path::Path) -> fedgate::legacy::ingress::Ingress {
+    let config = Config::load(&dir.join("fedgate.toml")).unwrap();
+    let gate = fedgate::federation::open_gate(&config, "edge", "bridge1")
+        .await
+        .unwrap();
+    fedgate::legacy::ingress::Ingress::start(&config, "oldsite", gate, "bridge1")
+        .await
+        .unwrap()
+}
+
+async fn directed_bindings(ingress: &fedgate::legacy::ingress::Ingress, nodes: usize) {
+    for _ in 0..100 {
+        if ingress.directed_bindings() == nodes {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(ingress.directed_bindings(), nodes);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn requests_wait_in_the_durable_queue_while_fedgate_is_down() {
+    use fedgate::security::legacy::LegacySigner;
+    let site = LegacySite::new(Serializer::Marshal).await;
+    let Bridge {
+        london,
+        fleet: _fleet,
+        nodes,
+        ingress,
+        dir,
+    } = bridge(&site).await;
+    directed_bindings(&ingress, 50).await;
+    let forwarded = watch_forwarded(&london).await;
+    ingress.shutdown(Duration::from_secs(2)).await;
+
+    // While no fedgate consumes, legacy clients go on sending.
+    let alice = LegacySigner::from_file(&site.key("alice-private.pem"), "alice").unwrap();
+    let connection =
+        lapin::Connection::connect(&site.amqp_url(), lapin::ConnectionProperties::default())
+            .await
+            .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    channel
+        .confirm_select(lapin::options::ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    let replies = channel
+        .queue_declare(
+            "".into(),
+            lapin::options::QueueDeclareOptions {
+                exclusive: true,
+                ..Default::default()
+            },
+            lapin::types::FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let reply_to = replies.name().as_str().to_string();
+    let now = fedgate::security::Now::system().unix_seconds();
+    let id = |n: u8| format!("{:032x}", n);
+    let one = nodes[3].identity.clone();
+    let broadcast = ("mcollective_broadcast", "rpcutil");
+    let ping = || ("rpcutil", "ping", vec![]);
+    let fact = |f| ("rpcutil", "get_fact", vec![("fact", f)]);
+    for (request, route, expiration) in [
+        // Live for a minute: a broadcast, and a request directed to one node.
+        (
+            legacy_request(&alice, ping(), (now, 60), &id(1)),
+            broadcast,
+            "60000",
+        ),
+        (
+            legacy_request(&alice, fact("c"), (now, 60), &id(2)),
+            ("mcollective_directed", one.as_str()),
+            "60000",
+        ),
+        // Expired by the time fedgate is back: one the broker keeps (no AMQP expiration), which
+        // fedgate must refuse itself, and one the broker drops.
+        (
+            legacy_request(&alice, fact("a"), (now, 2), &id(3)),
+            broadcast,
+            "",
+        ),
+        (
+            legacy_request(&alice, fact("b"), (now, 2), &id(4)),
+            broadcast,
+            "2000",
+        ),
+    ] {
+        publish_to(
+            &channel,
+            route,
+            &request.encode(Serializer::Marshal),
+            &reply_to,
+            expiration,
+        )
+        .await;
+    }
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    assert!(
+        !forwarded
+            .lock()
+            .unwrap()
+            .keys()
+            .any(|id| id.starts_with("0000")),
+        "nothing is forwarded while fedgate is down"
+    );
+
+    let ingress = start_bridge(dir.path()).await;
+    let mut consumer = channel
+        .basic_consume(
+            reply_to.as_str().into(),
+            "test".into(),
+            lapin::options::BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            lapin::types::FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let mut answered = std::collections::BTreeMap::<String, usize>::new();
+    while let Ok(Some(Ok(delivery))) = tokio::time::timeout(
+        Duration::from_secs(5),
+        futures::StreamExt::next(&mut consumer),
+    )
+    .await
+    {
+        let reply = fedgate::wire::mcollective::envelope::LegacyReply::decode(
+            Serializer::Marshal,
+            &delivery.data,
+            1 << 20,
+        )
+        .unwrap();
+        *answered.entry(reply.requestid).or_default() += 1;
+    }
+    // The two live requests were bridged and answered, once each; the expired ones were not.
+    assert_eq!(
+        answered,
+        [(id(1), 50), (id(2), 1)].into_iter().collect(),
+        "replies by request"
+    );
+    // Besides the bridge's own discovery for its directed bindings.
+    let ours: std::collections::BTreeMap<String, usize> = forwarded
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(id, _)| id.starts_with("0000"))
+        .map(|(id, n)| (id.clone(), *n))
+        .collect();
+    assert_eq!(
+        ours,
+        [(id(1), 1), (id(2), 1)].into_iter().collect(),
+        "requests forwarded to Choria"
+    );
+    let records = support::audit_records(&dir.path().join("audit/audit.log"));
+    let about = |n: u8| {
+        records
+            .iter()
+            .filter(|r| r.event.request_id.as_deref() == Some(id(n).as_str()))
+            .map(|r| r.event.code.as_str())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        about(3),
+        ["ttl_expired"],
+        "fedgate refuses what expired in the queue"
+    );
+    assert!(about(4).is_empty(), "the broker dropped the one it expired");
+    let _ = connection.close(200, "done".into()).await;
+    ingress.shutdown(Duration::from_secs(2)).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_bridge_recovers_when_the_broker_closes_its_connections() {
+    use fedgate::security::legacy::LegacySigner;
     let site = LegacySite::new(Serializer::Marshal).await;
     let bridge = bridge(&site).await;
+    directed_bindings(&bridge.ingress, 50).await;
     let results = rpc_results(&site, &["rpcutil", "ping"]);
     assert_eq!(results.len(), 50);
+    let forwarded = watch_forwarded(&bridge.london).await;
+    let before = forwarded.lock().unwrap().len();
     let fedgate_connections = || {
         let out = std::process::Command::new("rabbitmqctl")
             .env("ERL_EPMD_ADDRESS", "127.0.0.1")
@@ -529,6 +764,64 @@ async fn the_bridge_recovers_when_the_broker_closes_its_connections() {
             .count()
     };
     assert_eq!(fedgate_connections(), 1);
+
+    // A stream of requests, one node each, all in the queue before the connections drop.
+    const STREAM: usize = 6000;
+    let alice = LegacySigner::from_file(&site.key("alice-private.pem"), "alice").unwrap();
+    let now = fedgate::security::Now::system().unix_seconds();
+    let ids: Vec<String> = (0..STREAM)
+        .map(|n| format!("{:032x}", 0xf000 + n))
+        .collect();
+    let messages: Vec<(String, Vec<u8>)> = ids
+        .iter()
+        .enumerate()
+        .map(|(n, id)| {
+            let fact = format!("f{n}");
+            let request = legacy_request(
+                &alice,
+                ("rpcutil", "get_fact", vec![("fact", fact.as_str())]),
+                (now, 120),
+                id,
+            );
+            (
+                bridge.nodes[n % bridge.nodes.len()].identity.clone(),
+                request.encode(Serializer::Marshal),
+            )
+        })
+        .collect();
+    let connection =
+        lapin::Connection::connect(&site.amqp_url(), lapin::ConnectionProperties::default())
+            .await
+            .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    channel
+        .confirm_select(lapin::options::ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    // Published back to back, then confirmed, so the queue fills faster than fedgate drains it.
+    let mut confirms = Vec::new();
+    for (node, bytes) in &messages {
+        let confirm = channel
+            .basic_publish(
+                "mcollective_directed".into(),
+                node.as_str().into(),
+                lapin::options::BasicPublishOptions::default(),
+                bytes,
+                lapin::BasicProperties::default().with_reply_to("fedgate-test-unread".into()),
+            )
+            .await
+            .unwrap();
+        confirms.push(confirm);
+    }
+    for confirm in confirms {
+        assert!(confirm.await.unwrap().is_ack());
+    }
+    // Mid-stream: some forwarded, more in the queue and in fedgate's hands.
+    let midway = eventually(30, || {
+        forwarded.lock().unwrap().len() >= before + STREAM / 10
+    })
+    .await;
+    assert!(midway, "the stream started");
     // RabbitMQ drops every connection of this site's vhost, fedgate's included (other tests'
     // vhosts are left alone).
     let closed = std::process::Command::new("rabbitmqctl")
@@ -544,6 +837,8 @@ async fn the_bridge_recovers_when_the_broker_closes_its_connections() {
         .status()
         .unwrap();
     assert!(closed.success());
+    let at_close = forwarded.lock().unwrap().len() - before;
+    assert!(at_close < STREAM, "the connections closed mid-stream");
     // lapin reconnects and restores the queue, bindings and consumer; requests work again.
     let mut last = Vec::new();
     for _ in 0..20 {
@@ -555,6 +850,39 @@ async fn the_bridge_recovers_when_the_broker_closes_its_connections() {
     }
     assert_eq!(last.len(), 50, "{last:?}");
     assert_eq!(fedgate_connections(), 1, "fedgate reconnected");
+    // Nothing that was in the queue or in fedgate's hands was lost (what had not been
+    // acknowledged was delivered again), and nothing was forwarded twice.
+    let all_there = eventually(60, || {
+        let seen = forwarded.lock().unwrap();
+        ids.iter().all(|id| seen.contains_key(id))
+    })
+    .await;
+    let seen = forwarded.lock().unwrap().clone();
+    let missing = ids.iter().filter(|id| !seen.contains_key(*id)).count();
+    assert!(
+        all_there,
+        "{missing} of {STREAM} requests never reached Choria"
+    );
+    let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "forwarded more than once: {twice:?}");
+    let records = support::audit_records(&bridge.dir.path().join("audit/audit.log"));
+    let ours: std::collections::BTreeSet<&str> = ids.iter().map(String::as_str).collect();
+    let decided = |code: &str| {
+        records
+            .iter()
+            .filter(|r| r.kind == fedgate::audit::Kind::Decision && r.event.code == code)
+            .filter(|r| ours.contains(r.event.request_id.as_deref().unwrap_or("")))
+            .count()
+    };
+    // One decision each; what the broker delivered again after the forward was dropped as a
+    // duplicate (and recorded), and nothing was refused.
+    assert_eq!(decided("allowed"), STREAM);
+    let decisions = records
+        .iter()
+        .filter(|r| r.kind == fedgate::audit::Kind::Decision)
+        .filter(|r| ours.contains(r.event.request_id.as_deref().unwrap_or("")))
+        .count();
+    assert_eq!(decisions, STREAM + decided("duplicate_delivery"));
     bridge.ingress.shutdown(Duration::from_secs(2)).await;
 }
 
@@ -570,9 +898,7 @@ async fn fedgate_rpc_reaches_legacy_nodes_through_a_choria_collective() {
     )
     .unwrap();
     let text = format!(
-        "[instance]\nname = \"facade1\"\n\n[identity]\nrules = {rules:?}\n\n{}{}\
-         [legacy.oldsite]\namqp = {:?}\nserializer = \"marshal\"\nserver_public = {:?}\n\
-         client_keys = {:?}\nsigners = {:?}\nchoria = \"london\"\n",
+        "[instance]\nname = \"facade1\"\n\n[identity]\nrules = {rules:?}\n\n{}{}{}",
         gate_block(
             dir.path(),
             &[(
@@ -582,10 +908,7 @@ async fn fedgate_rpc_reaches_legacy_nodes_through_a_choria_collective() {
             ""
         ),
         support::network_block("collectives.london", &london, ""),
-        site.amqp_url(),
-        site.key("server-public.pem"),
-        site.key("clients"),
-        site.key("signers"),
+        site.config_block("oldsite", "choria = \"london\""),
     );
     let path = dir.path().join("fedgate.toml");
     std::fs::write(&path, text).unwrap();
@@ -651,4 +974,282 @@ async fn fedgate_rpc_reaches_legacy_nodes_through_a_choria_collective() {
     );
     assert!(output.status.success());
     facade.shutdown(Duration::from_secs(2)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_federation_reaches_legacy_nodes_beside_choria_ones() {
+    let site = site(Serializer::Yaml).await;
+    let prod = support::Network::start("prod");
+    let london = support::Network::start("london");
+    let fleet = london.start_fleet(10).await;
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("identity.toml");
+    // Into the federation's members as themselves; from london's side into the legacy site as
+    // fedgate's legacy identity.
+    std::fs::write(
+        &rules,
+        "[[rule]]\nfrom = \"prod\"\nto = [\"london\", \"oldsite\"]\ncaller = \"choria=alice.mcollective\"\nas = \"$0\"\n\n\
+         [[rule]]\nfrom = \"london\"\nto = [\"oldsite\"]\nglob = \"choria=*.mcollective\"\nas = \"cert=fedgate\"\n\n\
+         [[rule]]\nfrom = \"edge\"\nto = [\"london\"]\nglob = \"up=*\"\nas = \"choria=$1.mcollective\"\n\n\
+         [[rule]]\nfrom = \"edge\"\nto = [\"oldsite\"]\nglob = \"up=*\"\nas = \"cert=fedgate\"\n",
+    )
+    .unwrap();
+    let key = dir.path().join("token.key");
+    std::fs::write(&key, TokenKeys::generate_pem().unwrap()).unwrap();
+    let privileged = support::realm("london").privileged.as_ref().unwrap();
+    let text = format!(
+        "[instance]\nname = \"fed1\"\n\n[identity]\nrules = {rules:?}\n\n{}{}{}{}\
+         [edge]\nlisten = \"127.0.0.1:0\"\ntoken_key = {key:?}\n",
+        gate_block(
+            dir.path(),
+            &[(
+                "rpcutil.policy",
+                "policy default deny\nallow\tchoria=alice.mcollective\tping\t*\t*\n\
+                 allow\tcert=fedgate\tping\t*\t*\n"
+            )],
+            ""
+        ),
+        support::network_block("federations.prod", &prod, "members = [\"oldsite\"]"),
+        support::network_block(
+            "federations.prod.collectives.london",
+            &london,
+            &format!(
+                "signer = {{ certificate = {:?}, key = {:?} }}",
+                privileged.cert, privileged.key
+            )
+        ),
+        site.config_block("oldsite", "choria = \"london\""),
+    );
+    let path = dir.path().join("fedgate.toml");
+    std::fs::write(&path, text).unwrap();
+    let fedgate = support::BrokerProcess::spawn(&path, "fed1").await;
+
+    // prod's alice calls the federation as any Choria federation client does: one request for
+    // the Choria collective, one for the legacy one, both through the broker.
+    let alice = prod.client(support::user("prod", "alice"), None).await;
+    let ping = |collective: &str, expect: usize| {
+        let mut call = fedgate::client::RpcCall::new(collective, "rpcutil", "ping");
+        call.federation = Some("prod".into());
+        call.expect = Some(expect);
+        call.timeout = Duration::from_secs(20);
+        call
+    };
+    let mut senders = Vec::new();
+    let summary = alice
+        .call_many(&[ping("london", 10), ping("oldsite", 2)], |reply| {
+            senders.push((reply.sender.clone(), reply.statuscode));
+        })
+        .await
+        .unwrap();
+    assert_eq!((summary.responses, summary.ok), (12, 12), "{summary:?}");
+    let legacy: Vec<_> = senders
+        .iter()
+        .filter(|(s, _)| s.starts_with("legacy"))
+        .map(|(s, _)| s.as_str())
+        .collect();
+    assert_eq!(legacy.len(), 2);
+    for node in NODES {
+        assert!(legacy.contains(&node), "{senders:?}");
+    }
+    assert_eq!(
+        fleet
+            .stats()
+            .acted_for("choria=alice.mcollective", "fedgate.privileged.mcollective"),
+        10
+    );
+    // The legacy nodes acted for fedgate's legacy identity, on a request the bridge signed.
+    for node in NODES {
+        assert!(
+            site.log(node).contains("cert=fedgate"),
+            "{}",
+            site.log(node)
+        );
+    }
+    // Two decisions on the way to the legacy nodes (the broker's, into oldsite on london's
+    // network, and the facade's, into the legacy collective), one to london's nodes.
+    let records = support::audit_records(&dir.path().join("audit/audit.log"));
+    let mut allowed: Vec<(String, String, String)> = records
+        .iter()
+        .filter(|r| r.event.decision == Some(fedgate::audit::Verdict::Allow))
+        .map(|r| {
+            (
+                r.event.edge.clone(),
+                r.event.collectives.join(","),
+                r.event.mapped_caller.clone().unwrap_or_default(),
+            )
+        })
+        .collect();
+    allowed.sort();
+    assert_eq!(
+        allowed,
+        [
+            (
+                "choria-nats".into(),
+                "oldsite".into(),
+                "cert=fedgate".into()
+            ),
+            (
+                "federation".into(),
+                "london".into(),
+                "choria=alice.mcollective".into()
+            ),
+            (
+                "federation".into(),
+                "oldsite".into(),
+                "choria=alice.mcollective".into()
+            ),
+        ]
+    );
+
+    // The same fedgate's WebSocket edge: a federation target fans out to london's nodes and,
+    // through the bridge, to the legacy ones.
+    let mut url = None;
+    for _ in 0..100 {
+        url = fedgate
+            .logs()
+            .iter()
+            .find_map(|l| l.split("edge on ").nth(1).map(str::to_string));
+        if url.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let token = TokenKeys::load(&key)
+        .unwrap()
+        .issue("alice", Duration::from_secs(300), None, SystemTime::now())
+        .unwrap();
+    let mut client = WsClient::connect(&Connect {
+        url: url.expect("the edge is up"),
+        token: Some(token),
+        ..Connect::default()
+    })
+    .await
+    .unwrap();
+    let mut senders = Vec::new();
+    let done = client
+        .call(
+            &json!({"type":"rpc","id":"f1","federation":"prod","agent":"rpcutil","action":"ping","limit":12,"timeout_ms":15000}),
+            |r| senders.push(r.message["sender"].as_str().unwrap().to_string()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(senders.len(), 12, "{done}");
+    for node in NODES {
+        assert!(senders.iter().any(|s| s == node), "{senders:?}");
+    }
+    assert!(
+        done["refused"].as_array().is_none_or(Vec::is_empty),
+        "{done}"
+    );
+    // A limit is shared by the members: five replies in all, and the request ends with them
+    // rather than waiting for each member to reach five.
+    let started = std::time::Instant::now();
+    let mut replies = 0;
+    let done = client
+        .call(
+            &json!({"type":"rpc","id":"f2","federation":"prod","agent":"rpcutil","action":"ping","limit":5,"timeout_ms":15000}),
+            |_| replies += 1,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (replies, done["responses"].as_u64()),
+        (5, Some(5)),
+        "{done}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(10), "{done}");
+    client.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mco_reaches_every_member_of_a_federation() {
+    let site = LegacySite::new(Serializer::Yaml).await;
+    let prod = support::Network::start("prod");
+    let london = support::Network::start("london");
+    let tokyo = support::Network::start("tokyo");
+    let _london_fleet = london.start_fleet(20).await;
+    let _tokyo_fleet = tokyo.start_fleet(20).await;
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("identity.toml");
+    std::fs::write(
+        &rules,
+        "[[rule]]\nfrom = \"oldsite\"\nto = [\"london\", \"tokyo\"]\nglob = \"cert=*\"\nas = \"choria=$1.mcollective\"\n",
+    )
+    .unwrap();
+    let signer = |realm: &str| {
+        let pair = support::realm(realm).privileged.as_ref().unwrap();
+        format!(
+            "signer = {{ certificate = {:?}, key = {:?} }}",
+            pair.cert, pair.key
+        )
+    };
+    let text = format!(
+        "[instance]\nname = \"bridge1\"\n\n[identity]\nrules = {rules:?}\n\n{}{}{}{}{}",
+        gate_block(
+            dir.path(),
+            &[(
+                "rpcutil.policy",
+                "policy default deny\nallow\tchoria=alice.mcollective\tping\t*\t*\n"
+            )],
+            ""
+        ),
+        support::network_block("federations.prod", &prod, ""),
+        support::network_block(
+            "federations.prod.collectives.london",
+            &london,
+            &signer("london")
+        ),
+        support::network_block(
+            "federations.prod.collectives.tokyo",
+            &tokyo,
+            &signer("tokyo")
+        ),
+        site.config_block(
+            "oldsite",
+            "bridge = { collective = \"prod\", refresh_s = 5 }"
+        ),
+    );
+    let path = dir.path().join("fedgate.toml");
+    std::fs::write(&path, text).unwrap();
+    let ingress = start_bridge(dir.path()).await;
+    directed_bindings(&ingress, 40).await;
+
+    // mco ping: every node of both member collectives answers.
+    let output = site.mco(&["ping", "--dt", "5"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let count = |prefix: &str| stdout.lines().filter(|l| l.starts_with(prefix)).count();
+    assert_eq!((count("london-"), count("tokyo-")), (20, 20), "{stdout}");
+
+    // A broadcast reaches both; a directed request only the collective that has the node.
+    let results = rpc_results(&site, &["rpcutil", "ping"]);
+    assert_eq!(results.len(), 40, "{results:?}");
+    assert!(results.iter().all(|r| r.1 == 0));
+    let results = rpc_results(&site, &["rpcutil", "ping", "-I", "tokyo-0007"]);
+    assert_eq!(results, [("tokyo-0007".to_string(), 0)]);
+    // Policy allows ping only: a broadcast inventory is refused by both members, and each
+    // refusal is on the record.
+    let results = rpc_results(&site, &["rpcutil", "inventory"]);
+    assert!(results.is_empty(), "{results:?}");
+
+    // One decision per member collective for each bridged request.
+    let records = support::audit_records(&dir.path().join("audit/audit.log"));
+    let mut denied: Vec<String> = records
+        .iter()
+        .filter(|r| r.event.decision == Some(fedgate::audit::Verdict::Deny))
+        .map(|r| format!("{} {}", r.event.collectives.join(","), r.event.code))
+        .collect();
+    denied.sort();
+    assert_eq!(denied, ["london denied", "tokyo denied"]);
+    let decided = |collective: &str| {
+        records
+            .iter()
+            .filter(|r| r.kind == fedgate::audit::Kind::Decision)
+            .filter(|r| r.event.decision == Some(fedgate::audit::Verdict::Allow))
+            .filter(|r| r.event.collectives == [collective])
+            .count()
+    };
+    // ping; rpc (discovery, broadcast); -I with one identity (no discovery: one directed copy,
+    // to tokyo only); inventory (discovery, then the refused broadcast).
+    assert_eq!((decided("london"), decided("tokyo")), (4, 5));
+    ingress.shutdown(Duration::from_secs(2)).await;
 }

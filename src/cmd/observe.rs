@@ -1,14 +1,13 @@
 //! `fedgate observe`: live per-instance figures of a broker cluster, read from the stats its
 //! instances publish on the federation network.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 use fedgate::config::Config;
-use fedgate::federation::observe::render;
+use fedgate::federation::observe::{Latest, render};
 use fedgate::federation::stats::ClusterSnapshot;
 use fedgate::nats;
 use fedgate::subjects;
@@ -52,7 +51,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut stats = client
         .subscribe(subjects::federation_stats(&cluster))
         .await?;
-    let mut latest: BTreeMap<String, (ClusterSnapshot, Instant)> = BTreeMap::new();
+    let mut latest = Latest::default();
     if args.once.is_none() {
         println!("Waiting for cluster stats to be published ....");
     }
@@ -71,39 +70,16 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         let Ok(snapshot) = serde_json::from_slice::<ClusterSnapshot>(&message.payload) else {
             continue;
         };
-        remember(&mut latest, snapshot);
+        latest.remember(snapshot);
         if until.is_none() {
-            print!("\x1b[H\x1b[2J{}", render(&cluster, &aged(&latest)));
+            print!("\x1b[H\x1b[2J{}", render(&cluster, &latest.aged()));
         }
     }
     if until.is_some() {
-        let snapshots: Vec<&ClusterSnapshot> = latest.values().map(|(s, _)| s).collect();
-        println!("{}", serde_json::to_string(&snapshots)?);
-        eprint!("{}", render(&cluster, &aged(&latest)));
+        println!("{}", serde_json::to_string(&latest.snapshots())?);
+        eprint!("{}", render(&cluster, &latest.aged()));
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Most instances tracked; stats subjects are open to anyone on the network.
-const MAX_INSTANCES: usize = 1024;
-/// Instances not heard from for this long are dropped.
-const FORGET_AFTER: Duration = Duration::from_secs(120);
-
-fn remember(latest: &mut BTreeMap<String, (ClusterSnapshot, Instant)>, snapshot: ClusterSnapshot) {
-    latest.retain(|_, (_, heard)| heard.elapsed() < FORGET_AFTER);
-    if latest.len() >= MAX_INSTANCES && !latest.contains_key(&snapshot.instance) {
-        return;
-    }
-    latest.insert(snapshot.instance.clone(), (snapshot, Instant::now()));
-}
-
-fn aged(
-    latest: &BTreeMap<String, (ClusterSnapshot, Instant)>,
-) -> BTreeMap<String, (ClusterSnapshot, u64)> {
-    latest
-        .iter()
-        .map(|(name, (s, at))| (name.clone(), (s.clone(), at.elapsed().as_secs())))
-        .collect()
 }
 
 async fn sleep_until(until: Option<tokio::time::Instant>) {

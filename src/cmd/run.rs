@@ -103,16 +103,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             "resign mode without identity rules: every caller will be denied; set [identity] rules"
         );
     }
-    let broker = if config.served_federations().is_empty() && gate.is_some() {
-        None
-    } else {
-        let broker = Broker::start(&config, options).await?;
-        eprintln!(
-            "fedgate {instance}: serving federations {}",
-            config.served_federations().join(", ")
-        );
-        Some(broker)
-    };
+    // The legacy sides first: a federation may route to a legacy member as soon as the broker
+    // says it is serving.
     let mut ingresses = Vec::new();
     if let Some(gate) = &gate {
         for name in &bridges {
@@ -140,6 +132,16 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             served.push(facade);
         }
     }
+    let broker = if config.served_federations().is_empty() && gate.is_some() {
+        None
+    } else {
+        let broker = Broker::start(&config, options).await?;
+        eprintln!(
+            "fedgate {instance}: serving federations {}",
+            config.served_federations().join(", ")
+        );
+        Some(broker)
+    };
     let edge = match gate.as_ref().filter(|_| config.edge.is_some()) {
         Some(gate) => {
             let dispatcher = Dispatcher::connect(&config, gate.clone(), &instance)
@@ -156,12 +158,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(edge) = edge {
         edge.shutdown().await;
     }
-    for ingress in ingresses {
-        ingress.shutdown(config.instance.drain_timeout()).await;
-    }
-    for facade in served {
-        facade.shutdown(config.instance.drain_timeout()).await;
-    }
+    // The broker before the legacy sides, whose replies it relays while it drains.
     let drained = match broker {
         Some(broker) => {
             broker
@@ -171,6 +168,12 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         None => true,
     };
+    for ingress in ingresses {
+        ingress.shutdown(config.instance.drain_timeout()).await;
+    }
+    for facade in served {
+        facade.shutdown(config.instance.drain_timeout()).await;
+    }
     stop.cancel();
     if let Some(task) = metrics {
         let _ = task.await;

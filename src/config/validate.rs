@@ -192,6 +192,24 @@ impl Checker<'_> {
                 "must be between 1024 and 16777216",
             ));
         }
+        if let Some(dir) = &edge.ddl_dir
+            && !dir.is_dir()
+        {
+            return Err(self.invalid(
+                "edge.ddl_dir",
+                format!("{} is not a directory", dir.display()),
+            ));
+        }
+        if let Some(bad) = edge
+            .auditors
+            .iter()
+            .find(|a| crate::security::CallerId::parse(a).is_err())
+        {
+            return Err(self.invalid(
+                "edge.auditors",
+                format!("{bad:?} is not a caller id like up=alice or choria=alice"),
+            ));
+        }
         Ok(())
     }
 
@@ -321,16 +339,9 @@ impl Config {
                 ));
             }
             if let Some(bridge) = &legacy.bridge {
-                let target = self.collectives.get(&bridge.collective);
-                if target.is_none_or(|c| c.signer.is_none()) {
-                    return Err(check.invalid(
-                        format!("{key}.bridge.collective"),
-                        format!(
-                            "{} is not a collective with a signer in this file",
-                            bridge.collective
-                        ),
-                    ));
-                }
+                self.bridge_targets(bridge).map_err(|problem| {
+                    check.invalid(format!("{key}.bridge.collective"), problem)
+                })?;
                 if legacy.server_private.is_none() || legacy.client_keys.is_none() {
                     return Err(check.invalid(
                         format!("{key}.bridge"),
@@ -499,10 +510,14 @@ impl Config {
                         format!("{member} is a federation; resign mode reaches member collectives only, so chain federations in pass-through mode"),
                     ));
                 }
-                Route::Direct if self.collectives[collective].signer.is_none() => {
+                Route::Direct
+                    if self
+                        .served_on(collective)
+                        .is_none_or(|c| c.signer.is_none()) =>
+                {
                     return Err(check.invalid(
                         format!("collectives.{collective}.signer"),
-                        format!("is required: federation {served} re-signs requests for {collective} with fedgate's privileged certificate from its CA"),
+                        format!("is required: federation {served} re-signs requests for {collective} with fedgate's privileged certificate from its CA (for a legacy collective, the CA of the Choria collective it is served on)"),
                     ));
                 }
                 Route::Direct => {}
@@ -636,6 +651,12 @@ impl Config {
             }
             let reached: Vec<(String, Route)> = match self.member(member) {
                 Some(Member::Collective(_)) => vec![(member.clone(), Route::Direct)],
+                Some(Member::Legacy(legacy)) if legacy.choria.is_none() => {
+                    return Err(format!(
+                        "{member} is a legacy collective; set legacy.{member}.choria to the Choria collective fedgate serves it on"
+                    ));
+                }
+                Some(Member::Legacy(_)) => vec![(member.clone(), Route::Direct)],
                 Some(Member::Federation(_)) => {
                     let mut visited = BTreeSet::from([federation.to_string(), member.clone()]);
                     self.reach(member, &mut visited)
@@ -645,7 +666,7 @@ impl Config {
                 }
                 None => {
                     return Err(format!(
-                        "{member} is neither a collective nor a federation in this file"
+                        "{member} is neither a collective, a legacy collective nor a federation in this file"
                     ));
                 }
             };

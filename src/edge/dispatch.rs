@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde_json::{Map, Value};
@@ -610,7 +611,10 @@ impl Dispatcher {
             filter,
             targets: job.targets.clone(),
             timeout: job.timeout,
-            expect: job.limit,
+            // A federation's limit is shared by its members (see `run`): none waits for it alone.
+            expect: job
+                .limit
+                .filter(|_| matches!(job.scope, Scope::Collective(_))),
             idle: Duration::from_secs(1).min(job.timeout),
             ttl: job.ttl,
             ..RpcCall::new(wire_name, &job.agent, &job.action)
@@ -674,7 +678,20 @@ impl Dispatcher {
                 .unwrap_or_else(|| Refused::new(ErrorCode::UnknownCollective, "no target".into()));
             return error(refusal.code, refusal.message);
         }
-        let on_reply = |reply: &crate::client::ReplyEvent| {
+        // Replies sent per call (all, and with status 0); at `limit` in all, the calls stop.
+        let tally: Vec<[AtomicUsize; 2]> = admitted.iter().map(|_| Default::default()).collect();
+        let sent = AtomicUsize::new(0);
+        let enough = CancellationToken::new();
+        let started = std::time::Instant::now();
+        let on_reply = |index: usize, reply: &crate::client::ReplyEvent| {
+            let n = sent.fetch_add(1, Ordering::Relaxed) + 1;
+            if job.limit.is_some_and(|limit| n > limit) {
+                return;
+            }
+            tally[index][0].fetch_add(1, Ordering::Relaxed);
+            if reply.statuscode == 0 {
+                tally[index][1].fetch_add(1, Ordering::Relaxed);
+            }
             send(ServerMessage::Reply {
                 id: id.clone(),
                 sender: reply.sender.clone(),
@@ -682,8 +699,12 @@ impl Dispatcher {
                 statusmsg: reply.statusmsg.clone(),
                 data: reply.data.clone(),
             });
+            if job.limit == Some(n) {
+                enough.cancel();
+            }
         };
-        let calls = admitted.iter().map(|one| async {
+        let calls = admitted.iter().enumerate().map(|(index, one)| async move {
+            let on_reply = |reply: &crate::client::ReplyEvent| on_reply(index, reply);
             match one.target {
                 EdgeTarget::Choria { nats, signer, .. } => {
                     let client = RpcClient::new(
@@ -705,7 +726,14 @@ impl Dispatcher {
             }
         });
         let outcome = tokio::select! {
+            // A single call that reached its limit has also finished, with its missing nodes.
+            biased;
             results = futures::future::join_all(calls) => Some(results),
+            // The limit was reached: what each call had sent is its result.
+            _ = enough.cancelled() => Some(tally.iter().map(|[all, ok]| {
+                let (all, ok) = (all.load(Ordering::Relaxed), ok.load(Ordering::Relaxed));
+                Ok(Summary { responses: all, ok, failed: all - ok, elapsed: started.elapsed(), ..Summary::default() })
+            }).collect()),
             _ = cancel.cancelled() => None,
         };
         let Some(results) = outcome else {

@@ -247,6 +247,14 @@ impl ServerMessage {
         }
     }
 
+    /// Whether this is a request's last message: its `done`, or an error about it.
+    pub fn ends_request(&self) -> bool {
+        matches!(
+            self,
+            ServerMessage::Done { .. } | ServerMessage::Error { id: Some(_), .. }
+        )
+    }
+
     /// The JSON text.
     pub fn to_text(&self) -> String {
         serde_json::to_string(self).unwrap_or_else(|_| {

@@ -72,11 +72,12 @@ pub(super) struct Shared {
     stop: CancellationToken,
     sessions: TaskTracker,
     pub(super) dispatch: dispatch::Dispatcher,
+    pub(super) api: super::api::Api,
 }
 
 /// Who the TLS layer says the peer is.
 #[derive(Clone, Debug, Default)]
-struct Peer {
+pub(super) struct Peer {
     certificate: Option<CallerId>,
 }
 
@@ -127,6 +128,10 @@ impl Edge {
             NonZeroU32::new(edge.rate_per_second.max(1)).unwrap_or(NonZeroU32::MIN),
         )
         .allow_burst(NonZeroU32::new(edge.rate_burst.max(1)).unwrap_or(NonZeroU32::MIN));
+        let stop = CancellationToken::new();
+        let api = super::api::Api::start(config, stop.clone())
+            .await
+            .map_err(EdgeError)?;
         let shared = Arc::new(Shared {
             settings: Settings {
                 origins: edge.origins.clone(),
@@ -146,9 +151,10 @@ impl Edge {
             connections: Arc::new(Semaphore::new(edge.max_connections.max(1))),
             logins: Arc::new(Semaphore::new(MAX_LOGINS)),
             metrics,
-            stop: CancellationToken::new(),
+            stop,
             sessions: TaskTracker::new(),
             dispatch: dispatcher,
+            api,
         });
         let listener = tokio::net::TcpListener::bind(edge.listen)
             .await
@@ -317,7 +323,11 @@ fn router(shared: Arc<Shared>, edge: &EdgeConfig) -> Router {
         .route("/ws", get(upgrade))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics_page))
-        .route("/api/realms", get(realms))
+        .route("/api/realms", get(super::api::realms))
+        .route("/api/ddl", get(super::api::agents))
+        .route("/api/ddl/{agent}", get(super::api::ddl))
+        .route("/api/audit", get(super::api::audit))
+        .route("/api/instances", get(super::api::instances))
         .route("/login", post(login));
     if let Some(root) = &edge.web_root {
         router = router.fallback_service(tower_http::services::ServeDir::new(root));
@@ -332,7 +342,7 @@ async fn metrics_page(State(shared): State<Arc<Shared>>) -> Response {
     }
 }
 
-fn refuse(status: StatusCode, reason: &'static str, message: &str) -> Response {
+pub(super) fn refuse(status: StatusCode, reason: &'static str, message: &str) -> Response {
     metrics::counter!("fedgate_edge_refused_total", "reason" => reason).increment(1);
     (
         status,
@@ -343,7 +353,7 @@ fn refuse(status: StatusCode, reason: &'static str, message: &str) -> Response {
 }
 
 /// The bearer token of `Authorization: Bearer …`.
-fn bearer(headers: &HeaderMap) -> Option<&str> {
+pub(super) fn bearer(headers: &HeaderMap) -> Option<&str> {
     headers
         .get(header::AUTHORIZATION)?
         .to_str()
@@ -400,7 +410,11 @@ impl Shared {
 
     /// Who a request is from: its token if it has one (which must verify), else the client
     /// certificate; `None` when it has neither.
-    fn principal(&self, token: Option<&str>, peer: &Peer) -> Result<Option<Principal>, String> {
+    pub(super) fn principal(
+        &self,
+        token: Option<&str>,
+        peer: &Peer,
+    ) -> Result<Option<Principal>, String> {
         match (token, &peer.certificate) {
             (Some(token), _) => self.principal_from_token(token).map(Some),
             (None, Some(caller)) => Ok(Some(Principal {
@@ -633,6 +647,11 @@ async fn session(
                         // Only requests keep a socket open: pongs come from the client's library
                         // whether or not anyone is using it.
                         idle_deadline = tokio::time::Instant::now() + settings.idle;
+                        // Ids of requests whose last message has gone out are free again, even
+                        // if this loop has not yet picked up their release.
+                        while let Ok(id) = finished_rx.try_recv() {
+                            requests.in_flight.remove(&id);
+                        }
                         text
                     }
                     Some(Ok(Message::Binary(_))) => {
@@ -790,9 +809,17 @@ impl Requests {
         let out = self.out.clone();
         let finished = self.finished.clone();
         self.tasks.spawn(async move {
-            let send = |message: ServerMessage| out.push(&message);
+            // The id is released before the request's last message is queued: a client may
+            // reuse it as soon as it reads `done` or `error`.
+            let release = std::sync::Once::new();
+            let send = |message: ServerMessage| {
+                if message.ends_request() {
+                    release.call_once(|| drop(finished.send(id.clone())));
+                }
+                out.push(&message);
+            };
             shared.dispatch.run(&principal, job, cancel, &send).await;
-            let _ = finished.send(id);
+            release.call_once(|| drop(finished.send(id.clone())));
         });
     }
 }
@@ -858,31 +885,6 @@ async fn first_message_auth(
 }
 
 /// `GET /api/realms`: the collectives this caller may use.
-async fn realms(
-    State(shared): State<Arc<Shared>>,
-    Extension(peer): Extension<Peer>,
-    headers: HeaderMap,
-) -> Response {
-    let principal = match shared.principal(bearer(&headers), &peer) {
-        Ok(Some(principal)) => principal,
-        Err(message) => return refuse(StatusCode::UNAUTHORIZED, "token", &message),
-        Ok(None) => {
-            return refuse(
-                StatusCode::UNAUTHORIZED,
-                "unauthenticated",
-                "send a bearer token or a client certificate",
-            );
-        }
-    };
-    let (collectives, federations) = shared.dispatch.reachable(&principal);
-    axum::Json(json!({
-        "caller": principal.caller.as_str(),
-        "collectives": collectives,
-        "federations": federations,
-    }))
-    .into_response()
-}
-
 #[derive(serde::Deserialize)]
 struct Login {
     user: String,

@@ -3,8 +3,75 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
+use std::time::{Duration, Instant};
 
 use super::stats::{ClusterSnapshot, SideSnapshot};
+
+/// Most instances tracked; stats subjects are open to anyone on the network.
+const MAX_INSTANCES: usize = 1024;
+/// Instances not heard from for this long are dropped.
+const FORGET_AFTER: Duration = Duration::from_secs(120);
+
+/// The latest figures each instance of a cluster published, for at most 1,024 instances, each
+/// forgotten two minutes after it was last heard.
+#[derive(Debug, Default)]
+pub struct Latest {
+    instances: BTreeMap<String, (ClusterSnapshot, Instant)>,
+}
+
+impl Latest {
+    /// Keeps `snapshot` as its instance's latest.
+    pub fn remember(&mut self, snapshot: ClusterSnapshot) {
+        self.instances
+            .retain(|_, (_, heard)| heard.elapsed() < FORGET_AFTER);
+        if self.instances.len() >= MAX_INSTANCES && !self.instances.contains_key(&snapshot.instance)
+        {
+            return;
+        }
+        self.instances
+            .insert(snapshot.instance.clone(), (snapshot, Instant::now()));
+    }
+
+    /// Each instance's figures, with the seconds since it was heard.
+    pub fn aged(&self) -> BTreeMap<String, (ClusterSnapshot, u64)> {
+        self.instances
+            .iter()
+            .filter(|(_, (_, at))| at.elapsed() < FORGET_AFTER)
+            .map(|(name, (s, at))| (name.clone(), (s.clone(), at.elapsed().as_secs())))
+            .collect()
+    }
+
+    /// The latest snapshots.
+    pub fn snapshots(&self) -> Vec<&ClusterSnapshot> {
+        self.instances.values().map(|(s, _)| s).collect()
+    }
+}
+
+/// One side's share of the cluster's traffic, per instance, as `(received, sent)` fractions.
+pub fn shares(
+    instances: &BTreeMap<String, (ClusterSnapshot, u64)>,
+    side: fn(&ClusterSnapshot) -> &SideSnapshot,
+) -> BTreeMap<String, (f64, f64)> {
+    let total = |pick: fn(&SideSnapshot) -> u64| {
+        instances
+            .values()
+            .fold(0u64, |sum, (s, _)| sum.saturating_add(pick(side(s))))
+    };
+    let (received, sent) = (total(|f| f.received), total(|f| f.sent));
+    instances
+        .iter()
+        .map(|(name, (s, _))| {
+            let f = side(s);
+            (
+                name.clone(),
+                (
+                    percent(f.received, received) / 100.0,
+                    percent(f.sent, sent) / 100.0,
+                ),
+            )
+        })
+        .collect()
+}
 
 /// Picks one direction's figures out of a snapshot.
 type SidePicker = fn(&ClusterSnapshot) -> &SideSnapshot;

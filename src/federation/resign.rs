@@ -57,7 +57,7 @@ impl ResignRules {
         let identity = config.identity_rules().clone();
         let mut targets = BTreeMap::new();
         for collective in config.routes(name)?.into_keys() {
-            let member = config.collective(&collective).ok_or_else(|| {
+            let member = config.served_on(&collective).ok_or_else(|| {
                 format!("resign mode reaches collectives only; {collective} is not one")
             })?;
             let signer = member
@@ -67,7 +67,7 @@ impl ResignRules {
             let signer = Signer::from_files(&signer.certificate, &signer.key)
                 .map_err(|e| format!("collective {collective} signer: {e}"))?;
             let target = ResignTarget {
-                internal_name: member.internal_name(&collective).to_string(),
+                internal_name: config.member_internal_name(&collective).to_string(),
                 signer: Arc::new(signer),
             };
             targets.insert(collective, target);

@@ -17,7 +17,7 @@ use super::transform::{
 };
 use crate::audit::{Event, Verdict};
 use crate::nats::connected_server;
-use crate::policy::{Decision, Query, Vantage, authorize, describe};
+use crate::policy::Query;
 use crate::security::Now;
 use crate::wire::choria_v1::SecureRequest;
 
@@ -221,7 +221,6 @@ async fn relay_resigned(
         event.data = Some(rpc.data.clone());
     }
     let ttl = Duration::from_secs(request.envelope.ttl.clamp(0, rules.max_ttl) as u64);
-    let policy = gate.policy.current();
     let inbound = connected_server(&ctx.federation);
     for (destination, targets) in routed.groups() {
         let Some(client) = ctx.networks.get(destination.network()) else {
@@ -252,26 +251,25 @@ async fn relay_resigned(
             action: &rpc.action,
             caller: mapped.callerid.as_str(),
         };
-        let decision = authorize(&policy, &query, Vantage::Gateway);
-        event.rule = Some(decision.source().to_string());
         let mut filter = request.envelope.filter.clone();
-        match &decision {
-            Decision::Denied(denied) => {
+        match gate.authorize(&query, &mut filter, &mut event) {
+            Ok(rule) => {
+                event.reason = match &event.restricted {
+                    Some(conditions) => format!("allowed by {rule} on nodes matching {conditions}"),
+                    None => format!("allowed by {rule}"),
+                };
+                event.rule = Some(rule);
+            }
+            Err(denied) => {
                 let refusal = Refusal::Denied(denied.reason.clone());
                 tracing::info!(cluster = %ctx.rules.cluster, req = routed.request_id(), caller = mapped.callerid.as_str(), collective = mapped.collective, rule = %denied.source, kind = denied.kind.as_str(), "request denied by policy");
                 deny(&mut event, "authorize", &refusal);
+                event.rule = Some(denied.source.to_string());
                 event.reason = denied.reason.clone();
                 answer_refusal(ctx, gate, routed, event, &refusal).await;
                 continue;
             }
-            Decision::Permit(permit) => {
-                if let Some(restrict) = &permit.restrict {
-                    restrict.restrict(&mut filter);
-                    event.restricted = Some(describe(restrict));
-                }
-            }
         }
-        event.reason = decision.reason();
         let outbound = connected_server(client);
         let hops = (inbound.as_str(), outbound.as_str());
         let cluster = (&ctx.rules, rules);

@@ -1,4 +1,5 @@
-//! The agents a simulated node runs: `discovery`, `rpcutil` and the `echo` test agent.
+//! The agents a simulated node runs: `discovery`, `rpcutil`, the `echo` test agent, and a
+//! `service` agent that acts on made-up services (a write action for policy to guard).
 
 use crate::policy::{Decision, PolicySet, Query, Vantage, authorize};
 use std::time::Duration;
@@ -12,7 +13,7 @@ use crate::wire::Limits;
 use crate::wire::choria_v1::{Request, RpcReply, RpcRequest, StatusCode};
 
 /// Agents every generated node runs.
-pub const AGENTS: &[&str] = &["discovery", "rpcutil", "echo"];
+pub const AGENTS: &[&str] = &["discovery", "rpcutil", "echo", "service"];
 
 /// Longest `echo#sleep` a request may ask for.
 pub const MAX_SLEEP: Duration = Duration::from_secs(60);
@@ -116,6 +117,7 @@ fn run_action(node: &NodeSpec, rpc: &RpcRequest, now: Now) -> (RpcReply, Duratio
         ("rpcutil", "get_fact") => get_fact(node, rpc),
         ("echo", "echo") => echo(rpc),
         ("echo", "sleep") => sleep(rpc),
+        ("service", "status" | "start" | "stop" | "restart") => service(rpc),
         (agent, _) => (
             RpcReply::new(
                 action,
@@ -183,6 +185,28 @@ fn sleep(rpc: &RpcRequest) -> (RpcReply, Duration) {
     }
     let reply = RpcReply::new("sleep", StatusCode::Ok, "OK", json!({"slept": seconds}));
     (reply, Duration::from_secs_f64(seconds))
+}
+
+/// Every service runs, until a `stop` (which the simulation does not remember).
+fn service(rpc: &RpcRequest) -> (RpcReply, Duration) {
+    let action = rpc.action.as_str();
+    let reply = match required_string(rpc, "service") {
+        Ok(name) => {
+            let status = if action == "stop" {
+                "stopped"
+            } else {
+                "running"
+            };
+            RpcReply::new(
+                action,
+                StatusCode::Ok,
+                "OK",
+                json!({"service": name, "status": status}),
+            )
+        }
+        Err(reply) => reply,
+    };
+    (reply, Duration::ZERO)
 }
 
 fn required_string<'a>(rpc: &'a RpcRequest, key: &str) -> Result<&'a str, RpcReply> {

@@ -28,8 +28,8 @@ use crate::security::{CaBundle, NamePatterns, Now, VerifiedRequest, Verifier, pa
 use crate::subjects::Target;
 use crate::wire::Limits;
 use crate::wire::choria_v1::{
-    Reply, ReplyEnvelope, RpcReply, SecureReply, SecureRequest, StatusCode, Transport,
-    TransportHeaders,
+    FederationHeader, Reply, ReplyEnvelope, RpcReply, SecureReply, SecureRequest, StatusCode,
+    Transport, TransportHeaders,
 };
 
 /// Requests handled at once per instance.
@@ -192,14 +192,23 @@ impl Shared {
     ) -> Result<(), (&'static str, String)> {
         let transport =
             Transport::decode(payload, &self.limits).map_err(|e| ("malformed", e.to_string()))?;
+        // A client's reply subject, or, for a request a Federation Broker relayed, its cluster's
+        // collective subject (the client's own travels in the federation header).
+        let federated = transport.headers.federation.is_some();
         let reply_to = transport
             .headers
             .reply_to
             .clone()
-            .filter(|r| r.starts_with(&format!("{}.reply.", self.name)))
+            .filter(|r| {
+                r.starts_with(&format!("{}.reply.", self.name))
+                    || (federated && is_federation_collective(r))
+            })
             .ok_or((
                 "bad_reply_to",
-                format!("reply-to must be a {}.reply. subject", self.name),
+                format!(
+                    "reply-to must be a {}.reply. subject, or choria.federation.<cluster>.collective for a federated request",
+                    self.name
+                ),
             ))?;
         let secure = SecureRequest::decode(&transport.data, &self.limits)
             .map_err(|e| ("malformed", e.to_string()))?;
@@ -320,9 +329,15 @@ impl Shared {
         let requestid = envelope.requestid.clone();
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(4096);
         let (id, agent, action) = (requestid.clone(), rpc.agent.clone(), rpc.action.clone());
+        let server = crate::nats::connected_server(&self.nats);
+        let hop = Hop {
+            request: &transport.headers,
+            server: &server,
+            legacy: &self.name,
+        };
         // The closure owns the sender: when the call ends, the forwarder sees the channel close.
         let call = self.link.call(&mapped, &rpc, &requestid, move |reply| {
-            let _ = tx.try_send(choria_reply(&id, &agent, &action, reply));
+            let _ = tx.try_send(choria_reply(&id, &agent, &action, reply, &hop));
         });
         let forward = async {
             while let Some(bytes) = rx.recv().await {
@@ -336,12 +351,28 @@ impl Shared {
     }
 }
 
-/// A legacy reply, verified and translated, as the Choria reply a node would send.
+/// `choria.federation.<cluster>.collective`, where a Federation Broker cluster takes replies.
+fn is_federation_collective(subject: &str) -> bool {
+    let tokens: Vec<&str> = subject.split('.').collect();
+    matches!(tokens.as_slice(), ["choria", "federation", cluster, "collective"]
+        if !cluster.is_empty() && !cluster.contains(['*', '>']))
+}
+
+/// What a reply carries over from its request, as a Choria server's does.
+struct Hop<'r> {
+    request: &'r TransportHeaders,
+    server: &'r str,
+    legacy: &'r str,
+}
+
+/// A legacy reply, verified and translated, as the Choria reply a node would send: a federated
+/// request's routing data and hops are copied, and the facade records its own hop.
 fn choria_reply(
     requestid: &str,
     agent: &str,
     action: &str,
     reply: &crate::client::ReplyEvent,
+    hop: &Hop<'_>,
 ) -> Bytes {
     let message = if agent == "discovery" {
         "pong".to_string()
@@ -363,9 +394,22 @@ fn choria_reply(
         time: Now::system().unix_seconds(),
     };
     let secure = SecureReply::new(Reply::new(message, envelope).encode_string());
-    let headers = TransportHeaders {
+    let mut headers = TransportHeaders {
         mc_sender: Some(reply.sender.clone()),
         ..TransportHeaders::default()
     };
+    if let Some(federation) = &hop.request.federation {
+        headers.federation = Some(FederationHeader {
+            req: federation.req.clone(),
+            reply_to: federation.reply_to.clone(),
+            target: Vec::new(),
+        });
+        headers.seen_by = hop.request.seen_by.clone();
+    }
+    headers.record_hop(
+        hop.server,
+        &format!("{} (fedgate legacy {})", reply.sender, hop.legacy),
+        hop.server,
+    );
     Bytes::from(Transport::new(secure.encode(), headers).encode())
 }

@@ -16,8 +16,8 @@ use std::time::Duration;
 use futures::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, QueueBindOptions,
-    QueueDeclareOptions,
+    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
+    QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Connection, ConnectionProperties};
@@ -39,10 +39,34 @@ use crate::wire::mcollective::{Ruby, Serializer};
 
 /// Most node identities bound for directed requests.
 pub const MAX_DIRECTED: usize = 100_000;
-/// Requests collecting replies at once per instance.
-const IN_FLIGHT: usize = 1024;
+/// Requests collecting replies at once per instance. A broadcast collects until its replies
+/// have been quiet for 2 s, so this bounds throughput at about `IN_FLIGHT / 2` per second
+/// (each costs a reply subscription and a small task).
+const IN_FLIGHT: usize = 8192;
 /// Longest a bridged request collects Choria replies.
 const MAX_COLLECT: Duration = Duration::from_secs(60);
+/// How long a request fedgate could not act on waits before it goes back on the queue.
+const RETRY_PAUSE: Duration = Duration::from_secs(1);
+
+/// Why a delivery was refused for good: the code, the reason, and the record to write.
+type Refusal = (&'static str, String, Event);
+
+/// Why a target collective did not take a request.
+enum NotAdmitted {
+    /// Refused: the record to write.
+    Refused(Box<Refusal>),
+    /// Allowed, but the decision could not be recorded.
+    Unrecorded(String),
+}
+
+/// What became of a delivery that was not refused.
+enum Handled {
+    /// Forwarded and acknowledged.
+    Forwarded,
+    /// fedgate could not act on it now (its audit trail or the Choria network failed): it goes
+    /// back on the queue, and is taken again until it expires.
+    Retry(&'static str, String),
+}
 
 /// Why the bridge could not start.
 #[derive(Debug, thiserror::Error)]
@@ -61,11 +85,29 @@ struct Shared {
     server: LegacySigner,
     identity: Arc<IdentityRules>,
     gate: Arc<Gate>,
-    nats: async_nats::Client,
-    signer: Arc<Signer>,
-    internal: String,
+    /// The collective, or each member collective of the federation, requests go to.
+    targets: Vec<Target>,
+    /// Which target's discovery found each node, for directed requests.
+    homes: std::sync::RwLock<std::collections::HashMap<String, usize>>,
     sender: String,
     publisher: lapin::Channel,
+}
+
+/// A Choria collective the bridge re-signs into.
+struct Target {
+    collective: String,
+    internal: String,
+    nats: async_nats::Client,
+    signer: Arc<Signer>,
+}
+
+/// A request admitted into one target: mapped, authorized and recorded.
+struct Admitted<'s> {
+    target: &'s Target,
+    mapped: CallerId,
+    filter: Filter,
+    event: Event,
+    link: String,
 }
 
 /// A running legacy-to-Choria bridge for one legacy collective.
@@ -107,22 +149,31 @@ impl Ingress {
             .map_err(|e| fail(e.to_string()))?;
         let server =
             LegacySigner::from_file(server_private, "server").map_err(|e| fail(e.to_string()))?;
-        let collective = config
-            .collectives
-            .get(&bridge.collective)
-            .ok_or_else(|| fail(format!("no collective {}", bridge.collective)))?;
-        let signer_files = collective
-            .signer
-            .as_ref()
-            .ok_or_else(|| fail(format!("collective {} has no signer", bridge.collective)))?;
-        let signer = Signer::from_files(&signer_files.certificate, &signer_files.key)
-            .map_err(|e| fail(e.to_string()))?;
-        let nats = crate::nats::connect(
-            &collective.endpoint(),
-            &format!("fedgate legacy bridge {instance}"),
-        )
-        .await
-        .map_err(|e| fail(e.to_string()))?;
+        let mut targets = Vec::new();
+        for name in config.bridge_targets(&bridge).map_err(fail)? {
+            let collective = config
+                .collectives
+                .get(&name)
+                .ok_or_else(|| fail(format!("no collective {name}")))?;
+            let signer_files = collective
+                .signer
+                .as_ref()
+                .ok_or_else(|| fail(format!("collective {name} has no signer")))?;
+            let signer = Signer::from_files(&signer_files.certificate, &signer_files.key)
+                .map_err(|e| fail(e.to_string()))?;
+            let nats = crate::nats::connect(
+                &collective.endpoint(),
+                &format!("fedgate legacy bridge {instance}"),
+            )
+            .await
+            .map_err(|e| fail(format!("{name}: {e}")))?;
+            targets.push(Target {
+                internal: collective.internal_name(&name).to_string(),
+                collective: name,
+                nats,
+                signer: Arc::new(signer),
+            });
+        }
 
         let properties = ConnectionProperties::default()
             .with_connection_name(format!("fedgate {instance} bridge {name}").into())
@@ -187,15 +238,14 @@ impl Ingress {
 
         let shared = Arc::new(Shared {
             name: name.to_string(),
-            internal: collective.internal_name(&bridge.collective).to_string(),
             legacy,
             bridge,
             verifier,
             server,
             identity: config.identity_rules().clone(),
             gate,
-            nats,
-            signer: Arc::new(signer),
+            targets,
+            homes: Default::default(),
             sender: format!("fedgate-bridge-{instance}"),
             publisher,
         });
@@ -289,36 +339,44 @@ impl Directed {
 
     async fn refresh(&mut self) {
         let shared = &self.shared;
-        let caller = match CallerId::parse(&format!("choria={}", shared.signer.certname())) {
-            Ok(caller) => caller,
-            Err(_) => return,
-        };
-        let client = RpcClient::new(
-            shared.nats.clone(),
-            shared.signer.clone(),
-            caller,
-            shared.sender.clone(),
-            Limits::default(),
-        );
-        let call = RpcCall {
-            timeout: Duration::from_secs(5),
-            idle: Duration::from_secs(2),
-            ..RpcCall::new(&shared.internal, "discovery", "ping")
-        };
         let mut found = BTreeSet::new();
-        if let Err(err) = client
-            .call(&call, |reply| {
-                // A routing key is at most 255 bytes.
-                let usable =
-                    reply.sender.len() <= 255 && crate::subjects::is_valid_dotted(&reply.sender);
-                if usable && found.len() < MAX_DIRECTED {
-                    found.insert(reply.sender.clone());
-                }
-            })
-            .await
-        {
-            tracing::warn!(legacy = %shared.name, %err, "discovery for directed bindings failed");
-            return;
+        let mut homes = std::collections::HashMap::new();
+        for (index, target) in shared.targets.iter().enumerate() {
+            let caller = match CallerId::parse(&format!("choria={}", target.signer.certname())) {
+                Ok(caller) => caller,
+                Err(_) => return,
+            };
+            let client = RpcClient::new(
+                target.nats.clone(),
+                target.signer.clone(),
+                caller,
+                shared.sender.clone(),
+                Limits::default(),
+            );
+            let call = RpcCall {
+                timeout: Duration::from_secs(5),
+                idle: Duration::from_secs(2),
+                ..RpcCall::new(&target.internal, "discovery", "ping")
+            };
+            let discovered = client
+                .call(&call, |reply| {
+                    // A routing key is at most 255 bytes.
+                    let usable = reply.sender.len() <= 255
+                        && crate::subjects::is_valid_dotted(&reply.sender);
+                    if usable && found.len() < MAX_DIRECTED {
+                        found.insert(reply.sender.clone());
+                        homes.insert(reply.sender.clone(), index);
+                    }
+                })
+                .await;
+            // Bindings are only changed on a complete picture.
+            if let Err(err) = discovered {
+                tracing::warn!(legacy = %shared.name, collective = %target.collective, %err, "discovery for directed bindings failed");
+                return;
+            }
+        }
+        if let Ok(mut current) = shared.homes.write() {
+            *current = homes;
         }
         let directed = format!("{}_directed", shared.legacy.collective);
         for node in found.difference(&self.bound.clone()) {
@@ -446,15 +504,45 @@ impl Shared {
                 self.event(),
             ))
         };
-        if let Err((code, reason, event)) = result {
-            metrics::counter!("fedgate_legacy_refused_total", "legacy" => self.name.clone(), "reason" => code)
-                .increment(1);
-            let mut event = event;
-            event.decision = Some(Verdict::Deny);
-            event.code = code.into();
-            event.reason = reason;
-            let _ = self.gate.record(event).await;
-            let _ = delivery.ack(BasicAckOptions::default()).await;
+        match result {
+            Ok(Handled::Forwarded) => {}
+            Ok(Handled::Retry(code, reason)) => {
+                metrics::counter!("fedgate_legacy_requeued_total", "legacy" => self.name.clone(), "reason" => code)
+                    .increment(1);
+                tracing::warn!(legacy = %self.name, code, %reason, "request put back on the queue");
+                tokio::time::sleep(RETRY_PAUSE).await;
+                let requeue = BasicNackOptions {
+                    requeue: true,
+                    ..BasicNackOptions::default()
+                };
+                let _ = delivery.nack(requeue).await;
+            }
+            Err((code, reason, event)) => {
+                // A delivery the broker hands out again after fedgate forwarded it but before
+                // its acknowledgement reached the broker: dropped, never forwarded twice.
+                let (code, reason) = if code == "replay" && delivery.redelivered {
+                    (
+                        "duplicate_delivery",
+                        "redelivered by the broker after it was forwarded".to_string(),
+                    )
+                } else {
+                    (code, reason)
+                };
+                self.record_refusal((code, reason, event)).await;
+                let _ = delivery.ack(BasicAckOptions::default()).await;
+            }
+        }
+    }
+
+    /// Counts a refusal and records it as a denied decision.
+    async fn record_refusal(&self, (code, reason, mut event): Refusal) {
+        metrics::counter!("fedgate_legacy_refused_total", "legacy" => self.name.clone(), "reason" => code)
+            .increment(1);
+        event.decision = Some(Verdict::Deny);
+        event.code = code.into();
+        event.reason = reason;
+        if let Err(err) = self.gate.record(event).await {
+            tracing::error!(legacy = %self.name, %err, "could not record a refusal");
         }
     }
 
@@ -462,7 +550,7 @@ impl Shared {
         Event {
             edge: "legacy-amqp".into(),
             realm: self.name.clone(),
-            collectives: vec![self.bridge.collective.clone()],
+            collectives: self.targets.iter().map(|t| t.collective.clone()).collect(),
             ..Event::default()
         }
     }
@@ -474,7 +562,7 @@ impl Shared {
         reply_to: Option<&str>,
         directed_to: Option<String>,
         delivery: &Delivery,
-    ) -> Result<(), (&'static str, String, Event)> {
+    ) -> Result<Handled, Refusal> {
         let serializer = self.legacy.serializer;
         let mut event = self.event();
         event.stage = "decode".into();
@@ -520,105 +608,123 @@ impl Shared {
         event.action = Some(action.clone());
         event.data_keys = data.keys().cloned().collect();
         event.stage = "decode".into();
-        let mut filter = choria_filter(&verified.request.filter)
+        let filter = choria_filter(&verified.request.filter)
             .map_err(|m| ("unsupported_filter", m, event.clone()))?;
-        event.stage = "map".into();
-        let collective = &self.bridge.collective;
-        let (mapped, identity_rule) = match self.identity.map(&self.name, &caller, collective) {
-            Mapping::Mapped { callerid, rule } => (callerid, rule.to_string()),
-            Mapping::Denied(denial) => {
-                event.rule = denial.rule().map(ToString::to_string);
-                return Err((
-                    "unmapped",
-                    format!(
-                        "{} may not act in {collective}: {}",
-                        caller.as_str(),
-                        denial.reason()
-                    ),
-                    event,
-                ));
-            }
-        };
-        event.mapped_caller = Some(mapped.as_str().to_string());
-        // Discovery is answered by every node; only RPC actions are policy's to decide.
-        let mut rule = "discovery".to_string();
-        if agent != "discovery" {
-            event.stage = "authorize".into();
-            let query = Query {
-                collective,
-                agent: &agent,
-                action: &action,
-                caller: mapped.as_str(),
-            };
-            match self.gate.authorize(&query, &mut filter, &mut event) {
-                Ok(decided_by) => rule = decided_by,
-                Err(denied) => {
-                    event.rule = Some(denied.source.to_string());
-                    return Err(("denied", denied.reason, event));
-                }
-            }
-        }
         let requestid = verified.request.requestid.clone();
-        event.filter = gate::summarize(&filter);
         if self.gate.auditor.records_values(&agent, &action) {
             event.data = Some(data.clone());
         }
-        event.decision = Some(Verdict::Allow);
-        event.stage = "authorize".into();
-        event.code = "allowed".into();
-        event.rule = Some(rule.clone());
-        event.reason = format!("allowed by {rule}; mapped by {identity_rule}");
-        let link = self
-            .gate
-            .record(event.clone())
-            .await
-            .map_err(|e| ("audit_failed", e.to_string(), event.clone()))?;
+        // A directed copy goes to the collective whose discovery found the node.
+        let home = directed_to.as_ref().and_then(|node| {
+            self.homes
+                .read()
+                .ok()
+                .and_then(|homes| homes.get(node).copied())
+        });
+        let mut admitted = Vec::new();
+        let mut refused = Vec::new();
+        let mut unrecorded = Vec::new();
+        for (index, target) in self.targets.iter().enumerate() {
+            if home.is_some_and(|home| home != index) {
+                continue;
+            }
+            let call = (agent.as_str(), action.as_str());
+            match self
+                .admit(target, &caller, call, filter.clone(), event.clone())
+                .await
+            {
+                Ok(one) => admitted.push(one),
+                Err(NotAdmitted::Refused(refusal)) => refused.push(*refusal),
+                Err(NotAdmitted::Unrecorded(err)) => unrecorded.push(err),
+            }
+        }
+        if admitted.is_empty() {
+            if let Some(err) = unrecorded.pop() {
+                // Nothing is forwarded that is not on the record: try again later.
+                self.verifier.release(&verified);
+                return Ok(Handled::Retry("audit_failed", err));
+            }
+            // Every member refused: the last refusal is the delivery's, recorded with it; the
+            // others are recorded here, one per member.
+            let last = refused
+                .pop()
+                .unwrap_or_else(|| ("unmapped", "no collective to bridge into".into(), event));
+            for refusal in refused {
+                self.record_refusal(refusal).await;
+            }
+            return Err(last);
+        }
+        // Some collectives took it: the others' refusals are recorded beside it.
+        for refusal in refused {
+            self.record_refusal(refusal).await;
+        }
+        for err in unrecorded {
+            tracing::error!(legacy = %self.name, %err, "a collective was skipped: its decision could not be recorded");
+        }
 
         let ttl = verified.body.ttl.clamp(1, 60);
         let timeout = Duration::from_secs(ttl.unsigned_abs()).min(MAX_COLLECT);
-        let targets: Vec<String> = directed_to.into_iter().collect();
-        let call = RpcCall {
-            data,
-            filter,
-            expect: (!targets.is_empty()).then_some(targets.len()),
-            targets,
-            ttl,
-            timeout,
-            idle: Duration::from_secs(2),
-            ..RpcCall::new(&self.internal, &agent, &action)
-        };
-        let client = RpcClient::new(
-            self.nats.clone(),
-            self.signer.clone(),
-            mapped,
-            self.sender.clone(),
-            Limits::default(),
-        );
-        let (published_tx, published_rx) = tokio::sync::oneshot::channel::<()>();
-        let reply_agent = agent.clone();
+        let nodes: Vec<String> = directed_to.into_iter().collect();
         let (reply_tx, mut reply_rx) = tokio::sync::mpsc::channel::<(String, Ruby)>(4096);
-        let call_fut = client.call_observed(
-            &call,
-            &requestid,
-            move || {
-                let _ = published_tx.send(());
-            },
-            // The closure owns the sender: the reply forwarder ends when the call does.
-            move |reply| {
-                if replies_wanted {
-                    let body = legacy_reply_body(&reply_agent, reply);
-                    if reply_tx.try_send((reply.sender.clone(), body)).is_err() {
-                        metrics::counter!("fedgate_legacy_replies_dropped_total").increment(1);
-                    }
+        let mut published = Vec::new();
+        let calls: Vec<_> = admitted
+            .iter()
+            .map(|one| {
+                let call = RpcCall {
+                    data: data.clone(),
+                    filter: one.filter.clone(),
+                    expect: (!nodes.is_empty()).then_some(nodes.len()),
+                    targets: nodes.clone(),
+                    ttl,
+                    timeout,
+                    idle: Duration::from_secs(2),
+                    ..RpcCall::new(&one.target.internal, &agent, &action)
+                };
+                let client = RpcClient::new(
+                    one.target.nats.clone(),
+                    one.target.signer.clone(),
+                    one.mapped.clone(),
+                    self.sender.clone(),
+                    Limits::default(),
+                );
+                let (published_tx, published_rx) = tokio::sync::oneshot::channel::<()>();
+                published.push(published_rx);
+                let reply_agent = agent.clone();
+                let reply_tx = reply_tx.clone();
+                let requestid = requestid.clone();
+                async move {
+                    client
+                        .call_observed(
+                            &call,
+                            &requestid,
+                            move || {
+                                let _ = published_tx.send(());
+                            },
+                            // The closure owns a sender: the forwarder ends when every call has.
+                            move |reply| {
+                                if replies_wanted {
+                                    let body = legacy_reply_body(&reply_agent, reply);
+                                    if reply_tx.try_send((reply.sender.clone(), body)).is_err() {
+                                        metrics::counter!("fedgate_legacy_replies_dropped_total")
+                                            .increment(1);
+                                    }
+                                }
+                            },
+                        )
+                        .await
                 }
-            },
-        );
-        // Acknowledged once published; or, if publishing failed, once the call gave up (the
-        // failure is in the audit trail as a completion with no replies): a redelivery would
-        // only be refused as a replay.
+            })
+            .collect();
+        drop(reply_tx);
+        // Acknowledged once published everywhere it was admitted (and recorded, above); a
+        // request published nowhere is put back on the queue instead.
         let ack = async {
-            let _ = published_rx.await;
-            let _ = delivery.ack(BasicAckOptions::default()).await;
+            let outcomes = futures::future::join_all(published).await;
+            let published = outcomes.iter().filter(|o| o.is_ok()).count();
+            if published > 0 {
+                let _ = delivery.ack(BasicAckOptions::default()).await;
+            }
+            published
         };
         let send_replies = async {
             while let Some((sender, body)) = reply_rx.recv().await {
@@ -633,13 +739,93 @@ impl Shared {
                 .await;
             }
         };
-        let (summary, (), ()) = tokio::join!(call_fut, ack, send_replies);
-        let replies = summary.as_ref().map_or(0, |s| s.responses as u64);
-        self.gate.complete_now(&event, link, replies).await;
-        if let Err(err) = summary {
-            tracing::warn!(legacy = %self.name, %err, "bridged request failed");
+        let (summaries, published, ()) =
+            tokio::join!(futures::future::join_all(calls), ack, send_replies);
+        let mut failure = None;
+        for (one, summary) in admitted.iter().zip(summaries) {
+            let replies = summary.as_ref().map_or(0, |s| s.responses as u64);
+            self.gate
+                .complete_now(&one.event, one.link.clone(), replies)
+                .await;
+            if let Err(err) = summary {
+                tracing::warn!(legacy = %self.name, collective = %one.target.collective, %err, "bridged request failed");
+                failure = Some(err.to_string());
+            }
         }
-        Ok(())
+        match failure {
+            Some(err) if published == 0 => {
+                self.verifier.release(&verified);
+                Ok(Handled::Retry("publish_failed", err))
+            }
+            _ => Ok(Handled::Forwarded),
+        }
+    }
+
+    /// Maps, authorizes and records a request for one target collective.
+    async fn admit<'s>(
+        &self,
+        target: &'s Target,
+        caller: &CallerId,
+        (agent, action): (&str, &str),
+        mut filter: Filter,
+        mut event: Event,
+    ) -> Result<Admitted<'s>, NotAdmitted> {
+        let collective = &target.collective;
+        event.collectives = vec![collective.clone()];
+        event.stage = "map".into();
+        let (mapped, identity_rule) = match self.identity.map(&self.name, caller, collective) {
+            Mapping::Mapped { callerid, rule } => (callerid, rule.to_string()),
+            Mapping::Denied(denial) => {
+                event.rule = denial.rule().map(ToString::to_string);
+                let reason = format!(
+                    "{} may not act in {collective}: {}",
+                    caller.as_str(),
+                    denial.reason()
+                );
+                return Err(NotAdmitted::Refused(Box::new(("unmapped", reason, event))));
+            }
+        };
+        event.mapped_caller = Some(mapped.as_str().to_string());
+        // Discovery is answered by every node; only RPC actions are policy's to decide.
+        let mut rule = "discovery".to_string();
+        if agent != "discovery" {
+            event.stage = "authorize".into();
+            let query = Query {
+                collective,
+                agent,
+                action,
+                caller: mapped.as_str(),
+            };
+            match self.gate.authorize(&query, &mut filter, &mut event) {
+                Ok(decided_by) => rule = decided_by,
+                Err(denied) => {
+                    event.rule = Some(denied.source.to_string());
+                    return Err(NotAdmitted::Refused(Box::new((
+                        "denied",
+                        denied.reason,
+                        event,
+                    ))));
+                }
+            }
+        }
+        event.filter = gate::summarize(&filter);
+        event.decision = Some(Verdict::Allow);
+        event.stage = "authorize".into();
+        event.code = "allowed".into();
+        event.rule = Some(rule.clone());
+        event.reason = format!("allowed by {rule}; mapped by {identity_rule}");
+        let link = self
+            .gate
+            .record(event.clone())
+            .await
+            .map_err(|e| NotAdmitted::Unrecorded(e.to_string()))?;
+        Ok(Admitted {
+            target,
+            mapped,
+            filter,
+            event,
+            link,
+        })
     }
 
     async fn send_reply(

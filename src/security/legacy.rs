@@ -131,6 +131,8 @@ pub struct VerifiedLegacyRequest {
     pub cert_name: String,
     /// What was asked: discovery `ping`, or an RPC action.
     pub call: LegacyCall,
+    /// The replay claim: the signed body's digest and the node a directed copy was for.
+    claim: ([u8; 32], Option<String>),
 }
 
 /// What a verified request asks for.
@@ -302,7 +304,14 @@ impl LegacyVerifier {
             body,
             cert_name: name,
             call,
+            claim: (signed, target.map(str::to_string)),
         })
+    }
+
+    /// Forgets that `request` was received: it was not forwarded and will be delivered again.
+    pub fn release(&self, request: &VerifiedLegacyRequest) {
+        let (digest, target) = &request.claim;
+        self.replays.release(*digest, target.as_deref());
     }
 
     /// Verifies a reply's signature with the servers' shared key.

@@ -87,6 +87,31 @@ impl ReplayWindow {
             }
         }
     }
+
+    /// Gives back a claim that was never acted on (the request could not be forwarded and will
+    /// be delivered again), so its next delivery is not taken for a replay.
+    pub fn release(&self, digest: [u8; 32], target: Option<&str>) {
+        let Ok(mut claims) = self.claims.lock() else {
+            return;
+        };
+        let emptied = match (claims.get_mut(&digest), target) {
+            (
+                Some(Claim {
+                    targets: Some(targets),
+                    ..
+                }),
+                Some(target),
+            ) => {
+                targets.remove(target);
+                targets.is_empty()
+            }
+            (Some(Claim { targets: None, .. }), None) => true,
+            _ => false,
+        };
+        if emptied {
+            claims.remove(&digest);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -115,5 +140,31 @@ mod tests {
         // Once they expire, the window has room again, and an expired claim may be made anew.
         assert_eq!(window.claim([3; 32], None, 300, 200), Ok(()));
         assert_eq!(window.claim(a, None, 300, 200), Ok(()));
+    }
+
+    #[test]
+    fn a_released_claim_may_be_made_again_and_only_that_one() {
+        let window = ReplayWindow::new(8);
+        let a = [1; 32];
+        window.claim(a, Some("n1"), 100, 0).unwrap();
+        window.claim(a, Some("n2"), 100, 0).unwrap();
+        window.release(a, Some("n1"));
+        assert_eq!(window.claim(a, Some("n1"), 100, 0), Ok(()));
+        assert_eq!(
+            window.claim(a, Some("n2"), 100, 0),
+            Err(ReplayError::Replay)
+        );
+        // A broadcast release does not free directed copies, nor the other way round.
+        window.release(a, None);
+        assert_eq!(
+            window.claim(a, Some("n2"), 100, 0),
+            Err(ReplayError::Replay)
+        );
+        let b = [2; 32];
+        window.claim(b, None, 100, 0).unwrap();
+        window.release(b, Some("n1"));
+        assert_eq!(window.claim(b, None, 100, 0), Err(ReplayError::Replay));
+        window.release(b, None);
+        assert_eq!(window.claim(b, None, 100, 0), Ok(()));
     }
 }
