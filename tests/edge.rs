@@ -321,7 +321,11 @@ async fn an_id_is_free_again_as_soon_as_its_request_is_done() {
     const IDS: usize = 16;
     const ROUNDS: usize = 100;
     let request = |n: usize, round: usize| {
-        let collective = if round % 2 == 0 { "london" } else { "nowhere" };
+        let collective = if round.is_multiple_of(2) {
+            "london"
+        } else {
+            "nowhere"
+        };
         json!({"type":"rpc","id":format!("id{n}"),"collective":collective,"agent":"rpcutil","action":"ping","limit":2})
     };
     for n in 0..IDS {
@@ -335,7 +339,11 @@ async fn an_id_is_free_again_as_soon_as_its_request_is_done() {
             continue;
         }
         let n: usize = message["id"].as_str().unwrap()[2..].parse().unwrap();
-        let expected = if rounds[n] % 2 == 0 { "done" } else { "error" };
+        let expected = if rounds[n].is_multiple_of(2) {
+            "done"
+        } else {
+            "error"
+        };
         assert_eq!(kind, expected, "round {}: {message}", rounds[n]);
         if kind == "error" {
             assert_eq!(message["code"], "unknown_collective", "{message}");
