@@ -9,6 +9,7 @@ mod identity;
 mod inspect;
 mod observe;
 mod policy;
+mod registry;
 mod rpc;
 mod run;
 mod token;
@@ -66,6 +67,9 @@ pub enum Command {
     /// Tokens for the WebSocket edge: signing key, issue, password hashes.
     #[command(subcommand)]
     Token(token::Command),
+    /// The federation registry: push, diff, history, rollback, status.
+    #[command(subcommand)]
+    Registry(registry::Command),
 }
 
 /// How requests are checked: the CA plus Choria's name rules and the size limit.
@@ -133,6 +137,7 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Demo(args) => demo::run(args).await,
         Command::Bench(args) => bench::run(args).await,
         Command::Token(command) => token::run(command),
+        Command::Registry(command) => registry::run(command).await,
     }
 }
 

@@ -51,9 +51,82 @@ pub struct Config {
     /// Legacy MCollective collectives on RabbitMQ, by name; each is also a realm.
     #[serde(default)]
     pub legacy: BTreeMap<String, LegacyConfig>,
+    /// The federation registry that holds policies, identity rules, users and membership;
+    /// without it they come from the files this config names.
+    #[serde(default)]
+    pub registry: Option<RegistryConfig>,
     /// The rules of `identity.rules`, loaded and checked once with the config.
     #[serde(skip, default = "defaults::identity_rules")]
     rules: Arc<IdentityRules>,
+    /// The registry revision applied with [`Config::with_set`].
+    #[serde(skip)]
+    revision: Option<u64>,
+}
+
+/// The federation registry: JetStream key-value buckets on a NATS network.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryConfig {
+    /// NATS server URLs of the network holding the registry (JetStream enabled).
+    pub nats: Vec<String>,
+    /// CA bundle of that network; connections use TLS when it is set.
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    /// fedgate's TLS client identity there.
+    #[serde(default)]
+    pub tls: Option<TlsIdentity>,
+    /// Where this instance keeps the last good revision, to start and serve without the
+    /// registry.
+    pub cache: PathBuf,
+    /// Bucket names start with this: `<prefix>-policies`, `-identity`, `-users`, `-config`,
+    /// `-revisions`, `-instances`.
+    #[serde(default = "defaults::registry_prefix")]
+    pub prefix: String,
+    /// Replicas when the buckets are created.
+    #[serde(default = "defaults::audit_replicas")]
+    pub replicas: usize,
+    /// How long start-up waits for the registry before it uses the cached revision, ms.
+    #[serde(default = "defaults::registry_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Seconds between this instance's status reports (and checks of the head revision).
+    #[serde(default = "defaults::registry_heartbeat")]
+    pub heartbeat_s: u64,
+}
+
+impl RegistryConfig {
+    /// The registry network's endpoint with fedgate's TLS identity.
+    pub fn endpoint(&self) -> NatsEndpoint {
+        endpoint(&self.nats, self.ca.as_deref(), self.tls.as_ref())
+    }
+}
+
+/// The part of a configuration a registry revision carries (`config.toml` of a set).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fragment {
+    /// Policy settings besides the files.
+    #[serde(default)]
+    pub policy: Option<FragmentPolicy>,
+    /// Federation membership: each named federation's `members` replace the local list.
+    #[serde(default)]
+    pub federations: BTreeMap<String, FragmentFederation>,
+}
+
+/// `[policy]` of a registry fragment.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FragmentPolicy {
+    /// What applies when no policy file does.
+    #[serde(default = "defaults::unconfigured")]
+    pub unconfigured: crate::policy::Effect,
+}
+
+/// `[federations.<name>]` of a registry fragment.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FragmentFederation {
+    /// The federation's members, by name; each must be defined in the instance's config.
+    pub members: Vec<String>,
 }
 
 /// A legacy MCollective collective reached over AMQP 0-9-1 (its peers speak STOMP to the same
@@ -552,6 +625,15 @@ mod defaults {
     pub fn max_ttl() -> i64 {
         60
     }
+    pub fn registry_prefix() -> String {
+        "fedgate".into()
+    }
+    pub fn registry_timeout_ms() -> u64 {
+        2000
+    }
+    pub fn registry_heartbeat() -> u64 {
+        2
+    }
     pub fn identity_rules() -> super::Arc<super::IdentityRules> {
         super::Arc::new(super::IdentityRules::deny_all())
     }
@@ -630,10 +712,69 @@ impl Config {
             message: err.to_string(),
         })?;
         config.resolve_paths(path.parent().unwrap_or(Path::new(".")));
+        config.check_registry_owned(path)?;
         config.merge_inline_collectives(path)?;
         config.validate(path)?;
         config.rules = Arc::new(config.load_identity_rules(path)?);
         Ok(config)
+    }
+
+    /// This config completed with a registry set (a directory as `fedgate registry push`
+    /// takes): its policies, identity rules, users and fragment, validated as start-up
+    /// validates a file-mode config. `revision` is the registry revision it came from.
+    pub fn with_set(&self, set: &Path, revision: u64, path: &Path) -> Result<Config, ConfigError> {
+        let mut config = self.clone();
+        let fragment_path = set.join("config.toml");
+        let fragment: Fragment = match std::fs::read_to_string(&fragment_path) {
+            Ok(text) => toml::from_str(&text).map_err(|err| ConfigError::Parse {
+                path: fragment_path.clone(),
+                message: err.to_string(),
+            })?,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Fragment::default(),
+            Err(source) => {
+                return Err(ConfigError::Io {
+                    path: fragment_path,
+                    source,
+                });
+            }
+        };
+        config.policy = Some(PolicyConfig {
+            dir: set.join("policies"),
+            unconfigured: fragment
+                .policy
+                .map_or_else(defaults::unconfigured, |p| p.unconfigured),
+        });
+        let identity = set.join("identity.toml");
+        config.identity.rules = identity.is_file().then_some(identity);
+        let users = set.join("users.toml");
+        if let Some(edge) = &mut config.edge {
+            edge.users = users.is_file().then_some(users);
+        }
+        for (name, membership) in fragment.federations {
+            let Some(federation) = config.federations.get_mut(&name) else {
+                return Err(ConfigError::Invalid {
+                    path: fragment_path,
+                    key: format!("federations.{name}"),
+                    problem: format!("federation {name} is not defined in {}", path.display()),
+                });
+            };
+            federation.members = membership.members;
+        }
+        config.revision = Some(revision);
+        config.validate(path)?;
+        config.rules = Arc::new(config.load_identity_rules(path)?);
+        Ok(config)
+    }
+
+    /// The registry revision this config was completed with ([`Config::with_set`]).
+    pub fn registry_revision(&self) -> Option<u64> {
+        self.revision
+    }
+
+    /// With a registry but no revision applied yet, policy, identity rules and users are
+    /// still to come, so checks that need them wait for [`Config::with_set`].
+    pub fn rules_pending(&self) -> bool {
+        self.registry.is_some() && self.revision.is_none()
     }
 
     /// The named collective.
@@ -759,6 +900,11 @@ impl Config {
             edge.users.iter_mut().for_each(join);
             edge.web_root.iter_mut().for_each(join);
             edge.ddl_dir.iter_mut().for_each(join);
+        }
+        if let Some(registry) = &mut self.registry {
+            registry.ca.iter_mut().for_each(join);
+            join_tls(&mut registry.tls);
+            join(&mut registry.cache);
         }
         if let Some(audit) = &mut self.audit {
             audit.file.iter_mut().for_each(join);

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::audit::{Auditor, FileSink, JetStreamSink, Sink};
 use crate::config::{Config, Member};
 use crate::nats::{self, NatsError};
-use crate::policy::PolicyStore;
+use crate::rules::{RuleStore, Rules};
 use crate::subjects;
 use crate::wire::Limits;
 use gate::Gate;
@@ -143,15 +143,17 @@ impl Broker {
         if let Some(gate) = &gate {
             if options.gate.is_none() {
                 let watcher = gate
-                    .policy
+                    .rules
                     .watch(broker.requests.stop.clone())
                     .map_err(|e| BrokerError::Config {
                         federation: "(policy)".into(),
-                        problem: format!("cannot watch {}: {e}", gate.policy.dir().display()),
+                        problem: format!("cannot watch the policy directory: {e}"),
                     })?;
-                broker.requests.tasks.spawn(async move {
-                    let _ = watcher.await;
-                });
+                if let Some(watcher) = watcher {
+                    broker.requests.tasks.spawn(async move {
+                        let _ = watcher.await;
+                    });
+                }
             }
             broker
                 .replies
@@ -346,8 +348,13 @@ pub async fn open_gate(
     let (Some(policy), Some(audit)) = (&config.policy, &config.audit) else {
         return Err(problem("resign mode needs [policy] and [audit]".into()));
     };
-    let store = PolicyStore::open(&policy.dir, policy.unconfigured)
-        .map_err(|e| problem(format!("policy: {e}")))?;
+    let rules = Rules::load(config).map_err(problem)?;
+    // With a registry the rules change only by revision; in file mode the directory is watched.
+    let watched = config
+        .registry
+        .is_none()
+        .then_some((policy.dir.as_path(), policy.unconfigured));
+    let store = RuleStore::new(rules, watched);
     let mut sinks = Vec::new();
     if let Some(options) = audit.file_options(instance) {
         sinks.push(Sink::File(

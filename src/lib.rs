@@ -43,6 +43,8 @@ pub mod metrics;
 pub mod nats;
 pub mod natsd;
 pub mod policy;
+pub mod registry;
+pub mod rules;
 pub mod security;
 pub mod subjects;
 pub mod wire;

@@ -6,12 +6,13 @@
 //!   overrides `default.policy`; a gateway-wide setting decides when none applies.
 //! - [`authorize()`]: the pure decision, from the gateway (conditions become filter additions or
 //!   fail closed) or from a node (facts and classes checked as a Choria server does).
-//! - [`reload`]: the watched, atomically swapped current set.
+//!
+//! The current set, watched and swapped atomically, is held with the other rules in
+//! [`crate::rules`].
 
 pub mod actionpolicy;
 mod authorize;
 mod index;
-pub mod reload;
 pub mod set;
 #[cfg(test)]
 mod tests;
@@ -20,5 +21,4 @@ pub use actionpolicy::{Conditions, Effect, Groups, ParseError, PolicyFile};
 pub use authorize::{
     Decision, Denied, DenyKind, Permit, Query, Source, Vantage, authorize, describe,
 };
-pub use reload::PolicyStore;
 pub use set::{LoadError, PolicySet};

@@ -17,19 +17,14 @@ use fedgate::wire::Limits;
 use fedgate::wire::choria_v1::Filter;
 use futures::{SinkExt, StreamExt};
 use serde_json::{Map, Value, json};
-use support::{Network, audit_records, gate_block, network_block, realm};
+use support::{EDGE_USERS_TO_LONDON, Network, audit_records, collective_block, gate_block, realm};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::{self, Message};
 
 const NODES: usize = 500;
 
-const RULES: &str = r#"
-[[rule]]
-from = "edge"
-to = ["london"]
-glob = "up=*"
-as = "choria=$1.mcollective"
-
+/// Edge users map by name; edge certificates keep theirs.
+const CERTIFICATE_RULE: &str = r#"
 [[rule]]
 from = "edge"
 to = ["london"]
@@ -74,11 +69,14 @@ impl Gateway {
         let london = Network::start("london");
         let dir = tempfile::tempdir().unwrap();
         let rules_file = dir.path().join("identity.toml");
-        std::fs::write(&rules_file, format!("{RULES}{rules}")).unwrap();
+        std::fs::write(
+            &rules_file,
+            format!("{EDGE_USERS_TO_LONDON}{CERTIFICATE_RULE}{rules}"),
+        )
+        .unwrap();
         let key = dir.path().join("token.key");
         std::fs::write(&key, TokenKeys::generate_pem().unwrap()).unwrap();
         let edge_pki = realm("edge");
-        let privileged = realm("london").privileged.as_ref().unwrap();
         let text = format!(
             "[instance]\nname = \"edge1\"\n\n[identity]\nrules = {rules_file:?}\n\n{}{}{top}\n\
              [edge]\nlisten = \"127.0.0.1:0\"\nca = {:?}\ntls = {{ certificate = {:?}, key = {:?} }}\n\
@@ -88,14 +86,7 @@ impl Gateway {
                 &[("rpcutil.policy", RPCUTIL), ("echo.policy", ECHO)],
                 ""
             ),
-            network_block(
-                "collectives.london",
-                &london,
-                &format!(
-                    "signer = {{ certificate = {:?}, key = {:?} }}",
-                    privileged.cert, privileged.key
-                )
-            ),
+            collective_block("collectives.london", &london),
             edge_pki.ca,
             edge_pki.server.cert,
             edge_pki.server.key,
@@ -630,17 +621,9 @@ async fn self_signed_requests_are_verified_and_mapped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_federation_request_reaches_each_member_the_caller_maps_into() {
     let tokyo = Network::start("tokyo");
-    let tokyo_signer = realm("tokyo").privileged.as_ref().unwrap();
     let top = format!(
         "{}[federations.prod]\nnats = [\"nats://127.0.0.1:1\"]\nca = {:?}\nmembers = [\"london\", \"tokyo\"]\n",
-        network_block(
-            "collectives.tokyo",
-            &tokyo,
-            &format!(
-                "signer = {{ certificate = {:?}, key = {:?} }}",
-                tokyo_signer.cert, tokyo_signer.key
-            )
-        ),
+        collective_block("collectives.tokyo", &tokyo),
         realm("prod").ca,
     );
     let gateway = Gateway::start_with(&top, TOKYO_RULES, "").await;

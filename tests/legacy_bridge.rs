@@ -190,7 +190,6 @@ async fn bridge(site: &LegacySite) -> Bridge {
         "[[rule]]\nfrom = \"oldsite\"\nto = [\"london\"]\nglob = \"cert=*\"\nas = \"choria=$1.mcollective\"\n",
     )
     .unwrap();
-    let privileged = support::realm("london").privileged.as_ref().unwrap();
     let text = format!(
         "[instance]\nname = \"bridge1\"\n\n[identity]\nrules = {rules:?}\n\n{}{}{}",
         gate_block(
@@ -201,14 +200,7 @@ async fn bridge(site: &LegacySite) -> Bridge {
             )],
             ""
         ),
-        support::network_block(
-            "collectives.london",
-            &london,
-            &format!(
-                "signer = {{ certificate = {:?}, key = {:?} }}",
-                privileged.cert, privileged.key
-            )
-        ),
+        support::collective_block("collectives.london", &london),
         site.config_block(
             "oldsite",
             "bridge = { collective = \"london\", refresh_s = 5 }"

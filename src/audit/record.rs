@@ -101,6 +101,9 @@ pub struct Event {
     /// so only matching nodes act.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restricted: Option<String>,
+    /// The registry revision whose rules decided (none in file mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<u64>,
     /// Completion: the ids of the decision records this completes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub links: Vec<String>,

@@ -32,6 +32,7 @@ pub(crate) struct Fixture {
     wire: Vec<u8>,
     cluster: ClusterRules,
     rules: Arc<ResignRules>,
+    identity: IdentityRules,
     raw_key: RsaKeyPair,
     bits: usize,
     /// The target collective's CA, which issued the privileged key.
@@ -60,7 +61,6 @@ pub(crate) fn fixture(size: RsaKeySize, now: Now) -> Result<Fixture, BenchError>
     let rules = Arc::new(ResignRules {
         realm: "prod".into(),
         verifier: Verifier::with_defaults(federation_ca, Limits::default()),
-        identity: Arc::new(IdentityRules::parse(RULES, "bench rules").map_err(setup_err)?),
         targets: BTreeMap::from([(
             "london".to_string(),
             ResignTarget {
@@ -86,6 +86,7 @@ pub(crate) fn fixture(size: RsaKeySize, now: Now) -> Result<Fixture, BenchError>
         wire,
         cluster,
         rules,
+        identity: IdentityRules::parse(RULES, "bench rules").map_err(setup_err)?,
         raw_key,
         bits,
         target_ca,
@@ -100,7 +101,8 @@ pub(crate) fn resign_all(fx: &Fixture, now: Now) -> Result<Vec<Resigned>, Refusa
         .groups()
         .iter()
         .map(|(destination, targets)| {
-            let mapped = resign::map_caller(&fx.rules, &verified, destination.network())?;
+            let mapped =
+                resign::map_caller(&fx.rules, &fx.identity, &verified, destination.network())?;
             resign::resign_for(
                 &routed,
                 &verified,

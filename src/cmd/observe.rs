@@ -10,6 +10,7 @@ use fedgate::config::Config;
 use fedgate::federation::observe::{Latest, render};
 use fedgate::federation::stats::ClusterSnapshot;
 use fedgate::nats;
+use fedgate::registry::Registry;
 use fedgate::subjects;
 use futures::StreamExt;
 
@@ -48,6 +49,22 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             .map(|c| (c.certificate.clone(), c.key.clone()));
     }
     let client = nats::connect(&endpoint, "fedgate-observe").await?;
+    // With a registry, which revision each instance runs is shown under the figures.
+    let registry = match &config.registry {
+        Some(settings) => {
+            let wait = Duration::from_millis(settings.timeout_ms.max(1000));
+            match tokio::time::timeout(wait, Registry::connect(settings, "fedgate-observe")).await {
+                Ok(Ok(registry)) => Some(registry),
+                _ => {
+                    eprintln!(
+                        "fedgate observe: the registry is unreachable; showing the figures only"
+                    );
+                    None
+                }
+            }
+        }
+        None => None,
+    };
     let mut stats = client
         .subscribe(subjects::federation_stats(&cluster))
         .await?;
@@ -72,14 +89,33 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         };
         latest.remember(snapshot);
         if until.is_none() {
-            print!("\x1b[H\x1b[2J{}", render(&cluster, &latest.aged()));
+            let registry = registry_table(registry.as_ref()).await;
+            print!(
+                "\x1b[H\x1b[2J{}{registry}",
+                render(&cluster, &latest.aged())
+            );
         }
     }
     if until.is_some() {
         println!("{}", serde_json::to_string(&latest.snapshots())?);
-        eprint!("{}", render(&cluster, &latest.aged()));
+        let registry = registry_table(registry.as_ref()).await;
+        eprint!("{}{registry}", render(&cluster, &latest.aged()));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The registry's status table, or nothing without a registry.
+async fn registry_table(registry: Option<&Registry>) -> String {
+    let Some(registry) = registry else {
+        return String::new();
+    };
+    match (registry.head_revision().await, registry.statuses().await) {
+        (Ok(head), Ok(statuses)) => format!(
+            "\n{}",
+            fedgate::registry::render_status(head, &statuses, fedgate::registry::unix_now())
+        ),
+        (Err(e), _) | (_, Err(e)) => format!("\nregistry: {e}\n"),
+    }
 }
 
 async fn sleep_until(until: Option<tokio::time::Instant>) {

@@ -30,16 +30,38 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     // rather than kill the process: listening replaces SIGXFSZ's default action.
     let _file_size_signal =
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(libc::SIGXFSZ))?;
-    let mut config = Config::load(&args.config)?;
+    let mut base = Config::load(&args.config)?;
     if args.instance.is_some() {
-        config.instance.name = args.instance;
+        base.instance.name = args.instance;
     }
     if args.metrics.is_some() {
-        config.instance.metrics = args.metrics;
+        base.instance.metrics = args.metrics;
     }
-    let instance = config.instance.name_or_default();
+    let instance = base.instance.name_or_default();
     fedgate::config::validate_instance_name(&instance)
         .map_err(|problem| anyhow::anyhow!("instance name: {problem}"))?;
+    // With a registry, the config is completed with its revision (or the cached one).
+    let start = match &base.registry {
+        Some(_) => {
+            let start = fedgate::registry::follow::start(&base, &args.config, &instance).await?;
+            eprintln!(
+                "fedgate {instance}: registry revision {} (from the {})",
+                start.manifest.revision, start.source
+            );
+            if let Some(refused) = &start.refused {
+                eprintln!(
+                    "fedgate {instance}: refused registry revision {}: {}",
+                    refused.revision, refused.reason
+                );
+            }
+            Some(start)
+        }
+        None => None,
+    };
+    let config = match &start {
+        Some(start) => start.validated.config.clone(),
+        None => base.clone(),
+    };
     let stop = CancellationToken::new();
     let metrics = match config.instance.metrics {
         Some(addr) => {
@@ -73,18 +95,47 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         .filter(|(_, l)| l.choria.is_some())
         .map(|(name, _)| name.clone())
         .collect();
-    let gate = if config.edge.is_some() || !bridges.is_empty() || !facades.is_empty() {
+    let resigning: Vec<&str> = config
+        .served_federations()
+        .into_iter()
+        .filter(|name| config.federations[*name].mode == FederationMode::Resign)
+        .collect();
+    let gate = if config.edge.is_some()
+        || !bridges.is_empty()
+        || !facades.is_empty()
+        || !resigning.is_empty()
+    {
         Some(fedgate::federation::open_gate(&config, "edge", &instance).await?)
     } else {
         None
     };
     if let Some(gate) = &gate {
-        // The watcher task ends when `stop` is cancelled.
+        // The watcher task (file mode only) ends when `stop` is cancelled.
         let _watcher = gate
-            .policy
+            .rules
             .watch(stop.clone())
-            .with_context(|| format!("watching {}", gate.policy.dir().display()))?;
+            .context("watching the policy directory")?;
     }
+    let follower = match start {
+        Some(start) => {
+            let store = match &gate {
+                Some(gate) => gate.rules.clone(),
+                None => std::sync::Arc::new(fedgate::rules::RuleStore::new(
+                    fedgate::rules::Rules::load(&config).map_err(anyhow::Error::msg)?,
+                    None,
+                )),
+            };
+            Some(fedgate::registry::Follower::spawn(
+                base,
+                args.config.clone(),
+                instance.clone(),
+                start,
+                store,
+                stop.clone(),
+            )?)
+        }
+        None => None,
+    };
     let options = BrokerOptions {
         instance: instance.clone(),
         workers: config.instance.workers.unwrap_or_else(default_workers),
@@ -92,11 +143,6 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         limits: Limits::default(),
         gate: gate.clone(),
     };
-    let resigning: Vec<&str> = config
-        .served_federations()
-        .into_iter()
-        .filter(|name| config.federations[*name].mode == FederationMode::Resign)
-        .collect();
     if !resigning.is_empty() && config.identity_rules().is_empty() {
         tracing::warn!(
             federations = %resigning.join(", "),
@@ -175,6 +221,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         facade.shutdown(config.instance.drain_timeout()).await;
     }
     stop.cancel();
+    if let Some(follower) = follower {
+        follower.stopped().await;
+    }
     if let Some(task) = metrics {
         let _ = task.await;
     }

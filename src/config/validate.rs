@@ -139,7 +139,7 @@ impl Checker<'_> {
 
     /// The WebSocket edge: it authorizes and audits like a re-signing federation.
     fn edge(&self, config: &Config, edge: &EdgeConfig) -> Result<(), ConfigError> {
-        if config.policy.is_none() {
+        if config.policy.is_none() && !config.rules_pending() {
             return Err(self.invalid(
                 "policy.dir",
                 "is required: the edge authorizes every request with actionpolicy",
@@ -262,6 +262,40 @@ impl Checker<'_> {
 impl Config {
     /// Moves collectives defined inside federations to the top level, refusing a name defined
     /// twice with different settings, and makes each one a member of its federation.
+    /// With a registry, the rules live there: a local policy directory, identity rules file
+    /// or users file would silently disagree with it.
+    pub(super) fn check_registry_owned(&self, path: &Path) -> Result<(), ConfigError> {
+        let check = Checker { path };
+        let Some(registry) = &self.registry else {
+            return Ok(());
+        };
+        let owned = [
+            ("policy", self.policy.is_some()),
+            ("identity.rules", self.identity.rules.is_some()),
+            (
+                "edge.users",
+                self.edge.as_ref().is_some_and(|e| e.users.is_some()),
+            ),
+        ];
+        if let Some((key, _)) = owned.iter().find(|(_, set)| *set) {
+            return Err(check.invalid(
+                *key,
+                "comes from the registry when [registry] is set: push it with `fedgate registry push` instead",
+            ));
+        }
+        if registry.nats.is_empty() {
+            return Err(check.invalid("registry.nats", "names no server"));
+        }
+        if let Some(ca) = &registry.ca {
+            check.file("registry.ca".into(), ca)?;
+        }
+        if !(1..=3600).contains(&registry.heartbeat_s) {
+            return Err(check.invalid("registry.heartbeat_s", "must be 1 to 3600"));
+        }
+        crate::registry::check_prefix(&registry.prefix)
+            .map_err(|problem| check.invalid("registry.prefix", problem))
+    }
+
     pub(super) fn merge_inline_collectives(&mut self, path: &Path) -> Result<(), ConfigError> {
         let check = Checker { path };
         let mut origin: BTreeMap<String, String> = self
@@ -459,7 +493,7 @@ impl Config {
         }
         // A federation without members is only a client's view of it (`fedgate rpc`).
         match &self.policy {
-            _ if routes.is_empty() => {}
+            _ if routes.is_empty() || self.rules_pending() => {}
             None => {
                 return Err(check.invalid(
                     "policy.dir",

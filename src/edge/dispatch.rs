@@ -21,7 +21,8 @@ use crate::client::{RpcCall, RpcClient, Summary};
 use crate::config::Config;
 use crate::federation::gate::{self, Gate};
 use crate::policy::Query;
-use crate::security::identity::{IdentityRules, Mapping};
+use crate::rules::Rules;
+use crate::security::identity::Mapping;
 use crate::security::{CaBundle, CallerId, Now, Signer, Verifier};
 use crate::subjects::is_valid_name;
 use crate::wire::Limits;
@@ -189,7 +190,6 @@ pub enum EdgeTarget {
 /// Everything a request needs besides its socket.
 pub struct Dispatcher {
     realm: String,
-    identity: Arc<IdentityRules>,
     gate: Arc<Gate>,
     targets: BTreeMap<String, EdgeTarget>,
     /// Each federation's member collectives that the edge has a signer for.
@@ -282,7 +282,6 @@ impl Dispatcher {
         }
         Ok(Dispatcher {
             realm,
-            identity: config.identity_rules().clone(),
             gate,
             targets,
             federations,
@@ -293,10 +292,16 @@ impl Dispatcher {
         })
     }
 
-    fn mapped(&self, principal: &Principal, collective: &str) -> bool {
+    /// The rules in force now.
+    pub fn rules(&self) -> Arc<Rules> {
+        self.gate.rules()
+    }
+
+    fn mapped(&self, rules: &Rules, principal: &Principal, collective: &str) -> bool {
         principal.allows(collective)
             && matches!(
-                self.identity
+                rules
+                    .identity
                     .map(&self.realm, &principal.caller, collective),
                 Mapping::Mapped { .. }
             )
@@ -305,16 +310,17 @@ impl Dispatcher {
     /// The collectives and federations `principal` could reach: allowed by its token and mapped
     /// by a rule (a federation when at least one of its members is).
     pub fn reachable(&self, principal: &Principal) -> (Vec<String>, Vec<String>) {
+        let rules = self.gate.rules();
         let collectives = self
             .targets
             .keys()
-            .filter(|name| self.mapped(principal, name))
+            .filter(|name| self.mapped(&rules, principal, name))
             .cloned()
             .collect();
         let federations = self
             .federations
             .iter()
-            .filter(|(_, members)| members.iter().any(|m| self.mapped(principal, m)))
+            .filter(|(_, members)| members.iter().any(|m| self.mapped(&rules, principal, m)))
             .map(|(name, _)| name.clone())
             .collect();
         (collectives, federations)
@@ -521,11 +527,13 @@ impl Dispatcher {
     /// Maps, authorizes and records one collective's share of a request.
     async fn admit<'d>(
         &'d self,
+        rules: &Rules,
         principal: &Principal,
         job: &Job,
         collective: &str,
     ) -> Result<Admitted<'d>, Refused> {
-        let event = self.event(principal, job, Some(collective));
+        let mut event = self.event(principal, job, Some(collective));
+        event.revision = rules.revision;
         let target = match self.targets.get(collective) {
             Some(target) if principal.allows(collective) => target,
             _ => {
@@ -537,7 +545,7 @@ impl Dispatcher {
             }
         };
         let (mapped, identity_rule) =
-            match self
+            match rules
                 .identity
                 .map(&self.realm, &principal.caller, collective)
             {
@@ -554,7 +562,6 @@ impl Dispatcher {
                     return Err(Refused::new(ErrorCode::Unmapped, message));
                 }
             };
-        let mut event = event;
         event.mapped_caller = Some(mapped.as_str().to_string());
         let query = Query {
             collective,
@@ -563,7 +570,7 @@ impl Dispatcher {
             caller: mapped.as_str(),
         };
         let mut filter = job.filter.clone();
-        let rule = match self.gate.authorize(&query, &mut filter, &mut event) {
+        let rule = match self.gate.authorize(rules, &query, &mut filter, &mut event) {
             Ok(rule) => rule,
             Err(denied) => {
                 let rule = denied.source.to_string();
@@ -661,8 +668,10 @@ impl Dispatcher {
         let mut admitted = Vec::new();
         let mut refused = BTreeMap::new();
         let mut first_refusal = None;
+        // One set of rules maps and authorizes every member's copy of the request.
+        let rules = self.gate.rules();
         for collective in &collectives {
-            match self.admit(principal, &job, collective).await {
+            match self.admit(&rules, principal, &job, collective).await {
                 Ok(one) => admitted.push(one),
                 Err(refusal) => {
                     refused.insert(

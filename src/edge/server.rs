@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
-use super::auth::{self, Claims, TokenKeys, Users};
+use super::auth::{self, Claims, TokenKeys};
 use super::dispatch::{self, Job, Principal};
 use super::protocol::{
     BEARER_PROTOCOL, ClientMessage, ErrorCode, SIGNED_SUBPROTOCOL, SUBPROTOCOL, ServerMessage,
@@ -63,7 +63,6 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 pub(super) struct Shared {
     settings: Settings,
     tokens: Option<TokenKeys>,
-    users: Option<Users>,
     limiter: DefaultKeyedRateLimiter<String>,
     connections: Arc<Semaphore>,
     /// Password checks running at once.
@@ -118,12 +117,6 @@ impl Edge {
             .map(TokenKeys::load)
             .transpose()
             .map_err(|e| EdgeError(e.to_string()))?;
-        let users = edge
-            .users
-            .as_deref()
-            .map(Users::load)
-            .transpose()
-            .map_err(|e| EdgeError(e.to_string()))?;
         let quota = Quota::per_second(
             NonZeroU32::new(edge.rate_per_second.max(1)).unwrap_or(NonZeroU32::MIN),
         )
@@ -146,7 +139,6 @@ impl Edge {
                 token_ttl: Duration::from_secs(edge.token_ttl_s.max(60)),
             },
             tokens,
-            users,
             limiter: RateLimiter::keyed(quota),
             connections: Arc::new(Semaphore::new(edge.max_connections.max(1))),
             logins: Arc::new(Semaphore::new(MAX_LOGINS)),
@@ -893,7 +885,9 @@ struct Login {
 
 /// `POST /login`: a token for a user of the users file.
 async fn login(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) -> Response {
-    let (Some(users), Some(keys)) = (&shared.users, &shared.tokens) else {
+    // The users of the rules in force now (a registry revision may change them).
+    let users = shared.dispatch.rules().users.clone();
+    let (Some(users), Some(keys)) = (users, &shared.tokens) else {
         return refuse(
             StatusCode::NOT_FOUND,
             "login",
@@ -933,7 +927,6 @@ async fn login(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) -> Re
             "too many logins in progress",
         );
     };
-    let users = users.clone();
     let name = login.user.clone();
     let checked = tokio::task::spawn_blocking(move || {
         users

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use crate::audit::{Auditor, Event, Kind, Verdict};
-use crate::policy::{Decision, Denied, PolicyStore, Query, Vantage, authorize, describe};
+use crate::policy::{Decision, Denied, Query, Vantage, authorize, describe};
+use crate::rules::{RuleStore, Rules};
 use crate::security::Now;
 use crate::wire::choria_v1::{
     Filter, Reply, ReplyEnvelope, RpcReply, SecureReply, StatusCode, Transport, TransportHeaders,
@@ -23,8 +24,8 @@ const GRACE: Duration = Duration::from_secs(2);
 
 /// Policy, audit and completion tracking of one broker instance.
 pub struct Gate {
-    /// The current actionpolicy set.
-    pub policy: Arc<PolicyStore>,
+    /// The current policy, identity map and users.
+    pub rules: Arc<RuleStore>,
     /// Where decisions are recorded.
     pub auditor: Auditor,
     /// This instance's name, the sender of refusal replies.
@@ -47,10 +48,10 @@ struct Pending {
 }
 
 impl Gate {
-    /// A gate over `policy` writing to `auditor`.
-    pub fn new(policy: Arc<PolicyStore>, auditor: Auditor, instance: String) -> Gate {
+    /// A gate over `rules` writing to `auditor`.
+    pub fn new(rules: Arc<RuleStore>, auditor: Auditor, instance: String) -> Gate {
         Gate {
-            policy,
+            rules,
             auditor,
             instance,
             pending: Mutex::new(HashMap::new()),
@@ -102,16 +103,23 @@ impl Gate {
         }
     }
 
-    /// Decides `query` at the gateway with the current policy: on a permit, adds the rule's
-    /// conditions to `filter` (noting them in `event`) and returns the deciding rule.
+    /// The rules to handle one request with: take them once, before mapping its caller.
+    pub fn rules(&self) -> Arc<Rules> {
+        self.rules.rules()
+    }
+
+    /// Decides `query` at the gateway with `rules`' policy: on a permit, adds the rule's
+    /// conditions to `filter` (noting them in `event`) and returns the deciding rule. The
+    /// event notes the registry revision either way.
     pub fn authorize(
         &self,
+        rules: &Rules,
         query: &Query<'_>,
         filter: &mut Filter,
         event: &mut Event,
     ) -> Result<String, Denied> {
-        let policy = self.policy.current();
-        match authorize(&policy, query, Vantage::Gateway) {
+        event.revision = rules.revision;
+        match authorize(&rules.policy, query, Vantage::Gateway) {
             Decision::Permit(permit) => {
                 if let Some(conditions) = &permit.restrict {
                     conditions.restrict(filter);

@@ -28,8 +28,6 @@ pub struct ResignRules {
     pub realm: String,
     /// The federation's CA and name patterns.
     pub verifier: Verifier,
-    /// Who may act where, and as whom.
-    pub identity: Arc<IdentityRules>,
     /// Each reachable collective's internal name and fedgate's privileged signer there.
     pub targets: BTreeMap<String, ResignTarget>,
     /// Longest TTL of a re-signed request.
@@ -54,7 +52,6 @@ impl ResignRules {
         let verifier = federation
             .verifier(limits)?
             .ok_or("resign mode needs the federation's ca to verify callers")?;
-        let identity = config.identity_rules().clone();
         let mut targets = BTreeMap::new();
         for collective in config.routes(name)?.into_keys() {
             let member = config.served_on(&collective).ok_or_else(|| {
@@ -75,7 +72,6 @@ impl ResignRules {
         Ok(ResignRules {
             realm: name.to_string(),
             verifier,
-            identity,
             targets,
             max_ttl: federation.max_ttl,
         })
@@ -139,9 +135,10 @@ pub struct Mapped<'r> {
     pub rule: RuleRef,
 }
 
-/// Maps the verified caller into `collective` with the identity rules.
+/// Maps the verified caller into `collective` with the `identity` rules.
 pub fn map_caller<'r>(
     rules: &'r ResignRules,
+    identity: &IdentityRules,
     verified: &VerifiedRequest,
     collective: &str,
 ) -> Result<Mapped<'r>, Refusal> {
@@ -149,10 +146,7 @@ pub fn map_caller<'r>(
         .targets
         .get_key_value(collective)
         .ok_or_else(|| Refusal::NotMember(format!("{collective} (no privileged signer for it)")))?;
-    match rules
-        .identity
-        .map(&rules.realm, verified.caller(), collective)
-    {
+    match identity.map(&rules.realm, verified.caller(), collective) {
         Mapping::Mapped { callerid, rule } => Ok(Mapped {
             collective,
             target,

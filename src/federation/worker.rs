@@ -221,6 +221,9 @@ async fn relay_resigned(
         event.data = Some(rpc.data.clone());
     }
     let ttl = Duration::from_secs(request.envelope.ttl.clamp(0, rules.max_ttl) as u64);
+    // One set of rules maps and authorizes every copy of the request.
+    let book = gate.rules();
+    event.revision = book.revision;
     let inbound = connected_server(&ctx.federation);
     for (destination, targets) in routed.groups() {
         let Some(client) = ctx.networks.get(destination.network()) else {
@@ -232,18 +235,19 @@ async fn relay_resigned(
             targets: targets.len(),
             ..event.clone()
         };
-        let mapped = match resign::map_caller(rules, &verified, destination.network()) {
-            Ok(mapped) => mapped,
-            Err(refusal) => {
-                if let Refusal::Identity(denial) = &refusal {
-                    event.rule = denial.rule().map(|r| r.to_string());
+        let mapped =
+            match resign::map_caller(rules, &book.identity, &verified, destination.network()) {
+                Ok(mapped) => mapped,
+                Err(refusal) => {
+                    if let Refusal::Identity(denial) = &refusal {
+                        event.rule = denial.rule().map(|r| r.to_string());
+                    }
+                    log_denial(ctx, routed, &refusal);
+                    deny(&mut event, "map", &refusal);
+                    answer_refusal(ctx, gate, routed, event, &refusal).await;
+                    continue;
                 }
-                log_denial(ctx, routed, &refusal);
-                deny(&mut event, "map", &refusal);
-                answer_refusal(ctx, gate, routed, event, &refusal).await;
-                continue;
-            }
-        };
+            };
         event.mapped_caller = Some(mapped.callerid.as_str().to_string());
         let query = Query {
             collective: mapped.collective,
@@ -252,7 +256,7 @@ async fn relay_resigned(
             caller: mapped.callerid.as_str(),
         };
         let mut filter = request.envelope.filter.clone();
-        match gate.authorize(&query, &mut filter, &mut event) {
+        match gate.authorize(&book, &query, &mut filter, &mut event) {
             Ok(rule) => {
                 event.reason = match &event.restricted {
                     Some(conditions) => format!("allowed by {rule} on nodes matching {conditions}"),

@@ -22,7 +22,7 @@ use crate::client::RpcCall;
 use crate::config::Config;
 use crate::federation::gate::{self, Gate};
 use crate::policy::Query;
-use crate::security::identity::{IdentityRules, Mapping};
+use crate::security::identity::Mapping;
 use crate::security::replay::ReplayWindow;
 use crate::security::{CaBundle, NamePatterns, Now, VerifiedRequest, Verifier, patterns_defaults};
 use crate::subjects::Target;
@@ -44,7 +44,6 @@ struct Shared {
     name: String,
     realm: String,
     verifier: Verifier,
-    identity: Arc<IdentityRules>,
     gate: Arc<Gate>,
     link: Arc<LegacyLink>,
     nats: async_nats::Client,
@@ -121,7 +120,6 @@ impl Facade {
             name: name.to_string(),
             realm,
             verifier,
-            identity: config.identity_rules().clone(),
             gate,
             link,
             nats,
@@ -273,8 +271,10 @@ impl Shared {
         event.action = Some(action.clone());
         event.data_keys = data.keys().cloned().collect();
         event.stage = "map".into();
+        let rules = self.gate.rules();
+        event.revision = rules.revision;
         let (mapped, identity_rule) =
-            match self
+            match rules
                 .identity
                 .map(&self.realm, verified.caller(), &self.name)
             {
@@ -295,7 +295,7 @@ impl Shared {
                 action: &action,
                 caller: mapped.as_str(),
             };
-            match self.gate.authorize(&query, &mut filter, event) {
+            match self.gate.authorize(&rules, &query, &mut filter, event) {
                 Ok(decided_by) => rule = decided_by,
                 Err(denied) => {
                     event.rule = Some(denied.source.to_string());

@@ -29,7 +29,8 @@ use crate::client::{RpcCall, RpcClient};
 use crate::config::{Config, LegacyBridgeConfig, LegacyConfig};
 use crate::federation::gate::{self, Gate};
 use crate::policy::Query;
-use crate::security::identity::{IdentityRules, Mapping};
+use crate::rules::Rules;
+use crate::security::identity::Mapping;
 use crate::security::legacy::{LegacyCall, LegacySigner, LegacyVerifier};
 use crate::security::{CallerId, Now, Signer};
 use crate::wire::Limits;
@@ -83,7 +84,6 @@ struct Shared {
     bridge: LegacyBridgeConfig,
     verifier: LegacyVerifier,
     server: LegacySigner,
-    identity: Arc<IdentityRules>,
     gate: Arc<Gate>,
     /// The collective, or each member collective of the federation, requests go to.
     targets: Vec<Target>,
@@ -242,7 +242,6 @@ impl Ingress {
             bridge,
             verifier,
             server,
-            identity: config.identity_rules().clone(),
             gate,
             targets,
             homes: Default::default(),
@@ -624,13 +623,15 @@ impl Shared {
         let mut admitted = Vec::new();
         let mut refused = Vec::new();
         let mut unrecorded = Vec::new();
+        // One set of rules maps and authorizes every copy of the request.
+        let rules = self.gate.rules();
         for (index, target) in self.targets.iter().enumerate() {
             if home.is_some_and(|home| home != index) {
                 continue;
             }
             let call = (agent.as_str(), action.as_str());
             match self
-                .admit(target, &caller, call, filter.clone(), event.clone())
+                .admit(&rules, target, &caller, call, filter.clone(), event.clone())
                 .await
             {
                 Ok(one) => admitted.push(one),
@@ -764,6 +765,7 @@ impl Shared {
     /// Maps, authorizes and records a request for one target collective.
     async fn admit<'s>(
         &self,
+        rules: &Rules,
         target: &'s Target,
         caller: &CallerId,
         (agent, action): (&str, &str),
@@ -773,7 +775,8 @@ impl Shared {
         let collective = &target.collective;
         event.collectives = vec![collective.clone()];
         event.stage = "map".into();
-        let (mapped, identity_rule) = match self.identity.map(&self.name, caller, collective) {
+        event.revision = rules.revision;
+        let (mapped, identity_rule) = match rules.identity.map(&self.name, caller, collective) {
             Mapping::Mapped { callerid, rule } => (callerid, rule.to_string()),
             Mapping::Denied(denial) => {
                 event.rule = denial.rule().map(ToString::to_string);
@@ -796,7 +799,7 @@ impl Shared {
                 action,
                 caller: mapped.as_str(),
             };
-            match self.gate.authorize(&query, &mut filter, &mut event) {
+            match self.gate.authorize(rules, &query, &mut filter, &mut event) {
                 Ok(decided_by) => rule = decided_by,
                 Err(denied) => {
                     event.rule = Some(denied.source.to_string());

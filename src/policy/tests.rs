@@ -556,7 +556,7 @@ fn a_broken_reload_keeps_the_last_good_set() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("rpcutil.policy");
     std::fs::write(&path, "policy default allow\n").unwrap();
-    let store = PolicyStore::open(dir.path(), Effect::Deny).unwrap();
+    let store = crate::rules::RuleStore::open_dir(dir.path(), Effect::Deny).unwrap();
     let query = Query {
         collective: "london",
         agent: "rpcutil",
@@ -585,9 +585,10 @@ async fn the_watcher_reloads_after_a_change() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("rpcutil.policy");
     std::fs::write(&path, "policy default allow\n").unwrap();
-    let store = std::sync::Arc::new(PolicyStore::open(dir.path(), Effect::Deny).unwrap());
+    let store =
+        std::sync::Arc::new(crate::rules::RuleStore::open_dir(dir.path(), Effect::Deny).unwrap());
     let stop = tokio_util::sync::CancellationToken::new();
-    let task = store.watch(stop.clone()).unwrap();
+    let task = store.watch(stop.clone()).unwrap().unwrap();
     std::fs::write(&path, "policy default deny\n").unwrap();
     let query = Query {
         collective: "london",

@@ -210,6 +210,23 @@ pub fn network_block(table: &str, network: &Network, extra: &str) -> String {
     )
 }
 
+/// [`network_block`] for a collective with fedgate's privileged signer from its realm's CA.
+pub fn collective_block(table: &str, network: &Network) -> String {
+    let signer = network
+        .realm
+        .privileged
+        .as_ref()
+        .expect("a privileged certificate");
+    network_block(
+        table,
+        network,
+        &format!(
+            "signer = {{ certificate = {:?}, key = {:?} }}",
+            signer.cert, signer.key
+        ),
+    )
+}
+
 /// Writes `policies` (file name, text) under `dir/policies` and returns the `[policy]` and
 /// `[audit]` tables of a re-signing config, the audit file being `dir/audit/audit.log`.
 pub fn gate_block(dir: &Path, policies: &[(&str, &str)], audit_extra: &str) -> String {
@@ -228,10 +245,22 @@ pub fn gate_block(dir: &Path, policies: &[(&str, &str)], audit_extra: &str) -> S
     )
 }
 
+/// The identity rule that maps an edge token user `up=NAME` to `choria=NAME.mcollective` in
+/// london.
+pub const EDGE_USERS_TO_LONDON: &str = r#"
+[[rule]]
+from = "edge"
+to = ["london"]
+glob = "up=*"
+as = "choria=$1.mcollective"
+"#;
+
 /// A `fedgate run` child process, killed on drop.
 pub struct BrokerProcess {
     pub name: String,
     pub metrics: Option<std::net::SocketAddr>,
+    /// The WebSocket edge's URL, when the config has an edge.
+    pub edge: Option<String>,
     child: Option<tokio::process::Child>,
     logs: Arc<std::sync::Mutex<Vec<String>>>,
 }
@@ -279,20 +308,33 @@ impl BrokerProcess {
             .expect("spawn fedgate run");
         let mut lines = tokio::io::BufReader::new(child.stderr.take().expect("stderr")).lines();
         let mut metrics = None;
+        let mut edge = None;
+        let mut startup = Vec::new();
         let ready = tokio::time::timeout(Duration::from_secs(20), async {
             while let Ok(Some(line)) = lines.next_line().await {
                 if let Some(url) = line.split("metrics on http://").nth(1) {
                     metrics = url.trim_end_matches("/metrics").parse().ok();
                 }
-                if line.contains("serving federations") {
+                startup.push(line.clone());
+                // The edge starts last; without one, the broker.
+                if let Some(url) = line.split(": edge on ").nth(1) {
+                    edge = Some(url.trim().to_string());
+                    return true;
+                }
+                if line.contains("serving federations") && !has_edge(config) {
                     return true;
                 }
             }
             false
         })
         .await;
-        assert_eq!(ready, Ok(true), "fedgate run {name} did not start");
-        let logs = Arc::new(std::sync::Mutex::new(Vec::new()));
+        assert_eq!(
+            ready,
+            Ok(true),
+            "fedgate run {name} did not start:\n{}",
+            startup.join("\n")
+        );
+        let logs = Arc::new(std::sync::Mutex::new(startup));
         let kept = logs.clone();
         tokio::spawn(async move {
             while let Ok(Some(line)) = lines.next_line().await {
@@ -305,6 +347,7 @@ impl BrokerProcess {
         BrokerProcess {
             name: name.to_string(),
             metrics,
+            edge,
             child: Some(child),
             logs,
         }
@@ -326,6 +369,19 @@ impl BrokerProcess {
                     .all(|(k, v)| line.contains(&format!("{k}=\"{v}\"")))
             })
             .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    /// The value of a series without labels (a plain gauge), or 0.
+    pub async fn counter_value(&self, name: &str) -> f64 {
+        let text = self.scrape().await;
+        text.lines()
+            .filter_map(|line| {
+                line.strip_prefix(&format!("{name} "))?
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+            })
             .sum()
     }
 
@@ -362,6 +418,11 @@ impl BrokerProcess {
         stream.read_to_string(&mut body).await.expect("response");
         body
     }
+}
+
+/// Whether a config file has an `[edge]` table.
+fn has_edge(config: &Path) -> bool {
+    std::fs::read_to_string(config).is_ok_and(|text| text.lines().any(|l| l.trim() == "[edge]"))
 }
 
 /// Every record of an audit trail: the active file and its rotated files, in chain order.

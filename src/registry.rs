@@ -1,0 +1,176 @@
+//! The federation registry: policies, identity rules, users and membership, published as
+//! numbered revisions in JetStream key-value buckets and followed by every instance.
+//!
+//! - [`set`]: a revision's documents and the directory layout `fedgate registry push` takes.
+//! - [`store`]: the buckets, manifests, pushes and status reports.
+//! - [`cache`]: the last good revision on local disk, to start and serve without the registry.
+//! - [`follow`]: an instance's side: apply each new revision atomically, or refuse it and say
+//!   why.
+
+pub mod cache;
+pub mod follow;
+pub mod set;
+pub mod store;
+#[cfg(test)]
+mod tests;
+
+pub use follow::{Follower, Start};
+pub use set::Set;
+pub use store::{Manifest, Registry, SCHEMA, Status};
+
+use std::path::{Path, PathBuf};
+
+use crate::config::Config;
+use crate::rules::Rules;
+
+/// Why a registry operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// The registry's NATS network or JetStream could not be used.
+    #[error("registry unreachable: {0}")]
+    Unreachable(String),
+    /// A set directory or document is unusable.
+    #[error("{}: {problem}", path.display())]
+    Set {
+        /// The file or directory.
+        path: PathBuf,
+        /// What is wrong.
+        problem: String,
+    },
+    /// A manifest or the documents it names are unusable.
+    #[error("{0}")]
+    Manifest(String),
+    /// A manifest of a schema this fedgate does not understand.
+    #[error(
+        "revision {revision} uses registry schema {schema}; this fedgate ({}) understands schema {}: upgrade it to use this revision",
+        env!("CARGO_PKG_VERSION"),
+        store::SCHEMA
+    )]
+    Schema {
+        /// The revision.
+        revision: u64,
+        /// Its schema.
+        schema: u32,
+    },
+    /// No such revision.
+    #[error("there is no revision {0}")]
+    NoRevision(u64),
+    /// Another push committed between reading the head and writing it.
+    #[error("another push changed the registry meanwhile; nothing was published, run it again")]
+    Conflict,
+    /// The set does not validate against the config.
+    #[error("{0}")]
+    Invalid(String),
+    /// The local cache could not be used.
+    #[error("cache {}: {problem}", path.display())]
+    Cache {
+        /// The cache directory or file.
+        path: PathBuf,
+        /// What went wrong.
+        problem: String,
+    },
+}
+
+/// Checks a bucket name prefix.
+pub fn check_prefix(prefix: &str) -> Result<(), String> {
+    let ok = !prefix.is_empty()
+        && prefix.len() <= 32
+        && prefix
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err("must be 1 to 32 letters, digits, - or _".into())
+    }
+}
+
+/// A set checked exactly as start-up checks a config: the completed config and its rules.
+#[derive(Debug)]
+pub struct Validated {
+    /// The config completed with the set.
+    pub config: Config,
+    /// The rules it decides with.
+    pub rules: Rules,
+}
+
+/// Validates the set in directory `dir` as revision `revision` of the registry that `base`
+/// (read from `path`) follows.
+pub fn validate(
+    base: &Config,
+    path: &Path,
+    dir: &Path,
+    revision: u64,
+) -> Result<Validated, RegistryError> {
+    let config = base
+        .with_set(dir, revision, path)
+        .map_err(|e| RegistryError::Invalid(e.to_string()))?;
+    let rules = Rules::load(&config).map_err(RegistryError::Invalid)?;
+    Ok(Validated { config, rules })
+}
+
+/// Validates a set held in memory, through a temporary directory.
+pub fn validate_set(
+    base: &Config,
+    path: &Path,
+    set: &Set,
+    revision: u64,
+) -> Result<Validated, RegistryError> {
+    let scratch = tempfile::tempdir().map_err(|e| RegistryError::Invalid(e.to_string()))?;
+    let dir = scratch.path().join("set");
+    set.write(&dir)?;
+    validate(base, path, &dir, revision)
+}
+
+/// Unix seconds now.
+pub fn unix_now() -> u64 {
+    crate::edge::auth::unix(std::time::SystemTime::now())
+}
+
+/// The status table: one row per instance.
+pub fn render_status(head: Option<u64>, statuses: &[Status], now: u64) -> String {
+    let mut out = format!(
+        "registry head: {}\n{:<24} {:>8} {:<9} {:>12} {:>12}  notes\n",
+        head.map_or("none".to_string(), |h| format!("revision {h}")),
+        "instance",
+        "revision",
+        "source",
+        "heard",
+        "reported"
+    );
+    for status in statuses {
+        let ago = |t: u64| {
+            if t == 0 {
+                "never".to_string()
+            } else {
+                format!("{}s ago", now.saturating_sub(t))
+            }
+        };
+        let mut notes = Vec::new();
+        if head.is_some_and(|h| h != status.revision) {
+            notes.push("behind the head".to_string());
+        }
+        if let Some(refused) = &status.refused {
+            notes.push(format!(
+                "refused revision {}: {}",
+                refused.revision, refused.reason
+            ));
+        }
+        if !status.restart_needed.is_empty() {
+            notes.push(format!(
+                "membership of {} changes at restart",
+                status.restart_needed.join(", ")
+            ));
+        }
+        out.push_str(&format!(
+            "{:<24} {:>8} {:<9} {:>12} {:>12}  {}\n",
+            status.instance,
+            status.revision,
+            status.source,
+            ago(status.heard),
+            ago(status.reported),
+            notes.join("; ")
+        ));
+    }
+    out
+}

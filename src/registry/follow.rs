@@ -1,0 +1,412 @@
+//! An instance following the registry.
+//!
+//! At start-up it takes the registry's current revision, or, when the registry cannot be
+//! reached in `registry.timeout_ms` (or offers nothing this instance can use), the last good
+//! revision from its cache. Then it watches `head`: each new revision is fetched, checked
+//! against its hashes, staged in the cache, validated exactly as start-up validates, installed
+//! in the rule store in one swap, and only then made the cache's current revision. A revision
+//! that fails any step is refused, with the reason in the status report, the log and
+//! `fedgate_registry_refused_revision`, and the instance keeps the rules it has. Every
+//! `heartbeat_s` it checks `head` again (a missed watch update is caught there) and reports
+//! its status.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+use super::cache::Cache;
+use super::store::{Manifest, Refusal, Registry, Status, parse_manifest};
+use super::{RegistryError, Validated, unix_now, validate};
+use crate::config::{Config, RegistryConfig};
+use crate::rules::RuleStore;
+
+/// What an instance starts with.
+#[derive(Debug)]
+pub struct Start {
+    /// The config completed with the revision.
+    pub validated: Validated,
+    /// The revision's manifest.
+    pub manifest: Manifest,
+    /// `registry` or `cache`.
+    pub source: &'static str,
+    /// A revision the registry offered that could not be used, and why.
+    pub refused: Option<Refusal>,
+    /// The registry connection, when it answered.
+    pub registry: Option<Registry>,
+}
+
+/// Finds the revision to start with: the registry's, else the cache's.
+pub async fn start(base: &Config, path: &Path, instance: &str) -> Result<Start, RegistryError> {
+    let settings = settings(base)?;
+    let cache = Cache::open(&settings.cache)?;
+    let wait = Duration::from_millis(settings.timeout_ms.max(1));
+    let mut refused = None;
+    let mut registry = None;
+    let mut unreachable = None;
+    match tokio::time::timeout(wait, take_head(settings, instance)).await {
+        Err(_) => unreachable = Some(format!("no answer in {} ms", wait.as_millis())),
+        Ok(Err(RegistryError::Unreachable(e))) => unreachable = Some(e),
+        Ok(Err(e)) => return Err(e),
+        Ok(Ok((connected, None))) => registry = Some(connected),
+        Ok(Ok((connected, Some(head)))) => {
+            let offered = head.as_ref().map_or(0, |m| m.revision);
+            match apply_offer(&connected, &cache, base, path, head).await {
+                Ok((manifest, validated)) => {
+                    cache.commit(manifest.revision)?;
+                    return Ok(Start {
+                        validated,
+                        manifest,
+                        source: "registry",
+                        refused: None,
+                        registry: Some(connected),
+                    });
+                }
+                Err(e) => {
+                    tracing::error!(revision = offered, error = %e, "refusing the registry's revision; trying the cached one");
+                    refused = Some(Refusal {
+                        revision: offered,
+                        reason: e.to_string(),
+                    });
+                    registry = Some(connected);
+                }
+            }
+        }
+    }
+    if let Some(problem) = &unreachable {
+        tracing::warn!(%problem, cache = %cache.dir().display(), "registry unreachable; starting from the cached revision");
+    }
+    let Some((manifest, dir)) = cache.current()? else {
+        let why = match (&unreachable, &refused, &registry) {
+            (Some(problem), _, _) => format!("the registry is unreachable ({problem})"),
+            (None, Some(refusal), _) => format!(
+                "the registry's revision {} was refused: {}",
+                refusal.revision, refusal.reason
+            ),
+            _ => "the registry holds no revision yet: push one with `fedgate registry push`"
+                .to_string(),
+        };
+        return Err(RegistryError::Cache {
+            path: cache.dir().to_path_buf(),
+            problem: format!("holds no revision, and {why}"),
+        });
+    };
+    let validated = validate(base, path, &dir, manifest.revision)?;
+    Ok(Start {
+        validated,
+        manifest,
+        source: "cache",
+        refused,
+        registry,
+    })
+}
+
+fn settings(base: &Config) -> Result<&RegistryConfig, RegistryError> {
+    base.registry
+        .as_ref()
+        .ok_or_else(|| RegistryError::Invalid("the config has no [registry]".into()))
+}
+
+/// Connects and reads `head`: `None` inside when there is no head yet, `Some(Err)` for a head
+/// this fedgate cannot read.
+async fn take_head(
+    settings: &RegistryConfig,
+    instance: &str,
+) -> Result<(Registry, Option<Result<Manifest, RegistryError>>), RegistryError> {
+    let registry = Registry::connect(settings, &format!("fedgate-registry-{instance}")).await?;
+    let head = match registry.head().await {
+        Ok(head) => head.map(|(manifest, _)| Ok(manifest)),
+        Err(e @ RegistryError::Unreachable(_)) => return Err(e),
+        Err(e) => Some(Err(e)),
+    };
+    Ok((registry, head))
+}
+
+/// Fetches, stages and validates an offered revision.
+async fn apply_offer(
+    registry: &Registry,
+    cache: &Cache,
+    base: &Config,
+    path: &Path,
+    offered: Result<Manifest, RegistryError>,
+) -> Result<(Manifest, Validated), RegistryError> {
+    let manifest = offered?;
+    let set = registry.fetch(&manifest).await?;
+    let dir = cache.stage(&manifest, &set)?;
+    match validate(base, path, &dir, manifest.revision) {
+        Ok(validated) => Ok((manifest, validated)),
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&dir);
+            Err(e)
+        }
+    }
+}
+
+/// The running follower.
+#[derive(Debug)]
+pub struct Follower {
+    status: Arc<Mutex<Status>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// What the follower task works with.
+struct Context {
+    base: Config,
+    path: PathBuf,
+    instance: String,
+    cache: Cache,
+    store: Arc<RuleStore>,
+    /// Membership as the instance serves it, to tell when a revision changes it.
+    serving: Config,
+    status: Arc<Mutex<Status>>,
+}
+
+impl Follower {
+    /// Starts following after [`start`]: `store` holds the start revision's rules, `serving`
+    /// is the config the instance runs with.
+    pub fn spawn(
+        base: Config,
+        path: PathBuf,
+        instance: String,
+        start: Start,
+        store: Arc<RuleStore>,
+        stop: CancellationToken,
+    ) -> Result<Follower, RegistryError> {
+        let settings = settings(&base)?.clone();
+        let cache = Cache::open(&settings.cache)?;
+        let now = unix_now();
+        let status = Status {
+            instance: instance.clone(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            revision: start.manifest.revision,
+            source: start.source.to_string(),
+            applied: now,
+            heard: if start.registry.is_some() { now } else { 0 },
+            reported: 0,
+            refused: start.refused.clone(),
+            restart_needed: Vec::new(),
+        };
+        publish_metrics(&status);
+        let status = Arc::new(Mutex::new(status));
+        let ctx = Context {
+            serving: start.validated.config.clone(),
+            base,
+            path,
+            instance,
+            cache,
+            store,
+            status: status.clone(),
+        };
+        let task = tokio::spawn(follow(ctx, settings, start.registry, stop));
+        Ok(Follower { status, task })
+    }
+
+    /// This instance's status now.
+    pub fn status(&self) -> Status {
+        self.status
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Waits for the follower to stop (after its `stop` token is cancelled).
+    pub async fn stopped(self) {
+        let _ = self.task.await;
+    }
+}
+
+async fn follow(
+    ctx: Context,
+    settings: RegistryConfig,
+    mut registry: Option<Registry>,
+    stop: CancellationToken,
+) {
+    let heartbeat = Duration::from_secs(settings.heartbeat_s.max(1));
+    loop {
+        let connected = match registry.take() {
+            Some(connected) => connected,
+            None => {
+                let name = format!("fedgate-registry-{}", ctx.instance);
+                let attempt = tokio::time::timeout(
+                    heartbeat.max(Duration::from_secs(2)),
+                    Registry::connect(&settings, &name),
+                );
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    result = attempt => match result {
+                        Ok(Ok(connected)) => connected,
+                        _ => {
+                            ctx.report_local();
+                            tokio::select! {
+                                _ = stop.cancelled() => return,
+                                _ = tokio::time::sleep(heartbeat) => continue,
+                            }
+                        }
+                    },
+                }
+            }
+        };
+        let mut watch = match connected.watch_head().await {
+            Ok(watch) => Some(watch),
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot watch the registry head; checking every heartbeat");
+                None
+            }
+        };
+        let mut ticker = tokio::time::interval(heartbeat);
+        loop {
+            let next = async {
+                match &mut watch {
+                    Some(watch) => watch.next().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                entry = next => match entry {
+                    Some(Ok(entry)) => {
+                        ctx.heard();
+                        if entry.operation == async_nats::jetstream::kv::Operation::Put {
+                            ctx.offer(&connected, parse_manifest(&entry.value)).await;
+                        }
+                    }
+                    // The watch ended (the server went away): check on the heartbeat instead,
+                    // and watch again once it answers.
+                    _ => watch = None,
+                },
+                _ = ticker.tick() => {
+                    match connected.head().await {
+                        Ok(head) => {
+                            ctx.heard();
+                            if let Some((manifest, _)) = head {
+                                ctx.offer(&connected, Ok(manifest)).await;
+                            }
+                            if watch.is_none() {
+                                watch = connected.watch_head().await.ok();
+                            }
+                        }
+                        Err(RegistryError::Unreachable(_)) => {}
+                        Err(e) => {
+                            ctx.heard();
+                            ctx.offer(&connected, Err(e)).await;
+                        }
+                    }
+                    let status = ctx.snapshot();
+                    if let Err(e) = connected.report(&status).await {
+                        tracing::debug!(error = %e, "could not report status to the registry");
+                    }
+                    publish_metrics(&status);
+                }
+            }
+        }
+    }
+}
+
+impl Context {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Status> {
+        self.status
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn heard(&self) {
+        self.lock().heard = unix_now();
+    }
+
+    fn snapshot(&self) -> Status {
+        let mut status = self.lock();
+        status.reported = unix_now();
+        status.clone()
+    }
+
+    fn report_local(&self) {
+        publish_metrics(&self.snapshot());
+    }
+
+    /// Applies an offered head unless it is the running revision or one already refused.
+    async fn offer(&self, registry: &Registry, offered: Result<Manifest, RegistryError>) {
+        let (current, refused) = {
+            let status = self.lock();
+            (status.revision, status.refused.as_ref().map(|r| r.revision))
+        };
+        let number = match &offered {
+            Ok(manifest) => manifest.revision,
+            Err(RegistryError::Schema { revision, .. }) => *revision,
+            Err(_) => 0,
+        };
+        if number == current || (number != 0 && refused == Some(number)) {
+            return;
+        }
+        match apply_offer(registry, &self.cache, &self.base, &self.path, offered).await {
+            Ok((manifest, validated)) => {
+                let restart_needed = membership_changes(&self.serving, &validated.config);
+                self.store.install(validated.rules);
+                if let Err(e) = self.cache.commit(manifest.revision) {
+                    tracing::error!(error = %e, "revision applied, but the cache could not record it");
+                }
+                metrics::counter!("fedgate_registry_applied_total", "result" => "ok").increment(1);
+                tracing::info!(
+                    revision = manifest.revision,
+                    author = %manifest.author,
+                    message = %manifest.message,
+                    "registry revision applied"
+                );
+                if !restart_needed.is_empty() {
+                    tracing::warn!(federations = %restart_needed.join(", "), "the revision changes membership; it takes effect when this instance restarts");
+                }
+                let mut status = self.lock();
+                status.revision = manifest.revision;
+                status.source = "registry".into();
+                status.applied = unix_now();
+                status.refused = None;
+                status.restart_needed = restart_needed;
+                publish_metrics(&status);
+            }
+            // The registry went away mid-fetch: try again on the next heartbeat.
+            Err(RegistryError::Unreachable(e)) => {
+                tracing::warn!(revision = number, error = %e, "could not fetch a registry revision");
+            }
+            Err(e) => {
+                tracing::error!(revision = number, error = %e, "refusing registry revision; keeping revision {current}");
+                metrics::counter!("fedgate_registry_applied_total", "result" => "refused")
+                    .increment(1);
+                self.store
+                    .refused(format!("registry revision {number}: {e}"));
+                let mut status = self.lock();
+                status.refused = Some(Refusal {
+                    revision: number,
+                    reason: e.to_string(),
+                });
+                publish_metrics(&status);
+            }
+        }
+    }
+}
+
+/// Federations whose members differ between what is served and a new revision.
+fn membership_changes(serving: &Config, next: &Config) -> Vec<String> {
+    serving
+        .federations
+        .iter()
+        .filter(|(name, federation)| {
+            next.federations
+                .get(*name)
+                .is_none_or(|n| n.members != federation.members)
+        })
+        .map(|(name, _)| name.clone())
+        .collect()
+}
+
+fn publish_metrics(status: &Status) {
+    metrics::gauge!("fedgate_registry_revision").set(status.revision as f64);
+    metrics::gauge!("fedgate_registry_heard_timestamp_seconds").set(status.heard as f64);
+    metrics::gauge!("fedgate_registry_refused_revision")
+        .set(status.refused.as_ref().map_or(0.0, |r| r.revision as f64));
+    metrics::gauge!("fedgate_registry_restart_needed").set(if status.restart_needed.is_empty() {
+        0.0
+    } else {
+        1.0
+    });
+}

@@ -1,0 +1,428 @@
+//! The registry's JetStream key-value buckets.
+//!
+//! - `<prefix>-policies`, `-identity`, `-users`, `-config`: one key per document, every change
+//!   kept as a new value of the key (64 values per key, the most JetStream keeps).
+//! - `<prefix>-revisions`: `rev.<N>`, the manifest of revision N, written once; and `head`,
+//!   the manifest of the current revision, which instances watch. A push commits by updating
+//!   `head` from the revision it read, so of two racing pushes one fails and writes no head.
+//! - `<prefix>-instances`: each instance's status report, kept a day.
+//!
+//! A manifest pins each document by its key's value sequence and SHA-256, so a revision reads
+//! the same bytes forever (while the key's history holds them), and a changed byte is refused.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_nats::jetstream::kv::{self, Operation, Store};
+use async_nats::jetstream::stream;
+use bytes::Bytes;
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+
+use super::RegistryError;
+use super::set::{MAX_DOCUMENT_BYTES, Set, digest, place};
+use crate::config::RegistryConfig;
+
+/// The manifest schema this fedgate writes and understands.
+pub const SCHEMA: u32 = 1;
+/// Values kept per document key.
+const HISTORY: i64 = 64;
+/// How long an instance's status report is kept after its last update.
+const STATUS_AGE: Duration = Duration::from_secs(24 * 3600);
+/// Largest manifest, bytes.
+const MAX_MANIFEST_BYTES: usize = 1024 * 1024;
+/// The bucket parts holding documents.
+const PARTS: [&str; 4] = ["policies", "identity", "users", "config"];
+
+/// One revision: what it holds and who made it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// The manifest format; a reader refuses a newer one.
+    pub schema: u32,
+    /// Revision number, from 1.
+    pub revision: u64,
+    /// The revision this one replaced (0 for the first).
+    pub parent: u64,
+    /// Unix seconds.
+    pub created: u64,
+    /// Who pushed it: `user@host`.
+    pub author: String,
+    /// Why.
+    #[serde(default)]
+    pub message: String,
+    /// Each document by path.
+    pub documents: BTreeMap<String, Document>,
+}
+
+/// Where a revision's document is and what it must hash to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Document {
+    /// The value's sequence in its bucket.
+    pub sequence: u64,
+    /// SHA-256 of the bytes, hex.
+    pub sha256: String,
+    /// Size, bytes.
+    pub bytes: u64,
+}
+
+/// An instance's report of which revision it runs.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    /// The instance's name.
+    pub instance: String,
+    /// fedgate's version.
+    pub version: String,
+    /// The revision it runs.
+    pub revision: u64,
+    /// Where that revision came from at start-up or last change: `registry` or `cache`.
+    pub source: String,
+    /// When it was applied, Unix seconds.
+    pub applied: u64,
+    /// When the instance last heard from the registry, Unix seconds (0: never).
+    pub heard: u64,
+    /// When this report was written, Unix seconds.
+    pub reported: u64,
+    /// A newer revision it refused, and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<Refusal>,
+    /// Federations whose membership in the running revision differs from what the instance
+    /// serves: membership changes take effect at its next start.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub restart_needed: Vec<String>,
+}
+
+/// A revision an instance would not apply.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refusal {
+    /// The revision.
+    pub revision: u64,
+    /// Why.
+    pub reason: String,
+}
+
+/// Parses a manifest, refusing a schema this fedgate does not know before anything else.
+pub fn parse_manifest(bytes: &[u8]) -> Result<Manifest, RegistryError> {
+    #[derive(Deserialize)]
+    struct Probe {
+        schema: u32,
+        #[serde(default)]
+        revision: u64,
+    }
+    if bytes.len() > MAX_MANIFEST_BYTES {
+        return Err(RegistryError::Manifest(format!(
+            "larger than {MAX_MANIFEST_BYTES} bytes"
+        )));
+    }
+    let probe: Probe = serde_json::from_slice(bytes)
+        .map_err(|e| RegistryError::Manifest(format!("not a manifest: {e}")))?;
+    if probe.schema != SCHEMA {
+        return Err(RegistryError::Schema {
+            revision: probe.revision,
+            schema: probe.schema,
+        });
+    }
+    serde_json::from_slice(bytes).map_err(|e| {
+        RegistryError::Manifest(format!("revision {}: not a manifest: {e}", probe.revision))
+    })
+}
+
+/// A connection to the registry's buckets.
+#[derive(Clone)]
+pub struct Registry {
+    client: async_nats::Client,
+    revisions: Store,
+    instances: Store,
+    parts: BTreeMap<&'static str, Store>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry").finish_non_exhaustive()
+    }
+}
+
+impl Registry {
+    /// Connects and opens the buckets, creating them when missing.
+    pub async fn connect(config: &RegistryConfig, name: &str) -> Result<Registry, RegistryError> {
+        let client = crate::nats::connect(&config.endpoint(), name)
+            .await
+            .map_err(|e| RegistryError::Unreachable(e.to_string()))?;
+        Registry::open(client, config).await
+    }
+
+    /// Opens the buckets over an existing connection, creating them when missing.
+    pub async fn open(
+        client: async_nats::Client,
+        config: &RegistryConfig,
+    ) -> Result<Registry, RegistryError> {
+        let context = async_nats::jetstream::new(client.clone());
+        // The bucket's stream is made here as the key-value layer makes it: the client's own
+        // bucket creation first asks for account details that nats-server 2.9 words
+        // differently.
+        let bucket = |part: &str, history: i64, max_age: Duration| {
+            let bucket = format!("{}-{part}", config.prefix);
+            let stream = stream::Config {
+                name: format!("KV_{bucket}"),
+                description: Some(format!("fedgate registry: {part}")),
+                subjects: vec![format!("$KV.{bucket}.>")],
+                max_messages_per_subject: history,
+                max_age,
+                max_message_size: (MAX_DOCUMENT_BYTES.max(MAX_MANIFEST_BYTES) + 1024) as i32,
+                storage: stream::StorageType::File,
+                num_replicas: config.replicas.max(1),
+                allow_rollup: true,
+                deny_delete: true,
+                allow_direct: true,
+                discard: stream::DiscardPolicy::New,
+                ..stream::Config::default()
+            };
+            (bucket, stream)
+        };
+        let open = |(bucket, settings): (String, stream::Config)| {
+            let context = context.clone();
+            async move {
+                if let Ok(store) = context.get_key_value(bucket.clone()).await {
+                    return Ok(store);
+                }
+                let created = context.create_stream(settings).await.err();
+                // Another instance may have created it meanwhile.
+                context.get_key_value(bucket.clone()).await.map_err(|e| {
+                    let why = created.map_or(e.to_string(), |c| c.to_string());
+                    RegistryError::Unreachable(format!("bucket {bucket}: {why}"))
+                })
+            }
+        };
+        let mut parts = BTreeMap::new();
+        for part in PARTS {
+            parts.insert(part, open(bucket(part, HISTORY, Duration::ZERO)).await?);
+        }
+        Ok(Registry {
+            revisions: open(bucket("revisions", HISTORY, Duration::ZERO)).await?,
+            instances: open(bucket("instances", 1, STATUS_AGE)).await?,
+            parts,
+            client,
+        })
+    }
+
+    /// The NATS connection.
+    pub fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
+
+    /// The current revision's manifest and the sequence of its `head` value; `None` before the
+    /// first push.
+    pub async fn head(&self) -> Result<Option<(Manifest, u64)>, RegistryError> {
+        let entry = self
+            .revisions
+            .entry("head")
+            .await
+            .map_err(|e| RegistryError::Unreachable(e.to_string()))?;
+        match entry {
+            Some(entry) if entry.operation == Operation::Put => {
+                Ok(Some((parse_manifest(&entry.value)?, entry.revision)))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// The current revision's number, also when its manifest is of a schema this fedgate
+    /// cannot read.
+    pub async fn head_revision(&self) -> Result<Option<u64>, RegistryError> {
+        match self.head().await {
+            Ok(head) => Ok(head.map(|(manifest, _)| manifest.revision)),
+            Err(RegistryError::Schema { revision, .. }) => Ok(Some(revision)),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Revision `revision`'s manifest.
+    pub async fn manifest(&self, revision: u64) -> Result<Manifest, RegistryError> {
+        let value = self
+            .revisions
+            .get(format!("rev.{revision}"))
+            .await
+            .map_err(|e| RegistryError::Unreachable(e.to_string()))?;
+        match value {
+            Some(value) => parse_manifest(&value),
+            None => Err(RegistryError::NoRevision(revision)),
+        }
+    }
+
+    /// Every revision's manifest, oldest first.
+    pub async fn history(&self) -> Result<Vec<Manifest>, RegistryError> {
+        let mut keys = match self.revisions.keys().await {
+            Ok(keys) => keys,
+            Err(e) => return Err(RegistryError::Unreachable(e.to_string())),
+        };
+        let mut numbers = Vec::new();
+        while let Some(key) = keys.next().await {
+            let key = key.map_err(|e| RegistryError::Unreachable(e.to_string()))?;
+            if let Some(n) = key.strip_prefix("rev.").and_then(|n| n.parse::<u64>().ok()) {
+                numbers.push(n);
+            }
+        }
+        numbers.sort_unstable();
+        let mut manifests = Vec::new();
+        for n in numbers {
+            manifests.push(self.manifest(n).await?);
+        }
+        Ok(manifests)
+    }
+
+    /// Reads a revision's documents, checking each against its manifest entry.
+    pub async fn fetch(&self, manifest: &Manifest) -> Result<Set, RegistryError> {
+        let mut set = Set::default();
+        for (path, document) in &manifest.documents {
+            let (part, key) = place(path).ok_or_else(|| {
+                RegistryError::Manifest(format!(
+                    "revision {}: {path} is not part of a set",
+                    manifest.revision
+                ))
+            })?;
+            let entry = self.parts[part]
+                .entry_for_revision(key, document.sequence)
+                .await
+                .map_err(|e| RegistryError::Unreachable(e.to_string()))?;
+            let Some(entry) = entry.filter(|e| e.operation == Operation::Put) else {
+                return Err(RegistryError::Manifest(format!(
+                    "revision {}: {path} (value {}) is no longer in the registry's history",
+                    manifest.revision, document.sequence
+                )));
+            };
+            if digest(&entry.value) != document.sha256 {
+                return Err(RegistryError::Manifest(format!(
+                    "revision {}: {path} does not match its SHA-256",
+                    manifest.revision
+                )));
+            }
+            set.insert(path.clone(), entry.value.to_vec())
+                .map_err(RegistryError::Manifest)?;
+        }
+        Ok(set)
+    }
+
+    /// Publishes `set` as the revision after `parent` (`None`: the first). Only documents that
+    /// differ from the parent's are written; removed ones get a delete marker. Fails, with
+    /// no new head, when another push committed first.
+    pub async fn push(
+        &self,
+        set: &Set,
+        parent: Option<(&Manifest, u64)>,
+        author: &str,
+        message: &str,
+    ) -> Result<Manifest, RegistryError> {
+        let unreachable = |e: &dyn std::fmt::Display| RegistryError::Unreachable(e.to_string());
+        let mut documents = BTreeMap::new();
+        for (path, bytes) in set.documents() {
+            let sha256 = digest(bytes);
+            let unchanged = parent
+                .and_then(|(m, _)| m.documents.get(path))
+                .filter(|d| d.sha256 == sha256);
+            let sequence = match unchanged {
+                Some(document) => document.sequence,
+                None => {
+                    let (part, key) = place(path).ok_or_else(|| {
+                        RegistryError::Manifest(format!("{path} is not part of a set"))
+                    })?;
+                    self.parts[part]
+                        .put(key, Bytes::copy_from_slice(bytes))
+                        .await
+                        .map_err(|e| unreachable(&e))?
+                }
+            };
+            documents.insert(
+                path.clone(),
+                Document {
+                    sequence,
+                    sha256,
+                    bytes: bytes.len() as u64,
+                },
+            );
+        }
+        let manifest = Manifest {
+            schema: SCHEMA,
+            revision: parent.map_or(1, |(m, _)| m.revision + 1),
+            parent: parent.map_or(0, |(m, _)| m.revision),
+            created: super::unix_now(),
+            author: author.to_string(),
+            message: message.to_string(),
+            documents,
+        };
+        let json = Bytes::from(serde_json::to_vec(&manifest).map_err(|e| unreachable(&e))?);
+        let committed = match parent {
+            Some((_, head)) => self
+                .revisions
+                .update("head", json.clone(), head)
+                .await
+                .map_err(|e| match e.kind() {
+                    kv::UpdateErrorKind::WrongLastRevision => RegistryError::Conflict,
+                    _ => unreachable(&e),
+                }),
+            None => self
+                .revisions
+                .create("head", json.clone())
+                .await
+                .map_err(|e| match e.kind() {
+                    kv::CreateErrorKind::AlreadyExists => RegistryError::Conflict,
+                    _ => unreachable(&e),
+                }),
+        };
+        committed?;
+        self.revisions
+            .put(format!("rev.{}", manifest.revision), json)
+            .await
+            .map_err(|e| unreachable(&e))?;
+        // Documents the parent had and this revision drops.
+        if let Some((parent, _)) = parent {
+            for path in parent.documents.keys() {
+                if !manifest.documents.contains_key(path)
+                    && let Some((part, key)) = place(path)
+                {
+                    let _ = self.parts[part].delete(key).await;
+                }
+            }
+        }
+        Ok(manifest)
+    }
+
+    /// Watches `head`: the current value first, then each change.
+    pub async fn watch_head(&self) -> Result<kv::Watch, RegistryError> {
+        self.revisions
+            .watch_with_history("head")
+            .await
+            .map_err(|e| RegistryError::Unreachable(e.to_string()))
+    }
+
+    /// Writes this instance's status.
+    pub async fn report(&self, status: &Status) -> Result<(), RegistryError> {
+        let json =
+            serde_json::to_vec(status).map_err(|e| RegistryError::Manifest(e.to_string()))?;
+        self.instances
+            .put(&status.instance, json.into())
+            .await
+            .map(|_| ())
+            .map_err(|e| RegistryError::Unreachable(e.to_string()))
+    }
+
+    /// Every instance's last status report.
+    pub async fn statuses(&self) -> Result<Vec<Status>, RegistryError> {
+        let mut keys = self
+            .instances
+            .keys()
+            .await
+            .map_err(|e| RegistryError::Unreachable(e.to_string()))?;
+        let mut statuses = Vec::new();
+        while let Some(key) = keys.next().await {
+            let key = key.map_err(|e| RegistryError::Unreachable(e.to_string()))?;
+            if let Ok(Some(value)) = self.instances.get(key).await
+                && let Ok(status) = serde_json::from_slice::<Status>(&value)
+            {
+                statuses.push(status);
+            }
+        }
+        statuses.sort_by(|a, b| a.instance.cmp(&b.instance));
+        Ok(statuses)
+    }
+}
