@@ -155,10 +155,14 @@ impl Broker {
                     });
                 }
             }
-            broker
-                .replies
-                .tasks
-                .spawn(complete_requests(gate.clone(), broker.replies.stop.clone()));
+            // A gate the caller shares is the caller's to flush at its end: a broker handed
+            // over to another must not close the requests the next one is counting.
+            let flush = options.gate.is_none();
+            broker.replies.tasks.spawn(complete_requests(
+                gate.clone(),
+                broker.replies.stop.clone(),
+                flush,
+            ));
         }
         for (name, rules) in plans {
             let stats = Arc::new(ClusterStats::new(&rules.cluster, &options.instance));
@@ -376,8 +380,9 @@ pub async fn open_gate(
     )))
 }
 
-/// Writes completion records as requests' reply windows close, and the rest on shutdown.
-async fn complete_requests(gate: Arc<Gate>, stop: CancellationToken) {
+/// Writes completion records as requests' reply windows close, and with `flush` the rest on
+/// shutdown.
+async fn complete_requests(gate: Arc<Gate>, stop: CancellationToken, flush: bool) {
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
@@ -385,7 +390,9 @@ async fn complete_requests(gate: Arc<Gate>, stop: CancellationToken) {
             _ = ticker.tick() => gate.complete_due(false).await,
         }
     }
-    gate.complete_due(true).await;
+    if flush {
+        gate.complete_due(true).await;
+    }
 }
 
 /// Publishes the cluster's figures every `interval`, and once more on shutdown.

@@ -156,10 +156,10 @@ pub fn render_status(head: Option<u64>, statuses: &[Status], now: u64) -> String
                 refused.revision, refused.reason
             ));
         }
-        if !status.restart_needed.is_empty() {
+        if !status.membership_pending.is_empty() {
             notes.push(format!(
-                "membership of {} changes at restart",
-                status.restart_needed.join(", ")
+                "membership not yet served: {}",
+                status.membership_pending.join(", ")
             ));
         }
         out.push_str(&format!(

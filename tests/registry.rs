@@ -14,6 +14,7 @@ use fedgate::natsd::{NatsServer, NatsServerConfig};
 use serde_json::{Value, json};
 use support::{
     BrokerProcess, EDGE_USERS_TO_LONDON, Network, audit_records, collective_block, fedgate_bin,
+    network_block,
 };
 
 const DENY: &str = "policy default deny\n";
@@ -28,7 +29,8 @@ struct Federation {
 }
 
 impl Federation {
-    fn start() -> Federation {
+    /// The registry, london, and three instance configs with `extra` tables.
+    fn start(extra: &str) -> Federation {
         let dir = tempfile::tempdir().unwrap();
         let registry = NatsServer::start(
             &dir.path().join("registry-nats"),
@@ -45,7 +47,7 @@ impl Federation {
             .map(|n| {
                 let text = format!(
                     "[registry]\nnats = [{:?}]\ncache = \"cache-{n}\"\ntimeout_ms = 500\nheartbeat_s = 1\n\n\
-                     [audit]\nfile = \"audit-{n}/audit.log\"\n\n{}\n\
+                     [audit]\nfile = \"audit-{n}/audit.log\"\n\n{}\n{extra}\n\
                      [edge]\nlisten = \"127.0.0.1:0\"\ntoken_key = {key:?}\n",
                     registry.url(),
                     collective_block("collectives.london", &london),
@@ -71,6 +73,23 @@ impl Federation {
         std::fs::create_dir_all(set.join("policies")).unwrap();
         std::fs::write(set.join("policies/rpcutil.policy"), rpcutil).unwrap();
         std::fs::write(set.join("identity.toml"), EDGE_USERS_TO_LONDON).unwrap();
+        set
+    }
+
+    /// Writes a set that also maps edge users into tokyo and gives `prod` these members.
+    fn set_with_members(&self, name: &str, members: &[&str]) -> PathBuf {
+        let set = self.set(name, ALLOW);
+        let tokyo = EDGE_USERS_TO_LONDON.replace("[\"london\"]", "[\"tokyo\"]");
+        std::fs::write(
+            set.join("identity.toml"),
+            format!("{EDGE_USERS_TO_LONDON}{tokyo}"),
+        )
+        .unwrap();
+        std::fs::write(
+            set.join("config.toml"),
+            format!("[federations.prod]\nmembers = {members:?}\n"),
+        )
+        .unwrap();
         set
     }
 
@@ -104,21 +123,31 @@ fn ok(output: &std::process::Output) -> String {
     text
 }
 
-/// A ping to london as alice through an instance's edge: `done` or the error.
-async fn ping(federation: &Federation, instance: &BrokerProcess) -> Value {
+/// A socket to an instance's edge as alice.
+async fn socket(federation: &Federation, instance: &BrokerProcess) -> WsClient {
     let token = federation
         .keys
         .issue("alice", Duration::from_secs(300), None, SystemTime::now())
         .unwrap();
-    let mut client = WsClient::connect(&Connect {
+    WsClient::connect(&Connect {
         url: instance.edge.clone().expect("edge url"),
         token: Some(token),
         ..Connect::default()
     })
     .await
-    .unwrap();
+    .unwrap()
+}
+
+/// A ping to london on `client`: `done` or the error.
+async fn ping_on(client: &mut WsClient) -> Value {
     let request = json!({"type":"rpc","id":"p","collective":"london","agent":"rpcutil","action":"ping","limit":2,"timeout_ms":10000});
-    let done = client.call(&request, |_| {}).await.unwrap();
+    client.call(&request, |_| {}).await.unwrap()
+}
+
+/// A ping to london as alice through an instance's edge, on a new socket.
+async fn ping(federation: &Federation, instance: &BrokerProcess) -> Value {
+    let mut client = socket(federation, instance).await;
+    let done = ping_on(&mut client).await;
     client.close().await;
     done
 }
@@ -158,7 +187,7 @@ fn status(federation: &Federation) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_registry_drives_every_instance() {
-    let mut federation = Federation::start();
+    let mut federation = Federation::start("");
     let _fleet = federation.london.start_fleet(2).await;
 
     // Revision 1 denies alice's ping. Nothing can start before there is a revision.
@@ -183,7 +212,9 @@ async fn the_registry_drives_every_instance() {
     }
 
     // Revision 2 allows it: every instance has it within a second of the push returning, and
-    // the same request is then allowed everywhere.
+    // the same request is then allowed everywhere, also on a socket opened before the push.
+    let mut before = socket(&federation, &instances[0]).await;
+    assert_eq!(outcome(&ping_on(&mut before).await), "error:denied");
     let second = federation.set("set-2", ALLOW);
     let diff = ok(&federation.registry(&["diff", second.to_str().unwrap()]));
     assert!(
@@ -196,6 +227,8 @@ async fn the_registry_drives_every_instance() {
     let all: Vec<&BrokerProcess> = instances.iter().collect();
     let took = converge(&all, 2, Duration::from_secs(1)).await;
     eprintln!("revision 2 reached all 3 instances {took:?} after the push returned");
+    assert_eq!(outcome(&ping_on(&mut before).await), "done:2");
+    before.close().await;
     for instance in &instances {
         assert_eq!(outcome(&ping(&federation, instance).await), "done:2");
     }
@@ -208,7 +241,7 @@ async fn the_registry_drives_every_instance() {
         })
         .map(|r| r.event.revision)
         .collect::<Vec<_>>();
-    assert_eq!(allowed, [Some(2)]);
+    assert_eq!(allowed, [Some(2), Some(2)]);
 
     // An invalid set (a policy line that does not parse) is refused and nothing changes.
     let bad = federation.set("set-bad", "policy default deny\nallow\tbroken\n");
@@ -338,5 +371,66 @@ async fn the_registry_drives_every_instance() {
     assert!(
         text.contains("refused revision 4") && text.contains("schema 99"),
         "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_membership_change_is_served_without_a_restart() {
+    // One instance serves the federation prod (london, later tokyo too) as a broker, and fans
+    // WebSocket requests for prod out to its members.
+    let prod = Network::start("prod");
+    let tokyo = Network::start("tokyo");
+    let extra = format!(
+        "{}{}",
+        network_block("federations.prod", &prod, "members = [\"london\"]"),
+        collective_block("collectives.tokyo", &tokyo)
+    );
+    let federation = Federation::start(&extra);
+    let _london = federation.london.start_fleet(2).await;
+    let _tokyo = tokyo.start_fleet(3).await;
+    let first = federation.set_with_members("members-1", &["london"]);
+    ok(&federation.registry(&["push", first.to_str().unwrap()]));
+    let instance = federation.spawn(1).await;
+    let mut client = socket(&federation, &instance).await;
+    let request = |limit: u64| json!({"type":"rpc","id":"f","federation":"prod","agent":"rpcutil","action":"ping","limit":limit,"timeout_ms":10000});
+    let done = client.call(&request(2), |_| {}).await.unwrap();
+    assert_eq!(
+        done["requestids"].as_array().map(Vec::len),
+        Some(1),
+        "{done}"
+    );
+
+    // Revision 2 adds tokyo: a new broker takes over while the old one drains, the edge's
+    // socket stays open, and the next request reaches both members.
+    let second = federation.set_with_members("members-2", &["london", "tokyo"]);
+    ok(&federation.registry(&["push", second.to_str().unwrap(), "-m", "add tokyo"]));
+    converge(&[&instance], 2, Duration::from_secs(5)).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while instance
+        .counter_value("fedgate_registry_membership_pending")
+        .await
+        != 0.0
+        || !instance
+            .logs()
+            .iter()
+            .any(|l| l.contains("serving federations prod with revision 2"))
+    {
+        assert!(Instant::now() < deadline, "{:?}", instance.logs());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let done = client.call(&request(5), |_| {}).await.unwrap();
+    assert_eq!(
+        (
+            done["responses"].as_u64(),
+            done["requestids"].as_array().map(Vec::len)
+        ),
+        (Some(5), Some(2)),
+        "{done}"
+    );
+    client.close().await;
+    let report = status(&federation);
+    assert!(
+        report["instances"][0].get("membership_pending").is_none(),
+        "{report}"
     );
 }

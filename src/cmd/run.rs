@@ -178,10 +178,10 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             served.push(facade);
         }
     }
-    let broker = if config.served_federations().is_empty() && gate.is_some() {
+    let mut broker = if config.served_federations().is_empty() && gate.is_some() {
         None
     } else {
-        let broker = Broker::start(&config, options).await?;
+        let broker = Broker::start(&config, options.clone()).await?;
         eprintln!(
             "fedgate {instance}: serving federations {}",
             config.served_federations().join(", ")
@@ -199,7 +199,60 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         None => None,
     };
-    super::shutdown_signal().await;
+    // Serve until a signal; a registry revision that changes membership is served by a new
+    // broker while the old one drains (both share the queue groups, so nothing is dropped).
+    let mut handed_over = Vec::new();
+    let mut membership = follower.as_ref().map(|f| f.membership());
+    let shutdown = super::shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        let change = async {
+            match &mut membership {
+                Some(changes) => changes.changed().await.is_ok(),
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = &mut shutdown => break,
+            changed = change => {
+                if !changed {
+                    membership = None;
+                    continue;
+                }
+                let Some(next) = membership.as_mut().and_then(|m| m.borrow_and_update().clone()) else {
+                    continue;
+                };
+                let mut pending = Vec::new();
+                if broker.is_some() {
+                    match Broker::start(&next, options.clone()).await {
+                        Ok(started) => {
+                            if let Some(old) = broker.replace(started) {
+                                let grace = config.instance.drain_timeout();
+                                handed_over.push(tokio::spawn(async move { old.shutdown(grace).await }));
+                            }
+                            eprintln!("fedgate {instance}: serving federations {} with revision {}", next.served_federations().join(", "), next.registry_revision().unwrap_or(0));
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "could not serve the new membership; the broker keeps the old one");
+                            pending.extend(next.served_federations().iter().map(|f| f.to_string()));
+                        }
+                    }
+                }
+                if let Some(edge) = &edge {
+                    match edge.set_membership(&next) {
+                        Ok(unreached) => pending.extend(unreached),
+                        Err(e) => {
+                            tracing::error!(error = %e, "the edge keeps the old membership");
+                            pending.push("edge".into());
+                        }
+                    }
+                }
+                if let Some(follower) = &follower {
+                    follower.membership_served(&next, pending);
+                }
+            }
+        }
+    }
     eprintln!("fedgate {instance}: draining");
     if let Some(edge) = edge {
         edge.shutdown().await;
@@ -219,6 +272,13 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     for facade in served {
         facade.shutdown(config.instance.drain_timeout()).await;
+    }
+    for old in handed_over {
+        let _ = old.await;
+    }
+    // Completion records of requests still being counted.
+    if let Some(gate) = &gate {
+        gate.complete_due(true).await;
     }
     stop.cancel();
     if let Some(follower) = follower {

@@ -193,7 +193,10 @@ pub struct Dispatcher {
     gate: Arc<Gate>,
     targets: BTreeMap<String, EdgeTarget>,
     /// Each federation's member collectives that the edge has a signer for.
-    federations: BTreeMap<String, Vec<String>>,
+    /// Each federation's members this edge reaches; replaced when membership changes.
+    federations: arc_swap::ArcSwap<Membership>,
+    /// Members it could not reach at start-up (through another federation, or unconnected).
+    unreached: Vec<String>,
     /// Verifies self-signed requests against the edge CA.
     verifier: Option<Verifier>,
     /// Signed request ids already accepted, until their TTL ends.
@@ -269,22 +272,13 @@ impl Dispatcher {
                 .map_err(|e| format!("legacy {name}: {e}"))?;
             targets.insert(name.clone(), EdgeTarget::Legacy(Arc::new(link)));
         }
-        let mut federations = BTreeMap::new();
-        for name in config.federations.keys() {
-            let members: Vec<String> = config
-                .routes(name)?
-                .into_keys()
-                .filter(|c| targets.contains_key(c))
-                .collect();
-            if !members.is_empty() {
-                federations.insert(name.clone(), members);
-            }
-        }
+        let (federations, unreached) = federation_members(config, &targets)?;
         Ok(Dispatcher {
             realm,
             gate,
             targets,
-            federations,
+            federations: arc_swap::ArcSwap::from_pointee(federations),
+            unreached,
             verifier,
             replays: crate::security::replay::ReplayWindow::new(REPLAY_WINDOW),
             sender: format!("fedgate-edge-{instance}"),
@@ -307,6 +301,18 @@ impl Dispatcher {
             )
     }
 
+    /// Takes the federations' membership from `config` (a new registry revision). Members on
+    /// networks this edge did not connect to at start-up are left out and returned: they take
+    /// effect at the next start.
+    pub fn set_membership(&self, config: &Config) -> Result<Vec<String>, String> {
+        let (federations, unreached) = federation_members(config, &self.targets)?;
+        self.federations.store(Arc::new(federations));
+        Ok(unreached
+            .into_iter()
+            .filter(|m| !self.unreached.contains(m))
+            .collect())
+    }
+
     /// The collectives and federations `principal` could reach: allowed by its token and mapped
     /// by a rule (a federation when at least one of its members is).
     pub fn reachable(&self, principal: &Principal) -> (Vec<String>, Vec<String>) {
@@ -319,6 +325,7 @@ impl Dispatcher {
             .collect();
         let federations = self
             .federations
+            .load()
             .iter()
             .filter(|(_, members)| members.iter().any(|m| self.mapped(&rules, principal, m)))
             .map(|(name, _)| name.clone())
@@ -653,7 +660,7 @@ impl Dispatcher {
         };
         let collectives = match &job.scope {
             Scope::Collective(name) => vec![name.clone()],
-            Scope::Federation(name) => match self.federations.get(name) {
+            Scope::Federation(name) => match self.federations.load().get(name) {
                 Some(members) => members.clone(),
                 None => {
                     let message = format!("federation {name} is not reachable from this edge");
@@ -791,4 +798,27 @@ impl Dispatcher {
             refused,
         });
     }
+}
+
+/// Each federation's members an edge reaches, by federation.
+type Membership = BTreeMap<String, Vec<String>>;
+
+/// Each federation's members that `targets` reaches, and the members it does not.
+fn federation_members(
+    config: &Config,
+    targets: &BTreeMap<String, EdgeTarget>,
+) -> Result<(Membership, Vec<String>), String> {
+    let mut federations = BTreeMap::new();
+    let mut unreached = Vec::new();
+    for name in config.federations.keys() {
+        let (members, missing): (Vec<String>, Vec<String>) = config
+            .routes(name)?
+            .into_keys()
+            .partition(|c| targets.contains_key(c));
+        unreached.extend(missing.into_iter().map(|m| format!("{name}:{m}")));
+        if !members.is_empty() {
+            federations.insert(name.clone(), members);
+        }
+    }
+    Ok((federations, unreached))
 }

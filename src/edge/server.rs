@@ -183,7 +183,12 @@ impl Edge {
         self.addr
     }
 
-    /// `ws://` or `wss://` URL of the socket endpoint.
+    /// Takes the federations' membership from `config`; see [`Dispatcher::set_membership`].
+    pub fn set_membership(&self, config: &Config) -> Result<Vec<String>, String> {
+        self.shared.dispatch.set_membership(config)
+    }
+
+    /// The `ws://` or `wss://` URL of the socket endpoint.
     pub fn ws_url(&self) -> String {
         let scheme = if self.tls { "wss" } else { "ws" };
         format!("{scheme}://{}/ws", self.addr)

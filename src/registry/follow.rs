@@ -148,6 +148,8 @@ async fn apply_offer(
 #[derive(Debug)]
 pub struct Follower {
     status: Arc<Mutex<Status>>,
+    serving: Arc<Mutex<Config>>,
+    membership: tokio::sync::watch::Receiver<Option<Arc<Config>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -159,7 +161,9 @@ struct Context {
     cache: Cache,
     store: Arc<RuleStore>,
     /// Membership as the instance serves it, to tell when a revision changes it.
-    serving: Config,
+    serving: Arc<Mutex<Config>>,
+    /// Configs of revisions that change membership, for the process to serve.
+    membership: tokio::sync::watch::Sender<Option<Arc<Config>>>,
     status: Arc<Mutex<Status>>,
 }
 
@@ -186,12 +190,15 @@ impl Follower {
             heard: if start.registry.is_some() { now } else { 0 },
             reported: 0,
             refused: start.refused.clone(),
-            restart_needed: Vec::new(),
+            membership_pending: Vec::new(),
         };
         publish_metrics(&status);
         let status = Arc::new(Mutex::new(status));
+        let serving = Arc::new(Mutex::new(start.validated.config.clone()));
+        let (membership, changes) = tokio::sync::watch::channel(None);
         let ctx = Context {
-            serving: start.validated.config.clone(),
+            serving: serving.clone(),
+            membership,
             base,
             path,
             instance,
@@ -200,7 +207,33 @@ impl Follower {
             status: status.clone(),
         };
         let task = tokio::spawn(follow(ctx, settings, start.registry, stop));
-        Ok(Follower { status, task })
+        Ok(Follower {
+            status,
+            serving,
+            membership: changes,
+            task,
+        })
+    }
+
+    /// Receives the config of each revision that changes federation membership; the process
+    /// serves it, then calls [`Follower::membership_served`].
+    pub fn membership(&self) -> tokio::sync::watch::Receiver<Option<Arc<Config>>> {
+        self.membership.clone()
+    }
+
+    /// The process now serves `config`'s membership, except `pending` (members it could not
+    /// reach without a restart, as `federation:member`).
+    pub fn membership_served(&self, config: &Config, pending: Vec<String>) {
+        *self
+            .serving
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = config.clone();
+        let mut status = self
+            .status
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        status.membership_pending = pending;
+        publish_metrics(&status);
     }
 
     /// This instance's status now.
@@ -341,7 +374,17 @@ impl Context {
         }
         match apply_offer(registry, &self.cache, &self.base, &self.path, offered).await {
             Ok((manifest, validated)) => {
-                let restart_needed = membership_changes(&self.serving, &validated.config);
+                let changed = {
+                    let serving = self
+                        .serving
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    membership_changes(&serving, &validated.config)
+                };
+                if !changed.is_empty() {
+                    self.membership
+                        .send_replace(Some(Arc::new(validated.config.clone())));
+                }
                 self.store.install(validated.rules);
                 if let Err(e) = self.cache.commit(manifest.revision) {
                     tracing::error!(error = %e, "revision applied, but the cache could not record it");
@@ -353,15 +396,16 @@ impl Context {
                     message = %manifest.message,
                     "registry revision applied"
                 );
-                if !restart_needed.is_empty() {
-                    tracing::warn!(federations = %restart_needed.join(", "), "the revision changes membership; it takes effect when this instance restarts");
+                if !changed.is_empty() {
+                    tracing::info!(federations = %changed.join(", "), "the revision changes membership");
                 }
                 let mut status = self.lock();
                 status.revision = manifest.revision;
                 status.source = "registry".into();
                 status.applied = unix_now();
                 status.refused = None;
-                status.restart_needed = restart_needed;
+                // Until the process serves the new membership.
+                status.membership_pending = changed;
                 publish_metrics(&status);
             }
             // The registry went away mid-fetch: try again on the next heartbeat.
@@ -404,9 +448,11 @@ fn publish_metrics(status: &Status) {
     metrics::gauge!("fedgate_registry_heard_timestamp_seconds").set(status.heard as f64);
     metrics::gauge!("fedgate_registry_refused_revision")
         .set(status.refused.as_ref().map_or(0.0, |r| r.revision as f64));
-    metrics::gauge!("fedgate_registry_restart_needed").set(if status.restart_needed.is_empty() {
-        0.0
-    } else {
-        1.0
-    });
+    metrics::gauge!("fedgate_registry_membership_pending").set(
+        if status.membership_pending.is_empty() {
+            0.0
+        } else {
+            1.0
+        },
+    );
 }

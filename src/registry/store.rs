@@ -87,10 +87,11 @@ pub struct Status {
     /// A newer revision it refused, and why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refused: Option<Refusal>,
-    /// Federations whose membership in the running revision differs from what the instance
-    /// serves: membership changes take effect at its next start.
+    /// Membership of the running revision the instance does not serve yet: federations
+    /// while their broker is handed over, and `federation:member` for members on networks it
+    /// connects to only at start-up.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub restart_needed: Vec<String>,
+    pub membership_pending: Vec<String>,
 }
 
 /// A revision an instance would not apply.
