@@ -53,7 +53,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let registry = match &config.registry {
         Some(settings) => {
             let wait = Duration::from_millis(settings.timeout_ms.max(1000));
-            match tokio::time::timeout(wait, Registry::connect(settings, "fedgate-observe")).await {
+            match tokio::time::timeout(wait, Registry::connect(settings, "fedgate-observe", false))
+                .await
+            {
                 Ok(Ok(registry)) => Some(registry),
                 _ => {
                     eprintln!(

@@ -65,16 +65,20 @@ pub struct Common {
 }
 
 impl Common {
-    async fn open(&self) -> anyhow::Result<(Config, Registry)> {
+    /// Loads the config and connects; only a push creates missing buckets.
+    async fn open(&self, create: bool) -> anyhow::Result<(Config, Registry)> {
         let config = Config::load(&self.config)?;
         let settings = config
             .registry
             .as_ref()
             .with_context(|| format!("{} has no [registry]", self.config.display()))?;
         let wait = std::time::Duration::from_millis(settings.timeout_ms.max(1000));
-        let registry = tokio::time::timeout(wait, Registry::connect(settings, "fedgate-registry"))
-            .await
-            .map_err(|_| anyhow::anyhow!("registry unreachable: no answer in {wait:?}"))??;
+        let registry = tokio::time::timeout(
+            wait,
+            Registry::connect(settings, "fedgate-registry", create),
+        )
+        .await
+        .map_err(|_| anyhow::anyhow!("registry unreachable: no answer in {wait:?}"))??;
         Ok((config, registry))
     }
 }
@@ -87,10 +91,11 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
             dir,
             message,
         } => {
-            let (config, registry) = common.open().await?;
+            let (config, registry) = common.open(true).await?;
             let set = Set::read(&dir)?;
             let head = registry.head().await?;
             let next = head.as_ref().map_or(1, |(m, _)| m.revision + 1);
+            // Validated in place, so errors name the operator's own files.
             if let Err(e) = validate(&config, &common.config, &dir, next) {
                 eprintln!(
                     "fedgate registry: {} does not validate; nothing was published",
@@ -101,7 +106,7 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
             publish(&registry, &set, head, &message).await
         }
         Command::Diff { common, dir } => {
-            let (config, registry) = common.open().await?;
+            let (config, registry) = common.open(false).await?;
             let set = Set::read(&dir)?;
             let head = registry.head().await?;
             let current = match &head {
@@ -135,7 +140,7 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
             }
         }
         Command::History { common, json } => {
-            let (_, registry) = common.open().await?;
+            let (_, registry) = common.open(false).await?;
             let history = registry.history().await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&history)?);
@@ -168,7 +173,7 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
             revision,
             message,
         } => {
-            let (config, registry) = common.open().await?;
+            let (config, registry) = common.open(false).await?;
             let old = registry.manifest(revision).await?;
             let set = registry.fetch(&old).await?;
             let head = registry.head().await?;
@@ -187,7 +192,7 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
             publish(&registry, &set, head, &message).await
         }
         Command::Status { common, json } => {
-            let (_, registry) = common.open().await?;
+            let (_, registry) = common.open(false).await?;
             let statuses = registry.statuses().await?;
             let head = registry.head_revision().await?;
             if json {

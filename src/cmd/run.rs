@@ -228,6 +228,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                         Ok(started) => {
                             if let Some(old) = broker.replace(started) {
                                 let grace = config.instance.drain_timeout();
+                                handed_over.retain(|task: &tokio::task::JoinHandle<_>| !task.is_finished());
                                 handed_over.push(tokio::spawn(async move { old.shutdown(grace).await }));
                             }
                             eprintln!("fedgate {instance}: serving federations {} with revision {}", next.served_federations().join(", "), next.registry_revision().unwrap_or(0));
@@ -248,7 +249,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                     }
                 }
                 if let Some(follower) = &follower {
-                    follower.membership_served(&next, pending);
+                    follower.membership_served(pending);
                 }
             }
         }

@@ -50,6 +50,10 @@ impl Cache {
     /// directory.
     pub fn stage(&self, manifest: &Manifest, set: &Set) -> Result<PathBuf, RegistryError> {
         let dir = self.set_dir(manifest.revision);
+        // The current revision is never rewritten: it is what a restart falls back on.
+        if self.pointer()? == Some(manifest.revision) {
+            return Ok(dir);
+        }
         if dir.exists() {
             std::fs::remove_dir_all(&dir).map_err(|e| failed(&dir, e))?;
         }
@@ -69,11 +73,17 @@ impl Cache {
             format!("{revision}\n").as_bytes(),
         )?;
         let sets = self.dir.join("sets");
+        // Revisions staged or refused, by their directory or manifest file.
         let mut kept: Vec<u64> = std::fs::read_dir(&sets)
             .map_err(|e| failed(&sets, e))?
-            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u64>().ok())
+            .filter_map(|e| {
+                let name = e.ok()?.file_name().into_string().ok()?;
+                name.trim_end_matches(".json").parse::<u64>().ok()
+            })
             .filter(|n| *n != revision)
             .collect();
+        kept.sort_unstable();
+        kept.dedup();
         kept.sort_unstable_by(|a, b| b.cmp(a));
         for old in kept.into_iter().skip(KEEP) {
             let _ = std::fs::remove_dir_all(self.set_dir(old));
@@ -82,19 +92,29 @@ impl Cache {
         Ok(())
     }
 
-    /// The current revision: its manifest and set directory, checked against the manifest's
-    /// hashes; `None` when nothing was ever committed.
-    pub fn current(&self) -> Result<Option<(Manifest, PathBuf)>, RegistryError> {
+    /// The committed revision's number, if any.
+    fn pointer(&self) -> Result<Option<u64>, RegistryError> {
         let pointer = self.dir.join("current");
         let text = match std::fs::read_to_string(&pointer) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(failed(&pointer, e)),
         };
-        let revision: u64 = text.trim().parse().map_err(|_| RegistryError::Cache {
-            path: pointer.clone(),
-            problem: format!("{:?} is not a revision number", text.trim()),
-        })?;
+        text.trim()
+            .parse()
+            .map(Some)
+            .map_err(|_| RegistryError::Cache {
+                path: pointer.clone(),
+                problem: format!("{:?} is not a revision number", text.trim()),
+            })
+    }
+
+    /// The current revision: its manifest and set directory, checked against the manifest's
+    /// hashes; `None` when nothing was ever committed.
+    pub fn current(&self) -> Result<Option<(Manifest, PathBuf)>, RegistryError> {
+        let Some(revision) = self.pointer()? else {
+            return Ok(None);
+        };
         let file = self.manifest_file(revision);
         let manifest = parse_manifest(&std::fs::read(&file).map_err(|e| failed(&file, e))?)
             .map_err(|e| RegistryError::Cache {

@@ -52,7 +52,7 @@ pub async fn start(base: &Config, path: &Path, instance: &str) -> Result<Start, 
         Ok(Err(e)) => return Err(e),
         Ok(Ok((connected, None))) => registry = Some(connected),
         Ok(Ok((connected, Some(head)))) => {
-            let offered = head.as_ref().map_or(0, |m| m.revision);
+            let offered = offered_revision(&head);
             match apply_offer(&connected, &cache, base, path, head).await {
                 Ok((manifest, validated)) => {
                     cache.commit(manifest.revision)?;
@@ -63,6 +63,11 @@ pub async fn start(base: &Config, path: &Path, instance: &str) -> Result<Start, 
                         refused: None,
                         registry: Some(connected),
                     });
+                }
+                // Lost mid-fetch, or the cache could not take it: the follower tries again.
+                Err(e @ (RegistryError::Unreachable(_) | RegistryError::Cache { .. })) => {
+                    unreachable = Some(e.to_string());
+                    registry = Some(connected);
                 }
                 Err(e) => {
                     tracing::error!(revision = offered, error = %e, "refusing the registry's revision; trying the cached one");
@@ -115,7 +120,8 @@ async fn take_head(
     settings: &RegistryConfig,
     instance: &str,
 ) -> Result<(Registry, Option<Result<Manifest, RegistryError>>), RegistryError> {
-    let registry = Registry::connect(settings, &format!("fedgate-registry-{instance}")).await?;
+    let registry =
+        Registry::connect(settings, &format!("fedgate-registry-{instance}"), false).await?;
     let head = match registry.head().await {
         Ok(head) => head.map(|(manifest, _)| Ok(manifest)),
         Err(e @ RegistryError::Unreachable(_)) => return Err(e),
@@ -134,21 +140,17 @@ async fn apply_offer(
 ) -> Result<(Manifest, Validated), RegistryError> {
     let manifest = offered?;
     let set = registry.fetch(&manifest).await?;
-    let dir = cache.stage(&manifest, &set)?;
-    match validate(base, path, &dir, manifest.revision) {
-        Ok(validated) => Ok((manifest, validated)),
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&dir);
-            Err(e)
-        }
-    }
+    let dir = cache.stage(&manifest, &set).map_err(|e| match e {
+        RegistryError::Set { path, problem } => RegistryError::Cache { path, problem },
+        other => other,
+    })?;
+    validate(base, path, &dir, manifest.revision).map(|validated| (manifest, validated))
 }
 
 /// The running follower.
 #[derive(Debug)]
 pub struct Follower {
     status: Arc<Mutex<Status>>,
-    serving: Arc<Mutex<Config>>,
     membership: tokio::sync::watch::Receiver<Option<Arc<Config>>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -160,8 +162,9 @@ struct Context {
     instance: String,
     cache: Cache,
     store: Arc<RuleStore>,
-    /// Membership as the instance serves it, to tell when a revision changes it.
-    serving: Arc<Mutex<Config>>,
+    /// The membership last handed to the process (at first, the one it started with), to tell
+    /// when a revision changes it.
+    requested: Mutex<Config>,
     /// Configs of revisions that change membership, for the process to serve.
     membership: tokio::sync::watch::Sender<Option<Arc<Config>>>,
     status: Arc<Mutex<Status>>,
@@ -194,10 +197,9 @@ impl Follower {
         };
         publish_metrics(&status);
         let status = Arc::new(Mutex::new(status));
-        let serving = Arc::new(Mutex::new(start.validated.config.clone()));
         let (membership, changes) = tokio::sync::watch::channel(None);
         let ctx = Context {
-            serving: serving.clone(),
+            requested: Mutex::new(start.validated.config.clone()),
             membership,
             base,
             path,
@@ -209,7 +211,6 @@ impl Follower {
         let task = tokio::spawn(follow(ctx, settings, start.registry, stop));
         Ok(Follower {
             status,
-            serving,
             membership: changes,
             task,
         })
@@ -221,13 +222,9 @@ impl Follower {
         self.membership.clone()
     }
 
-    /// The process now serves `config`'s membership, except `pending` (members it could not
-    /// reach without a restart, as `federation:member`).
-    pub fn membership_served(&self, config: &Config, pending: Vec<String>) {
-        *self
-            .serving
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = config.clone();
+    /// The process served the latest membership it received, except `pending` (federations
+    /// whose broker could not start, members it reaches only after a restart).
+    pub fn membership_served(&self, pending: Vec<String>) {
         let mut status = self
             .status
             .lock()
@@ -264,7 +261,7 @@ async fn follow(
                 let name = format!("fedgate-registry-{}", ctx.instance);
                 let attempt = tokio::time::timeout(
                     heartbeat.max(Duration::from_secs(2)),
-                    Registry::connect(&settings, &name),
+                    Registry::connect(&settings, &name, false),
                 );
                 tokio::select! {
                     _ = stop.cancelled() => return,
@@ -364,27 +361,29 @@ impl Context {
             let status = self.lock();
             (status.revision, status.refused.as_ref().map(|r| r.revision))
         };
-        let number = match &offered {
-            Ok(manifest) => manifest.revision,
-            Err(RegistryError::Schema { revision, .. }) => *revision,
-            Err(_) => 0,
-        };
-        if number == current || (number != 0 && refused == Some(number)) {
+        let number = offered_revision(&offered);
+        if number == current || refused == Some(number) {
+            return;
+        }
+        // Revisions only grow (a rollback is a new revision): an older head is a stale read.
+        if number != 0 && number < current {
+            tracing::debug!(
+                revision = number,
+                current,
+                "ignoring an older registry head"
+            );
             return;
         }
         match apply_offer(registry, &self.cache, &self.base, &self.path, offered).await {
             Ok((manifest, validated)) => {
                 let changed = {
-                    let serving = self
-                        .serving
+                    let requested = self
+                        .requested
                         .lock()
                         .unwrap_or_else(std::sync::PoisonError::into_inner);
-                    membership_changes(&serving, &validated.config)
+                    membership_changes(&requested, &validated.config)
                 };
-                if !changed.is_empty() {
-                    self.membership
-                        .send_replace(Some(Arc::new(validated.config.clone())));
-                }
+                let next = validated.config;
                 self.store.install(validated.rules);
                 if let Err(e) = self.cache.commit(manifest.revision) {
                     tracing::error!(error = %e, "revision applied, but the cache could not record it");
@@ -399,18 +398,30 @@ impl Context {
                 if !changed.is_empty() {
                     tracing::info!(federations = %changed.join(", "), "the revision changes membership");
                 }
-                let mut status = self.lock();
-                status.revision = manifest.revision;
-                status.source = "registry".into();
-                status.applied = unix_now();
-                status.refused = None;
-                // Until the process serves the new membership.
-                status.membership_pending = changed;
-                publish_metrics(&status);
+                {
+                    let mut status = self.lock();
+                    status.revision = manifest.revision;
+                    status.source = "registry".into();
+                    status.applied = unix_now();
+                    status.refused = None;
+                    if !changed.is_empty() {
+                        // Until the process serves the new membership.
+                        status.membership_pending = changed;
+                    }
+                    publish_metrics(&status);
+                }
+                if !same_membership(&self.requested, &next) {
+                    *self
+                        .requested
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) = next.clone();
+                    self.membership.send_replace(Some(Arc::new(next)));
+                }
             }
-            // The registry went away mid-fetch: try again on the next heartbeat.
-            Err(RegistryError::Unreachable(e)) => {
-                tracing::warn!(revision = number, error = %e, "could not fetch a registry revision");
+            // The registry went away mid-fetch, or the local cache could not take it: try
+            // again on the next heartbeat.
+            Err(e @ (RegistryError::Unreachable(_) | RegistryError::Cache { .. })) => {
+                tracing::warn!(revision = number, error = %e, "could not take a registry revision; trying again");
             }
             Err(e) => {
                 tracing::error!(revision = number, error = %e, "refusing registry revision; keeping revision {current}");
@@ -427,6 +438,23 @@ impl Context {
             }
         }
     }
+}
+
+/// The revision number of an offered head, also of one this fedgate cannot read (0: unknown).
+fn offered_revision(offered: &Result<Manifest, RegistryError>) -> u64 {
+    match offered {
+        Ok(manifest) => manifest.revision,
+        Err(RegistryError::Schema { revision, .. }) => *revision,
+        Err(_) => 0,
+    }
+}
+
+/// Whether `next` has the membership last handed to the process.
+fn same_membership(requested: &Mutex<Config>, next: &Config) -> bool {
+    let requested = requested
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    membership_changes(&requested, next).is_empty()
 }
 
 /// Federations whose members differ between what is served and a new revision.

@@ -151,6 +151,11 @@ impl Set {
                 "{path}: a document name may hold only letters, digits and - _ = . /"
             ));
         }
+        // What `read` takes: no hidden names, at most `<collective>/<file>` under policies/.
+        let parts: Vec<&str> = key.split('/').collect();
+        if parts.len() > MAX_DEPTH || parts.iter().any(|p| p.is_empty() || p.starts_with('.')) {
+            return Err(format!("{path}: not a place a set holds a document"));
+        }
         if bytes.len() > MAX_DOCUMENT_BYTES {
             return Err(format!("{path}: larger than {MAX_DOCUMENT_BYTES} bytes"));
         }

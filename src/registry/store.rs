@@ -31,6 +31,8 @@ const HISTORY: i64 = 64;
 const STATUS_AGE: Duration = Duration::from_secs(24 * 3600);
 /// Largest manifest, bytes.
 const MAX_MANIFEST_BYTES: usize = 1024 * 1024;
+/// Largest bucket: beyond it, writes fail (nothing is discarded).
+const MAX_BUCKET_BYTES: i64 = 1 << 30;
 /// The bucket parts holding documents.
 const PARTS: [&str; 4] = ["policies", "identity", "users", "config"];
 
@@ -103,6 +105,21 @@ pub struct Refusal {
     pub reason: String,
 }
 
+/// An instance's key in the status bucket: its name with anything a key cannot hold as `_`.
+fn status_key(instance: &str) -> String {
+    let key: String = instance
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_=".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if key.is_empty() { "_".into() } else { key }
+}
+
 /// Parses a manifest, refusing a schema this fedgate does not know before anything else.
 pub fn parse_manifest(bytes: &[u8]) -> Result<Manifest, RegistryError> {
     #[derive(Deserialize)]
@@ -145,18 +162,24 @@ impl std::fmt::Debug for Registry {
 }
 
 impl Registry {
-    /// Connects and opens the buckets, creating them when missing.
-    pub async fn connect(config: &RegistryConfig, name: &str) -> Result<Registry, RegistryError> {
+    /// Connects and opens the buckets; `create` makes missing ones (a push, an instance), else
+    /// a missing bucket is an error (a mistyped prefix must not look like an empty registry).
+    pub async fn connect(
+        config: &RegistryConfig,
+        name: &str,
+        create: bool,
+    ) -> Result<Registry, RegistryError> {
         let client = crate::nats::connect(&config.endpoint(), name)
             .await
             .map_err(|e| RegistryError::Unreachable(e.to_string()))?;
-        Registry::open(client, config).await
+        Registry::open(client, config, create).await
     }
 
-    /// Opens the buckets over an existing connection, creating them when missing.
+    /// Opens the buckets over an existing connection; see [`Registry::connect`].
     pub async fn open(
         client: async_nats::Client,
         config: &RegistryConfig,
+        create: bool,
     ) -> Result<Registry, RegistryError> {
         let context = async_nats::jetstream::new(client.clone());
         // The bucket's stream is made here as the key-value layer makes it: the client's own
@@ -171,6 +194,7 @@ impl Registry {
                 max_messages_per_subject: history,
                 max_age,
                 max_message_size: (MAX_DOCUMENT_BYTES.max(MAX_MANIFEST_BYTES) + 1024) as i32,
+                max_bytes: MAX_BUCKET_BYTES,
                 storage: stream::StorageType::File,
                 num_replicas: config.replicas.max(1),
                 allow_rollup: true,
@@ -184,8 +208,14 @@ impl Registry {
         let open = |(bucket, settings): (String, stream::Config)| {
             let context = context.clone();
             async move {
-                if let Ok(store) = context.get_key_value(bucket.clone()).await {
-                    return Ok(store);
+                match context.get_key_value(bucket.clone()).await {
+                    Ok(store) => return Ok(store),
+                    Err(e) if !create => {
+                        return Err(RegistryError::Unreachable(format!(
+                            "bucket {bucket}: {e} (nothing was ever pushed with this prefix?)"
+                        )));
+                    }
+                    Err(_) => {}
                 }
                 let created = context.create_stream(settings).await.err();
                 // Another instance may have created it meanwhile.
@@ -247,7 +277,11 @@ impl Registry {
             .map_err(|e| RegistryError::Unreachable(e.to_string()))?;
         match value {
             Some(value) => parse_manifest(&value),
-            None => Err(RegistryError::NoRevision(revision)),
+            // The head is committed before its archive copy is written.
+            None => match self.head().await? {
+                Some((head, _)) if head.revision == revision => Ok(head),
+                _ => Err(RegistryError::NoRevision(revision)),
+            },
         }
     }
 
@@ -265,9 +299,20 @@ impl Registry {
             }
         }
         numbers.sort_unstable();
+        if let Ok(Some(head)) = self.head_revision().await
+            && !numbers.contains(&head)
+        {
+            numbers.push(head);
+        }
         let mut manifests = Vec::new();
         for n in numbers {
-            manifests.push(self.manifest(n).await?);
+            match self.manifest(n).await {
+                Ok(manifest) => manifests.push(manifest),
+                Err(e @ RegistryError::Schema { .. }) => {
+                    tracing::warn!(error = %e, "leaving out a revision of a newer schema");
+                }
+                Err(e) => return Err(e),
+            }
         }
         Ok(manifests)
     }
@@ -276,12 +321,14 @@ impl Registry {
     pub async fn fetch(&self, manifest: &Manifest) -> Result<Set, RegistryError> {
         let mut set = Set::default();
         for (path, document) in &manifest.documents {
-            let (part, key) = place(path).ok_or_else(|| {
-                RegistryError::Manifest(format!(
-                    "revision {}: {path} is not part of a set",
-                    manifest.revision
-                ))
-            })?;
+            let (part, key) = place(path)
+                .filter(|(_, key)| super::set::valid_key(key))
+                .ok_or_else(|| {
+                    RegistryError::Manifest(format!(
+                        "revision {}: {path} is not a document a set holds",
+                        manifest.revision
+                    ))
+                })?;
             let entry = self.parts[part]
                 .entry_for_revision(key, document.sequence)
                 .await
@@ -371,10 +418,25 @@ impl Registry {
                 }),
         };
         committed?;
-        self.revisions
+        // The revision is live; its archive copy only serves history (and `manifest` falls
+        // back on the head until it is written).
+        if let Err(e) = self
+            .revisions
             .put(format!("rev.{}", manifest.revision), json)
             .await
-            .map_err(|e| unreachable(&e))?;
+        {
+            tracing::warn!(revision = manifest.revision, error = %e, "published, but the archive copy of the manifest failed");
+        }
+        // Heal the parent's archive copy if its own push could not write it.
+        if let Some((parent, _)) = parent
+            && let Ok(None) = self.revisions.get(format!("rev.{}", parent.revision)).await
+            && let Ok(json) = serde_json::to_vec(parent)
+        {
+            let _ = self
+                .revisions
+                .put(format!("rev.{}", parent.revision), json.into())
+                .await;
+        }
         // Documents the parent had and this revision drops.
         if let Some((parent, _)) = parent {
             for path in parent.documents.keys() {
@@ -401,7 +463,7 @@ impl Registry {
         let json =
             serde_json::to_vec(status).map_err(|e| RegistryError::Manifest(e.to_string()))?;
         self.instances
-            .put(&status.instance, json.into())
+            .put(status_key(&status.instance), json.into())
             .await
             .map(|_| ())
             .map_err(|e| RegistryError::Unreachable(e.to_string()))

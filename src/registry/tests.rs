@@ -70,6 +70,15 @@ fn a_set_round_trips_through_a_directory_and_refuses_strangers() {
         set.insert("policies/x".into(), vec![0; set::MAX_DOCUMENT_BYTES + 1])
             .is_err()
     );
+    // Only what `read` would take, also from a manifest another tool wrote.
+    for path in [
+        "policies/.hidden",
+        "policies/a/b/c.policy",
+        "policies//x",
+        "notes.txt",
+    ] {
+        assert!(set.insert(path.into(), Vec::new()).is_err(), "{path}");
+    }
 }
 
 #[test]
@@ -140,6 +149,12 @@ fn the_cache_keeps_the_committed_revision_and_notices_tampering() {
     assert_eq!(cache.current().unwrap().unwrap().0.revision, 5);
     assert!(!dir.path().join("cache/sets/1").exists());
     assert!(dir.path().join("cache/sets/4").exists());
+
+    // Staging the current revision again leaves it alone: it is what a restart falls back on.
+    cache
+        .stage(&manifest_of(&Set::default(), 5), &Set::default())
+        .unwrap();
+    assert_eq!(Set::read(&path_of(&cache, 5)).unwrap(), set);
 
     // A changed byte on disk is noticed.
     std::fs::write(
