@@ -268,7 +268,28 @@ fn mapping(out: &mut String, pairs: &[(Ruby, Ruby)], indent: usize, first_inline
         if i > 0 || !first_inline {
             out.push_str(&" ".repeat(indent));
         }
-        inline(out, key, indent);
+        match key {
+            // `~`, not an empty key, which not every parser reads.
+            Ruby::Nil => out.push('~'),
+            key if simple_key(key) => inline(out, key, indent),
+            // A collection, binary or multi-line key: YAML's explicit `? key` form.
+            key => {
+                out.push_str("? ");
+                match key {
+                    Ruby::Hash(inner) if !inner.is_empty() => {
+                        mapping(out, inner, indent + 2, true);
+                    }
+                    Ruby::Array(inner) if !inner.is_empty() => {
+                        sequence(out, inner, indent + 2, true);
+                    }
+                    scalar => {
+                        inline(out, scalar, indent + 2);
+                        out.push('\n');
+                    }
+                }
+                out.push_str(&" ".repeat(indent));
+            }
+        }
         out.push(':');
         match value {
             Ruby::Hash(inner) if !inner.is_empty() => {
@@ -342,6 +363,17 @@ fn inline(out: &mut String, value: &Ruby, indent: usize) {
         },
         Ruby::Array(_) => out.push_str("[]"),
         Ruby::Hash(_) => out.push_str("{}"),
+    }
+}
+
+/// A key that fits on its line before `:`.
+fn simple_key(key: &Ruby) -> bool {
+    match key {
+        Ruby::Str(text) => !text.contains('\n'),
+        Ruby::Bytes(bytes) => std::str::from_utf8(bytes).is_ok_and(|t| !t.contains('\n')),
+        Ruby::Array(items) => items.is_empty(),
+        Ruby::Hash(pairs) => pairs.is_empty(),
+        _ => true,
     }
 }
 
