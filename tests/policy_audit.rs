@@ -494,3 +494,58 @@ async fn a_jetstream_sink_keeps_the_trail_and_the_file_covers_its_outage() {
         "one completion per allowed request"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_during_load_reloads_the_policy_and_loses_nothing() {
+    let topo = Topology::start();
+    let _fleet = topo.london.start_fleet(NODES).await;
+    let config = topo.config("");
+    let mut broker = BrokerProcess::spawn(&config, "pa6").await;
+    let alice = topo.client("alice").await;
+
+    // Pings run back to back while the process gets SIGHUP after SIGHUP: each one gets every
+    // reply, and the process lives on.
+    let load = tokio::spawn(async move {
+        let mut summaries = Vec::new();
+        for _ in 0..10 {
+            summaries.push(run(&alice, &call("ping", NODES)).await.0);
+        }
+        (alice, summaries)
+    });
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        broker.signal("HUP");
+    }
+    let (alice, summaries) = load.await.unwrap();
+    assert!(summaries.iter().all(|s| s.ok == NODES), "{summaries:?}");
+    assert!(broker.is_running());
+    // Signals sent close together may arrive as one.
+    let reloads = |broker: &BrokerProcess| {
+        broker
+            .logs()
+            .iter()
+            .filter(|l| l.contains("SIGHUP: policy reloaded"))
+            .count()
+    };
+    let before = reloads(&broker);
+    assert!(before >= 1, "{:?}", broker.logs());
+
+    // A policy change and a SIGHUP: the next request is decided by the new policy.
+    std::fs::write(
+        topo.dir.path().join("policies/rpcutil.policy"),
+        "policy default deny\n",
+    )
+    .unwrap();
+    broker.signal("HUP");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while reloads(&broker) <= before {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{:?}",
+            broker.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (summary, _) = run(&alice, &call("ping", 1)).await;
+    assert_eq!((summary.ok, summary.failed), (0, 1), "{summary:?}");
+}

@@ -30,6 +30,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     // rather than kill the process: listening replaces SIGXFSZ's default action.
     let _file_size_signal =
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(libc::SIGXFSZ))?;
+    // SIGHUP reloads the policy directory at once (file mode) instead of ending the process.
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let mut base = Config::load(&args.config)?;
     if args.instance.is_some() {
         base.instance.name = args.instance;
@@ -214,6 +216,16 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         };
         tokio::select! {
             _ = &mut shutdown => break,
+            _ = hangup.recv() => {
+                match &gate {
+                    Some(gate) if gate.rules.dir().is_some() => match gate.rules.reload() {
+                        Ok(()) => eprintln!("fedgate {instance}: SIGHUP: policy reloaded"),
+                        Err(e) => eprintln!("fedgate {instance}: SIGHUP: policy reload failed, keeping the last good policy: {e}"),
+                    },
+                    Some(_) => eprintln!("fedgate {instance}: SIGHUP: the rules come from the registry; nothing to reload"),
+                    None => eprintln!("fedgate {instance}: SIGHUP: no policy to reload"),
+                }
+            }
             changed = change => {
                 if !changed {
                     membership = None;

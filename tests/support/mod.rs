@@ -392,6 +392,24 @@ impl BrokerProcess {
         }
     }
 
+    /// Sends a signal (`HUP`, `TERM`, ...) without waiting.
+    pub fn signal(&self, name: &str) {
+        let pid = self.child.as_ref().and_then(|c| c.id()).expect("running");
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(pid.to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -{name} {pid}");
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
     /// Asks the process to stop (SIGTERM) and waits for it to drain and exit.
     pub async fn terminate(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("running");
