@@ -470,22 +470,43 @@ impl Registry {
     }
 
     /// Every instance's last status report.
+    ///
+    /// Instances rewrite their reports every heartbeat and the bucket keeps one value per key,
+    /// so a key listing can miss a key whose value is replaced while it runs. A watch from the
+    /// last value of each key, read until it has caught up, sees every key's latest report.
     pub async fn statuses(&self) -> Result<Vec<Status>, RegistryError> {
-        let mut keys = self
-            .instances
-            .keys()
-            .await
-            .map_err(|e| RegistryError::Unreachable(e.to_string()))?;
-        let mut statuses = Vec::new();
-        while let Some(key) = keys.next().await {
-            let key = key.map_err(|e| RegistryError::Unreachable(e.to_string()))?;
-            if let Ok(Some(value)) = self.instances.get(key).await
-                && let Ok(status) = serde_json::from_slice::<Status>(&value)
-            {
-                statuses.push(status);
-            }
+        let unreachable = |e: &dyn std::fmt::Display| RegistryError::Unreachable(e.to_string());
+        let stored = self.instances.status().await.map_err(|e| unreachable(&e))?;
+        if stored.values() == 0 {
+            return Ok(Vec::new());
         }
-        statuses.sort_by(|a, b| a.instance.cmp(&b.instance));
-        Ok(statuses)
+        let mut watch = self
+            .instances
+            .watch_with_history(">")
+            .await
+            .map_err(|e| unreachable(&e))?;
+        let mut latest = BTreeMap::new();
+        let caught_up = tokio::time::timeout(Duration::from_secs(5), async {
+            while let Some(entry) = watch.next().await {
+                let entry = entry.map_err(|e| unreachable(&e))?;
+                if entry.operation == Operation::Put
+                    && let Ok(status) = serde_json::from_slice::<Status>(&entry.value)
+                {
+                    latest.insert(entry.key.clone(), status);
+                } else {
+                    latest.remove(&entry.key);
+                }
+                if entry.delta == 0 {
+                    break;
+                }
+            }
+            Ok::<(), RegistryError>(())
+        })
+        .await;
+        match caught_up {
+            Ok(result) => result?,
+            Err(_) => return Err(unreachable(&"status reports: no answer in 5 s")),
+        }
+        Ok(latest.into_values().collect())
     }
 }
