@@ -218,21 +218,14 @@ async fn publish(
     head: Option<(Manifest, u64)>,
     message: &str,
 ) -> anyhow::Result<ExitCode> {
-    if let Some((manifest, _)) = &head {
-        let same = manifest.documents.len() == set.documents().len()
-            && set.documents().iter().all(|(path, bytes)| {
-                manifest
-                    .documents
-                    .get(path)
-                    .is_some_and(|d| d.sha256 == fedgate::registry::set::digest(bytes))
-            });
-        if same {
-            println!(
-                "nothing changed: the registry stays at revision {}",
-                manifest.revision
-            );
-            return Ok(ExitCode::SUCCESS);
-        }
+    if let Some((manifest, _)) = &head
+        && manifest.describes(set)
+    {
+        println!(
+            "nothing changed: the registry stays at revision {}",
+            manifest.revision
+        );
+        return Ok(ExitCode::SUCCESS);
     }
     let author = format!(
         "{}@{}",

@@ -6,7 +6,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use super::RegistryError;
-use super::set::{Set, digest};
+use super::set::Set;
 use super::store::{Manifest, parse_manifest};
 
 /// Revisions kept besides the current one.
@@ -123,14 +123,7 @@ impl Cache {
             })?;
         let dir = self.set_dir(revision);
         let set = Set::read(&dir)?;
-        let matches = set.documents().len() == manifest.documents.len()
-            && set.documents().iter().all(|(path, bytes)| {
-                manifest
-                    .documents
-                    .get(path)
-                    .is_some_and(|d| d.sha256 == digest(bytes))
-            });
-        if !matches {
+        if !manifest.describes(&set) {
             return Err(RegistryError::Cache {
                 path: dir,
                 problem: format!(

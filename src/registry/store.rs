@@ -57,6 +57,18 @@ pub struct Manifest {
     pub documents: BTreeMap<String, Document>,
 }
 
+impl Manifest {
+    /// Whether `set` holds exactly this revision's documents, byte for byte.
+    pub fn describes(&self, set: &Set) -> bool {
+        self.documents.len() == set.documents().len()
+            && set.documents().iter().all(|(path, bytes)| {
+                self.documents
+                    .get(path)
+                    .is_some_and(|d| d.sha256 == digest(bytes))
+            })
+    }
+}
+
 /// Where a revision's document is and what it must hash to.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
