@@ -436,9 +436,14 @@ async fn a_membership_change_is_served_without_a_restart() {
         "{done}"
     );
     client.close().await;
-    let report = status(&federation);
-    assert!(
-        report["instances"][0].get("membership_pending").is_none(),
-        "{report}"
-    );
+    // The registry's copy of the status is rewritten every heartbeat (1 s here).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let report = status(&federation);
+        if report["instances"][0].get("membership_pending").is_none() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{report}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
