@@ -6,6 +6,7 @@ pub mod gate;
 pub mod legacy;
 pub mod relay;
 pub mod resign;
+pub mod soak;
 
 use std::time::{Duration, Instant};
 

@@ -123,6 +123,9 @@ pub enum ClientError {
     /// NATS refused a subscribe or publish.
     #[error("nats: {0}")]
     Nats(String),
+    /// The connection is down (it reconnects by itself); nothing was published.
+    #[error("unreachable: no connection to the NATS network at the moment; try again shortly")]
+    Unreachable,
 }
 
 /// Signs and sends requests as one certificate user.
@@ -332,6 +335,11 @@ impl RpcClient {
     }
 
     async fn publish(&self, messages: Vec<(String, Bytes)>) -> Result<usize, ClientError> {
+        // A publish while disconnected would wait in the client's buffer and go out after the
+        // reconnect, perhaps long after the caller gave up: refuse it now instead.
+        if self.nats.connection_state() != async_nats::connection::State::Connected {
+            return Err(ClientError::Unreachable);
+        }
         let count = messages.len();
         for (subject, payload) in messages {
             self.nats

@@ -36,6 +36,8 @@ pub mod edge;
 pub mod federation;
 pub mod filter;
 pub mod fleet;
+#[doc(hidden)]
+pub mod fuzzing;
 mod gostd;
 pub mod inspect;
 pub mod legacy;

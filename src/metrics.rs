@@ -38,7 +38,9 @@ pub fn router(handle: PrometheusHandle) -> Router {
     Router::new().route("/metrics", get(move || std::future::ready(handle.render())))
 }
 
-/// Serves `/metrics` on a bound listener until `shutdown` resolves; also runs the recorder's upkeep.
+/// Serves `/metrics` on a bound listener until `shutdown` resolves; also runs the recorder's
+/// upkeep and, every second, sets the runtime's gauges: `fedgate_runtime_alive_tasks` and
+/// `fedgate_runtime_global_queue_depth` (tasks waiting for a worker).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     handle: PrometheusHandle,
@@ -46,10 +48,16 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let upkeep = handle.clone();
     let upkeep_task = tokio::spawn(async move {
-        let mut ticker = tokio::time::interval(Duration::from_secs(5));
-        loop {
+        let mut ticker = tokio::time::interval(Duration::from_secs(1));
+        for n in 0u64.. {
             ticker.tick().await;
-            upkeep.run_upkeep();
+            let runtime = tokio::runtime::Handle::current().metrics();
+            metrics::gauge!("fedgate_runtime_alive_tasks").set(runtime.num_alive_tasks() as f64);
+            metrics::gauge!("fedgate_runtime_global_queue_depth")
+                .set(runtime.global_queue_depth() as f64);
+            if n % 5 == 0 {
+                upkeep.run_upkeep();
+            }
         }
     });
     let result = axum::serve(listener, router(handle))

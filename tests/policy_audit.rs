@@ -314,7 +314,7 @@ async fn unverifiable_requests_are_audited_too() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_full_audit_file_refuses_requests_and_forwards_none() {
+async fn a_full_audit_file_refuses_requests_then_resumes_when_it_can_write() {
     let topo = Topology::start();
     let fleet = topo.london.start_fleet(NODES).await;
     // Files may not grow past 16 KiB: the header and a few records fit, then writes fail.
@@ -362,10 +362,34 @@ async fn a_full_audit_file_refuses_requests_and_forwards_none() {
             .await,
         refused as f64
     );
+    // The disk has room again (the soft file size limit is raised to the hard one): the same
+    // process takes requests again, with no restart, and its chain goes on from the last
+    // whole record.
+    let pid = libc::pid_t::try_from(broker.pid()).unwrap();
+    let (mut soft, mut hard) = (0, 0);
+    rlimit::prlimit(
+        pid,
+        rlimit::Resource::FSIZE,
+        None,
+        Some((&mut soft, &mut hard)),
+    )
+    .unwrap();
+    assert!(hard > soft, "the limit can be lifted: {soft} < {hard}");
+    rlimit::prlimit(pid, rlimit::Resource::FSIZE, Some((hard, hard)), None).unwrap();
+    for _ in 0..5 {
+        let (summary, _) = run(&alice, &call("ping", NODES)).await;
+        assert_eq!(summary.ok, NODES, "{summary:?}");
+    }
+    assert_eq!(fleet.stats().total, ((reached + 5) * NODES) as u64);
     drop(broker);
-    // What was written is still an intact chain.
+    // What was written is one intact chain: before the failures, and after them.
     let intact = review::verify(&review::trail(&topo.audit_file())).unwrap();
-    assert!(intact.records as usize > reached);
+    assert!(intact.records as usize > reached + 5);
+    let allowed = records(&topo.audit_file())
+        .iter()
+        .filter(|r| r.kind == Kind::Decision && r.event.code == "allowed")
+        .count();
+    assert_eq!(allowed, reached + 5, "one decision per forwarded request");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

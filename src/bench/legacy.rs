@@ -73,21 +73,8 @@ pub async fn run(work_dir: &Path, options: &LegacyOptions) -> Result<Vec<Row>, B
     .map_err(setup_err)?;
     let _fleet = super::start_fleet(&pki, fleet_client, 1).await?;
 
-    // Legacy keys: the servers' pair, the client alice.
     let keys = work_dir.join("legacy");
-    for sub in ["clients", "signers"] {
-        std::fs::create_dir_all(keys.join(sub)).map_err(setup_err)?;
-    }
-    for (name, public) in [
-        ("server", "server-public.pem"),
-        ("alice", "clients/alice.pem"),
-    ] {
-        let key = openssl::rsa::Rsa::generate(2048).map_err(setup_err)?;
-        let private_pem = key.private_key_to_pem().map_err(setup_err)?;
-        std::fs::write(keys.join(format!("{name}-private.pem")), private_pem).map_err(setup_err)?;
-        let public_pem = key.public_key_to_pem().map_err(setup_err)?;
-        std::fs::write(keys.join(public), public_pem).map_err(setup_err)?;
-    }
+    write_keys(&keys)?;
 
     let collective = format!("fgbench{}", std::process::id());
     let connection = Connection::connect(&options.amqp, ConnectionProperties::default())
@@ -290,6 +277,25 @@ pub async fn run(work_dir: &Path, options: &LegacyOptions) -> Result<Vec<Row>, B
             (ceiling, bridged),
         ),
     ])
+}
+
+/// Legacy keys under `keys`: the servers' pair (`server-{private,public}.pem`) and the client
+/// alice (`alice-private.pem`, `clients/alice.pem`), with an empty `signers` directory.
+pub(crate) fn write_keys(keys: &Path) -> Result<(), BenchError> {
+    for sub in ["clients", "signers"] {
+        std::fs::create_dir_all(keys.join(sub)).map_err(setup_err)?;
+    }
+    for (name, public) in [
+        ("server", "server-public.pem"),
+        ("alice", "clients/alice.pem"),
+    ] {
+        let key = openssl::rsa::Rsa::generate(2048).map_err(setup_err)?;
+        let private_pem = key.private_key_to_pem().map_err(setup_err)?;
+        std::fs::write(keys.join(format!("{name}-private.pem")), private_pem).map_err(setup_err)?;
+        let public_pem = key.public_key_to_pem().map_err(setup_err)?;
+        std::fs::write(keys.join(public), public_pem).map_err(setup_err)?;
+    }
+    Ok(())
 }
 
 /// Requests per second: publish `payloads` with `window` in flight, each done at its first reply.

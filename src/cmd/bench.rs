@@ -26,6 +26,24 @@ pub struct Args {
     /// Print JSON instead of tables.
     #[arg(long)]
     json: bool,
+    /// soak: minutes of traffic.
+    #[arg(long, default_value_t = 10.0)]
+    minutes: f64,
+    /// soak: WebSocket requests per second.
+    #[arg(long, default_value_t = 10.0)]
+    ws_rate: f64,
+    /// soak: federation requests per second.
+    #[arg(long, default_value_t = 10.0)]
+    federation_rate: f64,
+    /// soak: legacy requests per second.
+    #[arg(long, default_value_t = 5.0)]
+    legacy_rate: f64,
+    /// soak: the RabbitMQ of the legacy side.
+    #[arg(long, default_value = "amqp://guest:guest@127.0.0.1:5672/%2F")]
+    amqp: String,
+    /// soak: where the report (soak.json, soak.md, soak-memory.svg) goes.
+    #[arg(long, default_value = "target/soak")]
+    out: std::path::PathBuf,
 }
 
 /// The benchmark groups.
@@ -45,6 +63,9 @@ enum Which {
     Edge,
     /// Legacy requests bridged to Choria next to a raw AMQP round trip and the signing ceiling.
     Legacy,
+    /// Minutes of mixed traffic against one `fedgate run`, sampling its memory, open files,
+    /// tasks and queues every second; fails if a request is lost or any of them keeps growing.
+    Soak,
 }
 
 /// Runs the benchmarks.
@@ -135,6 +156,35 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             json.insert("legacy".into(), serde_json::to_value(&rows)?);
         } else {
             println!("{}", bench::table(&rows));
+        }
+    }
+    if matches!(args.which, Which::Soak) {
+        let dir = tempfile_dir()?;
+        let options = bench::soak::SoakOptions {
+            duration: Duration::try_from_secs_f64(args.minutes * 60.0)?,
+            ws_rate: args.ws_rate,
+            federation_rate: args.federation_rate,
+            legacy_rate: args.legacy_rate,
+            nodes: args.nodes,
+            window: 64,
+            exe: std::env::current_exe()?,
+            amqp: args.amqp.clone(),
+            out: args.out.clone(),
+        };
+        let report = bench::soak::run(&dir, &options).await;
+        let _ = std::fs::remove_dir_all(&dir);
+        let report = report?;
+        if args.json {
+            json.insert("soak".into(), serde_json::to_value(&report)?);
+        } else {
+            print!("{}", report.markdown());
+            println!("report: {}", args.out.join("soak.md").display());
+        }
+        if !report.passed {
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&json)?);
+            }
+            return Ok(ExitCode::FAILURE);
         }
     }
     if args.json {

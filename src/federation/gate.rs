@@ -90,6 +90,7 @@ impl Gate {
                         deadline: Instant::now() + ttl + GRACE,
                     },
                 );
+                metrics::gauge!("fedgate_gate_pending").set(pending.len() as f64);
                 None
             } else {
                 completion.reason =
@@ -158,7 +159,9 @@ impl Gate {
                 .filter(|(_, p)| all || p.deadline <= now)
                 .map(|(k, _)| k.clone())
                 .collect();
-            keys.iter().filter_map(|k| pending.remove(k)).collect()
+            let due = keys.iter().filter_map(|k| pending.remove(k)).collect();
+            metrics::gauge!("fedgate_gate_pending").set(pending.len() as f64);
+            due
         };
         for mut done in due {
             done.event.replies = Some(done.replies);

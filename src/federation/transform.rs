@@ -102,11 +102,15 @@ pub enum Refusal {
     /// No audit sink accepted the decision record, so the request is not forwarded.
     #[error("audit failed: {0}")]
     AuditFailed(String),
+    /// The destination network's connection is down, so the request is answered at once
+    /// instead of being held for a reconnect that may come after its TTL.
+    #[error("unreachable: fedgate has no connection to {0} at the moment; try again shortly")]
+    Unreachable(String),
 }
 
 impl Refusal {
     /// Every reason code, for counters, in [`Refusal::index`] order.
-    pub const REASONS: [&'static str; 30] = [
+    pub const REASONS: [&'static str; 31] = [
         "malformed",
         "not_federated",
         "missing_request_id",
@@ -137,6 +141,7 @@ impl Refusal {
         "target_agent_mismatch",
         "denied",
         "audit_failed",
+        "unreachable",
     ];
 
     /// Position of this refusal's reason in [`Refusal::REASONS`].
@@ -175,6 +180,7 @@ impl Refusal {
             Refusal::TargetAgent { .. } => 27,
             Refusal::Denied(_) => 28,
             Refusal::AuditFailed(_) => 29,
+            Refusal::Unreachable(_) => 30,
         }
     }
 

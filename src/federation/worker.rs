@@ -295,6 +295,12 @@ async fn relay_resigned(
                 continue;
             }
         };
+        if client.connection_state() != async_nats::connection::State::Connected {
+            let refusal = Refusal::Unreachable(destination.network().to_string());
+            deny(&mut event, "publish", &refusal);
+            answer_refusal(ctx, gate, routed, event, &refusal).await;
+            continue;
+        }
         event.decision = Some(Verdict::Allow);
         event.stage = "authorize".into();
         event.code = "allowed".into();

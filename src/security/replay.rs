@@ -3,10 +3,12 @@
 //! A request is claimed by the digest of what was signed. A broadcast claims it whole; a
 //! directed copy claims it for one node, so the copies of one request for several nodes pass,
 //! but none of them twice, and never as a broadcast too. When the window is full of live claims
-//! it refuses rather than forget one.
+//! it refuses rather than forget one. Expired claims are swept at most once a second, so the
+//! window holds about what is live, not everything since it last filled.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 /// Most nodes one directed request may be claimed for.
 const MAX_TARGETS: usize = 4096;
@@ -32,6 +34,8 @@ struct Claim {
 pub struct ReplayWindow {
     claims: Mutex<HashMap<[u8; 32], Claim>>,
     capacity: usize,
+    /// Unix second from which the next claim sweeps expired ones.
+    next_sweep: AtomicI64,
 }
 
 impl std::fmt::Debug for ReplayWindow {
@@ -46,6 +50,7 @@ impl ReplayWindow {
         ReplayWindow {
             claims: Mutex::new(HashMap::new()),
             capacity: capacity.max(1),
+            next_sweep: AtomicI64::new(i64::MIN),
         }
     }
 
@@ -61,6 +66,11 @@ impl ReplayWindow {
         let Ok(mut claims) = self.claims.lock() else {
             return Err(ReplayError::Full);
         };
+        if now >= self.next_sweep.load(Ordering::Relaxed) {
+            self.next_sweep
+                .store(now.saturating_add(1), Ordering::Relaxed);
+            claims.retain(|_, claim| claim.until >= now);
+        }
         if claims.len() >= self.capacity && !claims.contains_key(&digest) {
             claims.retain(|_, claim| claim.until >= now);
             if claims.len() >= self.capacity {
@@ -112,11 +122,39 @@ impl ReplayWindow {
             claims.remove(&digest);
         }
     }
+
+    /// Claims held, live or not yet swept.
+    pub fn len(&self) -> usize {
+        self.claims.lock().map_or(0, |claims| claims.len())
+    }
+
+    /// Whether no claim is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn expired_claims_are_swept_long_before_the_window_fills() {
+        let window = ReplayWindow::new(1_000_000);
+        for n in 0..100u8 {
+            window.claim([n; 32], None, 5, 0).unwrap();
+        }
+        assert_eq!(window.len(), 100);
+        // Within the same second nothing is swept; a second later the expired claims go.
+        window.claim([200; 32], None, 60, 0).unwrap();
+        assert_eq!(window.len(), 101);
+        window.claim([201; 32], None, 60, 6).unwrap();
+        assert_eq!(window.len(), 2);
+        assert_eq!(
+            window.claim([200; 32], None, 60, 6),
+            Err(ReplayError::Replay)
+        );
+    }
 
     #[test]
     fn broadcasts_and_directed_copies_are_claimed_once() {

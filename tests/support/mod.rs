@@ -274,8 +274,8 @@ impl BrokerProcess {
         Self::spawn_limited(config, name, None).await
     }
 
-    /// Starts `fedgate run` with files limited to `file_blocks` 512-byte blocks (`ulimit -f`),
-    /// so writes past that fail as on a full disk.
+    /// Starts `fedgate run` with files limited to `file_blocks` 512-byte blocks (the soft
+    /// `ulimit -f`), so writes past that fail as on a full disk until the limit is lifted.
     pub async fn spawn_limited(
         config: &Path,
         name: &str,
@@ -287,7 +287,7 @@ impl BrokerProcess {
             Some(blocks) => {
                 let mut sh = tokio::process::Command::new("sh");
                 sh.arg("-c")
-                    .arg(format!("ulimit -f {blocks} && exec \"$0\" \"$@\""))
+                    .arg(format!("ulimit -S -f {blocks} && exec \"$0\" \"$@\""))
                     .arg(fedgate_bin());
                 sh
             }
@@ -394,13 +394,18 @@ impl BrokerProcess {
 
     /// Sends a signal (`HUP`, `TERM`, ...) without waiting.
     pub fn signal(&self, name: &str) {
-        let pid = self.child.as_ref().and_then(|c| c.id()).expect("running");
+        let pid = self.pid();
         let status = std::process::Command::new("kill")
             .arg(format!("-{name}"))
             .arg(pid.to_string())
             .status()
             .expect("kill");
         assert!(status.success(), "kill -{name} {pid}");
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().and_then(|c| c.id()).expect("running")
     }
 
     /// Whether the process is still running.

@@ -396,7 +396,15 @@ impl Reader<'_> {
             NIL => Node::Nil,
             TRUE => Node::True,
             FALSE => Node::False,
-            FIXNUM => Node::Int(self.long()?),
+            FIXNUM => {
+                let n = self.long()?;
+                // Ruby writes these as Bignums, which take a slot in the object table: read as
+                // a Fixnum, every later link would point one object off once written again.
+                if !FIXNUM_RANGE.contains(&n) {
+                    return self.fail(format!("{n} written as a Fixnum"));
+                }
+                Node::Int(n)
+            }
             BIGNUM => {
                 let sign = self.byte()?;
                 let shorts = self.length()?;
@@ -684,6 +692,24 @@ mod tests {
             let bytes = encode_raw(&node);
             assert_eq!(decode_raw(&bytes).unwrap(), node, "{n}");
         }
+    }
+
+    #[test]
+    fn fixnums_beyond_what_ruby_writes_as_fixnums_are_refused() {
+        // [2**31 - 1, "s", @1]: read as a Fixnum and written again as the Bignum Ruby writes,
+        // the link would point at the Bignum instead of the String (found by cargo fuzz).
+        let bytes = [
+            4, 8, b'[', 8, b'i', 4, 0xff, 0xff, 0xff, 0x7f, b'"', 6, b's', b'@', 6,
+        ];
+        let err = decode_raw(&bytes).unwrap_err();
+        assert!(
+            err.to_string().contains("2147483647 written as a Fixnum"),
+            "{err}"
+        );
+        let fits = [
+            4, 8, b'[', 7, b'i', 4, 0xff, 0xff, 0xff, 0x3f, b'"', 6, b's',
+        ];
+        assert!(decode_raw(&fits).is_ok());
     }
 
     #[test]
