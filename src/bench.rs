@@ -1,5 +1,6 @@
 //! Side-by-side benchmarks: each fedgate path measured against its baseline in the same run.
 
+pub mod adversarial;
 pub mod crypto;
 pub mod edge;
 pub mod gate;

@@ -367,6 +367,17 @@ pub struct EdgeConfig {
     /// Seconds a socket opened without credentials has to send its `auth` message.
     #[serde(default = "defaults::edge_auth_timeout")]
     pub auth_timeout_s: u64,
+    /// Seconds a new connection has for its TLS handshake, and any HTTP connection for each
+    /// request's headers (slowloris), before it is closed.
+    #[serde(default = "defaults::edge_handshake_timeout")]
+    pub handshake_timeout_s: u64,
+    /// Connections not (yet) upgraded to a WebSocket at most: TLS handshakes, HTTP requests and
+    /// idle keep-alive connections. Beyond it new connections are closed at once.
+    #[serde(default = "defaults::edge_max_handshakes")]
+    pub max_handshakes: usize,
+    /// Of those, at most this many from one IP address, so one address cannot hold them all.
+    #[serde(default = "defaults::edge_max_handshakes_per_address")]
+    pub max_handshakes_per_address: usize,
     /// Seconds in-flight requests get to finish on shutdown.
     #[serde(default = "defaults::edge_grace")]
     pub shutdown_grace_s: u64,
@@ -600,6 +611,15 @@ mod defaults {
     }
     pub fn edge_auth_timeout() -> u64 {
         5
+    }
+    pub fn edge_handshake_timeout() -> u64 {
+        10
+    }
+    pub fn edge_max_handshakes() -> usize {
+        1024
+    }
+    pub fn edge_max_handshakes_per_address() -> usize {
+        64
     }
     pub fn edge_grace() -> u64 {
         10

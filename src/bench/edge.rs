@@ -167,7 +167,11 @@ pub async fn run(work_dir: &Path, options: &EdgeOptions) -> Result<EdgeReport, B
 
 /// The edge's config: token users map to `choria=<user>.mcollective` in london, policy allows
 /// everything, every decision goes to an audit file, and the limits are out of the way.
-fn write_config(dir: &Path, pki: &DevPki, url: &str) -> Result<(PathBuf, PathBuf), BenchError> {
+pub(crate) fn write_config(
+    dir: &Path,
+    pki: &DevPki,
+    url: &str,
+) -> Result<(PathBuf, PathBuf), BenchError> {
     let london = pki
         .realm("london")
         .ok_or_else(|| BenchError("no london realm".into()))?;
@@ -214,13 +218,13 @@ fn write_config(dir: &Path, pki: &DevPki, url: &str) -> Result<(PathBuf, PathBuf
 }
 
 /// The edge as a `fedgate run` child.
-struct EdgeProcess {
+pub(crate) struct EdgeProcess {
     child: tokio::process::Child,
-    url: String,
+    pub(crate) url: String,
 }
 
 impl EdgeProcess {
-    async fn start(exe: &Path, config: &Path) -> Result<EdgeProcess, BenchError> {
+    pub(crate) async fn start(exe: &Path, config: &Path) -> Result<EdgeProcess, BenchError> {
         use tokio::io::AsyncBufReadExt;
         let mut child = tokio::process::Command::new(exe)
             .args(["run", "--instance", "bench", "--config"])
@@ -265,7 +269,7 @@ impl EdgeProcess {
         rss_kib(pid)
     }
 
-    async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         let _ = self.child.kill().await;
     }
 }

@@ -63,6 +63,9 @@ enum Which {
     Edge,
     /// Legacy requests bridged to Choria next to a raw AMQP round trip and the signing ceiling.
     Legacy,
+    /// A well-behaved WebSocket client's latency while the edge is attacked (socket churn,
+    /// slowloris, oversized and fragmented frames, expired tokens), next to no attack.
+    Adversarial,
     /// Minutes of mixed traffic against one `fedgate run`, sampling its memory, open files,
     /// tasks and queues every second; fails if a request is lost or any of them keeps growing.
     Soak,
@@ -156,6 +159,33 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             json.insert("legacy".into(), serde_json::to_value(&rows)?);
         } else {
             println!("{}", bench::table(&rows));
+        }
+    }
+    if matches!(args.which, Which::Adversarial) {
+        let dir = tempfile_dir()?;
+        let options = bench::adversarial::AdversarialOptions {
+            nodes: args.nodes,
+            samples: 200,
+            slices: 3,
+            attackers: 4,
+            exe: std::env::current_exe()?,
+        };
+        let report = bench::adversarial::run(&dir, &options).await;
+        let _ = std::fs::remove_dir_all(&dir);
+        let report = report?;
+        if args.json {
+            json.insert("adversarial".into(), serde_json::to_value(&report)?);
+        } else {
+            println!(
+                "{}",
+                relay::latency_table("well-behaved client", &report.latency)
+            );
+            println!(
+                "p99 under attack / p99 with none: {:.2}   failed requests: {}\nattack: {}",
+                report.p99_ratio,
+                report.failed,
+                serde_json::to_string(&report.attack)?
+            );
         }
     }
     if matches!(args.which, Which::Soak) {

@@ -68,8 +68,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         token: args.token.clone(),
         identity: if args.sign { None } else { identity.clone() },
         ca: args.ca.clone(),
-        origin: None,
         signed_only: args.sign,
+        ..Connect::default()
     };
     let mut client = WsClient::connect(&options)
         .await

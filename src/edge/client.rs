@@ -34,6 +34,8 @@ pub struct Connect {
     pub origin: Option<String>,
     /// Offer `fedgate.v1.signed`: no credentials, signed requests only.
     pub signed_only: bool,
+    /// Connect from this local address (on loopback, any of 127.0.0.0/8), not the default.
+    pub local_address: Option<std::net::IpAddr>,
 }
 
 /// Why a socket could not be used.
@@ -58,6 +60,12 @@ pub enum WsError {
     /// Anything else.
     #[error("{0}")]
     Other(String),
+}
+
+impl From<std::io::Error> for WsError {
+    fn from(err: std::io::Error) -> Self {
+        WsError::Other(format!("connecting: {err}"))
+    }
 }
 
 impl From<tungstenite::Error> for WsError {
@@ -188,8 +196,34 @@ pub async fn open(options: &Connect) -> Result<Socket, WsError> {
     } else {
         None
     };
+    let Some(local) = options.local_address else {
+        let (socket, _) =
+            tokio_tungstenite::connect_async_tls_with_config(request, None, true, connector)
+                .await?;
+        return Ok(socket);
+    };
+    let uri = request.uri();
+    let host = uri.host().unwrap_or_default().trim_matches(['[', ']']);
+    let port = uri
+        .port_u16()
+        .unwrap_or(if options.url.starts_with("wss://") {
+            443
+        } else {
+            80
+        });
+    let remote = tokio::net::lookup_host((host, port))
+        .await?
+        .find(|a| a.is_ipv4() == local.is_ipv4())
+        .ok_or_else(|| WsError::Other(format!("{host} has no address like {local}")))?;
+    let socket = match local {
+        std::net::IpAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        std::net::IpAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.bind(std::net::SocketAddr::new(local, 0))?;
+    let stream = socket.connect(remote).await?;
+    stream.set_nodelay(true)?;
     let (socket, _) =
-        tokio_tungstenite::connect_async_tls_with_config(request, None, true, connector).await?;
+        tokio_tungstenite::client_async_tls_with_config(request, stream, None, connector).await?;
     Ok(socket)
 }
 

@@ -48,6 +48,7 @@ struct Settings {
     idle: Duration,
     ping: Duration,
     auth_timeout: Duration,
+    handshake_timeout: Duration,
     grace: Duration,
     token_ttl: Duration,
 }
@@ -65,6 +66,10 @@ pub(super) struct Shared {
     tokens: Option<TokenKeys>,
     limiter: DefaultKeyedRateLimiter<String>,
     connections: Arc<Semaphore>,
+    /// Connections not upgraded to a WebSocket.
+    handshakes: Arc<Semaphore>,
+    /// The same, per remote address.
+    handshakes_by_address: Arc<AddressSlots>,
     /// Password checks running at once.
     logins: Arc<Semaphore>,
     metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
@@ -135,12 +140,15 @@ impl Edge {
                 idle: Duration::from_secs(edge.idle_timeout_s.max(1)),
                 ping: Duration::from_secs(edge.ping_interval_s.max(1)),
                 auth_timeout: Duration::from_secs(edge.auth_timeout_s.max(1)),
+                handshake_timeout: Duration::from_secs(edge.handshake_timeout_s.max(1)),
                 grace: Duration::from_secs(edge.shutdown_grace_s),
                 token_ttl: Duration::from_secs(edge.token_ttl_s.max(60)),
             },
             tokens,
             limiter: RateLimiter::keyed(quota),
             connections: Arc::new(Semaphore::new(edge.max_connections.max(1))),
+            handshakes: Arc::new(Semaphore::new(edge.max_handshakes.max(1))),
+            handshakes_by_address: Arc::new(AddressSlots::new(edge.max_handshakes_per_address)),
             logins: Arc::new(Semaphore::new(MAX_LOGINS)),
             metrics,
             stop,
@@ -252,16 +260,32 @@ async fn accept_loop(
                 continue;
             }
         };
+        // A connection holds a handshake slot until it is upgraded or closed, so connections
+        // that never get to a WebSocket (slowloris, idle keep-alives) cannot pile up.
+        let slots = shared
+            .handshakes
+            .clone()
+            .try_acquire_owned()
+            .ok()
+            .zip(AddressSlots::take(
+                &shared.handshakes_by_address,
+                remote.ip(),
+            ));
+        let Some(slot) = slots else {
+            metrics::counter!("fedgate_edge_refused_total", "reason" => "handshakes").increment(1);
+            drop(stream);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let router = router.clone();
         let tls = tls.clone();
         let stop = shared.stop.clone();
+        let timeout = shared.settings.handshake_timeout;
         tokio::spawn(async move {
+            let _slot = slot;
             match tls {
                 Some(acceptor) => {
-                    let handshake =
-                        tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream))
-                            .await;
+                    let handshake = tokio::time::timeout(timeout, acceptor.accept(stream)).await;
                     let Ok(Ok(stream)) = handshake else {
                         metrics::counter!("fedgate_edge_refused_total", "reason" => "tls")
                             .increment(1);
@@ -275,11 +299,61 @@ async fn accept_loop(
                             .and_then(|certs| certs.first())
                             .and_then(|leaf| certificate_caller(leaf.as_ref())),
                     };
-                    serve(TokioIo::new(stream), router, peer, remote, stop).await;
+                    serve(TokioIo::new(stream), router, peer, remote, stop, timeout).await;
                 }
-                None => serve(TokioIo::new(stream), router, Peer::default(), remote, stop).await,
+                None => {
+                    let io = TokioIo::new(stream);
+                    serve(io, router, Peer::default(), remote, stop, timeout).await;
+                }
             }
         });
+    }
+}
+
+/// Connections held per remote address, each at most `limit`; an address leaves the map with
+/// its last connection, so the map is never larger than the connections held.
+struct AddressSlots {
+    held: std::sync::Mutex<HashMap<std::net::IpAddr, usize>>,
+    limit: usize,
+}
+
+/// One connection's place in [`AddressSlots`], given back on drop.
+struct AddressSlot {
+    slots: Arc<AddressSlots>,
+    address: std::net::IpAddr,
+}
+
+impl AddressSlots {
+    fn new(limit: usize) -> AddressSlots {
+        AddressSlots {
+            held: std::sync::Mutex::default(),
+            limit: limit.max(1),
+        }
+    }
+
+    fn take(slots: &Arc<AddressSlots>, address: std::net::IpAddr) -> Option<AddressSlot> {
+        let mut held = slots.held.lock().unwrap_or_else(|p| p.into_inner());
+        let count = held.entry(address).or_default();
+        if *count >= slots.limit {
+            return None;
+        }
+        *count += 1;
+        Some(AddressSlot {
+            slots: slots.clone(),
+            address,
+        })
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut held = self.slots.held.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = held.get_mut(&self.address) {
+            *count -= 1;
+            if *count == 0 {
+                held.remove(&self.address);
+            }
+        }
     }
 }
 
@@ -295,6 +369,7 @@ async fn serve<S>(
     peer: Peer,
     remote: SocketAddr,
     stop: CancellationToken,
+    header_timeout: Duration,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -303,7 +378,18 @@ async fn serve<S>(
         request.extensions_mut().insert(remote);
         router.clone().oneshot(request)
     });
-    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    // A client has `header_timeout` for each request's headers, the first and every one on a
+    // kept-alive connection; HTTP/2 connections are pinged and closed when they stop answering.
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    builder
+        .http2()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .keep_alive_interval(header_timeout)
+        .keep_alive_timeout(header_timeout);
     let connection = builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(connection);
     tokio::select! {

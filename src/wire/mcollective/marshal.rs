@@ -164,7 +164,7 @@ enum Slot {
 pub fn resolve(root: &Node) -> Result<Ruby, LegacyError> {
     let mut table = Vec::new();
     let mut weight = 0usize;
-    resolve_node(root, &mut table, &mut weight)
+    resolve_node(root, &mut table, &mut weight, 0)
 }
 
 fn too_heavy() -> LegacyError {
@@ -174,10 +174,29 @@ fn too_heavy() -> LegacyError {
     )
 }
 
+/// How deep containers nest in `value`: 0 for a scalar.
+fn nesting(value: &Ruby) -> usize {
+    match value {
+        Ruby::Array(items) => 1 + items.iter().map(nesting).max().unwrap_or(0),
+        Ruby::Hash(pairs) => {
+            1 + pairs
+                .iter()
+                .map(|(k, v)| nesting(k).max(nesting(v)))
+                .max()
+                .unwrap_or(0)
+        }
+        _ => 0,
+    }
+}
+
+/// `node`, at `depth`, with its links expanded: no heavier than [`MAX_EXPANDED`] and no deeper
+/// than [`MAX_DEPTH`] (a link to a deep container inside another must not nest past it, or the
+/// value could not be written and read again).
 fn resolve_node(
     node: &Node,
     table: &mut Vec<Slot>,
     weight: &mut usize,
+    depth: usize,
 ) -> Result<Ruby, LegacyError> {
     *weight += 1 + match node {
         Node::Str(bytes, _) => bytes.len(),
@@ -223,7 +242,7 @@ fn resolve_node(
             table.push(Slot::Open);
             let items = items
                 .iter()
-                .map(|item| resolve_node(item, table, weight))
+                .map(|item| resolve_node(item, table, weight, depth + 1))
                 .collect::<Result<Vec<_>, _>>()?;
             let value = Ruby::Array(items);
             table[index] = Slot::Done(value.clone());
@@ -234,8 +253,8 @@ fn resolve_node(
             table.push(Slot::Open);
             let mut out = Vec::with_capacity(pairs.len());
             for (key, value) in pairs {
-                let key = resolve_node(key, table, weight)?;
-                let value = resolve_node(value, table, weight)?;
+                let key = resolve_node(key, table, weight, depth + 1)?;
+                let value = resolve_node(value, table, weight, depth + 1)?;
                 out.push((key, value));
             }
             let value = Ruby::Hash(out);
@@ -247,6 +266,12 @@ fn resolve_node(
                 *weight += value.weight();
                 if *weight > MAX_EXPANDED {
                     return Err(too_heavy());
+                }
+                if depth + nesting(value) > MAX_DEPTH {
+                    return Err(LegacyError::marshal(
+                        0,
+                        format!("nested deeper than {MAX_DEPTH} once links are expanded"),
+                    ));
                 }
                 value.clone()
             }
@@ -710,6 +735,24 @@ mod tests {
             4, 8, b'[', 7, b'i', 4, 0xff, 0xff, 0xff, 0x3f, b'"', 6, b's',
         ];
         assert!(decode_raw(&fits).is_ok());
+    }
+
+    #[test]
+    fn links_cannot_nest_a_value_deeper_than_the_limit() {
+        // [deep, [[[@1]]]] where deep nests 30 arrays: fine as written, 34 deep expanded
+        // (found by cargo fuzz: the expanded value could not be encoded and read again).
+        let mut deep = Node::Int(1);
+        for _ in 0..30 {
+            deep = Node::Array(vec![deep]);
+        }
+        let linked = Node::Array(vec![Node::Array(vec![Node::Array(vec![Node::Link(1)])])]);
+        let bytes = encode_raw(&Node::Array(vec![deep.clone(), linked]));
+        assert!(decode_raw(&bytes).is_ok());
+        let err = decode(&bytes).unwrap_err();
+        assert!(err.to_string().contains("once links are expanded"), "{err}");
+        // A shallow link is resolved.
+        let near = encode_raw(&Node::Array(vec![deep, Node::Link(1)]));
+        assert!(decode(&near).is_ok());
     }
 
     #[test]

@@ -1,0 +1,308 @@
+//! A well-behaved WebSocket client's latency while the edge is attacked, next to the same
+//! client's latency with no attack, in alternating slices of one run.
+//!
+//! The edge is a `fedgate run` child with its default handshake limits. The client pings a
+//! simulated collective from 127.0.0.2, one request at a time; the attackers come from
+//! 127.0.0.1, as another host would:
+//! - churn: sockets opened with a token and closed at once, politely or by dropping the TCP
+//!   connection;
+//! - slowloris: as many upgrades as one address may hold, each dribbling a header line and
+//!   never finishing, reopened whenever the edge cuts one off;
+//! - oversized: a single frame over the message limit, and a message of small fragments that
+//!   adds up to more;
+//! - replay: a token that has expired, presented again and again.
+
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use futures::SinkExt;
+use serde::Serialize;
+use tokio::io::AsyncWriteExt;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+
+use super::edge::{EdgeProcess, write_config};
+use super::relay::{LatencyRow, latency_row};
+use super::{BenchError, setup_err};
+use crate::edge::auth::TokenKeys;
+use crate::edge::client::{Connect, WsClient, open};
+use crate::nats::NatsEndpoint;
+
+/// How much to measure.
+#[derive(Clone, Debug)]
+pub struct AdversarialOptions {
+    /// Simulated nodes answering each ping.
+    pub nodes: usize,
+    /// Pings per side per slice.
+    pub samples: usize,
+    /// Slices: each one unloaded run, then one under attack.
+    pub slices: usize,
+    /// Concurrent attackers of each kind.
+    pub attackers: usize,
+    /// The `fedgate` binary that runs the edge.
+    pub exe: std::path::PathBuf,
+}
+
+/// What the attackers did while the client was measured.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct AttackCounts {
+    /// Sockets opened and closed.
+    pub churned: u64,
+    /// Slow upgrades started.
+    pub slow_upgrades: u64,
+    /// Slow upgrades the edge cut off or refused.
+    pub slow_cut_off: u64,
+    /// Oversized messages sent (each closes its socket).
+    pub oversized: u64,
+    /// Expired tokens presented.
+    pub replays: u64,
+    /// Expired tokens the edge accepted (must be 0).
+    pub replays_accepted: u64,
+}
+
+/// The benchmark's results.
+#[derive(Clone, Debug, Serialize)]
+pub struct AdversarialReport {
+    /// The client's latency with no attack and under attack.
+    pub latency: Vec<LatencyRow>,
+    /// p99 under attack over p99 unloaded.
+    pub p99_ratio: f64,
+    /// Requests that failed, either side (must be 0).
+    pub failed: usize,
+    /// The attack.
+    pub attack: AttackCounts,
+}
+
+#[derive(Default)]
+struct Counters {
+    churned: AtomicU64,
+    slow_upgrades: AtomicU64,
+    slow_cut_off: AtomicU64,
+    oversized: AtomicU64,
+    replays: AtomicU64,
+    replays_accepted: AtomicU64,
+}
+
+/// Runs the benchmark with its files under `work_dir`.
+pub async fn run(
+    work_dir: &Path,
+    options: &AdversarialOptions,
+) -> Result<AdversarialReport, BenchError> {
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
+    let (pki, nats) = super::tls_collective(work_dir, false)?;
+    let london = pki
+        .realm("london")
+        .ok_or_else(|| BenchError("no london realm".into()))?;
+    let fleet_pair = london
+        .fleet
+        .as_ref()
+        .ok_or_else(|| BenchError("no fleet identity".into()))?;
+    let fleet_client = crate::nats::connect(
+        &NatsEndpoint {
+            urls: vec![nats.url().to_string()],
+            ca: Some(london.ca.clone()),
+            identity: Some((fleet_pair.cert.clone(), fleet_pair.key.clone())),
+        },
+        "bench-fleet",
+    )
+    .await
+    .map_err(setup_err)?;
+    let _fleet = super::start_fleet(&pki, fleet_client, options.nodes).await?;
+    let (config, key) = write_config(work_dir, &pki, nats.url())?;
+    let edge = EdgeProcess::start(&options.exe, &config).await?;
+    let keys = TokenKeys::load(&key).map_err(setup_err)?;
+    let token = |ttl: Duration| {
+        keys.issue("alice", ttl, None, SystemTime::now())
+            .map_err(setup_err)
+    };
+    let from = |address: &str| -> Result<Connect, BenchError> {
+        Ok(Connect {
+            url: edge.url.clone(),
+            token: Some(token(Duration::from_secs(3600))?),
+            local_address: Some(address.parse::<IpAddr>().map_err(setup_err)?),
+            ..Connect::default()
+        })
+    };
+    let good = from("127.0.0.2")?;
+    let attacker = from("127.0.0.1")?;
+    let expired = Connect {
+        token: Some(token(Duration::from_secs(1))?),
+        ..attacker.clone()
+    };
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+
+    let mut client = WsClient::connect(&good).await.map_err(setup_err)?;
+    let (mut calm, mut attacked) = (Vec::new(), Vec::new());
+    let mut failed = 0;
+    let counters = Arc::new(Counters::default());
+    let mut id = 0u64;
+    let mut ping = async |client: &mut WsClient, samples: &mut Vec<Duration>| {
+        id += 1;
+        let request = serde_json::json!({
+            "type": "rpc", "id": format!("p{id}"), "collective": "london",
+            "agent": "rpcutil", "action": "ping", "limit": options.nodes, "timeout_ms": 10_000,
+        });
+        let started = Instant::now();
+        match client.call(&request, |_| {}).await {
+            Ok(done) if done["responses"].as_u64() == Some(options.nodes as u64) => {
+                samples.push(started.elapsed());
+                true
+            }
+            _ => false,
+        }
+    };
+    // Warm up.
+    for _ in 0..20 {
+        ping(&mut client, &mut Vec::new()).await;
+    }
+    for _ in 0..options.slices {
+        for _ in 0..options.samples {
+            if !ping(&mut client, &mut calm).await {
+                failed += 1;
+            }
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let addr = edge_addr(&edge.url)?;
+        let mut attackers = tokio::task::JoinSet::new();
+        for _ in 0..options.attackers {
+            attackers.spawn(churn(attacker.clone(), stop.clone(), counters.clone()));
+            attackers.spawn(oversized(attacker.clone(), stop.clone(), counters.clone()));
+            attackers.spawn(replay(expired.clone(), stop.clone(), counters.clone()));
+        }
+        attackers.spawn(slowloris(addr, stop.clone(), counters.clone()));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        for _ in 0..options.samples {
+            if !ping(&mut client, &mut attacked).await {
+                failed += 1;
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        while attackers.join_next().await.is_some() {}
+        // Let the edge settle: cut-off sockets and dropped connections are cleaned up.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    client.close().await;
+    edge.stop().await;
+    let calm_row = latency_row("no attack", &mut calm, None);
+    let attacked_row = latency_row("under attack", &mut attacked, Some(&calm_row));
+    let p99_ratio = attacked_row.p99_us / calm_row.p99_us;
+    let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    Ok(AdversarialReport {
+        latency: vec![calm_row, attacked_row],
+        p99_ratio,
+        failed,
+        attack: AttackCounts {
+            churned: load(&counters.churned),
+            slow_upgrades: load(&counters.slow_upgrades),
+            slow_cut_off: load(&counters.slow_cut_off),
+            oversized: load(&counters.oversized),
+            replays: load(&counters.replays),
+            replays_accepted: load(&counters.replays_accepted),
+        },
+    })
+}
+
+fn edge_addr(url: &str) -> Result<std::net::SocketAddr, BenchError> {
+    url.trim_start_matches("ws://")
+        .trim_end_matches("/ws")
+        .parse()
+        .map_err(setup_err)
+}
+
+/// Sockets opened and closed as fast as the edge takes them.
+async fn churn(connect: Connect, stop: Arc<AtomicBool>, counters: Arc<Counters>) {
+    let mut n = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        n += 1;
+        match WsClient::connect(&connect).await {
+            Ok(client) if n.is_multiple_of(2) => client.close().await,
+            Ok(client) => drop(client),
+            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+        counters.churned.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A single frame over the limit, then a message of 4 KiB fragments that adds up to more.
+async fn oversized(connect: Connect, stop: Arc<AtomicBool>, counters: Arc<Counters>) {
+    let big = vec![b' '; 2 << 20];
+    let piece = vec![b' '; 4096];
+    let mut n = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        n += 1;
+        let Ok(mut socket) = open(&connect).await else {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        };
+        if n.is_multiple_of(2) {
+            let text = String::from_utf8(big.clone()).unwrap_or_default();
+            let _ = socket.send(Message::Text(text.into())).await;
+        } else {
+            for i in 0..1024 {
+                let opcode = if i == 0 {
+                    OpCode::Data(Data::Text)
+                } else {
+                    OpCode::Data(Data::Continue)
+                };
+                let frame = Frame::message(piece.clone(), opcode, false);
+                if socket.send(Message::Frame(frame)).await.is_err() {
+                    break;
+                }
+            }
+        }
+        counters.oversized.fetch_add(1, Ordering::Relaxed);
+        // The edge answers with 1009 and closes; read until it has.
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            use futures::StreamExt;
+            while let Some(Ok(_)) = socket.next().await {}
+        })
+        .await;
+    }
+}
+
+/// An expired token, presented again and again.
+async fn replay(connect: Connect, stop: Arc<AtomicBool>, counters: Arc<Counters>) {
+    while !stop.load(Ordering::Relaxed) {
+        counters.replays.fetch_add(1, Ordering::Relaxed);
+        if let Ok(client) = WsClient::connect(&connect).await {
+            counters.replays_accepted.fetch_add(1, Ordering::Relaxed);
+            client.close().await;
+        }
+    }
+}
+
+/// Slow upgrades from one address, as many as it may hold; each one cut off is reopened.
+async fn slowloris(addr: std::net::SocketAddr, stop: Arc<AtomicBool>, counters: Arc<Counters>) {
+    let mut open = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        while open.len() < 64 {
+            let Ok(mut stream) = tokio::net::TcpStream::connect(addr).await else {
+                break;
+            };
+            counters.slow_upgrades.fetch_add(1, Ordering::Relaxed);
+            if stream
+                .write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\n")
+                .await
+                .is_err()
+            {
+                counters.slow_cut_off.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            open.push(stream);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut kept = Vec::new();
+        for mut stream in open.drain(..) {
+            if stream.write_all(b"X-Slow: 1\r\n").await.is_ok() {
+                kept.push(stream);
+            } else {
+                counters.slow_cut_off.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        open = kept;
+    }
+}
