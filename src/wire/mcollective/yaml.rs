@@ -401,7 +401,18 @@ fn float_text(f: f64) -> String {
         ".nan".into()
     } else if f.is_infinite() {
         if f > 0.0 { ".inf" } else { "-.inf" }.into()
-    } else if f.fract() == 0.0 && f.abs() < 1e16 {
+    } else if f != 0.0 && (f.abs() >= 1e16 || f.abs() < 1e-4) {
+        // 1.0e+16, 1.5e-05: an exponent of at least two digits and always a fraction, so it
+        // reads back as a Float and not as an Integer (found by cargo fuzz).
+        let text = format!("{f:e}");
+        let (mantissa, exponent) = text.split_once('e').unwrap_or((&text, "0"));
+        let fraction = if mantissa.contains('.') { "" } else { ".0" };
+        let (sign, digits) = match exponent.strip_prefix('-') {
+            Some(digits) => ('-', digits),
+            None => ('+', exponent),
+        };
+        format!("{mantissa}{fraction}e{sign}{digits:0>2}")
+    } else if f.fract() == 0.0 {
         format!("{f:.1}")
     } else {
         format!("{f}")
@@ -521,6 +532,19 @@ mod tests {
         assert_eq!(value.get("c"), Some(&Ruby::Nil));
         assert_eq!(value.get("d"), Some(&Ruby::str(":e")));
         assert_eq!(value.get("f"), Some(&Ruby::Float(1.5)));
+        // Floats are written as Ruby's Float#to_s writes them, and read back as Floats.
+        for (f, text) in [
+            (-7.7304011e19, "-7.7304011e+19"),
+            (1e16, "1.0e+16"),
+            (1.5e-5, "1.5e-05"),
+            (1e100, "1.0e+100"),
+            (0.0001, "0.0001"),
+            (123.0, "123.0"),
+        ] {
+            assert_eq!(float_text(f), text);
+            let back = decode(encode(&Ruby::Float(f)).as_bytes()).unwrap();
+            assert_eq!(back, Ruby::Float(f), "{text}");
+        }
         assert_eq!(value.get("g"), Some(&Ruby::str("60")));
         assert_eq!(value.get("h"), Some(&Ruby::str("2.12.5")));
         assert_eq!(value.get("i"), Some(&Ruby::str("cert=alice")));
