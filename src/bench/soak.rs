@@ -778,7 +778,7 @@ impl Tally {
 struct Traffic {
     nodes: usize,
     edge: Connect,
-    sockets: Arc<Mutex<Vec<WsClient>>>,
+    sockets: Arc<Pool>,
     federation: Arc<RpcClient>,
     legacy: Arc<LegacyClient>,
     in_flight: Arc<AtomicU64>,
@@ -895,7 +895,7 @@ impl Traffic {
         );
         tokio::join!(ws_run, federation_run, legacy_run);
         let sockets = std::mem::take(&mut *self.sockets.lock().unwrap_or_else(|p| p.into_inner()));
-        for socket in sockets {
+        for (socket, _) in sockets {
             socket.close().await;
         }
         self.legacy.close().await;
@@ -969,18 +969,27 @@ async fn drive<F, Fut>(
     while tasks.join_next().await.is_some() {}
 }
 
+/// A pooled socket unused for this long is closed and replaced, as a client's pool would:
+/// the edge closes sockets that send nothing for `idle_timeout_s` (300 s by default).
+const POOL_IDLE: Duration = Duration::from_secs(60);
+
+/// Sockets of the WebSocket traffic, with when each was last used.
+type Pool = Mutex<Vec<(WsClient, Instant)>>;
+
 /// A ping through the edge on a pooled socket, or on a socket of its own every 50th time.
-async fn ws_ping(
-    edge: &Connect,
-    pool: &Mutex<Vec<WsClient>>,
-    n: u64,
-    nodes: usize,
-) -> Result<(), String> {
+async fn ws_ping(edge: &Connect, pool: &Pool, n: u64, nodes: usize) -> Result<(), String> {
     let churn = n.is_multiple_of(50);
     let pooled = if churn {
         None
     } else {
         pool.lock().unwrap_or_else(|p| p.into_inner()).pop()
+    };
+    let pooled = match pooled {
+        Some((socket, used)) if used.elapsed() > POOL_IDLE => {
+            socket.close().await;
+            None
+        }
+        other => other.map(|(socket, _)| socket),
     };
     let mut socket = match pooled {
         Some(socket) => socket,
@@ -1003,7 +1012,9 @@ async fn ws_ping(
     if churn {
         socket.close().await;
     } else {
-        pool.lock().unwrap_or_else(|p| p.into_inner()).push(socket);
+        pool.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((socket, Instant::now()));
     }
     Ok(())
 }
