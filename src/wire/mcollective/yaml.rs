@@ -254,7 +254,9 @@ pub fn encode(value: &Ruby) -> String {
         }
         scalar_value => {
             out.push(' ');
-            inline(&mut out, scalar_value, 0);
+            // A block scalar's lines are indented under `---`, as Psych writes them: a line
+            // `...` or `---` at the margin would end the document (found by cargo fuzz).
+            inline(&mut out, scalar_value, 2);
             out.push('\n');
         }
     }
@@ -532,6 +534,10 @@ mod tests {
         assert_eq!(value.get("c"), Some(&Ruby::Nil));
         assert_eq!(value.get("d"), Some(&Ruby::str(":e")));
         assert_eq!(value.get("f"), Some(&Ruby::Float(1.5)));
+        // A text of its own is indented under `---`, so a line `...` does not end the document.
+        let text = Ruby::Str("...\n---\n\n".into());
+        assert_eq!(encode(&text), "--- |+\n  ...\n  ---\n\n");
+        assert_eq!(decode(encode(&text).as_bytes()).unwrap(), text);
         // Floats are written as Ruby's Float#to_s writes them, and read back as Floats.
         for (f, text) in [
             (-7.7304011e19, "-7.7304011e+19"),
