@@ -427,8 +427,10 @@ fn string(out: &mut String, text: &str, indent: usize) {
         return double_quoted(out, text);
     }
     let body = text.strip_suffix('\n').unwrap_or(text);
-    // A block whose first line starts with a space would need an indentation indicator.
-    if body.contains('\n') && !text.starts_with(' ') {
+    // A block whose first line is empty or starts with a space would need an indentation
+    // indicator: its indentation is read off its first line that is not empty (found by cargo
+    // fuzz).
+    if body.contains('\n') && !text.starts_with([' ', '\n']) {
         return literal(out, text, indent);
     }
     if body.contains('\n') {
@@ -534,6 +536,9 @@ mod tests {
         assert_eq!(value.get("c"), Some(&Ruby::Nil));
         assert_eq!(value.get("d"), Some(&Ruby::str(":e")));
         assert_eq!(value.get("f"), Some(&Ruby::Float(1.5)));
+        // A block that opens with an empty line would take its indentation from the next.
+        let text = Ruby::Str("\n - ---\nZ\n".into());
+        assert_eq!(decode(encode(&text).as_bytes()).unwrap(), text);
         // A text of its own is indented under `---`, so a line `...` does not end the document.
         let text = Ruby::Str("...\n---\n\n".into());
         assert_eq!(encode(&text), "--- |+\n  ...\n  ---\n\n");
