@@ -619,7 +619,7 @@ mod defaults {
         1024
     }
     pub fn edge_max_handshakes_per_address() -> usize {
-        64
+        256
     }
     pub fn edge_grace() -> u64 {
         10

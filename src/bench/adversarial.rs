@@ -6,8 +6,8 @@
 //! 127.0.0.1, as another host would:
 //! - churn: sockets opened with a token and closed at once, politely or by dropping the TCP
 //!   connection;
-//! - slowloris: as many upgrades as one address may hold, each dribbling a header line and
-//!   never finishing, reopened whenever the edge cuts one off;
+//! - slowloris: 300 upgrades (more than one address may hold), each dribbling a header line
+//!   and never finishing, reopened whenever the edge cuts one off;
 //! - oversized: a single frame over the message limit, and a message of small fragments that
 //!   adds up to more;
 //! - replay: a token that has expired, presented again and again.
@@ -279,7 +279,7 @@ async fn replay(connect: Connect, stop: Arc<AtomicBool>, counters: Arc<Counters>
 async fn slowloris(addr: std::net::SocketAddr, stop: Arc<AtomicBool>, counters: Arc<Counters>) {
     let mut open = Vec::new();
     while !stop.load(Ordering::Relaxed) {
-        while open.len() < 64 {
+        while open.len() < 300 {
             let Ok(mut stream) = tokio::net::TcpStream::connect(addr).await else {
                 break;
             };
