@@ -370,12 +370,19 @@ fn inline(out: &mut String, value: &Ruby, indent: usize) {
 
 /// A key that fits on its line before `:`.
 fn simple_key(key: &Ruby) -> bool {
-    match key {
+    let fits = match key {
         Ruby::Str(text) => !text.contains('\n'),
         Ruby::Bytes(bytes) => std::str::from_utf8(bytes).is_ok_and(|t| !t.contains('\n')),
         Ruby::Array(items) => items.is_empty(),
         Ruby::Hash(pairs) => pairs.is_empty(),
         _ => true,
+    };
+    // YAML limits a simple key to 1024 characters; longer ones take the explicit form (found
+    // by cargo fuzz).
+    fits && {
+        let mut written = String::new();
+        inline(&mut written, key, 0);
+        written.chars().count() <= 1024
     }
 }
 
@@ -536,6 +543,10 @@ mod tests {
         assert_eq!(value.get("c"), Some(&Ruby::Nil));
         assert_eq!(value.get("d"), Some(&Ruby::str(":e")));
         assert_eq!(value.get("f"), Some(&Ruby::Float(1.5)));
+        // A key too long to be a simple key is written in the explicit form.
+        let long = Ruby::Hash(vec![(Ruby::Str("k".repeat(1100)), Ruby::Int(1))]);
+        assert!(encode(&long).starts_with("---\n? "), "{}", encode(&long));
+        assert_eq!(decode(encode(&long).as_bytes()).unwrap(), long);
         // A block that opens with an empty line would take its indentation from the next.
         let text = Ruby::Str("\n - ---\nZ\n".into());
         assert_eq!(decode(encode(&text).as_bytes()).unwrap(), text);
