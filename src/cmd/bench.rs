@@ -165,7 +165,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         let dir = tempfile_dir()?;
         let options = bench::adversarial::AdversarialOptions {
             nodes: args.nodes,
-            samples: 200,
+            samples: 1000,
             slices: 3,
             attackers: 4,
             exe: std::env::current_exe()?,
