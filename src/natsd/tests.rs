@@ -245,7 +245,9 @@ async fn a_leafnode_link_carries_messages_from_hub_to_leaf() {
     receiver.flush().await.expect("flush");
     let sender = async_nats::connect(hub.url()).await.expect("connect hub");
     let mut arrived = None;
-    for _ in 0..200 {
+    // The link and the leaf's interest take a moment to come up, longer on a busy machine:
+    // publish until a message crosses, for up to 30 s.
+    for _ in 0..1200 {
         sender
             .publish("over.the.link", "hello".into())
             .await
