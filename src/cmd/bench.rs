@@ -170,7 +170,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             attackers: 4,
             exe: std::env::current_exe()?,
         };
-        let report = bench::adversarial::run(&dir, &options).await;
+        let report = interruptible(bench::adversarial::run(&dir, &options)).await;
         let _ = std::fs::remove_dir_all(&dir);
         let report = report?;
         if args.json {
@@ -201,7 +201,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             amqp: args.amqp.clone(),
             out: args.out.clone(),
         };
-        let report = bench::soak::run(&dir, &options).await;
+        let report = interruptible(bench::soak::run(&dir, &options)).await;
         let _ = std::fs::remove_dir_all(&dir);
         let report = report?;
         if args.json {
@@ -221,6 +221,17 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&json)?);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Runs a benchmark until it ends or Ctrl-C, which drops it: the nats-servers and `fedgate run`
+/// children it started are stopped with it instead of outliving it.
+async fn interruptible<T>(
+    run: impl std::future::Future<Output = Result<T, bench::BenchError>>,
+) -> anyhow::Result<T> {
+    tokio::select! {
+        result = run => Ok(result?),
+        _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted; the processes it started were stopped"),
+    }
 }
 
 fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
