@@ -99,6 +99,30 @@ pub(crate) fn tls_collective(
     Ok((pki, nats))
 }
 
+/// `nodes` simulated nodes of london on their own connection to `nats`, as the fleet identity.
+pub(crate) async fn fleet_on(
+    pki: &crate::security::devpki::DevPki,
+    nats: &crate::natsd::NatsServer,
+    nodes: usize,
+) -> Result<crate::fleet::Fleet, BenchError> {
+    let london = pki
+        .realm("london")
+        .ok_or_else(|| BenchError("no london realm".into()))?;
+    let pair = london
+        .fleet
+        .as_ref()
+        .ok_or_else(|| BenchError("no fleet identity".into()))?;
+    let endpoint = crate::nats::NatsEndpoint {
+        urls: vec![nats.url().to_string()],
+        ca: Some(london.ca.clone()),
+        identity: Some((pair.cert.clone(), pair.key.clone())),
+    };
+    let client = crate::nats::connect(&endpoint, "bench-fleet")
+        .await
+        .map_err(setup_err)?;
+    start_fleet(pki, client, nodes).await
+}
+
 /// `nodes` simulated nodes of london on `client`, checking requests against london's CA.
 pub(crate) async fn start_fleet(
     pki: &crate::security::devpki::DevPki,

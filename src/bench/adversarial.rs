@@ -34,7 +34,6 @@ use super::relay::{LatencyRow, latency_row};
 use super::{BenchError, setup_err};
 use crate::edge::auth::TokenKeys;
 use crate::edge::client::{Connect, WsClient, open};
-use crate::nats::NatsEndpoint;
 
 /// How much to measure.
 #[derive(Clone, Debug)]
@@ -98,24 +97,7 @@ pub async fn run(
 ) -> Result<AdversarialReport, BenchError> {
     let _ = rlimit::increase_nofile_limit(u64::MAX);
     let (pki, nats) = super::tls_collective(work_dir, false)?;
-    let london = pki
-        .realm("london")
-        .ok_or_else(|| BenchError("no london realm".into()))?;
-    let fleet_pair = london
-        .fleet
-        .as_ref()
-        .ok_or_else(|| BenchError("no fleet identity".into()))?;
-    let fleet_client = crate::nats::connect(
-        &NatsEndpoint {
-            urls: vec![nats.url().to_string()],
-            ca: Some(london.ca.clone()),
-            identity: Some((fleet_pair.cert.clone(), fleet_pair.key.clone())),
-        },
-        "bench-fleet",
-    )
-    .await
-    .map_err(setup_err)?;
-    let _fleet = super::start_fleet(&pki, fleet_client, options.nodes).await?;
+    let _fleet = super::fleet_on(&pki, &nats, options.nodes).await?;
     let (config, key) = write_config(work_dir, &pki, nats.url())?;
     let edge = EdgeProcess::start(&options.exe, &config).await?;
     let keys = TokenKeys::load(&key).map_err(setup_err)?;

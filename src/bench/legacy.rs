@@ -24,7 +24,6 @@ use super::{BenchError, Row, row, setup_err};
 use crate::config::Config;
 use crate::legacy::ingress::Ingress;
 use crate::legacy::{consume_unacked, declare_private_queue};
-use crate::nats::NatsEndpoint;
 use crate::security::devpki;
 use crate::security::legacy::{LegacySigner, NewLegacyRequest};
 use crate::security::{Now, Signer};
@@ -57,21 +56,7 @@ pub async fn run(work_dir: &Path, options: &LegacyOptions) -> Result<Vec<Row>, B
     let london = pki
         .realm("london")
         .ok_or_else(|| BenchError("no london realm".into()))?;
-    let fleet_identity = london
-        .fleet
-        .as_ref()
-        .ok_or_else(|| BenchError("no fleet identity".into()))?;
-    let fleet_client = crate::nats::connect(
-        &NatsEndpoint {
-            urls: vec![nats.url().to_string()],
-            ca: Some(london.ca.clone()),
-            identity: Some((fleet_identity.cert.clone(), fleet_identity.key.clone())),
-        },
-        "bench-fleet",
-    )
-    .await
-    .map_err(setup_err)?;
-    let _fleet = super::start_fleet(&pki, fleet_client, 1).await?;
+    let _fleet = super::fleet_on(&pki, &nats, 1).await?;
 
     let keys = work_dir.join("legacy");
     write_keys(&keys)?;
