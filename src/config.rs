@@ -55,12 +55,73 @@ pub struct Config {
     /// without it they come from the files this config names.
     #[serde(default)]
     pub registry: Option<RegistryConfig>,
+    /// The replay guard and the lifetime rules of signed requests.
+    #[serde(default)]
+    pub replay: ReplayConfig,
     /// The rules of `identity.rules`, loaded and checked once with the config.
     #[serde(skip, default = "defaults::identity_rules")]
     rules: Arc<IdentityRules>,
     /// The registry revision applied with [`Config::with_set`].
     #[serde(skip)]
     revision: Option<u64>,
+}
+
+/// The replay guard every signed origin shares, and how long a signed request may live.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplayConfig {
+    /// NATS server URLs of a network with JetStream where every instance of a cluster keeps
+    /// its claims; none keeps them in this process only, which a replay to another instance or
+    /// after a restart gets past.
+    #[serde(default)]
+    pub nats: Vec<String>,
+    /// CA bundle of that network; connections use TLS when it is set.
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    /// fedgate's TLS client identity there.
+    #[serde(default)]
+    pub tls: Option<TlsIdentity>,
+    /// The key-value bucket; created if missing.
+    #[serde(default = "defaults::replay_bucket")]
+    pub bucket: String,
+    /// Replicas when the bucket is created.
+    #[serde(default = "defaults::audit_replicas")]
+    pub replicas: usize,
+    /// Longest TTL a caller may sign, in seconds (30 to 86,400).
+    #[serde(default = "defaults::max_signed_ttl")]
+    pub max_signed_ttl: i64,
+    /// Least life a request must have left to be forwarded, in seconds (1 to 30).
+    #[serde(default = "defaults::min_life_s")]
+    pub min_life_s: i64,
+}
+
+impl Default for ReplayConfig {
+    fn default() -> ReplayConfig {
+        ReplayConfig {
+            nats: Vec::new(),
+            ca: None,
+            tls: None,
+            bucket: defaults::replay_bucket(),
+            replicas: defaults::audit_replicas(),
+            max_signed_ttl: defaults::max_signed_ttl(),
+            min_life_s: defaults::min_life_s(),
+        }
+    }
+}
+
+impl ReplayConfig {
+    /// The replay network's endpoint with fedgate's TLS identity.
+    pub fn endpoint(&self) -> NatsEndpoint {
+        endpoint(&self.nats, self.ca.as_deref(), self.tls.as_ref())
+    }
+
+    /// The lifetime rules.
+    pub fn lifetime(&self) -> crate::gateway::Lifetime {
+        crate::gateway::Lifetime {
+            max_signed_ttl: self.max_signed_ttl,
+            min_life: self.min_life_s,
+        }
+    }
 }
 
 /// The federation registry: JetStream key-value buckets on a NATS network.
@@ -632,6 +693,15 @@ mod defaults {
     }
     pub fn audit_replicas() -> usize {
         1
+    }
+    pub fn replay_bucket() -> String {
+        "fedgate-replay".into()
+    }
+    pub fn max_signed_ttl() -> i64 {
+        crate::gateway::DEFAULT_MAX_SIGNED_TTL
+    }
+    pub fn min_life_s() -> i64 {
+        crate::gateway::DEFAULT_MIN_LIFE
     }
     pub fn audit_stream_bytes() -> i64 {
         10 << 30

@@ -5,7 +5,6 @@
 //! and any of them can answer any reply. Shutdown drains: subscriptions are closed, delivered
 //! messages are finished, then the connections flush.
 
-pub mod gate;
 pub mod observe;
 pub mod resign;
 pub mod stats;
@@ -19,13 +18,11 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::audit::{Auditor, FileSink, JetStreamSink, Sink};
 use crate::config::{Config, Member};
+use crate::gateway::Gate;
 use crate::nats::{self, NatsError};
-use crate::rules::{RuleStore, Rules};
 use crate::subjects;
 use crate::wire::Limits;
-use gate::Gate;
 use stats::{ClusterSnapshot, ClusterStats};
 use transform::{ClusterRules, Destination};
 use worker::{ClusterContext, Worker};
@@ -73,6 +70,15 @@ pub enum BrokerError {
         /// The client's error.
         source: async_nats::SubscribeError,
     },
+}
+
+impl From<crate::gateway::GateError> for BrokerError {
+    fn from(err: crate::gateway::GateError) -> BrokerError {
+        BrokerError::Config {
+            federation: err.owner,
+            problem: err.problem,
+        }
+    }
 }
 
 /// A running broker instance.
@@ -130,7 +136,9 @@ impl Broker {
         let resigning = plans.iter().find(|(_, rules)| rules.resign.is_some());
         let gate = match (&options.gate, resigning) {
             (Some(gate), _) => Some(gate.clone()),
-            (None, Some((name, _))) => Some(open_gate(config, name, &options.instance).await?),
+            (None, Some((name, _))) => {
+                Some(crate::gateway::open_gate(config, name, &options.instance).await?)
+            }
             (None, None) => None,
         };
         let networks = Arc::new(connect_networks(config, &plans, &options.instance).await?);
@@ -336,48 +344,6 @@ async fn connect_networks(
         networks.insert(name.to_string(), client);
     }
     Ok(networks)
-}
-
-/// Loads the policy directory and opens the audit trail that re-signing clusters and the edge
-/// share; `federation` names the owner in errors.
-pub async fn open_gate(
-    config: &Config,
-    federation: &str,
-    instance: &str,
-) -> Result<Arc<Gate>, BrokerError> {
-    let problem = |problem: String| BrokerError::Config {
-        federation: federation.to_string(),
-        problem,
-    };
-    let (Some(policy), Some(audit)) = (&config.policy, &config.audit) else {
-        return Err(problem("resign mode needs [policy] and [audit]".into()));
-    };
-    let rules = Rules::load(config).map_err(problem)?;
-    // With a registry the rules change only by revision; in file mode the directory is watched.
-    let watched = config
-        .registry
-        .is_none()
-        .then_some((policy.dir.as_path(), policy.unconfigured));
-    let store = RuleStore::new(rules, watched);
-    let mut sinks = Vec::new();
-    if let Some(options) = audit.file_options(instance) {
-        sinks.push(Sink::File(
-            FileSink::open(options).map_err(|e| problem(e.to_string()))?,
-        ));
-    }
-    if let Some(options) = audit.stream_options(instance) {
-        sinks.push(Sink::JetStream(
-            JetStreamSink::open(options)
-                .await
-                .map_err(|e| problem(e.to_string()))?,
-        ));
-    }
-    let auditor = Auditor::new(instance, sinks, audit.record_values.clone());
-    Ok(Arc::new(Gate::new(
-        Arc::new(store),
-        auditor,
-        instance.to_string(),
-    )))
 }
 
 /// Writes completion records as requests' reply windows close, and with `flush` the rest on

@@ -21,6 +21,8 @@
 //! - [`client`]: a direct RPC client, like `choria req`.
 //! - [`inspect`]: decode and verify one message of any layer.
 //! - [`subjects`], [`nats`], [`natsd`]: NATS subjects, connections and server processes.
+//! - [`gateway`]: the one admission path every ingress feeds: checks, map, authorize, replay,
+//!   record, and the gate that holds the rules, the audit trail and the replay guard.
 //! - [`federation`]: the stateless Federation Broker, its stats and `observe`.
 //! - [`metrics`]: the Prometheus recorder and `/metrics`.
 //! - [`config`]: the strict TOML configuration.
@@ -38,6 +40,7 @@ pub mod filter;
 pub mod fleet;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod gateway;
 mod gostd;
 pub mod inspect;
 pub mod legacy;

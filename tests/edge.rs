@@ -94,7 +94,7 @@ impl Gateway {
         let path = dir.path().join("fedgate.toml");
         std::fs::write(&path, text).unwrap();
         let config = Config::load(&path).unwrap();
-        let gate = fedgate::federation::open_gate(&config, "edge", "edge1")
+        let gate = fedgate::gateway::open_gate(&config, "edge", "edge1")
             .await
             .unwrap();
         let dispatcher = Dispatcher::connect(&config, gate, "edge1").await.unwrap();

@@ -74,7 +74,7 @@ async fn gateway(site: &LegacySite) -> Gateway {
     let path = dir.path().join("fedgate.toml");
     std::fs::write(&path, text).unwrap();
     let config = Config::load(&path).unwrap();
-    let gate = fedgate::federation::open_gate(&config, "edge", "bridge1")
+    let gate = fedgate::gateway::open_gate(&config, "edge", "bridge1")
         .await
         .unwrap();
     let dispatcher = Dispatcher::connect(&config, gate, "bridge1").await.unwrap();
@@ -560,7 +560,7 @@ async fn bad_legacy_requests_are_refused_recorded_and_never_forwarded() {
 /// Starts the bridge `oldsite` as instance `bridge1` from `dir/fedgate.toml`.
 async fn start_bridge(dir: &std::path::Path) -> fedgate::legacy::ingress::Ingress {
     let config = Config::load(&dir.join("fedgate.toml")).unwrap();
-    let gate = fedgate::federation::open_gate(&config, "edge", "bridge1")
+    let gate = fedgate::gateway::open_gate(&config, "edge", "bridge1")
         .await
         .unwrap();
     fedgate::legacy::ingress::Ingress::start(&config, "oldsite", gate, "bridge1")
@@ -905,7 +905,7 @@ async fn fedgate_rpc_reaches_legacy_nodes_through_a_choria_collective() {
     let path = dir.path().join("fedgate.toml");
     std::fs::write(&path, text).unwrap();
     let config = Config::load(&path).unwrap();
-    let gate = fedgate::federation::open_gate(&config, "edge", "facade1")
+    let gate = fedgate::gateway::open_gate(&config, "edge", "facade1")
         .await
         .unwrap();
     let link =

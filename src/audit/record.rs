@@ -76,9 +76,13 @@ pub struct Event {
     /// The inputs themselves, only for agents and actions configured to record them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data: Option<Map<String, Value>>,
-    /// A summary of the request's filter.
+    /// A summary of the filter the request was published with (the caller's, with policy's
+    /// conditions added).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub filter: String,
+    /// A summary of the filter the caller sent.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub caller_filter: String,
     /// How many explicit targets the request named.
     #[serde(default)]
     pub targets: usize,

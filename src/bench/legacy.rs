@@ -129,7 +129,7 @@ pub async fn run(work_dir: &Path, options: &LegacyOptions) -> Result<Vec<Row>, B
     )
     .map_err(setup_err)?;
     let config = Config::load(&config_path).map_err(setup_err)?;
-    let gate = crate::federation::open_gate(&config, "edge", "bench")
+    let gate = crate::gateway::open_gate(&config, "edge", "bench")
         .await
         .map_err(setup_err)?;
     let ingress = Ingress::start(&config, "oldsite", gate, "bench")

@@ -13,7 +13,7 @@ use super::crypto::{issue, raw_sign, request};
 use super::{BenchError, Row, interleaved, row, setup_err};
 use crate::federation::resign::{self, ResignRules, ResignTarget, Resigned};
 use crate::federation::transform::{ClusterRules, Destination, Refusal, hop_label, route_request};
-use crate::security::identity::IdentityRules;
+use crate::security::identity::{IdentityRules, Mapping};
 use crate::security::{CaBundle, Now, Verifier};
 use crate::wire::Limits;
 use crate::wire::choria_v1::{FederationHeader, SecureRequest, Transport, TransportHeaders};
@@ -97,12 +97,21 @@ pub(crate) fn fixture(size: RsaKeySize, now: Now) -> Result<Fixture, BenchError>
 pub(crate) fn resign_all(fx: &Fixture, now: Now) -> Result<Vec<Resigned>, Refusal> {
     let routed = route_request(&fx.wire, &fx.cluster)?;
     let verified = resign::verify(&routed, &fx.rules, now)?;
+    resign::check_headers(&routed, &verified)?;
     routed
         .groups()
         .iter()
         .map(|(destination, targets)| {
-            let mapped =
-                resign::map_caller(&fx.rules, &fx.identity, &verified, destination.network())?;
+            let collective = destination.network();
+            let target = fx.rules.target(collective)?;
+            let callerid = match fx.identity.map("prod", verified.caller(), collective) {
+                Mapping::Mapped { callerid, .. } => callerid,
+                Mapping::Denied(denial) => return Err(Refusal::Identity(denial)),
+            };
+            let mapped = resign::Mapped {
+                target,
+                callerid: &callerid,
+            };
             resign::resign_for(
                 &routed,
                 &verified,
@@ -198,8 +207,9 @@ mod tests {
             )
             .into_bytes();
         let routed = route_request(&fx.wire, &fx.cluster).unwrap();
-        let err = resign::verify(&routed, &fx.rules, now).unwrap_err();
-        assert_eq!(err.reason(), "target_agent_mismatch", "{err}");
+        let verified = resign::verify(&routed, &fx.rules, now).unwrap();
+        let err = resign::check_headers(&routed, &verified).unwrap_err();
+        assert_eq!(err.reason(), "agent_mismatch", "{err}");
         // A node target carries no agent, so it passes this check.
         fx.wire = wire
             .replace("london.broadcast.agent.rpcutil", "london.node.n1")

@@ -107,7 +107,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         || !facades.is_empty()
         || !resigning.is_empty()
     {
-        Some(fedgate::federation::open_gate(&config, "edge", &instance).await?)
+        Some(fedgate::gateway::open_gate(&config, "edge", &instance).await?)
     } else {
         None
     };

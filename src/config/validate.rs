@@ -325,6 +325,7 @@ impl Config {
 
     pub(super) fn validate(&self, path: &Path) -> Result<(), ConfigError> {
         let check = Checker { path };
+        self.validate_replay(&check)?;
         if let Some(edge) = &self.edge {
             check.edge(self, edge)?;
         }
@@ -599,6 +600,22 @@ impl Config {
             || self.collectives.contains_key(name)
             || self.legacy.contains_key(name)
             || self.edge.as_ref().is_some_and(|edge| edge.realm == name)
+    }
+
+    fn validate_replay(&self, check: &Checker<'_>) -> Result<(), ConfigError> {
+        let replay = &self.replay;
+        if !(30..=86_400).contains(&replay.max_signed_ttl) {
+            return Err(check.invalid("replay.max_signed_ttl", "must be between 30 and 86400"));
+        }
+        if !(1..=30).contains(&replay.min_life_s) {
+            return Err(check.invalid("replay.min_life_s", "must be between 1 and 30"));
+        }
+        check.name("replay.bucket".into(), &replay.bucket)?;
+        if let Some(tls) = &replay.tls {
+            check.file("replay.tls.certificate".into(), &tls.certificate)?;
+            check.file("replay.tls.key".into(), &tls.key)?;
+        }
+        Ok(())
     }
 
     fn validate_instance(&self, check: &Checker<'_>) -> Result<(), ConfigError> {

@@ -19,7 +19,7 @@ use super::protocol::{ErrorCode, RpcMessage, ServerMessage, SignedMessage};
 use crate::audit::{Event, Verdict};
 use crate::client::{RpcCall, RpcClient, Summary};
 use crate::config::Config;
-use crate::federation::gate::{self, Gate};
+use crate::gateway::gate::{self, Gate};
 use crate::policy::Query;
 use crate::rules::Rules;
 use crate::security::identity::Mapping;

@@ -15,7 +15,7 @@ use super::transform::{
     ClusterRules, Destination, Egress, Refusal, RoutedRequest, take_reply_header,
 };
 use crate::config::Config;
-use crate::security::identity::{IdentityRules, MappedIdentity, Mapping, RuleRef};
+use crate::gateway::{agents_agree, request_ids_agree};
 use crate::security::{CallerId, Now, Resign, Signer, VerifiedRequest, Verifier};
 use crate::subjects::Target;
 use crate::wire::choria_v1::{Filter, RelayTransport, Reply, SecureReply, SecureRequest};
@@ -86,20 +86,23 @@ pub fn verify(
 ) -> Result<VerifiedRequest, Refusal> {
     let data = secure_data(routed.transport())?;
     let secure = SecureRequest::decode(&data, rules.verifier.limits())?;
-    let verified = rules.verifier.verify(secure, now)?;
-    // Targets are unsigned headers: a broadcast may only go to the agent the caller signed for.
-    let agent = &verified.request().envelope.agent;
+    Ok(rules.verifier.verify(secure, now)?)
+}
+
+/// Checks what a verified request's unsigned headers add: the header's request id must be the
+/// signed one, and a broadcast target may only name the signed agent.
+pub fn check_headers(
+    routed: &RoutedRequest<'_>,
+    verified: &VerifiedRequest,
+) -> Result<(), Refusal> {
+    let envelope = &verified.request().envelope;
+    request_ids_agree(&envelope.requestid, routed.request_id())?;
     for target in routed.groups().values().flatten() {
-        if let Some(Target::Broadcast { agent: named, .. }) = Target::parse(target)
-            && named != agent
-        {
-            return Err(Refusal::TargetAgent {
-                target: target.clone(),
-                agent: agent.clone(),
-            });
+        if let Some(Target::Broadcast { agent: named, .. }) = Target::parse(target) {
+            agents_agree(&envelope.agent, &envelope.agent, Some(named))?;
         }
     }
-    Ok(verified)
+    Ok(())
 }
 
 /// The secure request or reply a transport carries.
@@ -113,47 +116,29 @@ fn secure_data(transport: &RelayTransport<'_>) -> Result<Vec<u8>, Refusal> {
     })
 }
 
-/// One collective's share of a re-signed request.
+/// One collective's share of a re-signed request: what to publish.
 #[derive(Debug)]
 pub struct Resigned {
-    /// Who asked and who acts.
-    pub identity: MappedIdentity,
-    /// What to publish.
+    /// The publishes.
     pub egress: Vec<Egress>,
 }
 
 /// The caller as a target collective will see it.
 #[derive(Debug)]
 pub struct Mapped<'r> {
-    /// The collective's name in fedgate's config.
-    pub collective: &'r str,
     /// Its internal name and fedgate's signer there.
     pub target: &'r ResignTarget,
     /// Who the collective sees.
-    pub callerid: CallerId,
-    /// The identity rule that decided.
-    pub rule: RuleRef,
+    pub callerid: &'r CallerId,
 }
 
-/// Maps the verified caller into `collective` with the `identity` rules.
-pub fn map_caller<'r>(
-    rules: &'r ResignRules,
-    identity: &IdentityRules,
-    verified: &VerifiedRequest,
-    collective: &str,
-) -> Result<Mapped<'r>, Refusal> {
-    let (collective, target) = rules
-        .targets
-        .get_key_value(collective)
-        .ok_or_else(|| Refusal::NotMember(format!("{collective} (no privileged signer for it)")))?;
-    match identity.map(&rules.realm, verified.caller(), collective) {
-        Mapping::Mapped { callerid, rule } => Ok(Mapped {
-            collective,
-            target,
-            callerid,
-            rule,
-        }),
-        Mapping::Denied(denial) => Err(Refusal::Identity(denial)),
+impl ResignRules {
+    /// The collective `collective` and fedgate's signer there; a collective without one is not
+    /// a member this cluster re-signs into.
+    pub fn target(&self, collective: &str) -> Result<&ResignTarget, Refusal> {
+        self.targets.get(collective).ok_or_else(|| {
+            Refusal::NotMember(format!("{collective} (no privileged signer for it)"))
+        })
     }
 }
 
@@ -172,14 +157,9 @@ pub fn resign_for(
     filter: &Filter,
     now: Now,
 ) -> Result<Resigned, Refusal> {
-    let Mapped {
-        collective,
-        target,
-        callerid,
-        rule,
-    } = mapped;
+    let Mapped { target, callerid } = mapped;
     let resign = Resign {
-        callerid: &callerid,
+        callerid,
         collective: &target.internal_name,
         filter,
         max_ttl: rules.max_ttl,
@@ -200,18 +180,7 @@ pub fn resign_for(
         inbound,
         outbound,
     );
-    Ok(Resigned {
-        identity: MappedIdentity {
-            source_realm: rules.realm.clone(),
-            source_caller: verified.caller().as_str().to_string(),
-            source_signer: verified.signer().to_string(),
-            source_privileged: verified.privileged(),
-            target_collective: collective.to_string(),
-            target_caller: callerid.as_str().to_string(),
-            rule,
-        },
-        egress,
-    })
+    Ok(Resigned { egress })
 }
 
 /// `<collective>.<rest>` as `<internal>.<rest>`; targets were parsed when the request was routed.

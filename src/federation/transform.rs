@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use super::resign::ResignRules;
 use crate::config::{Config, FederationMode, Route};
+use crate::gateway::Code;
 use crate::security::identity::Denial;
 use crate::security::{Reason, VerifyError};
 use crate::subjects::{self, Target, is_reply_subject};
@@ -85,14 +86,6 @@ pub enum Refusal {
         /// `federation.req`.
         header: String,
     },
-    /// A broadcast target names another agent than the signed request (resign mode).
-    #[error("target agent mismatch: {target:?} is not for the signed agent {agent:?}")]
-    TargetAgent {
-        /// The target subject.
-        target: String,
-        /// The agent in the signed envelope.
-        agent: String,
-    },
     /// Signing the re-built request failed.
     #[error("resign failed: {0}")]
     ResignFailed(String),
@@ -106,11 +99,14 @@ pub enum Refusal {
     /// instead of being held for a reconnect that may come after its TTL.
     #[error("unreachable: fedgate has no connection to {0} at the moment; try again shortly")]
     Unreachable(String),
+    /// The admission path refused it (resign mode): the same code on every ingress.
+    #[error("{0}")]
+    Admission(#[from] crate::gateway::Refusal),
 }
 
 impl Refusal {
     /// Every reason code, for counters, in [`Refusal::index`] order.
-    pub const REASONS: [&'static str; 31] = [
+    pub const REASONS: [&'static str; 37] = [
         "malformed",
         "not_federated",
         "missing_request_id",
@@ -138,10 +134,16 @@ impl Refusal {
         "reply_mismatch",
         "resign_failed",
         "bad_caller",
-        "target_agent_mismatch",
+        "agent_mismatch",
         "denied",
         "audit_failed",
         "unreachable",
+        "request_id_mismatch",
+        "ttl_too_long",
+        "expiring",
+        "replay",
+        "replay_full",
+        "replay_unavailable",
     ];
 
     /// Position of this refusal's reason in [`Refusal::REASONS`].
@@ -177,7 +179,15 @@ impl Refusal {
             Refusal::ReplyMismatch { .. } => 24,
             Refusal::ResignFailed(_) => 25,
             Refusal::Identity(Denial::UnverifiedText { .. }) => 26,
-            Refusal::TargetAgent { .. } => 27,
+            Refusal::Admission(refusal) => match refusal.code {
+                Code::AgentMismatch => 27,
+                Code::RequestIdMismatch => 31,
+                Code::TtlTooLong => 32,
+                Code::Expiring => 33,
+                Code::Replay => 34,
+                Code::ReplayFull => 35,
+                Code::ReplayUnavailable => 36,
+            },
             Refusal::Denied(_) => 28,
             Refusal::AuditFailed(_) => 29,
             Refusal::Unreachable(_) => 30,

@@ -9,16 +9,19 @@ use bytes::Bytes;
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use super::gate::{self, Gate};
 use super::resign::{self, ResignRules};
 use super::stats::{ClusterStats, Direction};
 use super::transform::{
-    ClusterRules, Egress, Refusal, RoutedRequest, route_chained_reply, route_reply, route_request,
+    ClusterRules, Destination, Egress, Refusal, RoutedRequest, route_chained_reply, route_reply,
+    route_request,
 };
 use crate::audit::{Event, Verdict};
+use crate::gateway::gate::{self, Gate};
+use crate::gateway::{Ask, Call, CallError, Claim, Mode, Recorded, Why, admit, choria_call};
 use crate::nats::connected_server;
-use crate::policy::Query;
-use crate::security::Now;
+use crate::rules::Rules;
+use crate::security::{Now, VerifiedRequest};
+use crate::subjects::Target;
 use crate::wire::choria_v1::SecureRequest;
 
 /// Longest piece of an untrusted message that goes into a log line.
@@ -171,10 +174,11 @@ async fn relay_pass_through(ctx: &ClusterContext, routed: &RoutedRequest<'_>) {
     }
 }
 
-/// Resign mode: verify once, then per destination collective map the caller, authorize the
-/// mapped caller with actionpolicy, re-sign (with the policy's conditions added to the filter),
-/// record the decision, and only then publish. A caller refused in one collective still reaches
-/// the others; every refusal of a verified caller is answered on its reply subject.
+/// Resign mode through the admission path: verify once and check the call as signed (agents,
+/// request id, lifetime), then per destination collective admit (map, authorize), claim the
+/// signed bytes against replays, re-sign, record, and only then publish. A caller refused in one
+/// collective still reaches the others; every refusal of a verified caller is answered on its
+/// reply subject.
 async fn relay_resigned(
     ctx: &ClusterContext,
     rules: &ResignRules,
@@ -185,7 +189,6 @@ async fn relay_resigned(
     let mut event = Event {
         edge: EDGE.into(),
         realm: rules.realm.clone(),
-        request_id: Some(routed.request_id().to_string()),
         collectives: routed
             .groups()
             .keys()
@@ -204,110 +207,205 @@ async fn relay_resigned(
         }
     };
     let request = verified.request();
+    event.request_id = Some(request.envelope.requestid.clone());
     event.caller = Some(verified.caller().as_str().to_string());
     event.agent = Some(request.envelope.agent.clone());
-    event.filter = gate::summarize(&request.envelope.filter);
-    let rpc = match request.rpc(rules.verifier.limits()) {
-        Ok(rpc) => rpc,
+    event.caller_filter = gate::summarize(&request.envelope.filter);
+    if let Err(refusal) = resign::check_headers(routed, &verified) {
+        deny(&mut event, "decode", &refusal);
+        return answer_refusal(ctx, gate, routed, event, &refusal).await;
+    }
+    let call = match choria_call(request, rules.verifier.limits()) {
+        Ok(call) => call,
         Err(err) => {
-            let refusal = Refusal::Malformed(err);
+            let refusal = match err {
+                CallError::Malformed(err) => Refusal::Malformed(err),
+                CallError::Refused(refusal) => Refusal::Admission(refusal),
+            };
             deny(&mut event, "decode", &refusal);
             return answer_refusal(ctx, gate, routed, event, &refusal).await;
         }
     };
-    event.action = Some(rpc.action.clone());
-    event.data_keys = rpc.data.keys().cloned().collect();
-    if gate.auditor.records_values(&rpc.agent, &rpc.action) {
-        event.data = Some(rpc.data.clone());
+    event.action = Some(call.action.clone());
+    event.data_keys = call.data.keys().cloned().collect();
+    if gate.auditor.records_values(&call.agent, &call.action) {
+        event.data = Some(call.data.clone());
     }
+    let until = match gate.lifetime.check(
+        request.envelope.time,
+        request.envelope.ttl,
+        now.unix_seconds(),
+    ) {
+        Ok(until) => until,
+        Err(refusal) => {
+            let refusal = Refusal::Admission(refusal);
+            deny(&mut event, "verify", &refusal);
+            return answer_refusal(ctx, gate, routed, event, &refusal).await;
+        }
+    };
     let ttl = Duration::from_secs(request.envelope.ttl.clamp(0, rules.max_ttl) as u64);
     // One set of rules maps and authorizes every copy of the request.
     let book = gate.rules();
     event.revision = book.revision;
-    let inbound = connected_server(&ctx.federation);
+    let share = Share {
+        ctx,
+        rules,
+        gate,
+        routed,
+        verified: &verified,
+        call: &call,
+        until,
+        now,
+    };
     for (destination, targets) in routed.groups() {
         let Some(client) = ctx.networks.get(destination.network()) else {
             ctx.stats.error(Direction::Request);
             continue;
         };
-        let mut event = Event {
-            collectives: vec![destination.network().to_string()],
+        let event = Event {
             targets: targets.len(),
             ..event.clone()
         };
-        let mapped =
-            match resign::map_caller(rules, &book.identity, &verified, destination.network()) {
-                Ok(mapped) => mapped,
-                Err(refusal) => {
-                    if let Refusal::Identity(denial) = &refusal {
-                        event.rule = denial.rule().map(|r| r.to_string());
-                    }
-                    log_denial(ctx, routed, &refusal);
-                    deny(&mut event, "map", &refusal);
-                    answer_refusal(ctx, gate, routed, event, &refusal).await;
-                    continue;
-                }
-            };
-        event.mapped_caller = Some(mapped.callerid.as_str().to_string());
-        let query = Query {
-            collective: mapped.collective,
-            agent: &rpc.agent,
-            action: &rpc.action,
-            caller: mapped.callerid.as_str(),
-        };
-        let mut filter = request.envelope.filter.clone();
-        match gate.authorize(&book, &query, &mut filter, &mut event) {
-            Ok(rule) => {
-                event.reason = match &event.restricted {
-                    Some(conditions) => format!("allowed by {rule} on nodes matching {conditions}"),
-                    None => format!("allowed by {rule}"),
-                };
-                event.rule = Some(rule);
-            }
-            Err(denied) => {
-                let refusal = Refusal::Denied(denied.reason.clone());
-                tracing::info!(cluster = %ctx.rules.cluster, req = routed.request_id(), caller = mapped.callerid.as_str(), collective = mapped.collective, rule = %denied.source, kind = denied.kind.as_str(), "request denied by policy");
-                deny(&mut event, "authorize", &refusal);
-                event.rule = Some(denied.source.to_string());
-                event.reason = denied.reason.clone();
+        if let Some(recorded) = share
+            .admit(&book, destination, targets, client, event)
+            .await
+        {
+            let (recorded, egress) = recorded;
+            publish_recorded(ctx, client, &recorded, egress).await;
+            gate.track(
+                &request.envelope.requestid,
+                recorded.link().to_string(),
+                recorded.event(),
+                ttl,
+            )
+            .await;
+        }
+    }
+}
+
+/// What every destination's share of one resigned request is decided with.
+struct Share<'a> {
+    ctx: &'a ClusterContext,
+    rules: &'a ResignRules,
+    gate: &'a Gate,
+    routed: &'a RoutedRequest<'a>,
+    verified: &'a VerifiedRequest,
+    call: &'a Call,
+    until: i64,
+    now: Now,
+}
+
+impl Share<'_> {
+    /// Admits, claims, re-signs and records one destination's share; `None` when it was refused
+    /// (recorded and answered here).
+    async fn admit(
+        &self,
+        book: &Rules,
+        destination: &Destination,
+        targets: &[String],
+        client: &Client,
+        event: Event,
+    ) -> Option<(Recorded, Vec<Egress>)> {
+        let (ctx, gate, routed) = (self.ctx, self.gate, self.routed);
+        let collective = destination.network();
+        let request = self.verified.request();
+        let target = match self.rules.target(collective) {
+            Ok(target) => target,
+            Err(refusal) => {
+                let mut event = event;
+                deny(&mut event, "map", &refusal);
                 answer_refusal(ctx, gate, routed, event, &refusal).await;
-                continue;
+                return None;
             }
+        };
+        let ask = Ask {
+            realm: &self.rules.realm,
+            caller: self.verified.caller(),
+            collective,
+            agent: &self.call.agent,
+            action: &self.call.action,
+            filter: &request.envelope.filter,
+        };
+        let admitted = match admit(gate, book, &ask, event) {
+            Ok(admitted) => admitted,
+            Err(not) => {
+                let req = &request.envelope.requestid;
+                let refusal = match not.why {
+                    Why::Map(denial) => {
+                        let rule = denial.rule().map(|r| r.to_string());
+                        tracing::warn!(cluster = %ctx.rules.cluster, %req, reason = not.code, rule, "{}", clip(&denial.to_string()));
+                        Refusal::Identity(denial)
+                    }
+                    Why::Policy(denied) => {
+                        tracing::info!(cluster = %ctx.rules.cluster, %req, rule = %denied.source, kind = denied.kind.as_str(), "request denied by policy");
+                        Refusal::Denied(denied.reason)
+                    }
+                };
+                answer_refused(ctx, gate, routed, not.event).await;
+                ctx.stats.refused(Direction::Request, &refusal);
+                return None;
+            }
+        };
+        let mode = match Target::parse(&targets[0]) {
+            Some(Target::Broadcast { .. }) | None => Mode::Broadcast,
+            Some(Target::Node { .. }) => Mode::Directed(targets),
+        };
+        let claim = Claim {
+            signed: self.verified.secure().message.as_bytes(),
+            collective,
+            mode,
+        };
+        if let Err(err) = gate
+            .replay
+            .claim(&claim, self.until, self.now.unix_seconds())
+            .await
+        {
+            let refusal = Refusal::Admission(err.into());
+            let mut event = admitted.event().clone();
+            deny(&mut event, "replay", &refusal);
+            answer_refusal(ctx, gate, routed, event, &refusal).await;
+            return None;
         }
         let outbound = connected_server(client);
-        let hops = (inbound.as_str(), outbound.as_str());
-        let cluster = (&ctx.rules, rules);
-        let resigned = match resign::resign_for(
+        let inbound = connected_server(&ctx.federation);
+        let mapped = resign::Mapped {
+            target,
+            callerid: admitted.mapped(),
+        };
+        let resigned = resign::resign_for(
             routed,
-            &verified,
+            self.verified,
             destination,
             targets,
-            cluster,
-            hops,
+            (&ctx.rules, self.rules),
+            (inbound.as_str(), outbound.as_str()),
             mapped,
-            &filter,
-            now,
-        ) {
-            Ok(resigned) => resigned,
-            Err(refusal) => {
-                deny(&mut event, "resign", &refusal);
+            admitted.filter(),
+            self.now,
+        );
+        let egress = match resigned {
+            Err(refusal) => Err(("resign", refusal)),
+            Ok(_) if client.connection_state() != async_nats::connection::State::Connected => {
+                Err(("publish", Refusal::Unreachable(collective.to_string())))
+            }
+            Ok(resigned) => Ok(resigned.egress),
+        };
+        let egress = match egress {
+            Ok(egress) => egress,
+            Err((stage, refusal)) => {
+                gate.replay.release(&claim).await;
+                let mut event = admitted.event().clone();
+                deny(&mut event, stage, &refusal);
                 answer_refusal(ctx, gate, routed, event, &refusal).await;
-                continue;
+                return None;
             }
         };
-        if client.connection_state() != async_nats::connection::State::Connected {
-            let refusal = Refusal::Unreachable(destination.network().to_string());
-            deny(&mut event, "publish", &refusal);
-            answer_refusal(ctx, gate, routed, event, &refusal).await;
-            continue;
-        }
-        event.decision = Some(Verdict::Allow);
-        event.stage = "authorize".into();
-        event.code = "allowed".into();
-        let link = match gate.record(event.clone()).await {
-            Ok(id) => id,
-            Err(err) => {
+        match gate.record_admitted(admitted).await {
+            Ok(recorded) => Some((recorded, egress)),
+            Err((admitted, err)) => {
+                gate.replay.release(&claim).await;
                 let refusal = Refusal::AuditFailed(err.0);
+                let mut event = admitted.event().clone();
                 deny(&mut event, "audit", &refusal);
                 event.reason = format!(
                     "the decision could not be recorded, so the request was not forwarded: {}",
@@ -315,12 +413,9 @@ async fn relay_resigned(
                 );
                 reply_to_caller(ctx, gate, routed, &event).await;
                 refuse(ctx, Direction::Request, &refusal);
-                continue;
+                None
             }
-        };
-        tracing::debug!(cluster = %ctx.rules.cluster, req = routed.request_id(), identity = ?resigned.identity, "re-signed request");
-        publish_all(ctx, client, resigned.egress).await;
-        gate.track(routed.request_id(), link, &event, ttl).await;
+        }
     }
 }
 
@@ -371,6 +466,19 @@ async fn answer_refusal(
     refuse(ctx, Direction::Request, refusal);
 }
 
+/// Records a refusal decided by the admission path (its event already says why) and answers it.
+async fn answer_refused(
+    ctx: &ClusterContext,
+    gate: &Gate,
+    routed: &RoutedRequest<'_>,
+    event: Event,
+) {
+    if let Err(err) = gate.record(event.clone()).await {
+        tracing::error!(error = %err, "could not record a refusal");
+    }
+    reply_to_caller(ctx, gate, routed, &event).await;
+}
+
 /// Tells the caller why: a reply from `fedgate:<instance>` with status 1 on its reply subject.
 async fn reply_to_caller(
     ctx: &ClusterContext,
@@ -391,26 +499,24 @@ async fn reply_to_caller(
     }
 }
 
+/// Publishes a recorded request's messages: in resign mode nothing that is not on the record
+/// goes out.
+async fn publish_recorded(
+    ctx: &ClusterContext,
+    client: &Client,
+    _recorded: &Recorded,
+    egress: Vec<Egress>,
+) {
+    publish_all(ctx, client, egress).await;
+}
+
+/// Publishes messages whose signed bytes pass through untouched (pass-through mode).
 async fn publish_all(ctx: &ClusterContext, client: &Client, egress: Vec<Egress>) {
     for egress in egress {
         let payload = Bytes::from(egress.payload);
         for subject in egress.subjects {
             publish(ctx, Direction::Request, client, subject, payload.clone()).await;
         }
-    }
-}
-
-/// Logs a mapping denial at warn level, with the rule that decided; other refusals are only
-/// counted (and logged at debug by [`refuse`]).
-fn log_denial(ctx: &ClusterContext, routed: &RoutedRequest<'_>, refusal: &Refusal) {
-    if let Refusal::Identity(denial) = refusal {
-        tracing::warn!(
-            cluster = %ctx.rules.cluster,
-            req = routed.request_id(),
-            reason = denial.reason(),
-            rule = denial.rule().map(|r| r.to_string()),
-            "{}", clip(&denial.to_string()),
-        );
     }
 }
 

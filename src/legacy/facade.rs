@@ -20,7 +20,7 @@ use super::LegacyLink;
 use crate::audit::{Event, Verdict};
 use crate::client::RpcCall;
 use crate::config::Config;
-use crate::federation::gate::{self, Gate};
+use crate::gateway::gate::{self, Gate};
 use crate::policy::Query;
 use crate::security::identity::Mapping;
 use crate::security::replay::ReplayWindow;

@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use crate::audit::{Event, Verdict};
 use crate::client::{RpcCall, RpcClient};
 use crate::config::{Config, LegacyBridgeConfig, LegacyConfig};
-use crate::federation::gate::{self, Gate};
+use crate::gateway::gate::{self, Gate};
 use crate::policy::Query;
 use crate::rules::Rules;
 use crate::security::identity::Mapping;

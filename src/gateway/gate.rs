@@ -1,6 +1,6 @@
-//! What a re-signing cluster adds to the relay: authorize each mapped request with actionpolicy,
-//! record every decision in the audit trail before anything is forwarded, tell verified callers
-//! why they were refused, and record how many replies each allowed request got.
+//! What every ingress decides with: the rules in force, the replay guard, the audit trail that
+//! records every decision before anything is forwarded, refusal replies for verified callers,
+//! and the completion records that count each allowed request's replies.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
+use super::checks::Lifetime;
+use super::replay::ReplayGuard;
 use crate::audit::{Auditor, Event, Kind, Verdict};
 use crate::policy::{Decision, Denied, Query, Vantage, authorize, describe};
 use crate::rules::{RuleStore, Rules};
@@ -30,6 +32,10 @@ pub struct Gate {
     pub auditor: Auditor,
     /// This instance's name, the sender of refusal replies.
     pub instance: String,
+    /// Signed requests already forwarded, shared by every instance when configured so.
+    pub replay: ReplayGuard,
+    /// How long a signed request may live and must still have to live.
+    pub lifetime: Lifetime,
     pending: Mutex<HashMap<String, Pending>>,
 }
 
@@ -48,13 +54,24 @@ struct Pending {
 }
 
 impl Gate {
-    /// A gate over `rules` writing to `auditor`.
+    /// A gate over `rules` writing to `auditor`, with a replay guard in this process.
     pub fn new(rules: Arc<RuleStore>, auditor: Auditor, instance: String) -> Gate {
         Gate {
             rules,
             auditor,
             instance,
+            replay: ReplayGuard::local(),
+            lifetime: Lifetime::default(),
             pending: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The same gate with `replay` as its guard and `lifetime` as its window rules.
+    pub fn with_replay(self, replay: ReplayGuard, lifetime: Lifetime) -> Gate {
+        Gate {
+            replay,
+            lifetime,
+            ..self
         }
     }
 

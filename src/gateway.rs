@@ -1,0 +1,101 @@
+//! The one admission path every ingress feeds: the Federation Broker in resign mode, the
+//! WebSocket edge, the legacy ingress and the legacy facade.
+//!
+//! ```text
+//! ingress: bytes -> verified caller, the call as signed, scope, window, destinations
+//!   -> checks   agents agree (body, envelope, route); signed request id; TTL cap; life left
+//!   -> admit    per collective: map the caller, authorize the mapped caller  => Admitted
+//!   -> replay   claim the signed bytes for the destination, on every instance
+//!   -> record   the decision record                                         => Recorded
+//!   -> publish  only a Recorded request; then replies are tracked and completed
+//! ```
+//! Ingresses keep only what is theirs: framing, acknowledgements and the encoding of answers.
+
+pub mod admit;
+pub mod checks;
+pub mod gate;
+pub mod refusal;
+pub mod replay;
+
+use std::sync::Arc;
+
+pub use admit::{Admitted, Ask, NotAdmitted, Recorded, Why, admit};
+pub use checks::{
+    Call, CallError, DEFAULT_MAX_SIGNED_TTL, DEFAULT_MIN_LIFE, Lifetime, agents_agree, choria_call,
+    request_ids_agree,
+};
+pub use gate::Gate;
+pub use refusal::{Code, Refusal, Stage};
+pub use replay::{Claim, Mode, ReplayGuard};
+
+use crate::audit::{Auditor, FileSink, JetStreamSink, Sink};
+use crate::config::Config;
+use crate::rules::{RuleStore, Rules};
+
+/// Why the gate could not open.
+#[derive(Debug, thiserror::Error)]
+#[error("{owner}: {problem}")]
+pub struct GateError {
+    /// What needed the gate (a federation, `edge`).
+    pub owner: String,
+    /// What is wrong.
+    pub problem: String,
+}
+
+/// Loads the rules, opens the audit trail and the replay guard that every ingress of this
+/// process shares; `owner` names what needed them, in errors.
+pub async fn open_gate(
+    config: &Config,
+    owner: &str,
+    instance: &str,
+) -> Result<Arc<Gate>, GateError> {
+    let problem = |problem: String| GateError {
+        owner: owner.to_string(),
+        problem,
+    };
+    let (Some(policy), Some(audit)) = (&config.policy, &config.audit) else {
+        return Err(problem("resign mode needs [policy] and [audit]".into()));
+    };
+    let rules = Rules::load(config).map_err(problem)?;
+    // With a registry the rules change only by revision; in file mode the directory is watched.
+    let watched = config
+        .registry
+        .is_none()
+        .then_some((policy.dir.as_path(), policy.unconfigured));
+    let store = RuleStore::new(rules, watched);
+    let mut sinks = Vec::new();
+    if let Some(options) = audit.file_options(instance) {
+        sinks.push(Sink::File(
+            FileSink::open(options).map_err(|e| problem(e.to_string()))?,
+        ));
+    }
+    if let Some(options) = audit.stream_options(instance) {
+        sinks.push(Sink::JetStream(
+            JetStreamSink::open(options)
+                .await
+                .map_err(|e| problem(e.to_string()))?,
+        ));
+    }
+    let auditor = Auditor::new(instance, sinks, audit.record_values.clone());
+    let lifetime = config.replay.lifetime();
+    let guard = if config.replay.nats.is_empty() {
+        ReplayGuard::local()
+    } else {
+        let client = crate::nats::connect(
+            &config.replay.endpoint(),
+            &format!("fedgate replay {instance}"),
+        )
+        .await
+        .map_err(|e| problem(format!("replay guard: {e}")))?;
+        ReplayGuard::shared(
+            client,
+            &config.replay.bucket,
+            lifetime.keep(),
+            config.replay.replicas,
+        )
+        .await
+        .map_err(problem)?
+    };
+    let gate = Gate::new(Arc::new(store), auditor, instance.to_string());
+    Ok(Arc::new(gate.with_replay(guard, lifetime)))
+}

@@ -1,0 +1,373 @@
+//! The replay guard every signed origin shares: a signed request is claimed for each
+//! destination it is forwarded to, and a claim already made is a replay.
+//!
+//! A claim is keyed on the signed bytes and the collective, so one signed request may reach
+//! several collectives once each. A broadcast claims the collective whole. A directed request
+//! claims each target node: later batches of the same signed request (the federation splits
+//! targets into batches) may add new targets, never repeat one, and never turn into a broadcast;
+//! a broadcast never turns into a directed request either. With `[replay] nats` the claims live
+//! in a JetStream key-value bucket that every instance of a cluster shares, and that outlives a
+//! restart; without it, in this process only.
+
+use std::time::Duration;
+
+use async_nats::jetstream::kv::{self, CreateErrorKind};
+use async_nats::jetstream::stream;
+use aws_lc_rs::digest::{SHA256, digest};
+use bytes::Bytes;
+
+use crate::security::replay::{ReplayError, ReplayWindow};
+
+/// Live claims a guard kept in one process holds.
+pub const LOCAL_CAPACITY: usize = 65_536;
+/// Most claims in a shared bucket (the bucket refuses more, so the guard fails closed).
+const BUCKET_MESSAGES: i64 = 4_000_000;
+/// Most bytes in a shared bucket.
+const BUCKET_BYTES: i64 = 512 * 1024 * 1024;
+/// The value of a key that claims a collective for a broadcast.
+const BROADCAST: &[u8] = b"b";
+/// The value of a key that claims a collective for a directed request.
+const DIRECTED: &[u8] = b"d";
+
+/// Where one signed request is going.
+#[derive(Clone, Copy, Debug)]
+pub enum Mode<'a> {
+    /// Every node of the collective.
+    Broadcast,
+    /// These nodes only.
+    Directed(&'a [String]),
+}
+
+/// One claim: the signed bytes and where they go.
+#[derive(Clone, Copy, Debug)]
+pub struct Claim<'a> {
+    /// Exactly what the caller signed.
+    pub signed: &'a [u8],
+    /// The collective (fedgate's name for it).
+    pub collective: &'a str,
+    /// Broadcast or the targets.
+    pub mode: Mode<'a>,
+}
+
+/// Why a claim was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ReplayRefusal {
+    /// The same signed request was already forwarded there.
+    #[error("replay: this signed request was already forwarded to {0}; sign a new request")]
+    Replay(String),
+    /// A broadcast replayed as a directed request, or the other way round.
+    #[error(
+        "replay: this signed request was already forwarded to {0} as a {1}; a replay may not change that"
+    )]
+    ModeChange(String, &'static str),
+    /// The guard holds as many claims as it may.
+    #[error("the replay guard is full; try again later")]
+    Full,
+    /// The shared bucket could not be reached, so nothing is forwarded.
+    #[error("the replay guard is unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl ReplayRefusal {
+    /// The stable code of the refusal.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ReplayRefusal::Replay(_) | ReplayRefusal::ModeChange(..) => "replay",
+            ReplayRefusal::Full => "replay_full",
+            ReplayRefusal::Unavailable(_) => "replay_unavailable",
+        }
+    }
+}
+
+/// The guard: in this process, or in a shared JetStream bucket.
+pub enum ReplayGuard {
+    /// Claims in this process only.
+    Local(ReplayWindow),
+    /// Claims in a key-value bucket shared by every instance.
+    Shared(kv::Store),
+}
+
+impl std::fmt::Debug for ReplayGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReplayGuard::Local(window) => write!(f, "ReplayGuard::Local({window:?})"),
+            ReplayGuard::Shared(_) => f.write_str("ReplayGuard::Shared"),
+        }
+    }
+}
+
+impl ReplayGuard {
+    /// A guard in this process.
+    pub fn local() -> ReplayGuard {
+        ReplayGuard::Local(ReplayWindow::new(LOCAL_CAPACITY))
+    }
+
+    /// Opens (or creates) the shared bucket `bucket` over `client`. Claims expire `keep` after
+    /// they are made: at least the longest a signed request may live.
+    pub async fn shared(
+        client: async_nats::Client,
+        bucket: &str,
+        keep: Duration,
+        replicas: usize,
+    ) -> Result<ReplayGuard, String> {
+        let context = async_nats::jetstream::new(client);
+        if let Ok(store) = context.get_key_value(bucket).await {
+            return Ok(ReplayGuard::Shared(store));
+        }
+        // Made as the key-value layer makes a bucket's stream, without the account query that
+        // nats-server 2.9 answers differently.
+        let settings = stream::Config {
+            name: format!("KV_{bucket}"),
+            description: Some("fedgate replay guard".into()),
+            subjects: vec![format!("$KV.{bucket}.>")],
+            max_messages_per_subject: 1,
+            max_messages: BUCKET_MESSAGES,
+            max_bytes: BUCKET_BYTES,
+            max_age: keep,
+            max_message_size: 256,
+            storage: stream::StorageType::File,
+            num_replicas: replicas.max(1),
+            allow_rollup: true,
+            deny_delete: true,
+            allow_direct: true,
+            discard: stream::DiscardPolicy::New,
+            ..stream::Config::default()
+        };
+        let created = context.create_stream(settings).await.err();
+        // Another instance may have created it meanwhile.
+        context
+            .get_key_value(bucket)
+            .await
+            .map(ReplayGuard::Shared)
+            .map_err(|e| {
+                let why = created.map_or(e.to_string(), |c| c.to_string());
+                format!("replay bucket {bucket}: {why}")
+            })
+    }
+
+    /// Claims `claim` until `until` (Unix seconds), at `now`: checking and recording are one
+    /// step, on every instance that shares the guard.
+    pub async fn claim(
+        &self,
+        claim: &Claim<'_>,
+        until: i64,
+        now: i64,
+    ) -> Result<(), ReplayRefusal> {
+        let key = claim_key(claim);
+        match self {
+            ReplayGuard::Local(window) => claim_local(window, claim, key, until, now),
+            ReplayGuard::Shared(store) => claim_shared(store, claim, &key).await,
+        }
+    }
+
+    /// Gives back a claim that was never acted on (the request will be delivered again).
+    pub async fn release(&self, claim: &Claim<'_>) {
+        let key = claim_key(claim);
+        match (self, claim.mode) {
+            (ReplayGuard::Local(window), Mode::Broadcast) => window.release(key, None),
+            (ReplayGuard::Local(window), Mode::Directed(targets)) => {
+                for target in targets {
+                    window.release(key, Some(target));
+                }
+            }
+            (ReplayGuard::Shared(store), mode) => {
+                let root = hex(&key);
+                // A directed request's root stays: other batches of it may have gone out.
+                let keys = match mode {
+                    Mode::Broadcast => vec![root],
+                    Mode::Directed(targets) => {
+                        targets.iter().map(|t| target_key(&root, t)).collect()
+                    }
+                };
+                for key in keys {
+                    if let Err(err) = store.purge(&key).await {
+                        tracing::warn!(%err, "could not release a replay claim");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The digest of the signed bytes for one collective.
+fn claim_key(claim: &Claim<'_>) -> [u8; 32] {
+    let mut input = Vec::with_capacity(claim.signed.len() + claim.collective.len() + 1);
+    input.extend_from_slice(claim.signed);
+    input.push(0);
+    input.extend_from_slice(claim.collective.as_bytes());
+    digest(&SHA256, &input)
+        .as_ref()
+        .try_into()
+        .unwrap_or([0; 32])
+}
+
+fn claim_local(
+    window: &ReplayWindow,
+    claim: &Claim<'_>,
+    key: [u8; 32],
+    until: i64,
+    now: i64,
+) -> Result<(), ReplayRefusal> {
+    let refusal = |err: ReplayError, target: Option<&str>| match err {
+        ReplayError::Full => ReplayRefusal::Full,
+        ReplayError::Replay => ReplayRefusal::Replay(match target {
+            Some(node) => format!("node {node} of {}", claim.collective),
+            None => claim.collective.to_string(),
+        }),
+    };
+    match claim.mode {
+        Mode::Broadcast => window
+            .claim(key, None, until, now)
+            .map_err(|err| refusal(err, None)),
+        Mode::Directed(targets) => {
+            for (index, target) in targets.iter().enumerate() {
+                if let Err(err) = window.claim(key, Some(target), until, now) {
+                    // Nothing of a refused request is kept: the targets claimed so far go back.
+                    for done in &targets[..index] {
+                        window.release(key, Some(done));
+                    }
+                    return Err(refusal(err, Some(target)));
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn claim_shared(
+    store: &kv::Store,
+    claim: &Claim<'_>,
+    key: &[u8; 32],
+) -> Result<(), ReplayRefusal> {
+    let root = hex(key);
+    let collective = claim.collective;
+    let (value, mode) = match claim.mode {
+        Mode::Broadcast => (BROADCAST, "broadcast"),
+        Mode::Directed(_) => (DIRECTED, "directed request"),
+    };
+    match store.create(&root, Bytes::from_static(value)).await {
+        Ok(_) => {}
+        Err(err) if err.kind() == CreateErrorKind::AlreadyExists => {
+            let held = store
+                .get(&root)
+                .await
+                .map_err(|e| ReplayRefusal::Unavailable(e.to_string()))?;
+            match (held.as_deref(), claim.mode) {
+                (Some(DIRECTED), Mode::Directed(_)) => {}
+                (Some(BROADCAST), Mode::Broadcast) => {
+                    return Err(ReplayRefusal::Replay(collective.to_string()));
+                }
+                (Some(DIRECTED), Mode::Broadcast) => {
+                    return Err(ReplayRefusal::ModeChange(
+                        collective.to_string(),
+                        "directed request",
+                    ));
+                }
+                _ => return Err(ReplayRefusal::ModeChange(collective.to_string(), mode)),
+            }
+        }
+        Err(err) => return Err(shared_error(err)),
+    }
+    let Mode::Directed(targets) = claim.mode else {
+        return Ok(());
+    };
+    let claims = targets
+        .iter()
+        .map(|target| store.create(target_key(&root, target), Bytes::from_static(DIRECTED)));
+    let results = futures::future::join_all(claims).await;
+    for (target, result) in targets.iter().zip(results) {
+        match result {
+            Ok(_) => {}
+            Err(err) if err.kind() == CreateErrorKind::AlreadyExists => {
+                return Err(ReplayRefusal::Replay(format!(
+                    "node {target} of {collective}"
+                )));
+            }
+            Err(err) => return Err(shared_error(err)),
+        }
+    }
+    Ok(())
+}
+
+/// A bucket at its limits refuses new claims; anything else means it could not be reached.
+fn shared_error(err: kv::CreateError) -> ReplayRefusal {
+    let text = err.to_string();
+    if text.contains("maximum") || text.contains("limit") {
+        ReplayRefusal::Full
+    } else {
+        ReplayRefusal::Unavailable(text)
+    }
+}
+
+/// The key of one target node under a directed request's root key.
+fn target_key(root: &str, target: &str) -> String {
+    let node = digest(&SHA256, target.as_bytes());
+    format!("{root}.{}", hex(&node.as_ref()[..16]))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claim<'a>(signed: &'a [u8], collective: &'a str, mode: Mode<'a>) -> Claim<'a> {
+        Claim {
+            signed,
+            collective,
+            mode,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_local_guard_takes_new_targets_and_refuses_repeats_and_mode_changes() {
+        let guard = ReplayGuard::local();
+        let first = ["a".to_string(), "b".to_string()];
+        let more = ["c".to_string()];
+        let again = ["d".to_string(), "a".to_string()];
+        let signed = b"signed bytes";
+        let at = |mode| claim(signed, "london", mode);
+        guard
+            .claim(&at(Mode::Directed(&first)), 100, 10)
+            .await
+            .unwrap();
+        guard
+            .claim(&at(Mode::Directed(&more)), 100, 10)
+            .await
+            .unwrap();
+        let err = guard.claim(&at(Mode::Directed(&again)), 100, 10).await;
+        assert_eq!(err, Err(ReplayRefusal::Replay("node a of london".into())));
+        // `d` was given back with the refused batch.
+        guard
+            .claim(&at(Mode::Directed(&["d".to_string()])), 100, 10)
+            .await
+            .unwrap();
+        let err = guard
+            .claim(&at(Mode::Broadcast), 100, 10)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), "replay");
+        // Another collective is another destination.
+        guard
+            .claim(&claim(signed, "tokyo", Mode::Broadcast), 100, 10)
+            .await
+            .unwrap();
+        let err = guard
+            .claim(&claim(signed, "tokyo", Mode::Directed(&more)), 100, 10)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), "replay");
+    }
+
+    #[tokio::test]
+    async fn a_released_claim_can_be_made_again() {
+        let guard = ReplayGuard::local();
+        let one = claim(b"x", "london", Mode::Broadcast);
+        guard.claim(&one, 100, 10).await.unwrap();
+        guard.release(&one).await;
+        guard.claim(&one, 100, 10).await.unwrap();
+        assert!(guard.claim(&one, 100, 10).await.is_err());
+    }
+}

@@ -1,0 +1,456 @@
+//! The Federation Broker in resign mode through the admission path: hand-made federated
+//! requests that a hostile federation client could send, against real nats-servers, a
+//! simulated london fleet and `fedgate run` processes sharing a JetStream replay guard.
+
+mod support;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use fedgate::fleet::Fleet;
+use fedgate::natsd::{NatsServer, NatsServerConfig};
+use fedgate::security::Signer;
+use fedgate::security::devpki::CertPair;
+use fedgate::subjects;
+use fedgate::wire::Limits;
+use fedgate::wire::choria_v1::{
+    FederationHeader, Filter, Request, RequestEnvelope, SecureReply, SecureRequest, Transport,
+    TransportHeaders,
+};
+use futures::StreamExt;
+use serde_json::Value;
+use support::{BrokerProcess, Network, audit_records, gate_block, network_block, realm, user};
+
+const NODES: usize = 12;
+
+const RULES: &str = r#"
+[[rule]]
+from = "prod"
+to = ["london"]
+glob = "choria=*.mcollective"
+as = "$0"
+"#;
+
+const RPCUTIL: &str = "policy default deny\nallow\tchoria=alice.mcollective\tping\t*\t*\n";
+const ECHO: &str = "policy default deny\n";
+const DISCOVERY: &str = "policy default deny\nallow\tchoria=alice.mcollective\t*\t*\t*\n";
+
+struct Topology {
+    prod: Network,
+    london: Network,
+    replay: NatsServer,
+    dir: tempfile::TempDir,
+    fleet: Fleet,
+}
+
+impl Topology {
+    async fn start() -> Topology {
+        let dir = tempfile::tempdir().unwrap();
+        let replay = NatsServer::start(
+            &dir.path().join("replay-nats"),
+            NatsServerConfig {
+                jetstream: true,
+                ..NatsServerConfig::default()
+            },
+        )
+        .unwrap();
+        let london = Network::start("london");
+        let fleet = london.start_fleet(NODES).await;
+        Topology {
+            prod: Network::start("prod"),
+            london,
+            replay,
+            dir,
+            fleet,
+        }
+    }
+
+    fn config(&self) -> PathBuf {
+        let rules = self.dir.path().join("identity.toml");
+        std::fs::write(&rules, RULES).unwrap();
+        let privileged = realm("london").privileged.as_ref().unwrap();
+        let text = format!(
+            "[instance]\nstats_interval = 1\nworkers = 2\n\n[identity]\nrules = {rules:?}\n\n\
+             [replay]\nnats = [{:?}]\n\n{}{}{}",
+            self.replay.url(),
+            gate_block(
+                self.dir.path(),
+                &[
+                    ("rpcutil.policy", RPCUTIL),
+                    ("echo.policy", ECHO),
+                    ("discovery.policy", DISCOVERY),
+                ],
+                ""
+            ),
+            network_block("federations.prod", &self.prod, ""),
+            network_block(
+                "federations.prod.collectives.london",
+                &self.london,
+                &format!(
+                    "signer = {{ certificate = {:?}, key = {:?} }}",
+                    privileged.cert, privileged.key
+                ),
+            ),
+        );
+        let path = self.dir.path().join("fedgate.toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    fn audit(&self) -> Vec<fedgate::audit::Record> {
+        audit_records(&self.dir.path().join("audit/audit.log"))
+    }
+}
+
+/// A request signed by `signer` with envelope agent `agent` and payload `message`.
+struct Signed {
+    secure: SecureRequest,
+    requestid: String,
+    caller: String,
+}
+
+fn sign(signer: &CertPair, agent: &str, message: &str, ttl: i64, age: i64) -> Signed {
+    let signer = Signer::from_files(&signer.cert, &signer.key).unwrap();
+    let caller = format!("choria={}", signer.certname());
+    let requestid = uuid::Uuid::new_v4().simple().to_string();
+    let now = fedgate::security::Now::system().unix_seconds();
+    let request = Request::new(
+        message.to_string(),
+        RequestEnvelope {
+            requestid: requestid.clone(),
+            senderid: "test-client".into(),
+            callerid: caller.clone(),
+            collective: "london".into(),
+            agent: agent.into(),
+            ttl,
+            time: now - age,
+            filter: Filter::default(),
+        },
+    );
+    Signed {
+        secure: signer.sign_request(&request).unwrap(),
+        requestid,
+        caller,
+    }
+}
+
+fn rpc(agent: &str, action: &str) -> String {
+    format!(r#"{{"agent":"{agent}","action":"{action}","data":{{}}}}"#)
+}
+
+/// What the client hears on a fresh reply subject after sending `signed` to `targets` with the
+/// federation header's `req`: each reply's sender and body (JSON, or the text for discovery).
+struct Sent {
+    replies: async_nats::Subscriber,
+}
+
+async fn send(client: &async_nats::Client, signed: &Signed, req: &str, targets: &[String]) -> Sent {
+    let reply_to = subjects::reply(
+        "london",
+        &signed.caller,
+        &uuid::Uuid::new_v4().simple().to_string(),
+    );
+    let replies = client.subscribe(reply_to.clone()).await.unwrap();
+    let headers = TransportHeaders {
+        reply_to: Some(reply_to),
+        mc_sender: Some("test-client".into()),
+        federation: Some(FederationHeader {
+            req: Some(req.to_string()),
+            reply_to: None,
+            target: targets.to_vec(),
+        }),
+        ..TransportHeaders::default()
+    };
+    let transport = Transport::new(signed.secure.encode(), headers);
+    client
+        .publish(
+            subjects::federation_ingest("prod"),
+            transport.encode().into(),
+        )
+        .await
+        .unwrap();
+    client.flush().await.unwrap();
+    Sent { replies }
+}
+
+impl Sent {
+    /// Replies until `count` arrived or `wait` passed since the last one.
+    async fn collect(mut self, count: usize, wait: Duration) -> Vec<(String, Value)> {
+        let mut out = Vec::new();
+        while out.len() < count {
+            let Ok(Some(message)) = tokio::time::timeout(wait, self.replies.next()).await else {
+                break;
+            };
+            let limits = Limits::default();
+            let transport = Transport::decode(&message.payload, &limits).unwrap();
+            let reply = SecureReply::decode(&transport.data, &limits)
+                .unwrap()
+                .reply(&limits)
+                .unwrap();
+            let body = serde_json::from_str(&reply.message)
+                .unwrap_or(Value::String(reply.message.clone()));
+            out.push((reply.envelope.senderid, body));
+        }
+        out
+    }
+
+    /// fedgate's refusal: its code, from the one reply it sends.
+    async fn refusal(self) -> String {
+        let replies = self.collect(1, Duration::from_secs(10)).await;
+        let Some((sender, body)) = replies.first() else {
+            panic!("no refusal reply");
+        };
+        assert!(sender.starts_with("fedgate:"), "{sender}: {body}");
+        body["data"]["fedgate"]["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+}
+
+/// Counts what reaches london's subjects: every request fedgate forwards.
+async fn spy(london: &Network) -> (async_nats::Client, async_nats::Subscriber) {
+    let client = london.connect_as("alice").await;
+    let sub = client.subscribe("london.>").await.unwrap();
+    client.flush().await.unwrap();
+    (client, sub)
+}
+
+/// Messages the spy saw so far.
+async fn forwarded(sub: &mut async_nats::Subscriber) -> usize {
+    let mut seen = 0;
+    while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(300), sub.next()).await {
+        seen += 1;
+    }
+    seen
+}
+
+fn broadcast(agent: &str) -> Vec<String> {
+    vec![subjects::broadcast("london", agent)]
+}
+
+fn nodes(names: &[usize]) -> Vec<String> {
+    names
+        .iter()
+        .map(|n| subjects::node("london", &format!("london-{n:04}")))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payload_for_another_agent_than_the_envelope_is_refused_and_never_forwarded() {
+    let topo = Topology::start().await;
+    let broker = BrokerProcess::spawn(&topo.config(), "adm1").await;
+    let client = topo.prod.connect_as("alice").await;
+    let (_spy_client, mut spy) = spy(&topo.london).await;
+
+    // alice may ping rpcutil, nothing on echo: a body for rpcutil in an envelope for echo
+    // (the agent nodes dispatch on) would run echo#ping with rpcutil's permit.
+    let confused = sign(
+        user("prod", "alice"),
+        "echo",
+        &rpc("rpcutil", "ping"),
+        60,
+        0,
+    );
+    let sent = send(&client, &confused, &confused.requestid, &broadcast("echo")).await;
+    assert_eq!(sent.refusal().await, "agent_mismatch");
+    // Routed by one agent, signed for another.
+    let routed = sign(user("prod", "alice"), "echo", &rpc("echo", "ping"), 60, 0);
+    let sent = send(&client, &routed, &routed.requestid, &broadcast("rpcutil")).await;
+    assert_eq!(sent.refusal().await, "agent_mismatch");
+    assert_eq!(forwarded(&mut spy).await, 0, "nothing reached london");
+    assert_eq!(topo.fleet.stats().total, 0);
+
+    let record = topo
+        .audit()
+        .into_iter()
+        .find(|r| r.event.request_id.as_deref() == Some(confused.requestid.as_str()))
+        .expect("a decision record");
+    assert_eq!(
+        (record.event.stage.as_str(), record.event.code.as_str()),
+        ("decode", "agent_mismatch")
+    );
+    let counted = broker
+        .counter(
+            "fedgate_federation_refused_msgs",
+            &[("direction", "request"), ("reason", "agent_mismatch")],
+        )
+        .await;
+    assert_eq!(counted, 2.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_header_request_id_that_is_not_the_signed_one_is_refused() {
+    let topo = Topology::start().await;
+    let broker = BrokerProcess::spawn(&topo.config(), "adm1").await;
+    let client = topo.prod.connect_as("alice").await;
+    let (_spy_client, mut spy) = spy(&topo.london).await;
+
+    let signed = sign(
+        user("prod", "alice"),
+        "rpcutil",
+        &rpc("rpcutil", "ping"),
+        60,
+        0,
+    );
+    let other = uuid::Uuid::new_v4().simple().to_string();
+    let sent = send(&client, &signed, &other, &broadcast("rpcutil")).await;
+    assert_eq!(sent.refusal().await, "request_id_mismatch");
+    assert_eq!(forwarded(&mut spy).await, 0);
+    let counted = broker
+        .counter(
+            "fedgate_federation_refused_msgs",
+            &[("reason", "request_id_mismatch")],
+        )
+        .await;
+    assert_eq!(counted, 1.0);
+    // Recorded under the signed id, never the header's.
+    let records = topo.audit();
+    assert!(records.iter().any(|r| {
+        r.event.request_id.as_deref() == Some(signed.requestid.as_str())
+            && r.event.code == "request_id_mismatch"
+    }));
+    assert!(
+        !records
+            .iter()
+            .any(|r| r.event.request_id.as_deref() == Some(other.as_str()))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_captured_request_sent_again_is_refused_on_any_instance_and_after_a_restart() {
+    let topo = Topology::start().await;
+    let config = topo.config();
+    let mut first = BrokerProcess::spawn(&config, "adm1").await;
+    let client = topo.prod.connect_as("alice").await;
+    let (_spy_client, mut spy) = spy(&topo.london).await;
+
+    let ping = sign(
+        user("prod", "alice"),
+        "rpcutil",
+        &rpc("rpcutil", "ping"),
+        60,
+        0,
+    );
+    let replies = send(&client, &ping, &ping.requestid, &broadcast("rpcutil"))
+        .await
+        .collect(NODES, Duration::from_secs(10))
+        .await;
+    assert_eq!(replies.len(), NODES, "{replies:?}");
+    assert_eq!(forwarded(&mut spy).await, 1);
+
+    // The same bytes with a fresh reply subject: a replay, answered and never forwarded.
+    let sent = send(&client, &ping, &ping.requestid, &broadcast("rpcutil")).await;
+    assert_eq!(sent.refusal().await, "replay");
+
+    // A directed request may come in several batches, each target once, and never turns into
+    // a broadcast.
+    let directed = sign(
+        user("prod", "alice"),
+        "rpcutil",
+        &rpc("rpcutil", "ping"),
+        60,
+        0,
+    );
+    let replies = send(&client, &directed, &directed.requestid, &nodes(&[0, 1]))
+        .await
+        .collect(2, Duration::from_secs(10))
+        .await;
+    assert_eq!(replies.len(), 2);
+    let replies = send(&client, &directed, &directed.requestid, &nodes(&[2]))
+        .await
+        .collect(1, Duration::from_secs(10))
+        .await;
+    assert_eq!(replies.len(), 1);
+    let sent = send(&client, &directed, &directed.requestid, &nodes(&[1])).await;
+    assert_eq!(sent.refusal().await, "replay");
+    let sent = send(
+        &client,
+        &directed,
+        &directed.requestid,
+        &broadcast("rpcutil"),
+    )
+    .await;
+    assert_eq!(sent.refusal().await, "replay");
+    assert_eq!(forwarded(&mut spy).await, 3, "two batches, three targets");
+
+    // Another instance, after the first is gone: the claims are shared and outlive it.
+    first.kill().await;
+    let _second = BrokerProcess::spawn(&config, "adm2").await;
+    let sent = send(&client, &ping, &ping.requestid, &broadcast("rpcutil")).await;
+    assert_eq!(sent.refusal().await, "replay");
+    let sent = send(&client, &directed, &directed.requestid, &nodes(&[0])).await;
+    assert_eq!(sent.refusal().await, "replay");
+    assert_eq!(forwarded(&mut spy).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_goes_through_policy_in_a_resign_federation() {
+    let topo = Topology::start().await;
+    let _broker = BrokerProcess::spawn(&topo.config(), "adm1").await;
+    let client = topo.prod.connect_as("alice").await;
+
+    let ping = fedgate::wire::encode_base64(b"ping");
+    let alice = sign(user("prod", "alice"), "discovery", &ping, 60, 0);
+    let replies = send(&client, &alice, &alice.requestid, &broadcast("discovery"))
+        .await
+        .collect(NODES, Duration::from_secs(10))
+        .await;
+    assert_eq!(replies.len(), NODES, "{replies:?}");
+    assert!(
+        replies.iter().all(|(_, body)| body == "pong"),
+        "{replies:?}"
+    );
+
+    let bob = sign(user("prod", "bob"), "discovery", &ping, 60, 0);
+    let sent = send(&client, &bob, &bob.requestid, &broadcast("discovery")).await;
+    assert_eq!(sent.refusal().await, "denied");
+    let record = topo
+        .audit()
+        .into_iter()
+        .find(|r| r.event.request_id.as_deref() == Some(bob.requestid.as_str()))
+        .expect("bob's decision");
+    assert_eq!(
+        (
+            record.event.agent.as_deref(),
+            record.event.action.as_deref()
+        ),
+        (Some("discovery"), Some("ping"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_signed_for_too_long_or_with_too_little_life_left_is_refused_before_allow() {
+    let topo = Topology::start().await;
+    let _broker = BrokerProcess::spawn(&topo.config(), "adm1").await;
+    let client = topo.prod.connect_as("alice").await;
+    let (_spy_client, mut spy) = spy(&topo.london).await;
+
+    let year = sign(
+        user("prod", "alice"),
+        "rpcutil",
+        &rpc("rpcutil", "ping"),
+        31_536_000,
+        0,
+    );
+    let sent = send(&client, &year, &year.requestid, &broadcast("rpcutil")).await;
+    assert_eq!(sent.refusal().await, "ttl_too_long");
+
+    // One second of its 60 left.
+    let old = sign(
+        user("prod", "alice"),
+        "rpcutil",
+        &rpc("rpcutil", "ping"),
+        60,
+        59,
+    );
+    let sent = send(&client, &old, &old.requestid, &broadcast("rpcutil")).await;
+    assert_eq!(sent.refusal().await, "expiring");
+    assert_eq!(forwarded(&mut spy).await, 0);
+    let allowed = topo
+        .audit()
+        .into_iter()
+        .filter(|r| r.event.code == "allowed")
+        .count();
+    assert_eq!(allowed, 0, "no allow record was written");
+}
