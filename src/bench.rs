@@ -6,6 +6,7 @@ pub mod edge;
 pub mod gate;
 pub mod legacy;
 pub mod relay;
+pub mod replay;
 pub mod resign;
 pub mod soak;
 

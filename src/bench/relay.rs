@@ -1,5 +1,6 @@
 //! Relay throughput and added latency on loopback: one fedgate broker instance, next to a
-//! nats-server leafnode link (the native way to bridge two NATS networks) and a direct publish.
+//! nats-server leafnode link (the native way to bridge two NATS networks), a bare async-nats
+//! relay (subscribe on one server, publish on the other, no parsing) and a direct publish.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -85,6 +86,8 @@ struct Path {
 
 const TARGET: &str = "london.broadcast.agent.rpcutil";
 const INGEST: &str = "choria.federation.bench.federation";
+/// What the bare relay takes in on the federation network.
+const BARE: &str = "bench.bare.relay";
 
 /// Runs the benchmark with nats-server work files under `work_dir`.
 pub async fn run(
@@ -130,6 +133,7 @@ pub async fn run(
     );
     std::fs::write(&config_path, text).map_err(setup_err)?;
     let broker = RunningBroker::start(&config_path, options).await?;
+    let bare = bare_relay(federation.url(), collective.url()).await?;
 
     let (plain, federated) = payloads();
     let message_bytes = federated.len();
@@ -155,6 +159,14 @@ pub async fn run(
             federation.url(),
             collective.url(),
             INGEST,
+            federated.clone(),
+        )
+        .await?,
+        path(
+            "bare async-nats relay",
+            federation.url(),
+            collective.url(),
+            BARE,
             federated,
         )
         .await?,
@@ -174,7 +186,28 @@ pub async fn run(
         }
     }
     broker.stop().await;
+    bare.abort();
     Ok(report(message_bytes, &paths, &rates, &mut latencies))
+}
+
+/// The least a relay between two NATS servers can do: one subscription on the federation
+/// network, every message published as it is on the collective's, no parsing.
+async fn bare_relay(
+    federation: &str,
+    collective: &str,
+) -> Result<tokio::task::JoinHandle<()>, BenchError> {
+    let inbound = async_nats::connect(federation).await.map_err(setup_err)?;
+    let outbound = async_nats::connect(collective).await.map_err(setup_err)?;
+    let mut subscriber = inbound.subscribe(BARE).await.map_err(setup_err)?;
+    inbound.flush().await.map_err(setup_err)?;
+    Ok(tokio::spawn(async move {
+        let _keep = inbound;
+        while let Some(message) = subscriber.next().await {
+            if outbound.publish(TARGET, message.payload).await.is_err() {
+                return;
+            }
+        }
+    }))
 }
 
 /// The broker under test, in this process or as a `fedgate run` child.
@@ -346,13 +379,15 @@ fn report(
     latencies: &mut [Vec<Duration>],
 ) -> RelayReport {
     let per_second = |(n, took): (usize, Duration)| n as f64 / took.as_secs_f64();
-    let (direct, leaf, fedgate) = (
+    let (direct, leaf, fedgate, bare) = (
         per_second(rates[0]),
         per_second(rates[1]),
         per_second(rates[2]),
+        per_second(rates[3]),
     );
     let name = format!("relay msgs/s ({message_bytes} B federated request)");
     let throughput = vec![
+        row(name.clone(), paths[3].name, (bare, fedgate)),
         row(name.clone(), paths[1].name, (leaf, fedgate)),
         row(name, paths[0].name, (direct, fedgate)),
     ];

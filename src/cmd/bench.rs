@@ -59,6 +59,9 @@ enum Which {
     Resign,
     /// Actionpolicy decisions next to a hash-map lookup; audited resign next to unaudited.
     Gate,
+    /// The resign path with a replay claim (in this process, and in a shared JetStream bucket)
+    /// next to the same path with no guard.
+    Replay,
     /// The WebSocket edge next to `fedgate rpc` on NATS and nats-server's WebSocket listener.
     Edge,
     /// Legacy requests bridged to Choria next to a raw AMQP round trip and the signing ceiling.
@@ -100,6 +103,19 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         let _ = std::fs::remove_dir_all(&dir);
         if args.json {
             json.insert("gate".into(), serde_json::to_value(&rows)?);
+        } else {
+            println!("{}", bench::table(&rows));
+        }
+    }
+    if matches!(args.which, Which::All | Which::Replay) {
+        let budget = Duration::try_from_secs_f64(args.seconds)?;
+        let dir = tempfile_dir()?;
+        let path = dir.clone();
+        let rows = tokio::task::spawn_blocking(move || bench::replay::run(budget, &path)).await;
+        let _ = std::fs::remove_dir_all(&dir);
+        let rows = rows??;
+        if args.json {
+            json.insert("replay".into(), serde_json::to_value(&rows)?);
         } else {
             println!("{}", bench::table(&rows));
         }
