@@ -25,10 +25,10 @@ use crate::federation::gate::{self, Gate};
 use crate::policy::Query;
 use crate::rules::Rules;
 use crate::security::identity::Mapping;
-use crate::security::{CaBundle, CallerId, Now, Signer, Verifier};
+use crate::security::{CaBundle, CallerId, Now, Signer, VerifiedRequest, Verifier};
 use crate::subjects::is_valid_name;
 use crate::wire::Limits;
-use crate::wire::choria_v1::SecureRequest;
+use crate::wire::choria_v1::{MIN_TTL, SecureRequest};
 
 /// Signed request ids remembered to refuse replays; a request id is kept for its TTL.
 pub const REPLAY_WINDOW: usize = 65_536;
@@ -337,6 +337,14 @@ impl Dispatcher {
                 ));
             }
         };
+        if let Err(message) = bound_to_certificate(&verified) {
+            metrics::counter!("fedgate_edge_signed_refused_total", "reason" => "caller_kind")
+                .increment(1);
+            return Err((
+                ErrorCode::Unverified,
+                refusal("caller_kind", "verify", message).await,
+            ));
+        }
         let envelope = &verified.request().envelope;
         let body = match verified.request().rpc(&self.limits) {
             Ok(body) if body.agent == envelope.agent => body,
@@ -377,6 +385,21 @@ impl Dispatcher {
         // Nodes take a request only inside time ± ttl, so a request id stays dangerous that long.
         let until = envelope.time.saturating_add(envelope.ttl);
         let now_s = i64::try_from(now.since_epoch().as_secs()).unwrap_or(i64::MAX);
+        // The re-signed request needs Choria's minimum TTL and must end with the original.
+        let left = until.saturating_sub(now_s);
+        if left < MIN_TTL {
+            metrics::counter!("fedgate_edge_signed_refused_total", "reason" => "expiring")
+                .increment(1);
+            let message = format!(
+                "request {} has {left} s of its TTL left; a request must have at least \
+                 {MIN_TTL} s left when it arrives: sign a new one (Choria's clients use a TTL of 60 s)",
+                envelope.requestid
+            );
+            return Err((
+                ErrorCode::Expiring,
+                refusal("expiring", "verify", message).await,
+            ));
+        }
         let id: [u8; 32] =
             aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, envelope.requestid.as_bytes())
                 .as_ref()
@@ -415,7 +438,8 @@ impl Dispatcher {
             timeout,
             limit,
             // Valid no longer than the client's own request is.
-            ttl: until.saturating_sub(now_s).clamp(1, DEFAULT_TTL),
+            ttl: left.min(DEFAULT_TTL),
+            expires: Some(until),
             requestid: Some(envelope.requestid.clone()),
         };
         Ok((principal, job))
@@ -521,6 +545,7 @@ impl Dispatcher {
                 .filter(|_| matches!(job.scope, Scope::Collective(_))),
             idle: Duration::from_secs(1).min(job.timeout),
             ttl: job.ttl,
+            expires: job.expires,
             ..RpcCall::new(wire_name, &job.agent, &job.action)
         };
         Ok(Admitted {
@@ -688,6 +713,26 @@ impl Dispatcher {
             refused,
         });
     }
+}
+
+/// Kinds of caller id a certificate speaks as: Choria's `choria=` and MCollective's `cert=`.
+const CERTIFICATE_KINDS: [&str; 2] = ["choria", "cert"];
+
+/// A certificate speaks only as `choria=<name>` or `cert=<name>` of a name it carries (which
+/// the verifier checked), with nothing after the name; a password or token user is `up=`, and
+/// a certificate is not. A privileged certificate may speak for anyone, as in Choria.
+fn bound_to_certificate(verified: &VerifiedRequest) -> Result<(), String> {
+    let caller = verified.caller();
+    if verified.privileged() || (CERTIFICATE_KINDS.contains(&caller.kind()) && caller.is_exact()) {
+        return Ok(());
+    }
+    Err(format!(
+        "the certificate of {} speaks as choria={} or cert={}, not as {}",
+        verified.signer(),
+        caller.identity(),
+        caller.identity(),
+        caller.as_str()
+    ))
 }
 
 /// Each federation's members an edge reaches, by federation.

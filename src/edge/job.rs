@@ -54,6 +54,9 @@ pub struct Job {
     pub limit: Option<usize>,
     /// Seconds the published request stays valid.
     pub ttl: i64,
+    /// For a self-signed request, the Unix second its original stops being valid; the
+    /// published request ends then too.
+    pub expires: Option<i64>,
     /// The request id a self-signed request carries; fedgate keeps it, so the client finds its
     /// request in the audit trail and on the nodes.
     pub requestid: Option<String>,
@@ -90,6 +93,7 @@ impl Job {
             timeout,
             limit,
             ttl: DEFAULT_TTL,
+            expires: None,
             requestid: None,
         })
     }
