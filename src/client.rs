@@ -35,6 +35,9 @@ pub struct RpcCall {
     pub targets: Vec<String>,
     /// Request TTL in seconds.
     pub ttl: i64,
+    /// When set, the Unix second the request stops being valid, however late it is published:
+    /// a re-signed request ends with its original (`security::resigned_window`).
+    pub expires: Option<i64>,
     /// Overall time to wait for replies.
     pub timeout: Duration,
     /// Stop after this many replies (directed calls expect one per target).
@@ -58,6 +61,7 @@ impl RpcCall {
             filter: Filter::default(),
             targets: Vec::new(),
             ttl: 60,
+            expires: None,
             timeout: Duration::from_secs(10),
             expect: None,
             idle: Duration::from_secs(1),
@@ -172,14 +176,18 @@ impl RpcClient {
         if !filter.agent.contains(&call.agent) {
             filter.agent.push(call.agent.clone());
         }
+        let (time, ttl) = match call.expires {
+            Some(end) => crate::security::resigned_window(end, 0, now, call.ttl),
+            None => (now.unix_seconds(), call.ttl),
+        };
         let envelope = RequestEnvelope {
             requestid: requestid.to_string(),
             senderid: self.senderid.clone(),
             callerid: self.caller.as_str().to_string(),
             collective: call.collective.clone(),
             agent: call.agent.clone(),
-            ttl: call.ttl,
-            time: now.unix_seconds(),
+            ttl,
+            time,
             filter,
         };
         let request = Request::new(payload(call, &body), envelope);

@@ -13,6 +13,8 @@ mod api;
 pub mod auth;
 pub mod client;
 pub mod dispatch;
+mod http;
+mod job;
 pub mod protocol;
 pub mod server;
 

@@ -18,7 +18,8 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use super::dispatch::Principal;
-use super::server::{Peer, Shared, bearer, refuse};
+use super::http::{Reason, refuse};
+use super::server::{Peer, Shared, bearer};
 use crate::audit::review;
 use crate::audit::{Kind, Record, Verdict};
 use crate::config::Config;
@@ -350,10 +351,10 @@ impl axum::extract::FromRequestParts<Arc<Shared>> for Caller {
         let peer = parts.extensions.get::<Peer>().cloned().unwrap_or_default();
         match shared.principal(bearer(&parts.headers), &peer) {
             Ok(Some(principal)) => Ok(Caller(principal)),
-            Err(message) => Err(refuse(StatusCode::UNAUTHORIZED, "token", &message)),
+            Err(message) => Err(refuse(StatusCode::UNAUTHORIZED, Reason::Token, &message)),
             Ok(None) => Err(refuse(
                 StatusCode::UNAUTHORIZED,
-                "unauthenticated",
+                Reason::Unauthenticated,
                 "send a bearer token or a client certificate",
             )),
         }
@@ -389,7 +390,7 @@ pub(super) async fn ddl(
 ) -> Response {
     match shared.api.ddl(&agent) {
         Some(ddl) => axum::Json(ddl.clone()).into_response(),
-        None => refuse(StatusCode::NOT_FOUND, "ddl", "no DDL for this agent"),
+        None => refuse(StatusCode::NOT_FOUND, Reason::Ddl, "no DDL for this agent"),
     }
 }
 
@@ -402,14 +403,14 @@ pub(super) async fn audit(
     if !shared.api.is_auditor(&principal.caller) {
         return refuse(
             StatusCode::FORBIDDEN,
-            "not_auditor",
+            Reason::NotAuditor,
             "this caller may not read the audit trail (edge.auditors)",
         );
     }
     let Ok(axum::extract::Query(query)) = query else {
         return refuse(
             StatusCode::BAD_REQUEST,
-            "query",
+            Reason::Query,
             "use caller, agent, decision (allow or deny), after and limit",
         );
     };
@@ -418,7 +419,7 @@ pub(super) async fn audit(
         Ok(answer) => axum::Json(answer).into_response(),
         Err(_) => refuse(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "audit",
+            Reason::Audit,
             "reading the trail failed",
         ),
     }

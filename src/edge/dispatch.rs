@@ -12,10 +12,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use super::protocol::{ErrorCode, RpcMessage, ServerMessage, SignedMessage};
+use super::job::{DEFAULT_TTL, check_id, collection};
+pub use super::job::{Job, Scope};
+use super::protocol::{ErrorCode, ServerMessage, SignedMessage};
 use crate::audit::{Event, Verdict};
 use crate::client::{RpcCall, RpcClient, Summary};
 use crate::config::Config;
@@ -23,21 +25,11 @@ use crate::gateway::gate::{self, Gate};
 use crate::policy::Query;
 use crate::rules::Rules;
 use crate::security::identity::Mapping;
-use crate::security::{CaBundle, CallerId, Now, Signer, Verifier};
+use crate::security::{CaBundle, CallerId, Now, Signer, VerifiedRequest, Verifier};
 use crate::subjects::is_valid_name;
 use crate::wire::Limits;
-use crate::wire::choria_v1::{Filter, SecureRequest};
+use crate::wire::choria_v1::{MIN_TTL, SecureRequest};
 
-/// Longest request id a client may choose.
-const MAX_ID: usize = 64;
-/// Most explicit targets in one request.
-pub const MAX_TARGETS: usize = 1000;
-/// Longest time a request may collect replies.
-pub const MAX_TIMEOUT: Duration = Duration::from_secs(60);
-/// TTL of the requests the edge publishes, as Choria's clients default to.
-const DEFAULT_TTL: i64 = 60;
-/// Collection time when the client names none.
-const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Signed request ids remembered to refuse replays; a request id is kept for its TTL.
 pub const REPLAY_WINDOW: usize = 65_536;
 
@@ -62,113 +54,6 @@ impl Principal {
             .as_ref()
             .is_none_or(|list| list.iter().any(|c| c == collective))
     }
-}
-
-/// Where a request goes.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Scope {
-    /// One collective.
-    Collective(String),
-    /// Every member collective of a federation.
-    Federation(String),
-}
-
-/// A request, however it arrived: an `rpc` message or a verified self-signed request.
-#[derive(Debug)]
-pub struct Job {
-    /// The client's id for it.
-    pub id: String,
-    /// Where it goes.
-    pub scope: Scope,
-    /// Agent.
-    pub agent: String,
-    /// Action.
-    pub action: String,
-    /// Inputs.
-    pub data: Map<String, Value>,
-    /// The caller's filter (policy may add to it).
-    pub filter: Filter,
-    /// Directed targets; empty means broadcast.
-    pub targets: Vec<String>,
-    /// How long to collect replies.
-    pub timeout: Duration,
-    /// Stop after this many replies.
-    pub limit: Option<usize>,
-    /// Seconds the published request stays valid.
-    pub ttl: i64,
-    /// The request id a self-signed request carries; fedgate keeps it, so the client finds its
-    /// request in the audit trail and on the nodes.
-    pub requestid: Option<String>,
-}
-
-impl Job {
-    /// Checks an `rpc` message and turns it into a job.
-    pub fn from_rpc(rpc: RpcMessage) -> Result<Job, (String, String)> {
-        let id = rpc.id.clone();
-        let fail = |message: String| (id.clone(), message);
-        check_id(&rpc.id).map_err(fail)?;
-        let scope = match (rpc.collective, rpc.federation) {
-            (Some(c), None) => Scope::Collective(c),
-            (None, Some(f)) => Scope::Federation(f),
-            (Some(_), Some(_)) => {
-                return Err(fail("name a collective or a federation, not both".into()));
-            }
-            (None, None) => return Err(fail("name a collective or a federation".into())),
-        };
-        for (what, name) in [("agent", &rpc.agent), ("action", &rpc.action)] {
-            if !is_valid_name(name) {
-                return Err(fail(format!("{what} {name:?} is not a valid name")));
-            }
-        }
-        let (timeout, limit) = collection(&rpc.targets, rpc.timeout_ms, rpc.limit).map_err(fail)?;
-        Ok(Job {
-            id: rpc.id,
-            scope,
-            agent: rpc.agent,
-            action: rpc.action,
-            data: rpc.data,
-            filter: rpc.filter.into_filter(),
-            targets: rpc.targets,
-            timeout,
-            limit,
-            ttl: DEFAULT_TTL,
-            requestid: None,
-        })
-    }
-}
-
-fn check_id(id: &str) -> Result<(), String> {
-    if id.is_empty() || id.len() > MAX_ID {
-        return Err(format!("id must be 1 to {MAX_ID} characters"));
-    }
-    Ok(())
-}
-
-/// The collection settings every request shares.
-fn collection(
-    targets: &[String],
-    timeout_ms: Option<u64>,
-    limit: Option<usize>,
-) -> Result<(Duration, Option<usize>), String> {
-    if targets.len() > MAX_TARGETS {
-        return Err(format!("at most {MAX_TARGETS} targets"));
-    }
-    if let Some(bad) = targets
-        .iter()
-        .find(|t| t.len() > 255 || !crate::subjects::is_valid_dotted(t))
-    {
-        return Err(format!("target {bad:?} is not a node name"));
-    }
-    if timeout_ms.is_some_and(|t| t < 100) {
-        return Err("timeout_ms must be at least 100".into());
-    }
-    if limit == Some(0) {
-        return Err("limit must be at least 1".into());
-    }
-    let timeout = timeout_ms
-        .map_or(DEFAULT_TIMEOUT, Duration::from_millis)
-        .min(MAX_TIMEOUT);
-    Ok((timeout, limit))
 }
 
 /// A collective the edge publishes into.
@@ -284,6 +169,11 @@ impl Dispatcher {
             sender: format!("fedgate-edge-{instance}"),
             limits,
         })
+    }
+
+    /// Whether this edge verifies self-signed requests (`[edge]` has a `ca`).
+    pub fn takes_signed(&self) -> bool {
+        self.verifier.is_some()
     }
 
     /// The rules in force now.
@@ -447,6 +337,14 @@ impl Dispatcher {
                 ));
             }
         };
+        if let Err(message) = bound_to_certificate(&verified) {
+            metrics::counter!("fedgate_edge_signed_refused_total", "reason" => "caller_kind")
+                .increment(1);
+            return Err((
+                ErrorCode::Unverified,
+                refusal("caller_kind", "verify", message).await,
+            ));
+        }
         let envelope = &verified.request().envelope;
         let body = match verified.request().rpc(&self.limits) {
             Ok(body) if body.agent == envelope.agent => body,
@@ -487,6 +385,21 @@ impl Dispatcher {
         // Nodes take a request only inside time ± ttl, so a request id stays dangerous that long.
         let until = envelope.time.saturating_add(envelope.ttl);
         let now_s = i64::try_from(now.since_epoch().as_secs()).unwrap_or(i64::MAX);
+        // The re-signed request needs Choria's minimum TTL and must end with the original.
+        let left = until.saturating_sub(now_s);
+        if left < MIN_TTL {
+            metrics::counter!("fedgate_edge_signed_refused_total", "reason" => "expiring")
+                .increment(1);
+            let message = format!(
+                "request {} has {left} s of its TTL left; a request must have at least \
+                 {MIN_TTL} s left when it arrives: sign a new one (Choria's clients use a TTL of 60 s)",
+                envelope.requestid
+            );
+            return Err((
+                ErrorCode::Expiring,
+                refusal("expiring", "verify", message).await,
+            ));
+        }
         let id: [u8; 32] =
             aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, envelope.requestid.as_bytes())
                 .as_ref()
@@ -525,7 +438,8 @@ impl Dispatcher {
             timeout,
             limit,
             // Valid no longer than the client's own request is.
-            ttl: until.saturating_sub(now_s).clamp(1, DEFAULT_TTL),
+            ttl: left.min(DEFAULT_TTL),
+            expires: Some(until),
             requestid: Some(envelope.requestid.clone()),
         };
         Ok((principal, job))
@@ -631,6 +545,7 @@ impl Dispatcher {
                 .filter(|_| matches!(job.scope, Scope::Collective(_))),
             idle: Duration::from_secs(1).min(job.timeout),
             ttl: job.ttl,
+            expires: job.expires,
             ..RpcCall::new(wire_name, &job.agent, &job.action)
         };
         Ok(Admitted {
@@ -798,6 +713,26 @@ impl Dispatcher {
             refused,
         });
     }
+}
+
+/// Kinds of caller id a certificate speaks as: Choria's `choria=` and MCollective's `cert=`.
+const CERTIFICATE_KINDS: [&str; 2] = ["choria", "cert"];
+
+/// A certificate speaks only as `choria=<name>` or `cert=<name>` of a name it carries (which
+/// the verifier checked), with nothing after the name; a password or token user is `up=`, and
+/// a certificate is not. A privileged certificate may speak for anyone, as in Choria.
+fn bound_to_certificate(verified: &VerifiedRequest) -> Result<(), String> {
+    let caller = verified.caller();
+    if verified.privileged() || (CERTIFICATE_KINDS.contains(&caller.kind()) && caller.is_exact()) {
+        return Ok(());
+    }
+    Err(format!(
+        "the certificate of {} speaks as choria={} or cert={}, not as {}",
+        verified.signer(),
+        caller.identity(),
+        caller.identity(),
+        caller.as_str()
+    ))
 }
 
 /// Each federation's members an edge reaches, by federation.

@@ -210,6 +210,8 @@ pub enum ErrorCode {
     Cancelled,
     /// A signed request did not verify against the edge CA.
     Unverified,
+    /// A signed request with too little of its TTL left to be re-signed.
+    Expiring,
 }
 
 impl ErrorCode {
@@ -227,6 +229,7 @@ impl ErrorCode {
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Cancelled => "cancelled",
             ErrorCode::Unverified => "unverified",
+            ErrorCode::Expiring => "expiring",
         }
     }
 }

@@ -25,6 +25,7 @@ use tower::ServiceExt;
 
 use super::auth::{self, Claims, TokenKeys};
 use super::dispatch::{self, Job, Principal};
+use super::http::{Reason, refuse};
 use super::protocol::{
     BEARER_PROTOCOL, ClientMessage, ErrorCode, SIGNED_SUBPROTOCOL, SUBPROTOCOL, ServerMessage,
     VERSION, close,
@@ -425,16 +426,6 @@ async fn metrics_page(State(shared): State<Arc<Shared>>) -> Response {
     }
 }
 
-pub(super) fn refuse(status: StatusCode, reason: &'static str, message: &str) -> Response {
-    metrics::counter!("fedgate_edge_refused_total", "reason" => reason).increment(1);
-    (
-        status,
-        [(header::CONTENT_TYPE, "application/json")],
-        json!({"error": reason, "message": message}).to_string(),
-    )
-        .into_response()
-}
-
 /// The bearer token of `Authorization: Bearer …`.
 pub(super) fn bearer(headers: &HeaderMap) -> Option<&str> {
     headers
@@ -522,7 +513,7 @@ async fn upgrade(
     if shared.stop.is_cancelled() {
         return refuse(
             StatusCode::SERVICE_UNAVAILABLE,
-            "shutting_down",
+            Reason::ShuttingDown,
             "shutting down",
         );
     }
@@ -534,18 +525,25 @@ async fn upgrade(
     // A socket without credentials that takes only signed requests carries no ambient
     // authority for another site to borrow, so it needs no Origin.
     let signed_only = token.is_none() && peer.certificate.is_none() && offered.signed;
+    if signed_only && !shared.dispatch.takes_signed() {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            Reason::SignedRequests,
+            "this edge takes no signed requests: [edge] has no ca",
+        );
+    }
     match origin {
         Some(origin) if !shared.settings.origins.iter().any(|o| o == origin) => {
             return refuse(
                 StatusCode::FORBIDDEN,
-                "origin",
+                Reason::Origin,
                 &format!("origin {origin} is not allowed"),
             );
         }
         None if token.is_none() && peer.certificate.is_none() && !signed_only => {
             return refuse(
                 StatusCode::FORBIDDEN,
-                "origin",
+                Reason::Origin,
                 "a socket without an Origin must present a client certificate or a token, or offer the subprotocol fedgate.v1.signed",
             );
         }
@@ -553,12 +551,12 @@ async fn upgrade(
     }
     let principal = match shared.principal(token.as_deref(), &peer) {
         Ok(principal) => principal,
-        Err(message) => return refuse(StatusCode::UNAUTHORIZED, "token", &message),
+        Err(message) => return refuse(StatusCode::UNAUTHORIZED, Reason::Token, &message),
     };
     let Ok(permit) = shared.connections.clone().try_acquire_owned() else {
         return refuse(
             StatusCode::SERVICE_UNAVAILABLE,
-            "connections",
+            Reason::Connections,
             "too many connections",
         );
     };
@@ -981,12 +979,16 @@ async fn login(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) -> Re
     let (Some(users), Some(keys)) = (users, &shared.tokens) else {
         return refuse(
             StatusCode::NOT_FOUND,
-            "login",
+            Reason::Login,
             "password login is not configured",
         );
     };
     if body.len() > 4096 {
-        return refuse(StatusCode::PAYLOAD_TOO_LARGE, "login", "request too large");
+        return refuse(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            Reason::Login,
+            "request too large",
+        );
     }
     let Some(login) = serde_json::from_slice::<Login>(&body)
         .ok()
@@ -994,7 +996,7 @@ async fn login(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) -> Re
     else {
         return refuse(
             StatusCode::BAD_REQUEST,
-            "login",
+            Reason::Login,
             "send {\"user\":...,\"password\":...}",
         );
     };
@@ -1005,7 +1007,7 @@ async fn login(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) -> Re
     {
         return refuse(
             StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
+            Reason::RateLimited,
             "too many login attempts",
         );
     }
@@ -1014,7 +1016,7 @@ async fn login(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) -> Re
     let Ok(_permit) = shared.logins.clone().try_acquire_owned() else {
         return refuse(
             StatusCode::SERVICE_UNAVAILABLE,
-            "rate_limited",
+            Reason::RateLimited,
             "too many logins in progress",
         );
     };
@@ -1030,7 +1032,7 @@ async fn login(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) -> Re
         _ => {
             return refuse(
                 StatusCode::UNAUTHORIZED,
-                "login",
+                Reason::Login,
                 "unknown user or wrong password",
             );
         }
@@ -1043,6 +1045,6 @@ async fn login(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) -> Re
             "caller": format!("up={}", login.user),
         }))
         .into_response(),
-        Err(err) => refuse(StatusCode::BAD_REQUEST, "login", &err.to_string()),
+        Err(err) => refuse(StatusCode::BAD_REQUEST, Reason::Login, &err.to_string()),
     }
 }

@@ -13,6 +13,7 @@ use fedgate::security::devpki::{self, CertPair, DevPki, DevPkiOptions, RealmPki}
 use fedgate::security::{CaBundle, CallerId, Signer, Verifier};
 use fedgate::wire::Limits;
 
+pub mod edge;
 pub mod legacy;
 
 /// The dev PKI, generated once per target dir and shared by every test process.

@@ -1,0 +1,247 @@
+//! What the WebSocket edge admits, against real TLS nats-servers and simulated fleets: a signed
+//! request's caller kind is bound to its certificate, a request with too little life left is
+//! refused before it is recorded, a signed-only socket needs an edge CA, and a federation's
+//! directed request goes only to the member that holds each target.
+
+mod support;
+
+use std::time::Duration;
+
+use fedgate::audit::{Kind, Record, Verdict};
+use fedgate::edge::client::{Connect, WsClient, WsError};
+use fedgate::security::Now;
+use serde_json::{Value, json};
+use support::edge::{Gateway, TOKYO_RULES, connect_options, signed_ping_as};
+use support::{Network, audit_records, collective_block, realm};
+
+/// A socket without credentials that sends only signed requests.
+async fn signed_only(gateway: &Gateway) -> WsClient {
+    WsClient::connect(&Connect {
+        signed_only: true,
+        ..connect_options(gateway)
+    })
+    .await
+    .unwrap()
+}
+
+fn decisions(records: &[Record], verdict: Verdict) -> Vec<&Record> {
+    records
+        .iter()
+        .filter(|r| r.kind == Kind::Decision && r.event.decision == Some(verdict))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_speaks_only_as_the_name_it_carries() {
+    let gateway = Gateway::start("").await;
+    let _fleet = gateway.london.start_fleet(4).await;
+    let mut client = signed_only(&gateway).await;
+    let now = Now::system();
+
+    // alice.mcollective's certificate may not speak as a password or token user of that name,
+    // nor add text after its name.
+    for (n, caller) in ["up=alice.mcollective", "choria=alice.mcollective@evil"]
+        .into_iter()
+        .enumerate()
+    {
+        let (message, _) = signed_ping_as("edge", "alice", Some(caller), &format!("k{n}"), now, 60);
+        let error = client.call(&message, |_| {}).await.unwrap();
+        assert_eq!(
+            (error["type"].as_str(), error["code"].as_str()),
+            (Some("error"), Some("unverified")),
+            "{caller}: {error}"
+        );
+        assert!(
+            error["message"].as_str().unwrap().contains("certificate"),
+            "{error}"
+        );
+    }
+    // cert= is a certificate's kind too: it verifies, and no rule maps it into london.
+    let (message, _) = signed_ping_as(
+        "edge",
+        "alice",
+        Some("cert=alice.mcollective"),
+        "k2",
+        now,
+        60,
+    );
+    let error = client.call(&message, |_| {}).await.unwrap();
+    assert_eq!(error["code"], "unmapped", "{error}");
+    client.close().await;
+
+    let records = audit_records(&gateway.audit_file());
+    assert!(decisions(&records, Verdict::Allow).is_empty());
+    let refused: Vec<(&str, &str, Option<&str>)> = decisions(&records, Verdict::Deny)
+        .iter()
+        .map(|r| {
+            (
+                r.event.stage.as_str(),
+                r.event.code.as_str(),
+                r.event.claimed_caller.as_deref(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        &refused[..2],
+        [
+            ("verify", "caller_kind", Some("up=alice.mcollective")),
+            (
+                "verify",
+                "caller_kind",
+                Some("choria=alice.mcollective@evil")
+            ),
+        ]
+    );
+    gateway.edge.unwrap().shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_request_with_too_little_life_left_is_refused_before_it_is_recorded() {
+    let gateway = Gateway::start("").await;
+    let fleet = gateway.london.start_fleet(4).await;
+    let mut client = signed_only(&gateway).await;
+
+    // Signed 40 s ago with a TTL of 60: 20 s left, under the 30 s a Choria request must carry.
+    let then = Now::at_unix(Now::system().unix_seconds() as u64 - 40);
+    let (message, requestid) = signed_ping_as("edge", "alice", None, "late", then, 60);
+    let error = client.call(&message, |_| {}).await.unwrap();
+    assert_eq!(
+        (error["type"].as_str(), error["code"].as_str()),
+        (Some("error"), Some("expiring")),
+        "{error}"
+    );
+    // Refused, not claimed: the same request signed afresh goes through.
+    let (message, _) = signed_ping_as("edge", "alice", None, "fresh", Now::system(), 60);
+    let done = client.call(&message, |_| {}).await.unwrap();
+    assert_eq!(done["responses"].as_u64(), Some(4), "{done}");
+    client.close().await;
+    assert_eq!(
+        fleet
+            .stats()
+            .acted_for("choria=alice.mcollective", "fedgate.privileged.mcollective"),
+        4
+    );
+
+    let records = audit_records(&gateway.audit_file());
+    let late: Vec<_> = records
+        .iter()
+        .filter(|r| r.event.request_id.as_deref() == Some(requestid.as_str()))
+        .map(|r| (r.kind, r.event.decision, r.event.code.as_str()))
+        .collect();
+    assert_eq!(
+        late,
+        [(Kind::Decision, Some(Verdict::Deny), "expiring")],
+        "{records:?}"
+    );
+    gateway.edge.unwrap().shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_only_socket_is_refused_where_the_edge_has_no_ca() {
+    let gateway = Gateway::start_config("", "", "", false).await;
+    let refused = WsClient::connect(&Connect {
+        signed_only: true,
+        ..connect_options(&gateway)
+    })
+    .await
+    .map(|_| ())
+    .unwrap_err();
+    match refused {
+        WsError::Refused { status, body } => {
+            let body: Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(
+                (status, body["error"].as_str()),
+                (403, Some("signed_requests")),
+                "{body}"
+            );
+        }
+        other => panic!("expected an HTTP refusal, got {other:?}"),
+    }
+    gateway.edge.unwrap().shutdown().await;
+}
+
+/// A gateway whose federation prod has the members london (3 nodes) and tokyo (2 nodes).
+async fn federation() -> (Gateway, Network) {
+    let tokyo = Network::start("tokyo");
+    let top = format!(
+        "{}[federations.prod]\nnats = [\"nats://127.0.0.1:1\"]\nca = {:?}\nmembers = [\"london\", \"tokyo\"]\n",
+        collective_block("collectives.tokyo", &tokyo),
+        realm("prod").ca,
+    );
+    let gateway = Gateway::start_with(&top, TOKYO_RULES, "").await;
+    (gateway, tokyo)
+}
+
+fn directed(id: &str, targets: &[&str], timeout_ms: u64) -> Value {
+    json!({"type":"rpc","id":id,"federation":"prod","agent":"rpcutil","action":"ping",
+           "targets":targets,"timeout_ms":timeout_ms})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_federation_target_goes_only_to_the_member_that_holds_it() {
+    let (gateway, tokyo) = federation().await;
+    let _london_fleet = gateway.london.start_fleet(3).await;
+    let _tokyo_fleet = tokyo.start_fleet(2).await;
+    let token = gateway.token("alice", Duration::from_secs(300));
+    let mut client = WsClient::connect(&Connect {
+        token: Some(token),
+        ..connect_options(&gateway)
+    })
+    .await
+    .unwrap();
+
+    // One target in each member: both answer, none is missing, and the request ends with the
+    // last answer rather than at its timeout.
+    let done = client
+        .call(
+            &directed("t1", &["london-0001", "tokyo-0000"], 60_000),
+            |_| {},
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (done["type"].as_str(), done["responses"].as_u64()),
+        (Some("done"), Some(2)),
+        "{done}"
+    );
+    assert_eq!(done["missing"], json!([]), "{done}");
+    assert!(done["elapsed_ms"].as_u64().unwrap() < 60_000, "{done}");
+
+    // tokyo-0000 has answered from tokyo: the next request for it goes to tokyo alone.
+    let done = client
+        .call(&directed("t2", &["tokyo-0000"], 60_000), |_| {})
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            done["responses"].as_u64(),
+            done["requestids"].as_array().map(Vec::len)
+        ),
+        (Some(1), Some(1)),
+        "{done}"
+    );
+    let records = audit_records(&gateway.audit_file());
+    let t2 = done["requestids"][0].as_str().unwrap();
+    let t2_decisions: Vec<_> = decisions(&records, Verdict::Allow)
+        .into_iter()
+        .filter(|r| r.event.request_id.as_deref() == Some(t2))
+        .map(|r| r.event.collectives.clone())
+        .collect();
+    assert_eq!(t2_decisions, [vec!["tokyo".to_string()]]);
+
+    // A target no member holds is missing once; the one that answered is not.
+    let done = client
+        .call(
+            &directed("t3", &["london-0000", "nowhere-0001"], 1_000),
+            |_| {},
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (done["responses"].as_u64(), &done["missing"]),
+        (Some(1), &json!(["nowhere-0001"])),
+        "{done}"
+    );
+    client.close().await;
+    gateway.edge.unwrap().shutdown().await;
+}
