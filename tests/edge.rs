@@ -348,7 +348,12 @@ async fn self_signed_requests_are_verified_and_mapped() {
         (Some("error"), Some("unverified")),
         "{error}"
     );
-    assert!(error["message"].as_str().unwrap().contains("already sent"));
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("already forwarded")
+    );
 
     // A request signed under another realm's CA, and one whose signature was tampered with.
     let (foreign, _) = signed_ping("london", "alice", "s2");

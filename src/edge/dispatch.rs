@@ -21,17 +21,13 @@ use super::protocol::{ErrorCode, ServerMessage, SignedMessage};
 use crate::audit::{Event, Verdict};
 use crate::client::{RpcCall, RpcClient, Summary};
 use crate::config::Config;
-use crate::gateway::gate::{self, Gate};
-use crate::policy::Query;
+use crate::gateway::gate::Gate;
+use crate::gateway::{Ask, Claim, Code, Mode, Why, admit};
 use crate::rules::Rules;
-use crate::security::identity::Mapping;
 use crate::security::{CaBundle, CallerId, Now, Signer, VerifiedRequest, Verifier};
 use crate::subjects::is_valid_name;
 use crate::wire::Limits;
-use crate::wire::choria_v1::{MIN_TTL, SecureRequest};
-
-/// Signed request ids remembered to refuse replays; a request id is kept for its TTL.
-pub const REPLAY_WINDOW: usize = 65_536;
+use crate::wire::choria_v1::SecureRequest;
 
 /// Who a request speaks for.
 #[derive(Clone, Debug)]
@@ -84,8 +80,6 @@ pub struct Dispatcher {
     unreached: Vec<String>,
     /// Verifies self-signed requests against the edge CA.
     verifier: Option<Verifier>,
-    /// Signed request ids already accepted, until their TTL ends.
-    replays: crate::security::replay::ReplayWindow,
     sender: String,
     limits: Limits,
 }
@@ -165,7 +159,6 @@ impl Dispatcher {
             federations: arc_swap::ArcSwap::from_pointee(federations),
             unreached,
             verifier,
-            replays: crate::security::replay::ReplayWindow::new(REPLAY_WINDOW),
             sender: format!("fedgate-edge-{instance}"),
             limits,
         })
@@ -183,12 +176,7 @@ impl Dispatcher {
 
     fn mapped(&self, rules: &Rules, principal: &Principal, collective: &str) -> bool {
         principal.allows(collective)
-            && matches!(
-                rules
-                    .identity
-                    .map(&self.realm, &principal.caller, collective),
-                Mapping::Mapped { .. }
-            )
+            && crate::gateway::admit::maps(rules, &self.realm, &principal.caller, collective)
     }
 
     /// Takes the federations' membership from `config` (a new registry revision). Members on
@@ -382,44 +370,22 @@ impl Dispatcher {
                 ));
             }
         };
-        // Nodes take a request only inside time ± ttl, so a request id stays dangerous that long.
-        let until = envelope.time.saturating_add(envelope.ttl);
-        let now_s = i64::try_from(now.since_epoch().as_secs()).unwrap_or(i64::MAX);
-        // The re-signed request needs Choria's minimum TTL and must end with the original.
-        let left = until.saturating_sub(now_s);
-        if left < MIN_TTL {
-            metrics::counter!("fedgate_edge_signed_refused_total", "reason" => "expiring")
-                .increment(1);
-            let message = format!(
-                "request {} has {left} s of its TTL left; a request must have at least \
-                 {MIN_TTL} s left when it arrives: sign a new one (Choria's clients use a TTL of 60 s)",
-                envelope.requestid
-            );
-            return Err((
-                ErrorCode::Expiring,
-                refusal("expiring", "verify", message).await,
-            ));
-        }
-        let id: [u8; 32] =
-            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, envelope.requestid.as_bytes())
-                .as_ref()
-                .try_into()
-                .unwrap_or([0; 32]);
-        if let Err(err) = self.replays.claim(id, None, until, now_s) {
-            metrics::counter!("fedgate_edge_signed_refused_total", "reason" => "replay")
-                .increment(1);
-            let message = match err {
-                crate::security::replay::ReplayError::Replay => format!(
-                    "request {} was already sent; sign a new request",
-                    envelope.requestid
-                ),
-                crate::security::replay::ReplayError::Full => err.to_string(),
-            };
-            return Err((
-                ErrorCode::Unverified,
-                refusal("replay", "verify", message).await,
-            ));
-        }
+        // The same lifetime rules as every ingress: a capped signed TTL, and enough life left;
+        // the published request ends with the original (`RpcCall::expires`).
+        let now_s = now.unix_seconds();
+        let until = match self.gate.lifetime.check(envelope.time, envelope.ttl, now_s) {
+            Ok(until) => until,
+            Err(window) => {
+                metrics::counter!("fedgate_edge_signed_refused_total", "reason" => window.code.as_str())
+                    .increment(1);
+                let code = match window.code {
+                    Code::Expiring => ErrorCode::Expiring,
+                    _ => ErrorCode::Invalid,
+                };
+                let message = format!("request {}: {}", envelope.requestid, window.reason);
+                return Err((code, refusal(window.code.as_str(), "verify", message).await));
+            }
+        };
         let principal = Principal {
             caller: verified.caller().clone(),
             method: "signed",
@@ -438,9 +404,10 @@ impl Dispatcher {
             timeout,
             limit,
             // Valid no longer than the client's own request is.
-            ttl: left.min(DEFAULT_TTL),
+            ttl: DEFAULT_TTL,
             expires: Some(until),
             requestid: Some(envelope.requestid.clone()),
+            signed: Some(verified.secure().message.clone()),
         };
         Ok((principal, job))
     }
@@ -465,78 +432,77 @@ impl Dispatcher {
                 return Err(Refused::new(ErrorCode::UnknownCollective, message));
             }
         };
-        let (mapped, identity_rule) =
-            match rules
-                .identity
-                .map(&self.realm, &principal.caller, collective)
-            {
-                Mapping::Mapped { callerid, rule } => (callerid, rule.to_string()),
-                Mapping::Denied(denial) => {
-                    let message = format!(
-                        "{} may not act in {collective}: {}",
-                        principal.caller.as_str(),
-                        denial.reason()
-                    );
-                    let rule = denial.rule().map(ToString::to_string);
-                    self.refuse(event, "map", denial.reason(), message.clone(), rule)
-                        .await;
-                    return Err(Refused::new(ErrorCode::Unmapped, message));
-                }
-            };
-        event.mapped_caller = Some(mapped.as_str().to_string());
-        let query = Query {
-            collective,
-            agent: &job.agent,
-            action: &job.action,
-            caller: mapped.as_str(),
-        };
-        let mut filter = job.filter.clone();
-        let rule = match self.gate.authorize(rules, &query, &mut filter, &mut event) {
-            Ok(rule) => rule,
-            Err(denied) => {
-                let rule = denied.source.to_string();
-                let message = denied.reason.clone();
-                self.refuse(
-                    event,
-                    "authorize",
-                    "denied",
-                    message.clone(),
-                    Some(rule.clone()),
-                )
-                .await;
-                return Err(Refused::new(
-                    ErrorCode::Denied,
-                    format!("{message} (rule {rule})"),
-                ));
-            }
-        };
         let requestid = job
             .requestid
             .clone()
             .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
         event.request_id = Some(requestid.clone());
-        event.filter = gate::summarize(&filter);
         if self.gate.auditor.records_values(&job.agent, &job.action) {
             event.data = Some(job.data.clone());
         }
-        event.decision = Some(Verdict::Allow);
-        event.stage = "authorize".into();
-        event.code = "allowed".into();
-        event.rule = Some(rule.clone());
-        event.reason = format!("allowed by {rule}; mapped by {identity_rule}");
-        let link = self.gate.record(event.clone()).await.map_err(|err| {
-            Refused::new(
-                ErrorCode::AuditFailed,
-                format!("the request could not be recorded, so it was not sent: {err}"),
-            )
-        })?;
+        let ask = Ask {
+            realm: &self.realm,
+            caller: &principal.caller,
+            collective,
+            agent: &job.agent,
+            action: &job.action,
+            filter: &job.filter,
+        };
+        let admitted = match admit(&self.gate, rules, &ask, event) {
+            Ok(admitted) => admitted,
+            Err(not) => {
+                let code = match not.why {
+                    Why::Map(_) => ErrorCode::Unmapped,
+                    Why::Policy(_) => ErrorCode::Denied,
+                };
+                let _ = self.gate.record(not.event).await;
+                return Err(Refused::new(code, not.reason));
+            }
+        };
+        // A self-signed request is claimed for this collective and its targets, once mapped and
+        // authorized, so no caller can fill the guard for others.
+        if let Some(signed) = &job.signed {
+            let mode = match job.targets.as_slice() {
+                [] => Mode::Broadcast,
+                targets => Mode::Directed(targets),
+            };
+            let claim = Claim {
+                signed: signed.as_bytes(),
+                collective,
+                mode,
+            };
+            let now = Now::system().unix_seconds();
+            let until = job.expires.unwrap_or(now);
+            if let Err(err) = self.gate.replay.claim(&claim, until, now).await {
+                let refusal = crate::gateway::Refusal::from(err);
+                metrics::counter!("fedgate_edge_signed_refused_total", "reason" => refusal.code.as_str())
+                    .increment(1);
+                let mut event = admitted.event().clone();
+                event.decision = Some(Verdict::Deny);
+                event.stage = refusal.stage.as_str().into();
+                event.code = refusal.code.as_str().into();
+                event.reason = refusal.reason.clone();
+                let _ = self.gate.record(event).await;
+                return Err(Refused::new(ErrorCode::Unverified, refusal.reason));
+            }
+        }
+        let recorded = self
+            .gate
+            .record_admitted(admitted)
+            .await
+            .map_err(|(_, err)| {
+                Refused::new(
+                    ErrorCode::AuditFailed,
+                    format!("the request could not be recorded, so it was not sent: {err}"),
+                )
+            })?;
         let wire_name = match target {
             EdgeTarget::Choria { internal, .. } => internal.as_str(),
             EdgeTarget::Legacy(link) => link.name(),
         };
         let call = RpcCall {
             data: job.data.clone(),
-            filter,
+            filter: recorded.filter().clone(),
             targets: job.targets.clone(),
             timeout: job.timeout,
             // A federation's limit is shared by its members (see `run`): none waits for it alone.
@@ -551,11 +517,11 @@ impl Dispatcher {
         Ok(Admitted {
             collective: collective.to_string(),
             target,
-            mapped,
+            mapped: recorded.mapped().clone(),
             call,
             requestid,
-            event,
-            link,
+            event: recorded.event().clone(),
+            link: recorded.link().to_string(),
         })
     }
 

@@ -60,6 +60,8 @@ pub struct Job {
     /// The request id a self-signed request carries; fedgate keeps it, so the client finds its
     /// request in the audit trail and on the nodes.
     pub requestid: Option<String>,
+    /// The bytes a self-signed request's caller signed, which the replay guard claims.
+    pub signed: Option<String>,
 }
 
 impl Job {
@@ -95,6 +97,7 @@ impl Job {
             ttl: DEFAULT_TTL,
             expires: None,
             requestid: None,
+            signed: None,
         })
     }
 }

@@ -170,6 +170,14 @@ pub fn admit(
     })
 }
 
+/// Whether the identity rules let `caller` of `realm` into `collective` at all.
+pub fn maps(rules: &Rules, realm: &str, caller: &CallerId, collective: &str) -> bool {
+    matches!(
+        rules.identity.map(realm, caller, collective),
+        Mapping::Mapped { .. }
+    )
+}
+
 fn refused(
     mut event: Event,
     (stage, code): (&'static str, &'static str),
