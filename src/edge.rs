@@ -13,6 +13,7 @@ mod api;
 pub mod auth;
 pub mod client;
 pub mod dispatch;
+mod homes;
 mod http;
 mod job;
 pub mod protocol;

@@ -9,17 +9,18 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio_util::sync::CancellationToken;
 
 use super::job::{DEFAULT_TTL, check_id, collection};
+mod run;
+
+use super::homes::{HOME_TTL, Homes, MAX_HOMES};
 pub use super::job::{Job, Scope};
-use super::protocol::{ErrorCode, ServerMessage, SignedMessage};
+use super::protocol::{ErrorCode, SignedMessage};
 use crate::audit::{Event, Verdict};
-use crate::client::{RpcCall, RpcClient, Summary};
+use crate::client::RpcCall;
 use crate::config::Config;
 use crate::gateway::gate::Gate;
 use crate::gateway::{Ask, Claim, Code, Mode, Why, admit};
@@ -82,6 +83,8 @@ pub struct Dispatcher {
     verifier: Option<Verifier>,
     sender: String,
     limits: Limits,
+    /// Which collective each node answered from, for a federation's directed requests.
+    homes: Homes,
 }
 
 /// A request admitted into one collective: recorded, ready to publish.
@@ -161,6 +164,7 @@ impl Dispatcher {
             verifier,
             sender: format!("fedgate-edge-{instance}"),
             limits,
+            homes: Homes::new(MAX_HOMES, HOME_TTL),
         })
     }
 
@@ -419,9 +423,11 @@ impl Dispatcher {
         principal: &Principal,
         job: &Job,
         collective: &str,
+        targets: &[String],
     ) -> Result<Admitted<'d>, Refused> {
         let mut event = self.event(principal, job, Some(collective));
         event.revision = rules.revision;
+        event.targets = targets.len();
         let target = match self.targets.get(collective) {
             Some(target) if principal.allows(collective) => target,
             _ => {
@@ -462,7 +468,7 @@ impl Dispatcher {
         // A self-signed request is claimed for this collective and its targets, once mapped and
         // authorized, so no caller can fill the guard for others.
         if let Some(signed) = &job.signed {
-            let mode = match job.targets.as_slice() {
+            let mode = match targets {
                 [] => Mode::Broadcast,
                 targets => Mode::Directed(targets),
             };
@@ -503,7 +509,7 @@ impl Dispatcher {
         let call = RpcCall {
             data: job.data.clone(),
             filter: recorded.filter().clone(),
-            targets: job.targets.clone(),
+            targets: targets.to_vec(),
             timeout: job.timeout,
             // A federation's limit is shared by its members (see `run`): none waits for it alone.
             expect: job
@@ -523,161 +529,6 @@ impl Dispatcher {
             event: recorded.event().clone(),
             link: recorded.link().to_string(),
         })
-    }
-
-    /// Runs one request, sending replies and the final `done` or `error` through `send`.
-    pub async fn run(
-        &self,
-        principal: &Principal,
-        job: Job,
-        cancel: CancellationToken,
-        send: &(impl Fn(ServerMessage) + Sync),
-    ) {
-        let id = job.id.clone();
-        let error = |code: ErrorCode, message: String| {
-            metrics::counter!("fedgate_edge_requests_total", "result" => code.as_str())
-                .increment(1);
-            send(ServerMessage::error(Some(&id), code, message));
-        };
-        let collectives = match &job.scope {
-            Scope::Collective(name) => vec![name.clone()],
-            Scope::Federation(name) => match self.federations.load().get(name) {
-                Some(members) => members.clone(),
-                None => {
-                    let message = format!("federation {name} is not reachable from this edge");
-                    let mut event = self.event(principal, &job, None);
-                    event.collectives = vec![name.clone()];
-                    self.refuse(event, "route", "unknown_collective", message.clone(), None)
-                        .await;
-                    return error(ErrorCode::UnknownCollective, message);
-                }
-            },
-        };
-        let mut admitted = Vec::new();
-        let mut refused = BTreeMap::new();
-        let mut first_refusal = None;
-        // One set of rules maps and authorizes every member's copy of the request.
-        let rules = self.gate.rules();
-        for collective in &collectives {
-            match self.admit(&rules, principal, &job, collective).await {
-                Ok(one) => admitted.push(one),
-                Err(refusal) => {
-                    refused.insert(
-                        collective.clone(),
-                        format!("{}: {}", refusal.code.as_str(), refusal.message),
-                    );
-                    first_refusal.get_or_insert(refusal);
-                }
-            }
-        }
-        if admitted.is_empty() {
-            let refusal = first_refusal
-                .unwrap_or_else(|| Refused::new(ErrorCode::UnknownCollective, "no target".into()));
-            return error(refusal.code, refusal.message);
-        }
-        // Replies sent per call (all, and with status 0); at `limit` in all, the calls stop.
-        let tally: Vec<[AtomicUsize; 2]> = admitted.iter().map(|_| Default::default()).collect();
-        let sent = AtomicUsize::new(0);
-        let enough = CancellationToken::new();
-        let started = std::time::Instant::now();
-        let on_reply = |index: usize, reply: &crate::client::ReplyEvent| {
-            let n = sent.fetch_add(1, Ordering::Relaxed) + 1;
-            if job.limit.is_some_and(|limit| n > limit) {
-                return;
-            }
-            tally[index][0].fetch_add(1, Ordering::Relaxed);
-            if reply.statuscode == 0 {
-                tally[index][1].fetch_add(1, Ordering::Relaxed);
-            }
-            send(ServerMessage::Reply {
-                id: id.clone(),
-                sender: reply.sender.clone(),
-                statuscode: reply.statuscode,
-                statusmsg: reply.statusmsg.clone(),
-                data: reply.data.clone(),
-            });
-            if job.limit == Some(n) {
-                enough.cancel();
-            }
-        };
-        let calls = admitted.iter().enumerate().map(|(index, one)| async move {
-            let on_reply = |reply: &crate::client::ReplyEvent| on_reply(index, reply);
-            match one.target {
-                EdgeTarget::Choria { nats, signer, .. } => {
-                    let client = RpcClient::new(
-                        nats.clone(),
-                        signer.clone(),
-                        one.mapped.clone(),
-                        self.sender.clone(),
-                        self.limits,
-                    );
-                    client
-                        .call_as(&one.call, &one.requestid, on_reply)
-                        .await
-                        .map_err(|e| e.to_string())
-                }
-                EdgeTarget::Legacy(link) => link
-                    .call(&one.mapped, &one.call, &one.requestid, on_reply)
-                    .await
-                    .map_err(|e| e.to_string()),
-            }
-        });
-        let outcome = tokio::select! {
-            // A single call that reached its limit has also finished, with its missing nodes.
-            biased;
-            results = futures::future::join_all(calls) => Some(results),
-            // The limit was reached: what each call had sent is its result.
-            _ = enough.cancelled() => Some(tally.iter().map(|[all, ok]| {
-                let (all, ok) = (all.load(Ordering::Relaxed), ok.load(Ordering::Relaxed));
-                Ok(Summary { responses: all, ok, failed: all - ok, elapsed: started.elapsed(), ..Summary::default() })
-            }).collect()),
-            _ = cancel.cancelled() => None,
-        };
-        let Some(results) = outcome else {
-            for one in admitted {
-                self.gate.complete_now(&one.event, one.link, 0).await;
-            }
-            return error(ErrorCode::Cancelled, "cancelled".into());
-        };
-        let mut merged = Summary::default();
-        let mut failures = Vec::new();
-        for (one, result) in admitted.into_iter().zip(results) {
-            match result {
-                Ok(summary) => {
-                    self.gate
-                        .complete_now(&one.event, one.link, summary.responses as u64)
-                        .await;
-                    merged.responses += summary.responses;
-                    merged.ok += summary.ok;
-                    merged.failed += summary.failed;
-                    merged.missing.extend(summary.missing);
-                    merged.elapsed = merged.elapsed.max(summary.elapsed);
-                    merged.requestids.push(one.requestid);
-                }
-                Err(err) => {
-                    self.gate.complete_now(&one.event, one.link, 0).await;
-                    failures.push((one.collective, err.to_string()));
-                }
-            }
-        }
-        if merged.requestids.is_empty() {
-            let message: Vec<String> = failures.iter().map(|(c, e)| format!("{c}: {e}")).collect();
-            return error(ErrorCode::Unavailable, message.join("; "));
-        }
-        for (collective, message) in failures {
-            refused.insert(collective, format!("unavailable: {message}"));
-        }
-        metrics::counter!("fedgate_edge_requests_total", "result" => "done").increment(1);
-        send(ServerMessage::Done {
-            id: id.clone(),
-            responses: merged.responses,
-            ok: merged.ok,
-            failed: merged.failed,
-            missing: merged.missing,
-            elapsed_ms: u64::try_from(merged.elapsed.as_millis()).unwrap_or(u64::MAX),
-            requestids: merged.requestids,
-            refused,
-        });
     }
 }
 
