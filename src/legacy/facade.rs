@@ -7,7 +7,8 @@
 //! Choria server would, maps the caller into the legacy collective (`cert=<name>`), authorizes,
 //! audits, and makes the call through its [`LegacyLink`]. Every legacy reply that verifies with
 //! the servers' key goes back to the request's reply subject as a Choria reply from the legacy
-//! node.
+//! node. A refused caller whose request verified hears why: a Choria reply from `fedgate:<instance>`
+//! with status 1 (aborted) and `data.fedgate.{code,stage,...}`, the form the federation uses.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,6 +43,7 @@ pub struct FacadeError(String);
 
 struct Shared {
     name: String,
+    instance: String,
     realm: String,
     verifier: Verifier,
     gate: Arc<Gate>,
@@ -118,6 +120,7 @@ impl Facade {
         nats.flush().await.map_err(|e| fail(e.to_string()))?;
         let shared = Arc::new(Shared {
             name: name.to_string(),
+            instance: instance.to_string(),
             realm,
             verifier,
             gate,
@@ -169,7 +172,8 @@ impl Shared {
             stage: "decode".into(),
             ..Event::default()
         };
-        match self.serve(subject, payload, &mut event).await {
+        let mut answer = None;
+        match self.serve(subject, payload, &mut event, &mut answer).await {
             Ok(()) => {}
             Err((code, reason)) => {
                 metrics::counter!("fedgate_legacy_facade_refused_total", "legacy" => self.name.clone(), "reason" => code)
@@ -177,8 +181,37 @@ impl Shared {
                 event.decision = Some(Verdict::Deny);
                 event.code = code.into();
                 event.reason = reason;
-                let _ = self.gate.record(event).await;
+                if let Err(err) = self.gate.record(event.clone()).await {
+                    tracing::error!(legacy = %self.name, %err, "could not record a refusal");
+                }
+                // A replay's reply subject is the replayer's choice: it is not told.
+                if let Some(answer) = answer.filter(|_| code != "replay") {
+                    self.tell(&answer, &event).await;
+                }
             }
+        }
+    }
+
+    /// Answers a refused caller with the federation's refusal reply, routed as the request was.
+    async fn tell(&self, answer: &Answer, event: &Event) {
+        let mut reply = gate::refusal_reply(
+            &self.instance,
+            &answer.requestid,
+            &answer.agent,
+            &answer.action,
+            event,
+        );
+        if let Some(federation) = &answer.headers.federation {
+            reply.headers.federation = Some(FederationHeader {
+                req: federation.req.clone(),
+                reply_to: federation.reply_to.clone(),
+                target: Vec::new(),
+            });
+            reply.headers.seen_by = answer.headers.seen_by.clone();
+        }
+        let bytes = Bytes::from(reply.encode());
+        if let Err(err) = self.nats.publish(answer.reply_to.clone(), bytes).await {
+            tracing::warn!(legacy = %self.name, %err, "could not answer a refused caller");
         }
     }
 
@@ -187,6 +220,7 @@ impl Shared {
         subject: &str,
         payload: &[u8],
         event: &mut Event,
+        answer: &mut Option<Answer>,
     ) -> Result<(), (&'static str, String)> {
         let transport =
             Transport::decode(payload, &self.limits).map_err(|e| ("malformed", e.to_string()))?;
@@ -216,6 +250,17 @@ impl Shared {
             .verify(secure, Now::system())
             .map_err(|e| (e.reason().as_str(), e.to_string()))?;
         let envelope = &verified.request().envelope;
+        // Verified: a refusal from here on is told (a discovery ping's answer can only be a
+        // pong, so it is not).
+        if envelope.agent != "discovery" {
+            *answer = Some(Answer {
+                reply_to: reply_to.clone(),
+                requestid: envelope.requestid.clone(),
+                agent: envelope.agent.clone(),
+                action: String::new(),
+                headers: transport.headers.clone(),
+            });
+        }
         event.caller = Some(verified.caller().as_str().to_string());
         event.request_id = Some(envelope.requestid.clone());
         event.agent = Some(envelope.agent.clone());
@@ -268,6 +313,9 @@ impl Shared {
             }
             (rpc.action, rpc.data)
         };
+        if let Some(answer) = answer.as_mut() {
+            answer.action = action.clone();
+        }
         event.action = Some(action.clone());
         event.data_keys = data.keys().cloned().collect();
         event.stage = "map".into();
@@ -349,6 +397,15 @@ impl Shared {
         self.gate.complete_now(event, link, replies).await;
         Ok(())
     }
+}
+
+/// Whom a refusal is told to, and how the reply is routed.
+struct Answer {
+    reply_to: String,
+    requestid: String,
+    agent: String,
+    action: String,
+    headers: TransportHeaders,
 }
 
 /// `choria.federation.<cluster>.collective`, where a Federation Broker cluster takes replies.
