@@ -460,3 +460,77 @@ async fn a_refused_choria_caller_of_the_facade_hears_why() {
     assert!(reply.statusmsg.starts_with("fedgate refused the request"));
     setup.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_facade_never_takes_back_a_request_the_bridge_published() {
+    let site = LegacySite::new(Serializer::Marshal).await;
+    let london = support::Network::start("london");
+    let _fleet = london.start_fleet(2).await;
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("identity.toml");
+    std::fs::write(&rules, IDENTITY_RULES).unwrap();
+    // london's collective is named oldsite on its wire, where fedgate serves the legacy one: the
+    // bridge's requests into london are on the subjects the facade takes.
+    let text = format!(
+        "[instance]\nname = \"gw1\"\n\n[identity]\nrules = {rules:?}\n\n{}{}internal_name = \"oldsite\"\n{}",
+        gate_block(
+            dir.path(),
+            &[("rpcutil.policy", "policy default allow\n")],
+            ""
+        ),
+        support::collective_block("collectives.london", &london),
+        site.config_block(
+            "oldsite",
+            "choria = \"london\"\nbridge = { collective = \"london\", refresh_s = 5 }"
+        ),
+    );
+    std::fs::write(dir.path().join("fedgate.toml"), text).unwrap();
+    let config = Config::load(&dir.path().join("fedgate.toml")).unwrap();
+    let gate = fedgate::federation::open_gate(&config, "edge", "gw1")
+        .await
+        .unwrap();
+    let ingress = fedgate::legacy::ingress::Ingress::start(&config, "oldsite", gate.clone(), "gw1")
+        .await
+        .unwrap();
+    let link = fedgate::legacy::LegacyLink::connect("oldsite", &config.legacy["oldsite"], "gw1")
+        .await
+        .unwrap();
+    let facade =
+        fedgate::legacy::facade::Facade::start(&config, "oldsite", Arc::new(link), gate, "gw1")
+            .await
+            .unwrap();
+    let alice = LegacySigner::from_file(&site.key("alice-private.pem"), "alice").unwrap();
+    let publisher = Publisher::new(&site).await;
+    publisher
+        .publish(
+            ("mcollective_broadcast", "rpcutil"),
+            &request(&alice, ("rpcutil", "ping"), (now(), 60), &id(1)),
+        )
+        .await;
+    let records = || support::audit_records(&dir.path().join("audit/audit.log"));
+    let decisions = || {
+        records()
+            .into_iter()
+            .filter(|r| r.kind == fedgate::audit::Kind::Decision)
+            .filter(|r| r.event.request_id.as_deref() == Some(id(1).as_str()))
+            .map(|r| (r.event.edge, r.event.code))
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        wait_until(60, || decisions()
+            .iter()
+            .any(|(edge, _)| edge == "choria-nats"))
+        .await,
+        "{:?}",
+        decisions()
+    );
+    assert_eq!(
+        decisions(),
+        [
+            ("legacy-amqp".to_string(), "allowed".to_string()),
+            ("choria-nats".to_string(), "own_request".to_string())
+        ]
+    );
+    facade.shutdown(Duration::from_secs(2)).await;
+    ingress.shutdown(Duration::from_secs(2)).await;
+}

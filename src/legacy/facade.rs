@@ -7,7 +7,8 @@
 //! Choria server would, maps the caller into the legacy collective (`cert=<name>`), authorizes,
 //! audits, and makes the call through its [`LegacyLink`]. Every legacy reply that verifies with
 //! the servers' key goes back to the request's reply subject as a Choria reply from the legacy
-//! node. A refused caller whose request verified hears why: a Choria reply from `fedgate:<instance>`
+//! node. A request fedgate's own bridge signed (its sender id says so, under the signature) is
+//! never taken back. A refused caller whose request verified hears why: a Choria reply from `fedgate:<instance>`
 //! with status 1 (aborted) and `data.fedgate.{code,stage,...}`, the form the federation uses.
 
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use super::LegacyLink;
+use super::ingress::BRIDGE_SENDER_PREFIX;
 use crate::audit::{Event, Verdict};
 use crate::client::RpcCall;
 use crate::config::Config;
@@ -250,6 +252,21 @@ impl Shared {
             .verify(secure, Now::system())
             .map_err(|e| (e.reason().as_str(), e.to_string()))?;
         let envelope = &verified.request().envelope;
+        event.caller = Some(verified.caller().as_str().to_string());
+        event.request_id = Some(envelope.requestid.clone());
+        event.agent = Some(envelope.agent.clone());
+        // What fedgate's own bridge published into this collective: never taken back.
+        if envelope.senderid.starts_with(BRIDGE_SENDER_PREFIX) {
+            metrics::counter!("fedgate_legacy_own_requests_dropped_total", "legacy" => self.name.clone())
+                .increment(1);
+            return Err((
+                "own_request",
+                format!(
+                    "sent by fedgate's bridge as {}: fedgate published it itself",
+                    envelope.senderid
+                ),
+            ));
+        }
         // Verified: a refusal from here on is told (a discovery ping's answer can only be a
         // pong, so it is not).
         if envelope.agent != "discovery" {
@@ -261,9 +278,6 @@ impl Shared {
                 headers: transport.headers.clone(),
             });
         }
-        event.caller = Some(verified.caller().as_str().to_string());
-        event.request_id = Some(envelope.requestid.clone());
-        event.agent = Some(envelope.agent.clone());
         if envelope.collective != self.name {
             return Err((
                 "wrong_collective",

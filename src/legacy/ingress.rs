@@ -38,6 +38,10 @@ use crate::federation::gate::Gate;
 use crate::security::Signer;
 use crate::security::legacy::{LegacySigner, LegacyVerifier, OwnKeys};
 
+/// How the sender id of every request the bridge signs into Choria begins (then the instance).
+/// It is signed with the request, so no one can strip it from fedgate's requests; a caller who
+/// puts it in its own only has its own requests dropped.
+pub const BRIDGE_SENDER_PREFIX: &str = "fedgate-bridge-";
 /// Most node identities bound for directed requests.
 pub const MAX_DIRECTED: usize = 100_000;
 /// Requests collecting replies at once per instance. A broadcast collects until its replies
@@ -164,7 +168,7 @@ impl Ingress {
             gate,
             targets,
             homes: Default::default(),
-            sender: format!("fedgate-bridge-{instance}"),
+            sender: format!("{BRIDGE_SENDER_PREFIX}{instance}"),
             publisher,
             own_dropped: own_dropped.clone(),
         });
