@@ -132,15 +132,7 @@ impl Ingress {
         let targets = connect_targets(config, &bridge, instance)
             .await
             .map_err(fail)?;
-        let properties = ConnectionProperties::default()
-            .with_connection_name(format!("fedgate {instance} bridge {name}").into())
-            .enable_auto_recover()
-            .configure_backoff(|b| {
-                b.with_min_delay(Duration::from_millis(100))
-                    .with_max_delay(Duration::from_secs(5))
-                    .with_max_times(1000)
-            });
-        let connection = Connection::connect(&legacy.amqp, properties)
+        let connection = connect_amqp(&legacy.amqp, name, instance)
             .await
             .map_err(|e| fail(format!("amqp: {e}")))?;
         let consumer_channel = connection
@@ -211,6 +203,19 @@ impl Ingress {
         let _ = tokio::time::timeout(grace, self.tasks.wait()).await;
         let _ = self._connection.close(200, "shutdown".into()).await;
     }
+}
+
+/// Connects to the legacy broker, with lapin's automatic recovery.
+async fn connect_amqp(url: &str, name: &str, instance: &str) -> lapin::Result<Connection> {
+    let properties = ConnectionProperties::default()
+        .with_connection_name(format!("fedgate {instance} bridge {name}").into())
+        .enable_auto_recover()
+        .configure_backoff(|b| {
+            b.with_min_delay(Duration::from_millis(100))
+                .with_max_delay(Duration::from_secs(5))
+                .with_max_times(1000)
+        });
+    Connection::connect(url, properties).await
 }
 
 /// Connects to each collective the bridge re-signs into, with its signer.
