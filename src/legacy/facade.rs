@@ -7,7 +7,9 @@
 //! Choria server would, maps the caller into the legacy collective (`cert=<name>`), authorizes,
 //! audits, and makes the call through its [`LegacyLink`]. Every legacy reply that verifies with
 //! the servers' key goes back to the request's reply subject as a Choria reply from the legacy
-//! node.
+//! node. A request fedgate's own bridge signed (its sender id says so, under the signature) is
+//! never taken back. A refused caller whose request verified hears why: a Choria reply from `fedgate:<instance>`
+//! with status 1 (aborted) and `data.fedgate.{code,stage,...}`, the form the federation uses.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +19,7 @@ use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use super::LegacyLink;
+use super::ingress::BRIDGE_SENDER_PREFIX;
 use crate::audit::{Event, Verdict};
 use crate::client::RpcCall;
 use crate::config::Config;
@@ -42,6 +45,7 @@ pub struct FacadeError(String);
 
 struct Shared {
     name: String,
+    instance: String,
     realm: String,
     verifier: Verifier,
     gate: Arc<Gate>,
@@ -118,6 +122,7 @@ impl Facade {
         nats.flush().await.map_err(|e| fail(e.to_string()))?;
         let shared = Arc::new(Shared {
             name: name.to_string(),
+            instance: instance.to_string(),
             realm,
             verifier,
             gate,
@@ -169,7 +174,8 @@ impl Shared {
             stage: "decode".into(),
             ..Event::default()
         };
-        match self.serve(subject, payload, &mut event).await {
+        let mut answer = None;
+        match self.serve(subject, payload, &mut event, &mut answer).await {
             Ok(()) => {}
             Err((code, reason)) => {
                 metrics::counter!("fedgate_legacy_facade_refused_total", "legacy" => self.name.clone(), "reason" => code)
@@ -177,8 +183,37 @@ impl Shared {
                 event.decision = Some(Verdict::Deny);
                 event.code = code.into();
                 event.reason = reason;
-                let _ = self.gate.record(event).await;
+                if let Err(err) = self.gate.record(event.clone()).await {
+                    tracing::error!(legacy = %self.name, %err, "could not record a refusal");
+                }
+                // A replay's reply subject is the replayer's choice: it is not told.
+                if let Some(answer) = answer.filter(|_| code != "replay") {
+                    self.tell(&answer, &event).await;
+                }
             }
+        }
+    }
+
+    /// Answers a refused caller with the federation's refusal reply, routed as the request was.
+    async fn tell(&self, answer: &Answer, event: &Event) {
+        let mut reply = gate::refusal_reply(
+            &self.instance,
+            &answer.requestid,
+            &answer.agent,
+            &answer.action,
+            event,
+        );
+        if let Some(federation) = &answer.headers.federation {
+            reply.headers.federation = Some(FederationHeader {
+                req: federation.req.clone(),
+                reply_to: federation.reply_to.clone(),
+                target: Vec::new(),
+            });
+            reply.headers.seen_by = answer.headers.seen_by.clone();
+        }
+        let bytes = Bytes::from(reply.encode());
+        if let Err(err) = self.nats.publish(answer.reply_to.clone(), bytes).await {
+            tracing::warn!(legacy = %self.name, %err, "could not answer a refused caller");
         }
     }
 
@@ -187,6 +222,7 @@ impl Shared {
         subject: &str,
         payload: &[u8],
         event: &mut Event,
+        answer: &mut Option<Answer>,
     ) -> Result<(), (&'static str, String)> {
         let transport =
             Transport::decode(payload, &self.limits).map_err(|e| ("malformed", e.to_string()))?;
@@ -219,6 +255,29 @@ impl Shared {
         event.caller = Some(verified.caller().as_str().to_string());
         event.request_id = Some(envelope.requestid.clone());
         event.agent = Some(envelope.agent.clone());
+        // What fedgate's own bridge published into this collective: never taken back.
+        if envelope.senderid.starts_with(BRIDGE_SENDER_PREFIX) {
+            metrics::counter!("fedgate_legacy_own_requests_dropped_total", "legacy" => self.name.clone())
+                .increment(1);
+            return Err((
+                "own_request",
+                format!(
+                    "sent by fedgate's bridge as {}: fedgate published it itself",
+                    envelope.senderid
+                ),
+            ));
+        }
+        // Verified: a refusal from here on is told (a discovery ping's answer can only be a
+        // pong, so it is not).
+        if envelope.agent != "discovery" {
+            *answer = Some(Answer {
+                reply_to: reply_to.clone(),
+                requestid: envelope.requestid.clone(),
+                agent: envelope.agent.clone(),
+                action: String::new(),
+                headers: transport.headers.clone(),
+            });
+        }
         if envelope.collective != self.name {
             return Err((
                 "wrong_collective",
@@ -268,6 +327,9 @@ impl Shared {
             }
             (rpc.action, rpc.data)
         };
+        if let Some(answer) = answer.as_mut() {
+            answer.action = action.clone();
+        }
         event.action = Some(action.clone());
         event.data_keys = data.keys().cloned().collect();
         event.stage = "map".into();
@@ -349,6 +411,15 @@ impl Shared {
         self.gate.complete_now(event, link, replies).await;
         Ok(())
     }
+}
+
+/// Whom a refusal is told to, and how the reply is routed.
+struct Answer {
+    reply_to: String,
+    requestid: String,
+    agent: String,
+    action: String,
+    headers: TransportHeaders,
 }
 
 /// `choria.federation.<cluster>.collective`, where a Federation Broker cluster takes replies.

@@ -8,6 +8,10 @@
 //! signed body again within its TTL (a replay or a redelivery; directed copies count once per
 //! node), and an unsigned `:agent` or `:filter` agent that disagrees with the signed body.
 //!
+//! A verifier given fedgate's own signing keys ([`OwnKeys`]) refuses, after the signature and
+//! before the replay claim, every request one of them signed: fedgate never takes back what it
+//! published itself.
+//!
 //! Verification uses aws-lc-rs. Signing uses OpenSSL through the `openssl` crate, the library
 //! Ruby's own `OpenSSL::PKey::RSA#sign` calls: aws-lc-rs verifies SHA-1 signatures but cannot
 //! make them, and the RustCrypto `rsa` crate's private-key operations are not constant time
@@ -21,6 +25,10 @@ use aws_lc_rs::signature::{ParsedPublicKey, RSA_PKCS1_2048_8192_SHA1_FOR_LEGACY_
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, SubjectPublicKeyInfoDer};
 use x509_parser::prelude::FromDer;
+
+mod own;
+
+pub use own::{KeyPrint, OwnKeys};
 
 use crate::security::replay::{ReplayError, ReplayWindow};
 use crate::wire::mcollective::envelope::{
@@ -99,6 +107,9 @@ pub enum LegacyRefusal {
     /// An unsigned field disagrees with the signed body.
     #[error("{0}")]
     Disagrees(String),
+    /// Signed with one of fedgate's own keys: a request fedgate published itself.
+    #[error("signed with fedgate's own key as cert={0}: fedgate published it itself")]
+    OwnRequest(String),
 }
 
 impl LegacyRefusal {
@@ -116,6 +127,7 @@ impl LegacyRefusal {
             LegacyRefusal::Replay => "replay",
             LegacyRefusal::ReplayWindowFull => "replay_window_full",
             LegacyRefusal::Disagrees(_) => "unsigned_field_disagrees",
+            LegacyRefusal::OwnRequest(_) => "own_request",
         }
     }
 }
@@ -131,6 +143,8 @@ pub struct VerifiedLegacyRequest {
     pub cert_name: String,
     /// What was asked: discovery `ping`, or an RPC action.
     pub call: LegacyCall,
+    /// The key the signature verified with.
+    pub signer: KeyPrint,
     /// The replay claim: the signed body's digest and the node a directed copy was for.
     claim: ([u8; 32], Option<String>),
 }
@@ -153,8 +167,8 @@ pub enum LegacyCall {
     },
 }
 
-/// A public key from a PEM file: an X.509 certificate or a SubjectPublicKeyInfo.
-fn read_public_key(pem: &[u8], what: &str) -> Result<ParsedPublicKey, LegacyRefusal> {
+/// A public key from a PEM file (an X.509 certificate or a SubjectPublicKeyInfo) and its print.
+fn read_public_key(pem: &[u8], what: &str) -> Result<(ParsedPublicKey, KeyPrint), LegacyRefusal> {
     let bits = if let Ok(cert) = CertificateDer::from_pem_slice(pem) {
         let (_, cert) = x509_parser::parse_x509_certificate(&cert)
             .map_err(|e| LegacyRefusal::BadKey(format!("{what}: {e}")))?;
@@ -168,9 +182,10 @@ fn read_public_key(pem: &[u8], what: &str) -> Result<ParsedPublicKey, LegacyRefu
             "{what}: no certificate or public key in PEM"
         )));
     };
-    ParsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA1_FOR_LEGACY_USE_ONLY, &bits).map_err(|e| {
-        LegacyRefusal::BadKey(format!("{what}: not an RSA key of 2048 bits or more: {e}"))
-    })
+    let key = ParsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA1_FOR_LEGACY_USE_ONLY, &bits).map_err(
+        |e| LegacyRefusal::BadKey(format!("{what}: not an RSA key of 2048 bits or more: {e}")),
+    )?;
+    Ok((key, own::key_print(&bits)))
 }
 
 fn verify(key: &ParsedPublicKey, body: &[u8], hash: &str, what: &str) -> Result<(), LegacyRefusal> {
@@ -195,8 +210,9 @@ pub struct LegacyVerifier {
     client_dir: PathBuf,
     server_public: ParsedPublicKey,
     max_skew: i64,
-    keys: quick_cache::sync::Cache<String, Arc<ParsedPublicKey>>,
+    keys: quick_cache::sync::Cache<String, Arc<(ParsedPublicKey, KeyPrint)>>,
     replays: ReplayWindow,
+    own: Option<OwnKeys>,
 }
 
 impl std::fmt::Debug for LegacyVerifier {
@@ -220,14 +236,21 @@ impl LegacyVerifier {
             .map_err(|e| LegacyRefusal::BadKey(format!("{}: {e}", server_public.display())))?;
         Ok(LegacyVerifier {
             client_dir: client_dir.to_path_buf(),
-            server_public: read_public_key(&pem, &server_public.display().to_string())?,
+            server_public: read_public_key(&pem, &server_public.display().to_string())?.0,
             max_skew,
             keys: quick_cache::sync::Cache::new(KEY_CACHE),
             replays: ReplayWindow::new(REPLAY_WINDOW),
+            own: None,
         })
     }
 
-    fn client_key(&self, name: &str) -> Result<Arc<ParsedPublicKey>, LegacyRefusal> {
+    /// Refuses every request signed with one of fedgate's own keys (`OwnKeys`).
+    pub fn refusing_own(mut self, own: OwnKeys) -> LegacyVerifier {
+        self.own = Some(own);
+        self
+    }
+
+    fn client_key(&self, name: &str) -> Result<Arc<(ParsedPublicKey, KeyPrint)>, LegacyRefusal> {
         if let Some(key) = self.keys.get(name) {
             return Ok(key);
         }
@@ -254,7 +277,15 @@ impl LegacyVerifier {
             .ok_or_else(|| LegacyRefusal::CallerFormat(request.callerid.clone()))?
             .to_string();
         let key = self.client_key(&name)?;
-        verify(&key, &request.body, &request.hash, &format!("{name}.pem"))?;
+        let (key, signer) = (&key.0, key.1);
+        verify(key, &request.body, &request.hash, &format!("{name}.pem"))?;
+        if self
+            .own
+            .as_ref()
+            .is_some_and(|own| own.holds(&signer, &name))
+        {
+            return Err(LegacyRefusal::OwnRequest(name));
+        }
         let body = request.signed_body(serializer)?;
         if body.ttl != request.ttl || body.msgtime != request.msgtime {
             return Err(LegacyRefusal::TtlMismatch {
@@ -304,6 +335,7 @@ impl LegacyVerifier {
             body,
             cert_name: name,
             call,
+            signer,
             claim: (signed, target.map(str::to_string)),
         })
     }

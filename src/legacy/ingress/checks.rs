@@ -1,0 +1,176 @@
+//! What a delivery must agree with before it is admitted: its route, its remaining life, its
+//! reply queue and its filter.
+
+use crate::wire::choria_v1::{FactFilter, FactOperator, Filter, MIN_TTL};
+use crate::wire::mcollective::Ruby;
+
+/// Longest TTL a bridged request is re-issued with.
+pub(super) const MAX_TTL: i64 = 60;
+
+/// How a delivery reached the request queue.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum Route {
+    /// Through `<collective>_broadcast`, by the agent's routing key.
+    Broadcast(String),
+    /// Through `<collective>_directed`, to a node.
+    Directed(String),
+}
+
+impl Route {
+    /// The node a directed delivery was for.
+    pub(super) fn node(&self) -> Option<&str> {
+        match self {
+            Route::Directed(node) => Some(node),
+            Route::Broadcast(_) => None,
+        }
+    }
+}
+
+/// The signed agent agrees with the route: a broadcast's routing key is that agent, and a
+/// directed delivery's agent is one the bridge takes.
+pub(super) fn agent_agrees(route: &Route, bridged: &[String], agent: &str) -> Result<(), String> {
+    match route {
+        Route::Broadcast(key) if key != agent => Err(format!(
+            "routed by agent {key}'s key, but signed for agent {agent}"
+        )),
+        Route::Directed(node) if !bridged.iter().any(|a| a == agent) => Err(format!(
+            "directed to {node} for agent {agent}, which this bridge does not take"
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The TTL a request signed at `msgtime` for `ttl` seconds is re-issued with at `now`: what
+/// is left of its life, capped at [`MAX_TTL`], so the re-issued request never outlives it. Less
+/// than a Choria request's least TTL left is refused.
+pub(super) fn remaining_life(msgtime: i64, ttl: i64, now: i64) -> Result<i64, String> {
+    let left = msgtime.saturating_add(ttl).saturating_sub(now);
+    if left < MIN_TTL {
+        return Err(format!(
+            "{left} s of its {ttl} s TTL left, and a Choria request lives {MIN_TTL} s at least"
+        ));
+    }
+    Ok(left.min(MAX_TTL))
+}
+
+/// The queue a reply goes to: a bare name, or one of RabbitMQ's STOMP reply forms.
+pub(super) fn reply_queue(reply_to: &str) -> Option<&str> {
+    let name = ["/reply-queue/", "/amq/queue/", "/queue/"]
+        .iter()
+        .find_map(|p| reply_to.strip_prefix(p))
+        .unwrap_or(reply_to);
+    let ok = !name.is_empty()
+        && name.len() <= 255
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._:-".contains(c));
+    ok.then_some(name)
+}
+
+/// The legacy filter Hash as a Choria filter; compound filters are refused.
+pub(super) fn choria_filter(filter: &Ruby) -> Result<Filter, String> {
+    let strings = |key: &str| -> Result<Vec<String>, String> {
+        match filter.get(key) {
+            None | Some(Ruby::Nil) => Ok(Vec::new()),
+            Some(Ruby::Array(items)) => items
+                .iter()
+                .map(|i| {
+                    i.as_str()
+                        .map(str::to_string)
+                        .ok_or_else(|| format!("filter {key} holds a non-string"))
+                })
+                .collect(),
+            Some(_) => Err(format!("filter {key} is not an Array")),
+        }
+    };
+    if !strings("compound").unwrap_or_default().is_empty()
+        || matches!(filter.get("compound"), Some(Ruby::Array(items)) if !items.is_empty())
+    {
+        return Err("compound filters are not supported".into());
+    }
+    let mut fact = Vec::new();
+    if let Some(Ruby::Array(items)) = filter.get("fact") {
+        for item in items {
+            let field = |k: &str| item.get(k).and_then(Ruby::as_str).map(str::to_string);
+            let (Some(name), Some(value)) = (field("fact"), field("value")) else {
+                return Err("a fact filter without fact or value".into());
+            };
+            let operator = field("operator").unwrap_or_else(|| "==".into());
+            let operator = FactOperator::parse(&operator)
+                .ok_or_else(|| format!("fact operator {operator:?}"))?;
+            fact.push(FactFilter {
+                fact: name,
+                operator,
+                value,
+            });
+        }
+    }
+    Ok(Filter {
+        fact,
+        cf_class: strings("cf_class")?,
+        agent: strings("agent")?,
+        identity: strings("identity")?,
+        compound: Vec::new(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_route_must_name_the_signed_agent() {
+        let bridged = ["discovery".to_string(), "rpcutil".to_string()];
+        let broadcast = Route::Broadcast("rpcutil".into());
+        assert!(agent_agrees(&broadcast, &bridged, "rpcutil").is_ok());
+        assert!(agent_agrees(&broadcast, &bridged, "puppet").is_err());
+        let directed = Route::Directed("node1".into());
+        assert!(agent_agrees(&directed, &bridged, "rpcutil").is_ok());
+        assert!(agent_agrees(&directed, &bridged, "puppet").is_err());
+    }
+
+    #[test]
+    fn a_reissued_request_lives_no_longer_than_the_original() {
+        assert_eq!(remaining_life(1_000, 60, 1_020), Ok(40));
+        assert_eq!(remaining_life(1_000, 600, 1_000), Ok(MAX_TTL));
+        assert_eq!(remaining_life(1_000, 60, 1_030), Ok(30));
+        assert!(remaining_life(1_000, 60, 1_031).is_err());
+        assert!(remaining_life(1_000, 20, 1_000).is_err());
+        assert!(remaining_life(i64::MIN, i64::MIN, i64::MAX).is_err());
+    }
+
+    #[test]
+    fn reply_to_forms_are_accepted_and_junk_is_not() {
+        assert_eq!(reply_queue("amq.gen-abc_D-1"), Some("amq.gen-abc_D-1"));
+        assert_eq!(reply_queue("/reply-queue/amq.gen-x"), Some("amq.gen-x"));
+        assert_eq!(reply_queue(""), None);
+        assert_eq!(reply_queue("/exchange/x/y"), None);
+        assert_eq!(reply_queue("a b"), None);
+    }
+
+    #[test]
+    fn legacy_filters_become_choria_filters() {
+        let filter = Ruby::Hash(vec![
+            (
+                Ruby::str("fact"),
+                Ruby::Array(vec![Ruby::Hash(vec![
+                    (Ruby::sym("fact"), Ruby::str("country")),
+                    (Ruby::sym("value"), Ruby::str("uk")),
+                    (Ruby::sym("operator"), Ruby::str("==")),
+                ])]),
+            ),
+            (Ruby::str("cf_class"), Ruby::Array(vec![Ruby::str("web")])),
+            (Ruby::str("agent"), Ruby::Array(vec![Ruby::str("rpcutil")])),
+            (Ruby::str("identity"), Ruby::Array(vec![])),
+            (Ruby::str("compound"), Ruby::Array(vec![])),
+        ]);
+        let choria = choria_filter(&filter).unwrap();
+        assert_eq!(choria.fact[0].to_string(), "country==uk");
+        assert_eq!((choria.cf_class.len(), choria.agent.len()), (1, 1));
+        let compound = Ruby::Hash(vec![(
+            Ruby::str("compound"),
+            Ruby::Array(vec![Ruby::Array(vec![])]),
+        )]);
+        assert!(choria_filter(&compound).is_err());
+    }
+}

@@ -1,0 +1,426 @@
+//! One delivery's way: its route and signature checked, then admitted into each target
+//! collective (mapped, authorized, recorded), published, and its replies carried back; or
+//! refused, recorded, counted, and told to a caller whose signature verified.
+
+use lapin::message::Delivery;
+use lapin::options::{BasicAckOptions, BasicNackOptions};
+use serde_json::Value;
+
+use super::checks::{self, Route};
+use super::replies::{Answer, refusal_body};
+use super::{RETRY_PAUSE, Shared, Target};
+use crate::audit::{Event, Verdict};
+use crate::gateway::gate;
+use crate::policy::Query;
+use crate::rules::Rules;
+use crate::security::identity::Mapping;
+use crate::security::legacy::{LegacyCall, LegacyRefusal, VerifiedLegacyRequest};
+use crate::security::{CallerId, Now};
+use crate::wire::choria_v1::Filter;
+use crate::wire::mcollective::envelope::LegacyRequest;
+
+/// Why a request was refused: the code, the reason, and the record to write.
+pub(super) type Refusal = (&'static str, String, Event);
+
+/// A delivery refused for good, and whom to tell (none before the signature verified).
+pub(super) struct Refused {
+    refusal: Box<Refusal>,
+    answer: Option<Answer>,
+}
+
+impl From<Refusal> for Refused {
+    fn from(refusal: Refusal) -> Refused {
+        Refused {
+            refusal: Box::new(refusal),
+            answer: None,
+        }
+    }
+}
+
+/// Why a target collective did not take a request.
+enum NotAdmitted {
+    /// Refused: the record to write.
+    Refused(Box<Refusal>),
+    /// Allowed, but the decision could not be recorded.
+    Unrecorded(String),
+}
+
+/// What became of a delivery that was not refused.
+pub(super) enum Handled {
+    /// Forwarded and acknowledged.
+    Forwarded,
+    /// fedgate could not act on it now (its audit trail or the Choria network failed): it goes
+    /// back on the queue, and is taken again until it expires.
+    Retry(&'static str, String),
+}
+
+/// A request admitted into one target: mapped, authorized and recorded.
+pub(super) struct Admitted<'s> {
+    pub(super) target: &'s Target,
+    pub(super) mapped: CallerId,
+    pub(super) filter: Filter,
+    pub(super) event: Event,
+    pub(super) link: String,
+}
+
+/// A delivery whose route, signature, caller and lifetime checked out.
+pub(super) struct Inbound {
+    pub(super) verified: VerifiedLegacyRequest,
+    pub(super) caller: CallerId,
+    pub(super) agent: String,
+    pub(super) action: String,
+    pub(super) data: serde_json::Map<String, Value>,
+    pub(super) replies_wanted: bool,
+    pub(super) filter: Filter,
+    /// The TTL it is re-issued with.
+    pub(super) ttl: i64,
+    pub(super) route: Route,
+    /// Where replies go, and who they are from.
+    pub(super) answer: Answer,
+    pub(super) event: Event,
+}
+
+impl Shared {
+    pub(super) async fn handle(&self, delivery: Delivery) {
+        let reply_to = delivery
+            .properties
+            .reply_to()
+            .as_ref()
+            .map(|r| r.as_str().to_string());
+        let exchange = delivery.exchange.as_str();
+        let key = delivery.routing_key.as_str();
+        let collective = &self.legacy.collective;
+        // Only what came through the bridged bindings: a message put straight on the queue
+        // through the default exchange would skip the agent list and the directed bindings.
+        let route = if exchange == format!("{collective}_directed") {
+            Some(Route::Directed(key.to_string()))
+        } else if exchange == format!("{collective}_broadcast")
+            && self.bridge.agents.iter().any(|a| a == key)
+        {
+            Some(Route::Broadcast(key.to_string()))
+        } else {
+            None
+        };
+        let result = match route {
+            Some(route) => {
+                self.bridge_one(&delivery.data, reply_to.as_deref(), route, &delivery)
+                    .await
+            }
+            None => Err(Refused::from((
+                "bad_route",
+                format!(
+                    "arrived through exchange {exchange:?} with key {key:?}, not a bridged binding"
+                ),
+                self.event(),
+            ))),
+        };
+        match result {
+            Ok(Handled::Forwarded) => {}
+            Ok(Handled::Retry(code, reason)) => {
+                metrics::counter!("fedgate_legacy_requeued_total", "legacy" => self.name.clone(), "reason" => code)
+                    .increment(1);
+                tracing::warn!(legacy = %self.name, code, %reason, "request put back on the queue");
+                tokio::time::sleep(RETRY_PAUSE).await;
+                let requeue = BasicNackOptions {
+                    requeue: true,
+                    ..BasicNackOptions::default()
+                };
+                let _ = delivery.nack(requeue).await;
+            }
+            Err(refused) => self.refuse(refused, &delivery).await,
+        }
+    }
+
+    /// Records and acknowledges a refused delivery, and tells the caller when it may be told.
+    async fn refuse(&self, refused: Refused, delivery: &Delivery) {
+        let Refused { refusal, answer } = refused;
+        let (code, reason, event) = *refusal;
+        // A delivery the broker hands out again after fedgate forwarded it but before its
+        // acknowledgement reached the broker: dropped, never forwarded twice.
+        let (code, reason) = if code == "replay" && delivery.redelivered {
+            (
+                "duplicate_delivery",
+                "redelivered by the broker after it was forwarded".to_string(),
+            )
+        } else {
+            (code, reason)
+        };
+        if code == "own_request" {
+            self.own_dropped
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            metrics::counter!("fedgate_legacy_own_requests_dropped_total", "legacy" => self.name.clone())
+                .increment(1);
+        }
+        let event = self.record_refusal((code, reason, event)).await;
+        let _ = delivery.ack(BasicAckOptions::default()).await;
+        if let Some(answer) = answer {
+            self.send_reply(self.legacy.serializer, &answer, &refusal_body(&event))
+                .await;
+        }
+    }
+
+    /// Counts a refusal and records it as a denied decision; hands back what was recorded.
+    async fn record_refusal(&self, (code, reason, mut event): Refusal) -> Event {
+        metrics::counter!("fedgate_legacy_refused_total", "legacy" => self.name.clone(), "reason" => code)
+            .increment(1);
+        event.decision = Some(Verdict::Deny);
+        event.code = code.into();
+        event.reason = reason;
+        if let Err(err) = self.gate.record(event.clone()).await {
+            tracing::error!(legacy = %self.name, %err, "could not record a refusal");
+        }
+        event
+    }
+
+    fn event(&self) -> Event {
+        Event {
+            edge: "legacy-amqp".into(),
+            realm: self.name.clone(),
+            collectives: self.targets.iter().map(|t| t.collective.clone()).collect(),
+            ..Event::default()
+        }
+    }
+
+    /// Decodes and verifies a delivery, then checks it against its route and its lifetime.
+    fn accept(
+        &self,
+        bytes: &[u8],
+        reply_to: Option<&str>,
+        route: Route,
+    ) -> Result<Inbound, Refused> {
+        let serializer = self.legacy.serializer;
+        let mut event = self.event();
+        event.stage = "decode".into();
+        let request = LegacyRequest::decode(serializer, bytes, self.legacy.max_message_bytes)
+            .map_err(|e| (e.code(), e.to_string(), event.clone()))?;
+        event.claimed_caller = Some(request.callerid.clone());
+        event.request_id = Some(request.requestid.clone());
+        event.agent = Some(request.agent.clone());
+        let Some(reply_to) = reply_to.and_then(checks::reply_queue).map(str::to_string) else {
+            return Err(("bad_reply_to", "no usable reply_to".into(), event).into());
+        };
+        event.stage = "verify".into();
+        let now = Now::system().unix_seconds();
+        let verified = self
+            .verifier
+            .verify_request(serializer, request, route.node(), now)
+            .map_err(|e| refused_unverified(&e, event.clone()))?;
+        let (agent, action, data, replies_wanted) = call_parts(&verified.call);
+        // From here the caller is known: a refusal is told, unless no reply is wanted (or the
+        // request is a discovery ping, whose answer can only be "pong").
+        let answer = Answer {
+            reply_to,
+            requestid: verified.request.requestid.clone(),
+            agent: verified.request.agent.clone(),
+            sender: route.node().unwrap_or(&self.sender).to_string(),
+        };
+        let tell = replies_wanted && agent != "discovery";
+        let refuse = |code, reason, event| Refused {
+            refusal: Box::new((code, reason, event)),
+            answer: tell.then(|| answer.clone()),
+        };
+        let caller = CallerId::parse(&verified.request.callerid)
+            .map_err(|e| refuse("bad_callerid", e.to_string(), event.clone()))?;
+        event.caller = Some(caller.as_str().to_string());
+        event.claimed_caller = None;
+        event.agent = Some(agent.clone());
+        event.action = Some(action.clone());
+        event.data_keys = data.keys().cloned().collect();
+        event.stage = "route".into();
+        checks::agent_agrees(&route, &self.bridge.agents, &agent)
+            .map_err(|m| refuse("agent_mismatch", m, event.clone()))?;
+        event.stage = "verify".into();
+        let ttl = checks::remaining_life(verified.body.msgtime, verified.body.ttl, now)
+            .map_err(|m| refuse("expiring", m, event.clone()))?;
+        event.stage = "decode".into();
+        let filter = checks::choria_filter(&verified.request.filter)
+            .map_err(|m| refuse("unsupported_filter", m, event.clone()))?;
+        if self.gate.auditor.records_values(&agent, &action) {
+            event.data = Some(data.clone());
+        }
+        Ok(Inbound {
+            verified,
+            caller,
+            agent,
+            action,
+            data,
+            replies_wanted,
+            filter,
+            ttl,
+            route,
+            answer,
+            event,
+        })
+    }
+
+    /// One request: Err carries the refusal and whom to tell.
+    async fn bridge_one(
+        &self,
+        bytes: &[u8],
+        reply_to: Option<&str>,
+        route: Route,
+        delivery: &Delivery,
+    ) -> Result<Handled, Refused> {
+        let inbound = self.accept(bytes, reply_to, route)?;
+        let admitted = match self.admit_all(&inbound).await {
+            Ok(admitted) => admitted,
+            Err(NotAdmitted::Unrecorded(err)) => {
+                // Nothing is forwarded that is not on the record: try again later.
+                self.verifier.release(&inbound.verified);
+                return Ok(Handled::Retry("audit_failed", err));
+            }
+            Err(NotAdmitted::Refused(refusal)) => {
+                let tell = inbound.replies_wanted && inbound.agent != "discovery";
+                return Err(Refused {
+                    refusal,
+                    answer: tell.then_some(inbound.answer),
+                });
+            }
+        };
+        self.forward(&inbound, admitted, delivery).await
+    }
+
+    /// Admits the request into each target collective it goes to (a directed copy: the one
+    /// whose discovery found the node). Refused everywhere: the last refusal is the delivery's,
+    /// the others are recorded here.
+    async fn admit_all(&self, inbound: &Inbound) -> Result<Vec<Admitted<'_>>, NotAdmitted> {
+        let home = inbound.route.node().and_then(|node| {
+            self.homes
+                .read()
+                .ok()
+                .and_then(|homes| homes.get(node).copied())
+        });
+        let mut admitted = Vec::new();
+        let mut refused = Vec::new();
+        let mut unrecorded = Vec::new();
+        // One set of rules maps and authorizes every copy of the request.
+        let rules = self.gate.rules();
+        for (index, target) in self.targets.iter().enumerate() {
+            if home.is_some_and(|home| home != index) {
+                continue;
+            }
+            match self.admit(&rules, target, inbound).await {
+                Ok(one) => admitted.push(one),
+                Err(NotAdmitted::Refused(refusal)) => refused.push(*refusal),
+                Err(NotAdmitted::Unrecorded(err)) => unrecorded.push(err),
+            }
+        }
+        if admitted.is_empty() {
+            if let Some(err) = unrecorded.pop() {
+                return Err(NotAdmitted::Unrecorded(err));
+            }
+            let last = refused.pop().unwrap_or_else(|| {
+                let event = inbound.event.clone();
+                ("unmapped", "no collective to bridge into".into(), event)
+            });
+            for refusal in refused {
+                self.record_refusal(refusal).await;
+            }
+            return Err(NotAdmitted::Refused(Box::new(last)));
+        }
+        // Some collectives took it: the others' refusals are recorded beside it.
+        for refusal in refused {
+            self.record_refusal(refusal).await;
+        }
+        for err in unrecorded {
+            tracing::error!(legacy = %self.name, %err, "a collective was skipped: its decision could not be recorded");
+        }
+        Ok(admitted)
+    }
+
+    /// Maps, authorizes and records a request for one target collective.
+    async fn admit<'s>(
+        &self,
+        rules: &Rules,
+        target: &'s Target,
+        inbound: &Inbound,
+    ) -> Result<Admitted<'s>, NotAdmitted> {
+        let (agent, action) = (inbound.agent.as_str(), inbound.action.as_str());
+        let caller = &inbound.caller;
+        let mut event = inbound.event.clone();
+        let mut filter = inbound.filter.clone();
+        let collective = &target.collective;
+        event.collectives = vec![collective.clone()];
+        event.stage = "map".into();
+        event.revision = rules.revision;
+        let (mapped, identity_rule) = match rules.identity.map(&self.name, caller, collective) {
+            Mapping::Mapped { callerid, rule } => (callerid, rule.to_string()),
+            Mapping::Denied(denial) => {
+                event.rule = denial.rule().map(ToString::to_string);
+                let reason = format!(
+                    "{} may not act in {collective}: {}",
+                    caller.as_str(),
+                    denial.reason()
+                );
+                return Err(NotAdmitted::Refused(Box::new(("unmapped", reason, event))));
+            }
+        };
+        event.mapped_caller = Some(mapped.as_str().to_string());
+        // Discovery is answered by every node; only RPC actions are policy's to decide.
+        let mut rule = "discovery".to_string();
+        if agent != "discovery" {
+            event.stage = "authorize".into();
+            let query = Query {
+                collective,
+                agent,
+                action,
+                caller: mapped.as_str(),
+            };
+            match self.gate.authorize(rules, &query, &mut filter, &mut event) {
+                Ok(decided_by) => rule = decided_by,
+                Err(denied) => {
+                    event.rule = Some(denied.source.to_string());
+                    let refusal = ("denied", denied.reason, event);
+                    return Err(NotAdmitted::Refused(Box::new(refusal)));
+                }
+            }
+        }
+        event.filter = gate::summarize(&filter);
+        event.decision = Some(Verdict::Allow);
+        event.stage = "authorize".into();
+        event.code = "allowed".into();
+        event.rule = Some(rule.clone());
+        event.reason = format!("allowed by {rule}; mapped by {identity_rule}");
+        let link = self
+            .gate
+            .record(event.clone())
+            .await
+            .map_err(|e| NotAdmitted::Unrecorded(e.to_string()))?;
+        Ok(Admitted {
+            target,
+            mapped,
+            filter,
+            event,
+            link,
+        })
+    }
+}
+
+/// A verification failure: recorded, never told (the sender is not known to be the signer).
+fn refused_unverified(err: &LegacyRefusal, event: Event) -> Refused {
+    (err.code(), err.to_string(), event).into()
+}
+
+/// The agent, action, inputs, and whether replies are wanted.
+fn call_parts(call: &LegacyCall) -> (String, String, serde_json::Map<String, Value>, bool) {
+    match call {
+        LegacyCall::Discovery => (
+            "discovery".to_string(),
+            "ping".to_string(),
+            serde_json::Map::new(),
+            true,
+        ),
+        LegacyCall::Rpc {
+            agent,
+            action,
+            data,
+            process_results,
+        } => {
+            let data = match data.to_json() {
+                Value::Object(map) => map,
+                _ => serde_json::Map::new(),
+            };
+            (agent.clone(), action.clone(), data, *process_results)
+        }
+    }
+}
