@@ -10,10 +10,8 @@ use super::checks::{self, Route};
 use super::replies::{Answer, refusal_body};
 use super::{RETRY_PAUSE, Shared, Target};
 use crate::audit::{Event, Verdict};
-use crate::gateway::gate;
-use crate::policy::Query;
+use crate::gateway::{Ask, admit};
 use crate::rules::Rules;
-use crate::security::identity::Mapping;
 use crate::security::legacy::{LegacyCall, LegacyRefusal, VerifiedLegacyRequest};
 use crate::security::{CallerId, Now};
 use crate::wire::choria_v1::Filter;
@@ -335,63 +333,28 @@ impl Shared {
         target: &'s Target,
         inbound: &Inbound,
     ) -> Result<Admitted<'s>, NotAdmitted> {
-        let (agent, action) = (inbound.agent.as_str(), inbound.action.as_str());
-        let caller = &inbound.caller;
-        let mut event = inbound.event.clone();
-        let mut filter = inbound.filter.clone();
-        let collective = &target.collective;
-        event.collectives = vec![collective.clone()];
-        event.stage = "map".into();
-        event.revision = rules.revision;
-        let (mapped, identity_rule) = match rules.identity.map(&self.name, caller, collective) {
-            Mapping::Mapped { callerid, rule } => (callerid, rule.to_string()),
-            Mapping::Denied(denial) => {
-                event.rule = denial.rule().map(ToString::to_string);
-                let reason = format!(
-                    "{} may not act in {collective}: {}",
-                    caller.as_str(),
-                    denial.reason()
-                );
-                return Err(NotAdmitted::Refused(Box::new(("unmapped", reason, event))));
-            }
+        let ask = Ask {
+            realm: &self.name,
+            caller: &inbound.caller,
+            collective: &target.collective,
+            agent: &inbound.agent,
+            action: &inbound.action,
+            filter: &inbound.filter,
         };
-        event.mapped_caller = Some(mapped.as_str().to_string());
-        // Discovery is answered by every node; only RPC actions are policy's to decide.
-        let mut rule = "discovery".to_string();
-        if agent != "discovery" {
-            event.stage = "authorize".into();
-            let query = Query {
-                collective,
-                agent,
-                action,
-                caller: mapped.as_str(),
-            };
-            match self.gate.authorize(rules, &query, &mut filter, &mut event) {
-                Ok(decided_by) => rule = decided_by,
-                Err(denied) => {
-                    event.rule = Some(denied.source.to_string());
-                    let refusal = ("denied", denied.reason, event);
-                    return Err(NotAdmitted::Refused(Box::new(refusal)));
-                }
-            }
-        }
-        event.filter = gate::summarize(&filter);
-        event.decision = Some(Verdict::Allow);
-        event.stage = "authorize".into();
-        event.code = "allowed".into();
-        event.rule = Some(rule.clone());
-        event.reason = format!("allowed by {rule}; mapped by {identity_rule}");
-        let link = self
+        // Discovery is decided by policy like any other agent, as on every ingress.
+        let admitted = admit(&self.gate, rules, &ask, inbound.event.clone())
+            .map_err(|not| NotAdmitted::Refused(Box::new((not.code, not.reason, not.event))))?;
+        let recorded = self
             .gate
-            .record(event.clone())
+            .record_admitted(admitted)
             .await
-            .map_err(|e| NotAdmitted::Unrecorded(e.to_string()))?;
+            .map_err(|(_, e)| NotAdmitted::Unrecorded(e.to_string()))?;
         Ok(Admitted {
             target,
-            mapped,
-            filter,
-            event,
-            link,
+            mapped: recorded.mapped().clone(),
+            filter: recorded.filter().clone(),
+            event: recorded.event().clone(),
+            link: recorded.link().to_string(),
         })
     }
 }
