@@ -340,10 +340,8 @@ mod tests {
         let err = guard.claim(&at(Mode::Directed(&again)), 100, 10).await;
         assert_eq!(err, Err(ReplayRefusal::Replay("node a of london".into())));
         // `d` was given back with the refused batch.
-        guard
-            .claim(&at(Mode::Directed(&["d".to_string()])), 100, 10)
-            .await
-            .unwrap();
+        let d = ["d".to_string()];
+        guard.claim(&at(Mode::Directed(&d)), 100, 10).await.unwrap();
         let err = guard
             .claim(&at(Mode::Broadcast), 100, 10)
             .await
