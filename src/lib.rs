@@ -34,6 +34,7 @@ pub mod audit;
 pub mod bench;
 pub mod client;
 pub mod config;
+pub mod ddl;
 pub mod edge;
 pub mod federation;
 pub mod filter;
