@@ -1,13 +1,14 @@
 //! The agents a simulated node runs: `discovery`, `rpcutil`, the `echo` test agent, and a
 //! `service` agent that acts on made-up services (a write action for policy to guard).
 
-use crate::policy::{Decision, PolicySet, Query, Vantage, authorize};
 use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 
 use super::node::NodeSpec;
+use crate::ddl::DdlSet;
 use crate::filter::facts::lookup;
+use crate::policy::{Decision, PolicySet, Query, Vantage, authorize};
 use crate::security::Now;
 use crate::wire::Limits;
 use crate::wire::choria_v1::{Request, RpcReply, RpcRequest, StatusCode};
@@ -27,14 +28,25 @@ pub struct AgentAnswer {
     pub delay: Duration,
 }
 
+/// What a node is configured with besides its own facts: decode limits, its actionpolicy
+/// (`rpcauthorization` on when present) and its agents' DDLs.
+#[derive(Clone, Copy, Debug)]
+pub struct ServerChecks<'a> {
+    /// Decode limits for the RPC body.
+    pub limits: Limits,
+    /// The node's actionpolicy; `None` is `rpcauthorization` off.
+    pub policy: Option<&'a PolicySet>,
+    /// The agents' DDLs; an agent without one runs unvalidated.
+    pub ddl: Option<&'a DdlSet>,
+}
+
 /// Runs the envelope's agent on `node`, as go-choria dispatches on the envelope: `None` when the
 /// node lacks the agent (Go discards such requests) or the agent sends no reply.
 pub fn dispatch(
     node: &NodeSpec,
     request: &Request,
-    limits: &Limits,
     now: Now,
-    policy: Option<&PolicySet>,
+    checks: ServerChecks<'_>,
 ) -> Option<AgentAnswer> {
     let agent = request.envelope.agent.as_str();
     if !node.has_agent(agent) {
@@ -48,18 +60,8 @@ pub fn dispatch(
             delay: Duration::ZERO,
         });
     }
-    let (reply, delay) = match request.rpc(limits) {
-        // mcorpc authorizes the body's agent against its own name, so a mismatch is a denial.
-        Ok(rpc) if rpc.agent != agent => (
-            RpcReply::new(&rpc.action, StatusCode::Aborted, NOT_AUTHORIZED, json!({})),
-            Duration::ZERO,
-        ),
-        // The node's own actionpolicy, with its own facts and classes, as a Choria server has it.
-        Ok(rpc) if policy.is_some_and(|set| !node_allows(set, node, request, &rpc)) => (
-            RpcReply::new(&rpc.action, StatusCode::Aborted, NOT_AUTHORIZED, json!({})),
-            Duration::ZERO,
-        ),
-        Ok(rpc) => run_action(node, &rpc, now),
+    let (reply, delay) = match request.rpc(&checks.limits) {
+        Ok(rpc) => answer(node, request, &rpc, now, checks),
         Err(err) => (
             RpcReply::new(
                 "",
@@ -74,6 +76,47 @@ pub fn dispatch(
         body: reply.encode_string(),
         delay,
     })
+}
+
+/// mcorpc's order after decoding: the action must exist, then authorization (only with
+/// `rpcauthorization`), then the inputs against the agent's DDL, then the action runs.
+fn answer(
+    node: &NodeSpec,
+    request: &Request,
+    rpc: &RpcRequest,
+    now: Now,
+    checks: ServerChecks<'_>,
+) -> (RpcReply, Duration) {
+    let agent = request.envelope.agent.as_str();
+    let action = rpc.action.as_str();
+    let fail = |code, message: String| {
+        (
+            RpcReply::new(action, code, message, json!({})),
+            Duration::ZERO,
+        )
+    };
+    let ddl = checks.ddl.and_then(|set| set.agent(agent));
+    if ddl.is_some_and(|ddl| !ddl.actions.contains_key(action)) {
+        return fail(StatusCode::UnknownAction, unknown_action(agent, action));
+    }
+    if let Some(policy) = checks.policy {
+        // mcorpc authorizes the body's agent, so with a policy a mismatch is a denial; without
+        // one the body's agent is never read.
+        if rpc.agent != agent || !node_allows(policy, node, request, rpc) {
+            return fail(StatusCode::Aborted, NOT_AUTHORIZED.to_string());
+        }
+    }
+    if let Some(Err(err)) = ddl.map(|ddl| ddl.check(action, &rpc.data)) {
+        tracing::debug!(node = %node.identity, %err, "refused input");
+        let message = format!("Validation failed: {}", err.choria_reason());
+        return fail(StatusCode::InvalidData, message);
+    }
+    run_action(node, agent, rpc, now)
+}
+
+/// mcorpc's answer to an action the agent does not have.
+fn unknown_action(agent: &str, action: &str) -> String {
+    format!("Unknown action {action} for agent {agent}")
 }
 
 /// Decides with the node's actionpolicy as a Choria server does: caller id from the envelope,
@@ -99,7 +142,7 @@ fn node_allows(set: &PolicySet, node: &NodeSpec, request: &Request, rpc: &RpcReq
 /// mcorpc's denial message.
 pub const NOT_AUTHORIZED: &str = "You are not authorized to call this agent or action";
 
-fn run_action(node: &NodeSpec, rpc: &RpcRequest, now: Now) -> (RpcReply, Duration) {
+fn run_action(node: &NodeSpec, agent: &str, rpc: &RpcRequest, now: Now) -> (RpcReply, Duration) {
     let action = rpc.action.as_str();
     let ok = |data: Value| {
         (
@@ -107,7 +150,7 @@ fn run_action(node: &NodeSpec, rpc: &RpcRequest, now: Now) -> (RpcReply, Duratio
             Duration::ZERO,
         )
     };
-    match (rpc.agent.as_str(), action) {
+    match (agent, action) {
         ("rpcutil", "ping") => ok(json!({"pong": now.unix_seconds()})),
         ("rpcutil", "inventory") => ok(inventory(node)),
         ("rpcutil", "collective_info") => ok(json!({
@@ -122,7 +165,7 @@ fn run_action(node: &NodeSpec, rpc: &RpcRequest, now: Now) -> (RpcReply, Duratio
             RpcReply::new(
                 action,
                 StatusCode::UnknownAction,
-                format!("Unknown action {action} for agent {agent}"),
+                unknown_action(agent, action),
                 json!({}),
             ),
             Duration::ZERO,
@@ -234,8 +277,17 @@ fn missing(action: &str, key: &str) -> RpcReply {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ddl::UnknownAgents;
     use crate::fleet::node::generate;
     use crate::wire::choria_v1::{Filter, RequestEnvelope};
+
+    fn checks<'a>(policy: Option<&'a PolicySet>, ddl: Option<&'a DdlSet>) -> ServerChecks<'a> {
+        ServerChecks {
+            limits: Limits::default(),
+            policy,
+            ddl,
+        }
+    }
 
     fn request(agent: &str, message: &str) -> Request {
         Request::new(
@@ -253,17 +305,30 @@ mod tests {
         )
     }
 
-    fn answer(agent: &str, message: &str) -> RpcReply {
+    fn answer_with(agent: &str, message: &str, checks: ServerChecks<'_>) -> RpcReply {
         let node = &generate("london", 1, &["london".into()])[0];
-        let answer = dispatch(
-            node,
-            &request(agent, message),
-            &Limits::default(),
-            Now::at_unix(5),
-            None,
-        )
-        .unwrap();
+        let answer = dispatch(node, &request(agent, message), Now::at_unix(5), checks).unwrap();
         RpcReply::decode(answer.body.as_bytes(), &Limits::default()).unwrap()
+    }
+
+    fn answer(agent: &str, message: &str) -> RpcReply {
+        answer_with(agent, message, checks(None, None))
+    }
+
+    fn shipped_ddl() -> DdlSet {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("ddl");
+        DdlSet::load(&dir, UnknownAgents::Pass).unwrap()
+    }
+
+    fn allow_all() -> PolicySet {
+        use crate::policy::{Effect, PolicyFile};
+        let mut set = PolicySet::empty(Effect::Deny);
+        for agent in ["rpcutil", "echo"] {
+            let text = "policy default allow\n";
+            let file = PolicyFile::parse(&format!("{agent}.policy"), text).unwrap();
+            set.insert(None, agent, file);
+        }
+        set
     }
 
     #[test]
@@ -305,41 +370,128 @@ mod tests {
     }
 
     #[test]
-    fn the_envelope_agent_decides_and_a_different_body_agent_is_denied() {
-        let denied = answer(
-            "rpcutil",
-            r#"{"agent":"echo","action":"sleep","data":{"seconds":5}}"#,
-        );
-        assert_eq!(
-            (denied.statuscode, denied.statusmsg.as_str()),
-            (StatusCode::Aborted as i64, NOT_AUTHORIZED)
-        );
+    fn without_rpcauthorization_the_envelope_agent_runs_whatever_the_body_names() {
+        // A Choria server without a policy never reads the body's agent.
+        let pong = answer("rpcutil", r#"{"agent":"echo","action":"ping","data":{}}"#);
+        assert_eq!((pong.statuscode, pong.data["pong"].as_i64()), (0, Some(5)));
         let node = &generate("london", 1, &["london".into()])[0];
         let unknown = request("nosuch", r#"{"agent":"nosuch","action":"x","data":{}}"#);
         assert_eq!(
-            dispatch(node, &unknown, &Limits::default(), Now::at_unix(5), None),
+            dispatch(node, &unknown, Now::at_unix(5), checks(None, None)),
             None,
             "no reply for a missing agent"
         );
     }
 
     #[test]
+    fn with_rpcauthorization_a_different_body_agent_is_denied() {
+        let policy = allow_all();
+        let denied = answer_with(
+            "rpcutil",
+            r#"{"agent":"echo","action":"ping","data":{}}"#,
+            checks(Some(&policy), None),
+        );
+        assert_eq!(
+            (denied.statuscode, denied.statusmsg.as_str()),
+            (StatusCode::Aborted as i64, NOT_AUTHORIZED)
+        );
+        let allowed = answer_with(
+            "rpcutil",
+            r#"{"agent":"rpcutil","action":"ping","data":{}}"#,
+            checks(Some(&policy), None),
+        );
+        assert_eq!(allowed.statuscode, StatusCode::Ok as i64);
+    }
+
+    #[test]
+    fn inputs_are_validated_against_the_ddl_before_the_action_runs() {
+        let ddl = shipped_ddl();
+        let with_ddl = checks(None, Some(&ddl));
+        let refused = answer_with(
+            "service",
+            r#"{"agent":"service","action":"restart","data":{"service":"nginx; rm"}}"#,
+            with_ddl,
+        );
+        assert_eq!(refused.statuscode, StatusCode::InvalidData as i64);
+        assert_eq!(
+            refused.statusmsg,
+            r"Validation failed: validation failed for input 'service': input does not match '^[\w\-\.@]+$'"
+        );
+        assert_eq!(refused.data, json!({}), "the action did not run");
+        let missing = answer_with(
+            "echo",
+            r#"{"agent":"echo","action":"sleep","data":{}}"#,
+            with_ddl,
+        );
+        assert_eq!(
+            (missing.statuscode, missing.statusmsg.as_str()),
+            (
+                StatusCode::InvalidData as i64,
+                "Validation failed: input 'seconds' is required"
+            )
+        );
+        let unknown = answer_with(
+            "service",
+            r#"{"agent":"service","action":"reboot","data":{}}"#,
+            with_ddl,
+        );
+        assert_eq!(
+            (unknown.statuscode, unknown.statusmsg.as_str()),
+            (
+                StatusCode::UnknownAction as i64,
+                "Unknown action reboot for agent service"
+            )
+        );
+        let ok = answer_with(
+            "service",
+            r#"{"agent":"service","action":"restart","data":{"service":"nginx"}}"#,
+            with_ddl,
+        );
+        assert_eq!(
+            (ok.statuscode, ok.data["status"].as_str()),
+            (0, Some("running"))
+        );
+        // Without DDLs the simulated action runs on the bad input, as before.
+        let unchecked = answer(
+            "service",
+            r#"{"agent":"service","action":"restart","data":{"service":"nginx; rm"}}"#,
+        );
+        assert_eq!(unchecked.statuscode, StatusCode::Ok as i64);
+    }
+
+    #[test]
+    fn the_ddl_of_the_envelope_agent_is_the_one_applied() {
+        let ddl = shipped_ddl();
+        // The body names echo, the envelope service: service's DDL refuses `message`.
+        let refused = answer_with(
+            "service",
+            r#"{"agent":"echo","action":"status","data":{"message":"hi"}}"#,
+            checks(None, Some(&ddl)),
+        );
+        assert_eq!(refused.statuscode, StatusCode::InvalidData as i64);
+        assert!(
+            refused.statusmsg.contains("'service' is required"),
+            "{}",
+            refused.statusmsg
+        );
+    }
+
+    #[test]
     fn discovery_answers_ruby_json_ping_too() {
         let node = &generate("london", 1, &["london".into()])[0];
+        let ddl = shipped_ddl();
         let ruby = dispatch(
             node,
             &request("discovery", r#""ping""#),
-            &Limits::default(),
             Now::at_unix(5),
-            None,
+            checks(None, Some(&ddl)),
         );
         assert_eq!(ruby.unwrap().body, "pong");
         let other = dispatch(
             node,
             &request("discovery", r#""hello""#),
-            &Limits::default(),
             Now::at_unix(5),
-            None,
+            checks(None, None),
         );
         assert_eq!(other, None);
     }
@@ -350,9 +502,8 @@ mod tests {
         let answer = dispatch(
             node,
             &request("discovery", "cGluZw=="),
-            &Limits::default(),
             Now::at_unix(5),
-            None,
+            checks(None, None),
         );
         assert_eq!(answer.unwrap().body, "pong");
     }
@@ -373,8 +524,7 @@ mod tests {
             r#"{"agent":"rpcutil","action":"ping","data":{}}"#,
         );
         for node in &nodes {
-            let answer =
-                dispatch(node, &ping, &Limits::default(), Now::at_unix(5), Some(&set)).unwrap();
+            let answer = dispatch(node, &ping, Now::at_unix(5), checks(Some(&set), None)).unwrap();
             let reply = RpcReply::decode(answer.body.as_bytes(), &Limits::default()).unwrap();
             let uk = node.facts["country"] == "uk";
             assert_eq!(
