@@ -1,6 +1,7 @@
 //! A simulated Choria fleet: many nodes on one NATS connection, each checking requests as a
 //! Choria server does (schema, signature, CA, caller, filter, collective, TTL) and answering.
 
+mod actions;
 pub mod agents;
 mod handler;
 mod node;
