@@ -84,7 +84,7 @@ pub enum ReplayGuard {
     /// Claims in this process only.
     Local(ReplayWindow),
     /// Claims in a key-value bucket shared by every instance.
-    Shared(kv::Store),
+    Shared(Box<kv::Store>),
 }
 
 impl std::fmt::Debug for ReplayGuard {
@@ -112,7 +112,7 @@ impl ReplayGuard {
     ) -> Result<ReplayGuard, String> {
         let context = async_nats::jetstream::new(client);
         if let Ok(store) = context.get_key_value(bucket).await {
-            return Ok(ReplayGuard::Shared(store));
+            return Ok(ReplayGuard::Shared(Box::new(store)));
         }
         // Made as the key-value layer makes a bucket's stream, without the account query that
         // nats-server 2.9 answers differently.
@@ -138,7 +138,7 @@ impl ReplayGuard {
         context
             .get_key_value(bucket)
             .await
-            .map(ReplayGuard::Shared)
+            .map(|store| ReplayGuard::Shared(Box::new(store)))
             .map_err(|e| {
                 let why = created.map_or(e.to_string(), |c| c.to_string());
                 format!("replay bucket {bucket}: {why}")
