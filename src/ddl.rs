@@ -5,6 +5,7 @@ mod goregex;
 mod schema;
 pub mod validate;
 
+pub use goregex::MAX_REGEX_BYTES;
 pub use schema::SchemaError;
 pub use validate::{InputSpec, InputType, Problem, Validation};
 
