@@ -145,6 +145,7 @@ pub(crate) async fn start_fleet(
         limits,
         max_in_flight: DEFAULT_MAX_IN_FLIGHT,
         policy: None,
+        ddl: None,
     };
     Fleet::start(client, config).await.map_err(setup_err)
 }

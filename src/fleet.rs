@@ -1,6 +1,7 @@
 //! A simulated Choria fleet: many nodes on one NATS connection, each checking requests as a
 //! Choria server does (schema, signature, CA, caller, filter, collective, TTL) and answering.
 
+mod actions;
 pub mod agents;
 mod handler;
 mod node;
@@ -38,6 +39,8 @@ pub struct FleetConfig {
     pub max_in_flight: usize,
     /// Node-side actionpolicy, checked with each node's own facts and classes; `None` allows all.
     pub policy: Option<Arc<crate::policy::PolicySet>>,
+    /// Agent DDLs each node validates inputs with, as a Choria server does; `None` validates none.
+    pub ddl: Option<Arc<crate::ddl::DdlSet>>,
 }
 
 /// Why a fleet could not start.
@@ -171,6 +174,7 @@ impl Fleet {
             config.limits,
             stats.clone(),
             config.policy,
+            config.ddl,
         ));
         let messages = futures::stream::select_all(subscriptions);
         let limit = Arc::new(Semaphore::new(config.max_in_flight.max(1)));

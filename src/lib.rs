@@ -18,6 +18,7 @@
 //! - [`security`]: PEM loading, chain verification, caller rules, signing.
 //! - [`filter`]: node-side filter matching with go-choria's semantics.
 //! - [`fleet`]: simulated Choria nodes that check requests as a Choria server does.
+//! - [`ddl`]: Choria JSON agent DDLs, and the check of a call's inputs against them.
 //! - [`client`]: a direct RPC client, like `choria req`.
 //! - [`inspect`]: decode and verify one message of any layer.
 //! - [`subjects`], [`nats`], [`natsd`]: NATS subjects, connections and server processes.
@@ -34,6 +35,7 @@ pub mod audit;
 pub mod bench;
 pub mod client;
 pub mod config;
+pub mod ddl;
 pub mod edge;
 pub mod federation;
 pub mod filter;

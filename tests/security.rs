@@ -264,7 +264,9 @@ async fn documents_go_would_read_differently_are_refused_or_denied() {
     )
     .await;
 
-    // The body names another agent than the envelope: mcorpc denies it, as Go does.
+    // The body names another agent than the envelope. Without rpcauthorization a Choria server
+    // never reads the body's agent: rpcutil, the envelope's agent, is asked for `sleep`, which it
+    // lacks. (With a node policy mcorpc denies the mismatch: `fleet::agents` unit tests.)
     let nats = network.connect_as("alice").await;
     let mut replies = nats.subscribe("london.reply.deny.me").await.unwrap();
     nats.flush().await.unwrap();
@@ -295,7 +297,7 @@ async fn documents_go_would_read_differently_are_refused_or_denied() {
         let rpc = reply.rpc(&Limits::default()).unwrap();
         assert_eq!(
             (rpc.statuscode, rpc.statusmsg.as_str()),
-            (1, "You are not authorized to call this agent or action")
+            (2, "Unknown action sleep for agent rpcutil")
         );
     }
     fleet.shutdown().await;

@@ -6,9 +6,11 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use fedgate::ddl::{DdlSet, UnknownAgents};
 use fedgate::edge::auth::{TokenKeys, hash_password};
 use fedgate::edge::client::{Connect, WsClient};
 use fedgate::fleet::{self, DEFAULT_MAX_IN_FLIGHT, Fleet, FleetConfig};
@@ -127,9 +129,10 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let london_nodes = (args.nodes * 3).div_ceil(5);
     let tokyo_nodes = args.nodes - london_nodes;
     eprintln!("fedgate demo: starting {london_nodes} nodes in london and {tokyo_nodes} in tokyo");
+    let ddl = fleet_ddl(&args.ddl)?;
     let fleets = [
-        start_fleet(&servers.london, london, london_nodes).await?,
-        start_fleet(&servers.tokyo, tokyo, tokyo_nodes).await?,
+        start_fleet(&servers.london, london, london_nodes, ddl.clone()).await?,
+        start_fleet(&servers.tokyo, tokyo, tokyo_nodes, ddl).await?,
     ];
     let legacy = legacy_site(&dir, &args).await;
     let ports = ports(args.port)?;
@@ -337,7 +340,22 @@ fn start_nats(dir: &Path, realm: &RealmPki) -> anyhow::Result<NatsServer> {
     )?)
 }
 
-async fn start_fleet(server: &NatsServer, realm: &RealmPki, count: usize) -> anyhow::Result<Fleet> {
+/// The DDLs the simulated nodes validate inputs with, when the folder is there.
+fn fleet_ddl(dir: &Path) -> anyhow::Result<Option<Arc<DdlSet>>> {
+    if !dir.is_dir() {
+        return Ok(None);
+    }
+    let set = DdlSet::load(dir, UnknownAgents::Pass)
+        .with_context(|| format!("the DDL folder {}", dir.display()))?;
+    Ok(Some(Arc::new(set)))
+}
+
+async fn start_fleet(
+    server: &NatsServer,
+    realm: &RealmPki,
+    count: usize,
+    ddl: Option<Arc<DdlSet>>,
+) -> anyhow::Result<Fleet> {
     let Some(identity) = &realm.fleet else {
         bail!("realm {} has no fleet certificate", realm.name);
     };
@@ -350,6 +368,7 @@ async fn start_fleet(server: &NatsServer, realm: &RealmPki, count: usize) -> any
     let limits = Limits::default();
     let config = FleetConfig {
         policy: None,
+        ddl,
         nodes: fleet::generate(&realm.name, count, std::slice::from_ref(&realm.name)),
         verifier: Verifier::with_defaults(CaBundle::from_file(&realm.ca)?, limits),
         limits,

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
+use fedgate::ddl::{DdlSet, UnknownAgents};
 use fedgate::fleet::{self, DEFAULT_MAX_IN_FLIGHT, Fleet, FleetConfig, NodeSpec};
 use fedgate::nats::{self, NatsEndpoint};
 
@@ -24,6 +25,10 @@ pub struct RunArgs {
     /// node's own facts and classes (no file for an agent denies, as a Choria node does).
     #[arg(long, value_name = "DIR")]
     policies: Option<std::path::PathBuf>,
+    /// Validate inputs on every node against the Choria JSON DDLs in this directory, as a Choria
+    /// server does (an agent without a DDL runs unvalidated).
+    #[arg(long, value_name = "DIR")]
+    ddl: Option<PathBuf>,
     /// NATS server URL (repeatable).
     #[arg(long = "nats", required = true)]
     urls: Vec<String>,
@@ -111,6 +116,13 @@ async fn run_fleet(args: RunArgs) -> anyhow::Result<ExitCode> {
             Some(dir) => Some(std::sync::Arc::new(
                 fedgate::policy::PolicySet::load(dir, fedgate::policy::Effect::Deny)
                     .with_context(|| format!("--policies {}", dir.display()))?,
+            )),
+            None => None,
+        },
+        ddl: match &args.ddl {
+            Some(dir) => Some(std::sync::Arc::new(
+                DdlSet::load(dir, UnknownAgents::Pass)
+                    .with_context(|| format!("--ddl {}", dir.display()))?,
             )),
             None => None,
         },

@@ -1,13 +1,14 @@
 //! The agents a simulated node runs: `discovery`, `rpcutil`, the `echo` test agent, and a
 //! `service` agent that acts on made-up services (a write action for policy to guard).
 
-use crate::policy::{Decision, PolicySet, Query, Vantage, authorize};
 use std::time::Duration;
 
-use serde_json::{Map, Value, json};
+use serde_json::json;
 
+use super::actions::{run_action, unknown_action};
 use super::node::NodeSpec;
-use crate::filter::facts::lookup;
+use crate::ddl::DdlSet;
+use crate::policy::{Decision, PolicySet, Query, Vantage, authorize};
 use crate::security::Now;
 use crate::wire::Limits;
 use crate::wire::choria_v1::{Request, RpcReply, RpcRequest, StatusCode};
@@ -27,14 +28,25 @@ pub struct AgentAnswer {
     pub delay: Duration,
 }
 
+/// What a node is configured with besides its own facts: decode limits, its actionpolicy
+/// (`rpcauthorization` on when present) and its agents' DDLs.
+#[derive(Clone, Copy, Debug)]
+pub struct ServerChecks<'a> {
+    /// Decode limits for the RPC body.
+    pub limits: Limits,
+    /// The node's actionpolicy; `None` is `rpcauthorization` off.
+    pub policy: Option<&'a PolicySet>,
+    /// The agents' DDLs; an agent without one runs unvalidated.
+    pub ddl: Option<&'a DdlSet>,
+}
+
 /// Runs the envelope's agent on `node`, as go-choria dispatches on the envelope: `None` when the
 /// node lacks the agent (Go discards such requests) or the agent sends no reply.
 pub fn dispatch(
     node: &NodeSpec,
     request: &Request,
-    limits: &Limits,
     now: Now,
-    policy: Option<&PolicySet>,
+    checks: ServerChecks<'_>,
 ) -> Option<AgentAnswer> {
     let agent = request.envelope.agent.as_str();
     if !node.has_agent(agent) {
@@ -48,18 +60,8 @@ pub fn dispatch(
             delay: Duration::ZERO,
         });
     }
-    let (reply, delay) = match request.rpc(limits) {
-        // mcorpc authorizes the body's agent against its own name, so a mismatch is a denial.
-        Ok(rpc) if rpc.agent != agent => (
-            RpcReply::new(&rpc.action, StatusCode::Aborted, NOT_AUTHORIZED, json!({})),
-            Duration::ZERO,
-        ),
-        // The node's own actionpolicy, with its own facts and classes, as a Choria server has it.
-        Ok(rpc) if policy.is_some_and(|set| !node_allows(set, node, request, &rpc)) => (
-            RpcReply::new(&rpc.action, StatusCode::Aborted, NOT_AUTHORIZED, json!({})),
-            Duration::ZERO,
-        ),
-        Ok(rpc) => run_action(node, &rpc, now),
+    let (reply, delay) = match request.rpc(&checks.limits) {
+        Ok(rpc) => answer(node, request, &rpc, now, checks),
         Err(err) => (
             RpcReply::new(
                 "",
@@ -74,6 +76,42 @@ pub fn dispatch(
         body: reply.encode_string(),
         delay,
     })
+}
+
+/// mcorpc's order after decoding: the action must exist, then authorization (only with
+/// `rpcauthorization`), then the inputs against the agent's DDL, then the action runs.
+fn answer(
+    node: &NodeSpec,
+    request: &Request,
+    rpc: &RpcRequest,
+    now: Now,
+    checks: ServerChecks<'_>,
+) -> (RpcReply, Duration) {
+    let agent = request.envelope.agent.as_str();
+    let action = rpc.action.as_str();
+    let fail = |code, message: String| {
+        (
+            RpcReply::new(action, code, message, json!({})),
+            Duration::ZERO,
+        )
+    };
+    let ddl = checks.ddl.and_then(|set| set.agent(agent));
+    if ddl.is_some_and(|ddl| !ddl.actions.contains_key(action)) {
+        return fail(StatusCode::UnknownAction, unknown_action(agent, action));
+    }
+    if let Some(policy) = checks.policy {
+        // mcorpc authorizes the body's agent, so with a policy a mismatch is a denial; without
+        // one the body's agent is never read.
+        if rpc.agent != agent || !node_allows(policy, node, request, rpc) {
+            return fail(StatusCode::Aborted, NOT_AUTHORIZED.to_string());
+        }
+    }
+    if let Some(Err(err)) = ddl.map(|ddl| ddl.check(action, &rpc.data)) {
+        tracing::debug!(node = %node.identity, %err, "refused input");
+        let message = format!("Validation failed: {}", err.choria_reason());
+        return fail(StatusCode::InvalidData, message);
+    }
+    run_action(node, agent, rpc, now)
 }
 
 /// Decides with the node's actionpolicy as a Choria server does: caller id from the envelope,
@@ -99,143 +137,20 @@ fn node_allows(set: &PolicySet, node: &NodeSpec, request: &Request, rpc: &RpcReq
 /// mcorpc's denial message.
 pub const NOT_AUTHORIZED: &str = "You are not authorized to call this agent or action";
 
-fn run_action(node: &NodeSpec, rpc: &RpcRequest, now: Now) -> (RpcReply, Duration) {
-    let action = rpc.action.as_str();
-    let ok = |data: Value| {
-        (
-            RpcReply::new(action, StatusCode::Ok, "OK", data),
-            Duration::ZERO,
-        )
-    };
-    match (rpc.agent.as_str(), action) {
-        ("rpcutil", "ping") => ok(json!({"pong": now.unix_seconds()})),
-        ("rpcutil", "inventory") => ok(inventory(node)),
-        ("rpcutil", "collective_info") => ok(json!({
-            "main_collective": node.main_collective(),
-            "collectives": node.collectives,
-        })),
-        ("rpcutil", "get_fact") => get_fact(node, rpc),
-        ("echo", "echo") => echo(rpc),
-        ("echo", "sleep") => sleep(rpc),
-        ("service", "status" | "start" | "stop" | "restart") => service(rpc),
-        (agent, _) => (
-            RpcReply::new(
-                action,
-                StatusCode::UnknownAction,
-                format!("Unknown action {action} for agent {agent}"),
-                json!({}),
-            ),
-            Duration::ZERO,
-        ),
-    }
-}
-
-fn inventory(node: &NodeSpec) -> Value {
-    json!({
-        "agents": node.agents,
-        "classes": node.classes,
-        "collectives": node.collectives,
-        "data_plugins": [],
-        "facts": node.facts,
-        "machines": [],
-        "main_collective": node.main_collective(),
-        "version": concat!("fedgate-fleet ", env!("CARGO_PKG_VERSION")),
-        "upgradable": false,
-    })
-}
-
-fn get_fact(node: &NodeSpec, rpc: &RpcRequest) -> (RpcReply, Duration) {
-    match required_string(rpc, "fact") {
-        Ok(fact) => {
-            let value = lookup(&node.facts, fact).cloned().unwrap_or(Value::Null);
-            (
-                RpcReply::new(
-                    "get_fact",
-                    StatusCode::Ok,
-                    "OK",
-                    json!({"fact": fact, "value": value}),
-                ),
-                Duration::ZERO,
-            )
-        }
-        Err(reply) => (reply, Duration::ZERO),
-    }
-}
-
-fn echo(rpc: &RpcRequest) -> (RpcReply, Duration) {
-    match required_string(rpc, "message") {
-        Ok(message) => (
-            RpcReply::new("echo", StatusCode::Ok, "OK", json!({"message": message})),
-            Duration::ZERO,
-        ),
-        Err(reply) => (reply, Duration::ZERO),
-    }
-}
-
-fn sleep(rpc: &RpcRequest) -> (RpcReply, Duration) {
-    let Some(seconds) = rpc.data.get("seconds").and_then(Value::as_f64) else {
-        return (missing("sleep", "seconds"), Duration::ZERO);
-    };
-    if !(0.0..=MAX_SLEEP.as_secs_f64()).contains(&seconds) {
-        let msg = format!("seconds must be between 0 and {}", MAX_SLEEP.as_secs());
-        return (
-            RpcReply::new("sleep", StatusCode::InvalidData, msg, json!({})),
-            Duration::ZERO,
-        );
-    }
-    let reply = RpcReply::new("sleep", StatusCode::Ok, "OK", json!({"slept": seconds}));
-    (reply, Duration::from_secs_f64(seconds))
-}
-
-/// Every service runs, until a `stop` (which the simulation does not remember).
-fn service(rpc: &RpcRequest) -> (RpcReply, Duration) {
-    let action = rpc.action.as_str();
-    let reply = match required_string(rpc, "service") {
-        Ok(name) => {
-            let status = if action == "stop" {
-                "stopped"
-            } else {
-                "running"
-            };
-            RpcReply::new(
-                action,
-                StatusCode::Ok,
-                "OK",
-                json!({"service": name, "status": status}),
-            )
-        }
-        Err(reply) => reply,
-    };
-    (reply, Duration::ZERO)
-}
-
-fn required_string<'a>(rpc: &'a RpcRequest, key: &str) -> Result<&'a str, RpcReply> {
-    match rpc.data.get(key) {
-        Some(Value::String(value)) => Ok(value),
-        Some(_) => Err(RpcReply::new(
-            &rpc.action,
-            StatusCode::InvalidData,
-            format!("input {key} must be a string"),
-            Value::Object(Map::new()),
-        )),
-        None => Err(missing(&rpc.action, key)),
-    }
-}
-
-fn missing(action: &str, key: &str) -> RpcReply {
-    RpcReply::new(
-        action,
-        StatusCode::MissingData,
-        format!("missing required input {key}"),
-        json!({}),
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ddl::UnknownAgents;
     use crate::fleet::node::generate;
     use crate::wire::choria_v1::{Filter, RequestEnvelope};
+
+    fn checks<'a>(policy: Option<&'a PolicySet>, ddl: Option<&'a DdlSet>) -> ServerChecks<'a> {
+        ServerChecks {
+            limits: Limits::default(),
+            policy,
+            ddl,
+        }
+    }
 
     fn request(agent: &str, message: &str) -> Request {
         Request::new(
@@ -253,17 +168,30 @@ mod tests {
         )
     }
 
-    fn answer(agent: &str, message: &str) -> RpcReply {
+    fn answer_with(agent: &str, message: &str, checks: ServerChecks<'_>) -> RpcReply {
         let node = &generate("london", 1, &["london".into()])[0];
-        let answer = dispatch(
-            node,
-            &request(agent, message),
-            &Limits::default(),
-            Now::at_unix(5),
-            None,
-        )
-        .unwrap();
+        let answer = dispatch(node, &request(agent, message), Now::at_unix(5), checks).unwrap();
         RpcReply::decode(answer.body.as_bytes(), &Limits::default()).unwrap()
+    }
+
+    fn answer(agent: &str, message: &str) -> RpcReply {
+        answer_with(agent, message, checks(None, None))
+    }
+
+    fn shipped_ddl() -> DdlSet {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("ddl");
+        DdlSet::load(&dir, UnknownAgents::Pass).unwrap()
+    }
+
+    fn allow_all() -> PolicySet {
+        use crate::policy::{Effect, PolicyFile};
+        let mut set = PolicySet::empty(Effect::Deny);
+        for agent in ["rpcutil", "echo"] {
+            let text = "policy default allow\n";
+            let file = PolicyFile::parse(&format!("{agent}.policy"), text).unwrap();
+            set.insert(None, agent, file);
+        }
+        set
     }
 
     #[test]
@@ -305,41 +233,128 @@ mod tests {
     }
 
     #[test]
-    fn the_envelope_agent_decides_and_a_different_body_agent_is_denied() {
-        let denied = answer(
-            "rpcutil",
-            r#"{"agent":"echo","action":"sleep","data":{"seconds":5}}"#,
-        );
-        assert_eq!(
-            (denied.statuscode, denied.statusmsg.as_str()),
-            (StatusCode::Aborted as i64, NOT_AUTHORIZED)
-        );
+    fn without_rpcauthorization_the_envelope_agent_runs_whatever_the_body_names() {
+        // A Choria server without a policy never reads the body's agent.
+        let pong = answer("rpcutil", r#"{"agent":"echo","action":"ping","data":{}}"#);
+        assert_eq!((pong.statuscode, pong.data["pong"].as_i64()), (0, Some(5)));
         let node = &generate("london", 1, &["london".into()])[0];
         let unknown = request("nosuch", r#"{"agent":"nosuch","action":"x","data":{}}"#);
         assert_eq!(
-            dispatch(node, &unknown, &Limits::default(), Now::at_unix(5), None),
+            dispatch(node, &unknown, Now::at_unix(5), checks(None, None)),
             None,
             "no reply for a missing agent"
         );
     }
 
     #[test]
+    fn with_rpcauthorization_a_different_body_agent_is_denied() {
+        let policy = allow_all();
+        let denied = answer_with(
+            "rpcutil",
+            r#"{"agent":"echo","action":"ping","data":{}}"#,
+            checks(Some(&policy), None),
+        );
+        assert_eq!(
+            (denied.statuscode, denied.statusmsg.as_str()),
+            (StatusCode::Aborted as i64, NOT_AUTHORIZED)
+        );
+        let allowed = answer_with(
+            "rpcutil",
+            r#"{"agent":"rpcutil","action":"ping","data":{}}"#,
+            checks(Some(&policy), None),
+        );
+        assert_eq!(allowed.statuscode, StatusCode::Ok as i64);
+    }
+
+    #[test]
+    fn inputs_are_validated_against_the_ddl_before_the_action_runs() {
+        let ddl = shipped_ddl();
+        let with_ddl = checks(None, Some(&ddl));
+        let refused = answer_with(
+            "service",
+            r#"{"agent":"service","action":"restart","data":{"service":"nginx; rm"}}"#,
+            with_ddl,
+        );
+        assert_eq!(refused.statuscode, StatusCode::InvalidData as i64);
+        assert_eq!(
+            refused.statusmsg,
+            r"Validation failed: validation failed for input 'service': input does not match '^[\w\-\.@]+$'"
+        );
+        assert_eq!(refused.data, json!({}), "the action did not run");
+        let missing = answer_with(
+            "echo",
+            r#"{"agent":"echo","action":"sleep","data":{}}"#,
+            with_ddl,
+        );
+        assert_eq!(
+            (missing.statuscode, missing.statusmsg.as_str()),
+            (
+                StatusCode::InvalidData as i64,
+                "Validation failed: input 'seconds' is required"
+            )
+        );
+        let unknown = answer_with(
+            "service",
+            r#"{"agent":"service","action":"reboot","data":{}}"#,
+            with_ddl,
+        );
+        assert_eq!(
+            (unknown.statuscode, unknown.statusmsg.as_str()),
+            (
+                StatusCode::UnknownAction as i64,
+                "Unknown action reboot for agent service"
+            )
+        );
+        let ok = answer_with(
+            "service",
+            r#"{"agent":"service","action":"restart","data":{"service":"nginx"}}"#,
+            with_ddl,
+        );
+        assert_eq!(
+            (ok.statuscode, ok.data["status"].as_str()),
+            (0, Some("running"))
+        );
+        // Without DDLs the simulated action runs on the bad input, as before.
+        let unchecked = answer(
+            "service",
+            r#"{"agent":"service","action":"restart","data":{"service":"nginx; rm"}}"#,
+        );
+        assert_eq!(unchecked.statuscode, StatusCode::Ok as i64);
+    }
+
+    #[test]
+    fn the_ddl_of_the_envelope_agent_is_the_one_applied() {
+        let ddl = shipped_ddl();
+        // The body names echo, the envelope service: service's DDL refuses `message`.
+        let refused = answer_with(
+            "service",
+            r#"{"agent":"echo","action":"status","data":{"message":"hi"}}"#,
+            checks(None, Some(&ddl)),
+        );
+        assert_eq!(refused.statuscode, StatusCode::InvalidData as i64);
+        assert!(
+            refused.statusmsg.contains("'service' is required"),
+            "{}",
+            refused.statusmsg
+        );
+    }
+
+    #[test]
     fn discovery_answers_ruby_json_ping_too() {
         let node = &generate("london", 1, &["london".into()])[0];
+        let ddl = shipped_ddl();
         let ruby = dispatch(
             node,
             &request("discovery", r#""ping""#),
-            &Limits::default(),
             Now::at_unix(5),
-            None,
+            checks(None, Some(&ddl)),
         );
         assert_eq!(ruby.unwrap().body, "pong");
         let other = dispatch(
             node,
             &request("discovery", r#""hello""#),
-            &Limits::default(),
             Now::at_unix(5),
-            None,
+            checks(None, None),
         );
         assert_eq!(other, None);
     }
@@ -350,9 +365,8 @@ mod tests {
         let answer = dispatch(
             node,
             &request("discovery", "cGluZw=="),
-            &Limits::default(),
             Now::at_unix(5),
-            None,
+            checks(None, None),
         );
         assert_eq!(answer.unwrap().body, "pong");
     }
@@ -373,8 +387,7 @@ mod tests {
             r#"{"agent":"rpcutil","action":"ping","data":{}}"#,
         );
         for node in &nodes {
-            let answer =
-                dispatch(node, &ping, &Limits::default(), Now::at_unix(5), Some(&set)).unwrap();
+            let answer = dispatch(node, &ping, Now::at_unix(5), checks(Some(&set), None)).unwrap();
             let reply = RpcReply::decode(answer.body.as_bytes(), &Limits::default()).unwrap();
             let uk = node.facts["country"] == "uk";
             assert_eq!(

@@ -1,13 +1,14 @@
 //! One request through a simulated node, in go-choria's order: decode, verify, filter,
 //! collective, TTL, agent, reply.
 
+use crate::ddl::DdlSet;
 use crate::policy::PolicySet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::agents::{self, AgentAnswer};
+use super::agents::{self, AgentAnswer, ServerChecks};
 use super::node::NodeSpec;
 use super::{FleetStats, Roster};
 use crate::filter;
@@ -26,6 +27,7 @@ pub(super) struct Handler {
     limits: Limits,
     stats: Arc<FleetStats>,
     policy: Option<Arc<PolicySet>>,
+    ddl: Option<Arc<DdlSet>>,
 }
 
 impl Handler {
@@ -36,6 +38,7 @@ impl Handler {
         limits: Limits,
         stats: Arc<FleetStats>,
         policy: Option<Arc<PolicySet>>,
+        ddl: Option<Arc<DdlSet>>,
     ) -> Self {
         Handler {
             client,
@@ -44,6 +47,7 @@ impl Handler {
             limits,
             stats,
             policy,
+            ddl,
         }
     }
 
@@ -114,7 +118,12 @@ impl Handler {
         }
         self.stats
             .validated(signed.caller().as_str(), signed.signer());
-        agents::dispatch(node, request, &self.limits, now, self.policy.as_deref())
+        let checks = ServerChecks {
+            limits: self.limits,
+            policy: self.policy.as_deref(),
+            ddl: self.ddl.as_deref(),
+        };
+        agents::dispatch(node, request, now, checks)
     }
 
     async fn reply(

@@ -84,7 +84,7 @@ pub enum ReplayGuard {
     /// Claims in this process only.
     Local(ReplayWindow),
     /// Claims in a key-value bucket shared by every instance.
-    Shared(kv::Store),
+    Shared(Box<kv::Store>),
 }
 
 impl std::fmt::Debug for ReplayGuard {
@@ -112,7 +112,7 @@ impl ReplayGuard {
     ) -> Result<ReplayGuard, String> {
         let context = async_nats::jetstream::new(client);
         if let Ok(store) = context.get_key_value(bucket).await {
-            return Ok(ReplayGuard::Shared(store));
+            return Ok(ReplayGuard::Shared(Box::new(store)));
         }
         // Made as the key-value layer makes a bucket's stream, without the account query that
         // nats-server 2.9 answers differently.
@@ -138,7 +138,7 @@ impl ReplayGuard {
         context
             .get_key_value(bucket)
             .await
-            .map(ReplayGuard::Shared)
+            .map(|store| ReplayGuard::Shared(Box::new(store)))
             .map_err(|e| {
                 let why = created.map_or(e.to_string(), |c| c.to_string());
                 format!("replay bucket {bucket}: {why}")
@@ -340,10 +340,8 @@ mod tests {
         let err = guard.claim(&at(Mode::Directed(&again)), 100, 10).await;
         assert_eq!(err, Err(ReplayRefusal::Replay("node a of london".into())));
         // `d` was given back with the refused batch.
-        guard
-            .claim(&at(Mode::Directed(&["d".to_string()])), 100, 10)
-            .await
-            .unwrap();
+        let d = ["d".to_string()];
+        guard.claim(&at(Mode::Directed(&d)), 100, 10).await.unwrap();
         let err = guard
             .claim(&at(Mode::Broadcast), 100, 10)
             .await

@@ -130,6 +130,7 @@ impl Network {
             limits,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             policy: None,
+            ddl: None,
         };
         Fleet::start(client, config).await.expect("start fleet")
     }
