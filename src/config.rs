@@ -58,12 +58,26 @@ pub struct Config {
     /// The replay guard and the lifetime rules of signed requests.
     #[serde(default)]
     pub replay: ReplayConfig,
+    /// Choria JSON DDLs that every ingress checks a call's agent, action and inputs against.
+    #[serde(default)]
+    pub ddl: Option<DdlConfig>,
     /// The rules of `identity.rules`, loaded and checked once with the config.
     #[serde(skip, default = "defaults::identity_rules")]
     rules: Arc<IdentityRules>,
     /// The registry revision applied with [`Config::with_set`].
     #[serde(skip)]
     revision: Option<u64>,
+}
+
+/// The DDLs the gateway checks calls against, as a Choria server would.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DdlConfig {
+    /// A directory of `<agent>.json` Choria DDLs.
+    pub dir: PathBuf,
+    /// Refuse agents without a DDL (`unknown_agent`); `discovery` always passes.
+    #[serde(default = "defaults::yes")]
+    pub refuse_unknown_agents: bool,
 }
 
 /// The replay guard every signed origin shares, and how long a signed request may live.
@@ -694,6 +708,9 @@ mod defaults {
     pub fn audit_replicas() -> usize {
         1
     }
+    pub fn yes() -> bool {
+        true
+    }
     pub fn replay_bucket() -> String {
         "fedgate-replay".into()
     }
@@ -982,6 +999,9 @@ impl Config {
         self.identity.rules.iter_mut().for_each(join);
         if let Some(policy) = &mut self.policy {
             join(&mut policy.dir);
+        }
+        if let Some(ddl) = &mut self.ddl {
+            join(&mut ddl.dir);
         }
         if let Some(edge) = &mut self.edge {
             edge.ca.iter_mut().for_each(join);

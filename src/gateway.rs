@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! ingress: bytes -> verified caller, the call as signed, scope, window, destinations
-//!   -> checks   agents agree (body, envelope, route); signed request id; TTL cap; life left
+//!   -> checks   agents agree (body, envelope, route); signed request id; TTL cap; life left;
+//!               agent, action and inputs against the DDLs
 //!   -> admit    per collective: map the caller, authorize the mapped caller  => Admitted
 //!   -> replay   claim the signed bytes for the destination, on every instance
 //!   -> record   the decision record                                         => Recorded
@@ -30,6 +31,7 @@ pub use replay::{Claim, Mode, ReplayGuard};
 
 use crate::audit::{Auditor, FileSink, JetStreamSink, Sink};
 use crate::config::Config;
+use crate::ddl::{DdlSet, UnknownAgents};
 use crate::rules::{RuleStore, Rules};
 
 /// Why the gate could not open.
@@ -96,6 +98,18 @@ pub async fn open_gate(
         .await
         .map_err(problem)?
     };
+    let ddl = match &config.ddl {
+        Some(ddl) => {
+            let unknown = if ddl.refuse_unknown_agents {
+                UnknownAgents::Refuse
+            } else {
+                UnknownAgents::Pass
+            };
+            let set = DdlSet::load(&ddl.dir, unknown).map_err(|e| problem(e.to_string()))?;
+            Some(Arc::new(set))
+        }
+        None => None,
+    };
     let gate = Gate::new(Arc::new(store), auditor, instance.to_string());
-    Ok(Arc::new(gate.with_replay(guard, lifetime)))
+    Ok(Arc::new(gate.with_replay(guard, lifetime).with_ddl(ddl)))
 }

@@ -247,3 +247,65 @@ async fn a_federation_target_goes_only_to_the_member_that_holds_it() {
     client.close().await;
     gateway.edge.unwrap().shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_are_checked_against_the_ddl_before_any_fan_out() {
+    let ddl = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("ddl");
+    let gateway = Gateway::start_with(&format!("[ddl]\ndir = {ddl:?}\n"), "", "").await;
+    let fleet = gateway.london.start_fleet(4).await;
+    let token = gateway.token("alice", Duration::from_secs(300));
+    let mut client = WsClient::connect(&Connect {
+        token: Some(token),
+        ..connect_options(&gateway)
+    })
+    .await
+    .unwrap();
+    let cases = [
+        (
+            "service",
+            "status",
+            json!({"service": "nginx; rm -rf /"}),
+            "invalid_input",
+        ),
+        ("rpcutil", "ping", json!({"extra": 1}), "invalid_input"),
+        ("rpcutil", "reboot", json!({}), "unknown_action"),
+        ("puppet", "runonce", json!({}), "unknown_agent"),
+    ];
+    for (n, (agent, action, data, code)) in cases.into_iter().enumerate() {
+        let request = json!({"type":"rpc","id":format!("d{n}"),"collective":"london",
+            "agent":agent,"action":action,"data":data,"timeout_ms":2000});
+        let error = client.call(&request, |_| {}).await.unwrap();
+        assert_eq!(
+            (error["type"].as_str(), error["code"].as_str()),
+            (Some("error"), Some(code)),
+            "{agent}#{action}: {error}"
+        );
+    }
+    // The same gateway forwards a valid call.
+    let request = json!({"type":"rpc","id":"ok","collective":"london","agent":"rpcutil",
+        "action":"ping","timeout_ms":5000,"limit":4});
+    let done = client.call(&request, |_| {}).await.unwrap();
+    assert_eq!(done["responses"].as_u64(), Some(4), "{done}");
+    client.close().await;
+    assert_eq!(
+        fleet.stats().total,
+        4,
+        "only the valid call reached the fleet"
+    );
+
+    let records = audit_records(&gateway.audit_file());
+    let refused: Vec<(&str, &str)> = decisions(&records, Verdict::Deny)
+        .iter()
+        .map(|r| (r.event.stage.as_str(), r.event.code.as_str()))
+        .collect();
+    assert_eq!(
+        refused,
+        [
+            ("validate", "invalid_input"),
+            ("validate", "invalid_input"),
+            ("validate", "unknown_action"),
+            ("validate", "unknown_agent"),
+        ]
+    );
+    gateway.edge.unwrap().shutdown().await;
+}

@@ -32,6 +32,7 @@ as = "$0"
 "#;
 
 const RPCUTIL: &str = "policy default deny\nallow\tchoria=alice.mcollective\tping\t*\t*\n";
+const SERVICE: &str = "policy default allow\n";
 const ECHO: &str = "policy default deny\n";
 const DISCOVERY: &str = "policy default deny\nallow\tchoria=alice.mcollective\t*\t*\t*\n";
 
@@ -71,14 +72,16 @@ impl Topology {
         let privileged = realm("london").privileged.as_ref().unwrap();
         let text = format!(
             "[instance]\nstats_interval = 1\nworkers = 2\n\n[identity]\nrules = {rules:?}\n\n\
-             [replay]\nnats = [{:?}]\n\n{}{}{}",
+             [replay]\nnats = [{:?}]\n\n[ddl]\ndir = {:?}\n\n{}{}{}",
             self.replay.url(),
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("ddl"),
             gate_block(
                 self.dir.path(),
                 &[
                     ("rpcutil.policy", RPCUTIL),
                     ("echo.policy", ECHO),
                     ("discovery.policy", DISCOVERY),
+                    ("service.policy", SERVICE),
                 ],
                 ""
             ),
@@ -474,4 +477,62 @@ async fn a_request_signed_for_too_long_or_with_too_little_life_left_is_refused_b
         .filter(|r| r.event.code == "allowed")
         .count();
     assert_eq!(allowed, 0, "no allow record was written");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_are_checked_against_the_ddl_before_any_fan_out() {
+    let topo = Topology::start().await;
+    let broker = BrokerProcess::spawn(&topo.config(), "adm1").await;
+    let client = topo.prod.connect_as("alice").await;
+    let (_spy_client, mut spy) = spy(&topo.london).await;
+
+    let cases = [
+        (
+            "service",
+            r#"{"service":"nginx; rm -rf /"}"#,
+            "status",
+            "invalid_input",
+        ),
+        ("service", "{}", "status", "invalid_input"),
+        (
+            "service",
+            r#"{"service":"nginx"}"#,
+            "reboot",
+            "unknown_action",
+        ),
+        ("puppet", "{}", "runonce", "unknown_agent"),
+    ];
+    for (agent, data, action, code) in cases {
+        let body = format!(r#"{{"agent":"{agent}","action":"{action}","data":{data}}}"#);
+        let signed = sign(user("prod", "alice"), agent, &body, 60, 0);
+        let sent = send(&client, &signed, &signed.requestid, &broadcast(agent)).await;
+        assert_eq!(sent.refusal().await, code, "{agent}#{action} {data}");
+        let record = topo
+            .audit()
+            .into_iter()
+            .find(|r| r.event.request_id.as_deref() == Some(signed.requestid.as_str()))
+            .expect("a decision record");
+        assert_eq!(
+            (record.event.stage.as_str(), record.event.code.as_str()),
+            ("validate", code)
+        );
+    }
+    assert_eq!(forwarded(&mut spy).await, 0, "nothing reached london");
+    assert_eq!(topo.fleet.stats().total, 0);
+    let counted = broker
+        .counter(
+            "fedgate_federation_refused_msgs",
+            &[("reason", "invalid_input")],
+        )
+        .await;
+    assert_eq!(counted, 2.0);
+
+    // A valid call passes the same check.
+    let body = r#"{"agent":"service","action":"status","data":{"service":"nginx"}}"#;
+    let signed = sign(user("prod", "alice"), "service", body, 60, 0);
+    let replies = send(&client, &signed, &signed.requestid, &broadcast("service"))
+        .await
+        .collect(NODES, Duration::from_secs(10))
+        .await;
+    assert_eq!(replies.len(), NODES, "{replies:?}");
 }

@@ -312,26 +312,33 @@ async fn a_bridged_request_never_outlives_the_original_and_one_about_to_expire_i
     let publisher = Publisher::new(&site).await;
     let ping = ("rpcutil", "ping");
     let broadcast = ("mcollective_broadcast", "rpcutil");
-    // 40 s of its 60 left: re-issued for 40 s at most.
+    // 40 s of its 60 left: re-issued to end with it. A TTL of 20, under Choria's 30 s
+    // minimum: re-issued with its time set back, so it still ends with the original.
     let aged = now() - 20;
     publisher
         .publish(broadcast, &request(&alice, ping, (aged, 60), &id(1)))
         .await;
-    // Too little left for a Choria request (30 s at least): a short TTL, and an old request.
+    let short = now();
     publisher
-        .publish(broadcast, &request(&alice, ping, (now(), 20), &id(2)))
+        .publish(broadcast, &request(&alice, ping, (short, 20), &id(4)))
+        .await;
+    // Too little left to forward (under `[replay] min_life_s`, 2 s): an old request, and one
+    // signed for more than `max_signed_ttl`.
+    publisher
+        .publish(broadcast, &request(&alice, ping, (now() - 59, 60), &id(2)))
         .await;
     publisher
-        .publish(broadcast, &request(&alice, ping, (now() - 45, 60), &id(3)))
+        .publish(broadcast, &request(&alice, ping, (now(), 3_600), &id(3)))
         .await;
 
-    assert!(wait_until(60, || forwarded.lock().unwrap().contains_key(&id(1))).await);
-    let (time, ttl) = forwarded.lock().unwrap()[&id(1)];
-    assert!(
-        time + ttl <= aged + 60,
-        "re-issued at {time} for {ttl} s, past the original's end at {}",
-        aged + 60
-    );
+    for (n, end) in [(1, aged + 60), (4, short + 20)] {
+        assert!(wait_until(60, || forwarded.lock().unwrap().contains_key(&id(n))).await);
+        let (time, ttl) = forwarded.lock().unwrap()[&id(n)];
+        assert!(
+            time + ttl <= end,
+            "re-issued at {time} for {ttl} s, past the original's end at {end}"
+        );
+    }
     // Refused once each, before any decision to allow, and never forwarded.
     let refused = |n: u8| {
         setup.records().into_iter().any(|r| {
@@ -341,7 +348,7 @@ async fn a_bridged_request_never_outlives_the_original_and_one_about_to_expire_i
     };
     assert!(wait_until(90, || refused(2) && refused(3)).await);
     assert_eq!(setup.decisions(&id(2)), ["expiring"]);
-    assert_eq!(setup.decisions(&id(3)), ["expiring"]);
+    assert_eq!(setup.decisions(&id(3)), ["ttl_too_long"]);
     let forwarded = forwarded.lock().unwrap().clone();
     assert!(!forwarded.contains_key(&id(2)) && !forwarded.contains_key(&id(3)));
     setup.shutdown().await;

@@ -85,6 +85,7 @@ pub fn run(budget: Duration, dir: &Path) -> Result<Vec<Row>, BenchError> {
 
 fn claim<'a>(signed: &'a [u8], collective: &'a str) -> Claim<'a> {
     Claim {
+        realm: "prod",
         signed,
         collective,
         mode: Mode::Broadcast,

@@ -611,6 +611,14 @@ impl Config {
             return Err(check.invalid("replay.min_life_s", "must be between 1 and 30"));
         }
         check.name("replay.bucket".into(), &replay.bucket)?;
+        if let Some(ddl) = &self.ddl
+            && !ddl.dir.is_dir()
+        {
+            return Err(check.invalid(
+                "ddl.dir",
+                format!("{} is not a directory", ddl.dir.display()),
+            ));
+        }
         if let Some(tls) = &replay.tls {
             check.file("replay.tls.certificate".into(), &tls.certificate)?;
             check.file("replay.tls.key".into(), &tls.key)?;

@@ -473,6 +473,7 @@ impl Dispatcher {
                 targets => Mode::Directed(targets),
             };
             let claim = Claim {
+                realm: &self.realm,
                 signed: signed.as_bytes(),
                 collective,
                 mode,

@@ -212,6 +212,12 @@ pub enum ErrorCode {
     Unverified,
     /// A signed request with too little of its TTL left to be re-signed.
     Expiring,
+    /// No DDL describes the agent.
+    UnknownAgent,
+    /// The agent's DDL has no such action.
+    UnknownAction,
+    /// An input is missing, unknown, or fails its DDL type or validation.
+    InvalidInput,
 }
 
 impl ErrorCode {
@@ -230,6 +236,9 @@ impl ErrorCode {
             ErrorCode::Cancelled => "cancelled",
             ErrorCode::Unverified => "unverified",
             ErrorCode::Expiring => "expiring",
+            ErrorCode::UnknownAgent => "unknown_agent",
+            ErrorCode::UnknownAction => "unknown_action",
+            ErrorCode::InvalidInput => "invalid_input",
         }
     }
 }

@@ -106,7 +106,7 @@ pub enum Refusal {
 
 impl Refusal {
     /// Every reason code, for counters, in [`Refusal::index`] order.
-    pub const REASONS: [&'static str; 37] = [
+    pub const REASONS: [&'static str; 40] = [
         "malformed",
         "not_federated",
         "missing_request_id",
@@ -144,6 +144,9 @@ impl Refusal {
         "replay",
         "replay_full",
         "replay_unavailable",
+        "unknown_agent",
+        "unknown_action",
+        "invalid_input",
     ];
 
     /// Position of this refusal's reason in [`Refusal::REASONS`].
@@ -187,6 +190,9 @@ impl Refusal {
                 Code::Replay => 34,
                 Code::ReplayFull => 35,
                 Code::ReplayUnavailable => 36,
+                Code::UnknownAgent => 37,
+                Code::UnknownAction => 38,
+                Code::InvalidInput => 39,
             },
             Refusal::Denied(_) => 28,
             Refusal::AuditFailed(_) => 29,

@@ -231,6 +231,11 @@ async fn relay_resigned(
     if gate.auditor.records_values(&call.agent, &call.action) {
         event.data = Some(call.data.clone());
     }
+    if let Err(refusal) = gate.check_inputs(&call.agent, &call.action, &call.data) {
+        let refusal = Refusal::Admission(refusal);
+        deny(&mut event, "validate", &refusal);
+        return answer_refusal(ctx, gate, routed, event, &refusal).await;
+    }
     let until = match gate.lifetime.check(
         request.envelope.time,
         request.envelope.ttl,
@@ -351,6 +356,7 @@ impl Share<'_> {
             Some(Target::Node { .. }) => Mode::Directed(targets),
         };
         let claim = Claim {
+            realm: &self.rules.realm,
             signed: self.verified.secure().message.as_bytes(),
             collective,
             mode,

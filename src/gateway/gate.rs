@@ -11,6 +11,7 @@ use serde_json::json;
 use super::checks::Lifetime;
 use super::replay::ReplayGuard;
 use crate::audit::{Auditor, Event, Kind, Verdict};
+use crate::ddl::DdlSet;
 use crate::policy::{Decision, Denied, Query, Vantage, authorize, describe};
 use crate::rules::{RuleStore, Rules};
 use crate::security::Now;
@@ -36,6 +37,8 @@ pub struct Gate {
     pub replay: ReplayGuard,
     /// How long a signed request may live and must still have to live.
     pub lifetime: Lifetime,
+    /// The DDLs calls are checked against, when configured.
+    pub ddl: Option<Arc<DdlSet>>,
     pending: Mutex<HashMap<String, Pending>>,
 }
 
@@ -62,6 +65,7 @@ impl Gate {
             instance,
             replay: ReplayGuard::local(),
             lifetime: Lifetime::default(),
+            ddl: None,
             pending: Mutex::new(HashMap::new()),
         }
     }
@@ -72,6 +76,25 @@ impl Gate {
             replay,
             lifetime,
             ..self
+        }
+    }
+
+    /// The same gate checking calls against `ddl`.
+    pub fn with_ddl(self, ddl: Option<Arc<DdlSet>>) -> Gate {
+        Gate { ddl, ..self }
+    }
+
+    /// Checks a call's agent, action and inputs against the DDLs, before any fan-out; passes
+    /// when no DDLs are configured.
+    pub fn check_inputs(
+        &self,
+        agent: &str,
+        action: &str,
+        data: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(), super::Refusal> {
+        match &self.ddl {
+            Some(ddl) => ddl.check(agent, action, data).map_err(super::Refusal::from),
+            None => Ok(()),
         }
     }
 

@@ -2,6 +2,7 @@
 //! is told, the same on every ingress, in its metrics, its audit records and its answers.
 
 use super::replay::ReplayRefusal;
+use crate::ddl::InputError;
 
 /// Where on the path a request was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -10,6 +11,8 @@ pub enum Stage {
     Decode,
     /// The caller or its window.
     Verify,
+    /// The call against the agent's DDL.
+    Validate,
     /// The replay guard.
     Replay,
     /// Identity mapping.
@@ -26,6 +29,7 @@ impl Stage {
         match self {
             Stage::Decode => "decode",
             Stage::Verify => "verify",
+            Stage::Validate => "validate",
             Stage::Replay => "replay",
             Stage::Map => "map",
             Stage::Authorize => "authorize",
@@ -51,11 +55,17 @@ pub enum Code {
     ReplayFull,
     /// The replay guard cannot be reached.
     ReplayUnavailable,
+    /// No DDL describes the agent.
+    UnknownAgent,
+    /// The agent's DDL has no such action.
+    UnknownAction,
+    /// An input is missing, unknown, or fails its DDL type or validation.
+    InvalidInput,
 }
 
 impl Code {
     /// Every code, in [`Code::index`] order.
-    pub const ALL: [Code; 7] = [
+    pub const ALL: [Code; 10] = [
         Code::AgentMismatch,
         Code::RequestIdMismatch,
         Code::TtlTooLong,
@@ -63,6 +73,9 @@ impl Code {
         Code::Replay,
         Code::ReplayFull,
         Code::ReplayUnavailable,
+        Code::UnknownAgent,
+        Code::UnknownAction,
+        Code::InvalidInput,
     ];
 
     /// Position in [`Code::ALL`], for arrays of counters.
@@ -80,6 +93,9 @@ impl Code {
             Code::Replay => "replay",
             Code::ReplayFull => "replay_full",
             Code::ReplayUnavailable => "replay_unavailable",
+            Code::UnknownAgent => "unknown_agent",
+            Code::UnknownAction => "unknown_action",
+            Code::InvalidInput => "invalid_input",
         }
     }
 }
@@ -104,6 +120,17 @@ impl Refusal {
             code,
             reason: reason.into(),
         }
+    }
+}
+
+impl From<InputError> for Refusal {
+    fn from(err: InputError) -> Refusal {
+        let code = match err {
+            InputError::UnknownAgent { .. } => Code::UnknownAgent,
+            InputError::UnknownAction { .. } => Code::UnknownAction,
+            InputError::InvalidInput { .. } => Code::InvalidInput,
+        };
+        Refusal::new(Stage::Validate, code, err.to_string())
     }
 }
 

@@ -38,9 +38,12 @@ pub enum Mode<'a> {
     Directed(&'a [String]),
 }
 
-/// One claim: the signed bytes and where they go.
+/// One claim: who signed what, and where it goes.
 #[derive(Clone, Copy, Debug)]
 pub struct Claim<'a> {
+    /// The realm whose CA verified the signature (the same bytes re-signed by fedgate for
+    /// another realm are another request).
+    pub realm: &'a str,
     /// Exactly what the caller signed.
     pub signed: &'a [u8],
     /// The collective (fedgate's name for it).
@@ -189,9 +192,12 @@ impl ReplayGuard {
     }
 }
 
-/// The digest of the signed bytes for one collective.
+/// The digest of the signed bytes of one realm for one collective.
 fn claim_key(claim: &Claim<'_>) -> [u8; 32] {
-    let mut input = Vec::with_capacity(claim.signed.len() + claim.collective.len() + 1);
+    let mut input =
+        Vec::with_capacity(claim.realm.len() + claim.signed.len() + claim.collective.len() + 2);
+    input.extend_from_slice(claim.realm.as_bytes());
+    input.push(0);
     input.extend_from_slice(claim.signed);
     input.push(0);
     input.extend_from_slice(claim.collective.as_bytes());
@@ -315,6 +321,7 @@ mod tests {
 
     fn claim<'a>(signed: &'a [u8], collective: &'a str, mode: Mode<'a>) -> Claim<'a> {
         Claim {
+            realm: "prod",
             signed,
             collective,
             mode,

@@ -24,9 +24,7 @@ use crate::audit::{Event, Verdict};
 use crate::client::RpcCall;
 use crate::config::Config;
 use crate::gateway::gate::{self, Gate};
-use crate::policy::Query;
-use crate::security::identity::Mapping;
-use crate::security::replay::ReplayWindow;
+use crate::gateway::{Ask, CallError, Claim, Mode, admit, choria_call};
 use crate::security::{CaBundle, NamePatterns, Now, VerifiedRequest, Verifier, patterns_defaults};
 use crate::subjects::Target;
 use crate::wire::Limits;
@@ -52,8 +50,6 @@ struct Shared {
     link: Arc<LegacyLink>,
     nats: async_nats::Client,
     limits: Limits,
-    /// Requests already served, until their TTL ends.
-    replays: ReplayWindow,
 }
 
 /// A running facade.
@@ -129,7 +125,6 @@ impl Facade {
             link,
             nats,
             limits,
-            replays: ReplayWindow::new(65_536),
         });
         let stop = CancellationToken::new();
         let tasks = tokio_util::task::TaskTracker::new();
@@ -300,93 +295,76 @@ impl Shared {
                 ));
             }
         };
-        // The request is re-signed with a fresh time for the legacy side, so a replay would be
-        // new there: refuse one here (per node for directed copies).
-        let now = Now::system().unix_seconds();
-        let until = envelope.time.saturating_add(envelope.ttl);
-        let signed: [u8; 32] =
-            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, verified.secure().signed_bytes())
-                .as_ref()
-                .try_into()
-                .unwrap_or([0; 32]);
-        self.replays
-            .claim(signed, targets.first().map(String::as_str), until, now)
-            .map_err(|e| ("replay", e.to_string()))?;
-        let (action, data) = if envelope.agent == "discovery" {
-            ("ping".to_string(), serde_json::Map::new())
-        } else {
-            let rpc = verified
-                .request()
-                .rpc(&self.limits)
-                .map_err(|e| ("malformed", e.to_string()))?;
-            if rpc.agent != envelope.agent {
-                return Err((
-                    "agent_mismatch",
-                    "the body's agent is not the envelope's".into(),
-                ));
-            }
-            (rpc.action, rpc.data)
-        };
+        let call = choria_call(verified.request(), &self.limits).map_err(|e| match e {
+            CallError::Malformed(err) => ("malformed", err.to_string()),
+            CallError::Refused(refusal) => (refusal.code.as_str(), refusal.reason),
+        })?;
         if let Some(answer) = answer.as_mut() {
-            answer.action = action.clone();
+            answer.action = call.action.clone();
         }
-        event.action = Some(action.clone());
-        event.data_keys = data.keys().cloned().collect();
-        event.stage = "map".into();
-        let rules = self.gate.rules();
-        event.revision = rules.revision;
-        let (mapped, identity_rule) =
-            match rules
-                .identity
-                .map(&self.realm, verified.caller(), &self.name)
-            {
-                Mapping::Mapped { callerid, rule } => (callerid, rule.to_string()),
-                Mapping::Denied(denial) => {
-                    event.rule = denial.rule().map(ToString::to_string);
-                    return Err(("unmapped", denial.reason().to_string()));
-                }
-            };
-        event.mapped_caller = Some(mapped.as_str().to_string());
-        let mut filter = envelope.filter.clone();
-        let mut rule = "discovery".to_string();
-        if envelope.agent != "discovery" {
-            event.stage = "authorize".into();
-            let query = Query {
-                collective: &self.name,
-                agent: &envelope.agent,
-                action: &action,
-                caller: mapped.as_str(),
-            };
-            match self.gate.authorize(&rules, &query, &mut filter, event) {
-                Ok(decided_by) => rule = decided_by,
-                Err(denied) => {
-                    event.rule = Some(denied.source.to_string());
-                    return Err(("denied", denied.reason));
-                }
-            }
-        }
-        event.filter = gate::summarize(&filter);
-        event.decision = Some(Verdict::Allow);
-        event.stage = "authorize".into();
-        event.code = "allowed".into();
-        event.rule = Some(rule.clone());
-        event.reason = format!("allowed by {rule}; mapped by {identity_rule}");
-        let link = self
+        event.action = Some(call.action.clone());
+        event.data_keys = call.data.keys().cloned().collect();
+        event.stage = "validate".into();
+        self.gate
+            .check_inputs(&call.agent, &call.action, &call.data)
+            .map_err(|r| (r.code.as_str(), r.reason))?;
+        event.stage = "verify".into();
+        let now = Now::system().unix_seconds();
+        let until = self
             .gate
-            .record(event.clone())
+            .lifetime
+            .check(envelope.time, envelope.ttl, now)
+            .map_err(|r| (r.code.as_str(), r.reason))?;
+        let rules = self.gate.rules();
+        let ask = Ask {
+            realm: &self.realm,
+            caller: verified.caller(),
+            collective: &self.name,
+            agent: &call.agent,
+            action: &call.action,
+            filter: &envelope.filter,
+        };
+        let admitted = match admit(&self.gate, &rules, &ask, event.clone()) {
+            Ok(admitted) => admitted,
+            Err(not) => {
+                *event = not.event;
+                return Err((not.code, not.reason));
+            }
+        };
+        *event = admitted.event().clone();
+        // The request is re-signed with a fresh time for the legacy side, so a replay would be
+        // new there: the signed bytes are claimed for this collective (per node when directed).
+        let claim = Claim {
+            realm: &self.realm,
+            signed: verified.secure().message.as_bytes(),
+            collective: &self.name,
+            mode: match targets.as_slice() {
+                [] => Mode::Broadcast,
+                nodes => Mode::Directed(nodes),
+            },
+        };
+        if let Err(err) = self.gate.replay.claim(&claim, until, now).await {
+            let refusal = crate::gateway::Refusal::from(err);
+            event.stage = refusal.stage.as_str().into();
+            return Err((refusal.code.as_str(), refusal.reason));
+        }
+        let recorded = self
+            .gate
+            .record_admitted(admitted)
             .await
-            .map_err(|e| ("audit_failed", e.to_string()))?;
+            .map_err(|(_, e)| ("audit_failed", e.to_string()))?;
+        let (mapped, link) = (recorded.mapped().clone(), recorded.link().to_string());
         // Valid on the legacy side no longer than the Choria request is.
         let ttl = until.saturating_sub(now).clamp(1, 60);
         let rpc = RpcCall {
-            data,
-            filter,
+            data: call.data,
+            filter: recorded.filter().clone(),
             expect: (!targets.is_empty()).then_some(targets.len()),
             targets,
             ttl,
             timeout: Duration::from_secs(ttl.unsigned_abs()).min(Duration::from_secs(30)),
             idle: Duration::from_secs(2),
-            ..RpcCall::new(&self.name, &envelope.agent, &action)
+            ..RpcCall::new(&self.name, &envelope.agent, &call.action)
         };
         let requestid = envelope.requestid.clone();
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(4096);

@@ -231,9 +231,19 @@ pub fn collective_block(table: &str, network: &Network) -> String {
 
 /// Writes `policies` (file name, text) under `dir/policies` and returns the `[policy]` and
 /// `[audit]` tables of a re-signing config, the audit file being `dir/audit/audit.log`.
+///
+/// fedgate decides discovery with policy like any other agent; unless `policies` has its own
+/// `discovery.policy`, every caller may discover (the tests of discovery bring theirs).
 pub fn gate_block(dir: &Path, policies: &[(&str, &str)], audit_extra: &str) -> String {
     let policy_dir = dir.join("policies");
-    for (name, text) in policies {
+    let discovery = [("discovery.policy", "policy default allow\n")];
+    let own_discovery = policies.iter().any(|(name, _)| *name == "discovery.policy");
+    let defaults = if own_discovery {
+        &[][..]
+    } else {
+        &discovery[..]
+    };
+    for (name, text) in policies.iter().chain(defaults) {
         let path = policy_dir.join(name);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(path, text).unwrap();

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::{Admitted, Dispatcher, EdgeTarget, Job, Principal, Refused, Scope};
 use crate::client::{ReplyEvent, RpcClient, Summary};
 use crate::edge::protocol::{ErrorCode, ServerMessage};
+use crate::gateway::Code;
 
 /// Replies as they arrive, across every collective of a request.
 struct Tally<'a> {
@@ -97,6 +98,25 @@ impl Dispatcher {
                 .increment(1);
             send(ServerMessage::error(Some(&id), code, message));
         };
+        // The call against the agent's DDL, once, before any fan-out.
+        if let Err(refusal) = self.gate.check_inputs(&job.agent, &job.action, &job.data) {
+            let event = self.event(principal, &job, None);
+            let code = refusal.code.as_str();
+            self.refuse(
+                event,
+                refusal.stage.as_str(),
+                code,
+                refusal.reason.clone(),
+                None,
+            )
+            .await;
+            let code = match refusal.code {
+                Code::UnknownAgent => ErrorCode::UnknownAgent,
+                Code::UnknownAction => ErrorCode::UnknownAction,
+                _ => ErrorCode::InvalidInput,
+            };
+            return error(code, refusal.reason);
+        }
         let shares = match self.shares(principal, &job).await {
             Ok(shares) => shares,
             Err(refusal) => return error(refusal.code, refusal.message),

@@ -1,7 +1,7 @@
 //! What a delivery must agree with before it is admitted: its route, its remaining life, its
 //! reply queue and its filter.
 
-use crate::wire::choria_v1::{FactFilter, FactOperator, Filter, MIN_TTL};
+use crate::wire::choria_v1::{FactFilter, FactOperator, Filter};
 use crate::wire::mcollective::Ruby;
 
 /// Longest TTL a bridged request is re-issued with.
@@ -38,19 +38,6 @@ pub(super) fn agent_agrees(route: &Route, bridged: &[String], agent: &str) -> Re
         )),
         _ => Ok(()),
     }
-}
-
-/// The TTL a request signed at `msgtime` for `ttl` seconds is re-issued with at `now`: what
-/// is left of its life, capped at [`MAX_TTL`], so the re-issued request never outlives it. Less
-/// than a Choria request's least TTL left is refused.
-pub(super) fn remaining_life(msgtime: i64, ttl: i64, now: i64) -> Result<i64, String> {
-    let left = msgtime.saturating_add(ttl).saturating_sub(now);
-    if left < MIN_TTL {
-        return Err(format!(
-            "{left} s of its {ttl} s TTL left, and a Choria request lives {MIN_TTL} s at least"
-        ));
-    }
-    Ok(left.min(MAX_TTL))
 }
 
 /// The queue a reply goes to: a bare name, or one of RabbitMQ's STOMP reply forms.
@@ -127,16 +114,6 @@ mod tests {
         let directed = Route::Directed("node1".into());
         assert!(agent_agrees(&directed, &bridged, "rpcutil").is_ok());
         assert!(agent_agrees(&directed, &bridged, "puppet").is_err());
-    }
-
-    #[test]
-    fn a_reissued_request_lives_no_longer_than_the_original() {
-        assert_eq!(remaining_life(1_000, 60, 1_020), Ok(40));
-        assert_eq!(remaining_life(1_000, 600, 1_000), Ok(MAX_TTL));
-        assert_eq!(remaining_life(1_000, 60, 1_030), Ok(30));
-        assert!(remaining_life(1_000, 60, 1_031).is_err());
-        assert!(remaining_life(1_000, 20, 1_000).is_err());
-        assert!(remaining_life(i64::MIN, i64::MIN, i64::MAX).is_err());
     }
 
     #[test]

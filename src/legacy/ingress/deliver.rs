@@ -71,7 +71,8 @@ pub(super) struct Inbound {
     pub(super) replies_wanted: bool,
     pub(super) filter: Filter,
     /// The TTL it is re-issued with.
-    pub(super) ttl: i64,
+    /// The Unix second the original request stops being valid.
+    pub(super) until: i64,
     pub(super) route: Route,
     /// Where replies go, and who they are from.
     pub(super) answer: Answer,
@@ -227,9 +228,17 @@ impl Shared {
         event.stage = "route".into();
         checks::agent_agrees(&route, &self.bridge.agents, &agent)
             .map_err(|m| refuse("agent_mismatch", m, event.clone()))?;
+        event.stage = "validate".into();
+        self.gate
+            .check_inputs(&agent, &action, &data)
+            .map_err(|r| refuse(r.code.as_str(), r.reason, event.clone()))?;
+        // The same lifetime rules as every ingress; the re-issued request ends with this one.
         event.stage = "verify".into();
-        let ttl = checks::remaining_life(verified.body.msgtime, verified.body.ttl, now)
-            .map_err(|m| refuse("expiring", m, event.clone()))?;
+        let until = self
+            .gate
+            .lifetime
+            .check(verified.body.msgtime, verified.body.ttl, now)
+            .map_err(|r| refuse(r.code.as_str(), r.reason, event.clone()))?;
         event.stage = "decode".into();
         let filter = checks::choria_filter(&verified.request.filter)
             .map_err(|m| refuse("unsupported_filter", m, event.clone()))?;
@@ -244,7 +253,7 @@ impl Shared {
             data,
             replies_wanted,
             filter,
-            ttl,
+            until,
             route,
             answer,
             event,

@@ -7,6 +7,7 @@ use std::time::Duration;
 use lapin::message::Delivery;
 use lapin::options::BasicAckOptions;
 
+use super::checks::MAX_TTL;
 use super::deliver::{Admitted, Handled, Inbound};
 use super::replies::legacy_reply_body;
 use super::{MAX_COLLECT, Shared};
@@ -95,8 +96,9 @@ impl Shared {
             filter: one.filter.clone(),
             expect: (!nodes.is_empty()).then_some(nodes.len()),
             targets: nodes,
-            ttl: inbound.ttl,
-            timeout: Duration::from_secs(inbound.ttl.unsigned_abs()).min(MAX_COLLECT),
+            ttl: MAX_TTL,
+            expires: Some(inbound.until),
+            timeout: Duration::from_secs(life_left(inbound.until)).min(MAX_COLLECT),
             idle: Duration::from_secs(2),
             ..RpcCall::new(&one.target.internal, &inbound.agent, &inbound.action)
         };
@@ -128,4 +130,10 @@ impl Shared {
             )
             .await
     }
+}
+
+/// Seconds until `until`, at least one.
+fn life_left(until: i64) -> u64 {
+    let now = crate::security::Now::system().unix_seconds();
+    until.saturating_sub(now).max(1).unsigned_abs()
 }
