@@ -7,6 +7,7 @@
 
 pub mod observe;
 pub mod resign;
+pub mod signers;
 pub mod stats;
 pub mod transform;
 mod worker;

@@ -8,75 +8,15 @@
 //! are checked against the request id their headers carry and re-encoded with a fresh hash.
 //! Everything still travels in headers, so instances stay stateless and share the work.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
-
+pub use super::signers::{ResignRules, ResignTarget};
 use super::transform::{
     ClusterRules, Destination, Egress, Refusal, RoutedRequest, take_reply_header,
 };
-use crate::config::Config;
 use crate::gateway::{agents_agree, request_ids_agree};
-use crate::security::{CallerId, Now, Resign, Signer, VerifiedRequest, Verifier};
+use crate::security::{CallerId, Now, Resign, VerifiedRequest};
 use crate::subjects::Target;
 use crate::wire::choria_v1::{Filter, RelayTransport, Reply, SecureReply, SecureRequest};
-use crate::wire::{DecodeError, Layer, Limits, decode_base64_lenient};
-
-/// What a re-signing cluster needs besides routing.
-#[derive(Debug)]
-pub struct ResignRules {
-    /// The realm callers are verified in: the federation's name.
-    pub realm: String,
-    /// The federation's CA and name patterns.
-    pub verifier: Verifier,
-    /// Each reachable collective's internal name and fedgate's privileged signer there.
-    pub targets: BTreeMap<String, ResignTarget>,
-    /// Longest TTL of a re-signed request.
-    pub max_ttl: i64,
-}
-
-/// A collective that a re-signing cluster publishes into.
-#[derive(Debug)]
-pub struct ResignTarget {
-    /// The collective's name in its subjects and envelopes.
-    pub internal_name: String,
-    /// fedgate's privileged certificate and key from the collective's CA.
-    pub signer: Arc<Signer>,
-}
-
-impl ResignRules {
-    /// Loads the verifier, identity rules and signers of the served federation `name`.
-    pub fn from_config(config: &Config, name: &str, limits: Limits) -> Result<Self, String> {
-        let federation = config
-            .federation(name)
-            .ok_or_else(|| format!("no federation {name}"))?;
-        let verifier = federation
-            .verifier(limits)?
-            .ok_or("resign mode needs the federation's ca to verify callers")?;
-        let mut targets = BTreeMap::new();
-        for collective in config.routes(name)?.into_keys() {
-            let member = config.served_on(&collective).ok_or_else(|| {
-                format!("resign mode reaches collectives only; {collective} is not one")
-            })?;
-            let signer = member
-                .signer
-                .as_ref()
-                .ok_or_else(|| format!("collective {collective} has no signer"))?;
-            let signer = Signer::from_files(&signer.certificate, &signer.key)
-                .map_err(|e| format!("collective {collective} signer: {e}"))?;
-            let target = ResignTarget {
-                internal_name: config.member_internal_name(&collective).to_string(),
-                signer: Arc::new(signer),
-            };
-            targets.insert(collective, target);
-        }
-        Ok(ResignRules {
-            realm: name.to_string(),
-            verifier,
-            targets,
-            max_ttl: federation.max_ttl,
-        })
-    }
-}
+use crate::wire::{DecodeError, Layer, decode_base64_lenient};
 
 /// Verifies the secure request inside a routed request against the federation's realm.
 pub fn verify(
@@ -221,9 +161,11 @@ pub fn route_reply(
 mod tests {
     use super::*;
     use crate::federation::transform::hop_label;
+    use crate::wire::Limits;
     use crate::wire::choria_v1::{
         FederationHeader, ReplyEnvelope, SecureReply, Transport, TransportHeaders,
     };
+    use std::collections::BTreeMap;
 
     const REQ: &str = "6a6f3a2c1e8b4e0f9d1b2c3d4e5f6a7b";
     const CLIENT_REPLY: &str =

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use std::sync::Arc;
 
-use super::resign::ResignRules;
+use super::signers::ResignRules;
 use crate::config::{Config, FederationMode, Route};
 use crate::gateway::Code;
 use crate::security::identity::Denial;
