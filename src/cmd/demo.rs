@@ -127,27 +127,14 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         .collect::<Result<_, _>>()?;
     let client_config = write_client_config(&dir, &pki, &servers, legacy.is_some())?;
     let edge = realm(&pki, "edge")?;
-    let edge_user = edge
-        .users
-        .get("alice")
-        .context("the dev PKI has no edge user alice")?;
-    let urls: Vec<String> = instances.iter().map(|i| i.http_url.clone()).collect();
-    let state = serde_json::json!({
-        "url": urls[0],
-        "urls": urls,
-        "ws": instances.iter().map(|i| i.ws_url.clone()).collect::<Vec<_>>(),
-        "tokens": tokens.iter().map(|(u, t)| (u.to_string(), serde_json::json!(t))).collect::<serde_json::Map<_, _>>(),
-        "passwords": USERS.iter().map(|(u, p)| (u.to_string(), serde_json::json!(p))).collect::<serde_json::Map<_, _>>(),
-        "collectives": {"london": london_nodes, "tokyo": tokyo_nodes},
-        "legacy": legacy.as_ref().map(|_| serde_json::json!({
-            "collective": LEGACY,
-            "nodes": LEGACY_NODES.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
-        })),
-        "federations": {"prod": ["london", "tokyo"]},
-        "directed": (1..=3).map(|i| format!("london-{i:04}")).collect::<Vec<_>>(),
-        "web_page": files.web_root.is_some(),
-        "edge": {"ca": edge.ca, "user": "alice", "cert": edge_user.cert, "key": edge_user.key},
-    });
+    let state = demo_state(
+        &instances,
+        &tokens,
+        [london_nodes, tokyo_nodes],
+        legacy.is_some(),
+        files.web_root.is_some(),
+        edge,
+    )?;
     if let Some(path) = &args.state_file {
         std::fs::write(path, serde_json::to_vec_pretty(&state)?)
             .with_context(|| format!("writing {}", path.display()))?;
@@ -156,12 +143,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.smoke {
         let token = &tokens[0].1;
         let result = smoke(&instances[0].ws_url, &edge.ca, token, args.nodes).await;
-        for instance in instances {
-            instance.stop().await;
-        }
-        for fleet in fleets {
-            fleet.shutdown().await;
-        }
+        stop(instances, fleets).await;
         drop(legacy);
         let (responses, ok) = result?;
         println!(
@@ -183,16 +165,54 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     super::shutdown_signal().await;
     background.abort();
     eprintln!("\nfedgate demo: stopping");
+    stop(instances, fleets).await;
+    drop(legacy);
+    drop(servers);
+    eprintln!("fedgate demo: stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What `--state-file` holds and the welcome text reads: URLs, tokens, passwords, node counts,
+/// and the edge CA with alice's edge certificate.
+fn demo_state(
+    instances: &[Instance],
+    tokens: &[(&str, String)],
+    [london, tokyo]: [usize; 2],
+    legacy: bool,
+    web_page: bool,
+    edge: &RealmPki,
+) -> anyhow::Result<serde_json::Value> {
+    let edge_user = edge
+        .users
+        .get("alice")
+        .context("the dev PKI has no edge user alice")?;
+    let urls: Vec<String> = instances.iter().map(|i| i.http_url.clone()).collect();
+    Ok(serde_json::json!({
+        "url": urls[0],
+        "urls": urls,
+        "ws": instances.iter().map(|i| i.ws_url.clone()).collect::<Vec<_>>(),
+        "tokens": tokens.iter().map(|(u, t)| (u.to_string(), serde_json::json!(t))).collect::<serde_json::Map<_, _>>(),
+        "passwords": USERS.iter().map(|(u, p)| (u.to_string(), serde_json::json!(p))).collect::<serde_json::Map<_, _>>(),
+        "collectives": {"london": london, "tokyo": tokyo},
+        "legacy": legacy.then(|| serde_json::json!({
+            "collective": LEGACY,
+            "nodes": LEGACY_NODES.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+        })),
+        "federations": {"prod": ["london", "tokyo"]},
+        "directed": (1..=3).map(|i| format!("london-{i:04}")).collect::<Vec<_>>(),
+        "web_page": web_page,
+        "edge": {"ca": edge.ca, "user": "alice", "cert": edge_user.cert, "key": edge_user.key},
+    }))
+}
+
+/// Stops the instances (each drains) and then the fleets.
+async fn stop(instances: Vec<Instance>, fleets: [Fleet; 2]) {
     for instance in instances {
         instance.stop().await;
     }
     for fleet in fleets {
         fleet.shutdown().await;
     }
-    drop(legacy);
-    drop(servers);
-    eprintln!("fedgate demo: stopped");
-    Ok(ExitCode::SUCCESS)
 }
 
 struct Servers {
