@@ -35,7 +35,8 @@ pub struct Cli {
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Decode and verify one Choria v1 message; prints JSON, exits 0 when valid, 1 when not.
+    /// Decode and verify one Choria v1 or legacy MCollective message; prints JSON, exits 0 when
+    /// valid, 1 when not.
     Inspect(inspect::Args),
     /// Development certificates.
     #[command(subcommand)]

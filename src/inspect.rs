@@ -1,6 +1,9 @@
-//! `fedgate inspect`: decode any Choria v1 layer from bytes, verify it, and describe the result.
+//! `fedgate inspect`: decode any Choria v1 layer from bytes, verify it, and describe the result;
+//! [`legacy`] does the same for legacy MCollective messages.
 
 use serde::Serialize;
+
+pub mod legacy;
 
 use crate::security::{Now, Verifier, VerifyError, check_collective};
 use crate::wire::choria_v1::{
@@ -27,7 +30,7 @@ pub struct Inspection {
     pub agent: Option<String>,
     /// Request id.
     pub requestid: Option<String>,
-    /// True when a privileged certificate signed the request.
+    /// True when a privileged certificate signed the request (never for legacy messages).
     pub privileged: bool,
     /// `request` or `reply`.
     pub kind: Option<&'static str>,

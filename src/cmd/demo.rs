@@ -1,8 +1,8 @@
 //! `fedgate demo`: the whole topology on this machine. The dev PKI; TLS nats-servers for the
 //! federation `prod` and the collectives `london` and `tokyo`, each with its own CA; simulated
 //! fleets in both collectives; two `fedgate run` instances that share the federation's work,
-//! each with a WebSocket edge serving the web page; ready tokens and command lines. Ctrl-C
-//! stops every process it started.
+//! each with a WebSocket edge on TLS with the edge CA serving the web page; ready tokens and
+//! command lines. Ctrl-C stops every process it started.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use fedgate::ddl::{DdlSet, UnknownAgents};
-use fedgate::edge::auth::{TokenKeys, hash_password};
+use fedgate::edge::auth::TokenKeys;
 use fedgate::edge::client::{Connect, WsClient};
 use fedgate::fleet::{self, DEFAULT_MAX_IN_FLIGHT, Fleet, FleetConfig};
 use fedgate::legacy::site::LegacySite;
@@ -22,6 +22,11 @@ use fedgate::security::{CaBundle, Verifier};
 use fedgate::wire::Limits;
 use fedgate::wire::mcollective::Serializer;
 use tokio::io::AsyncBufReadExt;
+
+mod config;
+mod welcome;
+
+use config::{Files, write_client_config, write_instance_config};
 
 /// Arguments of `fedgate demo`.
 #[derive(Debug, clap::Args)]
@@ -61,51 +66,12 @@ const LEGACY_NODES: [(&str, &str); 2] = [
     ("legacy1.example.net", "---\nrole: web\ncountry: de\n"),
     ("legacy2.example.net", "---\nrole: db\ncountry: fr\n"),
 ];
-const LEGACY_RULES: &str = r#"
-# The legacy site: alice reaches it from the web as the key fedgate holds (cert=fedgate); mco
-# users reach the federation's collectives under their certificate's name; london's alice
-# reaches it from Choria.
-[[rule]]
-from = "edge"
-to = ["oldsite"]
-caller = "up=alice"
-as = "cert=fedgate"
-
-[[rule]]
-from = "oldsite"
-to = ["london", "tokyo"]
-glob = "cert=*"
-as = "choria=$1.mcollective"
-
-[[rule]]
-from = "london"
-to = ["oldsite"]
-caller = "choria=alice.mcollective"
-as = "cert=fedgate"
-"#;
-
 /// Demo users and their passwords (loopback only).
 const USERS: [(&str, &str); 2] = [
     ("alice", "alice-demo-password"),
     ("bob", "bob-demo-password"),
 ];
 const INSTANCES: [&str; 2] = ["fedgate-1", "fedgate-2"];
-const IDENTITY_RULES: &str = r#"# Written by `fedgate demo`.
-# Web users (up=<name>) act in both collectives as <name>.mcollective.
-[[rule]]
-from = "edge"
-to = ["london", "tokyo"]
-glob = "up=*"
-as = "choria=$1.mcollective"
-
-# Federation clients keep their Choria names.
-[[rule]]
-from = "prod"
-to = ["london", "tokyo"]
-glob = "choria=*.mcollective"
-as = "$0"
-"#;
-
 /// Runs the demo until Ctrl-C (or once, with `--smoke`).
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(&args.dir)
@@ -160,22 +126,15 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         })
         .collect::<Result<_, _>>()?;
     let client_config = write_client_config(&dir, &pki, &servers, legacy.is_some())?;
-    let urls: Vec<String> = instances.iter().map(|i| i.http_url.clone()).collect();
-    let state = serde_json::json!({
-        "url": urls[0],
-        "urls": urls,
-        "ws": instances.iter().map(|i| i.ws_url.clone()).collect::<Vec<_>>(),
-        "tokens": tokens.iter().map(|(u, t)| (u.to_string(), serde_json::json!(t))).collect::<serde_json::Map<_, _>>(),
-        "passwords": USERS.iter().map(|(u, p)| (u.to_string(), serde_json::json!(p))).collect::<serde_json::Map<_, _>>(),
-        "collectives": {"london": london_nodes, "tokyo": tokyo_nodes},
-        "legacy": legacy.as_ref().map(|_| serde_json::json!({
-            "collective": LEGACY,
-            "nodes": LEGACY_NODES.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
-        })),
-        "federations": {"prod": ["london", "tokyo"]},
-        "directed": (1..=3).map(|i| format!("london-{i:04}")).collect::<Vec<_>>(),
-        "web_page": files.web_root.is_some(),
-    });
+    let edge = realm(&pki, "edge")?;
+    let state = demo_state(
+        &instances,
+        &tokens,
+        [london_nodes, tokyo_nodes],
+        legacy.is_some(),
+        files.web_root.is_some(),
+        edge,
+    )?;
     if let Some(path) = &args.state_file {
         std::fs::write(path, serde_json::to_vec_pretty(&state)?)
             .with_context(|| format!("writing {}", path.display()))?;
@@ -183,13 +142,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
 
     if args.smoke {
         let token = &tokens[0].1;
-        let result = smoke(&instances[0].ws_url, token, args.nodes).await;
-        for instance in instances {
-            instance.stop().await;
-        }
-        for fleet in fleets {
-            fleet.shutdown().await;
-        }
+        let result = smoke(&instances[0].ws_url, &edge.ca, token, args.nodes).await;
+        stop(instances, fleets).await;
         drop(legacy);
         let (responses, ok) = result?;
         println!(
@@ -202,7 +156,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             ExitCode::from(1)
         });
     }
-    print_welcome(&state, &tokens, &client_config, &files, legacy.as_ref());
+    welcome::print_welcome(&state, &tokens, &client_config, &files, legacy.as_ref());
     // A Choria federation client, so the two instances visibly share the broker's work.
     let background = tokio::spawn(federation_traffic(
         servers.prod.url().to_string(),
@@ -211,98 +165,60 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     super::shutdown_signal().await;
     background.abort();
     eprintln!("\nfedgate demo: stopping");
-    for instance in instances {
-        instance.stop().await;
-    }
-    for fleet in fleets {
-        fleet.shutdown().await;
-    }
+    stop(instances, fleets).await;
     drop(legacy);
     drop(servers);
     eprintln!("fedgate demo: stopped");
     Ok(ExitCode::SUCCESS)
 }
 
+/// What `--state-file` holds and the welcome text reads: URLs, tokens, passwords, node counts,
+/// and the edge CA with alice's edge certificate.
+fn demo_state(
+    instances: &[Instance],
+    tokens: &[(&str, String)],
+    [london, tokyo]: [usize; 2],
+    legacy: bool,
+    web_page: bool,
+    edge: &RealmPki,
+) -> anyhow::Result<serde_json::Value> {
+    let edge_user = edge
+        .users
+        .get("alice")
+        .context("the dev PKI has no edge user alice")?;
+    let urls: Vec<String> = instances.iter().map(|i| i.http_url.clone()).collect();
+    Ok(serde_json::json!({
+        "url": urls[0],
+        "urls": urls,
+        "ws": instances.iter().map(|i| i.ws_url.clone()).collect::<Vec<_>>(),
+        "tokens": tokens.iter().map(|(u, t)| (u.to_string(), serde_json::json!(t))).collect::<serde_json::Map<_, _>>(),
+        "passwords": USERS.iter().map(|(u, p)| (u.to_string(), serde_json::json!(p))).collect::<serde_json::Map<_, _>>(),
+        "collectives": {"london": london, "tokyo": tokyo},
+        "legacy": legacy.then(|| serde_json::json!({
+            "collective": LEGACY,
+            "nodes": LEGACY_NODES.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+        })),
+        "federations": {"prod": ["london", "tokyo"]},
+        "directed": (1..=3).map(|i| format!("london-{i:04}")).collect::<Vec<_>>(),
+        "web_page": web_page,
+        "edge": {"ca": edge.ca, "user": "alice", "cert": edge_user.cert, "key": edge_user.key},
+    }))
+}
+
+/// Stops the instances (each drains) and then the fleets.
+async fn stop(instances: Vec<Instance>, fleets: [Fleet; 2]) {
+    for instance in instances {
+        instance.stop().await;
+    }
+    for fleet in fleets {
+        fleet.shutdown().await;
+    }
+}
+
 struct Servers {
     prod: NatsServer,
     london: NatsServer,
     tokyo: NatsServer,
-}
-
-/// Paths every instance's config names.
-struct Files {
-    identity: PathBuf,
-    policies: PathBuf,
-    ddl: Option<PathBuf>,
-    web_root: Option<PathBuf>,
-    token_key: PathBuf,
-    users: PathBuf,
-    /// Simulated nodes in all.
-    nodes: usize,
-}
-
-impl Files {
-    fn prepare(dir: &Path, args: &Args, legacy: bool) -> anyhow::Result<Files> {
-        let identity = dir.join("identity.toml");
-        let mut rules = IDENTITY_RULES.to_string();
-        if legacy {
-            rules.push_str(LEGACY_RULES);
-        }
-        std::fs::write(&identity, rules)?;
-        let policies = args
-            .policies
-            .canonicalize()
-            .with_context(|| format!("the policies folder {}", args.policies.display()))?;
-        let ddl = args.ddl.canonicalize().ok();
-        let web_root = args
-            .web_root
-            .join("index.html")
-            .is_file()
-            .then(|| args.web_root.canonicalize())
-            .transpose()?;
-        if web_root.is_none() {
-            eprintln!(
-                "fedgate demo: no web page at {} (run `npm ci && npm run build` in web-demo); the edge serves only its API",
-                args.web_root.display()
-            );
-        }
-        let token_key = dir.join("token.key");
-        if !token_key.exists() {
-            write_private(&token_key, TokenKeys::generate_pem()?.as_bytes())?;
-        }
-        let users = dir.join("users.toml");
-        let mut text = String::from("# Written by `fedgate demo`.\n");
-        for (user, password) in USERS {
-            text.push_str(&format!(
-                "[users.{user}]\npassword = {:?}\n",
-                hash_password(password)?
-            ));
-        }
-        std::fs::write(&users, text)?;
-        Ok(Files {
-            identity,
-            policies,
-            ddl,
-            web_root,
-            token_key,
-            users,
-            nodes: args.nodes,
-        })
-    }
-}
-
-fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    file.write_all(bytes)?;
-    Ok(())
 }
 
 /// The two instances' web ports: `first` and the next, or two free ones for 0.
@@ -377,28 +293,6 @@ async fn start_fleet(
     Ok(Fleet::start(client, config).await?)
 }
 
-/// A network's table: URL, CA and fedgate's TLS identity there.
-fn network(table: &str, server: &NatsServer, realm: &RealmPki, extra: &str) -> String {
-    format!(
-        "[{table}]\nnats = [{:?}]\nca = {:?}\ntls = {{ certificate = {:?}, key = {:?} }}\n{extra}\n",
-        server.url(),
-        realm.ca,
-        realm.fedgate.cert,
-        realm.fedgate.key
-    )
-}
-
-fn signer(realm: &RealmPki) -> anyhow::Result<String> {
-    let pair = realm
-        .privileged
-        .as_ref()
-        .with_context(|| format!("realm {} has no privileged certificate", realm.name))?;
-    Ok(format!(
-        "signer = {{ certificate = {:?}, key = {:?} }}\n",
-        pair.cert, pair.key
-    ))
-}
-
 /// The legacy site with its two `mcollectived` nodes, when this machine can run one.
 async fn legacy_site(dir: &Path, args: &Args) -> Option<LegacySite> {
     if args.no_legacy {
@@ -426,74 +320,6 @@ async fn legacy_site(dir: &Path, args: &Args) -> Option<LegacySite> {
             None
         }
     }
-}
-
-fn write_instance_config(
-    dir: &Path,
-    name: &str,
-    port: u16,
-    files: &Files,
-    pki: &DevPki,
-    servers: &Servers,
-    legacy: Option<&LegacySite>,
-) -> anyhow::Result<PathBuf> {
-    let (prod, london, tokyo) = (
-        realm(pki, "prod")?,
-        realm(pki, "london")?,
-        realm(pki, "tokyo")?,
-    );
-    std::fs::create_dir_all(dir.join("audit"))?;
-    // A browser reads a federation-wide broadcast slower than the fleet answers it: the
-    // outbox holds every reply of one (about 200 bytes each), so a big demo fleet never trips
-    // the slow-reader limit (4008).
-    let queue = (files.nodes * 2).max(16_384);
-    let mut edge = format!(
-        "[edge]\nlisten = \"127.0.0.1:{port}\"\ntoken_key = {:?}\nusers = {:?}\n\
-         origins = [\"http://127.0.0.1:{port}\", \"http://localhost:{port}\"]\n\
-         auditors = [\"up=alice\"]\noutbound_queue = {queue}\noutbound_queue_bytes = {}\n",
-        files.token_key,
-        files.users,
-        (queue * 512).max(8 << 20),
-    );
-    if let Some(root) = &files.web_root {
-        edge.push_str(&format!("web_root = {root:?}\n"));
-    }
-    if let Some(ddl) = &files.ddl {
-        edge.push_str(&format!("ddl_dir = {ddl:?}\n"));
-    }
-    let text = format!(
-        "# Written by `fedgate demo` for instance {name}.\n\
-         [instance]\nname = {name:?}\nstats_interval = 2\n\n\
-         [identity]\nrules = {:?}\n\n[policy]\ndir = {:?}\n\n\
-         [audit]\nfile = {:?}\n\n{}{}{}{}{edge}",
-        files.identity,
-        files.policies,
-        dir.join("audit").join(format!("{name}.log")),
-        network("federations.prod", &servers.prod, prod, ""),
-        network(
-            "federations.prod.collectives.london",
-            &servers.london,
-            london,
-            &signer(london)?
-        ),
-        network(
-            "federations.prod.collectives.tokyo",
-            &servers.tokyo,
-            tokyo,
-            &signer(tokyo)?
-        ),
-        legacy
-            .map(|site| {
-                site.config_block(
-                    LEGACY,
-                    "choria = \"london\"\nbridge = { collective = \"prod\", refresh_s = 30 }\n",
-                )
-            })
-            .unwrap_or_default(),
-    );
-    let path = dir.join(format!("{name}.toml"));
-    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
-    Ok(path)
 }
 
 /// A `fedgate run` child; its log goes to `<dir>/<name>.log`.
@@ -547,7 +373,8 @@ impl Instance {
             }
         });
         let http_url = ws_url
-            .replace("ws://", "http://")
+            .replacen("wss://", "https://", 1)
+            .replacen("ws://", "http://", 1)
             .trim_end_matches("/ws")
             .to_string()
             + "/";
@@ -577,90 +404,6 @@ impl Instance {
             let _ = self.child.kill().await;
         }
     }
-}
-
-fn write_client_config(
-    dir: &Path,
-    pki: &DevPki,
-    servers: &Servers,
-    legacy: bool,
-) -> anyhow::Result<PathBuf> {
-    let london = realm(pki, "london")?;
-    let alice = london
-        .users
-        .get("alice")
-        .context("the dev PKI has no user alice")?;
-    let mut text = format!(
-        "# Written by `fedgate demo`: alice of london, straight to the london collective.\n\
-         [client]\ncertificate = {:?}\nkey = {:?}\n\n\
-         [collectives.london]\nnats = [{:?}]\nca = {:?}\n",
-        alice.cert,
-        alice.key,
-        servers.london.url(),
-        london.ca,
-    );
-    if legacy {
-        // fedgate serves the legacy collective on london's network.
-        text.push_str(&format!(
-            "\n[collectives.{LEGACY}]\nnats = [{:?}]\nca = {:?}\n",
-            servers.london.url(),
-            london.ca,
-        ));
-    }
-    let path = dir.join("fedgate.toml");
-    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
-    Ok(path)
-}
-
-fn print_welcome(
-    state: &serde_json::Value,
-    tokens: &[(&str, String)],
-    client_config: &Path,
-    files: &Files,
-    legacy: Option<&LegacySite>,
-) {
-    let exe = std::env::current_exe()
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|_| "fedgate".into());
-    let url = state["url"].as_str().unwrap_or_default();
-    let ws = state["ws"][0].as_str().unwrap_or_default();
-    let page = if files.web_root.is_some() {
-        format!("Open {url} and log in as alice (operator) or bob (read-only).")
-    } else {
-        "The web page is not built (npm ci && npm run build in web-demo).".to_string()
-    };
-    let mut out = format!(
-        "\nfedgate demo is running: {} nodes in london, {} in tokyo, federation prod served by \
-         {} and {}\n\n{page}\n",
-        state["collectives"]["london"], state["collectives"]["tokyo"], INSTANCES[0], INSTANCES[1],
-    );
-    for ((user, password), (_, token)) in USERS.iter().zip(tokens) {
-        out.push_str(&format!(
-            "\n  {user}: password {password}\n  token: {token}\n"
-        ));
-    }
-    out.push_str(&format!(
-        "\nFrom a script, through the edge:\n  {exe} ws-rpc --url {ws} --token <alice's token> --federation prod rpcutil ping\n\
-         \nStraight to london's NATS, as alice of london:\n  {exe} rpc --config {} --collective london rpcutil ping --fact country=uk\n\
-         \nInstances: {exe} observe --config {} --federation prod\n",
-        client_config.display(),
-        client_config.with_file_name(format!("{}.toml", INSTANCES[0])).display(),
-    ));
-    match legacy {
-        Some(site) => out.push_str(&format!(
-            "\nThe legacy site {LEGACY} ({}), from the real mco as cert=alice, reaches the federation's nodes:\n  \
-             RUBYOPT=-r{} mco ping --config {}\n\
-             and Choria clients on london reach its mcollectived nodes as collective {LEGACY}:\n  \
-             {exe} rpc --config {} --collective {LEGACY} rpcutil ping\n",
-            LEGACY_NODES.map(|(n, _)| n).join(", "),
-            site.key("psych_compat.rb").display(),
-            site.key("client.cfg").display(),
-            client_config.display(),
-        )),
-        None => out.push_str("\nNo legacy site in this run.\n"),
-    }
-    out.push_str("\nPress Ctrl-C to stop.");
-    println!("{out}");
 }
 
 /// Every 5 s, prod's alice pings both collectives through the Federation Broker, as a Choria
@@ -706,10 +449,16 @@ async fn federation_traffic(url: String, prod: RealmPki) {
 }
 
 /// Pings every node over the federation through the first instance's edge.
-async fn smoke(ws_url: &str, token: &str, nodes: usize) -> anyhow::Result<(usize, usize)> {
+async fn smoke(
+    ws_url: &str,
+    ca: &Path,
+    token: &str,
+    nodes: usize,
+) -> anyhow::Result<(usize, usize)> {
     let mut client = WsClient::connect(&Connect {
         url: ws_url.to_string(),
         token: Some(token.to_string()),
+        ca: Some(ca.to_path_buf()),
         ..Connect::default()
     })
     .await?;

@@ -27,13 +27,13 @@ use rustls_pki_types::{CertificateDer, SubjectPublicKeyInfoDer};
 use x509_parser::prelude::FromDer;
 
 mod own;
+mod sign;
 
 pub use own::{KeyPrint, OwnKeys};
+pub use sign::{LegacySigner, NewLegacyRequest};
 
 use crate::security::replay::{ReplayError, ReplayWindow};
-use crate::wire::mcollective::envelope::{
-    LegacyReply, LegacyRequest, SignedBody, base64_decode, base64_lines,
-};
+use crate::wire::mcollective::envelope::{LegacyReply, LegacyRequest, SignedBody, base64_decode};
 use crate::wire::mcollective::{LegacyError, Ruby, Serializer};
 
 /// Client public keys remembered at most.
@@ -265,7 +265,7 @@ impl LegacyVerifier {
     }
 
     /// Verifies a request envelope at `now` (Unix seconds); `target` is the node a directed copy
-    /// was addressed to.
+    /// was addressed to. Every check of [`LegacyVerifier::check_request`], then the replay claim.
     pub fn verify_request(
         &self,
         serializer: Serializer,
@@ -273,6 +273,52 @@ impl LegacyVerifier {
         target: Option<&str>,
         now: i64,
     ) -> Result<VerifiedLegacyRequest, LegacyRefusal> {
+        let checked = self.checked(serializer, &request, now)?;
+        // Claimed by what was signed: the request id, filter and target are not, so a replay
+        // could change them. Two honest requests signing identical bodies would have to be
+        // made in the same second by the same caller with the same inputs.
+        let signed: [u8; 32] = digest(&SHA256, &request.body)
+            .as_ref()
+            .try_into()
+            .unwrap_or([0; 32]);
+        let body = checked.body;
+        self.replays
+            .claim(signed, target, body.msgtime.saturating_add(body.ttl), now)
+            .map_err(|e| match e {
+                ReplayError::Replay => LegacyRefusal::Replay,
+                ReplayError::Full => LegacyRefusal::ReplayWindowFull,
+            })?;
+        Ok(VerifiedLegacyRequest {
+            request,
+            body,
+            cert_name: checked.cert_name,
+            call: checked.call,
+            signer: checked.signer,
+            claim: (signed, target.map(str::to_string)),
+        })
+    }
+
+    /// Every check [`LegacyVerifier::verify_request`] makes except the replay claim, so nothing
+    /// is remembered: for `fedgate inspect`, which judges one message on its own. Returns the
+    /// name of the key that verified it (`cert=<name>`).
+    pub fn check_request(
+        &self,
+        serializer: Serializer,
+        request: &LegacyRequest,
+        now: i64,
+    ) -> Result<String, LegacyRefusal> {
+        self.checked(serializer, request, now)
+            .map(|checked| checked.cert_name)
+    }
+
+    /// Caller, key, signature, own key, signed times against the envelope and `now`, request
+    /// id, and the unsigned fields against the signed call.
+    fn checked(
+        &self,
+        serializer: Serializer,
+        request: &LegacyRequest,
+        now: i64,
+    ) -> Result<Checked, LegacyRefusal> {
         let name = cert_name(&request.callerid)
             .ok_or_else(|| LegacyRefusal::CallerFormat(request.callerid.clone()))?
             .to_string();
@@ -287,56 +333,19 @@ impl LegacyVerifier {
             return Err(LegacyRefusal::OwnRequest(name));
         }
         let body = request.signed_body(serializer)?;
-        if body.ttl != request.ttl || body.msgtime != request.msgtime {
-            return Err(LegacyRefusal::TtlMismatch {
-                outer_ttl: request.ttl,
-                outer_time: request.msgtime,
-                ttl: body.ttl,
-                time: body.msgtime,
-            });
-        }
-        let age = now.saturating_sub(body.msgtime);
-        if age > body.ttl {
-            return Err(LegacyRefusal::Expired {
-                time: body.msgtime,
-                age,
-                ttl: body.ttl,
-            });
-        }
-        if age.saturating_neg() > self.max_skew {
-            return Err(LegacyRefusal::Future {
-                time: body.msgtime,
-                ahead: age.saturating_neg(),
-                skew: self.max_skew,
-            });
-        }
+        check_times(request, &body, now, self.max_skew)?;
         if !is_request_id(&request.requestid) {
             return Err(LegacyRefusal::Disagrees(format!(
                 "request id {:?} is not 32 lowercase hex characters",
                 request.requestid
             )));
         }
-        let call = call_of(&request, &body)?;
-        // Claimed by what was signed: the request id, filter and target are not, so a replay
-        // could change them. Two honest requests signing identical bodies would have to be
-        // made in the same second by the same caller with the same inputs.
-        let signed: [u8; 32] = digest(&SHA256, &request.body)
-            .as_ref()
-            .try_into()
-            .unwrap_or([0; 32]);
-        self.replays
-            .claim(signed, target, body.msgtime.saturating_add(body.ttl), now)
-            .map_err(|e| match e {
-                ReplayError::Replay => LegacyRefusal::Replay,
-                ReplayError::Full => LegacyRefusal::ReplayWindowFull,
-            })?;
-        Ok(VerifiedLegacyRequest {
-            request,
+        let call = call_of(request, &body)?;
+        Ok(Checked {
             body,
             cert_name: name,
             call,
             signer,
-            claim: (signed, target.map(str::to_string)),
         })
     }
 
@@ -355,6 +364,48 @@ impl LegacyVerifier {
             "the server public key",
         )
     }
+}
+
+/// What [`LegacyVerifier::checked`] found, before any replay claim.
+struct Checked {
+    body: SignedBody,
+    cert_name: String,
+    call: LegacyCall,
+    signer: KeyPrint,
+}
+
+/// The signed TTL and time agree with the envelope's, the request is not older than its TTL,
+/// and not further ahead of `now` than `max_skew`.
+fn check_times(
+    request: &LegacyRequest,
+    body: &SignedBody,
+    now: i64,
+    max_skew: i64,
+) -> Result<(), LegacyRefusal> {
+    if body.ttl != request.ttl || body.msgtime != request.msgtime {
+        return Err(LegacyRefusal::TtlMismatch {
+            outer_ttl: request.ttl,
+            outer_time: request.msgtime,
+            ttl: body.ttl,
+            time: body.msgtime,
+        });
+    }
+    let age = now.saturating_sub(body.msgtime);
+    if age > body.ttl {
+        return Err(LegacyRefusal::Expired {
+            time: body.msgtime,
+            age,
+            ttl: body.ttl,
+        });
+    }
+    if age.saturating_neg() > max_skew {
+        return Err(LegacyRefusal::Future {
+            time: body.msgtime,
+            ahead: age.saturating_neg(),
+            skew: max_skew,
+        });
+    }
+    Ok(())
 }
 
 fn is_request_id(id: &str) -> bool {
@@ -411,146 +462,5 @@ fn call_of(request: &LegacyRequest, body: &SignedBody) -> Result<LegacyCall, Leg
         other => disagrees(format!(
             "the signed message is neither \"ping\" nor an RPC request: {other:?}"
         )),
-    }
-}
-
-/// An RSA private key that signs legacy messages (SHA-1, PKCS#1 v1.5) with OpenSSL.
-pub struct LegacySigner {
-    key: openssl::pkey::PKey<openssl::pkey::Private>,
-    name: String,
-}
-
-impl std::fmt::Debug for LegacySigner {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LegacySigner")
-            .field("name", &self.name)
-            .field("key", &"MASKED")
-            .finish()
-    }
-}
-
-impl LegacySigner {
-    /// Loads a PEM private key (PKCS#1 or PKCS#8); `name` is the `cert=<name>` it signs as.
-    pub fn from_file(path: &Path, name: &str) -> Result<LegacySigner, LegacyRefusal> {
-        let pem = std::fs::read(path)
-            .map_err(|e| LegacyRefusal::BadKey(format!("{}: {e}", path.display())))?;
-        let key = openssl::pkey::PKey::private_key_from_pem(&pem)
-            .map_err(|e| LegacyRefusal::BadKey(format!("{}: {e}", path.display())))?;
-        if key.rsa().is_err() || key.bits() < 2048 {
-            return Err(LegacyRefusal::BadKey(format!(
-                "{}: not an RSA key of 2048 bits or more",
-                path.display()
-            )));
-        }
-        Ok(LegacySigner {
-            key,
-            name: name.to_string(),
-        })
-    }
-
-    /// The name it signs as.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// `Base64.encode64` of the signature over `bytes`.
-    pub fn sign(&self, bytes: &[u8]) -> Result<String, LegacyRefusal> {
-        let mut signer =
-            openssl::sign::Signer::new(openssl::hash::MessageDigest::sha1(), &self.key)
-                .map_err(|e| LegacyRefusal::BadKey(e.to_string()))?;
-        signer
-            .update(bytes)
-            .map_err(|e| LegacyRefusal::BadKey(e.to_string()))?;
-        let signature = signer
-            .sign_to_vec()
-            .map_err(|e| LegacyRefusal::BadKey(e.to_string()))?;
-        Ok(base64_lines(&signature))
-    }
-}
-
-/// What a new legacy request carries.
-#[derive(Clone, Debug)]
-pub struct NewLegacyRequest<'a> {
-    /// `"ping"` or the RPC Hash.
-    pub msg: Ruby,
-    /// The sender identity.
-    pub senderid: &'a str,
-    /// 32 hex characters.
-    pub requestid: &'a str,
-    /// The filter Hash.
-    pub filter: Ruby,
-    /// The collective.
-    pub collective: &'a str,
-    /// The agent.
-    pub agent: &'a str,
-    /// TTL in seconds.
-    pub ttl: i64,
-    /// Creation time.
-    pub msgtime: i64,
-}
-
-impl LegacySigner {
-    /// Builds and signs a request as `cert=<name>`.
-    pub fn sign_request(
-        &self,
-        serializer: Serializer,
-        new: &NewLegacyRequest<'_>,
-    ) -> Result<LegacyRequest, LegacyRefusal> {
-        let signed = SignedBody {
-            msg: new.msg.clone(),
-            ttl: new.ttl,
-            msgtime: new.msgtime,
-        };
-        let body = signed.encode(serializer);
-        // What gets signed must read back as exactly what was decided and audited.
-        let reads_back = serializer
-            .decode(&body)
-            .ok()
-            .and_then(|inner| inner.get("ssl_msg").cloned());
-        if reads_back.as_ref() != Some(&new.msg) {
-            return Err(LegacyRefusal::Disagrees(
-                "the request would not read back as written; not signing it".into(),
-            ));
-        }
-        let hash = self.sign(&body)?;
-        Ok(LegacyRequest {
-            body,
-            senderid: new.senderid.to_string(),
-            requestid: new.requestid.to_string(),
-            filter: new.filter.clone(),
-            collective: new.collective.to_string(),
-            agent: new.agent.to_string(),
-            callerid: format!("cert={}", self.name),
-            ttl: new.ttl,
-            msgtime: new.msgtime,
-            hash,
-        })
-    }
-
-    /// Builds and signs a reply as the servers' shared key.
-    pub fn sign_reply(
-        &self,
-        serializer: Serializer,
-        senderid: &str,
-        requestid: &str,
-        senderagent: &str,
-        msgtime: i64,
-        reply: &Ruby,
-    ) -> Result<LegacyReply, LegacyRefusal> {
-        let body = serializer.encode(reply);
-        if serializer.decode(&body).ok().as_ref() != Some(reply) {
-            return Err(LegacyRefusal::Disagrees(
-                "the reply would not read back as written; not signing it".into(),
-            ));
-        }
-        let hash = self.sign(&body)?;
-        Ok(LegacyReply {
-            senderid: senderid.to_string(),
-            requestid: requestid.to_string(),
-            senderagent: senderagent.to_string(),
-            msgtime,
-            body,
-            hash,
-        })
     }
 }

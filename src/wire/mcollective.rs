@@ -35,6 +35,15 @@ impl Serializer {
         }
     }
 
+    /// The serializer that wrote `bytes`: Marshal when they start with its major version byte
+    /// 4 (its header is `04 08`), YAML otherwise. Peers never say which; the first byte does.
+    pub fn sniff(bytes: &[u8]) -> Serializer {
+        match bytes.first() {
+            Some(4) => Serializer::Marshal,
+            _ => Serializer::Yaml,
+        }
+    }
+
     /// The name in MCollective's config.
     pub fn as_str(self) -> &'static str {
         match self {

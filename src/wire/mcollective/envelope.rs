@@ -117,12 +117,17 @@ impl LegacyRequest {
         bytes: &[u8],
         limit: usize,
     ) -> Result<LegacyRequest, LegacyError> {
-        const WHAT: &str = "request";
         check_size(bytes, limit)?;
         let outer = serializer.decode(bytes)?;
         if !matches!(outer, Ruby::Hash(_)) {
-            return Err(envelope(WHAT, "not a Hash"));
+            return Err(envelope("request", "not a Hash"));
         }
+        LegacyRequest::from_outer(&outer)
+    }
+
+    /// The request in a decoded envelope Hash.
+    fn from_outer(outer: &Ruby) -> Result<LegacyRequest, LegacyError> {
+        const WHAT: &str = "request";
         let filter = outer
             .get("filter")
             .cloned()
@@ -131,16 +136,16 @@ impl LegacyRequest {
             return Err(envelope(WHAT, ":filter is not a Hash"));
         }
         let request = LegacyRequest {
-            body: string_bytes(&outer, WHAT, "body")?,
-            senderid: text(&outer, WHAT, "senderid")?,
-            requestid: text(&outer, WHAT, "requestid")?,
+            body: string_bytes(outer, WHAT, "body")?,
+            senderid: text(outer, WHAT, "senderid")?,
+            requestid: text(outer, WHAT, "requestid")?,
             filter,
-            collective: text(&outer, WHAT, "collective")?,
-            agent: text(&outer, WHAT, "agent")?,
-            callerid: text(&outer, WHAT, "callerid")?,
-            ttl: int(&outer, WHAT, "ttl")?,
-            msgtime: int(&outer, WHAT, "msgtime")?,
-            hash: text(&outer, WHAT, "hash")?,
+            collective: text(outer, WHAT, "collective")?,
+            agent: text(outer, WHAT, "agent")?,
+            callerid: text(outer, WHAT, "callerid")?,
+            ttl: int(outer, WHAT, "ttl")?,
+            msgtime: int(outer, WHAT, "msgtime")?,
+            hash: text(outer, WHAT, "hash")?,
         };
         Ok(request)
     }
@@ -196,19 +201,24 @@ impl LegacyReply {
         bytes: &[u8],
         limit: usize,
     ) -> Result<LegacyReply, LegacyError> {
-        const WHAT: &str = "reply";
         check_size(bytes, limit)?;
         let outer = serializer.decode(bytes)?;
         if !matches!(outer, Ruby::Hash(_)) {
-            return Err(envelope(WHAT, "not a Hash"));
+            return Err(envelope("reply", "not a Hash"));
         }
+        LegacyReply::from_outer(&outer)
+    }
+
+    /// The reply in a decoded envelope Hash.
+    fn from_outer(outer: &Ruby) -> Result<LegacyReply, LegacyError> {
+        const WHAT: &str = "reply";
         Ok(LegacyReply {
-            senderid: text(&outer, WHAT, "senderid")?,
-            requestid: text(&outer, WHAT, "requestid")?,
-            senderagent: text(&outer, WHAT, "senderagent")?,
-            msgtime: int(&outer, WHAT, "msgtime")?,
-            body: string_bytes(&outer, WHAT, "body")?,
-            hash: text(&outer, WHAT, "hash")?,
+            senderid: text(outer, WHAT, "senderid")?,
+            requestid: text(outer, WHAT, "requestid")?,
+            senderagent: text(outer, WHAT, "senderagent")?,
+            msgtime: int(outer, WHAT, "msgtime")?,
+            body: string_bytes(outer, WHAT, "body")?,
+            hash: text(outer, WHAT, "hash")?,
         })
     }
 
@@ -227,6 +237,39 @@ impl LegacyReply {
     /// The reply body, decoded.
     pub fn reply_body(&self, serializer: Serializer) -> Result<Ruby, LegacyError> {
         serializer.decode(&self.body)
+    }
+}
+
+/// A request or a reply, told apart by their keys: only a reply has `:senderagent`, only a
+/// request `:callerid`.
+#[derive(Clone, Debug, PartialEq)]
+pub enum LegacyMessage {
+    /// A request envelope.
+    Request(LegacyRequest),
+    /// A reply envelope.
+    Reply(LegacyReply),
+}
+
+impl LegacyMessage {
+    /// Reads a request or reply envelope of at most `limit` bytes.
+    pub fn decode(
+        serializer: Serializer,
+        bytes: &[u8],
+        limit: usize,
+    ) -> Result<LegacyMessage, LegacyError> {
+        check_size(bytes, limit)?;
+        let outer = serializer.decode(bytes)?;
+        if !matches!(outer, Ruby::Hash(_)) {
+            return Err(envelope("message", "not a Hash"));
+        }
+        match (outer.get("senderagent"), outer.get("callerid")) {
+            (Some(_), None) => LegacyReply::from_outer(&outer).map(LegacyMessage::Reply),
+            (None, Some(_)) => LegacyRequest::from_outer(&outer).map(LegacyMessage::Request),
+            _ => Err(envelope(
+                "message",
+                "neither a request (:callerid) nor a reply (:senderagent)",
+            )),
+        }
     }
 }
 

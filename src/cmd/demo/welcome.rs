@@ -1,0 +1,76 @@
+//! What `fedgate demo` prints once everything is up: the page, the users, and command lines.
+
+use std::path::Path;
+
+use fedgate::legacy::site::LegacySite;
+
+use super::config::Files;
+use super::{INSTANCES, LEGACY, LEGACY_NODES, USERS};
+
+/// Prints the page's URL, the users with their passwords and tokens, and command lines to try.
+pub(super) fn print_welcome(
+    state: &serde_json::Value,
+    tokens: &[(&str, String)],
+    client_config: &Path,
+    files: &Files,
+    legacy: Option<&LegacySite>,
+) {
+    let exe = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "fedgate".into());
+    let url = state["url"].as_str().unwrap_or_default();
+    let page = if files.web_root.is_some() {
+        format!("Open {url} and log in as alice (operator) or bob (read-only).")
+    } else {
+        "The web page is not built (npm ci && npm run build in web-demo).".to_string()
+    };
+    let mut out = format!(
+        "\nfedgate demo is running: {} nodes in london, {} in tokyo, federation prod served by \
+         {} and {}\n\n{page}\n",
+        state["collectives"]["london"], state["collectives"]["tokyo"], INSTANCES[0], INSTANCES[1],
+    );
+    for ((user, password), (_, token)) in USERS.iter().zip(tokens) {
+        out.push_str(&format!(
+            "\n  {user}: password {password}\n  token: {token}\n"
+        ));
+    }
+    out.push_str(&edge_lines(&exe, state));
+    out.push_str(&format!(
+        "\nStraight to london's NATS, as alice of london:\n  {exe} rpc --config {} --collective london rpcutil ping --fact country=uk\n\
+         \nInstances: {exe} observe --config {} --federation prod\n",
+        client_config.display(),
+        client_config.with_file_name(format!("{}.toml", INSTANCES[0])).display(),
+    ));
+    match legacy {
+        Some(site) => out.push_str(&format!(
+            "\nThe legacy site {LEGACY} ({}), from the real mco as cert=alice, reaches the federation's nodes:\n  \
+             RUBYOPT=-r{} mco ping --config {}\n\
+             and Choria clients on london reach its mcollectived nodes as collective {LEGACY}:\n  \
+             {exe} rpc --config {} --collective {LEGACY} rpcutil ping\n",
+            LEGACY_NODES.map(|(n, _)| n).join(", "),
+            site.key("psych_compat.rb").display(),
+            site.key("client.cfg").display(),
+            client_config.display(),
+        )),
+        None => out.push_str("\nNo legacy site in this run.\n"),
+    }
+    out.push_str("\nPress Ctrl-C to stop.");
+    println!("{out}");
+}
+
+/// `ws-rpc` lines for the edge: with a token, with alice's edge certificate (mTLS), and with a
+/// request alice signs herself; each trusts the edge CA.
+fn edge_lines(exe: &str, state: &serde_json::Value) -> String {
+    let ws = state["ws"][0].as_str().unwrap_or_default();
+    let edge = &state["edge"];
+    let text = |key: &str| edge[key].as_str().unwrap_or_default().to_string();
+    let (ca, cert, key) = (text("ca"), text("cert"), text("key"));
+    let user = text("user");
+    format!(
+        "\nFrom a script, through the edge (TLS with the edge CA):\n  \
+         {exe} ws-rpc --url {ws} --ca {ca} --token <{user}'s token> --federation prod rpcutil ping\n\
+         \nWith {user}'s edge certificate (mTLS), and with a request {user} signs herself:\n  \
+         {exe} ws-rpc --url {ws} --ca {ca} --cert {cert} --key {key} --federation prod rpcutil ping\n  \
+         {exe} ws-rpc --url {ws} --ca {ca} --cert {cert} --key {key} --sign --collective london rpcutil ping\n"
+    )
+}
