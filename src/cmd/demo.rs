@@ -248,6 +248,8 @@ fn start_nats(dir: &Path, realm: &RealmPki) -> anyhow::Result<NatsServer> {
     let config = NatsServerConfig {
         name: format!("{}-demo", realm.name),
         tls: Some(realm.nats_tls()),
+        // The federation's server also holds the replay guard both instances share.
+        jetstream: realm.name == "prod",
         ..NatsServerConfig::default()
     };
     Ok(NatsServer::start(

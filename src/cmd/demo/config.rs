@@ -144,6 +144,22 @@ fn network(table: &str, server: &NatsServer, realm: &RealmPki, extra: &str) -> S
     )
 }
 
+/// The replay guard on the federation's JetStream, shared by both instances, and the DDLs every
+/// call is checked against.
+fn gateway_block(prod: &NatsServer, realm: &RealmPki, files: &Files) -> String {
+    let mut block = format!(
+        "[replay]\nnats = [{:?}]\nca = {:?}\ntls = {{ certificate = {:?}, key = {:?} }}\n\n",
+        prod.url(),
+        realm.ca,
+        realm.fedgate.cert,
+        realm.fedgate.key
+    );
+    if let Some(ddl) = &files.ddl {
+        block.push_str(&format!("[ddl]\ndir = {ddl:?}\n\n"));
+    }
+    block
+}
+
 fn signer(realm: &RealmPki) -> anyhow::Result<String> {
     let pair = realm
         .privileged
@@ -203,10 +219,11 @@ pub(super) fn write_instance_config(
         "# Written by `fedgate demo` for instance {name}.\n\
          [instance]\nname = {name:?}\nstats_interval = 2\n\n\
          [identity]\nrules = {:?}\n\n[policy]\ndir = {:?}\n\n\
-         [audit]\nfile = {:?}\n\n{}{}{}{}{edge}",
+         [audit]\nfile = {:?}\n\n{}{}{}{}{}{edge}",
         files.identity,
         files.policies,
         dir.join("audit").join(format!("{name}.log")),
+        gateway_block(&servers.prod, prod, files),
         network("federations.prod", &servers.prod, prod, ""),
         network(
             "federations.prod.collectives.london",
