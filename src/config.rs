@@ -161,6 +161,20 @@ impl RegistryConfig {
     }
 }
 
+/// Checks a registry bucket name prefix (`[registry] prefix`).
+pub fn check_registry_prefix(prefix: &str) -> Result<(), String> {
+    let ok = !prefix.is_empty()
+        && prefix.len() <= 32
+        && prefix
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err("must be 1 to 32 letters, digits, - or _".into())
+    }
+}
+
 /// The part of a configuration a registry revision carries (`config.toml` of a set).
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
