@@ -54,6 +54,7 @@ pub mod registry;
 pub mod rules;
 pub mod security;
 pub mod subjects;
+pub mod users;
 pub mod wire;
 
 /// This machine's host name, for default identities and instance names.
