@@ -79,7 +79,7 @@ pub async fn open_gate(
         ));
     }
     let auditor = Auditor::new(instance, sinks, audit.record_values.clone());
-    let lifetime = config.replay.lifetime();
+    let lifetime = Lifetime::from_config(&config.replay);
     let guard = if config.replay.nats.is_empty() {
         ReplayGuard::local()
     } else {

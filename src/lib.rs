@@ -26,7 +26,11 @@
 //!   record, and the gate that holds the rules, the audit trail and the replay guard.
 //! - [`federation`]: the stateless Federation Broker, its stats and `observe`.
 //! - [`metrics`]: the Prometheus recorder and `/metrics`.
-//! - [`config`]: the strict TOML configuration.
+//! - [`config`]: the strict TOML configuration, one file per area of sections (`network`,
+//!   `registry`, `replay`, `audit`, `edge`, `legacy`, `policy`), all named at `config::`.
+//! - [`users`]: the users file behind the edge's password login, read into the [`rules`].
+//! - [`edge`]: the WebSocket edge: tokens, the protocol, one request's dispatch, and the
+//!   listener (`edge::server`) with its routes, sessions, outboxes and limits.
 //! - [`bench`]: the side-by-side benchmarks behind `fedgate bench`.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -54,6 +58,7 @@ pub mod registry;
 pub mod rules;
 pub mod security;
 pub mod subjects;
+pub mod users;
 pub mod wire;
 
 /// This machine's host name, for default identities and instance names.

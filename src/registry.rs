@@ -18,6 +18,9 @@ pub use follow::{Follower, Start};
 pub use set::Set;
 pub use store::{Manifest, Registry, SCHEMA, Status};
 
+/// Checks a bucket name prefix; the check lives with the `[registry]` section it validates.
+pub use crate::config::check_registry_prefix as check_prefix;
+
 use std::path::{Path, PathBuf};
 
 use crate::config::Config;
@@ -69,20 +72,6 @@ pub enum RegistryError {
         /// What went wrong.
         problem: String,
     },
-}
-
-/// Checks a bucket name prefix.
-pub fn check_prefix(prefix: &str) -> Result<(), String> {
-    let ok = !prefix.is_empty()
-        && prefix.len() <= 32
-        && prefix
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    if ok {
-        Ok(())
-    } else {
-        Err("must be 1 to 32 letters, digits, - or _".into())
-    }
 }
 
 /// A set checked exactly as start-up checks a config: the completed config and its rules.

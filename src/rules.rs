@@ -16,9 +16,9 @@ use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
 use crate::config::Config;
-use crate::edge::auth::Users;
 use crate::policy::{Effect, LoadError, PolicySet};
 use crate::security::identity::IdentityRules;
+use crate::users::Users;
 
 /// How long the directory must be quiet before a reload, so a burst of writes loads once.
 const SETTLE: Duration = Duration::from_millis(200);

@@ -2,9 +2,11 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use super::*;
 use crate::security::devpki::{self, DevPki, DevPkiOptions, RealmKind, RealmSpec};
+use crate::wire::Limits;
 
 /// A small PKI shared by every run: generated once into the temp dir and renamed into place.
 fn pki() -> &'static (DevPki, PathBuf) {

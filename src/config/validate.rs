@@ -292,7 +292,7 @@ impl Config {
         if !(1..=3600).contains(&registry.heartbeat_s) {
             return Err(check.invalid("registry.heartbeat_s", "must be 1 to 3600"));
         }
-        crate::registry::check_prefix(&registry.prefix)
+        super::check_registry_prefix(&registry.prefix)
             .map_err(|problem| check.invalid("registry.prefix", problem))
     }
 

@@ -1,8 +1,8 @@
 //! The web page's HTTP API beside the WebSocket: agent DDLs for its forms, the audit trail for
 //! auditors, and each Federation Broker instance's figures, as `fedgate observe` shows them.
 //!
-//! Every route needs the same credentials as the WebSocket (a bearer token or a client
-//! certificate). Everything here is read-only and bounded: DDL files are loaded once at start,
+//! The routes (`/api/...`, in the server's `routes`) need the same credentials as the WebSocket
+//! (a bearer token or a client certificate). Everything here is read-only and bounded: DDL files are loaded once at start,
 //! an audit answer holds at most [`MAX_AUDIT_RECORDS`] records, and at most 1,024 instances are
 //! remembered per cluster.
 
@@ -10,16 +10,10 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use super::dispatch::Principal;
-use super::http::{Reason, refuse};
-use super::server::{Peer, Shared, bearer};
 use crate::audit::review;
 use crate::audit::{Kind, Record, Verdict};
 use crate::config::Config;
@@ -335,99 +329,6 @@ async fn follow_stats(
                 .remember(snapshot);
         }
     }
-}
-
-/// The caller of an API request: its bearer token or client certificate, which every route
-/// needs; without one the request is refused with 401.
-pub(super) struct Caller(Principal);
-
-impl axum::extract::FromRequestParts<Arc<Shared>> for Caller {
-    type Rejection = Response;
-
-    async fn from_request_parts(
-        parts: &mut axum::http::request::Parts,
-        shared: &Arc<Shared>,
-    ) -> Result<Caller, Response> {
-        let peer = parts.extensions.get::<Peer>().cloned().unwrap_or_default();
-        match shared.principal(bearer(&parts.headers), &peer) {
-            Ok(Some(principal)) => Ok(Caller(principal)),
-            Err(message) => Err(refuse(StatusCode::UNAUTHORIZED, Reason::Token, &message)),
-            Ok(None) => Err(refuse(
-                StatusCode::UNAUTHORIZED,
-                Reason::Unauthenticated,
-                "send a bearer token or a client certificate",
-            )),
-        }
-    }
-}
-
-/// `GET /api/realms`: where the caller may send requests, and which views it may open.
-pub(super) async fn realms(
-    State(shared): State<Arc<Shared>>,
-    Caller(principal): Caller,
-) -> Response {
-    let (collectives, federations) = shared.dispatch.reachable(&principal);
-    axum::Json(json!({
-        "caller": principal.caller.as_str(),
-        "collectives": collectives,
-        "federations": federations,
-        "audit": shared.api.is_auditor(&principal.caller),
-        "instances": shared.api.has_instances(),
-    }))
-    .into_response()
-}
-
-/// `GET /api/ddl`: the agents with a DDL.
-pub(super) async fn agents(State(shared): State<Arc<Shared>>, _: Caller) -> Response {
-    axum::Json(shared.api.agents()).into_response()
-}
-
-/// `GET /api/ddl/{agent}`: one agent's DDL.
-pub(super) async fn ddl(
-    State(shared): State<Arc<Shared>>,
-    _: Caller,
-    axum::extract::Path(agent): axum::extract::Path<String>,
-) -> Response {
-    match shared.api.ddl(&agent) {
-        Some(ddl) => axum::Json(ddl.clone()).into_response(),
-        None => refuse(StatusCode::NOT_FOUND, Reason::Ddl, "no DDL for this agent"),
-    }
-}
-
-/// `GET /api/audit`: recent records and the chain's status, for auditors.
-pub(super) async fn audit(
-    State(shared): State<Arc<Shared>>,
-    Caller(principal): Caller,
-    query: Result<axum::extract::Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
-) -> Response {
-    if !shared.api.is_auditor(&principal.caller) {
-        return refuse(
-            StatusCode::FORBIDDEN,
-            Reason::NotAuditor,
-            "this caller may not read the audit trail (edge.auditors)",
-        );
-    }
-    let Ok(axum::extract::Query(query)) = query else {
-        return refuse(
-            StatusCode::BAD_REQUEST,
-            Reason::Query,
-            "use caller, agent, decision (allow or deny), after and limit",
-        );
-    };
-    let worker = shared.clone();
-    match tokio::task::spawn_blocking(move || worker.api.audit(&query)).await {
-        Ok(answer) => axum::Json(answer).into_response(),
-        Err(_) => refuse(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            Reason::Audit,
-            "reading the trail failed",
-        ),
-    }
-}
-
-/// `GET /api/instances`: each Federation Broker instance's figures.
-pub(super) async fn instances(State(shared): State<Arc<Shared>>, _: Caller) -> Response {
-    axum::Json(shared.api.instances()).into_response()
 }
 
 #[cfg(test)]

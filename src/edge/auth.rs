@@ -1,29 +1,24 @@
-//! Who is on the other end of a socket: tokens fedgate issues (EdDSA JWTs), users with argon2
-//! password hashes who log in for one, and client certificates from the edge CA.
+//! Who is on the other end of a socket: tokens fedgate issues (EdDSA JWTs) to the users of the
+//! users file ([`crate::users`]) who log in for one, and client certificates from the edge CA.
 //!
 //! A token carries the user as `sub`, the caller id fedgate gives it (`up=<user>`, as Choria's
 //! AAA service names password users), expiry, and optionally the collectives it may use. Tokens
 //! are never logged; only their `jti` is.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use argon2::{Argon2, PasswordHash, PasswordVerifier};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use rustls_pki_types::PrivatePkcs8KeyDer;
 use rustls_pki_types::pem::PemObject;
 use serde::{Deserialize, Serialize};
 
-use crate::security::CallerId;
+use crate::users::UsersError;
+pub use crate::users::{MAX_USERS, User, Users, caller_for, hash_password};
 
 /// The `iss` and `aud` of fedgate's tokens.
 const ISSUER: &str = "fedgate";
 const AUDIENCE: &str = "fedgate-edge";
-/// Longest user name accepted.
-const MAX_USER: usize = 64;
-/// Most users one users file may hold.
-pub const MAX_USERS: usize = 10_000;
 
 /// The claims of an edge token.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,6 +70,16 @@ pub enum AuthError {
         /// What is wrong.
         message: String,
     },
+}
+
+impl From<UsersError> for AuthError {
+    fn from(error: UsersError) -> AuthError {
+        match error {
+            UsersError::Invalid(message) => AuthError::Invalid(message),
+            UsersError::BadCredentials => AuthError::BadCredentials,
+            UsersError::File { path, message } => AuthError::Users { path, message },
+        }
+    }
 }
 
 /// Signs and checks edge tokens with one Ed25519 key.
@@ -166,22 +171,6 @@ impl TokenKeys {
     }
 }
 
-/// The caller id of a token or password user: `up=<user>`.
-pub fn caller_for(user: &str) -> Result<CallerId, AuthError> {
-    if user.is_empty()
-        || user.len() > MAX_USER
-        || !user
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'))
-    {
-        return Err(AuthError::Invalid(format!(
-            "user name {:?} must be 1 to {MAX_USER} letters, digits, '.', '_', '-' or '@'",
-            user.chars().take(MAX_USER).collect::<String>()
-        )));
-    }
-    CallerId::parse(&format!("up={user}")).map_err(|e| AuthError::Invalid(e.to_string()))
-}
-
 /// Seconds since the Unix epoch.
 pub fn unix(time: SystemTime) -> u64 {
     time.duration_since(UNIX_EPOCH)
@@ -199,78 +188,6 @@ fn pem_encode(label: &str, der: &[u8]) -> String {
     }
     pem.push_str(&format!("-----END {label}-----\n"));
     pem
-}
-
-/// One user of the users file.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct User {
-    /// The argon2 PHC hash of the password (`fedgate token hash-password`).
-    pub password: String,
-    /// Collectives this user's tokens may reach; none means all that policy allows.
-    #[serde(default)]
-    pub collectives: Option<Vec<String>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct UsersFile {
-    #[serde(default)]
-    users: BTreeMap<String, User>,
-}
-
-/// The users who may log in with a password.
-#[derive(Clone, Debug, Default)]
-pub struct Users {
-    users: BTreeMap<String, User>,
-}
-
-/// Compared against when the user does not exist, so a login takes as long either way.
-static DUMMY_HASH: std::sync::LazyLock<String> =
-    std::sync::LazyLock::new(|| hash_password("no such user").unwrap_or_default());
-
-impl Users {
-    /// Loads a TOML users file: `[users.<name>] password = "$argon2id$..."`.
-    pub fn load(path: &Path) -> Result<Users, AuthError> {
-        let error = |message: String| AuthError::Users {
-            path: path.display().to_string(),
-            message,
-        };
-        let text = std::fs::read_to_string(path).map_err(|e| error(e.to_string()))?;
-        let file: UsersFile = toml::from_str(&text).map_err(|e| error(e.to_string()))?;
-        if file.users.len() > MAX_USERS {
-            return Err(error(format!("more than {MAX_USERS} users")));
-        }
-        for (name, user) in &file.users {
-            caller_for(name).map_err(|e| error(e.to_string()))?;
-            PasswordHash::new(&user.password)
-                .map_err(|e| error(format!("user {name}: password is not a PHC hash: {e}")))?;
-        }
-        Ok(Users { users: file.users })
-    }
-
-    /// Checks a password; the user's record when it matches.
-    pub fn check(&self, name: &str, password: &str) -> Result<&User, AuthError> {
-        let user = self.users.get(name);
-        let hash = user.map_or(DUMMY_HASH.as_str(), |u| u.password.as_str());
-        let parsed = PasswordHash::new(hash).map_err(|_| AuthError::BadCredentials)?;
-        let good = Argon2::default()
-            .verify_password(password.as_bytes(), &parsed)
-            .is_ok();
-        match user {
-            Some(user) if good => Ok(user),
-            _ => Err(AuthError::BadCredentials),
-        }
-    }
-}
-
-/// An argon2id PHC hash of `password` with a random salt.
-pub fn hash_password(password: &str) -> Result<String, AuthError> {
-    use argon2::PasswordHasher;
-    Argon2::default()
-        .hash_password(password.as_bytes())
-        .map(|hash| hash.to_string())
-        .map_err(|e| AuthError::Invalid(e.to_string()))
 }
 
 #[cfg(test)]
@@ -314,40 +231,5 @@ mod tests {
         let mut edited = token.clone();
         edited.replace_range(edited.len() - 3.., "AAA");
         assert!(keys.verify(&edited, now).is_err());
-    }
-
-    #[test]
-    fn user_names_become_up_caller_ids() {
-        assert_eq!(
-            caller_for("bob@example").unwrap().as_str(),
-            "up=bob@example"
-        );
-        assert!(caller_for("bob smith").is_err());
-        assert!(caller_for("").is_err());
-        assert!(caller_for("a=b").is_err());
-    }
-
-    #[test]
-    fn passwords_check_against_argon2_hashes() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("users.toml");
-        let hash = hash_password("s3cret").unwrap();
-        std::fs::write(
-            &path,
-            format!("[users.alice]\npassword = {hash:?}\ncollectives = [\"london\"]\n"),
-        )
-        .unwrap();
-        let users = Users::load(&path).unwrap();
-        assert!(users.check("alice", "s3cret").is_ok());
-        assert!(matches!(
-            users.check("alice", "wrong"),
-            Err(AuthError::BadCredentials)
-        ));
-        assert!(matches!(
-            users.check("mallory", "s3cret"),
-            Err(AuthError::BadCredentials)
-        ));
-        std::fs::write(&path, "[users.alice]\npassword = \"plain\"\n").unwrap();
-        assert!(Users::load(&path).unwrap_err().to_string().contains("PHC"));
     }
 }

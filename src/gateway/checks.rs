@@ -7,10 +7,7 @@ use super::refusal::{Code, Refusal, Stage};
 use crate::wire::choria_v1::Request;
 use crate::wire::{DecodeError, Limits};
 
-/// The TTL a caller may sign when `[replay] max_signed_ttl` does not say: five minutes.
-pub const DEFAULT_MAX_SIGNED_TTL: i64 = 300;
-/// The life a request must have left to be forwarded when `[replay] min_life_s` does not say.
-pub const DEFAULT_MIN_LIFE: i64 = 2;
+pub use crate::config::{DEFAULT_MAX_SIGNED_TTL, DEFAULT_MIN_LIFE};
 
 /// The agent Choria nodes dispatch on (the envelope's) must be the one the RPC body names, and
 /// the one the request was routed by (a broadcast subject, an AMQP routing key), when it was.
@@ -103,6 +100,14 @@ impl Default for Lifetime {
 }
 
 impl Lifetime {
+    /// The rules of `[replay]`.
+    pub fn from_config(replay: &crate::config::ReplayConfig) -> Lifetime {
+        Lifetime {
+            max_signed_ttl: replay.max_signed_ttl,
+            min_life: replay.min_life_s,
+        }
+    }
+
     /// Checks a signed `(time, ttl)` at `now` (Unix seconds) and returns when the request
     /// stops being valid. Refused: a TTL above the cap, and a request with less than `min_life`
     /// left, before anything is recorded as allowed.

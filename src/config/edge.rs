@@ -1,0 +1,95 @@
+//! `[edge]`: the WebSocket edge's listener, credentials and limits.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use super::defaults;
+use super::network::TlsIdentity;
+
+/// The WebSocket edge: where it listens, how callers authenticate, and its limits.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EdgeConfig {
+    /// Address to listen on (port 0 picks a free port).
+    pub listen: SocketAddr,
+    /// The realm edge callers come from, as identity rules name it in `from`.
+    #[serde(default = "defaults::edge_realm")]
+    pub realm: String,
+    /// The edge CA: client certificates (mTLS) must chain to it.
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    /// The listener's certificate and key; without them the edge speaks plain `ws://`.
+    #[serde(default)]
+    pub tls: Option<TlsIdentity>,
+    /// Allow plain `ws://` on a non-loopback address.
+    #[serde(default)]
+    pub allow_plaintext: bool,
+    /// Origins browsers may open sockets from, matched exactly (`https://ops.example.com`).
+    #[serde(default)]
+    pub origins: Vec<String>,
+    /// The Ed25519 PKCS#8 key tokens are signed with (`fedgate token keygen`).
+    #[serde(default)]
+    pub token_key: Option<PathBuf>,
+    /// Users who may `POST /login` (TOML, argon2 hashes).
+    #[serde(default)]
+    pub users: Option<PathBuf>,
+    /// Longest token lifetime `POST /login` issues, seconds.
+    #[serde(default = "defaults::edge_token_ttl")]
+    pub token_ttl_s: u64,
+    /// Largest message a client may send, bytes.
+    #[serde(default = "defaults::edge_message_bytes")]
+    pub max_message_bytes: usize,
+    /// Open sockets at most.
+    #[serde(default = "defaults::edge_connections")]
+    pub max_connections: usize,
+    /// Requests in flight on one socket at most.
+    #[serde(default = "defaults::edge_in_flight")]
+    pub max_in_flight: usize,
+    /// Requests per second per identity (sustained).
+    #[serde(default = "defaults::edge_rate")]
+    pub rate_per_second: u32,
+    /// Requests per identity allowed in a burst.
+    #[serde(default = "defaults::edge_burst")]
+    pub rate_burst: u32,
+    /// Messages queued towards one socket; a client that falls this far behind is disconnected.
+    #[serde(default = "defaults::edge_outbound")]
+    pub outbound_queue: usize,
+    /// Bytes queued towards one socket, the other bound on the same queue.
+    #[serde(default = "defaults::edge_outbound_bytes")]
+    pub outbound_queue_bytes: usize,
+    /// Seconds without a message from the client (pongs do not count) before a socket is closed.
+    #[serde(default = "defaults::edge_idle")]
+    pub idle_timeout_s: u64,
+    /// Seconds between pings.
+    #[serde(default = "defaults::edge_ping")]
+    pub ping_interval_s: u64,
+    /// Seconds a socket opened without credentials has to send its `auth` message.
+    #[serde(default = "defaults::edge_auth_timeout")]
+    pub auth_timeout_s: u64,
+    /// Seconds a new connection has for its TLS handshake, and any HTTP connection for each
+    /// request's headers (slowloris), before it is closed.
+    #[serde(default = "defaults::edge_handshake_timeout")]
+    pub handshake_timeout_s: u64,
+    /// Connections not (yet) upgraded to a WebSocket at most: TLS handshakes, HTTP requests and
+    /// idle keep-alive connections. Beyond it new connections are closed at once.
+    #[serde(default = "defaults::edge_max_handshakes")]
+    pub max_handshakes: usize,
+    /// Of those, at most this many from one IP address, so one address cannot hold them all.
+    #[serde(default = "defaults::edge_max_handshakes_per_address")]
+    pub max_handshakes_per_address: usize,
+    /// Seconds in-flight requests get to finish on shutdown.
+    #[serde(default = "defaults::edge_grace")]
+    pub shutdown_grace_s: u64,
+    /// Static files served at `/` (the web page).
+    #[serde(default)]
+    pub web_root: Option<PathBuf>,
+    /// Choria JSON DDL files (`<agent>.json`) served at `/api/ddl` for forms.
+    #[serde(default)]
+    pub ddl_dir: Option<PathBuf>,
+    /// Caller ids (before mapping, e.g. `up=alice`) that may read the audit trail at
+    /// `/api/audit`.
+    #[serde(default)]
+    pub auditors: Vec<String>,
+}
