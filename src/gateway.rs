@@ -34,6 +34,24 @@ use crate::config::Config;
 use crate::ddl::{DdlSet, UnknownAgents};
 use crate::rules::{RuleStore, Rules};
 
+/// The span one request's log lines carry on every ingress: the edge it came in on, and the
+/// request id and caller once they are verified ([`note_request`]).
+pub fn request_span(edge: &'static str) -> tracing::Span {
+    tracing::info_span!(
+        "request",
+        edge,
+        req = tracing::field::Empty,
+        caller = tracing::field::Empty
+    )
+}
+
+/// Notes the verified request id and caller on the current request's span.
+pub fn note_request(requestid: &str, caller: &str) {
+    let span = tracing::Span::current();
+    span.record("req", requestid);
+    span.record("caller", caller);
+}
+
 /// Why the gate could not open.
 #[derive(Debug, thiserror::Error)]
 #[error("{owner}: {problem}")]

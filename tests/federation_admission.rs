@@ -197,6 +197,13 @@ impl Sent {
         out
     }
 
+    /// Nothing comes back: fedgate tells no one about a replay, since its reply subject is the
+    /// replayer's choice.
+    async fn unanswered(self) {
+        let replies = self.collect(1, Duration::from_secs(2)).await;
+        assert!(replies.is_empty(), "{replies:?}");
+    }
+
     /// fedgate's refusal: its code, from the one reply it sends.
     async fn refusal(self) -> String {
         let replies = self.collect(1, Duration::from_secs(10)).await;
@@ -211,24 +218,33 @@ impl Sent {
     }
 }
 
-/// Sends `signed` until a broker answers (one that just started may not be subscribed yet), and
-/// returns the code of its refusal.
-async fn refused_once_served(
-    client: &async_nats::Client,
-    signed: &Signed,
-    targets: &[String],
-) -> String {
-    for _ in 0..10 {
-        let sent = send(client, signed, &signed.requestid, targets).await;
-        if let Some((sender, body)) = sent.collect(1, Duration::from_secs(2)).await.pop() {
-            assert!(sender.starts_with("fedgate:"), "{sender}: {body}");
-            return body["data"]["fedgate"]["code"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string();
+/// The replay refusals recorded for `requestid` (in the audit trail all instances share here).
+async fn replays(topo: &Topology, requestid: &str) -> usize {
+    topo.audit()
+        .iter()
+        .filter(|r| r.event.request_id.as_deref() == Some(requestid) && r.event.code == "replay")
+        .count()
+}
+
+/// Waits up to 20 s for `done`, calling `again` every 2 s (a broker that just started may not
+/// be subscribed yet).
+async fn wait_for_records<F, D, A, AF>(_topo: &Topology, done: D, again: &A) -> bool
+where
+    D: Fn() -> F,
+    F: std::future::Future<Output = bool>,
+    A: Fn() -> AF,
+    AF: std::future::Future<Output = ()>,
+{
+    for round in 0..100 {
+        if done().await {
+            return true;
         }
+        if round % 10 == 9 {
+            again().await;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    panic!("no broker answered");
+    false
 }
 
 /// Counts what reaches london's subjects: every request fedgate forwards.
@@ -362,9 +378,10 @@ async fn a_captured_request_sent_again_is_refused_on_any_instance_and_after_a_re
     assert_eq!(replies.len(), NODES, "{replies:?}");
     assert_eq!(forwarded(&mut spy).await, 1);
 
-    // The same bytes with a fresh reply subject: a replay, answered and never forwarded.
+    // The same bytes with a fresh reply subject: a replay, recorded and never forwarded.
     let sent = send(&client, &ping, &ping.requestid, &broadcast("rpcutil")).await;
-    assert_eq!(sent.refusal().await, "replay");
+    sent.unanswered().await;
+    assert_eq!(replays(&topo, &ping.requestid).await, 1);
 
     // A directed request may come in several batches, each target once, and never turns into
     // a broadcast.
@@ -386,7 +403,7 @@ async fn a_captured_request_sent_again_is_refused_on_any_instance_and_after_a_re
         .await;
     assert_eq!(replies.len(), 1);
     let sent = send(&client, &directed, &directed.requestid, &nodes(&[1])).await;
-    assert_eq!(sent.refusal().await, "replay");
+    sent.unanswered().await;
     let sent = send(
         &client,
         &directed,
@@ -394,17 +411,33 @@ async fn a_captured_request_sent_again_is_refused_on_any_instance_and_after_a_re
         &broadcast("rpcutil"),
     )
     .await;
-    assert_eq!(sent.refusal().await, "replay");
+    sent.unanswered().await;
+    assert_eq!(replays(&topo, &directed.requestid).await, 2);
     assert_eq!(forwarded(&mut spy).await, 3, "two batches, three targets");
 
     // Another instance, after the first is gone: the claims are shared and outlive it.
     first.kill().await;
     let _second = BrokerProcess::spawn(&config, "adm2").await;
-    // Sent again until the new instance's subscriptions are in place; each try is a replay.
-    let answered = refused_once_served(&client, &ping, &broadcast("rpcutil")).await;
-    assert_eq!(answered, "replay");
-    let sent = send(&client, &directed, &directed.requestid, &nodes(&[0])).await;
-    assert_eq!(sent.refusal().await, "replay");
+    // The new instance refuses both (its subscriptions may take a moment after start-up).
+    let before = (
+        replays(&topo, &ping.requestid).await,
+        replays(&topo, &directed.requestid).await,
+    );
+    let again = || async {
+        send(&client, &ping, &ping.requestid, &broadcast("rpcutil")).await;
+        send(&client, &directed, &directed.requestid, &nodes(&[0])).await;
+    };
+    again().await;
+    let refused = wait_for_records(
+        &topo,
+        || async {
+            replays(&topo, &ping.requestid).await > before.0
+                && replays(&topo, &directed.requestid).await > before.1
+        },
+        &again,
+    )
+    .await;
+    assert!(refused, "the second instance refused the replays");
     assert_eq!(forwarded(&mut spy).await, 0);
 }
 

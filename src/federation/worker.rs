@@ -8,6 +8,7 @@ use async_nats::{Client, Message, Subscriber};
 use bytes::Bytes;
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::resign::{self, ResignRules};
 use super::stats::{ClusterStats, Direction};
@@ -129,6 +130,12 @@ impl Worker {
 
 /// Relays one federated request: headers only in pass-through mode, the full gate in resign mode.
 async fn relay_request(ctx: &ClusterContext, message: &Message) {
+    relay_one(ctx, message)
+        .instrument(crate::gateway::request_span(EDGE))
+        .await
+}
+
+async fn relay_one(ctx: &ClusterContext, message: &Message) {
     let started = Instant::now();
     ctx.stats.received(Direction::Request);
     let routed = match route_request(&message.payload, &ctx.rules) {
@@ -207,6 +214,7 @@ async fn relay_resigned(
         }
     };
     let request = verified.request();
+    crate::gateway::note_request(&request.envelope.requestid, verified.caller().as_str());
     event.request_id = Some(request.envelope.requestid.clone());
     event.caller = Some(verified.caller().as_str().to_string());
     event.agent = Some(request.envelope.agent.clone());
@@ -369,7 +377,12 @@ impl Share<'_> {
             let refusal = Refusal::Admission(err.into());
             let mut event = admitted.event().clone();
             deny(&mut event, "replay", &refusal);
-            answer_refusal(ctx, gate, routed, event, &refusal).await;
+            // A replay's reply subject is the replayer's choice, not the caller's: it is
+            // recorded and counted, never answered.
+            if let Err(err) = gate.record(event).await {
+                tracing::error!(error = %err, "could not record a refusal");
+            }
+            refuse(ctx, Direction::Request, &refusal);
             return None;
         }
         let outbound = connected_server(client);

@@ -17,6 +17,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::LegacyLink;
 use super::ingress::BRIDGE_SENDER_PREFIX;
@@ -162,6 +163,12 @@ impl Facade {
 
 impl Shared {
     async fn handle(&self, subject: &str, payload: &[u8]) {
+        self.handle_one(subject, payload)
+            .instrument(crate::gateway::request_span("choria-nats"))
+            .await
+    }
+
+    async fn handle_one(&self, subject: &str, payload: &[u8]) {
         let mut event = Event {
             edge: "choria-nats".into(),
             realm: self.realm.clone(),
@@ -247,6 +254,7 @@ impl Shared {
             .verify(secure, Now::system())
             .map_err(|e| (e.reason().as_str(), e.to_string()))?;
         let envelope = &verified.request().envelope;
+        crate::gateway::note_request(&envelope.requestid, verified.caller().as_str());
         event.caller = Some(verified.caller().as_str().to_string());
         event.request_id = Some(envelope.requestid.clone());
         event.agent = Some(envelope.agent.clone());

@@ -298,6 +298,26 @@ impl LegacyVerifier {
         })
     }
 
+    /// Every check of [`LegacyVerifier::check_request`], without the replay claim: for the
+    /// ingress, which claims the signed body in the gateway's shared guard once the request is
+    /// mapped and authorized.
+    pub fn verify_unclaimed(
+        &self,
+        serializer: Serializer,
+        request: LegacyRequest,
+        now: i64,
+    ) -> Result<VerifiedLegacyRequest, LegacyRefusal> {
+        let checked = self.checked(serializer, &request, now)?;
+        Ok(VerifiedLegacyRequest {
+            request,
+            body: checked.body,
+            cert_name: checked.cert_name,
+            call: checked.call,
+            signer: checked.signer,
+            claim: ([0; 32], None),
+        })
+    }
+
     /// Every check [`LegacyVerifier::verify_request`] makes except the replay claim, so nothing
     /// is remembered: for `fedgate inspect`, which judges one message on its own. Returns the
     /// name of the key that verified it (`cert=<name>`).

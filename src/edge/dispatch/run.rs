@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::{Admitted, Dispatcher, EdgeTarget, Job, Principal, Refused, Scope};
 use crate::client::{ReplyEvent, RpcClient, Summary};
@@ -86,6 +87,21 @@ impl Tally<'_> {
 impl Dispatcher {
     /// Runs one request, sending replies and the final `done` or `error` through `send`.
     pub async fn run(
+        &self,
+        principal: &Principal,
+        job: Job,
+        cancel: CancellationToken,
+        send: &(impl Fn(ServerMessage) + Sync),
+    ) {
+        let span = crate::gateway::request_span("websocket");
+        span.record("req", job.requestid.as_deref().unwrap_or(&job.id));
+        span.record("caller", principal.caller.as_str());
+        self.run_one(principal, job, cancel, send)
+            .instrument(span)
+            .await
+    }
+
+    async fn run_one(
         &self,
         principal: &Principal,
         job: Job,

@@ -5,12 +5,13 @@
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
 use serde_json::Value;
+use tracing::Instrument;
 
 use super::checks::{self, Route};
 use super::replies::{Answer, refusal_body};
 use super::{RETRY_PAUSE, Shared, Target};
 use crate::audit::{Event, Verdict};
-use crate::gateway::{Ask, admit};
+use crate::gateway::{Ask, Claim, Mode, admit};
 use crate::rules::Rules;
 use crate::security::legacy::{LegacyCall, LegacyRefusal, VerifiedLegacyRequest};
 use crate::security::{CallerId, Now};
@@ -81,6 +82,12 @@ pub(super) struct Inbound {
 
 impl Shared {
     pub(super) async fn handle(&self, delivery: Delivery) {
+        self.handle_one(delivery)
+            .instrument(crate::gateway::request_span("legacy-amqp"))
+            .await
+    }
+
+    async fn handle_one(&self, delivery: Delivery) {
         let reply_to = delivery
             .properties
             .reply_to()
@@ -202,7 +209,7 @@ impl Shared {
         let now = Now::system().unix_seconds();
         let verified = self
             .verifier
-            .verify_request(serializer, request, route.node(), now)
+            .verify_unclaimed(serializer, request, now)
             .map_err(|e| refused_unverified(&e, event.clone()))?;
         let (agent, action, data, replies_wanted) = call_parts(&verified.call);
         // From here the caller is known: a refusal is told, unless no reply is wanted (or the
@@ -220,6 +227,7 @@ impl Shared {
         };
         let caller = CallerId::parse(&verified.request.callerid)
             .map_err(|e| refuse("bad_callerid", e.to_string(), event.clone()))?;
+        crate::gateway::note_request(&verified.request.requestid, caller.as_str());
         event.caller = Some(caller.as_str().to_string());
         event.claimed_caller = None;
         event.agent = Some(agent.clone());
@@ -272,12 +280,15 @@ impl Shared {
         let admitted = match self.admit_all(&inbound).await {
             Ok(admitted) => admitted,
             Err(NotAdmitted::Unrecorded(err)) => {
-                // Nothing is forwarded that is not on the record: try again later.
-                self.verifier.release(&inbound.verified);
+                // Nothing is forwarded that is not on the record (each claim was given back):
+                // try again later.
                 return Ok(Handled::Retry("audit_failed", err));
             }
             Err(NotAdmitted::Refused(refusal)) => {
-                let tell = inbound.replies_wanted && inbound.agent != "discovery";
+                // A replay's reply queue is the replayer's choice: it is not told.
+                let tell = inbound.replies_wanted
+                    && inbound.agent != "discovery"
+                    && !refusal.0.starts_with("replay");
                 return Err(Refused {
                     refusal,
                     answer: tell.then_some(inbound.answer),
@@ -353,11 +364,25 @@ impl Shared {
         // Discovery is decided by policy like any other agent, as on every ingress.
         let admitted = admit(&self.gate, rules, &ask, inbound.event.clone())
             .map_err(|not| NotAdmitted::Refused(Box::new((not.code, not.reason, not.event))))?;
-        let recorded = self
-            .gate
-            .record_admitted(admitted)
-            .await
-            .map_err(|(_, e)| NotAdmitted::Unrecorded(e.to_string()))?;
+        // Once mapped and allowed, the signed body is claimed for this collective (per node for
+        // a directed copy), on every instance that shares the guard.
+        let nodes = inbound.nodes();
+        let claim = self.claim(inbound, &target.collective, &nodes);
+        let now = Now::system().unix_seconds();
+        if let Err(err) = self.gate.replay.claim(&claim, inbound.until, now).await {
+            let refusal = crate::gateway::Refusal::from(err);
+            let mut event = admitted.event().clone();
+            event.stage = refusal.stage.as_str().into();
+            let refused = (refusal.code.as_str(), refusal.reason, event);
+            return Err(NotAdmitted::Refused(Box::new(refused)));
+        }
+        let recorded = match self.gate.record_admitted(admitted).await {
+            Ok(recorded) => recorded,
+            Err((_, err)) => {
+                self.gate.replay.release(&claim).await;
+                return Err(NotAdmitted::Unrecorded(err.to_string()));
+            }
+        };
         Ok(Admitted {
             target,
             mapped: recorded.mapped().clone(),
@@ -365,6 +390,34 @@ impl Shared {
             event: recorded.event().clone(),
             link: recorded.link().to_string(),
         })
+    }
+}
+
+impl Shared {
+    /// The replay claim of `inbound` in `collective`: the signed body, per node when directed.
+    pub(super) fn claim<'a>(
+        &'a self,
+        inbound: &'a Inbound,
+        collective: &'a str,
+        nodes: &'a [String],
+    ) -> Claim<'a> {
+        Claim {
+            realm: &self.name,
+            signed: &inbound.verified.request.body,
+            collective,
+            mode: if nodes.is_empty() {
+                Mode::Broadcast
+            } else {
+                Mode::Directed(nodes)
+            },
+        }
+    }
+}
+
+impl Inbound {
+    /// The node a directed copy is for, as a list.
+    pub(super) fn nodes(&self) -> Vec<String> {
+        self.route.node().map(str::to_string).into_iter().collect()
     }
 }
 

@@ -69,7 +69,12 @@ impl Shared {
         }
         match failure {
             Some(err) if published == 0 => {
-                self.verifier.release(&inbound.verified);
+                // Published nowhere: each collective's claim goes back for the redelivery.
+                let nodes = inbound.nodes();
+                for one in &admitted {
+                    let claim = self.claim(inbound, &one.target.collective, &nodes);
+                    self.gate.replay.release(&claim).await;
+                }
                 Ok(Handled::Retry("publish_failed", err))
             }
             _ => Ok(Handled::Forwarded),
