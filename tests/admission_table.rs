@@ -240,60 +240,7 @@ fn cannot_carry(case: Case, ingress: Ingress) -> Option<&'static str> {
 
 /// Real disagreements between ingresses: the cell keeps the uniform expectation and is skipped
 /// until the code agrees (`FEDGATE_TABLE_ALL=1` runs them).
-const DISAGREEMENTS: &[(Case, Ingress, &str)] = &[
-    // disagreement: the signed edge refuses a body/envelope agent mismatch with code `invalid`
-    // (stage decode, src/edge/dispatch.rs verify_signed); the federation writes `agent_mismatch`.
-    (
-        Case::AgentMismatch,
-        Ingress::EdgeSigned,
-        "code `invalid`, the federation writes `agent_mismatch`",
-    ),
-    // disagreement: the legacy ingress records its route check at stage `route`
-    // (src/legacy/ingress/deliver.rs accept); gateway::agents_agree's stage is `decode`.
-    (
-        Case::AgentMismatch,
-        Ingress::LegacyMarshal,
-        "stage `route`, the federation writes `decode`",
-    ),
-    (
-        Case::AgentMismatch,
-        Ingress::LegacyYaml,
-        "stage `route`, the federation writes `decode`",
-    ),
-    // disagreement: the facade refuses a payload for another agent while its event still
-    // says `verify` (src/legacy/facade.rs serve, choria_call after the verify stage).
-    (
-        Case::AgentMismatch,
-        Ingress::Facade,
-        "stage `verify`, the federation writes `decode`",
-    ),
-    // disagreement: the signed edge reads every payload as an RPC request, so a discovery
-    // `ping` is refused at decode (`invalid`, "the payload is not an RPC request") and never
-    // reaches policy; every other ingress decides discovery with discovery.policy.
-    (
-        Case::DiscoveryAllowed,
-        Ingress::EdgeSigned,
-        "stage `decode`, code `invalid`, no rule, nothing forwarded",
-    ),
-    (
-        Case::DiscoveryDenied,
-        Ingress::EdgeSigned,
-        "stage `decode`, code `invalid`, no rule, no mapped caller",
-    ),
-    // disagreement: the legacy ingress refuses a replay in the legacy verifier's per-process
-    // window at stage `verify`, before mapping and policy (no rule, no mapped caller); the
-    // federation, the signed edge and the facade refuse at stage `replay` after policy.
-    (
-        Case::Replayed,
-        Ingress::LegacyMarshal,
-        "stage `verify`, no rule, no mapped caller",
-    ),
-    (
-        Case::Replayed,
-        Ingress::LegacyYaml,
-        "stage `verify`, no rule, no mapped caller",
-    ),
-];
+const DISAGREEMENTS: &[(Case, Ingress, &str)] = &[];
 
 fn disagreement(case: Case, ingress: Ingress) -> Option<&'static str> {
     DISAGREEMENTS

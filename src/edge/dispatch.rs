@@ -23,7 +23,7 @@ use crate::audit::{Event, Verdict};
 use crate::client::RpcCall;
 use crate::config::Config;
 use crate::gateway::gate::Gate;
-use crate::gateway::{Ask, Claim, Code, Mode, Why, admit};
+use crate::gateway::{Ask, CallError, Claim, Code, Mode, Why, admit, choria_call};
 use crate::rules::Rules;
 use crate::security::{CaBundle, CallerId, Now, Signer, VerifiedRequest, Verifier};
 use crate::subjects::is_valid_name;
@@ -338,19 +338,18 @@ impl Dispatcher {
             ));
         }
         let envelope = &verified.request().envelope;
-        let body = match verified.request().rpc(&self.limits) {
-            Ok(body) if body.agent == envelope.agent => body,
-            Ok(body) => {
-                let message = format!(
-                    "the payload is for agent {} but the envelope names {}",
-                    body.agent, envelope.agent
-                );
+        // The call as signed, decided as on every ingress: discovery is `discovery#ping`, and
+        // the payload must be for the envelope's agent.
+        let body = match choria_call(verified.request(), &self.limits) {
+            Ok(body) => body,
+            Err(CallError::Refused(mismatch)) => {
+                let code = mismatch.code.as_str();
                 return Err((
                     ErrorCode::Invalid,
-                    refusal("invalid", "decode", message).await,
+                    refusal(code, "decode", mismatch.reason.clone()).await,
                 ));
             }
-            Err(err) => {
+            Err(CallError::Malformed(err)) => {
                 let message = format!("the payload is not an RPC request: {err}");
                 return Err((
                     ErrorCode::Invalid,

@@ -464,6 +464,7 @@ fn claimed(event: &mut Event, routed: &RoutedRequest<'_>, rules: &ResignRules) {
         return;
     };
     event.claimed_caller = Some(clip(&request.envelope.callerid));
+    event.request_id = Some(clip(&request.envelope.requestid));
     event.agent = Some(clip(&request.envelope.agent));
     if let Ok(rpc) = request.rpc(limits) {
         event.action = Some(clip(&rpc.action));

@@ -248,6 +248,11 @@ impl Shared {
             ))?;
         let secure = SecureRequest::decode(&transport.data, &self.limits)
             .map_err(|e| ("malformed", e.to_string()))?;
+        // What it claims, recorded as claimed should it not verify.
+        if let Ok(claimed) = secure.request(&self.limits) {
+            event.request_id = Some(claimed.envelope.requestid.chars().take(64).collect());
+            event.claimed_caller = Some(claimed.envelope.callerid.chars().take(256).collect());
+        }
         event.stage = "verify".into();
         let verified: VerifiedRequest = self
             .verifier
@@ -256,6 +261,7 @@ impl Shared {
         let envelope = &verified.request().envelope;
         crate::gateway::note_request(&envelope.requestid, verified.caller().as_str());
         event.caller = Some(verified.caller().as_str().to_string());
+        event.claimed_caller = None;
         event.request_id = Some(envelope.requestid.clone());
         event.agent = Some(envelope.agent.clone());
         // What fedgate's own bridge published into this collective: never taken back.
@@ -303,6 +309,7 @@ impl Shared {
                 ));
             }
         };
+        event.stage = "decode".into();
         let call = choria_call(verified.request(), &self.limits).map_err(|e| match e {
             CallError::Malformed(err) => ("malformed", err.to_string()),
             CallError::Refused(refusal) => (refusal.code.as_str(), refusal.reason),

@@ -77,6 +77,9 @@ pub(super) struct Inbound {
     pub(super) route: Route,
     /// Where replies go, and who they are from.
     pub(super) answer: Answer,
+    /// Who signed it, as the replay guard keys it: this legacy realm and the key's name (the
+    /// ssl plugin signs the body only, so two callers may sign identical bodies).
+    pub(super) signed_by: String,
     pub(super) event: Event,
 }
 
@@ -233,7 +236,7 @@ impl Shared {
         event.agent = Some(agent.clone());
         event.action = Some(action.clone());
         event.data_keys = data.keys().cloned().collect();
-        event.stage = "route".into();
+        event.stage = "decode".into();
         checks::agent_agrees(&route, &self.bridge.agents, &agent)
             .map_err(|m| refuse("agent_mismatch", m, event.clone()))?;
         event.stage = "validate".into();
@@ -254,6 +257,7 @@ impl Shared {
             event.data = Some(data.clone());
         }
         Ok(Inbound {
+            signed_by: format!("{}/{}", self.name, verified.cert_name),
             verified,
             caller,
             agent,
@@ -402,7 +406,7 @@ impl Shared {
         nodes: &'a [String],
     ) -> Claim<'a> {
         Claim {
-            realm: &self.name,
+            realm: &inbound.signed_by,
             signed: &inbound.verified.request.body,
             collective,
             mode: if nodes.is_empty() {
