@@ -295,7 +295,7 @@ async fn a_request_routed_by_another_agents_key_is_refused_as_agent_mismatch() {
         .into_iter()
         .find(|r| r.event.request_id.as_deref() == Some(&id(1)))
         .unwrap();
-    assert_eq!(refused.event.stage, "route", "{:?}", refused.event);
+    assert_eq!(refused.event.stage, "decode", "{:?}", refused.event);
     setup.shutdown().await;
 }
 
