@@ -35,7 +35,7 @@ use fedgate::wire::choria_v1::{
 use fedgate::wire::mcollective::{Ruby, Serializer};
 use futures::StreamExt;
 use serde_json::{Map, Value, json};
-use support::legacy::LegacySite;
+use support::legacy::{LegacySite, Publisher};
 use support::{BrokerProcess, Network, audit_records, gate_block, network_block, realm, user};
 
 // ---------------------------------------------------------------------------------------------
@@ -842,62 +842,6 @@ fn connect_options_for(url: &str) -> Connect {
 // ---------------------------------------------------------------------------------------------
 // The legacy ingress: signed legacy requests published on the site's RabbitMQ
 // ---------------------------------------------------------------------------------------------
-
-/// A client of the site's broker with a reply queue of its own.
-struct Publisher {
-    _connection: lapin::Connection,
-    channel: lapin::Channel,
-    reply_to: String,
-}
-
-impl Publisher {
-    async fn new(site: &LegacySite) -> Publisher {
-        let connection =
-            lapin::Connection::connect(&site.amqp_url(), lapin::ConnectionProperties::default())
-                .await
-                .unwrap();
-        let channel = connection.create_channel().await.unwrap();
-        channel
-            .confirm_select(lapin::options::ConfirmSelectOptions::default())
-            .await
-            .unwrap();
-        let queue = channel
-            .queue_declare(
-                "".into(),
-                lapin::options::QueueDeclareOptions {
-                    exclusive: true,
-                    ..Default::default()
-                },
-                lapin::types::FieldTable::default(),
-            )
-            .await
-            .unwrap();
-        Publisher {
-            reply_to: queue.name().as_str().to_string(),
-            _connection: connection,
-            channel,
-        }
-    }
-
-    /// Publishes to `exchange` with `key`, as mco does.
-    async fn publish(&self, (exchange, key): (&str, &str), bytes: &[u8]) {
-        let properties = lapin::BasicProperties::default()
-            .with_reply_to(self.reply_to.as_str().into())
-            .with_expiration("70000".into());
-        self.channel
-            .basic_publish(
-                exchange.into(),
-                key.into(),
-                lapin::options::BasicPublishOptions::default(),
-                bytes,
-                properties,
-            )
-            .await
-            .unwrap()
-            .await
-            .unwrap();
-    }
-}
 
 struct LegacyRig {
     site: LegacySite,

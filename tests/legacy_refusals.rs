@@ -12,7 +12,7 @@ use fedgate::config::Config;
 use fedgate::security::legacy::{LegacySigner, NewLegacyRequest};
 use fedgate::wire::mcollective::{Ruby, Serializer};
 use support::gate_block;
-use support::legacy::LegacySite;
+use support::legacy::{LegacySite, Publisher};
 
 /// fedgate bridging `site`'s legacy clients into london's simulated nodes, and, with `facade`,
 /// serving the legacy collective to london's Choria clients as well.
@@ -146,62 +146,6 @@ fn request(
         .sign_request(Serializer::Marshal, &new)
         .unwrap()
         .encode(Serializer::Marshal)
-}
-
-/// A client of the site's broker with a reply queue of its own.
-struct Publisher {
-    _connection: lapin::Connection,
-    channel: lapin::Channel,
-    reply_to: String,
-}
-
-impl Publisher {
-    async fn new(site: &LegacySite) -> Publisher {
-        let connection =
-            lapin::Connection::connect(&site.amqp_url(), lapin::ConnectionProperties::default())
-                .await
-                .unwrap();
-        let channel = connection.create_channel().await.unwrap();
-        channel
-            .confirm_select(lapin::options::ConfirmSelectOptions::default())
-            .await
-            .unwrap();
-        let queue = channel
-            .queue_declare(
-                "".into(),
-                lapin::options::QueueDeclareOptions {
-                    exclusive: true,
-                    ..Default::default()
-                },
-                lapin::types::FieldTable::default(),
-            )
-            .await
-            .unwrap();
-        Publisher {
-            reply_to: queue.name().as_str().to_string(),
-            _connection: connection,
-            channel,
-        }
-    }
-
-    /// Publishes to `exchange` with `key`, as mco does.
-    async fn publish(&self, (exchange, key): (&str, &str), bytes: &[u8]) {
-        let properties = lapin::BasicProperties::default()
-            .with_reply_to(self.reply_to.as_str().into())
-            .with_expiration("70000".into());
-        self.channel
-            .basic_publish(
-                exchange.into(),
-                key.into(),
-                lapin::options::BasicPublishOptions::default(),
-                bytes,
-                properties,
-            )
-            .await
-            .unwrap()
-            .await
-            .unwrap();
-    }
 }
 
 /// The `(time, ttl)` of every request that reaches london, by request id.

@@ -88,6 +88,9 @@ const TARGET: &str = "london.broadcast.agent.rpcutil";
 const INGEST: &str = "choria.federation.bench.federation";
 /// What the bare relay takes in on the federation network.
 const BARE: &str = "bench.bare.relay";
+/// Where the bare relay publishes on the collective's network: apart from fedgate's target, so
+/// neither path's subscriber sees the other's messages.
+const BARE_OUT: &str = "bench.bare.out";
 
 /// Runs the benchmark with nats-server work files under `work_dir`.
 pub async fn run(
@@ -142,7 +145,7 @@ pub async fn run(
             "direct publish",
             federation.url(),
             federation.url(),
-            TARGET,
+            (TARGET, TARGET),
             plain.clone(),
         )
         .await?,
@@ -150,7 +153,7 @@ pub async fn run(
             "nats-server leafnode link",
             hub.url(),
             leaf.url(),
-            TARGET,
+            (TARGET, TARGET),
             plain,
         )
         .await?,
@@ -158,7 +161,7 @@ pub async fn run(
             "fedgate broker",
             federation.url(),
             collective.url(),
-            INGEST,
+            (INGEST, TARGET),
             federated.clone(),
         )
         .await?,
@@ -166,7 +169,7 @@ pub async fn run(
             "bare async-nats relay",
             federation.url(),
             collective.url(),
-            BARE,
+            (BARE, BARE_OUT),
             federated,
         )
         .await?,
@@ -203,7 +206,7 @@ async fn bare_relay(
     Ok(tokio::spawn(async move {
         let _keep = inbound;
         while let Some(message) = subscriber.next().await {
-            if outbound.publish(TARGET, message.payload).await.is_err() {
+            if outbound.publish(BARE_OUT, message.payload).await.is_err() {
                 return;
             }
         }
@@ -281,13 +284,13 @@ async fn path(
     name: &'static str,
     publish_on: &str,
     receive_on: &str,
-    subject: &'static str,
+    (subject, received): (&'static str, &'static str),
     payload: Bytes,
 ) -> Result<Path, BenchError> {
     let connect = |url: String| async move { async_nats::connect(url).await.map_err(setup_err) };
     let publisher = connect(publish_on.to_string()).await?;
     let receiver = connect(receive_on.to_string()).await?;
-    let subscriber = receiver.subscribe(TARGET).await.map_err(setup_err)?;
+    let subscriber = receiver.subscribe(received).await.map_err(setup_err)?;
     receiver.flush().await.map_err(setup_err)?;
     std::mem::forget(receiver);
     Ok(Path {
