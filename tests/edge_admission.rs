@@ -309,3 +309,55 @@ async fn calls_are_checked_against_the_ddl_before_any_fan_out() {
     );
     gateway.edge.unwrap().shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_request_replayed_on_another_instance_is_refused() {
+    // Two edges (two collectives both named london) sharing one JetStream replay bucket.
+    let dir = tempfile::tempdir().unwrap();
+    let replay = fedgate::natsd::NatsServer::start(
+        &dir.path().join("replay-nats"),
+        fedgate::natsd::NatsServerConfig {
+            jetstream: true,
+            ..fedgate::natsd::NatsServerConfig::default()
+        },
+    )
+    .unwrap();
+    let shared = format!("[replay]\nnats = [{:?}]\n", replay.url());
+    let first = Gateway::start_with(&shared, "", "").await;
+    let second = Gateway::start_with(&shared, "", "").await;
+    let first_fleet = first.london.start_fleet(4).await;
+    let second_fleet = second.london.start_fleet(4).await;
+
+    let (message, _) = signed_ping_as("edge", "alice", None, "r1", Now::system(), 60);
+    let mut client = signed_only(&first).await;
+    let done = client.call(&message, |_| {}).await.unwrap();
+    assert_eq!(done["responses"].as_u64(), Some(4), "{done}");
+    client.close().await;
+
+    // The same signed bytes to the other instance: a replay, never forwarded.
+    let mut client = signed_only(&second).await;
+    let error = client.call(&message, |_| {}).await.unwrap();
+    assert_eq!(
+        (error["type"].as_str(), error["code"].as_str()),
+        (Some("error"), Some("unverified")),
+        "{error}"
+    );
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("already forwarded"),
+        "{error}"
+    );
+    client.close().await;
+    assert_eq!(first_fleet.stats().total, 4);
+    assert_eq!(second_fleet.stats().total, 0, "the replay reached no node");
+    let records = audit_records(&second.audit_file());
+    let refused: Vec<(&str, &str)> = decisions(&records, Verdict::Deny)
+        .iter()
+        .map(|r| (r.event.stage.as_str(), r.event.code.as_str()))
+        .collect();
+    assert_eq!(refused, [("replay", "replay")]);
+    first.edge.unwrap().shutdown().await;
+    second.edge.unwrap().shutdown().await;
+}
