@@ -277,22 +277,36 @@ async fn claim_shared(
     let Mode::Directed(targets) = claim.mode else {
         return Ok(());
     };
-    let claims = targets
+    let keys: Vec<String> = targets.iter().map(|t| target_key(&root, t)).collect();
+    let claims = keys
         .iter()
-        .map(|target| store.create(target_key(&root, target), Bytes::from_static(DIRECTED)));
+        .map(|key| store.create(key, Bytes::from_static(DIRECTED)));
     let results = futures::future::join_all(claims).await;
-    for (target, result) in targets.iter().zip(results) {
+    let mut refusal = None;
+    let mut made = Vec::new();
+    for ((target, key), result) in targets.iter().zip(&keys).zip(results) {
         match result {
-            Ok(_) => {}
+            Ok(_) => made.push(key),
             Err(err) if err.kind() == CreateErrorKind::AlreadyExists => {
-                return Err(ReplayRefusal::Replay(format!(
-                    "node {target} of {collective}"
-                )));
+                refusal.get_or_insert_with(|| {
+                    ReplayRefusal::Replay(format!("node {target} of {collective}"))
+                });
             }
-            Err(err) => return Err(shared_error(err)),
+            Err(err) => {
+                refusal.get_or_insert_with(|| shared_error(err));
+            }
         }
     }
-    Ok(())
+    let Some(refusal) = refusal else {
+        return Ok(());
+    };
+    // Nothing of a refused request is kept: the targets it claimed go back, as in one process.
+    for key in made {
+        if let Err(err) = store.purge(key).await {
+            tracing::warn!(%err, "could not release a replay claim");
+        }
+    }
+    Err(refusal)
 }
 
 /// A bucket at its limits refuses new claims; anything else means it could not be reached.
