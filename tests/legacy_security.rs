@@ -99,7 +99,7 @@ fn signed_requests_and_replies_verify_in_both_serializers() {
         let bytes = request.encode(serializer);
         let request = LegacyRequest::decode(serializer, &bytes, 1 << 20).unwrap();
         let verified = verifier
-            .verify_request(serializer, request, None, NOW + 5)
+            .verify_request(serializer, request, NOW + 5)
             .unwrap();
         assert_eq!(verified.cert_name, "alice");
         assert!(matches!(
@@ -141,7 +141,7 @@ fn every_bad_request_is_refused_with_its_own_code() {
     let s = Serializer::Marshal;
     let code = |request: LegacyRequest, now: i64| {
         verifier(dir.path())
-            .verify_request(s, request, None, now)
+            .verify_request(s, request, now)
             .err()
             .map(|e| e.code())
     };
@@ -181,11 +181,23 @@ fn every_bad_request_is_refused_with_its_own_code() {
     assert_eq!(code(filter_agent, NOW), Some("unsigned_field_disagrees"));
 
     // The same signed body again is a replay, whatever request id it claims; directed copies
-    // pass once per node, and never also as a broadcast.
+    // pass once per node, and never also as a broadcast. The legacy ingress claims what the
+    // verifier accepted in the gateway's replay guard, keyed on the body and its signer.
     let verifier = verifier(dir.path());
+    let guard = fedgate::gateway::ReplayGuard::local();
     let again = |request: &LegacyRequest, target: Option<&str>| {
-        verifier
-            .verify_request(s, request.clone(), target, NOW)
+        let verified = verifier.verify_request(s, request.clone(), NOW).unwrap();
+        let nodes: Vec<String> = target.map(str::to_string).into_iter().collect();
+        let claim = fedgate::gateway::Claim {
+            realm: &verified.cert_name,
+            signed: &request.body,
+            collective: "london",
+            mode: match nodes.as_slice() {
+                [] => fedgate::gateway::Mode::Broadcast,
+                nodes => fedgate::gateway::Mode::Directed(nodes),
+            },
+        };
+        futures::executor::block_on(guard.claim(&claim, NOW + 60, NOW))
             .err()
             .map(|e| e.code())
     };
@@ -246,7 +258,7 @@ fn captured_messages_verify_and_fedgate_signs_the_same_bytes() {
                 assert_eq!(alice.sign(&request.body).unwrap(), request.hash, "{name}");
                 let now = request.msgtime;
                 verifier
-                    .verify_request(serializer, request, None, now)
+                    .verify_request(serializer, request, now)
                     .unwrap_or_else(|e| panic!("{name}: {e}"));
             } else {
                 let reply = LegacyReply::decode(serializer, &bytes, 1 << 20).unwrap();

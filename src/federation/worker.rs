@@ -354,8 +354,7 @@ impl Share<'_> {
                         Refusal::Denied(denied.reason)
                     }
                 };
-                answer_refused(ctx, gate, routed, not.event).await;
-                ctx.stats.refused(Direction::Request, &refusal);
+                answer_refusal(ctx, gate, routed, not.event, &refusal).await;
                 return None;
             }
         };
@@ -484,19 +483,6 @@ async fn answer_refusal(
     }
     reply_to_caller(ctx, gate, routed, &event).await;
     refuse(ctx, Direction::Request, refusal);
-}
-
-/// Records a refusal decided by the admission path (its event already says why) and answers it.
-async fn answer_refused(
-    ctx: &ClusterContext,
-    gate: &Gate,
-    routed: &RoutedRequest<'_>,
-    event: Event,
-) {
-    if let Err(err) = gate.record(event.clone()).await {
-        tracing::error!(error = %err, "could not record a refusal");
-    }
-    reply_to_caller(ctx, gate, routed, &event).await;
 }
 
 /// Tells the caller why: a reply from `fedgate:<instance>` with status 1 on its reply subject.

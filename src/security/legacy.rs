@@ -4,13 +4,12 @@
 //! public half sits in the servers' client directory as `<name>.pem` for `callerid cert=<name>`.
 //! Replies are signed with one key pair that every server shares. fedgate checks what
 //! mcollectived checks (caller format, key file, signature, signed TTL and time agreeing with the
-//! envelope, age within the TTL) and what it does not: a time too far in the future, the same
-//! signed body again within its TTL (a replay or a redelivery; directed copies count once per
-//! node), and an unsigned `:agent` or `:filter` agent that disagrees with the signed body.
+//! envelope, age within the TTL) and what it does not: a time too far in the future, and an
+//! unsigned `:agent` or `:filter` agent that disagrees with the signed body. Replays are the
+//! admission path's to refuse (`gateway::replay`), once the request is mapped and allowed.
 //!
-//! A verifier given fedgate's own signing keys ([`OwnKeys`]) refuses, after the signature and
-//! before the replay claim, every request one of them signed: fedgate never takes back what it
-//! published itself.
+//! A verifier given fedgate's own signing keys ([`OwnKeys`]) refuses, after the signature, every
+//! request one of them signed: fedgate never takes back what it published itself.
 //!
 //! Verification uses aws-lc-rs. Signing uses OpenSSL through the `openssl` crate, the library
 //! Ruby's own `OpenSSL::PKey::RSA#sign` calls: aws-lc-rs verifies SHA-1 signatures but cannot
@@ -20,7 +19,6 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use aws_lc_rs::digest::{SHA256, digest};
 use aws_lc_rs::signature::{ParsedPublicKey, RSA_PKCS1_2048_8192_SHA1_FOR_LEGACY_USE_ONLY};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, SubjectPublicKeyInfoDer};
@@ -32,14 +30,11 @@ mod sign;
 pub use own::{KeyPrint, OwnKeys};
 pub use sign::{LegacySigner, NewLegacyRequest};
 
-use crate::security::replay::{ReplayError, ReplayWindow};
 use crate::wire::mcollective::envelope::{LegacyReply, LegacyRequest, SignedBody, base64_decode};
 use crate::wire::mcollective::{LegacyError, Ruby, Serializer};
 
 /// Client public keys remembered at most.
 const KEY_CACHE: usize = 1024;
-/// Signed requests remembered to refuse replays.
-pub const REPLAY_WINDOW: usize = 65_536;
 
 /// Why a legacy message was refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -98,12 +93,6 @@ pub enum LegacyRefusal {
         /// The allowed skew.
         skew: i64,
     },
-    /// The same signed body was seen within its TTL (for this node, or as a broadcast).
-    #[error("replay: this signed request was already received")]
-    Replay,
-    /// Too many live requests to remember another one; refused rather than unchecked.
-    #[error("too many requests in the replay window; try again later")]
-    ReplayWindowFull,
     /// An unsigned field disagrees with the signed body.
     #[error("{0}")]
     Disagrees(String),
@@ -124,8 +113,6 @@ impl LegacyRefusal {
             LegacyRefusal::TtlMismatch { .. } => "ttl_mismatch",
             LegacyRefusal::Expired { .. } => "ttl_expired",
             LegacyRefusal::Future { .. } => "future_msgtime",
-            LegacyRefusal::Replay => "replay",
-            LegacyRefusal::ReplayWindowFull => "replay_window_full",
             LegacyRefusal::Disagrees(_) => "unsigned_field_disagrees",
             LegacyRefusal::OwnRequest(_) => "own_request",
         }
@@ -145,8 +132,6 @@ pub struct VerifiedLegacyRequest {
     pub call: LegacyCall,
     /// The key the signature verified with.
     pub signer: KeyPrint,
-    /// The replay claim: the signed body's digest and the node a directed copy was for.
-    claim: ([u8; 32], Option<String>),
 }
 
 /// What a verified request asks for.
@@ -211,7 +196,6 @@ pub struct LegacyVerifier {
     server_public: ParsedPublicKey,
     max_skew: i64,
     keys: quick_cache::sync::Cache<String, Arc<(ParsedPublicKey, KeyPrint)>>,
-    replays: ReplayWindow,
     own: Option<OwnKeys>,
 }
 
@@ -239,7 +223,6 @@ impl LegacyVerifier {
             server_public: read_public_key(&pem, &server_public.display().to_string())?.0,
             max_skew,
             keys: quick_cache::sync::Cache::new(KEY_CACHE),
-            replays: ReplayWindow::new(REPLAY_WINDOW),
             own: None,
         })
     }
@@ -264,44 +247,10 @@ impl LegacyVerifier {
         Ok(key)
     }
 
-    /// Verifies a request envelope at `now` (Unix seconds); `target` is the node a directed copy
-    /// was addressed to. Every check of [`LegacyVerifier::check_request`], then the replay claim.
+    /// Verifies a request envelope at `now` (Unix seconds): every check of
+    /// [`LegacyVerifier::check_request`]. Nothing is remembered: the ingress claims the signed
+    /// body in the gateway's replay guard once the request is mapped and authorized.
     pub fn verify_request(
-        &self,
-        serializer: Serializer,
-        request: LegacyRequest,
-        target: Option<&str>,
-        now: i64,
-    ) -> Result<VerifiedLegacyRequest, LegacyRefusal> {
-        let checked = self.checked(serializer, &request, now)?;
-        // Claimed by what was signed: the request id, filter and target are not, so a replay
-        // could change them. Two honest requests signing identical bodies would have to be
-        // made in the same second by the same caller with the same inputs.
-        let signed: [u8; 32] = digest(&SHA256, &request.body)
-            .as_ref()
-            .try_into()
-            .unwrap_or([0; 32]);
-        let body = checked.body;
-        self.replays
-            .claim(signed, target, body.msgtime.saturating_add(body.ttl), now)
-            .map_err(|e| match e {
-                ReplayError::Replay => LegacyRefusal::Replay,
-                ReplayError::Full => LegacyRefusal::ReplayWindowFull,
-            })?;
-        Ok(VerifiedLegacyRequest {
-            request,
-            body,
-            cert_name: checked.cert_name,
-            call: checked.call,
-            signer: checked.signer,
-            claim: (signed, target.map(str::to_string)),
-        })
-    }
-
-    /// Every check of [`LegacyVerifier::check_request`], without the replay claim: for the
-    /// ingress, which claims the signed body in the gateway's shared guard once the request is
-    /// mapped and authorized.
-    pub fn verify_unclaimed(
         &self,
         serializer: Serializer,
         request: LegacyRequest,
@@ -314,12 +263,11 @@ impl LegacyVerifier {
             cert_name: checked.cert_name,
             call: checked.call,
             signer: checked.signer,
-            claim: ([0; 32], None),
         })
     }
 
-    /// Every check [`LegacyVerifier::verify_request`] makes except the replay claim, so nothing
-    /// is remembered: for `fedgate inspect`, which judges one message on its own. Returns the
+    /// Every check [`LegacyVerifier::verify_request`] makes, without building the verified
+    /// request: for `fedgate inspect`, which judges one message on its own. Returns the
     /// name of the key that verified it (`cert=<name>`).
     pub fn check_request(
         &self,
@@ -367,12 +315,6 @@ impl LegacyVerifier {
             call,
             signer,
         })
-    }
-
-    /// Forgets that `request` was received: it was not forwarded and will be delivered again.
-    pub fn release(&self, request: &VerifiedLegacyRequest) {
-        let (digest, target) = &request.claim;
-        self.replays.release(*digest, target.as_deref());
     }
 
     /// Verifies a reply's signature with the servers' shared key.

@@ -212,7 +212,7 @@ impl Shared {
         let now = Now::system().unix_seconds();
         let verified = self
             .verifier
-            .verify_unclaimed(serializer, request, now)
+            .verify_request(serializer, request, now)
             .map_err(|e| refused_unverified(&e, event.clone()))?;
         let (agent, action, data, replies_wanted) = call_parts(&verified.call);
         // From here the caller is known: a refusal is told, unless no reply is wanted (or the
