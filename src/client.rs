@@ -9,6 +9,7 @@ use futures::StreamExt;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use crate::gateway::Cleared;
 use crate::nats::connected_server;
 use crate::security::{CallerId, KeyError, Now, Signer};
 use crate::subjects;
@@ -252,23 +253,46 @@ impl RpcClient {
         on_reply: impl FnMut(&ReplyEvent),
     ) -> Result<Summary, ClientError> {
         let requestid = uuid::Uuid::new_v4().simple().to_string();
-        self.call_as(call, &requestid, on_reply).await
+        self.publish_and_collect(call, &requestid, || {}, on_reply)
+            .await
     }
 
-    /// Makes one call with a request id chosen by the caller (the WebSocket edge audits the id
-    /// before it publishes).
-    pub async fn call_as(
+    /// Publishes a request the gateway admitted and recorded: as its mapped caller, with its
+    /// restricted filter, under the request id on the record.
+    pub async fn call_cleared(
         &self,
+        cleared: &Cleared,
         call: &RpcCall,
-        requestid: &str,
         on_reply: impl FnMut(&ReplyEvent),
     ) -> Result<Summary, ClientError> {
-        self.call_observed(call, requestid, || {}, on_reply).await
+        self.call_observed(cleared, call, || {}, on_reply).await
     }
 
-    /// [`Self::call_as`], telling `on_published` once the request is on the wire (the legacy
-    /// bridge acknowledges its AMQP delivery then).
+    /// [`Self::call_cleared`], telling `on_published` once the request is on the wire (the
+    /// legacy bridge acknowledges its AMQP delivery then).
     pub async fn call_observed(
+        &self,
+        cleared: &Cleared,
+        call: &RpcCall,
+        on_published: impl FnOnce(),
+        on_reply: impl FnMut(&ReplyEvent),
+    ) -> Result<Summary, ClientError> {
+        if cleared.mapped() != &self.caller {
+            return Err(ClientError::Invalid(format!(
+                "this client signs as {}, but the request was admitted as {}",
+                self.caller.as_str(),
+                cleared.mapped().as_str()
+            )));
+        }
+        let call = RpcCall {
+            filter: cleared.filter().clone(),
+            ..call.clone()
+        };
+        self.publish_and_collect(&call, cleared.requestid(), on_published, on_reply)
+            .await
+    }
+
+    async fn publish_and_collect(
         &self,
         call: &RpcCall,
         requestid: &str,

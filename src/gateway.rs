@@ -20,7 +20,7 @@ pub mod replay;
 
 use std::sync::Arc;
 
-pub use admit::{Admitted, Ask, NotAdmitted, Recorded, Why, admit};
+pub use admit::{Admitted, Ask, Cleared, NotAdmitted, Recorded, Why, admit};
 pub use checks::{
     Call, CallError, DEFAULT_MAX_SIGNED_TTL, DEFAULT_MIN_LIFE, Lifetime, agents_agree, choria_call,
     request_ids_agree,

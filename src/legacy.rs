@@ -26,6 +26,7 @@ use tokio::sync::mpsc;
 
 use crate::client::{ReplyEvent, RpcCall, Summary};
 use crate::config::LegacyConfig;
+use crate::gateway::Cleared;
 use crate::security::CallerId;
 use crate::security::legacy::{LegacySigner, LegacyVerifier, NewLegacyRequest, cert_name};
 use crate::wire::choria_v1::Filter;
@@ -230,16 +231,21 @@ impl LegacyLink {
         Ok(signer)
     }
 
-    /// Signs `rpc` as `caller` (a `cert=<name>` fedgate holds a key for), publishes it, and
-    /// hands each verified reply to `on_reply`. The call's collective is this link's; its
+    /// Signs `rpc` as the cleared request's mapped caller (a `cert=<name>` fedgate holds a key
+    /// for), with its restricted filter and recorded request id, publishes it, and hands each
+    /// verified reply to `on_reply`. The call's collective is this link's; its
     /// federation settings do not apply.
     pub async fn call(
         &self,
-        caller: &CallerId,
+        cleared: &Cleared,
         rpc: &RpcCall,
-        requestid: &str,
         mut on_reply: impl FnMut(&ReplyEvent),
     ) -> Result<Summary, LegacyCallError> {
+        let (caller, requestid) = (cleared.mapped(), cleared.requestid());
+        let rpc = &RpcCall {
+            filter: cleared.filter().clone(),
+            ..rpc.clone()
+        };
         let signer = self.signer(caller)?;
         for (what, name) in [("agent", &rpc.agent), ("action", &rpc.action)] {
             if !crate::subjects::is_valid_name(name) || name.len() > 255 {

@@ -51,6 +51,12 @@ async fn a_certificate_speaks_only_as_the_name_it_carries() {
             (Some("error"), Some("unverified")),
             "{caller}: {error}"
         );
+        // The refusal's own stage and code, as audited.
+        assert_eq!(
+            (error["stage"].as_str(), error["reason"].as_str()),
+            (Some("verify"), Some("caller_kind")),
+            "{error}"
+        );
         assert!(
             error["message"].as_str().unwrap().contains("certificate"),
             "{error}"
@@ -67,6 +73,10 @@ async fn a_certificate_speaks_only_as_the_name_it_carries() {
     );
     let error = client.call(&message, |_| {}).await.unwrap();
     assert_eq!(error["code"], "unmapped", "{error}");
+    assert_eq!(
+        (&error["stage"], &error["reason"]),
+        (&"map".into(), &"unmapped".into())
+    );
     client.close().await;
 
     let records = audit_records(&gateway.audit_file());

@@ -106,7 +106,11 @@ pub(crate) fn resign_all(fx: &Fixture, now: Now) -> Result<Vec<Resigned>, Refusa
             let target = fx.rules.target(collective)?;
             let callerid = match fx.identity.map("prod", verified.caller(), collective) {
                 Mapping::Mapped { callerid, .. } => callerid,
-                Mapping::Denied(denial) => return Err(Refusal::Identity(denial)),
+                Mapping::Denied(denial) => {
+                    let caller = verified.caller().as_str();
+                    let refusal = crate::gateway::Refusal::unmapped(&denial, caller, collective);
+                    return Err(Refusal::Admission(refusal));
+                }
             };
             let mapped = resign::Mapped {
                 target,

@@ -18,12 +18,14 @@ mod run;
 
 use super::homes::{HOME_TTL, Homes, MAX_HOMES};
 pub use super::job::{Job, Scope};
-use super::protocol::{ErrorCode, SignedMessage};
+use super::protocol::SignedMessage;
 use crate::audit::{Event, Verdict};
 use crate::client::RpcCall;
 use crate::config::Config;
 use crate::gateway::gate::Gate;
-use crate::gateway::{Ask, CallError, Claim, Code, Mode, Why, admit, choria_call};
+use crate::gateway::{
+    Ask, CallError, Claim, Cleared, Code, Mode, Refusal, Stage, admit, choria_call,
+};
 use crate::rules::Rules;
 use crate::security::{CaBundle, CallerId, Now, Signer, VerifiedRequest, Verifier};
 use crate::subjects::is_valid_name;
@@ -91,25 +93,14 @@ pub struct Dispatcher {
 struct Admitted<'d> {
     collective: String,
     target: &'d EdgeTarget,
-    mapped: CallerId,
+    /// What the share may be published as.
+    cleared: Cleared,
     call: RpcCall,
-    requestid: String,
     event: Event,
     link: String,
 }
 
 /// Why a collective did not take a request.
-struct Refused {
-    code: ErrorCode,
-    message: String,
-}
-
-impl Refused {
-    fn new(code: ErrorCode, message: String) -> Refused {
-        Refused { code, message }
-    }
-}
-
 impl Dispatcher {
     /// Connects to every collective that has a privileged signer.
     pub async fn connect(
@@ -247,6 +238,15 @@ impl Dispatcher {
         let _ = self.gate.record(event).await;
     }
 
+    /// Records and counts a request the admission path refused; hands the refusal back.
+    async fn refused(&self, mut event: Event, refusal: Refusal) -> Refusal {
+        refusal.count("websocket");
+        refusal.mark(&mut event);
+        // A refusal that cannot be recorded is still a refusal.
+        let _ = self.gate.record(event).await;
+        refusal
+    }
+
     /// Records a request refused before it was looked at (rate limit).
     pub async fn refused_early(&self, principal: &Principal, job: &Job, code: &str, reason: &str) {
         let event = self.event(principal, job, None);
@@ -273,8 +273,8 @@ impl Dispatcher {
         &self,
         signed: SignedMessage,
         now: Now,
-    ) -> Result<(Principal, Job), (ErrorCode, String)> {
-        check_id(&signed.id).map_err(|m| (ErrorCode::Invalid, m))?;
+    ) -> Result<(Principal, Job), Refusal> {
+        check_id(&signed.id).map_err(|m| Refusal::framing("invalid", m))?;
         let bytes = match &signed.request {
             Value::String(text) => text.clone().into_bytes(),
             other => serde_json::to_vec(other).unwrap_or_default(),
@@ -284,8 +284,8 @@ impl Dispatcher {
             .as_ref()
             .ok()
             .and_then(|s| s.request(&self.limits).ok());
-        let refusal = |code: &str, stage: &str, message: String| {
-            let event = Event {
+        let refusal = |refusal: Refusal| {
+            let mut event = Event {
                 edge: "websocket".into(),
                 realm: self.realm.clone(),
                 claimed_caller: claimed.as_ref().map(|r| r.envelope.callerid.clone()),
@@ -298,20 +298,19 @@ impl Dispatcher {
                 agent: claimed.as_ref().map(|r| r.envelope.agent.clone()),
                 ..Event::default()
             };
-            let code = code.to_string();
-            let stage = stage.to_string();
             async move {
-                self.refuse(event, &stage, &code, message.clone(), None)
-                    .await;
-                message
+                metrics::counter!("fedgate_edge_signed_refused_total", "reason" => refusal.code.as_str())
+                    .increment(1);
+                refusal.count("websocket");
+                refusal.mark(&mut event);
+                // A refusal that cannot be recorded is still a refusal.
+                let _ = self.gate.record(event).await;
+                refusal
             }
         };
         let Some(verifier) = &self.verifier else {
-            let message = "this edge takes no signed requests: [edge] has no ca".to_string();
-            return Err((
-                ErrorCode::Unverified,
-                refusal("unverified", "verify", message).await,
-            ));
+            let message = "this edge takes no signed requests: [edge] has no ca";
+            return Err(refusal(Refusal::unverified("no_ca", message)).await);
         };
         let verified = match secure.map_err(crate::security::VerifyError::from) {
             Ok(secure) => verifier.verify(secure, now),
@@ -320,57 +319,32 @@ impl Dispatcher {
         let verified = match verified {
             Ok(verified) => verified,
             Err(err) => {
-                metrics::counter!("fedgate_edge_signed_refused_total", "reason" => err.reason().as_str())
-                    .increment(1);
                 let message = format!("signed request refused: {err}");
-                return Err((
-                    ErrorCode::Unverified,
-                    refusal(err.reason().as_str(), "verify", message).await,
-                ));
+                return Err(refusal(Refusal::unverified(err.reason().as_str(), message)).await);
             }
         };
         if let Err(message) = bound_to_certificate(&verified) {
-            metrics::counter!("fedgate_edge_signed_refused_total", "reason" => "caller_kind")
-                .increment(1);
-            return Err((
-                ErrorCode::Unverified,
-                refusal("caller_kind", "verify", message).await,
-            ));
+            return Err(refusal(Refusal::new(Stage::Verify, Code::CallerKind, message)).await);
         }
         let envelope = &verified.request().envelope;
         // The call as signed, decided as on every ingress: discovery is `discovery#ping`, and
         // the payload must be for the envelope's agent.
         let body = match choria_call(verified.request(), &self.limits) {
             Ok(body) => body,
-            Err(CallError::Refused(mismatch)) => {
-                let code = mismatch.code.as_str();
-                return Err((
-                    ErrorCode::Invalid,
-                    refusal(code, "decode", mismatch.reason.clone()).await,
-                ));
-            }
+            Err(CallError::Refused(mismatch)) => return Err(refusal(mismatch).await),
             Err(CallError::Malformed(err)) => {
                 let message = format!("the payload is not an RPC request: {err}");
-                return Err((
-                    ErrorCode::Invalid,
-                    refusal("invalid", "decode", message).await,
-                ));
+                return Err(refusal(Refusal::new(Stage::Decode, Code::Invalid, message)).await);
             }
         };
         if !is_valid_name(&body.action) {
             let message = format!("action {:?} is not a valid name", body.action);
-            return Err((
-                ErrorCode::Invalid,
-                refusal("invalid", "decode", message).await,
-            ));
+            return Err(refusal(Refusal::new(Stage::Decode, Code::Invalid, message)).await);
         }
         let (timeout, limit) = match collection(&signed.targets, signed.timeout_ms, signed.limit) {
             Ok(settings) => settings,
             Err(message) => {
-                return Err((
-                    ErrorCode::Invalid,
-                    refusal("invalid", "decode", message).await,
-                ));
+                return Err(refusal(Refusal::new(Stage::Decode, Code::Invalid, message)).await);
             }
         };
         // The same lifetime rules as every ingress: a capped signed TTL, and enough life left;
@@ -379,14 +353,8 @@ impl Dispatcher {
         let until = match self.gate.lifetime.check(envelope.time, envelope.ttl, now_s) {
             Ok(until) => until,
             Err(window) => {
-                metrics::counter!("fedgate_edge_signed_refused_total", "reason" => window.code.as_str())
-                    .increment(1);
-                let code = match window.code {
-                    Code::Expiring => ErrorCode::Expiring,
-                    _ => ErrorCode::Invalid,
-                };
-                let message = format!("request {}: {}", envelope.requestid, window.reason);
-                return Err((code, refusal(window.code.as_str(), "verify", message).await));
+                let reason = format!("request {}: {}", envelope.requestid, window.reason);
+                return Err(refusal(Refusal { reason, ..window }).await);
             }
         };
         let principal = Principal {
@@ -423,7 +391,7 @@ impl Dispatcher {
         job: &Job,
         collective: &str,
         targets: &[String],
-    ) -> Result<Admitted<'d>, Refused> {
+    ) -> Result<Admitted<'d>, Refusal> {
         let mut event = self.event(principal, job, Some(collective));
         event.revision = rules.revision;
         event.targets = targets.len();
@@ -432,9 +400,8 @@ impl Dispatcher {
             _ => {
                 let message =
                     format!("collective {collective} is not reachable with these credentials");
-                self.refuse(event, "route", "unknown_collective", message.clone(), None)
-                    .await;
-                return Err(Refused::new(ErrorCode::UnknownCollective, message));
+                let refusal = Refusal::new(Stage::Route, Code::UnknownCollective, message);
+                return Err(self.refused(event, refusal).await);
             }
         };
         let requestid = job
@@ -455,53 +422,41 @@ impl Dispatcher {
         };
         let admitted = match admit(&self.gate, rules, &ask, event) {
             Ok(admitted) => admitted,
-            Err(not) => {
-                let code = match not.why {
-                    Why::Map(_) => ErrorCode::Unmapped,
-                    Why::Policy(_) => ErrorCode::Denied,
-                };
-                let _ = self.gate.record(not.event).await;
-                return Err(Refused::new(code, not.reason));
-            }
+            Err(not) => return Err(self.refused(not.event, not.refusal).await),
         };
         // A self-signed request is claimed for this collective and its targets, once mapped and
         // authorized, so no caller can fill the guard for others.
-        if let Some(signed) = &job.signed {
-            let mode = match targets {
+        let claim = job.signed.as_ref().map(|signed| Claim {
+            realm: &self.realm,
+            signed: signed.as_bytes(),
+            collective,
+            mode: match targets {
                 [] => Mode::Broadcast,
                 targets => Mode::Directed(targets),
-            };
-            let claim = Claim {
-                realm: &self.realm,
-                signed: signed.as_bytes(),
-                collective,
-                mode,
-            };
+            },
+        });
+        if let Some(claim) = &claim {
             let now = Now::system().unix_seconds();
             let until = job.expires.unwrap_or(now);
-            if let Err(err) = self.gate.replay.claim(&claim, until, now).await {
-                let refusal = crate::gateway::Refusal::from(err);
+            if let Err(err) = self.gate.replay.claim(claim, until, now).await {
+                let refusal = Refusal::from(err);
                 metrics::counter!("fedgate_edge_signed_refused_total", "reason" => refusal.code.as_str())
                     .increment(1);
-                let mut event = admitted.event().clone();
-                event.decision = Some(Verdict::Deny);
-                event.stage = refusal.stage.as_str().into();
-                event.code = refusal.code.as_str().into();
-                event.reason = refusal.reason.clone();
-                let _ = self.gate.record(event).await;
-                return Err(Refused::new(ErrorCode::Unverified, refusal.reason));
+                return Err(self.refused(admitted.event().clone(), refusal).await);
             }
         }
-        let recorded = self
-            .gate
-            .record_admitted(admitted)
-            .await
-            .map_err(|(_, err)| {
-                Refused::new(
-                    ErrorCode::AuditFailed,
-                    format!("the request could not be recorded, so it was not sent: {err}"),
-                )
-            })?;
+        let recorded = match self.gate.record_admitted(admitted).await {
+            Ok(recorded) => recorded,
+            Err((_, err)) => {
+                // Not sent: the signed request may be tried again.
+                if let Some(claim) = &claim {
+                    self.gate.replay.release(claim).await;
+                }
+                let refusal = Refusal::unrecorded(&err);
+                refusal.count("websocket");
+                return Err(refusal);
+            }
+        };
         let wire_name = match target {
             EdgeTarget::Choria { internal, .. } => internal.as_str(),
             EdgeTarget::Legacy(link) => link.name(),
@@ -523,9 +478,8 @@ impl Dispatcher {
         Ok(Admitted {
             collective: collective.to_string(),
             target,
-            mapped: recorded.mapped().clone(),
+            cleared: recorded.cleared(),
             call,
-            requestid,
             event: recorded.event().clone(),
             link: recorded.link().to_string(),
         })

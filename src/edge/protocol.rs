@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::gateway::{Code, Refusal};
 use crate::wire::choria_v1::{FactFilter, Filter};
 
 /// The protocol version, sent in the `welcome` message and as the WebSocket subprotocol
@@ -180,6 +181,13 @@ pub enum ServerMessage {
         id: Option<String>,
         /// A stable code: see [`ErrorCode`].
         code: ErrorCode,
+        /// For a refusal by the admission path: the stage that refused it.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        stage: Option<&'static str>,
+        /// For a refusal by the admission path: its own code, the one the audit record and
+        /// `fedgate_refusals_total` carry (`identity_denied`, `bad_signature`, `replay`, ...).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason: Option<&'static str>,
         /// What happened, for people.
         message: String,
     },
@@ -243,6 +251,34 @@ impl ErrorCode {
     }
 }
 
+impl ErrorCode {
+    /// The edge's code for a refusal by the admission path: the documented, coarser word a
+    /// client switches on (the refusal's own code travels beside it as `reason`).
+    pub fn answering(refusal: &Refusal) -> ErrorCode {
+        match refusal.code {
+            Code::Framing(_)
+            | Code::Invalid
+            | Code::AgentMismatch
+            | Code::RequestIdMismatch
+            | Code::TtlTooLong => ErrorCode::Invalid,
+            Code::Unverified(_) | Code::CallerKind | Code::OwnRequest | Code::Replay => {
+                ErrorCode::Unverified
+            }
+            Code::Expiring => ErrorCode::Expiring,
+            Code::UnknownAgent => ErrorCode::UnknownAgent,
+            Code::UnknownAction => ErrorCode::UnknownAction,
+            Code::InvalidInput => ErrorCode::InvalidInput,
+            Code::ReplayFull | Code::ReplayUnavailable => ErrorCode::Unavailable,
+            Code::UnknownCollective => ErrorCode::UnknownCollective,
+            Code::Unmapped | Code::IdentityDenied | Code::BadMapping | Code::BadCaller => {
+                ErrorCode::Unmapped
+            }
+            Code::Denied => ErrorCode::Denied,
+            Code::AuditFailed => ErrorCode::AuditFailed,
+        }
+    }
+}
+
 impl Serialize for ErrorCode {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.serialize_str(self.as_str())
@@ -255,7 +291,21 @@ impl ServerMessage {
         ServerMessage::Error {
             id: id.map(str::to_string),
             code,
+            stage: None,
+            reason: None,
             message: message.into(),
+        }
+    }
+
+    /// The answer to a request the admission path refused: the edge's code for it, with the
+    /// refusal's own stage and code.
+    pub fn refused(id: Option<&str>, refusal: &Refusal) -> ServerMessage {
+        ServerMessage::Error {
+            id: id.map(str::to_string),
+            code: ErrorCode::answering(refusal),
+            stage: Some(refusal.stage.as_str()),
+            reason: Some(refusal.code.as_str()),
+            message: refusal.reason.clone(),
         }
     }
 
@@ -296,6 +346,30 @@ pub mod close {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_admission_refusal_is_answered_with_its_own_stage_and_code() {
+        let refusal = Refusal::new(
+            crate::gateway::Stage::Map,
+            Code::IdentityDenied,
+            "bob may not act in london",
+        );
+        let text = ServerMessage::refused(Some("c1"), &refusal).to_text();
+        assert_eq!(
+            text,
+            r#"{"type":"error","id":"c1","code":"unmapped","stage":"map","reason":"identity_denied","message":"bob may not act in london"}"#
+        );
+        let coarse =
+            |code| ErrorCode::answering(&Refusal::new(crate::gateway::Stage::Replay, code, ""));
+        assert_eq!(coarse(Code::Replay), ErrorCode::Unverified);
+        assert_eq!(coarse(Code::ReplayFull), ErrorCode::Unavailable);
+        assert_eq!(coarse(Code::TtlTooLong), ErrorCode::Invalid);
+        assert_eq!(
+            coarse(Code::Unverified("bad_signature")),
+            ErrorCode::Unverified
+        );
+        assert_eq!(coarse(Code::AuditFailed), ErrorCode::AuditFailed);
+    }
 
     #[test]
     fn messages_parse_strictly() {

@@ -9,9 +9,8 @@ use std::sync::Arc;
 
 use super::signers::ResignRules;
 use crate::config::{Config, FederationMode, Route};
-use crate::gateway::Code;
-use crate::security::identity::Denial;
-use crate::security::{Reason, VerifyError};
+use crate::gateway::Refusal as Admission;
+use crate::security::VerifyError;
 use crate::subjects::{self, Target, is_reply_subject};
 use crate::wire::choria_v1::{FederationHeader, RelayTransport};
 use crate::wire::{DecodeError, Limits};
@@ -70,12 +69,6 @@ pub enum Refusal {
     /// A reply from a member federation still carries a federation header.
     #[error("still federated: a member federation's reply must arrive without a federation header")]
     StillFederated,
-    /// The signed request did not verify against the federation's realm (resign mode).
-    #[error("unverified: {0}")]
-    Unverified(#[from] VerifyError),
-    /// The identity rules do not let the caller into a target collective (resign mode).
-    #[error("identity: {0}")]
-    Identity(#[from] Denial),
     /// A reply's request id is not the one its federation header names (resign mode).
     #[error(
         "reply mismatch: the reply is for request {reply:?} but its federation header says {header:?}"
@@ -89,24 +82,28 @@ pub enum Refusal {
     /// Signing the re-built request failed.
     #[error("resign failed: {0}")]
     ResignFailed(String),
-    /// Policy refused the mapped caller (resign mode).
-    #[error("denied: {0}")]
-    Denied(String),
-    /// No audit sink accepted the decision record, so the request is not forwarded.
-    #[error("audit failed: {0}")]
-    AuditFailed(String),
     /// The destination network's connection is down, so the request is answered at once
     /// instead of being held for a reconnect that may come after its TTL.
     #[error("unreachable: fedgate has no connection to {0} at the moment; try again shortly")]
     Unreachable(String),
-    /// The admission path refused it (resign mode): the same code on every ingress.
+    /// The admission path refused it (resign mode): verification, the call's checks, mapping,
+    /// policy, the replay guard or the audit trail, with the same code as on every ingress.
     #[error("{0}")]
     Admission(#[from] crate::gateway::Refusal),
 }
 
+impl From<VerifyError> for Refusal {
+    fn from(err: VerifyError) -> Refusal {
+        Refusal::Admission(Admission::unverified(
+            err.reason().as_str(),
+            err.to_string(),
+        ))
+    }
+}
+
 impl Refusal {
     /// Every reason code, for counters, in [`Refusal::index`] order.
-    pub const REASONS: [&'static str; 40] = [
+    pub const REASONS: [&'static str; 44] = [
         "malformed",
         "not_federated",
         "missing_request_id",
@@ -147,6 +144,10 @@ impl Refusal {
         "unknown_agent",
         "unknown_action",
         "invalid_input",
+        "invalid",
+        "caller_kind",
+        "own_request",
+        "unknown_collective",
     ];
 
     /// Position of this refusal's reason in [`Refusal::REASONS`].
@@ -164,38 +165,14 @@ impl Refusal {
             Refusal::BadTarget(_) => 9,
             Refusal::NotMember(_) => 10,
             Refusal::StillFederated => 11,
-            Refusal::Unverified(err) => match err.reason() {
-                Reason::Malformed => 0,
-                Reason::UnknownCa => 12,
-                Reason::ExpiredCertificate => 13,
-                Reason::InvalidCertificate => 14,
-                Reason::NameMismatch => 15,
-                Reason::NotAllowed => 16,
-                Reason::BadSignature => 17,
-                Reason::TtlExpired => 18,
-                Reason::WrongCollective => 19,
-                Reason::Unsigned => 20,
-            },
-            Refusal::Identity(Denial::NoRule { .. }) => 21,
-            Refusal::Identity(Denial::DenyRule { .. }) => 22,
-            Refusal::Identity(Denial::BadResult { .. }) => 23,
             Refusal::ReplyMismatch { .. } => 24,
             Refusal::ResignFailed(_) => 25,
-            Refusal::Identity(Denial::UnverifiedText { .. }) => 26,
-            Refusal::Admission(refusal) => match refusal.code {
-                Code::AgentMismatch => 27,
-                Code::RequestIdMismatch => 31,
-                Code::TtlTooLong => 32,
-                Code::Expiring => 33,
-                Code::Replay => 34,
-                Code::ReplayFull => 35,
-                Code::ReplayUnavailable => 36,
-                Code::UnknownAgent => 37,
-                Code::UnknownAction => 38,
-                Code::InvalidInput => 39,
-            },
-            Refusal::Denied(_) => 28,
-            Refusal::AuditFailed(_) => 29,
+            // An admission code is counted under its own word; a verifier reason this list
+            // lacks (none today) under `malformed`.
+            Refusal::Admission(refusal) => Self::REASONS
+                .iter()
+                .position(|r| *r == refusal.code.as_str())
+                .unwrap_or(0),
             Refusal::Unreachable(_) => 30,
         }
     }

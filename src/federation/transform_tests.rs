@@ -323,3 +323,35 @@ fn replies_go_back_unfederated_and_only_into_the_reply_space() {
     .unwrap_err();
     assert_eq!(err.reason(), "bad_reply_to");
 }
+
+#[test]
+fn every_admission_code_the_broker_can_raise_has_its_own_counter() {
+    use crate::gateway::{Code, Refusal as Admission, Stage};
+    let codes = [
+        Code::Invalid,
+        Code::AgentMismatch,
+        Code::RequestIdMismatch,
+        Code::CallerKind,
+        Code::OwnRequest,
+        Code::TtlTooLong,
+        Code::Expiring,
+        Code::UnknownAgent,
+        Code::UnknownAction,
+        Code::InvalidInput,
+        Code::Replay,
+        Code::ReplayFull,
+        Code::ReplayUnavailable,
+        Code::UnknownCollective,
+        Code::Unmapped,
+        Code::IdentityDenied,
+        Code::BadMapping,
+        Code::BadCaller,
+        Code::Denied,
+        Code::AuditFailed,
+    ];
+    let verifier = crate::security::Reason::ALL.map(|r| Code::Unverified(r.as_str()));
+    for code in codes.into_iter().chain(verifier) {
+        let refusal = Refusal::Admission(Admission::new(Stage::Verify, code, "x"));
+        assert_eq!(refusal.reason(), code.as_str(), "{code:?}");
+    }
+}

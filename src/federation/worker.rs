@@ -18,7 +18,9 @@ use super::transform::{
 };
 use crate::audit::{Event, Verdict};
 use crate::gateway::gate::{self, Gate};
-use crate::gateway::{Ask, Call, CallError, Claim, Mode, Recorded, Why, admit, choria_call};
+use crate::gateway::{
+    Ask, Call, CallError, Claim, Mode, Recorded, Refusal as Admission, Why, admit, choria_call,
+};
 use crate::nats::connected_server;
 use crate::rules::Rules;
 use crate::security::{Now, VerifiedRequest};
@@ -343,17 +345,16 @@ impl Share<'_> {
             Ok(admitted) => admitted,
             Err(not) => {
                 let req = &request.envelope.requestid;
-                let refusal = match not.why {
-                    Why::Map(denial) => {
-                        let rule = denial.rule().map(|r| r.to_string());
-                        tracing::warn!(cluster = %ctx.rules.cluster, %req, reason = not.code, rule, "{}", clip(&denial.to_string()));
-                        Refusal::Identity(denial)
+                let rule = not.refusal.rule.as_deref().unwrap_or("none");
+                match &not.why {
+                    Why::Map(_) => {
+                        tracing::warn!(cluster = %ctx.rules.cluster, %req, code = not.refusal.code.as_str(), rule, "{}", clip(&not.refusal.reason))
                     }
                     Why::Policy(denied) => {
-                        tracing::info!(cluster = %ctx.rules.cluster, %req, rule = %denied.source, kind = denied.kind.as_str(), "request denied by policy");
-                        Refusal::Denied(denied.reason)
+                        tracing::info!(cluster = %ctx.rules.cluster, %req, rule, kind = denied.kind.as_str(), "request denied by policy")
                     }
-                };
+                }
+                let refusal = Refusal::Admission(not.refusal);
                 answer_refusal(ctx, gate, routed, not.event, &refusal).await;
                 return None;
             }
@@ -422,13 +423,9 @@ impl Share<'_> {
             Ok(recorded) => Some((recorded, egress)),
             Err((admitted, err)) => {
                 gate.replay.release(&claim).await;
-                let refusal = Refusal::AuditFailed(err.0);
+                let refusal = Refusal::Admission(Admission::unrecorded(&err));
                 let mut event = admitted.event().clone();
                 deny(&mut event, "audit", &refusal);
-                event.reason = format!(
-                    "the decision could not be recorded, so the request was not forwarded: {}",
-                    err_text(&refusal)
-                );
                 reply_to_caller(ctx, gate, routed, &event).await;
                 refuse(ctx, Direction::Request, &refusal);
                 None
@@ -442,6 +439,9 @@ const EDGE: &str = "federation";
 
 /// Marks `event` as refused at `stage` for `refusal`.
 fn deny(event: &mut Event, stage: &str, refusal: &Refusal) {
+    if let Refusal::Admission(admission) = refusal {
+        return admission.mark(event);
+    }
     event.decision = Some(Verdict::Deny);
     event.stage = stage.into();
     event.code = refusal.reason().into();
@@ -546,6 +546,9 @@ async fn publish(
 fn refuse(ctx: &ClusterContext, direction: Direction, refusal: &Refusal) {
     if tracing::enabled!(tracing::Level::DEBUG) {
         tracing::debug!(cluster = %ctx.rules.cluster, reason = refusal.reason(), refusal = %clip(&refusal.to_string()), "refused federated message");
+    }
+    if let Refusal::Admission(admission) = refusal {
+        admission.count(EDGE);
     }
     ctx.stats.refused(direction, refusal);
 }

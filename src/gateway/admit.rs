@@ -10,6 +10,7 @@ use crate::security::identity::{Denial, Mapping};
 use crate::wire::choria_v1::Filter;
 
 use super::gate::{Gate, summarize};
+use super::refusal::Refusal;
 
 /// What one collective's share is decided on.
 #[derive(Clone, Copy, Debug)]
@@ -80,20 +81,54 @@ impl Recorded {
     pub fn link(&self) -> &str {
         &self.link
     }
+
+    /// What it may be published as: the only value the ingresses' publishers take.
+    pub fn cleared(&self) -> Cleared {
+        Cleared {
+            mapped: self.admitted.mapped.clone(),
+            filter: self.admitted.filter.clone(),
+            requestid: self.admitted.event.request_id.clone().unwrap_or_default(),
+        }
+    }
+}
+
+/// A recorded request's clearance to be published: the caller the collective sees, the
+/// filter policy restricted, and the request id on the record. Only [`Recorded::cleared`]
+/// builds one, so a publisher that takes one cannot send what was not admitted and recorded,
+/// as another caller, with a wider filter or under another id.
+#[derive(Clone, Debug)]
+pub struct Cleared {
+    mapped: CallerId,
+    filter: Filter,
+    requestid: String,
+}
+
+impl Cleared {
+    /// The caller id the collective sees.
+    pub fn mapped(&self) -> &CallerId {
+        &self.mapped
+    }
+
+    /// The filter to publish with.
+    pub fn filter(&self) -> &Filter {
+        &self.filter
+    }
+
+    /// The request id on the record, which the request goes out with.
+    pub fn requestid(&self) -> &str {
+        &self.requestid
+    }
 }
 
 /// A refusal at mapping or policy, with the record to write.
 #[derive(Debug)]
 pub struct NotAdmitted {
-    /// `map` or `authorize`.
-    pub stage: &'static str,
-    /// `unmapped`, `identity_denied`, `bad_mapping`, `bad_caller` or `denied`.
-    pub code: &'static str,
-    /// What the caller is told.
-    pub reason: String,
+    /// Stage `map` (`unmapped`, `identity_denied`, `bad_mapping`, `bad_caller`) or
+    /// `authorize` (`denied`), and what the caller is told.
+    pub refusal: Refusal,
     /// What decided.
     pub why: Why,
-    /// The record to write, marked as denied.
+    /// The record to write, marked with the refusal.
     pub event: Event,
 }
 
@@ -121,14 +156,8 @@ pub fn admit(
     let (mapped, identity_rule) = match rules.identity.map(ask.realm, ask.caller, ask.collective) {
         Mapping::Mapped { callerid, rule } => (callerid, rule.to_string()),
         Mapping::Denied(denial) => {
-            event.rule = denial.rule().map(ToString::to_string);
-            let reason = format!(
-                "{} may not act in {}: {denial}",
-                ask.caller.as_str(),
-                ask.collective
-            );
-            let code = denial.reason();
-            return Err(refused(event, ("map", code), reason, Why::Map(denial)));
+            let refusal = Refusal::unmapped(&denial, ask.caller.as_str(), ask.collective);
+            return Err(refused(event, refusal, Why::Map(denial)));
         }
     };
     event.mapped_caller = Some(mapped.as_str().to_string());
@@ -142,14 +171,8 @@ pub fn admit(
     let rule = match gate.authorize(rules, &query, &mut filter, &mut event) {
         Ok(rule) => rule,
         Err(denied) => {
-            event.rule = Some(denied.source.to_string());
-            let reason = format!("{} (rule {})", denied.reason, denied.source);
-            return Err(refused(
-                event,
-                ("authorize", "denied"),
-                reason,
-                Why::Policy(denied),
-            ));
+            let refusal = Refusal::denied(&denied);
+            return Err(refused(event, refusal, Why::Policy(denied)));
         }
     };
     event.filter = summarize(&filter);
@@ -178,20 +201,10 @@ pub fn maps(rules: &Rules, realm: &str, caller: &CallerId, collective: &str) -> 
     )
 }
 
-fn refused(
-    mut event: Event,
-    (stage, code): (&'static str, &'static str),
-    reason: String,
-    why: Why,
-) -> Box<NotAdmitted> {
-    event.decision = Some(Verdict::Deny);
-    event.stage = stage.into();
-    event.code = code.into();
-    event.reason = reason.clone();
+fn refused(mut event: Event, refusal: Refusal, why: Why) -> Box<NotAdmitted> {
+    refusal.mark(&mut event);
     Box::new(NotAdmitted {
-        stage,
-        code,
-        reason,
+        refusal,
         why,
         event,
     })

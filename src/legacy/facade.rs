@@ -21,11 +21,11 @@ use tracing::Instrument;
 
 use super::LegacyLink;
 use super::ingress::BRIDGE_SENDER_PREFIX;
-use crate::audit::{Event, Verdict};
+use crate::audit::Event;
 use crate::client::RpcCall;
 use crate::config::Config;
 use crate::gateway::gate::{self, Gate};
-use crate::gateway::{Ask, CallError, Claim, Mode, admit, choria_call};
+use crate::gateway::{Ask, CallError, Claim, Code, Mode, Refusal, Stage, admit, choria_call};
 use crate::security::{CaBundle, NamePatterns, Now, VerifiedRequest, Verifier, patterns_defaults};
 use crate::subjects::Target;
 use crate::wire::Limits;
@@ -179,17 +179,17 @@ impl Shared {
         let mut answer = None;
         match self.serve(subject, payload, &mut event, &mut answer).await {
             Ok(()) => {}
-            Err((code, reason)) => {
+            Err(refusal) => {
+                let code = refusal.code.as_str();
                 metrics::counter!("fedgate_legacy_facade_refused_total", "legacy" => self.name.clone(), "reason" => code)
                     .increment(1);
-                event.decision = Some(Verdict::Deny);
-                event.code = code.into();
-                event.reason = reason;
+                refusal.count("choria-nats");
+                refusal.mark(&mut event);
                 if let Err(err) = self.gate.record(event.clone()).await {
                     tracing::error!(legacy = %self.name, %err, "could not record a refusal");
                 }
                 // A replay's reply subject is the replayer's choice: it is not told.
-                if let Some(answer) = answer.filter(|_| code != "replay") {
+                if let Some(answer) = answer.filter(|_| refusal.code != Code::Replay) {
                     self.tell(&answer, &event).await;
                 }
             }
@@ -225,9 +225,9 @@ impl Shared {
         payload: &[u8],
         event: &mut Event,
         answer: &mut Option<Answer>,
-    ) -> Result<(), (&'static str, String)> {
-        let transport =
-            Transport::decode(payload, &self.limits).map_err(|e| ("malformed", e.to_string()))?;
+    ) -> Result<(), Refusal> {
+        let transport = Transport::decode(payload, &self.limits)
+            .map_err(|e| Refusal::framing("malformed", e.to_string()))?;
         // A client's reply subject, or, for a request a Federation Broker relayed, its cluster's
         // collective subject (the client's own travels in the federation header).
         let federated = transport.headers.federation.is_some();
@@ -239,25 +239,26 @@ impl Shared {
                 r.starts_with(&format!("{}.reply.", self.name))
                     || (federated && is_federation_collective(r))
             })
-            .ok_or((
-                "bad_reply_to",
-                format!(
-                    "reply-to must be a {}.reply. subject, or choria.federation.<cluster>.collective for a federated request",
-                    self.name
-                ),
-            ))?;
+            .ok_or_else(|| {
+                Refusal::framing(
+                    "bad_reply_to",
+                    format!(
+                        "reply-to must be a {}.reply. subject, or choria.federation.<cluster>.collective for a federated request",
+                        self.name
+                    ),
+                )
+            })?;
         let secure = SecureRequest::decode(&transport.data, &self.limits)
-            .map_err(|e| ("malformed", e.to_string()))?;
+            .map_err(|e| Refusal::framing("malformed", e.to_string()))?;
         // What it claims, recorded as claimed should it not verify.
         if let Ok(claimed) = secure.request(&self.limits) {
             event.request_id = Some(claimed.envelope.requestid.chars().take(64).collect());
             event.claimed_caller = Some(claimed.envelope.callerid.chars().take(256).collect());
         }
-        event.stage = "verify".into();
         let verified: VerifiedRequest = self
             .verifier
             .verify(secure, Now::system())
-            .map_err(|e| (e.reason().as_str(), e.to_string()))?;
+            .map_err(|e| Refusal::unverified(e.reason().as_str(), e.to_string()))?;
         let envelope = &verified.request().envelope;
         crate::gateway::note_request(&envelope.requestid, verified.caller().as_str());
         event.caller = Some(verified.caller().as_str().to_string());
@@ -268,8 +269,9 @@ impl Shared {
         if envelope.senderid.starts_with(BRIDGE_SENDER_PREFIX) {
             metrics::counter!("fedgate_legacy_own_requests_dropped_total", "legacy" => self.name.clone())
                 .increment(1);
-            return Err((
-                "own_request",
+            return Err(Refusal::new(
+                Stage::Verify,
+                Code::OwnRequest,
                 format!(
                     "sent by fedgate's bridge as {}: fedgate published it itself",
                     envelope.senderid
@@ -288,7 +290,7 @@ impl Shared {
             });
         }
         if envelope.collective != self.name {
-            return Err((
+            return Err(Refusal::unverified(
                 "wrong_collective",
                 format!(
                     "the request is for {}, not {}",
@@ -299,37 +301,39 @@ impl Shared {
         let targets = match Target::parse(subject) {
             Some(Target::Node { identity, .. }) => vec![identity.to_string()],
             Some(Target::Broadcast { agent, .. }) if agent == envelope.agent => Vec::new(),
-            _ => {
-                return Err((
-                    "bad_target",
+            Some(Target::Broadcast { agent, .. }) => {
+                return Err(Refusal::new(
+                    Stage::Decode,
+                    Code::AgentMismatch,
                     format!(
-                        "{subject} does not match the signed agent {}",
+                        "{subject} is for agent {agent}, but the signed agent is {}",
                         envelope.agent
                     ),
                 ));
             }
+            _ => {
+                return Err(Refusal::framing(
+                    "bad_target",
+                    format!(
+                        "{subject} is not a broadcast or node subject of {}",
+                        self.name
+                    ),
+                ));
+            }
         };
-        event.stage = "decode".into();
         let call = choria_call(verified.request(), &self.limits).map_err(|e| match e {
-            CallError::Malformed(err) => ("malformed", err.to_string()),
-            CallError::Refused(refusal) => (refusal.code.as_str(), refusal.reason),
+            CallError::Malformed(err) => Refusal::framing("malformed", err.to_string()),
+            CallError::Refused(refusal) => refusal,
         })?;
         if let Some(answer) = answer.as_mut() {
             answer.action = call.action.clone();
         }
         event.action = Some(call.action.clone());
         event.data_keys = call.data.keys().cloned().collect();
-        event.stage = "validate".into();
         self.gate
-            .check_inputs(&call.agent, &call.action, &call.data)
-            .map_err(|r| (r.code.as_str(), r.reason))?;
-        event.stage = "verify".into();
+            .check_inputs(&call.agent, &call.action, &call.data)?;
         let now = Now::system().unix_seconds();
-        let until = self
-            .gate
-            .lifetime
-            .check(envelope.time, envelope.ttl, now)
-            .map_err(|r| (r.code.as_str(), r.reason))?;
+        let until = self.gate.lifetime.check(envelope.time, envelope.ttl, now)?;
         let rules = self.gate.rules();
         let ask = Ask {
             realm: &self.realm,
@@ -343,7 +347,7 @@ impl Shared {
             Ok(admitted) => admitted,
             Err(not) => {
                 *event = not.event;
-                return Err((not.code, not.reason));
+                return Err(not.refusal);
             }
         };
         *event = admitted.event().clone();
@@ -358,17 +362,13 @@ impl Shared {
                 nodes => Mode::Directed(nodes),
             },
         };
-        if let Err(err) = self.gate.replay.claim(&claim, until, now).await {
-            let refusal = crate::gateway::Refusal::from(err);
-            event.stage = refusal.stage.as_str().into();
-            return Err((refusal.code.as_str(), refusal.reason));
-        }
+        self.gate.replay.claim(&claim, until, now).await?;
         let recorded = self
             .gate
             .record_admitted(admitted)
             .await
-            .map_err(|(_, e)| ("audit_failed", e.to_string()))?;
-        let (mapped, link) = (recorded.mapped().clone(), recorded.link().to_string());
+            .map_err(|(_, err)| Refusal::unrecorded(&err))?;
+        let (cleared, link) = (recorded.cleared(), recorded.link().to_string());
         // Valid on the legacy side no longer than the Choria request is.
         let ttl = until.saturating_sub(now).clamp(1, 60);
         let rpc = RpcCall {
@@ -391,7 +391,7 @@ impl Shared {
             legacy: &self.name,
         };
         // The closure owns the sender: when the call ends, the forwarder sees the channel close.
-        let call = self.link.call(&mapped, &rpc, &requestid, move |reply| {
+        let call = self.link.call(&cleared, &rpc, move |reply| {
             let _ = tx.try_send(choria_reply(&id, &agent, &action, reply, &hop));
         });
         let forward = async {

@@ -10,10 +10,10 @@ use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::{Admitted, Dispatcher, EdgeTarget, Job, Principal, Refused, Scope};
+use super::{Admitted, Dispatcher, EdgeTarget, Job, Principal, Scope};
 use crate::client::{ReplyEvent, RpcClient, Summary};
 use crate::edge::protocol::{ErrorCode, ServerMessage};
-use crate::gateway::Code;
+use crate::gateway::{Code, Refusal, Stage};
 
 /// Replies as they arrive, across every collective of a request.
 struct Tally<'a> {
@@ -114,31 +114,25 @@ impl Dispatcher {
                 .increment(1);
             send(ServerMessage::error(Some(&id), code, message));
         };
+        let refused = |refusal: &Refusal| {
+            let message = ServerMessage::refused(Some(&id), refusal);
+            if let ServerMessage::Error { code, .. } = &message {
+                metrics::counter!("fedgate_edge_requests_total", "result" => code.as_str())
+                    .increment(1);
+            }
+            send(message);
+        };
         // The call against the agent's DDL, once, before any fan-out.
         if let Err(refusal) = self.gate.check_inputs(&job.agent, &job.action, &job.data) {
             let event = self.event(principal, &job, None);
-            let code = refusal.code.as_str();
-            self.refuse(
-                event,
-                refusal.stage.as_str(),
-                code,
-                refusal.reason.clone(),
-                None,
-            )
-            .await;
-            let code = match refusal.code {
-                Code::UnknownAgent => ErrorCode::UnknownAgent,
-                Code::UnknownAction => ErrorCode::UnknownAction,
-                _ => ErrorCode::InvalidInput,
-            };
-            return error(code, refusal.reason);
+            return refused(&self.refused(event, refusal).await);
         }
         let shares = match self.shares(principal, &job).await {
             Ok(shares) => shares,
-            Err(refusal) => return error(refusal.code, refusal.message),
+            Err(refusal) => return refused(&refusal),
         };
         let mut admitted = Vec::new();
-        let mut refused = BTreeMap::new();
+        let mut members_refused = BTreeMap::new();
         let mut first_refusal = None;
         // One set of rules maps and authorizes every member's copy of the request.
         let rules = self.gate.rules();
@@ -149,18 +143,19 @@ impl Dispatcher {
             {
                 Ok(one) => admitted.push(one),
                 Err(refusal) => {
-                    refused.insert(
+                    members_refused.insert(
                         collective.clone(),
-                        format!("{}: {}", refusal.code.as_str(), refusal.message),
+                        format!("{}: {}", refusal.code.as_str(), refusal.reason),
                     );
                     first_refusal.get_or_insert(refusal);
                 }
             }
         }
         if admitted.is_empty() {
-            let refusal = first_refusal
-                .unwrap_or_else(|| Refused::new(ErrorCode::UnknownCollective, "no target".into()));
-            return error(refusal.code, refusal.message);
+            let refusal = first_refusal.unwrap_or_else(|| {
+                Refusal::new(Stage::Route, Code::UnknownCollective, "no target")
+            });
+            return refused(&refusal);
         }
         let tally = Tally {
             job: &job,
@@ -188,7 +183,7 @@ impl Dispatcher {
                     merged.ok += summary.ok;
                     merged.failed += summary.failed;
                     merged.elapsed = merged.elapsed.max(summary.elapsed);
-                    merged.requestids.push(one.requestid);
+                    merged.requestids.push(one.cleared.requestid().to_string());
                 }
                 Err(err) => failures.push((one.collective, err)),
             }
@@ -198,7 +193,7 @@ impl Dispatcher {
             return error(ErrorCode::Unavailable, message.join("; "));
         }
         for (collective, message) in failures {
-            refused.insert(collective, format!("unavailable: {message}"));
+            members_refused.insert(collective, format!("unavailable: {message}"));
         }
         let missing = tally.missing();
         // A target that did not answer from its learnt home is looked for everywhere next time.
@@ -214,7 +209,7 @@ impl Dispatcher {
             missing,
             elapsed_ms: u64::try_from(merged.elapsed.as_millis()).unwrap_or(u64::MAX),
             requestids: merged.requestids,
-            refused,
+            refused: members_refused,
         });
     }
 
@@ -225,7 +220,7 @@ impl Dispatcher {
         &self,
         principal: &Principal,
         job: &Job,
-    ) -> Result<BTreeMap<String, Vec<String>>, Refused> {
+    ) -> Result<BTreeMap<String, Vec<String>>, Refusal> {
         let name = match &job.scope {
             Scope::Collective(name) => {
                 return Ok(BTreeMap::from([(name.clone(), job.targets.clone())]));
@@ -236,9 +231,8 @@ impl Dispatcher {
             let message = format!("federation {name} is not reachable from this edge");
             let mut event = self.event(principal, job, None);
             event.collectives = vec![name.clone()];
-            self.refuse(event, "route", "unknown_collective", message.clone(), None)
-                .await;
-            return Err(Refused::new(ErrorCode::UnknownCollective, message));
+            let refusal = Refusal::new(Stage::Route, Code::UnknownCollective, message);
+            return Err(self.refused(event, refusal).await);
         };
         if job.targets.is_empty() {
             return Ok(members.into_iter().map(|m| (m, Vec::new())).collect());
@@ -278,17 +272,17 @@ impl Dispatcher {
                     let client = RpcClient::new(
                         nats.clone(),
                         signer.clone(),
-                        one.mapped.clone(),
+                        one.cleared.mapped().clone(),
                         self.sender.clone(),
                         self.limits,
                     );
                     client
-                        .call_as(&one.call, &one.requestid, on_reply)
+                        .call_cleared(&one.cleared, &one.call, on_reply)
                         .await
                         .map_err(|e| e.to_string())
                 }
                 EdgeTarget::Legacy(link) => link
-                    .call(&one.mapped, &one.call, &one.requestid, on_reply)
+                    .call(&one.cleared, &one.call, on_reply)
                     .await
                     .map_err(|e| e.to_string()),
             }

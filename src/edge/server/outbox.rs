@@ -12,6 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::edge::protocol::{ErrorCode, ServerMessage};
+use crate::gateway::Refusal;
 
 /// The queue towards one socket, bounded in messages and in bytes: a client that falls further
 /// behind than either is disconnected (close 4008) instead of growing the gateway's memory.
@@ -53,6 +54,15 @@ impl Outbox {
     pub(super) fn reject(&self, id: Option<&str>, code: ErrorCode, message: impl Into<String>) {
         metrics::counter!("fedgate_edge_errors_total", "code" => code.as_str()).increment(1);
         self.push(&ServerMessage::error(id, code, message));
+    }
+
+    /// Answers a request the admission path refused, and counts it.
+    pub(super) fn refuse(&self, id: Option<&str>, refusal: &Refusal) {
+        let message = ServerMessage::refused(id, refusal);
+        if let ServerMessage::Error { code, .. } = &message {
+            metrics::counter!("fedgate_edge_errors_total", "code" => code.as_str()).increment(1);
+        }
+        self.push(&message);
     }
 }
 

@@ -268,7 +268,7 @@ impl Reader<'_> {
                     .await
                 {
                     Ok((principal, job)) => requests.start(Arc::new(principal), job).await,
-                    Err((code, message)) => out.reject(Some(&id), code, message),
+                    Err(refusal) => out.refuse(Some(&id), &refusal),
                 }
             }
         }

@@ -10,16 +10,16 @@ use tracing::Instrument;
 use super::checks::{self, Route};
 use super::replies::{Answer, refusal_body};
 use super::{RETRY_PAUSE, Shared, Target};
-use crate::audit::{Event, Verdict};
-use crate::gateway::{Ask, Claim, Mode, admit};
+use crate::audit::Event;
+use crate::gateway::{Ask, Claim, Cleared, Code, Mode, Refusal as AdmissionRefusal, Stage, admit};
 use crate::rules::Rules;
 use crate::security::legacy::{LegacyCall, LegacyRefusal, VerifiedLegacyRequest};
 use crate::security::{CallerId, Now};
 use crate::wire::choria_v1::Filter;
 use crate::wire::mcollective::envelope::LegacyRequest;
 
-/// Why a request was refused: the code, the reason, and the record to write.
-pub(super) type Refusal = (&'static str, String, Event);
+/// Why a request was refused, and the record to write.
+pub(super) type Refusal = (AdmissionRefusal, Event);
 
 /// A delivery refused for good, and whom to tell (none before the signature verified).
 pub(super) struct Refused {
@@ -56,8 +56,8 @@ pub(super) enum Handled {
 /// A request admitted into one target: mapped, authorized and recorded.
 pub(super) struct Admitted<'s> {
     pub(super) target: &'s Target,
-    pub(super) mapped: CallerId,
-    pub(super) filter: Filter,
+    /// What it may be published as.
+    pub(super) cleared: Cleared,
     pub(super) event: Event,
     pub(super) link: String,
 }
@@ -116,9 +116,11 @@ impl Shared {
                     .await
             }
             None => Err(Refused::from((
-                "bad_route",
-                format!(
-                    "arrived through exchange {exchange:?} with key {key:?}, not a bridged binding"
+                AdmissionRefusal::framing(
+                    "bad_route",
+                    format!(
+                        "arrived through exchange {exchange:?} with key {key:?}, not a bridged binding"
+                    ),
                 ),
                 self.event(),
             ))),
@@ -143,24 +145,25 @@ impl Shared {
     /// Records and acknowledges a refused delivery, and tells the caller when it may be told.
     async fn refuse(&self, refused: Refused, delivery: &Delivery) {
         let Refused { refusal, answer } = refused;
-        let (code, reason, event) = *refusal;
+        let (refusal, event) = *refusal;
         // A delivery the broker hands out again after fedgate forwarded it but before its
         // acknowledgement reached the broker: dropped, never forwarded twice.
-        let (code, reason) = if code == "replay" && delivery.redelivered {
-            (
-                "duplicate_delivery",
-                "redelivered by the broker after it was forwarded".to_string(),
+        let refusal = if refusal.code == Code::Replay && delivery.redelivered {
+            AdmissionRefusal::new(
+                Stage::Replay,
+                Code::Framing("duplicate_delivery"),
+                "redelivered by the broker after it was forwarded",
             )
         } else {
-            (code, reason)
+            refusal
         };
-        if code == "own_request" {
+        if refusal.code == Code::OwnRequest {
             self.own_dropped
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             metrics::counter!("fedgate_legacy_own_requests_dropped_total", "legacy" => self.name.clone())
                 .increment(1);
         }
-        let event = self.record_refusal((code, reason, event)).await;
+        let event = self.record_refusal((refusal, event)).await;
         let _ = delivery.ack(BasicAckOptions::default()).await;
         if let Some(answer) = answer {
             self.send_reply(self.legacy.serializer, &answer, &refusal_body(&event))
@@ -169,12 +172,11 @@ impl Shared {
     }
 
     /// Counts a refusal and records it as a denied decision; hands back what was recorded.
-    async fn record_refusal(&self, (code, reason, mut event): Refusal) -> Event {
-        metrics::counter!("fedgate_legacy_refused_total", "legacy" => self.name.clone(), "reason" => code)
+    async fn record_refusal(&self, (refusal, mut event): Refusal) -> Event {
+        metrics::counter!("fedgate_legacy_refused_total", "legacy" => self.name.clone(), "reason" => refusal.code.as_str())
             .increment(1);
-        event.decision = Some(Verdict::Deny);
-        event.code = code.into();
-        event.reason = reason;
+        refusal.count("legacy-amqp");
+        refusal.mark(&mut event);
         if let Err(err) = self.gate.record(event.clone()).await {
             tracing::error!(legacy = %self.name, %err, "could not record a refusal");
         }
@@ -199,16 +201,20 @@ impl Shared {
     ) -> Result<Inbound, Refused> {
         let serializer = self.legacy.serializer;
         let mut event = self.event();
-        event.stage = "decode".into();
         let request = LegacyRequest::decode(serializer, bytes, self.legacy.max_message_bytes)
-            .map_err(|e| (e.code(), e.to_string(), event.clone()))?;
+            .map_err(|e| {
+                (
+                    AdmissionRefusal::framing(e.code(), e.to_string()),
+                    event.clone(),
+                )
+            })?;
         event.claimed_caller = Some(request.callerid.clone());
         event.request_id = Some(request.requestid.clone());
         event.agent = Some(request.agent.clone());
         let Some(reply_to) = reply_to.and_then(checks::reply_queue).map(str::to_string) else {
-            return Err(("bad_reply_to", "no usable reply_to".into(), event).into());
+            let refusal = AdmissionRefusal::framing("bad_reply_to", "no usable reply_to");
+            return Err((refusal, event).into());
         };
-        event.stage = "verify".into();
         let now = Now::system().unix_seconds();
         let verified = self
             .verifier
@@ -224,35 +230,39 @@ impl Shared {
             sender: route.node().unwrap_or(&self.sender).to_string(),
         };
         let tell = replies_wanted && agent != "discovery";
-        let refuse = |code, reason, event| Refused {
-            refusal: Box::new((code, reason, event)),
+        let refuse = |refusal, event| Refused {
+            refusal: Box::new((refusal, event)),
             answer: tell.then(|| answer.clone()),
         };
-        let caller = CallerId::parse(&verified.request.callerid)
-            .map_err(|e| refuse("bad_callerid", e.to_string(), event.clone()))?;
+        let caller = CallerId::parse(&verified.request.callerid).map_err(|e| {
+            let refusal = AdmissionRefusal::unverified("bad_callerid", e.to_string());
+            refuse(refusal, event.clone())
+        })?;
         crate::gateway::note_request(&verified.request.requestid, caller.as_str());
         event.caller = Some(caller.as_str().to_string());
         event.claimed_caller = None;
         event.agent = Some(agent.clone());
         event.action = Some(action.clone());
         event.data_keys = data.keys().cloned().collect();
-        event.stage = "decode".into();
-        checks::agent_agrees(&route, &self.bridge.agents, &agent)
-            .map_err(|m| refuse("agent_mismatch", m, event.clone()))?;
-        event.stage = "validate".into();
+        checks::agent_agrees(&route, &self.bridge.agents, &agent).map_err(|m| {
+            let refusal = AdmissionRefusal::new(Stage::Decode, Code::AgentMismatch, m);
+            refuse(refusal, event.clone())
+        })?;
         self.gate
             .check_inputs(&agent, &action, &data)
-            .map_err(|r| refuse(r.code.as_str(), r.reason, event.clone()))?;
+            .map_err(|r| refuse(r, event.clone()))?;
         // The same lifetime rules as every ingress; the re-issued request ends with this one.
-        event.stage = "verify".into();
         let until = self
             .gate
             .lifetime
             .check(verified.body.msgtime, verified.body.ttl, now)
-            .map_err(|r| refuse(r.code.as_str(), r.reason, event.clone()))?;
-        event.stage = "decode".into();
-        let filter = checks::choria_filter(&verified.request.filter)
-            .map_err(|m| refuse("unsupported_filter", m, event.clone()))?;
+            .map_err(|r| refuse(r, event.clone()))?;
+        let filter = checks::choria_filter(&verified.request.filter).map_err(|m| {
+            refuse(
+                AdmissionRefusal::framing("unsupported_filter", m),
+                event.clone(),
+            )
+        })?;
         if self.gate.auditor.records_values(&agent, &action) {
             event.data = Some(data.clone());
         }
@@ -292,7 +302,7 @@ impl Shared {
                 // A replay's reply queue is the replayer's choice: it is not told.
                 let tell = inbound.replies_wanted
                     && inbound.agent != "discovery"
-                    && !refusal.0.starts_with("replay");
+                    && refusal.0.stage != Stage::Replay;
                 return Err(Refused {
                     refusal,
                     answer: tell.then_some(inbound.answer),
@@ -333,7 +343,11 @@ impl Shared {
             }
             let last = refused.pop().unwrap_or_else(|| {
                 let event = inbound.event.clone();
-                ("unmapped", "no collective to bridge into".into(), event)
+                let why = "no collective to bridge into";
+                (
+                    AdmissionRefusal::new(Stage::Map, Code::Unmapped, why),
+                    event,
+                )
             });
             for refusal in refused {
                 self.record_refusal(refusal).await;
@@ -367,17 +381,14 @@ impl Shared {
         };
         // Discovery is decided by policy like any other agent, as on every ingress.
         let admitted = admit(&self.gate, rules, &ask, inbound.event.clone())
-            .map_err(|not| NotAdmitted::Refused(Box::new((not.code, not.reason, not.event))))?;
+            .map_err(|not| NotAdmitted::Refused(Box::new((not.refusal, not.event))))?;
         // Once mapped and allowed, the signed body is claimed for this collective (per node for
         // a directed copy), on every instance that shares the guard.
         let nodes = inbound.nodes();
         let claim = self.claim(inbound, &target.collective, &nodes);
         let now = Now::system().unix_seconds();
         if let Err(err) = self.gate.replay.claim(&claim, inbound.until, now).await {
-            let refusal = crate::gateway::Refusal::from(err);
-            let mut event = admitted.event().clone();
-            event.stage = refusal.stage.as_str().into();
-            let refused = (refusal.code.as_str(), refusal.reason, event);
+            let refused = (AdmissionRefusal::from(err), admitted.event().clone());
             return Err(NotAdmitted::Refused(Box::new(refused)));
         }
         let recorded = match self.gate.record_admitted(admitted).await {
@@ -389,8 +400,7 @@ impl Shared {
         };
         Ok(Admitted {
             target,
-            mapped: recorded.mapped().clone(),
-            filter: recorded.filter().clone(),
+            cleared: recorded.cleared(),
             event: recorded.event().clone(),
             link: recorded.link().to_string(),
         })
@@ -427,7 +437,13 @@ impl Inbound {
 
 /// A verification failure: recorded, never told (the sender is not known to be the signer).
 fn refused_unverified(err: &LegacyRefusal, event: Event) -> Refused {
-    (err.code(), err.to_string(), event).into()
+    let refusal = match err {
+        LegacyRefusal::OwnRequest(_) => {
+            AdmissionRefusal::new(Stage::Verify, Code::OwnRequest, err.to_string())
+        }
+        _ => AdmissionRefusal::unverified(err.code(), err.to_string()),
+    };
+    (refusal, event).into()
 }
 
 /// The agent, action, inputs, and whether replies are wanted.

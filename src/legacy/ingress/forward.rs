@@ -98,7 +98,7 @@ impl Shared {
             .collect();
         let call = RpcCall {
             data: inbound.data.clone(),
-            filter: one.filter.clone(),
+            filter: one.cleared.filter().clone(),
             expect: (!nodes.is_empty()).then_some(nodes.len()),
             targets: nodes,
             ttl: MAX_TTL,
@@ -110,7 +110,7 @@ impl Shared {
         let client = RpcClient::new(
             one.target.nats.clone(),
             one.target.signer.clone(),
-            one.mapped.clone(),
+            one.cleared.mapped().clone(),
             self.sender.clone(),
             Limits::default(),
         );
@@ -118,8 +118,8 @@ impl Shared {
         let agent = inbound.agent.as_str();
         client
             .call_observed(
+                &one.cleared,
                 &call,
-                &inbound.verified.request.requestid,
                 move || {
                     let _ = published.send(());
                 },
