@@ -11,26 +11,19 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::Value;
-
-use super::job::{DEFAULT_TTL, check_id, collection};
 mod run;
+mod signed;
 
 use super::homes::{HOME_TTL, Homes, MAX_HOMES};
 pub use super::job::{Job, Scope};
-use super::protocol::SignedMessage;
 use crate::audit::{Event, Verdict};
 use crate::client::RpcCall;
 use crate::config::Config;
 use crate::gateway::gate::Gate;
-use crate::gateway::{
-    Ask, CallError, Claim, Cleared, Code, Mode, Refusal, Stage, admit, choria_call,
-};
+use crate::gateway::{Ask, Claim, Cleared, Code, Mode, Refusal, Stage, admit};
 use crate::rules::Rules;
-use crate::security::{CaBundle, CallerId, Now, Signer, VerifiedRequest, Verifier};
-use crate::subjects::is_valid_name;
+use crate::security::{CaBundle, CallerId, Now, Signer, Verifier};
 use crate::wire::Limits;
-use crate::wire::choria_v1::SecureRequest;
 
 /// Who a request speaks for.
 #[derive(Clone, Debug)]
@@ -265,124 +258,6 @@ impl Dispatcher {
             .await;
     }
 
-    /// Verifies a self-signed Choria request against the edge CA, as a Choria server would
-    /// (chain, caller name, allow list, signature, TTL), refuses a request id seen before, and
-    /// returns the verified caller and the request as a job. Every refusal is recorded with the
-    /// caller the request claims.
-    pub async fn verify_signed(
-        &self,
-        signed: SignedMessage,
-        now: Now,
-    ) -> Result<(Principal, Job), Refusal> {
-        check_id(&signed.id).map_err(|m| Refusal::framing("invalid", m))?;
-        let bytes = match &signed.request {
-            Value::String(text) => text.clone().into_bytes(),
-            other => serde_json::to_vec(other).unwrap_or_default(),
-        };
-        let secure = SecureRequest::decode(&bytes, &self.limits);
-        let claimed = secure
-            .as_ref()
-            .ok()
-            .and_then(|s| s.request(&self.limits).ok());
-        let refusal = |refusal: Refusal| {
-            let mut event = Event {
-                edge: "websocket".into(),
-                realm: self.realm.clone(),
-                claimed_caller: claimed.as_ref().map(|r| r.envelope.callerid.clone()),
-                request_id: claimed.as_ref().map(|r| r.envelope.requestid.clone()),
-                collectives: claimed
-                    .as_ref()
-                    .map(|r| r.envelope.collective.clone())
-                    .into_iter()
-                    .collect(),
-                agent: claimed.as_ref().map(|r| r.envelope.agent.clone()),
-                ..Event::default()
-            };
-            async move {
-                metrics::counter!("fedgate_edge_signed_refused_total", "reason" => refusal.code.as_str())
-                    .increment(1);
-                refusal.count("websocket");
-                refusal.mark(&mut event);
-                // A refusal that cannot be recorded is still a refusal.
-                let _ = self.gate.record(event).await;
-                refusal
-            }
-        };
-        let Some(verifier) = &self.verifier else {
-            let message = "this edge takes no signed requests: [edge] has no ca";
-            return Err(refusal(Refusal::unverified("no_ca", message)).await);
-        };
-        let verified = match secure.map_err(crate::security::VerifyError::from) {
-            Ok(secure) => verifier.verify(secure, now),
-            Err(err) => Err(err),
-        };
-        let verified = match verified {
-            Ok(verified) => verified,
-            Err(err) => {
-                let message = format!("signed request refused: {err}");
-                return Err(refusal(Refusal::unverified(err.reason().as_str(), message)).await);
-            }
-        };
-        if let Err(message) = bound_to_certificate(&verified) {
-            return Err(refusal(Refusal::new(Stage::Verify, Code::CallerKind, message)).await);
-        }
-        let envelope = &verified.request().envelope;
-        // The call as signed, decided as on every ingress: discovery is `discovery#ping`, and
-        // the payload must be for the envelope's agent.
-        let body = match choria_call(verified.request(), &self.limits) {
-            Ok(body) => body,
-            Err(CallError::Refused(mismatch)) => return Err(refusal(mismatch).await),
-            Err(CallError::Malformed(err)) => {
-                let message = format!("the payload is not an RPC request: {err}");
-                return Err(refusal(Refusal::new(Stage::Decode, Code::Invalid, message)).await);
-            }
-        };
-        if !is_valid_name(&body.action) {
-            let message = format!("action {:?} is not a valid name", body.action);
-            return Err(refusal(Refusal::new(Stage::Decode, Code::Invalid, message)).await);
-        }
-        let (timeout, limit) = match collection(&signed.targets, signed.timeout_ms, signed.limit) {
-            Ok(settings) => settings,
-            Err(message) => {
-                return Err(refusal(Refusal::new(Stage::Decode, Code::Invalid, message)).await);
-            }
-        };
-        // The same lifetime rules as every ingress: a capped signed TTL, and enough life left;
-        // the published request ends with the original (`RpcCall::expires`).
-        let now_s = now.unix_seconds();
-        let until = match self.gate.lifetime.check(envelope.time, envelope.ttl, now_s) {
-            Ok(until) => until,
-            Err(window) => {
-                let reason = format!("request {}: {}", envelope.requestid, window.reason);
-                return Err(refusal(Refusal { reason, ..window }).await);
-            }
-        };
-        let principal = Principal {
-            caller: verified.caller().clone(),
-            method: "signed",
-            expires: None,
-            collectives: None,
-            token_id: None,
-        };
-        let job = Job {
-            id: signed.id,
-            scope: Scope::Collective(envelope.collective.clone()),
-            agent: body.agent,
-            action: body.action,
-            data: body.data,
-            filter: envelope.filter.clone(),
-            targets: signed.targets,
-            timeout,
-            limit,
-            // Valid no longer than the client's own request is.
-            ttl: DEFAULT_TTL,
-            expires: Some(until),
-            requestid: Some(envelope.requestid.clone()),
-            signed: Some(verified.secure().message.clone()),
-        };
-        Ok((principal, job))
-    }
-
     /// Maps, authorizes and records one collective's share of a request.
     async fn admit<'d>(
         &'d self,
@@ -484,26 +359,6 @@ impl Dispatcher {
             link: recorded.link().to_string(),
         })
     }
-}
-
-/// Kinds of caller id a certificate speaks as: Choria's `choria=` and MCollective's `cert=`.
-const CERTIFICATE_KINDS: [&str; 2] = ["choria", "cert"];
-
-/// A certificate speaks only as `choria=<name>` or `cert=<name>` of a name it carries (which
-/// the verifier checked), with nothing after the name; a password or token user is `up=`, and
-/// a certificate is not. A privileged certificate may speak for anyone, as in Choria.
-fn bound_to_certificate(verified: &VerifiedRequest) -> Result<(), String> {
-    let caller = verified.caller();
-    if verified.privileged() || (CERTIFICATE_KINDS.contains(&caller.kind()) && caller.is_exact()) {
-        return Ok(());
-    }
-    Err(format!(
-        "the certificate of {} speaks as choria={} or cert={}, not as {}",
-        verified.signer(),
-        caller.identity(),
-        caller.identity(),
-        caller.as_str()
-    ))
 }
 
 /// Each federation's members an edge reaches, by federation.

@@ -25,7 +25,9 @@ use crate::audit::Event;
 use crate::client::RpcCall;
 use crate::config::Config;
 use crate::gateway::gate::{self, Gate};
-use crate::gateway::{Ask, CallError, Claim, Code, Mode, Refusal, Stage, admit, choria_call};
+use crate::gateway::{
+    Ask, Call, CallError, Claim, Code, Mode, Recorded, Refusal, Stage, admit, choria_call,
+};
 use crate::security::{CaBundle, NamePatterns, Now, VerifiedRequest, Verifier, patterns_defaults};
 use crate::subjects::Target;
 use crate::wire::Limits;
@@ -226,6 +228,20 @@ impl Shared {
         event: &mut Event,
         answer: &mut Option<Answer>,
     ) -> Result<(), Refusal> {
+        let taken = self.take(subject, payload, event, answer)?;
+        let recorded = self.admit(&taken, event).await?;
+        self.forward(taken, recorded, event).await;
+        Ok(())
+    }
+
+    /// Decodes and verifies a request, and checks its route, call, inputs and lifetime.
+    fn take(
+        &self,
+        subject: &str,
+        payload: &[u8],
+        event: &mut Event,
+        answer: &mut Option<Answer>,
+    ) -> Result<Taken, Refusal> {
         let transport = Transport::decode(payload, &self.limits)
             .map_err(|e| Refusal::framing("malformed", e.to_string()))?;
         // A client's reply subject, or, for a request a Federation Broker relayed, its cluster's
@@ -334,6 +350,28 @@ impl Shared {
             .check_inputs(&call.agent, &call.action, &call.data)?;
         let now = Now::system().unix_seconds();
         let until = self.gate.lifetime.check(envelope.time, envelope.ttl, now)?;
+        Ok(Taken {
+            headers: transport.headers,
+            reply_to,
+            verified,
+            call,
+            targets,
+            until,
+            now,
+        })
+    }
+
+    /// Maps, authorizes, claims and records the request.
+    async fn admit(&self, taken: &Taken, event: &mut Event) -> Result<Recorded, Refusal> {
+        let Taken {
+            verified,
+            call,
+            targets,
+            until,
+            now,
+            ..
+        } = taken;
+        let envelope = &verified.request().envelope;
         let rules = self.gate.rules();
         let ask = Ask {
             realm: &self.realm,
@@ -362,12 +400,29 @@ impl Shared {
                 nodes => Mode::Directed(nodes),
             },
         };
-        self.gate.replay.claim(&claim, until, now).await?;
-        let recorded = self
-            .gate
-            .record_admitted(admitted)
-            .await
-            .map_err(|(_, err)| Refusal::unrecorded(&err))?;
+        self.gate.replay.claim(&claim, *until, *now).await?;
+        match self.gate.record_admitted(admitted).await {
+            Ok(recorded) => Ok(recorded),
+            Err((_, err)) => {
+                // Not sent: the request may be tried again.
+                self.gate.replay.release(&claim).await;
+                Err(Refusal::unrecorded(&err))
+            }
+        }
+    }
+
+    /// Sends the recorded request to the legacy collective and carries the replies back.
+    async fn forward(&self, taken: Taken, recorded: Recorded, event: &Event) {
+        let Taken {
+            headers,
+            reply_to,
+            verified,
+            call,
+            targets,
+            until,
+            now,
+        } = taken;
+        let envelope = &verified.request().envelope;
         let (cleared, link) = (recorded.cleared(), recorded.link().to_string());
         // Valid on the legacy side no longer than the Choria request is.
         let ttl = until.saturating_sub(now).clamp(1, 60);
@@ -386,7 +441,7 @@ impl Shared {
         let (id, agent, action) = (requestid.clone(), rpc.agent.clone(), rpc.action.clone());
         let server = crate::nats::connected_server(&self.nats);
         let hop = Hop {
-            request: &transport.headers,
+            request: &headers,
             server: &server,
             legacy: &self.name,
         };
@@ -402,8 +457,20 @@ impl Shared {
         let (summary, ()) = tokio::join!(call, forward);
         let replies = summary.as_ref().map_or(0, |s| s.responses as u64);
         self.gate.complete_now(event, link, replies).await;
-        Ok(())
     }
+}
+
+/// A request that verified and checked out, ready for admission.
+struct Taken {
+    headers: TransportHeaders,
+    reply_to: String,
+    verified: VerifiedRequest,
+    call: Call,
+    /// Directed targets; none for a broadcast.
+    targets: Vec<String>,
+    /// When the request stops being valid.
+    until: i64,
+    now: i64,
 }
 
 /// Whom a refusal is told to, and how the reply is routed.

@@ -1,0 +1,156 @@
+//! Self-signed Choria requests on the edge: verified against the edge CA as a Choria server
+//! would, the caller's kind bound to its certificate, and the call as signed checked as on every
+//! ingress, before the request takes the same path as the caller it names.
+
+use serde_json::Value;
+
+use super::{Dispatcher, Job, Principal, Scope};
+use crate::audit::Event;
+use crate::edge::job::{DEFAULT_TTL, check_id, collection};
+use crate::edge::protocol::SignedMessage;
+use crate::gateway::{CallError, Code, Refusal, Stage, choria_call};
+use crate::security::{Now, VerifiedRequest, VerifyError};
+use crate::subjects::is_valid_name;
+use crate::wire::DecodeError;
+use crate::wire::choria_v1::{Request, SecureRequest};
+
+impl Dispatcher {
+    /// Verifies a self-signed Choria request against the edge CA, as a Choria server would
+    /// (chain, caller name, allow list, signature, TTL), binds the caller's kind to the
+    /// certificate, checks the call as signed and its lifetime, and returns the verified caller
+    /// and the request as a job. Every refusal is recorded with the caller the request claims
+    /// (its replay claim comes later, once it is mapped and authorized).
+    pub async fn verify_signed(
+        &self,
+        signed: SignedMessage,
+        now: Now,
+    ) -> Result<(Principal, Job), Refusal> {
+        check_id(&signed.id).map_err(|m| Refusal::framing("invalid", m))?;
+        let bytes = match &signed.request {
+            Value::String(text) => text.clone().into_bytes(),
+            other => serde_json::to_vec(other).unwrap_or_default(),
+        };
+        let secure = SecureRequest::decode(&bytes, &self.limits);
+        let claimed = secure
+            .as_ref()
+            .ok()
+            .and_then(|s| s.request(&self.limits).ok());
+        match self.check_signed(secure, signed, now) {
+            Ok(taken) => Ok(taken),
+            Err(refusal) => {
+                metrics::counter!("fedgate_edge_signed_refused_total", "reason" => refusal.code.as_str())
+                    .increment(1);
+                Err(self.refused(self.claimed(claimed.as_ref()), refusal).await)
+            }
+        }
+    }
+
+    /// The record of a signed request that did not verify: what it claims, marked as claimed.
+    fn claimed(&self, claimed: Option<&Request>) -> Event {
+        Event {
+            edge: "websocket".into(),
+            realm: self.realm.clone(),
+            claimed_caller: claimed.map(|r| r.envelope.callerid.clone()),
+            request_id: claimed.map(|r| r.envelope.requestid.clone()),
+            collectives: claimed
+                .map(|r| r.envelope.collective.clone())
+                .into_iter()
+                .collect(),
+            agent: claimed.map(|r| r.envelope.agent.clone()),
+            ..Event::default()
+        }
+    }
+
+    fn check_signed(
+        &self,
+        secure: Result<SecureRequest, DecodeError>,
+        signed: SignedMessage,
+        now: Now,
+    ) -> Result<(Principal, Job), Refusal> {
+        let Some(verifier) = &self.verifier else {
+            let message = "this edge takes no signed requests: [edge] has no ca";
+            return Err(Refusal::unverified("no_ca", message));
+        };
+        let verified = secure
+            .map_err(VerifyError::from)
+            .and_then(|secure| verifier.verify(secure, now))
+            .map_err(|err| {
+                let message = format!("signed request refused: {err}");
+                Refusal::unverified(err.reason().as_str(), message)
+            })?;
+        bound_to_certificate(&verified)
+            .map_err(|message| Refusal::new(Stage::Verify, Code::CallerKind, message))?;
+        let envelope = &verified.request().envelope;
+        let invalid = |message: String| Refusal::new(Stage::Decode, Code::Invalid, message);
+        // The call as signed, decided as on every ingress: discovery is `discovery#ping`, and
+        // the payload must be for the envelope's agent.
+        let body = choria_call(verified.request(), &self.limits).map_err(|err| match err {
+            CallError::Refused(mismatch) => mismatch,
+            CallError::Malformed(err) => {
+                invalid(format!("the payload is not an RPC request: {err}"))
+            }
+        })?;
+        if !is_valid_name(&body.action) {
+            return Err(invalid(format!(
+                "action {:?} is not a valid name",
+                body.action
+            )));
+        }
+        let (timeout, limit) =
+            collection(&signed.targets, signed.timeout_ms, signed.limit).map_err(invalid)?;
+        // The same lifetime rules as every ingress: a capped signed TTL, and enough life left;
+        // the published request ends with the original (`RpcCall::expires`).
+        let until = self
+            .gate
+            .lifetime
+            .check(envelope.time, envelope.ttl, now.unix_seconds())
+            .map_err(|window| Refusal {
+                reason: format!("request {}: {}", envelope.requestid, window.reason),
+                ..window
+            })?;
+        let principal = Principal {
+            caller: verified.caller().clone(),
+            method: "signed",
+            expires: None,
+            collectives: None,
+            token_id: None,
+        };
+        let job = Job {
+            id: signed.id,
+            scope: Scope::Collective(envelope.collective.clone()),
+            agent: body.agent,
+            action: body.action,
+            data: body.data,
+            filter: envelope.filter.clone(),
+            targets: signed.targets,
+            timeout,
+            limit,
+            // Valid no longer than the client's own request is.
+            ttl: DEFAULT_TTL,
+            expires: Some(until),
+            requestid: Some(envelope.requestid.clone()),
+            signed: Some(verified.secure().message.clone()),
+        };
+        Ok((principal, job))
+    }
+}
+
+/// Kinds of caller id a certificate speaks as: Choria's `choria=` and MCollective's `cert=`.
+const CERTIFICATE_KINDS: [&str; 2] = ["choria", "cert"];
+
+/// A certificate speaks only as `choria=<name>` or `cert=<name>` of a name it carries (which
+/// the verifier checked), with nothing after the name; a password or token user is `up=`, and
+/// a certificate is not. A privileged certificate may speak for anyone, as in Choria.
+fn bound_to_certificate(verified: &VerifiedRequest) -> Result<(), String> {
+    let caller = verified.caller();
+    if verified.privileged() || (CERTIFICATE_KINDS.contains(&caller.kind()) && caller.is_exact()) {
+        return Ok(());
+    }
+    Err(format!(
+        "the certificate of {} speaks as choria={} or cert={}, not as {}",
+        verified.signer(),
+        caller.identity(),
+        caller.identity(),
+        caller.as_str()
+    ))
+}
