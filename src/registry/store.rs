@@ -10,6 +10,8 @@
 //! A manifest pins each document by its key's value sequence and SHA-256, so a revision reads
 //! the same bytes forever (while the key's history holds them), and a changed byte is refused.
 
+mod records;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -17,105 +19,22 @@ use async_nats::jetstream::kv::{self, Operation, Store};
 use async_nats::jetstream::stream;
 use bytes::Bytes;
 use futures::StreamExt;
-use serde::{Deserialize, Serialize};
 
 use super::RegistryError;
 use super::set::{MAX_DOCUMENT_BYTES, Set, digest, place};
 use crate::config::RegistryConfig;
+use records::MAX_MANIFEST_BYTES;
 
-/// The manifest schema this fedgate writes and understands.
-pub const SCHEMA: u32 = 1;
+pub use records::{Document, Manifest, Refusal, SCHEMA, Status, parse_manifest};
+
 /// Values kept per document key.
 const HISTORY: i64 = 64;
 /// How long an instance's status report is kept after its last update.
 const STATUS_AGE: Duration = Duration::from_secs(24 * 3600);
-/// Largest manifest, bytes.
-const MAX_MANIFEST_BYTES: usize = 1024 * 1024;
 /// Largest bucket: beyond it, writes fail (nothing is discarded).
 const MAX_BUCKET_BYTES: i64 = 1 << 30;
 /// The bucket parts holding documents.
 const PARTS: [&str; 4] = ["policies", "identity", "users", "config"];
-
-/// One revision: what it holds and who made it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Manifest {
-    /// The manifest format; a reader refuses a newer one.
-    pub schema: u32,
-    /// Revision number, from 1.
-    pub revision: u64,
-    /// The revision this one replaced (0 for the first).
-    pub parent: u64,
-    /// Unix seconds.
-    pub created: u64,
-    /// Who pushed it: `user@host`.
-    pub author: String,
-    /// Why.
-    #[serde(default)]
-    pub message: String,
-    /// Each document by path.
-    pub documents: BTreeMap<String, Document>,
-}
-
-impl Manifest {
-    /// Whether `set` holds exactly this revision's documents, byte for byte.
-    pub fn describes(&self, set: &Set) -> bool {
-        self.documents.len() == set.documents().len()
-            && set.documents().iter().all(|(path, bytes)| {
-                self.documents
-                    .get(path)
-                    .is_some_and(|d| d.sha256 == digest(bytes))
-            })
-    }
-}
-
-/// Where a revision's document is and what it must hash to.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Document {
-    /// The value's sequence in its bucket.
-    pub sequence: u64,
-    /// SHA-256 of the bytes, hex.
-    pub sha256: String,
-    /// Size, bytes.
-    pub bytes: u64,
-}
-
-/// An instance's report of which revision it runs.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Status {
-    /// The instance's name.
-    pub instance: String,
-    /// fedgate's version.
-    pub version: String,
-    /// The revision it runs.
-    pub revision: u64,
-    /// Where that revision came from at start-up or last change: `registry` or `cache`.
-    pub source: String,
-    /// When it was applied, Unix seconds.
-    pub applied: u64,
-    /// When the instance last heard from the registry, Unix seconds (0: never).
-    pub heard: u64,
-    /// When this report was written, Unix seconds.
-    pub reported: u64,
-    /// A newer revision it refused, and why.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub refused: Option<Refusal>,
-    /// Membership of the running revision the instance does not serve yet: federations
-    /// while their broker is handed over, and `federation:member` for members on networks it
-    /// connects to only at start-up.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub membership_pending: Vec<String>,
-}
-
-/// A revision an instance would not apply.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Refusal {
-    /// The revision.
-    pub revision: u64,
-    /// Why.
-    pub reason: String,
-}
 
 /// An instance's key in the status bucket: its name with anything a key cannot hold as `_`.
 fn status_key(instance: &str) -> String {
@@ -130,32 +49,6 @@ fn status_key(instance: &str) -> String {
         })
         .collect();
     if key.is_empty() { "_".into() } else { key }
-}
-
-/// Parses a manifest, refusing a schema this fedgate does not know before anything else.
-pub fn parse_manifest(bytes: &[u8]) -> Result<Manifest, RegistryError> {
-    #[derive(Deserialize)]
-    struct Probe {
-        schema: u32,
-        #[serde(default)]
-        revision: u64,
-    }
-    if bytes.len() > MAX_MANIFEST_BYTES {
-        return Err(RegistryError::Manifest(format!(
-            "larger than {MAX_MANIFEST_BYTES} bytes"
-        )));
-    }
-    let probe: Probe = serde_json::from_slice(bytes)
-        .map_err(|e| RegistryError::Manifest(format!("not a manifest: {e}")))?;
-    if probe.schema != SCHEMA {
-        return Err(RegistryError::Schema {
-            revision: probe.revision,
-            schema: probe.schema,
-        });
-    }
-    serde_json::from_slice(bytes).map_err(|e| {
-        RegistryError::Manifest(format!("revision {}: not a manifest: {e}", probe.revision))
-    })
 }
 
 /// A connection to the registry's buckets.
@@ -373,12 +266,39 @@ impl Registry {
         author: &str,
         message: &str,
     ) -> Result<Manifest, RegistryError> {
+        let previous = parent.map(|(m, _)| m);
+        let documents = self.write_documents(set, previous).await?;
+        let manifest = Manifest {
+            schema: SCHEMA,
+            revision: parent.map_or(1, |(m, _)| m.revision + 1),
+            parent: parent.map_or(0, |(m, _)| m.revision),
+            created: super::unix_now(),
+            author: author.to_string(),
+            message: message.to_string(),
+            documents,
+        };
+        let json = Bytes::from(
+            serde_json::to_vec(&manifest).map_err(|e| RegistryError::Unreachable(e.to_string()))?,
+        );
+        self.commit_head(json.clone(), parent.map(|(_, head)| head))
+            .await?;
+        self.archive_and_prune(&manifest, json, previous).await;
+        Ok(manifest)
+    }
+
+    /// Writes the documents of `set` that differ from `parent`'s, and returns where each of
+    /// the set's documents is.
+    async fn write_documents(
+        &self,
+        set: &Set,
+        parent: Option<&Manifest>,
+    ) -> Result<BTreeMap<String, Document>, RegistryError> {
         let unreachable = |e: &dyn std::fmt::Display| RegistryError::Unreachable(e.to_string());
         let mut documents = BTreeMap::new();
         for (path, bytes) in set.documents() {
             let sha256 = digest(bytes);
             let unchanged = parent
-                .and_then(|(m, _)| m.documents.get(path))
+                .and_then(|m| m.documents.get(path))
                 .filter(|d| d.sha256 == sha256);
             let sequence = match unchanged {
                 Some(document) => document.sequence,
@@ -401,35 +321,37 @@ impl Registry {
                 },
             );
         }
-        let manifest = Manifest {
-            schema: SCHEMA,
-            revision: parent.map_or(1, |(m, _)| m.revision + 1),
-            parent: parent.map_or(0, |(m, _)| m.revision),
-            created: super::unix_now(),
-            author: author.to_string(),
-            message: message.to_string(),
-            documents,
-        };
-        let json = Bytes::from(serde_json::to_vec(&manifest).map_err(|e| unreachable(&e))?);
-        let committed = match parent {
-            Some((_, head)) => self
+        Ok(documents)
+    }
+
+    /// Makes `json` the head: in place of the head value at sequence `head`, or as the first.
+    /// Another push that committed first makes this a [`RegistryError::Conflict`].
+    async fn commit_head(&self, json: Bytes, head: Option<u64>) -> Result<(), RegistryError> {
+        let unreachable = |e: &dyn std::fmt::Display| RegistryError::Unreachable(e.to_string());
+        match head {
+            Some(head) => self
                 .revisions
-                .update("head", json.clone(), head)
+                .update("head", json, head)
                 .await
                 .map_err(|e| match e.kind() {
                     kv::UpdateErrorKind::WrongLastRevision => RegistryError::Conflict,
                     _ => unreachable(&e),
-                }),
+                })?,
             None => self
                 .revisions
-                .create("head", json.clone())
+                .create("head", json)
                 .await
                 .map_err(|e| match e.kind() {
                     kv::CreateErrorKind::AlreadyExists => RegistryError::Conflict,
                     _ => unreachable(&e),
-                }),
+                })?,
         };
-        committed?;
+        Ok(())
+    }
+
+    /// After a commit: writes the revision's archive copy, heals the parent's if its own push
+    /// could not write it, and puts a delete marker on each document the revision dropped.
+    async fn archive_and_prune(&self, manifest: &Manifest, json: Bytes, parent: Option<&Manifest>) {
         // The revision is live; its archive copy only serves history (and `manifest` falls
         // back on the head until it is written).
         if let Err(e) = self
@@ -440,7 +362,7 @@ impl Registry {
             tracing::warn!(revision = manifest.revision, error = %e, "published, but the archive copy of the manifest failed");
         }
         // Heal the parent's archive copy if its own push could not write it.
-        if let Some((parent, _)) = parent
+        if let Some(parent) = parent
             && let Ok(None) = self.revisions.get(format!("rev.{}", parent.revision)).await
             && let Ok(json) = serde_json::to_vec(parent)
         {
@@ -450,7 +372,7 @@ impl Registry {
                 .await;
         }
         // Documents the parent had and this revision drops.
-        if let Some((parent, _)) = parent {
+        if let Some(parent) = parent {
             for path in parent.documents.keys() {
                 if !manifest.documents.contains_key(path)
                     && let Some((part, key)) = place(path)
@@ -459,7 +381,6 @@ impl Registry {
                 }
             }
         }
-        Ok(manifest)
     }
 
     /// Watches `head`: the current value first, then each change.
