@@ -20,7 +20,7 @@ use crate::audit::{Event, Verdict};
 use crate::client::RpcCall;
 use crate::config::Config;
 use crate::gateway::gate::Gate;
-use crate::gateway::{Ask, Claim, Cleared, Code, Mode, Refusal, Stage, admit};
+use crate::gateway::{self, Ask, Claim, Cleared, Code, Mode, Recorded, Refusal, Stage, admit};
 use crate::rules::Rules;
 use crate::security::{CaBundle, CallerId, Now, Signer, Verifier};
 use crate::wire::Limits;
@@ -299,8 +299,27 @@ impl Dispatcher {
             Ok(admitted) => admitted,
             Err(not) => return Err(self.refused(not.event, not.refusal).await),
         };
-        // A self-signed request is claimed for this collective and its targets, once mapped and
-        // authorized, so no caller can fill the guard for others.
+        let recorded = self.record(admitted, job, collective, targets).await?;
+        let call = share_call(job, target, &recorded, targets);
+        Ok(Admitted {
+            collective: collective.to_string(),
+            target,
+            cleared: recorded.cleared(),
+            call,
+            event: recorded.event().clone(),
+            link: recorded.link().to_string(),
+        })
+    }
+
+    /// Claims a self-signed request for this collective and its targets (once mapped and
+    /// authorized, so no caller can fill the guard for others), then records the decision.
+    async fn record(
+        &self,
+        admitted: gateway::Admitted,
+        job: &Job,
+        collective: &str,
+        targets: &[String],
+    ) -> Result<Recorded, Refusal> {
         let claim = job.signed.as_ref().map(|signed| Claim {
             realm: &self.realm,
             signed: signed.as_bytes(),
@@ -320,8 +339,8 @@ impl Dispatcher {
                 return Err(self.refused(admitted.event().clone(), refusal).await);
             }
         }
-        let recorded = match self.gate.record_admitted(admitted).await {
-            Ok(recorded) => recorded,
+        match self.gate.record_admitted(admitted).await {
+            Ok(recorded) => Ok(recorded),
             Err((_, err)) => {
                 // Not sent: the signed request may be tried again.
                 if let Some(claim) = &claim {
@@ -329,35 +348,31 @@ impl Dispatcher {
                 }
                 let refusal = Refusal::unrecorded(&err);
                 refusal.count("websocket");
-                return Err(refusal);
+                Err(refusal)
             }
-        };
-        let wire_name = match target {
-            EdgeTarget::Choria { internal, .. } => internal.as_str(),
-            EdgeTarget::Legacy(link) => link.name(),
-        };
-        let call = RpcCall {
-            data: job.data.clone(),
-            filter: recorded.filter().clone(),
-            targets: targets.to_vec(),
-            timeout: job.timeout,
-            // A federation's limit is shared by its members (see `run`): none waits for it alone.
-            expect: job
-                .limit
-                .filter(|_| matches!(job.scope, Scope::Collective(_))),
-            idle: Duration::from_secs(1).min(job.timeout),
-            ttl: job.ttl,
-            expires: job.expires,
-            ..RpcCall::new(wire_name, &job.agent, &job.action)
-        };
-        Ok(Admitted {
-            collective: collective.to_string(),
-            target,
-            cleared: recorded.cleared(),
-            call,
-            event: recorded.event().clone(),
-            link: recorded.link().to_string(),
-        })
+        }
+    }
+}
+
+/// One collective's call of a recorded request.
+fn share_call(job: &Job, target: &EdgeTarget, recorded: &Recorded, targets: &[String]) -> RpcCall {
+    let wire_name = match target {
+        EdgeTarget::Choria { internal, .. } => internal.as_str(),
+        EdgeTarget::Legacy(link) => link.name(),
+    };
+    RpcCall {
+        data: job.data.clone(),
+        filter: recorded.filter().clone(),
+        targets: targets.to_vec(),
+        timeout: job.timeout,
+        // A federation's limit is shared by its members (see `run`): none waits for it alone.
+        expect: job
+            .limit
+            .filter(|_| matches!(job.scope, Scope::Collective(_))),
+        idle: Duration::from_secs(1).min(job.timeout),
+        ttl: job.ttl,
+        expires: job.expires,
+        ..RpcCall::new(wire_name, &job.agent, &job.action)
     }
 }
 

@@ -242,6 +242,73 @@ impl Shared {
         event: &mut Event,
         answer: &mut Option<Answer>,
     ) -> Result<Taken, Refusal> {
+        let (headers, reply_to, verified) = self.verified(payload, event, answer)?;
+        let envelope = &verified.request().envelope;
+        if envelope.collective != self.name {
+            return Err(Refusal::unverified(
+                "wrong_collective",
+                format!(
+                    "the request is for {}, not {}",
+                    envelope.collective, self.name
+                ),
+            ));
+        }
+        let targets = match Target::parse(subject) {
+            Some(Target::Node { identity, .. }) => vec![identity.to_string()],
+            Some(Target::Broadcast { agent, .. }) if agent == envelope.agent => Vec::new(),
+            Some(Target::Broadcast { agent, .. }) => {
+                return Err(Refusal::new(
+                    Stage::Decode,
+                    Code::AgentMismatch,
+                    format!(
+                        "{subject} is for agent {agent}, but the signed agent is {}",
+                        envelope.agent
+                    ),
+                ));
+            }
+            _ => {
+                return Err(Refusal::framing(
+                    "bad_target",
+                    format!(
+                        "{subject} is not a broadcast or node subject of {}",
+                        self.name
+                    ),
+                ));
+            }
+        };
+        let call = choria_call(verified.request(), &self.limits).map_err(|e| match e {
+            CallError::Malformed(err) => Refusal::framing("malformed", err.to_string()),
+            CallError::Refused(refusal) => refusal,
+        })?;
+        if let Some(answer) = answer.as_mut() {
+            answer.action = call.action.clone();
+        }
+        event.action = Some(call.action.clone());
+        event.data_keys = call.data.keys().cloned().collect();
+        self.gate
+            .check_inputs(&call.agent, &call.action, &call.data)?;
+        let now = Now::system().unix_seconds();
+        let until = self.gate.lifetime.check(envelope.time, envelope.ttl, now)?;
+        Ok(Taken {
+            headers,
+            reply_to,
+            verified,
+            call,
+            targets,
+            until,
+            now,
+        })
+    }
+
+    /// Decodes a request and verifies it as a Choria server would; once verified, a refusal
+    /// is told to the caller (set in `answer`), unless it is a discovery ping, whose answer can
+    /// only be a pong.
+    fn verified(
+        &self,
+        payload: &[u8],
+        event: &mut Event,
+        answer: &mut Option<Answer>,
+    ) -> Result<(TransportHeaders, String, VerifiedRequest), Refusal> {
         let transport = Transport::decode(payload, &self.limits)
             .map_err(|e| Refusal::framing("malformed", e.to_string()))?;
         // A client's reply subject, or, for a request a Federation Broker relayed, its cluster's
@@ -305,60 +372,7 @@ impl Shared {
                 headers: transport.headers.clone(),
             });
         }
-        if envelope.collective != self.name {
-            return Err(Refusal::unverified(
-                "wrong_collective",
-                format!(
-                    "the request is for {}, not {}",
-                    envelope.collective, self.name
-                ),
-            ));
-        }
-        let targets = match Target::parse(subject) {
-            Some(Target::Node { identity, .. }) => vec![identity.to_string()],
-            Some(Target::Broadcast { agent, .. }) if agent == envelope.agent => Vec::new(),
-            Some(Target::Broadcast { agent, .. }) => {
-                return Err(Refusal::new(
-                    Stage::Decode,
-                    Code::AgentMismatch,
-                    format!(
-                        "{subject} is for agent {agent}, but the signed agent is {}",
-                        envelope.agent
-                    ),
-                ));
-            }
-            _ => {
-                return Err(Refusal::framing(
-                    "bad_target",
-                    format!(
-                        "{subject} is not a broadcast or node subject of {}",
-                        self.name
-                    ),
-                ));
-            }
-        };
-        let call = choria_call(verified.request(), &self.limits).map_err(|e| match e {
-            CallError::Malformed(err) => Refusal::framing("malformed", err.to_string()),
-            CallError::Refused(refusal) => refusal,
-        })?;
-        if let Some(answer) = answer.as_mut() {
-            answer.action = call.action.clone();
-        }
-        event.action = Some(call.action.clone());
-        event.data_keys = call.data.keys().cloned().collect();
-        self.gate
-            .check_inputs(&call.agent, &call.action, &call.data)?;
-        let now = Now::system().unix_seconds();
-        let until = self.gate.lifetime.check(envelope.time, envelope.ttl, now)?;
-        Ok(Taken {
-            headers: transport.headers,
-            reply_to,
-            verified,
-            call,
-            targets,
-            until,
-            now,
-        })
+        Ok((transport.headers, reply_to, verified))
     }
 
     /// Maps, authorizes, claims and records the request.

@@ -131,32 +131,10 @@ impl Dispatcher {
             Ok(shares) => shares,
             Err(refusal) => return refused(&refusal),
         };
-        let mut admitted = Vec::new();
-        let mut members_refused = BTreeMap::new();
-        let mut first_refusal = None;
-        // One set of rules maps and authorizes every member's copy of the request.
-        let rules = self.gate.rules();
-        for (collective, targets) in &shares {
-            match self
-                .admit(&rules, principal, &job, collective, targets)
-                .await
-            {
-                Ok(one) => admitted.push(one),
-                Err(refusal) => {
-                    members_refused.insert(
-                        collective.clone(),
-                        format!("{}: {}", refusal.code.as_str(), refusal.reason),
-                    );
-                    first_refusal.get_or_insert(refusal);
-                }
-            }
-        }
-        if admitted.is_empty() {
-            let refusal = first_refusal.unwrap_or_else(|| {
-                Refusal::new(Stage::Route, Code::UnknownCollective, "no target")
-            });
-            return refused(&refusal);
-        }
+        let (admitted, mut members_refused) = match self.admit_all(principal, &job, &shares).await {
+            Ok(admitted) => admitted,
+            Err(refusal) => return refused(&refusal),
+        };
         let tally = Tally {
             job: &job,
             per_call: admitted.iter().map(|_| Default::default()).collect(),
@@ -172,22 +150,7 @@ impl Dispatcher {
             return error(ErrorCode::Cancelled, "cancelled".into());
         };
         let results = results.unwrap_or_else(|| tally.summaries(started));
-        let mut merged = Summary::default();
-        let mut failures = Vec::new();
-        for (one, result) in admitted.into_iter().zip(results) {
-            let replies = result.as_ref().map_or(0, |s| s.responses as u64);
-            self.gate.complete_now(&one.event, one.link, replies).await;
-            match result {
-                Ok(summary) => {
-                    merged.responses += summary.responses;
-                    merged.ok += summary.ok;
-                    merged.failed += summary.failed;
-                    merged.elapsed = merged.elapsed.max(summary.elapsed);
-                    merged.requestids.push(one.cleared.requestid().to_string());
-                }
-                Err(err) => failures.push((one.collective, err)),
-            }
-        }
+        let (merged, failures) = self.complete(admitted, results).await;
         if merged.requestids.is_empty() {
             let message: Vec<String> = failures.iter().map(|(c, e)| format!("{c}: {e}")).collect();
             return error(ErrorCode::Unavailable, message.join("; "));
@@ -211,6 +174,66 @@ impl Dispatcher {
             requestids: merged.requestids,
             refused: members_refused,
         });
+    }
+
+    /// Admits each share; the collectives that refused it, with why. Refused everywhere: the
+    /// first refusal.
+    async fn admit_all<'d>(
+        &'d self,
+        principal: &Principal,
+        job: &Job,
+        shares: &BTreeMap<String, Vec<String>>,
+    ) -> Result<(Vec<Admitted<'d>>, BTreeMap<String, String>), Refusal> {
+        let mut admitted = Vec::new();
+        let mut refused = BTreeMap::new();
+        let mut first_refusal = None;
+        // One set of rules maps and authorizes every member's copy of the request.
+        let rules = self.gate.rules();
+        for (collective, targets) in shares {
+            match self
+                .admit(&rules, principal, job, collective, targets)
+                .await
+            {
+                Ok(one) => admitted.push(one),
+                Err(refusal) => {
+                    let why = format!("{}: {}", refusal.code.as_str(), refusal.reason);
+                    refused.insert(collective.clone(), why);
+                    first_refusal.get_or_insert(refusal);
+                }
+            }
+        }
+        if admitted.is_empty() {
+            return Err(first_refusal.unwrap_or_else(|| {
+                Refusal::new(Stage::Route, Code::UnknownCollective, "no target")
+            }));
+        }
+        Ok((admitted, refused))
+    }
+
+    /// Writes each share's completion record and merges the summaries; the collectives whose
+    /// call failed, with why.
+    async fn complete(
+        &self,
+        admitted: Vec<Admitted<'_>>,
+        results: Vec<Result<Summary, String>>,
+    ) -> (Summary, Vec<(String, String)>) {
+        let mut merged = Summary::default();
+        let mut failures = Vec::new();
+        for (one, result) in admitted.into_iter().zip(results) {
+            let replies = result.as_ref().map_or(0, |s| s.responses as u64);
+            self.gate.complete_now(&one.event, one.link, replies).await;
+            match result {
+                Ok(summary) => {
+                    merged.responses += summary.responses;
+                    merged.ok += summary.ok;
+                    merged.failed += summary.failed;
+                    merged.elapsed = merged.elapsed.max(summary.elapsed);
+                    merged.requestids.push(one.cleared.requestid().to_string());
+                }
+                Err(err) => failures.push((one.collective, err)),
+            }
+        }
+        (merged, failures)
     }
 
     /// The collectives a request goes to, each with its directed targets: a collective with all
