@@ -2,29 +2,41 @@
 //!
 //! # Data flow
 //! ```text
-//! edge (ws | legacy-amqp | federation-nats)
+//! ingress (websocket | legacy-amqp | choria-nats facade | federation)
 //!   -> wire       bytes -> typed message; size and schema limits; typed DecodeError
-//!   -> security   signature, chain to the realm's CA, callerid vs cert, ttl  => Verified<Request>
-//!   -> map        realm:callerid -> target callerid            (later issues)
-//!   -> authorize  actionpolicy => Permit | Denied              (later issues)
-//!   -> audit      hash-chained record per decision             (later issues)
-//!   -> encode     signed with the target's key (security::Signer)
-//!   -> publish    NATS subject (subjects, nats)
-//! replies: target -> wire decode -> hash check -> back to the caller (client)
+//!   -> security   signature, chain to the realm's CA, callerid vs cert, ttl  => verified request
+//!   -> gateway    one admission path for every ingress:
+//!                   checks     agents agree, signed request id, lifetime, DDL inputs
+//!                   admit      map realm:callerid -> target callerid; actionpolicy => Admitted
+//!                   replay     claim the signed bytes for the destination (shared guard)
+//!                   record     hash-chained decision record => Recorded => Cleared
+//!                 or a Refusal (stage, code) recorded, counted and answered in the ingress's
+//!                 own protocol
+//!   -> encode     signed with the target collective's privileged key (security::Signer)
+//!   -> publish    NATS subject (subjects, nats), or the legacy collective over AMQP
+//! replies: target -> wire decode -> hash check -> back to the caller, translated
 //! ```
 //!
 //! # Layout
 //! - [`wire`]: every wire format, and the only place bytes become types.
-//! - [`security`]: PEM loading, chain verification, caller rules, signing.
+//! - [`security`]: PEM loading, chain verification, caller rules, signing; the legacy `ssl`
+//!   plugin's signatures.
 //! - [`filter`]: node-side filter matching with go-choria's semantics.
 //! - [`fleet`]: simulated Choria nodes that check requests as a Choria server does.
 //! - [`ddl`]: Choria JSON agent DDLs, and the check of a call's inputs against them.
-//! - [`client`]: a direct RPC client, like `choria req`.
+//! - [`client`]: a direct RPC client, like `choria req`; it publishes an admitted request only
+//!   as its [`gateway::Cleared`] value.
 //! - [`inspect`]: decode and verify one message of any layer.
 //! - [`subjects`], [`nats`], [`natsd`]: NATS subjects, connections and server processes.
 //! - [`gateway`]: the one admission path every ingress feeds: checks, map, authorize, replay,
-//!   record, and the gate that holds the rules, the audit trail and the replay guard.
+//!   record, the one refusal type, and the gate that holds the rules, the audit trail and the
+//!   replay guard.
+//! - [`policy`], [`rules`], [`audit`]: actionpolicy, the rules in force (identity and policy,
+//!   reloaded whole), and the tamper-evident audit trail.
 //! - [`federation`]: the stateless Federation Broker, its stats and `observe`.
+//! - [`legacy`]: the bridge to legacy MCollective collectives over AMQP (the ingress from `mco`,
+//!   the facade for Choria callers, and the link both publish through).
+//! - [`registry`]: the shared registry of collectives, federations and rules.
 //! - [`metrics`]: the Prometheus recorder and `/metrics`.
 //! - [`config`]: the strict TOML configuration, one file per area of sections (`network`,
 //!   `registry`, `replay`, `audit`, `edge`, `legacy`, `policy`), all named at `config::`.
