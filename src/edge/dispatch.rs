@@ -466,20 +466,19 @@ impl Dispatcher {
         };
         // A self-signed request is claimed for this collective and its targets, once mapped and
         // authorized, so no caller can fill the guard for others.
-        if let Some(signed) = &job.signed {
-            let mode = match targets {
+        let claim = job.signed.as_ref().map(|signed| Claim {
+            realm: &self.realm,
+            signed: signed.as_bytes(),
+            collective,
+            mode: match targets {
                 [] => Mode::Broadcast,
                 targets => Mode::Directed(targets),
-            };
-            let claim = Claim {
-                realm: &self.realm,
-                signed: signed.as_bytes(),
-                collective,
-                mode,
-            };
+            },
+        });
+        if let Some(claim) = &claim {
             let now = Now::system().unix_seconds();
             let until = job.expires.unwrap_or(now);
-            if let Err(err) = self.gate.replay.claim(&claim, until, now).await {
+            if let Err(err) = self.gate.replay.claim(claim, until, now).await {
                 let refusal = crate::gateway::Refusal::from(err);
                 metrics::counter!("fedgate_edge_signed_refused_total", "reason" => refusal.code.as_str())
                     .increment(1);
@@ -492,16 +491,19 @@ impl Dispatcher {
                 return Err(Refused::new(ErrorCode::Unverified, refusal.reason));
             }
         }
-        let recorded = self
-            .gate
-            .record_admitted(admitted)
-            .await
-            .map_err(|(_, err)| {
-                Refused::new(
+        let recorded = match self.gate.record_admitted(admitted).await {
+            Ok(recorded) => recorded,
+            Err((_, err)) => {
+                // Nothing was sent: the claim goes back, so the caller may send it again.
+                if let Some(claim) = &claim {
+                    self.gate.replay.release(claim).await;
+                }
+                return Err(Refused::new(
                     ErrorCode::AuditFailed,
                     format!("the request could not be recorded, so it was not sent: {err}"),
-                )
-            })?;
+                ));
+            }
+        };
         let wire_name = match target {
             EdgeTarget::Choria { internal, .. } => internal.as_str(),
             EdgeTarget::Legacy(link) => link.name(),

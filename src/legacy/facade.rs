@@ -363,11 +363,14 @@ impl Shared {
             event.stage = refusal.stage.as_str().into();
             return Err((refusal.code.as_str(), refusal.reason));
         }
-        let recorded = self
-            .gate
-            .record_admitted(admitted)
-            .await
-            .map_err(|(_, e)| ("audit_failed", e.to_string()))?;
+        let recorded = match self.gate.record_admitted(admitted).await {
+            Ok(recorded) => recorded,
+            Err((_, err)) => {
+                // Nothing was sent: the claim goes back, so the caller may send it again.
+                self.gate.replay.release(&claim).await;
+                return Err(("audit_failed", err.to_string()));
+            }
+        };
         let (mapped, link) = (recorded.mapped().clone(), recorded.link().to_string());
         // Valid on the legacy side no longer than the Choria request is.
         let ttl = until.saturating_sub(now).clamp(1, 60);
