@@ -98,7 +98,9 @@ async fn a_certificate_speaks_only_as_the_name_it_carries() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_signed_request_with_too_little_life_left_is_refused_before_it_is_recorded() {
-    let gateway = Gateway::start("").await;
+    // 10 s of life needed: a request with 5 s left stays short of it, and still verifies, however
+    // long it takes to arrive (with 1 s left it would expire on the way if a second ticked).
+    let gateway = Gateway::start_with("[replay]\nmin_life_s = 10\n", "", "").await;
     let fleet = gateway.london.start_fleet(4).await;
     let mut client = signed_only(&gateway).await;
 
@@ -108,8 +110,8 @@ async fn a_signed_request_with_too_little_life_left_is_refused_before_it_is_reco
     let (message, _) = signed_ping_as("edge", "alice", None, "short", then, 60);
     let done = client.call(&message, |_| {}).await.unwrap();
     assert_eq!(done["responses"].as_u64(), Some(4), "{done}");
-    // Signed 59 s ago: 1 s left, under the 2 s fedgate needs to forward it.
-    let then = Now::at_unix(Now::system().unix_seconds() as u64 - 59);
+    // Signed 55 s ago: 5 s left, under the 10 s fedgate needs to forward it.
+    let then = Now::at_unix(Now::system().unix_seconds() as u64 - 55);
     let (message, requestid) = signed_ping_as("edge", "alice", None, "late", then, 60);
     let error = client.call(&message, |_| {}).await.unwrap();
     assert_eq!(
@@ -369,8 +371,7 @@ async fn requests_refused_at_mapping_or_policy_take_no_replay_claims() {
     // and alice's first allowed request would be refused as `replay_full`.
     const CAPACITY: usize = 4;
     let guard = ReplayGuard::local_with_capacity(CAPACITY);
-    let gateway =
-        Gateway::start_guarded("", "", "rate_burst = 1000\n", true, Some(guard)).await;
+    let gateway = Gateway::start_guarded("", "", "rate_burst = 1000\n", true, Some(guard)).await;
     let fleet = gateway.london.start_fleet(4).await;
     let mut client = signed_only(&gateway).await;
     let now = Now::system();
