@@ -324,7 +324,10 @@ impl BrokerProcess {
         let mut startup = Vec::new();
         let tables = tables(config);
         let has_edge = tables.iter().any(|t| t == "[edge]");
-        let legacy_only = !has_edge && !tables.iter().any(|t| t.starts_with("[federations."));
+        let legacy_only = !has_edge
+            && !tables
+                .iter()
+                .any(|t| t.starts_with("[federations.") || t == "[registry]");
         let ready = tokio::time::timeout(Duration::from_secs(20), async {
             while let Ok(Some(line)) = lines.next_line().await {
                 if let Some(url) = line.split("metrics on http://").nth(1) {
