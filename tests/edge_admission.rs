@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use fedgate::audit::{Kind, Record, Verdict};
 use fedgate::edge::client::{Connect, WsClient, WsError};
+use fedgate::gateway::ReplayGuard;
 use fedgate::security::Now;
 use serde_json::{Value, json};
 use support::edge::{Gateway, TOKYO_RULES, connect_options, signed_ping_as};
@@ -107,7 +108,9 @@ async fn a_certificate_speaks_only_as_the_name_it_carries() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_signed_request_with_too_little_life_left_is_refused_before_it_is_recorded() {
-    let gateway = Gateway::start("").await;
+    // 10 s of life needed: a request with 5 s left stays short of it, and still verifies, however
+    // long it takes to arrive (with 1 s left it would expire on the way if a second ticked).
+    let gateway = Gateway::start_with("[replay]\nmin_life_s = 10\n", "", "").await;
     let fleet = gateway.london.start_fleet(4).await;
     let mut client = signed_only(&gateway).await;
 
@@ -117,8 +120,8 @@ async fn a_signed_request_with_too_little_life_left_is_refused_before_it_is_reco
     let (message, _) = signed_ping_as("edge", "alice", None, "short", then, 60);
     let done = client.call(&message, |_| {}).await.unwrap();
     assert_eq!(done["responses"].as_u64(), Some(4), "{done}");
-    // Signed 59 s ago: 1 s left, under the 2 s fedgate needs to forward it.
-    let then = Now::at_unix(Now::system().unix_seconds() as u64 - 59);
+    // Signed 55 s ago: 5 s left, under the 10 s fedgate needs to forward it.
+    let then = Now::at_unix(Now::system().unix_seconds() as u64 - 55);
     let (message, requestid) = signed_ping_as("edge", "alice", None, "late", then, 60);
     let error = client.call(&message, |_| {}).await.unwrap();
     assert_eq!(
@@ -370,4 +373,69 @@ async fn a_signed_request_replayed_on_another_instance_is_refused() {
     assert_eq!(refused, [("replay", "replay")]);
     first.edge.unwrap().shutdown().await;
     second.edge.unwrap().shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_refused_at_mapping_or_policy_take_no_replay_claims() {
+    // A guard of four claims. Were a refused request to take one, bob's requests would fill it
+    // and alice's first allowed request would be refused as `replay_full`.
+    const CAPACITY: usize = 4;
+    let guard = ReplayGuard::local_with_capacity(CAPACITY);
+    let gateway = Gateway::start_guarded("", "", "rate_burst = 1000\n", true, Some(guard)).await;
+    let fleet = gateway.london.start_fleet(4).await;
+    let mut client = signed_only(&gateway).await;
+    let now = Now::system();
+
+    // bob's certificate, each request signed anew: as cert= no rule maps it into london, and as
+    // choria= policy allows it nothing.
+    for n in 0..3 * CAPACITY {
+        for (caller, code) in [
+            ("cert=bob.mcollective", "unmapped"),
+            ("choria=bob.mcollective", "denied"),
+        ] {
+            let id = format!("{code}-{n}");
+            let (message, _) = signed_ping_as("edge", "bob", Some(caller), &id, now, 60);
+            let error = client.call(&message, |_| {}).await.unwrap();
+            assert_eq!(error["code"], code, "{error}");
+        }
+    }
+    // Every claim is still free for alice's allowed requests.
+    for n in 0..CAPACITY {
+        let (message, _) = signed_ping_as("edge", "alice", None, &format!("a{n}"), now, 60);
+        let done = client.call(&message, |_| {}).await.unwrap();
+        assert_eq!(done["responses"].as_u64(), Some(4), "{done}");
+    }
+    // A full guard refuses the next one rather than admit it unguarded.
+    let (message, requestid) = signed_ping_as("edge", "alice", None, "full", now, 60);
+    let error = client.call(&message, |_| {}).await.unwrap();
+    assert_eq!(error["type"], "error", "{error}");
+    assert!(
+        error["message"].as_str().unwrap().contains("full"),
+        "{error}"
+    );
+    client.close().await;
+    assert_eq!(
+        fleet.stats().total,
+        (CAPACITY * 4) as u64,
+        "only the admitted requests reached the nodes"
+    );
+
+    let records = audit_records(&gateway.audit_file());
+    let refused: Vec<(&str, &str, Option<&str>)> = records
+        .iter()
+        .filter(|r| r.event.request_id.as_deref() == Some(requestid.as_str()))
+        .map(|r| {
+            (
+                r.event.stage.as_str(),
+                r.event.code.as_str(),
+                r.event.mapped_caller.as_deref(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        refused,
+        [("replay", "replay_full", Some("choria=alice.mcollective"))]
+    );
+    assert_eq!(decisions(&records, Verdict::Allow).len(), CAPACITY);
+    gateway.edge.unwrap().shutdown().await;
 }

@@ -72,7 +72,7 @@ impl Topology {
         let privileged = realm("london").privileged.as_ref().unwrap();
         let text = format!(
             "[instance]\nstats_interval = 1\nworkers = 2\n\n[identity]\nrules = {rules:?}\n\n\
-             [replay]\nnats = [{:?}]\n\n[ddl]\ndir = {:?}\n\n{}{}{}",
+             [replay]\nnats = [{:?}]\nmin_life_s = 10\n\n[ddl]\ndir = {:?}\n\n{}{}{}",
             self.replay.url(),
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("ddl"),
             gate_block(
@@ -502,13 +502,14 @@ async fn a_request_signed_for_too_long_or_with_too_little_life_left_is_refused_b
     let sent = send(&client, &year, &year.requestid, &broadcast("rpcutil")).await;
     assert_eq!(sent.refusal().await, "ttl_too_long");
 
-    // One second of its 60 left.
+    // Five seconds of its 60 left, under the 10 s needed: with 1 s left it would expire on the
+    // way if a second ticked, and be refused for that instead.
     let old = sign(
         user("prod", "alice"),
         "rpcutil",
         &rpc("rpcutil", "ping"),
         60,
-        59,
+        55,
     );
     let sent = send(&client, &old, &old.requestid, &broadcast("rpcutil")).await;
     assert_eq!(sent.refusal().await, "expiring");

@@ -102,7 +102,12 @@ impl std::fmt::Debug for ReplayGuard {
 impl ReplayGuard {
     /// A guard in this process.
     pub fn local() -> ReplayGuard {
-        ReplayGuard::Local(ReplayWindow::new(LOCAL_CAPACITY))
+        ReplayGuard::local_with_capacity(LOCAL_CAPACITY)
+    }
+
+    /// A guard in this process holding at most `capacity` live claims.
+    pub fn local_with_capacity(capacity: usize) -> ReplayGuard {
+        ReplayGuard::Local(ReplayWindow::new(capacity))
     }
 
     /// Opens (or creates) the shared bucket `bucket` over `client`. Claims expire `keep` after
@@ -388,5 +393,35 @@ mod tests {
         guard.release(&one).await;
         guard.claim(&one, 100, 10).await.unwrap();
         assert!(guard.claim(&one, 100, 10).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_full_guard_refuses_new_claims_until_one_expires() {
+        let guard = ReplayGuard::local_with_capacity(2);
+        let nodes = ["a".to_string()];
+        for signed in [&b"one"[..], b"two"] {
+            guard
+                .claim(&claim(signed, "london", Mode::Broadcast), 100, 10)
+                .await
+                .unwrap();
+        }
+        for mode in [Mode::Broadcast, Mode::Directed(&nodes)] {
+            let err = guard
+                .claim(&claim(b"three", "london", mode), 100, 10)
+                .await
+                .unwrap_err();
+            assert_eq!((err.code(), err), ("replay_full", ReplayRefusal::Full));
+        }
+        // A claim already held is still a replay, not a full guard.
+        let err = guard
+            .claim(&claim(b"one", "london", Mode::Broadcast), 100, 10)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), "replay");
+        // Once the claims have expired there is room again.
+        guard
+            .claim(&claim(b"three", "london", Mode::Broadcast), 200, 101)
+            .await
+            .unwrap();
     }
 }

@@ -9,6 +9,7 @@ use fedgate::config::Config;
 use fedgate::edge::auth::TokenKeys;
 use fedgate::edge::client::{Connect, SignedCall, sign_request, signed_message};
 use fedgate::edge::{Dispatcher, Edge};
+use fedgate::gateway::ReplayGuard;
 use fedgate::security::{CallerId, Now, Signer};
 use fedgate::wire::Limits;
 use fedgate::wire::choria_v1::Filter;
@@ -67,6 +68,17 @@ impl Gateway {
 
     /// [`Gateway::start_with`]; `edge_ca` says whether `[edge]` has a `ca`.
     pub async fn start_config(top: &str, rules: &str, extra: &str, edge_ca: bool) -> Gateway {
+        Gateway::start_guarded(top, rules, extra, edge_ca, None).await
+    }
+
+    /// [`Gateway::start_config`] with `guard` in place of the replay guard of the config.
+    pub async fn start_guarded(
+        top: &str,
+        rules: &str,
+        extra: &str,
+        edge_ca: bool,
+        guard: Option<ReplayGuard>,
+    ) -> Gateway {
         let london = Network::start("london");
         let dir = tempfile::tempdir().unwrap();
         let rules_file = dir.path().join("identity.toml");
@@ -99,9 +111,14 @@ impl Gateway {
         let path = dir.path().join("fedgate.toml");
         std::fs::write(&path, text).unwrap();
         let config = Config::load(&path).unwrap();
-        let gate = fedgate::gateway::open_gate(&config, "edge", "edge1")
+        let mut gate = fedgate::gateway::open_gate(&config, "edge", "edge1")
             .await
             .unwrap();
+        if let Some(guard) = guard {
+            let opened = Arc::into_inner(gate).expect("nothing else holds a gate just opened");
+            let lifetime = opened.lifetime;
+            gate = Arc::new(opened.with_replay(guard, lifetime));
+        }
         let dispatcher = Dispatcher::connect(&config, gate, "edge1").await.unwrap();
         let edge = Edge::start(&config, dispatcher, None).await.unwrap();
         let url = format!("wss://localhost:{}/ws", edge.local_addr().port());

@@ -322,18 +322,30 @@ impl BrokerProcess {
         let mut metrics = None;
         let mut edge = None;
         let mut startup = Vec::new();
+        let tables = tables(config);
+        let has_edge = tables.iter().any(|t| t == "[edge]");
+        let legacy_only = !has_edge
+            && !tables
+                .iter()
+                .any(|t| t.starts_with("[federations.") || t == "[registry]");
         let ready = tokio::time::timeout(Duration::from_secs(20), async {
             while let Ok(Some(line)) = lines.next_line().await {
                 if let Some(url) = line.split("metrics on http://").nth(1) {
                     metrics = url.trim_end_matches("/metrics").parse().ok();
                 }
                 startup.push(line.clone());
-                // The edge starts last; without one, the broker.
+                // The edge starts last; without one, the broker; without either, the legacy
+                // sides (the first to say it serves: give a config one of them).
                 if let Some(url) = line.split(": edge on ").nth(1) {
                     edge = Some(url.trim().to_string());
                     return true;
                 }
-                if line.contains("serving federations") && !has_edge(config) {
+                if line.contains("serving federations") && !has_edge {
+                    return true;
+                }
+                let legacy =
+                    line.contains(": bridging legacy ") || line.contains(": serving legacy ");
+                if legacy && legacy_only {
                     return true;
                 }
             }
@@ -455,9 +467,15 @@ impl BrokerProcess {
     }
 }
 
-/// Whether a config file has an `[edge]` table.
-fn has_edge(config: &Path) -> bool {
-    std::fs::read_to_string(config).is_ok_and(|text| text.lines().any(|l| l.trim() == "[edge]"))
+/// The table headers of a config file (`[edge]`, `[federations.prod]`, ...).
+fn tables(config: &Path) -> Vec<String> {
+    std::fs::read_to_string(config)
+        .unwrap_or_default()
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with('['))
+        .map(str::to_string)
+        .collect()
 }
 
 /// Every record of an audit trail: the active file and its rotated files, in chain order.
