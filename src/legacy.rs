@@ -40,6 +40,9 @@ const REPLY_QUEUE: usize = 8192;
 /// Legacy signers kept loaded.
 const SIGNER_CACHE: usize = 256;
 
+/// Where the replies of each call in flight go, by the request id it went out under.
+type Pending = Arc<Mutex<HashMap<String, mpsc::Sender<LegacyReply>>>>;
+
 /// Why a legacy call could not be made.
 #[derive(Debug, thiserror::Error)]
 pub enum LegacyCallError {
@@ -66,7 +69,7 @@ pub struct LegacyLink {
     channel: lapin::Channel,
     _connection: Connection,
     reply_queue: String,
-    pending: Arc<Mutex<HashMap<String, mpsc::Sender<LegacyReply>>>>,
+    pending: Pending,
 }
 
 impl std::fmt::Debug for LegacyLink {
@@ -122,6 +125,77 @@ fn amqp(err: impl std::fmt::Display) -> LegacyCallError {
     LegacyCallError::Amqp(err.to_string())
 }
 
+/// lapin's connection settings: named for the instance and the link, recovering on its own.
+fn connection_properties(name: &str, instance: &str) -> ConnectionProperties {
+    ConnectionProperties::default()
+        .with_connection_name(format!("fedgate {instance} legacy {name}").into())
+        .enable_auto_recover()
+        .configure_backoff(|b| {
+            b.with_min_delay(Duration::from_millis(100))
+                .with_max_delay(Duration::from_secs(5))
+                .with_max_times(1000)
+        })
+}
+
+/// Hands each decoded reply on the link's reply queue to the call it answers; counts the
+/// undecodable, the unknown and those a full call queue drops.
+async fn route_replies(
+    mut consumer: lapin::Consumer,
+    routes: Pending,
+    serializer: Serializer,
+    max_bytes: usize,
+    link_name: String,
+) {
+    while let Some(delivery) = consumer.next().await {
+        let Ok(delivery) = delivery else {
+            // lapin recovers the connection and the consumer; keep reading.
+            continue;
+        };
+        let reply = match LegacyReply::decode(serializer, &delivery.data, max_bytes) {
+            Ok(reply) => reply,
+            Err(err) => {
+                metrics::counter!("fedgate_legacy_replies_refused_total", "legacy" => link_name.clone(), "reason" => err.code()).increment(1);
+                continue;
+            }
+        };
+        let route = routes
+            .lock()
+            .ok()
+            .and_then(|map| map.get(&reply.requestid).cloned());
+        match route {
+            Some(tx) => {
+                if tx.try_send(reply).is_err() {
+                    metrics::counter!("fedgate_legacy_replies_refused_total", "legacy" => link_name.clone(), "reason" => "overflow").increment(1);
+                }
+            }
+            None => {
+                metrics::counter!("fedgate_legacy_replies_refused_total", "legacy" => link_name.clone(), "reason" => "unknown_request").increment(1);
+            }
+        }
+    }
+}
+
+/// Refuses an agent or action that is not a valid name, and a target that is not a node name.
+fn check_names(rpc: &RpcCall) -> Result<(), LegacyCallError> {
+    for (what, name) in [("agent", &rpc.agent), ("action", &rpc.action)] {
+        if !crate::subjects::is_valid_name(name) || name.len() > 255 {
+            return Err(LegacyCallError::Signer(format!(
+                "{what} {name:?} is not a valid name"
+            )));
+        }
+    }
+    if let Some(bad) = rpc
+        .targets
+        .iter()
+        .find(|t| t.is_empty() || t.len() > 255 || t.chars().any(char::is_whitespace))
+    {
+        return Err(LegacyCallError::Signer(format!(
+            "{bad:?} is not a node name"
+        )));
+    }
+    Ok(())
+}
+
 impl LegacyLink {
     /// Connects (with lapin's automatic recovery), declares this instance's reply queue and
     /// starts consuming it.
@@ -139,15 +213,7 @@ impl LegacyLink {
             config.max_skew_s,
         )
         .map_err(|e| LegacyCallError::Signer(e.to_string()))?;
-        let properties = ConnectionProperties::default()
-            .with_connection_name(format!("fedgate {instance} legacy {name}").into())
-            .enable_auto_recover()
-            .configure_backoff(|b| {
-                b.with_min_delay(Duration::from_millis(100))
-                    .with_max_delay(Duration::from_secs(5))
-                    .with_max_times(1000)
-            });
-        let connection = Connection::connect(&config.amqp, properties)
+        let connection = Connection::connect(&config.amqp, connection_properties(name, instance))
             .await
             .map_err(amqp)?;
         let channel = connection.create_channel().await.map_err(amqp)?;
@@ -158,45 +224,18 @@ impl LegacyLink {
         let consumer = consume_unacked(&channel, &reply_queue, "fedgate-replies")
             .await
             .map_err(amqp)?;
-        let pending: Arc<Mutex<HashMap<String, mpsc::Sender<LegacyReply>>>> = Arc::default();
-        let serializer = config.serializer;
-        let max_bytes = config.max_message_bytes;
-        let routes = pending.clone();
-        let link_name = name.to_string();
-        tokio::spawn(async move {
-            let mut consumer = consumer;
-            while let Some(delivery) = consumer.next().await {
-                let Ok(delivery) = delivery else {
-                    // lapin recovers the connection and the consumer; keep reading.
-                    continue;
-                };
-                let reply = match LegacyReply::decode(serializer, &delivery.data, max_bytes) {
-                    Ok(reply) => reply,
-                    Err(err) => {
-                        metrics::counter!("fedgate_legacy_replies_refused_total", "legacy" => link_name.clone(), "reason" => err.code()).increment(1);
-                        continue;
-                    }
-                };
-                let route = routes
-                    .lock()
-                    .ok()
-                    .and_then(|map| map.get(&reply.requestid).cloned());
-                match route {
-                    Some(tx) => {
-                        if tx.try_send(reply).is_err() {
-                            metrics::counter!("fedgate_legacy_replies_refused_total", "legacy" => link_name.clone(), "reason" => "overflow").increment(1);
-                        }
-                    }
-                    None => {
-                        metrics::counter!("fedgate_legacy_replies_refused_total", "legacy" => link_name.clone(), "reason" => "unknown_request").increment(1);
-                    }
-                }
-            }
-        });
+        let pending = Pending::default();
+        tokio::spawn(route_replies(
+            consumer,
+            pending.clone(),
+            config.serializer,
+            config.max_message_bytes,
+            name.to_string(),
+        ));
         Ok(LegacyLink {
             name: name.to_string(),
             collective: config.collective.clone(),
-            serializer,
+            serializer: config.serializer,
             identity: config.identity.clone(),
             signers_dir: config.signers.clone(),
             signers: quick_cache::sync::Cache::new(SIGNER_CACHE),
@@ -239,7 +278,7 @@ impl LegacyLink {
         &self,
         cleared: &Cleared,
         rpc: &RpcCall,
-        mut on_reply: impl FnMut(&ReplyEvent),
+        on_reply: impl FnMut(&ReplyEvent),
     ) -> Result<Summary, LegacyCallError> {
         let (caller, requestid) = (cleared.mapped(), cleared.requestid());
         let rpc = &RpcCall {
@@ -247,46 +286,57 @@ impl LegacyLink {
             ..rpc.clone()
         };
         let signer = self.signer(caller)?;
-        for (what, name) in [("agent", &rpc.agent), ("action", &rpc.action)] {
-            if !crate::subjects::is_valid_name(name) || name.len() > 255 {
-                return Err(LegacyCallError::Signer(format!(
-                    "{what} {name:?} is not a valid name"
-                )));
-            }
-        }
-        if let Some(bad) = rpc
-            .targets
-            .iter()
-            .find(|t| t.is_empty() || t.len() > 255 || t.chars().any(char::is_whitespace))
-        {
-            return Err(LegacyCallError::Signer(format!(
-                "{bad:?} is not a node name"
-            )));
-        }
+        check_names(rpc)?;
         // Replies are routed by request id. Copies of one Choria request for several nodes share
         // theirs, so a call whose id is already in flight here goes out under a fresh one.
-        let (tx, mut rx) = mpsc::channel(REPLY_QUEUE);
-        let wire_id = {
-            let mut pending = self
-                .pending
-                .lock()
-                .map_err(|_| LegacyCallError::Amqp("poisoned".into()))?;
-            if pending.len() >= MAX_PENDING {
-                return Err(LegacyCallError::Busy);
-            }
-            let id = if pending.contains_key(requestid) {
-                uuid::Uuid::new_v4().simple().to_string()
-            } else {
-                requestid.to_string()
-            };
-            pending.insert(id.clone(), tx);
-            id
-        };
+        let (tx, rx) = mpsc::channel(REPLY_QUEUE);
+        let wire_id = self.register(requestid, tx)?;
         let _unregister = Unregister {
             pending: &self.pending,
             requestid: wire_id.clone(),
         };
-        let requestid = wire_id.as_str();
+        let payload = self.encode_request(&signer, caller, rpc, &wire_id)?;
+        let started = Instant::now();
+        let published = self.publish(rpc, &payload).await?;
+        let summary = Summary {
+            requestids: vec![wire_id],
+            published,
+            ..Summary::default()
+        };
+        Ok(self.collect(rpc, rx, summary, started, on_reply).await)
+    }
+
+    /// Routes replies to `requestid` to `tx`, under a fresh id when that one is in flight here;
+    /// gives back the id the request goes out under.
+    fn register(
+        &self,
+        requestid: &str,
+        tx: mpsc::Sender<LegacyReply>,
+    ) -> Result<String, LegacyCallError> {
+        let mut pending = self
+            .pending
+            .lock()
+            .map_err(|_| LegacyCallError::Amqp("poisoned".into()))?;
+        if pending.len() >= MAX_PENDING {
+            return Err(LegacyCallError::Busy);
+        }
+        let id = if pending.contains_key(requestid) {
+            uuid::Uuid::new_v4().simple().to_string()
+        } else {
+            requestid.to_string()
+        };
+        pending.insert(id.clone(), tx);
+        Ok(id)
+    }
+
+    /// The request signed as `caller` and encoded: discovery's `ping`, or the RPC Hash.
+    fn encode_request(
+        &self,
+        signer: &LegacySigner,
+        caller: &CallerId,
+        rpc: &RpcCall,
+        requestid: &str,
+    ) -> Result<Vec<u8>, LegacyCallError> {
         let now = crate::security::Now::system().unix_seconds();
         let msg = if rpc.agent == "discovery" {
             Ruby::str("ping")
@@ -316,8 +366,12 @@ impl LegacyLink {
                 },
             )
             .map_err(|e| LegacyCallError::Signer(e.to_string()))?;
-        let payload = request.encode(self.serializer);
+        Ok(request.encode(self.serializer))
+    }
 
+    /// Publishes `payload` to the broadcast exchange, or to the directed one for each target,
+    /// with this link's reply queue; gives back how many were published.
+    async fn publish(&self, rpc: &RpcCall, payload: &[u8]) -> Result<usize, LegacyCallError> {
         let mut headers = FieldTable::default();
         headers.insert(
             "mc_sender".into(),
@@ -335,14 +389,13 @@ impl LegacyLink {
                 .map(|t| (format!("{}_directed", self.collective), t.clone()))
                 .collect()
         };
-        let started = Instant::now();
         for (exchange, key) in &publishes {
             self.channel
                 .basic_publish(
                     ShortString::from(exchange.as_str()),
                     ShortString::from(key.as_str()),
                     BasicPublishOptions::default(),
-                    &payload,
+                    payload,
                     properties.clone(),
                 )
                 .await
@@ -350,12 +403,19 @@ impl LegacyLink {
         }
         metrics::counter!("fedgate_legacy_requests_published_total", "legacy" => self.name.clone())
             .increment(publishes.len() as u64);
+        Ok(publishes.len())
+    }
 
-        let mut summary = Summary {
-            requestids: vec![requestid.to_string()],
-            published: publishes.len(),
-            ..Summary::default()
-        };
+    /// Hands each accepted reply to `on_reply` until the expected number came, the timeout, or
+    /// (a broadcast with no expected number) `rpc.idle` after the last one.
+    async fn collect(
+        &self,
+        rpc: &RpcCall,
+        mut rx: mpsc::Receiver<LegacyReply>,
+        mut summary: Summary,
+        started: Instant,
+        mut on_reply: impl FnMut(&ReplyEvent),
+    ) -> Summary {
         let expect = rpc
             .expect
             .or((!rpc.targets.is_empty()).then_some(rpc.targets.len()));
@@ -374,20 +434,7 @@ impl LegacyLink {
                 Ok(Some(reply)) => reply,
                 Ok(None) | Err(_) => break,
             };
-            if self.verifier.verify_reply(&reply).is_err() {
-                summary.invalid += 1;
-                continue;
-            }
-            if !rpc.targets.is_empty() && !rpc.targets.contains(&reply.senderid) {
-                summary.invalid += 1;
-                continue;
-            }
-            if !seen.insert(reply.senderid.clone()) {
-                summary.duplicates += 1;
-                continue;
-            }
-            let Ok(body) = reply.reply_body(self.serializer) else {
-                summary.invalid += 1;
+            let Some(body) = self.accept(rpc, &reply, &mut seen, &mut summary) else {
                 continue;
             };
             let event = translate(&reply.senderid, &body, started.elapsed());
@@ -407,7 +454,35 @@ impl LegacyLink {
             .filter(|t| !seen.contains(*t))
             .cloned()
             .collect();
-        Ok(summary)
+        summary
+    }
+
+    /// The body of a reply that verifies, comes from a target (when the call has targets) and
+    /// is its sender's first; any other is counted as invalid or duplicate.
+    fn accept(
+        &self,
+        rpc: &RpcCall,
+        reply: &LegacyReply,
+        seen: &mut HashSet<String>,
+        summary: &mut Summary,
+    ) -> Option<Ruby> {
+        if self.verifier.verify_reply(reply).is_err() {
+            summary.invalid += 1;
+            return None;
+        }
+        if !rpc.targets.is_empty() && !rpc.targets.contains(&reply.senderid) {
+            summary.invalid += 1;
+            return None;
+        }
+        if !seen.insert(reply.senderid.clone()) {
+            summary.duplicates += 1;
+            return None;
+        }
+        let Ok(body) = reply.reply_body(self.serializer) else {
+            summary.invalid += 1;
+            return None;
+        };
+        Some(body)
     }
 
     /// Deletes the reply queue and closes the connection.
@@ -424,7 +499,7 @@ impl LegacyLink {
 }
 
 struct Unregister<'a> {
-    pending: &'a Mutex<HashMap<String, mpsc::Sender<LegacyReply>>>,
+    pending: &'a Pending,
     requestid: String,
 }
 

@@ -9,36 +9,60 @@
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::record::{Kind, Record, Verdict};
+use super::record::{Event, Kind, Record, Verdict};
 
 /// The CEF line of `record`.
 pub fn line(record: &Record) -> String {
     let e = &record.event;
-    let (outcome, name) = match e.decision {
-        Some(Verdict::Allow) => ("success", "rpc request allowed"),
-        Some(Verdict::Deny) => ("failure", "rpc request refused"),
-        None => ("", kind_name(record.kind)),
-    };
-    let severity = match (e.decision, e.stage.as_str()) {
-        (Some(Verdict::Allow), _) => 3,
-        (Some(Verdict::Deny), "decode" | "verify") => 7,
-        (Some(Verdict::Deny), "audit") => 8,
-        (Some(Verdict::Deny), _) => 5,
-        (None, _) => 1,
+    let name = match e.decision {
+        Some(Verdict::Allow) => "rpc request allowed",
+        Some(Verdict::Deny) => "rpc request refused",
+        None => kind_name(record.kind),
     };
     let code = if e.code.is_empty() {
         kind_name(record.kind)
     } else {
         e.code.as_str()
     };
+    let extensions: Vec<String> = extensions(record)
+        .iter()
+        .map(|(key, value)| format!("{key}={}", escape_value(value)))
+        .collect();
+    format!(
+        "CEF:0|fedgate|fedgate|{}|{}|{}|{}|{}",
+        escape_header(env!("CARGO_PKG_VERSION")),
+        escape_header(code),
+        escape_header(name),
+        severity(e),
+        extensions.join(" ")
+    )
+}
+
+/// 3 for an allowed request; for a refusal 7 at decode or verify, 8 at audit, else 5; 1 for a
+/// record with no decision.
+fn severity(e: &Event) -> u8 {
+    match (e.decision, e.stage.as_str()) {
+        (Some(Verdict::Allow), _) => 3,
+        (Some(Verdict::Deny), "decode" | "verify") => 7,
+        (Some(Verdict::Deny), "audit") => 8,
+        (Some(Verdict::Deny), _) => 5,
+        (None, _) => 1,
+    }
+}
+
+/// The extension fields of `record` in order, unescaped; empty ones are left out.
+fn extensions(record: &Record) -> Vec<(&'static str, String)> {
+    let e = &record.event;
     let mut ext: Vec<(&str, String)> = Vec::new();
     if let Ok(time) = OffsetDateTime::parse(&record.time, &Rfc3339) {
         ext.push(("rt", (time.unix_timestamp_nanos() / 1_000_000).to_string()));
     }
     ext.push(("dvchost", record.instance.clone()));
     ext.push(("externalId", record.id.clone()));
-    if !outcome.is_empty() {
-        ext.push(("outcome", outcome.into()));
+    match e.decision {
+        Some(Verdict::Allow) => ext.push(("outcome", "success".into())),
+        Some(Verdict::Deny) => ext.push(("outcome", "failure".into())),
+        None => {}
     }
     let caller = e
         .caller
@@ -56,6 +80,17 @@ pub fn line(record: &Record) -> String {
     if !e.edge.is_empty() {
         ext.push(("app", e.edge.clone()));
     }
+    ext.extend(custom_fields(e));
+    if !e.reason.is_empty() {
+        ext.push(("reason", e.reason.clone()));
+    }
+    ext
+}
+
+/// The labelled custom fields: request id, collectives, rule, realm, filter and restriction as
+/// `cs1` to `cs6`, the reply count as `cn1`.
+fn custom_fields(e: &Event) -> Vec<(&'static str, String)> {
+    let mut ext = Vec::new();
     let labelled = [
         ("cs1", "cs1Label", "requestId", e.request_id.clone()),
         (
@@ -79,20 +114,7 @@ pub fn line(record: &Record) -> String {
         ext.push(("cn1", replies.to_string()));
         ext.push(("cn1Label", "replies".into()));
     }
-    if !e.reason.is_empty() {
-        ext.push(("reason", e.reason.clone()));
-    }
-    let extensions: Vec<String> = ext
-        .iter()
-        .map(|(key, value)| format!("{key}={}", escape_value(value)))
-        .collect();
-    format!(
-        "CEF:0|fedgate|fedgate|{}|{}|{}|{severity}|{}",
-        escape_header(env!("CARGO_PKG_VERSION")),
-        escape_header(code),
-        escape_header(name),
-        extensions.join(" ")
-    )
+    ext
 }
 
 fn kind_name(kind: Kind) -> &'static str {
@@ -136,7 +158,6 @@ fn escape_value(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::Event;
     use crate::audit::record::{ChainState, seal};
 
     fn sealed(event: Event) -> Record {

@@ -90,6 +90,20 @@ struct Counters {
     replays_accepted: AtomicU64,
 }
 
+impl Counters {
+    fn counts(&self) -> AttackCounts {
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        AttackCounts {
+            churned: load(&self.churned),
+            slow_upgrades: load(&self.slow_upgrades),
+            slow_cut_off: load(&self.slow_cut_off),
+            oversized: load(&self.oversized),
+            replays: load(&self.replays),
+            replays_accepted: load(&self.replays_accepted),
+        }
+    }
+}
+
 /// Runs the benchmark with its files under `work_dir`.
 pub async fn run(
     work_dir: &Path,
@@ -100,74 +114,29 @@ pub async fn run(
     let _fleet = super::fleet_on(&pki, &nats, options.nodes).await?;
     let (config, key) = write_config(work_dir, &pki, nats.url())?;
     let edge = EdgeProcess::start(&options.exe, &config).await?;
-    let keys = TokenKeys::load(&key).map_err(setup_err)?;
-    let token = |ttl: Duration| {
-        keys.issue("alice", ttl, None, SystemTime::now())
-            .map_err(setup_err)
-    };
-    let from = |address: &str| -> Result<Connect, BenchError> {
-        Ok(Connect {
-            url: edge.url.clone(),
-            token: Some(token(Duration::from_secs(3600))?),
-            local_address: Some(address.parse::<IpAddr>().map_err(setup_err)?),
-            ..Connect::default()
-        })
-    };
-    let good = from("127.0.0.2")?;
-    let attacker = from("127.0.0.1")?;
-    let expired = Connect {
-        token: Some(token(Duration::from_secs(1))?),
-        ..attacker.clone()
-    };
+    let sockets = Sockets::new(&edge.url, &key)?;
     tokio::time::sleep(Duration::from_millis(1100)).await;
 
-    let mut client = WsClient::connect(&good).await.map_err(setup_err)?;
+    let mut client = WsClient::connect(&sockets.good).await.map_err(setup_err)?;
     let (mut calm, mut attacked) = (Vec::new(), Vec::new());
     let mut failed = 0;
     let counters = Arc::new(Counters::default());
-    let mut id = 0u64;
-    let mut ping = async |client: &mut WsClient, samples: &mut Vec<Duration>| {
-        id += 1;
-        let request = serde_json::json!({
-            "type": "rpc", "id": format!("p{id}"), "collective": "london",
-            "agent": "rpcutil", "action": "ping", "limit": options.nodes, "timeout_ms": 10_000,
-        });
-        let started = Instant::now();
-        match client.call(&request, |_| {}).await {
-            Ok(done) if done["responses"].as_u64() == Some(options.nodes as u64) => {
-                samples.push(started.elapsed());
-                true
-            }
-            _ => false,
-        }
+    let mut pinger = Pinger {
+        id: 0,
+        nodes: options.nodes,
     };
     // Warm up.
     for _ in 0..20 {
-        ping(&mut client, &mut Vec::new()).await;
+        pinger.ping(&mut client, &mut Vec::new()).await;
     }
     for _ in 0..options.slices {
-        for _ in 0..options.samples {
-            if !ping(&mut client, &mut calm).await {
-                failed += 1;
-            }
-        }
-        let stop = Arc::new(AtomicBool::new(false));
-        let addr = edge_addr(&edge.url)?;
-        let mut attackers = tokio::task::JoinSet::new();
-        for _ in 0..options.attackers {
-            attackers.spawn(churn(attacker.clone(), stop.clone(), counters.clone()));
-            attackers.spawn(oversized(attacker.clone(), stop.clone(), counters.clone()));
-            attackers.spawn(replay(expired.clone(), stop.clone(), counters.clone()));
-        }
-        attackers.spawn(slowloris(addr, stop.clone(), counters.clone()));
+        failed += pinger.pings(&mut client, options.samples, &mut calm).await;
+        let attack = Attack::start(&edge.url, &sockets, options.attackers, &counters)?;
         tokio::time::sleep(Duration::from_millis(500)).await;
-        for _ in 0..options.samples {
-            if !ping(&mut client, &mut attacked).await {
-                failed += 1;
-            }
-        }
-        stop.store(true, Ordering::Relaxed);
-        while attackers.join_next().await.is_some() {}
+        failed += pinger
+            .pings(&mut client, options.samples, &mut attacked)
+            .await;
+        attack.stop().await;
         // Let the edge settle: cut-off sockets and dropped connections are cleaned up.
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -176,20 +145,138 @@ pub async fn run(
     let calm_row = latency_row("no attack", &mut calm, None);
     let attacked_row = latency_row("under attack", &mut attacked, Some(&calm_row));
     let p99_ratio = attacked_row.p99_us / calm_row.p99_us;
-    let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
     Ok(AdversarialReport {
         latency: vec![calm_row, attacked_row],
         p99_ratio,
         failed,
-        attack: AttackCounts {
-            churned: load(&counters.churned),
-            slow_upgrades: load(&counters.slow_upgrades),
-            slow_cut_off: load(&counters.slow_cut_off),
-            oversized: load(&counters.oversized),
-            replays: load(&counters.replays),
-            replays_accepted: load(&counters.replays_accepted),
-        },
+        attack: counters.counts(),
     })
+}
+
+/// How each side connects: the measured client from 127.0.0.2, the attackers from 127.0.0.1,
+/// with a good token or one that expires in a second.
+struct Sockets {
+    good: Connect,
+    attacker: Connect,
+    expired: Connect,
+}
+
+impl Sockets {
+    fn new(url: &str, key: &Path) -> Result<Sockets, BenchError> {
+        let keys = TokenKeys::load(key).map_err(setup_err)?;
+        let token = |ttl: Duration| {
+            keys.issue("alice", ttl, None, SystemTime::now())
+                .map_err(setup_err)
+        };
+        let from = |address: &str| -> Result<Connect, BenchError> {
+            Ok(Connect {
+                url: url.to_string(),
+                token: Some(token(Duration::from_secs(3600))?),
+                local_address: Some(address.parse::<IpAddr>().map_err(setup_err)?),
+                ..Connect::default()
+            })
+        };
+        let good = from("127.0.0.2")?;
+        let attacker = from("127.0.0.1")?;
+        let expired = Connect {
+            token: Some(token(Duration::from_secs(1))?),
+            ..attacker.clone()
+        };
+        Ok(Sockets {
+            good,
+            attacker,
+            expired,
+        })
+    }
+}
+
+/// The well-behaved client's pings, one at a time.
+struct Pinger {
+    id: u64,
+    nodes: usize,
+}
+
+impl Pinger {
+    /// One ping; its time goes into `samples` when every node answered.
+    async fn ping(&mut self, client: &mut WsClient, samples: &mut Vec<Duration>) -> bool {
+        self.id += 1;
+        let request = serde_json::json!({
+            "type": "rpc", "id": format!("p{}", self.id), "collective": "london",
+            "agent": "rpcutil", "action": "ping", "limit": self.nodes, "timeout_ms": 10_000,
+        });
+        let started = Instant::now();
+        match client.call(&request, |_| {}).await {
+            Ok(done) if done["responses"].as_u64() == Some(self.nodes as u64) => {
+                samples.push(started.elapsed());
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// `n` pings; gives back how many failed.
+    async fn pings(
+        &mut self,
+        client: &mut WsClient,
+        n: usize,
+        samples: &mut Vec<Duration>,
+    ) -> usize {
+        let mut failed = 0;
+        for _ in 0..n {
+            if !self.ping(client, samples).await {
+                failed += 1;
+            }
+        }
+        failed
+    }
+}
+
+/// The attackers of one slice, running until [`Attack::stop`].
+struct Attack {
+    stop: Arc<AtomicBool>,
+    attackers: tokio::task::JoinSet<()>,
+}
+
+impl Attack {
+    /// `attackers` of each kind from the attackers' address, and one slowloris.
+    fn start(
+        url: &str,
+        sockets: &Sockets,
+        attackers: usize,
+        counters: &Arc<Counters>,
+    ) -> Result<Attack, BenchError> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let addr = edge_addr(url)?;
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..attackers {
+            set.spawn(churn(
+                sockets.attacker.clone(),
+                stop.clone(),
+                counters.clone(),
+            ));
+            set.spawn(oversized(
+                sockets.attacker.clone(),
+                stop.clone(),
+                counters.clone(),
+            ));
+            set.spawn(replay(
+                sockets.expired.clone(),
+                stop.clone(),
+                counters.clone(),
+            ));
+        }
+        set.spawn(slowloris(addr, stop.clone(), counters.clone()));
+        Ok(Attack {
+            stop,
+            attackers: set,
+        })
+    }
+
+    /// Tells every attacker to stop and waits until they have.
+    async fn stop(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        while self.attackers.join_next().await.is_some() {}
+    }
 }
 
 fn edge_addr(url: &str) -> Result<std::net::SocketAddr, BenchError> {

@@ -44,6 +44,11 @@ fn policy() -> Result<PolicySet, BenchError> {
 
 /// Runs both comparisons, `budget` per side; the audit file goes under `dir`.
 pub fn run(budget: Duration, dir: &Path) -> Result<Vec<Row>, BenchError> {
+    Ok(vec![decision_row(budget)?, audited_row(budget, dir)?])
+}
+
+/// An actionpolicy decision over [`policy`] next to a hash-map allow-list lookup.
+fn decision_row(budget: Duration) -> Result<Row, BenchError> {
     let set = policy()?;
     let query = Query {
         collective: "london",
@@ -56,7 +61,30 @@ pub fn run(budget: Duration, dir: &Path) -> Result<Vec<Row>, BenchError> {
             "the benchmark policy does not allow the benchmark request",
         ));
     }
-    let allow_list: HashMap<(String, String, String), bool> = (0..RULES)
+    let allow_list = allow_list();
+    let key = (
+        "choria=bench.mcollective".to_string(),
+        "rpcutil".to_string(),
+        "ping".to_string(),
+    );
+    Ok(row(
+        format!("actionpolicy decision, {RULES} rules, last matches"),
+        "hash-map allow-list lookup",
+        interleaved(
+            budget,
+            || {
+                black_box(allow_list.get(black_box(&key)));
+            },
+            || {
+                black_box(authorize(&set, black_box(&query), Vantage::Gateway).allowed());
+            },
+        ),
+    ))
+}
+
+/// (caller, agent, action) triples allowed: one per rule, and the benchmark request's.
+fn allow_list() -> HashMap<(String, String, String), bool> {
+    (0..RULES)
         .map(|i| {
             (
                 (
@@ -75,26 +103,11 @@ pub fn run(budget: Duration, dir: &Path) -> Result<Vec<Row>, BenchError> {
             ),
             true,
         )])
-        .collect();
-    let key = (
-        "choria=bench.mcollective".to_string(),
-        "rpcutil".to_string(),
-        "ping".to_string(),
-    );
-    let mut rows = vec![row(
-        format!("actionpolicy decision, {RULES} rules, last matches"),
-        "hash-map allow-list lookup",
-        interleaved(
-            budget,
-            || {
-                black_box(allow_list.get(black_box(&key)));
-            },
-            || {
-                black_box(authorize(&set, black_box(&query), Vantage::Gateway).allowed());
-            },
-        ),
-    )];
+        .collect()
+}
 
+/// The resign path with a file-sink audit record per request next to the same path unaudited.
+fn audited_row(budget: Duration, dir: &Path) -> Result<Row, BenchError> {
     let now = Now::system();
     let fx = fixture(RsaKeySize::_2048, now)?;
     let sink = FileSink::open(FileOptions {
@@ -106,22 +119,8 @@ pub fn run(budget: Duration, dir: &Path) -> Result<Vec<Row>, BenchError> {
     })
     .map_err(setup_err)?;
     let auditor = Auditor::new("bench", vec![Sink::File(sink)], Vec::new());
-    let event = Event {
-        edge: "federation".into(),
-        realm: "prod".into(),
-        caller: Some("choria=bench.mcollective".into()),
-        mapped_caller: Some("choria=bench.mcollective".into()),
-        request_id: Some("0".repeat(32)),
-        collectives: vec!["london".into()],
-        agent: Some("rpcutil".into()),
-        action: Some("ping".into()),
-        decision: Some(Verdict::Allow),
-        stage: "authorize".into(),
-        rule: Some("rpcutil.policy:100".into()),
-        reason: "allowed by rpcutil.policy:100".into(),
-        ..Event::default()
-    };
-    rows.push(row(
+    let event = allowed_event();
+    Ok(row(
         "resign request + audit record (file, fsync=interval)".into(),
         "resign request, unaudited",
         interleaved(
@@ -136,6 +135,24 @@ pub fn run(budget: Duration, dir: &Path) -> Result<Vec<Row>, BenchError> {
                 black_box(record.ok());
             },
         ),
-    ));
-    Ok(rows)
+    ))
+}
+
+/// The decision record of the benchmark request, allowed by the policy's last rule.
+fn allowed_event() -> Event {
+    Event {
+        edge: "federation".into(),
+        realm: "prod".into(),
+        caller: Some("choria=bench.mcollective".into()),
+        mapped_caller: Some("choria=bench.mcollective".into()),
+        request_id: Some("0".repeat(32)),
+        collectives: vec!["london".into()],
+        agent: Some("rpcutil".into()),
+        action: Some("ping".into()),
+        decision: Some(Verdict::Allow),
+        stage: "authorize".into(),
+        rule: Some("rpcutil.policy:100".into()),
+        reason: "allowed by rpcutil.policy:100".into(),
+        ..Event::default()
+    }
 }

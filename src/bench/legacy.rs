@@ -66,6 +66,74 @@ pub async fn run(work_dir: &Path, options: &LegacyOptions) -> Result<Vec<Row>, B
         .await
         .map_err(setup_err)?;
     let channel = connection.create_channel().await.map_err(setup_err)?;
+    declare_exchanges(&channel, &collective).await?;
+    let privileged = london
+        .privileged
+        .as_ref()
+        .ok_or_else(|| BenchError("no privileged signer".into()))?;
+    let config_path = write_config(
+        work_dir,
+        options,
+        nats.url(),
+        london,
+        privileged,
+        &collective,
+    )?;
+    let ingress = start_ingress(&config_path).await?;
+
+    let bridged_payloads = bridged_payloads(&keys, &collective, options.requests)?;
+    let size = bridged_payloads.first().map_or(0, Vec::len);
+    // The raw baseline: a responder that answers every message with one of the same size.
+    let responding = raw_responder(&connection, &channel, &collective).await?;
+    let raw_payloads: Vec<Vec<u8>> = (0..options.requests).map(|_| vec![b'x'; size]).collect();
+
+    let raw = round_trips(
+        &connection,
+        &collective,
+        "raw",
+        &raw_payloads,
+        options.window,
+    )
+    .await?;
+    let bridged = round_trips(
+        &connection,
+        &collective,
+        "rpcutil",
+        &bridged_payloads,
+        options.window,
+    )
+    .await?;
+    responding.abort();
+    ingress.shutdown(Duration::from_secs(2)).await;
+    let ceiling = signing_ceiling(privileged, &keys.join("server-private.pem"))?;
+    clean_up(connection, &channel, &collective).await;
+    Ok(rows(size, options.window, raw, bridged, ceiling))
+}
+
+/// The bridged rate next to the raw round trip, and next to the signing ceiling.
+fn rows(size: usize, window: usize, raw: f64, bridged: f64, ceiling: f64) -> Vec<Row> {
+    let name = format!("legacy requests bridged/s ({size} B marshal, {window} in flight)");
+    vec![
+        row(
+            name.clone(),
+            "raw AMQP publish, consume, reply",
+            (raw, bridged),
+        ),
+        row(
+            name,
+            "signing ceiling: aws-lc-rs RSA-2048 SHA-256 + OpenSSL SHA-1 per request",
+            (ceiling, bridged),
+        ),
+    ]
+}
+
+/// The queue the bridge consumes requests from.
+fn requests_queue(collective: &str) -> String {
+    format!("{collective}.requests")
+}
+
+/// The collective's `_broadcast` and `_directed` exchanges, deleted when unused.
+async fn declare_exchanges(channel: &lapin::Channel, collective: &str) -> Result<(), BenchError> {
     for (suffix, kind) in [
         ("broadcast", ExchangeKind::Topic),
         ("directed", ExchangeKind::Direct),
@@ -83,10 +151,20 @@ pub async fn run(work_dir: &Path, options: &LegacyOptions) -> Result<Vec<Row>, B
             .await
             .map_err(setup_err)?;
     }
-    let privileged = london
-        .privileged
-        .as_ref()
-        .ok_or_else(|| BenchError("no privileged signer".into()))?;
+    Ok(())
+}
+
+/// Writes the identity rules, an allow-all policy and a config that bridges the legacy
+/// collective `oldsite` to london; gives back the config's path.
+fn write_config(
+    work_dir: &Path,
+    options: &LegacyOptions,
+    nats: &str,
+    london: &devpki::RealmPki,
+    privileged: &devpki::CertPair,
+    collective: &str,
+) -> Result<std::path::PathBuf, BenchError> {
+    let keys = work_dir.join("legacy");
     let rules = work_dir.join("identity.toml");
     std::fs::write(
         &rules,
@@ -100,7 +178,7 @@ pub async fn run(work_dir: &Path, options: &LegacyOptions) -> Result<Vec<Row>, B
     )
     .map_err(setup_err)?;
     let config_path = work_dir.join("fedgate.toml");
-    let queue = format!("{collective}.requests");
+    let queue = requests_queue(collective);
     std::fs::write(
         &config_path,
         format!(
@@ -113,7 +191,7 @@ pub async fn run(work_dir: &Path, options: &LegacyOptions) -> Result<Vec<Row>, B
              bridge = {{ collective = \"london\", agents = [\"rpcutil\"], prefetch = {}, refresh_s = 3600, queue = {queue:?} }}\n",
             work_dir.join("policies"),
             work_dir.join("audit.log"),
-            nats.url(),
+            nats,
             london.ca,
             london.fedgate.cert,
             london.fedgate.key,
@@ -128,20 +206,32 @@ pub async fn run(work_dir: &Path, options: &LegacyOptions) -> Result<Vec<Row>, B
         ),
     )
     .map_err(setup_err)?;
-    let config = Config::load(&config_path).map_err(setup_err)?;
+    Ok(config_path)
+}
+
+/// The bridge of `oldsite`, with its own gate, as `fedgate run` starts it.
+async fn start_ingress(config_path: &Path) -> Result<Ingress, BenchError> {
+    let config = Config::load(config_path).map_err(setup_err)?;
     let gate = crate::gateway::open_gate(&config, "edge", "bench")
         .await
         .map_err(setup_err)?;
-    let ingress = Ingress::start(&config, "oldsite", gate, "bench")
+    Ingress::start(&config, "oldsite", gate, "bench")
         .await
-        .map_err(setup_err)?;
+        .map_err(setup_err)
+}
 
+/// `requests` encoded `rpcutil.ping` requests signed by the legacy client alice.
+fn bridged_payloads(
+    keys: &Path,
+    collective: &str,
+    requests: usize,
+) -> Result<Vec<Vec<u8>>, BenchError> {
     let alice =
         LegacySigner::from_file(&keys.join("alice-private.pem"), "alice").map_err(setup_err)?;
     let now = Now::system().unix_seconds();
     let filter = crate::legacy::legacy_filter(&Default::default(), "rpcutil");
-    let mut bridged_payloads = Vec::with_capacity(options.requests);
-    for n in 0..options.requests {
+    let mut payloads = Vec::with_capacity(requests);
+    for n in 0..requests {
         let requestid = format!("{n:032x}");
         let msg = Ruby::Hash(vec![
             (Ruby::sym("agent"), Ruby::str("rpcutil")),
@@ -159,18 +249,25 @@ pub async fn run(work_dir: &Path, options: &LegacyOptions) -> Result<Vec<Row>, B
                     senderid: "bench.example.net",
                     requestid: &requestid,
                     filter: filter.clone(),
-                    collective: &collective,
+                    collective,
                     agent: "rpcutil",
                     ttl: 600,
                     msgtime: now,
                 },
             )
             .map_err(setup_err)?;
-        bridged_payloads.push(request.encode(Serializer::Marshal));
+        payloads.push(request.encode(Serializer::Marshal));
     }
-    let size = bridged_payloads.first().map_or(0, Vec::len);
+    Ok(payloads)
+}
 
-    // The raw baseline: a responder that answers every message with one of the same size.
+/// A responder on the routing key `raw` of the broadcast exchange that sends every message
+/// back to its `reply_to`.
+async fn raw_responder(
+    connection: &Connection,
+    channel: &lapin::Channel,
+    collective: &str,
+) -> Result<tokio::task::JoinHandle<()>, BenchError> {
     let raw_queue = format!("{collective}.raw");
     channel
         .queue_declare(
@@ -197,7 +294,7 @@ pub async fn run(work_dir: &Path, options: &LegacyOptions) -> Result<Vec<Row>, B
     let mut raw_consumer = consume_unacked(&responder, &raw_queue, "responder")
         .await
         .map_err(setup_err)?;
-    let responding = tokio::spawn(async move {
+    Ok(tokio::spawn(async move {
         while let Some(Ok(delivery)) = raw_consumer.next().await {
             let Some(reply_to) = delivery.properties.reply_to().clone() else {
                 continue;
@@ -212,28 +309,11 @@ pub async fn run(work_dir: &Path, options: &LegacyOptions) -> Result<Vec<Row>, B
                 )
                 .await;
         }
-    });
-    let raw_payloads: Vec<Vec<u8>> = (0..options.requests).map(|_| vec![b'x'; size]).collect();
+    }))
+}
 
-    let raw = round_trips(
-        &connection,
-        &collective,
-        "raw",
-        &raw_payloads,
-        options.window,
-    )
-    .await?;
-    let bridged = round_trips(
-        &connection,
-        &collective,
-        "rpcutil",
-        &bridged_payloads,
-        options.window,
-    )
-    .await?;
-    responding.abort();
-    ingress.shutdown(Duration::from_secs(2)).await;
-    let ceiling = signing_ceiling(privileged, &keys.join("server-private.pem"))?;
+/// Deletes the run's exchanges and the bridge's queue, and closes the connection.
+async fn clean_up(connection: Connection, channel: &lapin::Channel, collective: &str) {
     for suffix in ["broadcast", "directed"] {
         let _ = channel
             .exchange_delete(
@@ -243,25 +323,12 @@ pub async fn run(work_dir: &Path, options: &LegacyOptions) -> Result<Vec<Row>, B
             .await;
     }
     let _ = channel
-        .queue_delete(queue.as_str().into(), Default::default())
+        .queue_delete(
+            requests_queue(collective).as_str().into(),
+            Default::default(),
+        )
         .await;
     let _ = connection.close(200, "done".into()).await;
-    let name = format!(
-        "legacy requests bridged/s ({size} B marshal, {} in flight)",
-        options.window
-    );
-    Ok(vec![
-        row(
-            name.clone(),
-            "raw AMQP publish, consume, reply",
-            (raw, bridged),
-        ),
-        row(
-            name,
-            "signing ceiling: aws-lc-rs RSA-2048 SHA-256 + OpenSSL SHA-1 per request",
-            (ceiling, bridged),
-        ),
-    ])
 }
 
 /// Legacy keys under `keys`: the servers' pair (`server-{private,public}.pem`) and the client

@@ -2,6 +2,8 @@
 //! nats-server leafnode link (the native way to bridge two NATS networks), a bare async-nats
 //! relay (subscribe on one server, publish on the other, no parsing) and a direct publish.
 
+mod relays;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,11 +14,10 @@ use serde::Serialize;
 use tokio::sync::Semaphore;
 
 use super::{BenchError, Row, row, setup_err};
-use crate::config::Config;
-use crate::federation::{Broker, BrokerOptions};
 use crate::natsd::{NatsServer, NatsServerConfig};
-use crate::wire::Limits;
 use crate::wire::choria_v1::{FederationHeader, Transport, TransportHeaders};
+
+use relays::{RunningBroker, bare_relay};
 
 /// How much traffic to send.
 #[derive(Clone, Debug)]
@@ -97,86 +98,123 @@ pub async fn run(
     work_dir: &std::path::Path,
     options: &RelayOptions,
 ) -> Result<RelayReport, BenchError> {
-    let start = |name: &str, config: NatsServerConfig| {
-        NatsServer::start(
-            &work_dir.join(name),
-            NatsServerConfig {
-                name: name.into(),
-                ..config
-            },
-        )
-        .map_err(setup_err)
-    };
-    let federation = start("federation", NatsServerConfig::default())?;
-    let collective = start("collective", NatsServerConfig::default())?;
-    let hub = start(
-        "hub",
-        NatsServerConfig {
-            leafnode_listen: true,
-            ..Default::default()
-        },
-    )?;
-    let hub_leaf_url = hub
-        .leafnode_url()
-        .ok_or_else(|| BenchError("the hub reported no leafnode port".into()))?;
-    let leaf = start(
-        "leaf",
-        NatsServerConfig {
-            leafnode_remotes: vec![hub_leaf_url],
-            ..Default::default()
-        },
-    )?;
-
+    let servers = Servers::start(work_dir)?;
     let config_path = work_dir.join("fedgate.toml");
     let text = format!(
         "[instance]\nworkers = {}\n\n[federations.bench]\nnats = [{:?}]\nmode = \"pass-through\"\n\n[federations.bench.collectives.london]\nnats = [{:?}]\n",
         options.workers.max(1),
-        federation.url(),
-        collective.url()
+        servers.federation.url(),
+        servers.collective.url()
     );
     std::fs::write(&config_path, text).map_err(setup_err)?;
     let broker = RunningBroker::start(&config_path, options).await?;
-    let bare = bare_relay(federation.url(), collective.url()).await?;
+    let bare = bare_relay(servers.federation.url(), servers.collective.url()).await?;
 
     let (plain, federated) = payloads();
     let message_bytes = federated.len();
-    let mut paths = vec![
-        path(
-            "direct publish",
-            federation.url(),
-            federation.url(),
-            (TARGET, TARGET),
-            plain.clone(),
-        )
-        .await?,
-        path(
-            "nats-server leafnode link",
-            hub.url(),
-            leaf.url(),
-            (TARGET, TARGET),
-            plain,
-        )
-        .await?,
-        path(
-            "fedgate broker",
-            federation.url(),
-            collective.url(),
-            (INGEST, TARGET),
-            federated.clone(),
-        )
-        .await?,
-        path(
-            "bare async-nats relay",
-            federation.url(),
-            collective.url(),
-            (BARE, BARE_OUT),
-            federated,
-        )
-        .await?,
-    ];
+    let mut paths = servers.paths(plain, federated).await?;
     for p in &mut paths {
         warm_up(p).await?;
     }
+    let (rates, mut latencies) = measure(&mut paths, options).await?;
+    broker.stop().await;
+    bare.abort();
+    Ok(report(message_bytes, &paths, &rates, &mut latencies))
+}
+
+/// The nats-servers: the federation and the collective fedgate relays between, and a hub with
+/// a leafnode.
+struct Servers {
+    federation: NatsServer,
+    collective: NatsServer,
+    hub: NatsServer,
+    leaf: NatsServer,
+}
+
+impl Servers {
+    fn start(work_dir: &std::path::Path) -> Result<Servers, BenchError> {
+        let start = |name: &str, config: NatsServerConfig| {
+            NatsServer::start(
+                &work_dir.join(name),
+                NatsServerConfig {
+                    name: name.into(),
+                    ..config
+                },
+            )
+            .map_err(setup_err)
+        };
+        let federation = start("federation", NatsServerConfig::default())?;
+        let collective = start("collective", NatsServerConfig::default())?;
+        let hub = start(
+            "hub",
+            NatsServerConfig {
+                leafnode_listen: true,
+                ..Default::default()
+            },
+        )?;
+        let hub_leaf_url = hub
+            .leafnode_url()
+            .ok_or_else(|| BenchError("the hub reported no leafnode port".into()))?;
+        let leaf = start(
+            "leaf",
+            NatsServerConfig {
+                leafnode_remotes: vec![hub_leaf_url],
+                ..Default::default()
+            },
+        )?;
+        Ok(Servers {
+            federation,
+            collective,
+            hub,
+            leaf,
+        })
+    }
+
+    /// The four paths: a direct publish, the leafnode link, fedgate's broker and the bare relay.
+    async fn paths(&self, plain: Bytes, federated: Bytes) -> Result<Vec<Path>, BenchError> {
+        Ok(vec![
+            path(
+                "direct publish",
+                self.federation.url(),
+                self.federation.url(),
+                (TARGET, TARGET),
+                plain.clone(),
+            )
+            .await?,
+            path(
+                "nats-server leafnode link",
+                self.hub.url(),
+                self.leaf.url(),
+                (TARGET, TARGET),
+                plain,
+            )
+            .await?,
+            path(
+                "fedgate broker",
+                self.federation.url(),
+                self.collective.url(),
+                (INGEST, TARGET),
+                federated.clone(),
+            )
+            .await?,
+            path(
+                "bare async-nats relay",
+                self.federation.url(),
+                self.collective.url(),
+                (BARE, BARE_OUT),
+                federated,
+            )
+            .await?,
+        ])
+    }
+}
+
+/// Each path's messages and time taken, and its latency samples, with the paths taking turns
+/// in each round.
+async fn measure(
+    paths: &mut [Path],
+    options: &RelayOptions,
+) -> Result<(Vec<(usize, Duration)>, Vec<Vec<Duration>>), BenchError> {
     let mut rates = vec![(0usize, Duration::ZERO); paths.len()];
     let mut latencies: Vec<Vec<Duration>> = vec![Vec::new(); paths.len()];
     let rounds = options.rounds.max(1);
@@ -188,96 +226,7 @@ pub async fn run(
             latencies[i].extend(latency(p, options.latency_samples / rounds).await?);
         }
     }
-    broker.stop().await;
-    bare.abort();
-    Ok(report(message_bytes, &paths, &rates, &mut latencies))
-}
-
-/// The least a relay between two NATS servers can do: one subscription on the federation
-/// network, every message published as it is on the collective's, no parsing.
-async fn bare_relay(
-    federation: &str,
-    collective: &str,
-) -> Result<tokio::task::JoinHandle<()>, BenchError> {
-    let inbound = async_nats::connect(federation).await.map_err(setup_err)?;
-    let outbound = async_nats::connect(collective).await.map_err(setup_err)?;
-    let mut subscriber = inbound.subscribe(BARE).await.map_err(setup_err)?;
-    inbound.flush().await.map_err(setup_err)?;
-    Ok(tokio::spawn(async move {
-        let _keep = inbound;
-        while let Some(message) = subscriber.next().await {
-            if outbound.publish(BARE_OUT, message.payload).await.is_err() {
-                return;
-            }
-        }
-    }))
-}
-
-/// The broker under test, in this process or as a `fedgate run` child.
-enum RunningBroker {
-    InProcess(Broker),
-    Child(tokio::process::Child),
-}
-
-impl RunningBroker {
-    async fn start(
-        config_path: &std::path::Path,
-        options: &RelayOptions,
-    ) -> Result<Self, BenchError> {
-        let Some(exe) = &options.broker_exe else {
-            let config = Config::load(config_path).map_err(setup_err)?;
-            let broker_options = BrokerOptions {
-                instance: "bench".into(),
-                workers: options.workers,
-                stats_interval: Duration::from_secs(60),
-                limits: Limits::default(),
-                gate: None,
-            };
-            return Ok(RunningBroker::InProcess(
-                Broker::start(&config, broker_options)
-                    .await
-                    .map_err(setup_err)?,
-            ));
-        };
-        use tokio::io::AsyncBufReadExt;
-        let mut child = tokio::process::Command::new(exe)
-            .args(["run", "--instance", "bench", "--config"])
-            .arg(config_path)
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(setup_err)?;
-        let stderr = child
-            .stderr
-            .take()
-            .ok_or_else(|| BenchError("no stderr".into()))?;
-        let mut lines = tokio::io::BufReader::new(stderr).lines();
-        let ready = tokio::time::timeout(Duration::from_secs(20), async {
-            while let Ok(Some(line)) = lines.next_line().await {
-                if line.contains("serving federations") {
-                    return true;
-                }
-            }
-            false
-        })
-        .await;
-        if ready != Ok(true) {
-            return Err(BenchError("fedgate run did not start".into()));
-        }
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Ok(RunningBroker::Child(child))
-    }
-
-    async fn stop(self) {
-        match self {
-            RunningBroker::InProcess(broker) => {
-                broker.shutdown(Duration::from_secs(5)).await;
-            }
-            RunningBroker::Child(mut child) => {
-                let _ = child.kill().await;
-            }
-        }
-    }
+    Ok((rates, latencies))
 }
 
 async fn path(

@@ -74,169 +74,200 @@ enum Which {
     Soak,
 }
 
+/// The JSON object `--json` prints at the end: one entry per benchmark group.
+type Json = serde_json::Map<String, serde_json::Value>;
+
 /// Runs the benchmarks.
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let mut json = serde_json::Map::new();
+    let mut json = Json::new();
     if matches!(args.which, Which::All | Which::Crypto) {
-        let budget = Duration::try_from_secs_f64(args.seconds)?;
-        let rows = tokio::task::spawn_blocking(move || bench::crypto::run(budget)).await??;
-        if args.json {
-            json.insert("crypto".into(), serde_json::to_value(&rows)?);
-        } else {
-            println!("{}", bench::table(&rows));
-        }
+        crypto(&args, &mut json).await?;
     }
     if matches!(args.which, Which::All | Which::Resign) {
-        let budget = Duration::try_from_secs_f64(args.seconds)?;
-        let rows = tokio::task::spawn_blocking(move || bench::resign::run(budget)).await??;
-        if args.json {
-            json.insert("resign".into(), serde_json::to_value(&rows)?);
-        } else {
-            println!("{}", bench::table(&rows));
-        }
+        resign(&args, &mut json).await?;
     }
     if matches!(args.which, Which::All | Which::Gate) {
-        let budget = Duration::try_from_secs_f64(args.seconds)?;
-        let dir = tempfile_dir()?;
-        let path = dir.clone();
-        let rows = tokio::task::spawn_blocking(move || bench::gate::run(budget, &path)).await??;
-        let _ = std::fs::remove_dir_all(&dir);
-        if args.json {
-            json.insert("gate".into(), serde_json::to_value(&rows)?);
-        } else {
-            println!("{}", bench::table(&rows));
-        }
+        gate(&args, &mut json).await?;
     }
     if matches!(args.which, Which::All | Which::Replay) {
-        let budget = Duration::try_from_secs_f64(args.seconds)?;
-        let dir = tempfile_dir()?;
-        let path = dir.clone();
-        let rows = tokio::task::spawn_blocking(move || bench::replay::run(budget, &path)).await;
-        let _ = std::fs::remove_dir_all(&dir);
-        let rows = rows??;
-        if args.json {
-            json.insert("replay".into(), serde_json::to_value(&rows)?);
-        } else {
-            println!("{}", bench::table(&rows));
-        }
+        replay(&args, &mut json).await?;
     }
     if matches!(args.which, Which::All | Which::Relay) {
-        let dir = tempfile_dir()?;
-        let options = relay::RelayOptions {
-            messages: args.messages,
-            broker_exe: Some(std::env::current_exe()?),
-            ..Default::default()
-        };
-        let report = relay::run(&dir, &options).await;
-        let _ = std::fs::remove_dir_all(&dir);
-        let report = report?;
-        if args.json {
-            json.insert("relay".into(), serde_json::to_value(&report)?);
-        } else {
-            println!("{}", bench::table(&report.throughput));
-            println!(
-                "{}",
-                relay::latency_table("latency (one way)", &report.latency)
-            );
-        }
+        relay(&args, &mut json).await?;
     }
     if matches!(args.which, Which::All | Which::Edge) {
-        let dir = tempfile_dir()?;
-        let options = edge::EdgeOptions {
-            nodes: args.nodes,
-            seconds: args.seconds.max(1.0),
-            concurrency: 16,
-            latency_samples: 300,
-            relay_messages: args.messages.min(20_000),
-            sockets: args.sockets,
-            exe: std::env::current_exe()?,
-        };
-        let report = edge::run(&dir, &options).await;
-        let _ = std::fs::remove_dir_all(&dir);
-        let report = report?;
-        if args.json {
-            json.insert("edge".into(), serde_json::to_value(&report)?);
-        } else {
-            println!("{}", bench::table(&report.throughput));
-            println!(
-                "{}",
-                relay::latency_table("latency (request to done)", &report.latency)
-            );
-            println!("{}", edge::memory_table(&report.memory));
-        }
+        edge(&args, &mut json).await?;
     }
     if matches!(args.which, Which::Legacy) {
-        let dir = tempfile_dir()?;
-        let options = bench::legacy::LegacyOptions::default();
-        let rows = bench::legacy::run(&dir, &options).await;
-        let _ = std::fs::remove_dir_all(&dir);
-        let rows = rows?;
-        if args.json {
-            json.insert("legacy".into(), serde_json::to_value(&rows)?);
-        } else {
-            println!("{}", bench::table(&rows));
-        }
+        legacy(&args, &mut json).await?;
     }
     if matches!(args.which, Which::Adversarial) {
-        let dir = tempfile_dir()?;
-        let options = bench::adversarial::AdversarialOptions {
-            nodes: args.nodes,
-            samples: 1000,
-            slices: 3,
-            attackers: 4,
-            exe: std::env::current_exe()?,
-        };
-        let report = interruptible(bench::adversarial::run(&dir, &options)).await;
-        let _ = std::fs::remove_dir_all(&dir);
-        let report = report?;
-        if args.json {
-            json.insert("adversarial".into(), serde_json::to_value(&report)?);
-        } else {
-            println!(
-                "{}",
-                relay::latency_table("well-behaved client", &report.latency)
-            );
-            println!(
-                "p99 under attack / p99 with none: {:.2}   failed requests: {}\nattack: {}",
-                report.p99_ratio,
-                report.failed,
-                serde_json::to_string(&report.attack)?
-            );
-        }
+        adversarial(&args, &mut json).await?;
     }
-    if matches!(args.which, Which::Soak) {
-        let dir = tempfile_dir()?;
-        let options = bench::soak::SoakOptions {
-            duration: Duration::try_from_secs_f64(args.minutes * 60.0)?,
-            ws_rate: args.ws_rate,
-            federation_rate: args.federation_rate,
-            legacy_rate: args.legacy_rate,
-            nodes: args.nodes,
-            window: 64,
-            exe: std::env::current_exe()?,
-            amqp: args.amqp.clone(),
-            out: args.out.clone(),
-        };
-        let report = interruptible(bench::soak::run(&dir, &options)).await;
-        let _ = std::fs::remove_dir_all(&dir);
-        let report = report?;
+    if matches!(args.which, Which::Soak) && !soak(&args, &mut json).await? {
         if args.json {
-            json.insert("soak".into(), serde_json::to_value(&report)?);
-        } else {
-            print!("{}", report.markdown());
-            println!("report: {}", args.out.join("soak.md").display());
+            println!("{}", serde_json::to_string_pretty(&json)?);
         }
-        if !report.passed {
-            if args.json {
-                println!("{}", serde_json::to_string_pretty(&json)?);
-            }
-            return Ok(ExitCode::FAILURE);
-        }
+        return Ok(ExitCode::FAILURE);
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&json)?);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Keeps `rows` for the JSON output under `name`, or prints them as a table.
+fn show_rows(args: &Args, json: &mut Json, name: &str, rows: &[bench::Row]) -> anyhow::Result<()> {
+    if args.json {
+        json.insert(name.into(), serde_json::to_value(rows)?);
+    } else {
+        println!("{}", bench::table(rows));
+    }
+    Ok(())
+}
+
+async fn crypto(args: &Args, json: &mut Json) -> anyhow::Result<()> {
+    let budget = Duration::try_from_secs_f64(args.seconds)?;
+    let rows = tokio::task::spawn_blocking(move || bench::crypto::run(budget)).await??;
+    show_rows(args, json, "crypto", &rows)
+}
+
+async fn resign(args: &Args, json: &mut Json) -> anyhow::Result<()> {
+    let budget = Duration::try_from_secs_f64(args.seconds)?;
+    let rows = tokio::task::spawn_blocking(move || bench::resign::run(budget)).await??;
+    show_rows(args, json, "resign", &rows)
+}
+
+async fn gate(args: &Args, json: &mut Json) -> anyhow::Result<()> {
+    let budget = Duration::try_from_secs_f64(args.seconds)?;
+    let dir = tempfile_dir()?;
+    let path = dir.clone();
+    let rows = tokio::task::spawn_blocking(move || bench::gate::run(budget, &path)).await??;
+    let _ = std::fs::remove_dir_all(&dir);
+    show_rows(args, json, "gate", &rows)
+}
+
+async fn replay(args: &Args, json: &mut Json) -> anyhow::Result<()> {
+    let budget = Duration::try_from_secs_f64(args.seconds)?;
+    let dir = tempfile_dir()?;
+    let path = dir.clone();
+    let rows = tokio::task::spawn_blocking(move || bench::replay::run(budget, &path)).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    let rows = rows??;
+    show_rows(args, json, "replay", &rows)
+}
+
+async fn relay(args: &Args, json: &mut Json) -> anyhow::Result<()> {
+    let dir = tempfile_dir()?;
+    let options = relay::RelayOptions {
+        messages: args.messages,
+        broker_exe: Some(std::env::current_exe()?),
+        ..Default::default()
+    };
+    let report = relay::run(&dir, &options).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    let report = report?;
+    if args.json {
+        json.insert("relay".into(), serde_json::to_value(&report)?);
+    } else {
+        println!("{}", bench::table(&report.throughput));
+        println!(
+            "{}",
+            relay::latency_table("latency (one way)", &report.latency)
+        );
+    }
+    Ok(())
+}
+
+async fn edge(args: &Args, json: &mut Json) -> anyhow::Result<()> {
+    let dir = tempfile_dir()?;
+    let options = edge::EdgeOptions {
+        nodes: args.nodes,
+        seconds: args.seconds.max(1.0),
+        concurrency: 16,
+        latency_samples: 300,
+        relay_messages: args.messages.min(20_000),
+        sockets: args.sockets,
+        exe: std::env::current_exe()?,
+    };
+    let report = edge::run(&dir, &options).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    let report = report?;
+    if args.json {
+        json.insert("edge".into(), serde_json::to_value(&report)?);
+    } else {
+        println!("{}", bench::table(&report.throughput));
+        println!(
+            "{}",
+            relay::latency_table("latency (request to done)", &report.latency)
+        );
+        println!("{}", edge::memory_table(&report.memory));
+    }
+    Ok(())
+}
+
+async fn legacy(args: &Args, json: &mut Json) -> anyhow::Result<()> {
+    let dir = tempfile_dir()?;
+    let options = bench::legacy::LegacyOptions::default();
+    let rows = bench::legacy::run(&dir, &options).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    let rows = rows?;
+    show_rows(args, json, "legacy", &rows)
+}
+
+async fn adversarial(args: &Args, json: &mut Json) -> anyhow::Result<()> {
+    let dir = tempfile_dir()?;
+    let options = bench::adversarial::AdversarialOptions {
+        nodes: args.nodes,
+        samples: 1000,
+        slices: 3,
+        attackers: 4,
+        exe: std::env::current_exe()?,
+    };
+    let report = interruptible(bench::adversarial::run(&dir, &options)).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    let report = report?;
+    if args.json {
+        json.insert("adversarial".into(), serde_json::to_value(&report)?);
+    } else {
+        println!(
+            "{}",
+            relay::latency_table("well-behaved client", &report.latency)
+        );
+        println!(
+            "p99 under attack / p99 with none: {:.2}   failed requests: {}\nattack: {}",
+            report.p99_ratio,
+            report.failed,
+            serde_json::to_string(&report.attack)?
+        );
+    }
+    Ok(())
+}
+
+/// The soak run; false when it failed.
+async fn soak(args: &Args, json: &mut Json) -> anyhow::Result<bool> {
+    let dir = tempfile_dir()?;
+    let options = bench::soak::SoakOptions {
+        duration: Duration::try_from_secs_f64(args.minutes * 60.0)?,
+        ws_rate: args.ws_rate,
+        federation_rate: args.federation_rate,
+        legacy_rate: args.legacy_rate,
+        nodes: args.nodes,
+        window: 64,
+        exe: std::env::current_exe()?,
+        amqp: args.amqp.clone(),
+        out: args.out.clone(),
+    };
+    let report = interruptible(bench::soak::run(&dir, &options)).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    let report = report?;
+    if args.json {
+        json.insert("soak".into(), serde_json::to_value(&report)?);
+    } else {
+        print!("{}", report.markdown());
+        println!("report: {}", args.out.join("soak.md").display());
+    }
+    Ok(report.passed)
 }
 
 /// Runs a benchmark until it ends or Ctrl-C, which drops it: the nats-servers and `fedgate run`

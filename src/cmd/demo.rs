@@ -4,6 +4,10 @@
 //! each with a WebSocket edge on TLS with the edge CA serving the web page; ready tokens and
 //! command lines. Ctrl-C stops every process it started.
 
+mod config;
+mod instance;
+mod welcome;
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -21,12 +25,9 @@ use fedgate::security::devpki::{self, DevPki, DevPkiOptions, RealmPki};
 use fedgate::security::{CaBundle, Verifier};
 use fedgate::wire::Limits;
 use fedgate::wire::mcollective::Serializer;
-use tokio::io::AsyncBufReadExt;
-
-mod config;
-mod welcome;
 
 use config::{Files, write_client_config, write_instance_config};
+use instance::Instance;
 
 /// Arguments of `fedgate demo`.
 #[derive(Debug, clap::Args)]
@@ -82,55 +83,19 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         dir.join("pki").display()
     );
     let pki = devpki::generate(&dir.join("pki"), &DevPkiOptions::default())?;
-    let (prod, london, tokyo) = (
-        realm(&pki, "prod")?,
-        realm(&pki, "london")?,
-        realm(&pki, "tokyo")?,
-    );
-    let servers = Servers {
-        prod: start_nats(&dir, prod)?,
-        london: start_nats(&dir, london)?,
-        tokyo: start_nats(&dir, tokyo)?,
-    };
-    let london_nodes = (args.nodes * 3).div_ceil(5);
-    let tokyo_nodes = args.nodes - london_nodes;
-    eprintln!("fedgate demo: starting {london_nodes} nodes in london and {tokyo_nodes} in tokyo");
-    let ddl = fleet_ddl(&args.ddl)?;
-    let fleets = [
-        start_fleet(&servers.london, london, london_nodes, ddl.clone()).await?,
-        start_fleet(&servers.tokyo, tokyo, tokyo_nodes, ddl).await?,
-    ];
+    let servers = Servers::start(&dir, &pki)?;
+    let (fleets, nodes) = start_fleets(&args, &pki, &servers).await?;
     let legacy = legacy_site(&dir, &args).await;
     let ports = ports(args.port)?;
     let files = Files::prepare(&dir, &args, legacy.is_some())?;
-    let mut instances = Vec::new();
-    for (index, name) in INSTANCES.iter().enumerate() {
-        let config = write_instance_config(
-            &dir,
-            name,
-            ports[index],
-            &files,
-            &pki,
-            &servers,
-            legacy.as_ref(),
-        )?;
-        instances.push(Instance::spawn(&dir, name, &config).await?);
-    }
-    let keys = TokenKeys::load(&files.token_key)?;
-    let now = std::time::SystemTime::now();
-    let tokens: Vec<(&str, String)> = USERS
-        .iter()
-        .map(|(user, _)| {
-            keys.issue(user, Duration::from_secs(8 * 3600), None, now)
-                .map(|t| (*user, t))
-        })
-        .collect::<Result<_, _>>()?;
+    let instances = start_instances(&dir, ports, &files, &pki, &servers, legacy.as_ref()).await?;
+    let tokens = issue_tokens(&files.token_key)?;
     let client_config = write_client_config(&dir, &pki, &servers, legacy.is_some())?;
     let edge = realm(&pki, "edge")?;
     let state = demo_state(
         &instances,
         &tokens,
-        [london_nodes, tokyo_nodes],
+        nodes,
         legacy.is_some(),
         files.web_root.is_some(),
         edge,
@@ -145,18 +110,90 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         let result = smoke(&instances[0].ws_url, &edge.ca, token, args.nodes).await;
         stop(instances, fleets).await;
         drop(legacy);
-        let (responses, ok) = result?;
-        println!(
-            "{}",
-            serde_json::json!({"responses": responses, "ok": ok, "nodes": args.nodes, "instances": INSTANCES.len()})
-        );
-        return Ok(if ok == args.nodes {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::from(1)
-        });
+        return Ok(smoke_report(result?, args.nodes));
     }
     welcome::print_welcome(&state, &tokens, &client_config, &files, legacy.as_ref());
+    let prod = realm(&pki, "prod")?;
+    serve_until_signal(servers, prod, instances, fleets, legacy).await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The simulated fleets: three fifths of the nodes in london, the rest in tokyo; gives back
+/// the two counts too.
+async fn start_fleets(
+    args: &Args,
+    pki: &DevPki,
+    servers: &Servers,
+) -> anyhow::Result<([Fleet; 2], [usize; 2])> {
+    let london_nodes = (args.nodes * 3).div_ceil(5);
+    let tokyo_nodes = args.nodes - london_nodes;
+    eprintln!("fedgate demo: starting {london_nodes} nodes in london and {tokyo_nodes} in tokyo");
+    let ddl = fleet_ddl(&args.ddl)?;
+    let fleets = [
+        start_fleet(
+            &servers.london,
+            realm(pki, "london")?,
+            london_nodes,
+            ddl.clone(),
+        )
+        .await?,
+        start_fleet(&servers.tokyo, realm(pki, "tokyo")?, tokyo_nodes, ddl).await?,
+    ];
+    Ok((fleets, [london_nodes, tokyo_nodes]))
+}
+
+/// The two `fedgate run` instances, each with the config written for it.
+async fn start_instances(
+    dir: &Path,
+    ports: [u16; 2],
+    files: &Files,
+    pki: &DevPki,
+    servers: &Servers,
+    legacy: Option<&LegacySite>,
+) -> anyhow::Result<Vec<Instance>> {
+    let mut instances = Vec::new();
+    for (index, name) in INSTANCES.iter().enumerate() {
+        let config = write_instance_config(dir, name, ports[index], files, pki, servers, legacy)?;
+        instances.push(Instance::spawn(dir, name, &config).await?);
+    }
+    Ok(instances)
+}
+
+/// An eight-hour token for each demo user.
+fn issue_tokens(key: &Path) -> anyhow::Result<Vec<(&'static str, String)>> {
+    let keys = TokenKeys::load(key)?;
+    let now = std::time::SystemTime::now();
+    let tokens = USERS
+        .iter()
+        .map(|(user, _)| {
+            keys.issue(user, Duration::from_secs(8 * 3600), None, now)
+                .map(|t| (*user, t))
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(tokens)
+}
+
+/// Prints the smoke run's counts; success when every node answered OK.
+fn smoke_report((responses, ok): (usize, usize), nodes: usize) -> ExitCode {
+    println!(
+        "{}",
+        serde_json::json!({"responses": responses, "ok": ok, "nodes": nodes, "instances": INSTANCES.len()})
+    );
+    if ok == nodes {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+/// Keeps federation traffic going until Ctrl-C, then stops every process the demo started.
+async fn serve_until_signal(
+    servers: Servers,
+    prod: &RealmPki,
+    instances: Vec<Instance>,
+    fleets: [Fleet; 2],
+    legacy: Option<LegacySite>,
+) {
     // A Choria federation client, so the two instances visibly share the broker's work.
     let background = tokio::spawn(federation_traffic(
         servers.prod.url().to_string(),
@@ -169,7 +206,6 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     drop(legacy);
     drop(servers);
     eprintln!("fedgate demo: stopped");
-    Ok(ExitCode::SUCCESS)
 }
 
 /// What `--state-file` holds and the welcome text reads: URLs, tokens, passwords, node counts,
@@ -219,6 +255,22 @@ struct Servers {
     prod: NatsServer,
     london: NatsServer,
     tokyo: NatsServer,
+}
+
+impl Servers {
+    /// The federation's and the two collectives' nats-servers, each on its realm's TLS.
+    fn start(dir: &Path, pki: &DevPki) -> anyhow::Result<Servers> {
+        let (prod, london, tokyo) = (
+            realm(pki, "prod")?,
+            realm(pki, "london")?,
+            realm(pki, "tokyo")?,
+        );
+        Ok(Servers {
+            prod: start_nats(dir, prod)?,
+            london: start_nats(dir, london)?,
+            tokyo: start_nats(dir, tokyo)?,
+        })
+    }
 }
 
 /// The two instances' web ports: `first` and the next, or two free ones for 0.
@@ -320,90 +372,6 @@ async fn legacy_site(dir: &Path, args: &Args) -> Option<LegacySite> {
         Err(err) => {
             eprintln!("fedgate demo: no legacy site: {err}");
             None
-        }
-    }
-}
-
-/// A `fedgate run` child; its log goes to `<dir>/<name>.log`.
-struct Instance {
-    child: tokio::process::Child,
-    http_url: String,
-    ws_url: String,
-}
-
-impl Instance {
-    async fn spawn(dir: &Path, name: &str, config: &Path) -> anyhow::Result<Instance> {
-        let exe = std::env::current_exe()?;
-        let mut child = tokio::process::Command::new(exe)
-            .args([
-                "run",
-                "--instance",
-                name,
-                "--metrics",
-                "127.0.0.1:0",
-                "--config",
-            ])
-            .arg(config)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .context("starting fedgate run")?;
-        let stderr = child.stderr.take().context("no stderr")?;
-        let log_path = dir.join(format!("{name}.log"));
-        let mut log = std::fs::File::create(&log_path)?;
-        let mut lines = tokio::io::BufReader::new(stderr).lines();
-        let ready = tokio::time::timeout(Duration::from_secs(60), async {
-            while let Ok(Some(line)) = lines.next_line().await {
-                use std::io::Write;
-                let _ = writeln!(log, "{line}");
-                if let Some(url) = line.split("edge on ").nth(1) {
-                    return Some(url.trim().to_string());
-                }
-            }
-            None
-        })
-        .await;
-        let Ok(Some(ws_url)) = ready else {
-            bail!("fedgate {name} did not start; see {}", log_path.display());
-        };
-        // Keep draining its log, so it never blocks on a full pipe.
-        tokio::spawn(async move {
-            use std::io::Write;
-            while let Ok(Some(line)) = lines.next_line().await {
-                let _ = writeln!(log, "{line}");
-            }
-        });
-        let http_url = ws_url
-            .replacen("wss://", "https://", 1)
-            .replacen("ws://", "http://", 1)
-            .trim_end_matches("/ws")
-            .to_string()
-            + "/";
-        eprintln!("fedgate demo: {name} is up at {http_url}");
-        Ok(Instance {
-            child,
-            http_url,
-            ws_url,
-        })
-    }
-
-    /// SIGTERM, so it drains; killed if it has not exited within 10 s.
-    async fn stop(mut self) {
-        if let Some(pid) = self.child.id() {
-            let pid = libc::pid_t::try_from(pid).unwrap_or(0);
-            if pid > 0 {
-                // SAFETY: kill(2) on our own child's pid; no memory is touched.
-                unsafe {
-                    libc::kill(pid, libc::SIGTERM);
-                }
-            }
-        }
-        if tokio::time::timeout(Duration::from_secs(10), self.child.wait())
-            .await
-            .is_err()
-        {
-            let _ = self.child.kill().await;
         }
     }
 }

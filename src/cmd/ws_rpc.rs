@@ -63,70 +63,107 @@ pub struct Args {
 /// Makes the call; exit 0 when every reply is OK and nothing is missing, 1 otherwise.
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let identity = args.cert.clone().zip(args.key.clone());
-    let options = Connect {
-        url: args.url.clone(),
-        token: args.token.clone(),
-        identity: if args.sign { None } else { identity.clone() },
-        ca: args.ca.clone(),
-        signed_only: args.sign,
-        ..Connect::default()
-    };
-    let mut client = WsClient::connect(&options)
-        .await
-        .with_context(|| format!("connecting to {}", args.url))?;
+    let mut client = connect(&args, identity.clone()).await?;
     let timeout = Duration::try_from_secs_f64(args.timeout).context("--timeout")?;
-    let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
     let filter = filter(&args)?;
     let data = parse_inputs(&args.call.inputs)?;
-    let mut collect = Map::new();
-    collect.insert("timeout_ms".into(), json!(timeout_ms));
-    collect.insert("targets".into(), json!(args.call.targets));
-    if let Some(limit) = args.expect {
-        collect.insert("limit".into(), json!(limit));
-    }
+    let collect = collect(&args, timeout);
     let request = if args.sign {
-        let Some((cert, key)) = &identity else {
-            bail!("--sign needs --cert and --key");
-        };
-        let Some(collective) = &args.collective else {
-            bail!("--sign needs --collective: a signed request names its collective");
-        };
-        let signer = Signer::from_files(cert, key)?;
-        let caller = CallerId::parse(&format!("choria={}", signer.certname()))?;
-        let call = SignedCall {
-            collective,
-            agent: &args.call.agent,
-            action: &args.call.action,
-            data,
-            filter,
-            ttl: 60,
-        };
-        let secure = sign_request(&signer, &caller, &fedgate::hostname(), &call, Now::system())?;
-        signed_message("ws-rpc", &secure, collect)
+        signed_request(&args, identity.as_ref(), data, filter, collect)?
     } else {
-        let mut message = json!({
-            "type": "rpc",
-            "id": "ws-rpc",
-            "agent": args.call.agent,
-            "action": args.call.action,
-            "data": data,
-            "filter": {"fact": filter.fact, "cf_class": filter.cf_class, "identity": filter.identity},
-        });
-        if let Value::Object(fields) = &mut message {
-            match (&args.collective, &args.federation) {
-                (Some(c), _) => fields.insert("collective".into(), json!(c)),
-                (None, Some(f)) => fields.insert("federation".into(), json!(f)),
-                (None, None) => bail!("give --collective or --federation"),
-            };
-            fields.extend(collect);
-        }
-        message
+        plain_request(&args, data, &filter, collect)?
     };
     let json = args.json;
     let end = client
         .call(&request, |reply| print_reply(&reply_event(reply), json))
         .await?;
     client.close().await;
+    finish(&end, json)
+}
+
+/// Opens the socket: with the token, with the client certificate unless it signs requests.
+async fn connect(args: &Args, identity: Option<(PathBuf, PathBuf)>) -> anyhow::Result<WsClient> {
+    let options = Connect {
+        url: args.url.clone(),
+        token: args.token.clone(),
+        identity: if args.sign { None } else { identity },
+        ca: args.ca.clone(),
+        signed_only: args.sign,
+        ..Connect::default()
+    };
+    WsClient::connect(&options)
+        .await
+        .with_context(|| format!("connecting to {}", args.url))
+}
+
+/// How the edge collects the replies: the timeout, the targets and the reply limit.
+fn collect(args: &Args, timeout: Duration) -> Map<String, Value> {
+    let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+    let mut collect = Map::new();
+    collect.insert("timeout_ms".into(), json!(timeout_ms));
+    collect.insert("targets".into(), json!(args.call.targets));
+    if let Some(limit) = args.expect {
+        collect.insert("limit".into(), json!(limit));
+    }
+    collect
+}
+
+/// A Choria v1 secure request signed here with `identity`, as the edge's signed message.
+fn signed_request(
+    args: &Args,
+    identity: Option<&(PathBuf, PathBuf)>,
+    data: Map<String, Value>,
+    filter: Filter,
+    collect: Map<String, Value>,
+) -> anyhow::Result<Value> {
+    let Some((cert, key)) = identity else {
+        bail!("--sign needs --cert and --key");
+    };
+    let Some(collective) = &args.collective else {
+        bail!("--sign needs --collective: a signed request names its collective");
+    };
+    let signer = Signer::from_files(cert, key)?;
+    let caller = CallerId::parse(&format!("choria={}", signer.certname()))?;
+    let call = SignedCall {
+        collective,
+        agent: &args.call.agent,
+        action: &args.call.action,
+        data,
+        filter,
+        ttl: 60,
+    };
+    let secure = sign_request(&signer, &caller, &fedgate::hostname(), &call, Now::system())?;
+    Ok(signed_message("ws-rpc", &secure, collect))
+}
+
+/// An `rpc` message for the edge to sign as the socket's caller.
+fn plain_request(
+    args: &Args,
+    data: Map<String, Value>,
+    filter: &Filter,
+    collect: Map<String, Value>,
+) -> anyhow::Result<Value> {
+    let mut message = json!({
+        "type": "rpc",
+        "id": "ws-rpc",
+        "agent": args.call.agent,
+        "action": args.call.action,
+        "data": data,
+        "filter": {"fact": filter.fact, "cf_class": filter.cf_class, "identity": filter.identity},
+    });
+    if let Value::Object(fields) = &mut message {
+        match (&args.collective, &args.federation) {
+            (Some(c), _) => fields.insert("collective".into(), json!(c)),
+            (None, Some(f)) => fields.insert("federation".into(), json!(f)),
+            (None, None) => bail!("give --collective or --federation"),
+        };
+        fields.extend(collect);
+    }
+    Ok(message)
+}
+
+/// Prints the summary of the call's last frame, `end`, and gives the exit code.
+fn finish(end: &Value, json: bool) -> anyhow::Result<ExitCode> {
     if end["type"] == "error" {
         bail!(
             "{}: {}",
@@ -134,7 +171,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             end["message"].as_str().unwrap_or("")
         );
     }
-    let summary = summary(&end);
+    let summary = summary(end);
     print_summary(&summary, json)?;
     if let Some(refused) = end["refused"].as_object() {
         for (collective, why) in refused {

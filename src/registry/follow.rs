@@ -10,15 +10,16 @@
 //! `heartbeat_s` it checks `head` again (a missed watch update is caught there) and reports
 //! its status.
 
+mod task;
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use super::cache::Cache;
-use super::store::{Manifest, Refusal, Registry, Status, parse_manifest};
+use super::store::{Manifest, Refusal, Registry, Status};
 use super::{RegistryError, Validated, unix_now, validate};
 use crate::config::{Config, RegistryConfig};
 use crate::rules::RuleStore;
@@ -155,21 +156,6 @@ pub struct Follower {
     task: tokio::task::JoinHandle<()>,
 }
 
-/// What the follower task works with.
-struct Context {
-    base: Config,
-    path: PathBuf,
-    instance: String,
-    cache: Cache,
-    store: Arc<RuleStore>,
-    /// The membership last handed to the process (at first, the one it started with), to tell
-    /// when a revision changes it.
-    requested: Mutex<Config>,
-    /// Configs of revisions that change membership, for the process to serve.
-    membership: tokio::sync::watch::Sender<Option<Arc<Config>>>,
-    status: Arc<Mutex<Status>>,
-}
-
 impl Follower {
     /// Starts following after [`start`]: `store` holds the start revision's rules, `serving`
     /// is the config the instance runs with.
@@ -198,7 +184,7 @@ impl Follower {
         publish_metrics(&status);
         let status = Arc::new(Mutex::new(status));
         let (membership, changes) = tokio::sync::watch::channel(None);
-        let ctx = Context {
+        let ctx = task::Context {
             requested: Mutex::new(start.validated.config.clone()),
             membership,
             base,
@@ -208,7 +194,7 @@ impl Follower {
             store,
             status: status.clone(),
         };
-        let task = tokio::spawn(follow(ctx, settings, start.registry, stop));
+        let task = tokio::spawn(task::follow(ctx, settings, start.registry, stop));
         Ok(Follower {
             status,
             membership: changes,
@@ -244,199 +230,6 @@ impl Follower {
     /// Waits for the follower to stop (after its `stop` token is cancelled).
     pub async fn stopped(self) {
         let _ = self.task.await;
-    }
-}
-
-async fn follow(
-    ctx: Context,
-    settings: RegistryConfig,
-    mut registry: Option<Registry>,
-    stop: CancellationToken,
-) {
-    let heartbeat = Duration::from_secs(settings.heartbeat_s.max(1));
-    loop {
-        let connected = match registry.take() {
-            Some(connected) => connected,
-            None => {
-                let name = format!("fedgate-registry-{}", ctx.instance);
-                let attempt = tokio::time::timeout(
-                    heartbeat.max(Duration::from_secs(2)),
-                    Registry::connect(&settings, &name, false),
-                );
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    result = attempt => match result {
-                        Ok(Ok(connected)) => connected,
-                        _ => {
-                            ctx.report_local();
-                            tokio::select! {
-                                _ = stop.cancelled() => return,
-                                _ = tokio::time::sleep(heartbeat) => continue,
-                            }
-                        }
-                    },
-                }
-            }
-        };
-        let mut watch = match connected.watch_head().await {
-            Ok(watch) => Some(watch),
-            Err(e) => {
-                tracing::debug!(error = %e, "cannot watch the registry head; checking every heartbeat");
-                None
-            }
-        };
-        let mut ticker = tokio::time::interval(heartbeat);
-        loop {
-            let next = async {
-                match &mut watch {
-                    Some(watch) => watch.next().await,
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                entry = next => match entry {
-                    Some(Ok(entry)) => {
-                        ctx.heard();
-                        if entry.operation == async_nats::jetstream::kv::Operation::Put {
-                            ctx.offer(&connected, parse_manifest(&entry.value)).await;
-                        }
-                    }
-                    // The watch ended (the server went away): check on the heartbeat instead,
-                    // and watch again once it answers.
-                    _ => watch = None,
-                },
-                _ = ticker.tick() => {
-                    match connected.head().await {
-                        Ok(head) => {
-                            ctx.heard();
-                            if let Some((manifest, _)) = head {
-                                ctx.offer(&connected, Ok(manifest)).await;
-                            }
-                            if watch.is_none() {
-                                watch = connected.watch_head().await.ok();
-                            }
-                        }
-                        Err(RegistryError::Unreachable(_)) => {}
-                        Err(e) => {
-                            ctx.heard();
-                            ctx.offer(&connected, Err(e)).await;
-                        }
-                    }
-                    let status = ctx.snapshot();
-                    if let Err(e) = connected.report(&status).await {
-                        tracing::debug!(error = %e, "could not report status to the registry");
-                    }
-                    publish_metrics(&status);
-                }
-            }
-        }
-    }
-}
-
-impl Context {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Status> {
-        self.status
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    fn heard(&self) {
-        self.lock().heard = unix_now();
-    }
-
-    fn snapshot(&self) -> Status {
-        let mut status = self.lock();
-        status.reported = unix_now();
-        status.clone()
-    }
-
-    fn report_local(&self) {
-        publish_metrics(&self.snapshot());
-    }
-
-    /// Applies an offered head unless it is the running revision or one already refused.
-    async fn offer(&self, registry: &Registry, offered: Result<Manifest, RegistryError>) {
-        let (current, refused) = {
-            let status = self.lock();
-            (status.revision, status.refused.as_ref().map(|r| r.revision))
-        };
-        let number = offered_revision(&offered);
-        if number == current || refused == Some(number) {
-            return;
-        }
-        // Revisions only grow (a rollback is a new revision): an older head is a stale read.
-        if number != 0 && number < current {
-            tracing::debug!(
-                revision = number,
-                current,
-                "ignoring an older registry head"
-            );
-            return;
-        }
-        match apply_offer(registry, &self.cache, &self.base, &self.path, offered).await {
-            Ok((manifest, validated)) => {
-                let changed = {
-                    let requested = self
-                        .requested
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner);
-                    membership_changes(&requested, &validated.config)
-                };
-                let next = validated.config;
-                self.store.install(validated.rules);
-                if let Err(e) = self.cache.commit(manifest.revision) {
-                    tracing::error!(error = %e, "revision applied, but the cache could not record it");
-                }
-                metrics::counter!("fedgate_registry_applied_total", "result" => "ok").increment(1);
-                tracing::info!(
-                    revision = manifest.revision,
-                    author = %manifest.author,
-                    message = %manifest.message,
-                    "registry revision applied"
-                );
-                if !changed.is_empty() {
-                    tracing::info!(federations = %changed.join(", "), "the revision changes membership");
-                }
-                {
-                    let mut status = self.lock();
-                    status.revision = manifest.revision;
-                    status.source = "registry".into();
-                    status.applied = unix_now();
-                    status.refused = None;
-                    if !changed.is_empty() {
-                        // Until the process serves the new membership.
-                        status.membership_pending = changed;
-                    }
-                    publish_metrics(&status);
-                }
-                if !same_membership(&self.requested, &next) {
-                    *self
-                        .requested
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner) = next.clone();
-                    self.membership.send_replace(Some(Arc::new(next)));
-                }
-            }
-            // The registry went away mid-fetch, or the local cache could not take it: try
-            // again on the next heartbeat.
-            Err(e @ (RegistryError::Unreachable(_) | RegistryError::Cache { .. })) => {
-                tracing::warn!(revision = number, error = %e, "could not take a registry revision; trying again");
-            }
-            Err(e) => {
-                tracing::error!(revision = number, error = %e, "refusing registry revision; keeping revision {current}");
-                metrics::counter!("fedgate_registry_applied_total", "result" => "refused")
-                    .increment(1);
-                self.store
-                    .refused(format!("registry revision {number}: {e}"));
-                let mut status = self.lock();
-                status.refused = Some(Refusal {
-                    revision: number,
-                    reason: e.to_string(),
-                });
-                publish_metrics(&status);
-            }
-        }
     }
 }
 

@@ -1,0 +1,95 @@
+//! The `fedgate run` children of `fedgate demo`: started, watched until their edge is up, and
+//! stopped with a drain.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use tokio::io::AsyncBufReadExt;
+
+/// A `fedgate run` child; its log goes to `<dir>/<name>.log`.
+pub(super) struct Instance {
+    child: tokio::process::Child,
+    /// The web page.
+    pub(super) http_url: String,
+    /// The WebSocket edge.
+    pub(super) ws_url: String,
+}
+
+impl Instance {
+    /// Starts `fedgate run` with `config` and waits until its edge is up.
+    pub(super) async fn spawn(dir: &Path, name: &str, config: &Path) -> anyhow::Result<Instance> {
+        let exe = std::env::current_exe()?;
+        let mut child = tokio::process::Command::new(exe)
+            .args([
+                "run",
+                "--instance",
+                name,
+                "--metrics",
+                "127.0.0.1:0",
+                "--config",
+            ])
+            .arg(config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting fedgate run")?;
+        let stderr = child.stderr.take().context("no stderr")?;
+        let log_path = dir.join(format!("{name}.log"));
+        let mut log = std::fs::File::create(&log_path)?;
+        let mut lines = tokio::io::BufReader::new(stderr).lines();
+        let ready = tokio::time::timeout(Duration::from_secs(60), async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                use std::io::Write;
+                let _ = writeln!(log, "{line}");
+                if let Some(url) = line.split("edge on ").nth(1) {
+                    return Some(url.trim().to_string());
+                }
+            }
+            None
+        })
+        .await;
+        let Ok(Some(ws_url)) = ready else {
+            bail!("fedgate {name} did not start; see {}", log_path.display());
+        };
+        // Keep draining its log, so it never blocks on a full pipe.
+        tokio::spawn(async move {
+            use std::io::Write;
+            while let Ok(Some(line)) = lines.next_line().await {
+                let _ = writeln!(log, "{line}");
+            }
+        });
+        let http_url = ws_url
+            .replacen("wss://", "https://", 1)
+            .replacen("ws://", "http://", 1)
+            .trim_end_matches("/ws")
+            .to_string()
+            + "/";
+        eprintln!("fedgate demo: {name} is up at {http_url}");
+        Ok(Instance {
+            child,
+            http_url,
+            ws_url,
+        })
+    }
+
+    /// SIGTERM, so it drains; killed if it has not exited within 10 s.
+    pub(super) async fn stop(mut self) {
+        if let Some(pid) = self.child.id() {
+            let pid = libc::pid_t::try_from(pid).unwrap_or(0);
+            if pid > 0 {
+                // SAFETY: kill(2) on our own child's pid; no memory is touched.
+                unsafe {
+                    libc::kill(pid, libc::SIGTERM);
+                }
+            }
+        }
+        if tokio::time::timeout(Duration::from_secs(10), self.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = self.child.kill().await;
+        }
+    }
+}
