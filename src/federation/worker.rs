@@ -212,8 +212,17 @@ fn refuse(ctx: &ClusterContext, direction: Direction, refusal: &Refusal) {
     if tracing::enabled!(tracing::Level::DEBUG) {
         tracing::debug!(cluster = %ctx.rules.cluster, reason = refusal.reason(), refusal = %clip(&refusal.to_string()), "refused federated message");
     }
-    if let Refusal::Admission(admission) = refusal {
-        admission.count(EDGE);
+    if matches!(direction, Direction::Request) {
+        // The counter every ingress shares: the admission path's stage and code, or the
+        // broker's own (framing and routing, re-signing, publishing).
+        let (stage, code) = match refusal {
+            Refusal::Admission(admission) => (admission.stage.as_str(), admission.code.as_str()),
+            Refusal::ResignFailed(_) => ("resign", refusal.reason()),
+            Refusal::Unreachable(_) => ("publish", refusal.reason()),
+            _ => ("decode", refusal.reason()),
+        };
+        metrics::counter!("fedgate_refusals_total", "edge" => EDGE, "stage" => stage, "code" => code)
+            .increment(1);
     }
     ctx.stats.refused(direction, refusal);
 }

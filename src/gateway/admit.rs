@@ -84,6 +84,10 @@ impl Recorded {
 
     /// What it may be published as: the only value the ingresses' publishers take.
     pub fn cleared(&self) -> Cleared {
+        debug_assert!(
+            self.admitted.event.request_id.is_some(),
+            "every ingress records the request id before admission"
+        );
         Cleared {
             mapped: self.admitted.mapped.clone(),
             filter: self.admitted.filter.clone(),

@@ -191,7 +191,7 @@ impl Shared {
                     tracing::error!(legacy = %self.name, %err, "could not record a refusal");
                 }
                 // A replay's reply subject is the replayer's choice: it is not told.
-                if let Some(answer) = answer.filter(|_| refusal.code != Code::Replay) {
+                if let Some(answer) = answer.filter(|_| refusal.stage != Stage::Replay) {
                     self.tell(&answer, &event).await;
                 }
             }

@@ -291,7 +291,10 @@ impl Share<'_> {
 /// Marks `event` as refused at `stage` for `refusal`.
 pub(super) fn deny(event: &mut Event, stage: &str, refusal: &Refusal) {
     if let Refusal::Admission(admission) = refusal {
-        return admission.mark(event);
+        admission.mark(event);
+        // Parts of the reason come off the wire (a header's request id, a target's agent).
+        event.reason = clip(&event.reason);
+        return;
     }
     event.decision = Some(Verdict::Deny);
     event.stage = stage.into();
