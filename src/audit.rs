@@ -8,6 +8,7 @@
 //!   id, one chain per instance subject, shared by instances).
 //! - [`review`]: verification across rotated files, and reading records back.
 
+pub mod bound;
 pub mod cef;
 pub mod file;
 pub mod jetstream;
@@ -86,10 +87,11 @@ impl Auditor {
 
     /// Writes one record to every sink at once; Ok carries its id when at least one accepted
     /// it, Err says why each refused.
-    pub async fn record(&self, kind: Kind, event: Event) -> Result<String, AuditError> {
+    pub async fn record(&self, kind: Kind, mut event: Event) -> Result<String, AuditError> {
         if self.sinks.is_empty() {
             return Err(AuditError("no audit sink is configured".into()));
         }
+        bound::bound(&mut event);
         let verdict = match event.decision {
             Some(Verdict::Allow) => "allow",
             Some(Verdict::Deny) => "deny",

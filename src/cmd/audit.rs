@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
+use fedgate::audit::bound::escaped;
 use fedgate::audit::{Kind, Record, Verdict, review};
 use regex::Regex;
 use time::OffsetDateTime;
@@ -301,8 +302,12 @@ fn header() -> String {
     )
 }
 
+/// One record as one table row. Every field is shown with its control characters escaped, so a
+/// value a caller chose (a claimed caller id with a line break, a terminal escape) cannot forge
+/// a row, whatever wrote the trail.
 fn row(record: &Record, replies: Option<u64>) -> String {
     let e = &record.event;
+    let shown = |text: &str| escaped(text).into_owned();
     let caller = e
         .caller
         .clone()
@@ -315,19 +320,19 @@ fn row(record: &Record, replies: Option<u64>) -> String {
     };
     format!(
         "{:<26} {:<6} {:<30} {:<30} {:<12} {:<22} {:>7}  {:<24} {}",
-        record.time,
+        shown(&record.time),
         decision,
-        caller,
-        e.mapped_caller.as_deref().unwrap_or("-"),
-        e.collectives.join(","),
-        format!(
+        shown(&caller),
+        shown(e.mapped_caller.as_deref().unwrap_or("-")),
+        shown(&e.collectives.join(",")),
+        shown(&format!(
             "{}.{}",
             e.agent.as_deref().unwrap_or("?"),
             e.action.as_deref().unwrap_or("?")
-        ),
+        )),
         replies.map_or("-".into(), |n| n.to_string()),
-        e.rule.as_deref().unwrap_or("-"),
-        e.reason
+        shown(e.rule.as_deref().unwrap_or("-")),
+        shown(&e.reason)
     )
 }
 
@@ -383,4 +388,39 @@ fn read_from(path: &Path, position: &mut u64) -> Option<Vec<u8>> {
 fn file_identity(path: &Path) -> Option<u64> {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata(path).ok().map(|m| m.ino())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fedgate::audit::Event;
+
+    #[test]
+    fn a_row_shows_control_characters_escaped_whatever_wrote_the_trail() {
+        // As a trail written before claimed texts were bounded may hold it.
+        let record = Record {
+            v: 1,
+            kind: Kind::Decision,
+            id: "i:1".into(),
+            seq: 1,
+            time: "2026-12-04T10:00:00.000000Z".into(),
+            instance: "i".into(),
+            event: Event {
+                claimed_caller: Some(
+                    "choria=x\n2026-12-04T00:00:00Z allow \u{1b}[32mup=admin".into(),
+                ),
+                decision: Some(Verdict::Deny),
+                reason: "bad\rline".into(),
+                ..Event::default()
+            },
+            prev: String::new(),
+            hash: String::new(),
+        };
+        let row = row(&record, None);
+        assert!(!row.chars().any(char::is_control), "{row:?}");
+        assert!(
+            row.contains("choria=x\\n2026-12-04T00:00:00Z allow \\u{1b}[32mup=admin (claimed)")
+        );
+        assert!(row.ends_with("bad\\rline"));
+    }
 }
