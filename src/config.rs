@@ -4,6 +4,7 @@
 mod audit;
 mod defaults;
 mod edge;
+mod exposure;
 mod legacy;
 mod network;
 mod policy;
@@ -23,6 +24,7 @@ use crate::security::identity::IdentityRules;
 
 pub use audit::{AuditConfig, AuditStreamConfig};
 pub use edge::EdgeConfig;
+pub use exposure::Exposed;
 pub use legacy::{LegacyBridgeConfig, LegacyConfig};
 pub use network::{
     ClientConfig, CollectiveConfig, FederationConfig, FederationMode, InstanceConfig, TlsIdentity,

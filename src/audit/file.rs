@@ -14,6 +14,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
 use std::time::{Duration, Instant};
@@ -26,6 +27,8 @@ use super::record::{self, ChainState, Event, Kind, Record};
 pub const QUEUE: usize = 8192;
 /// Most events written in one batch.
 const BATCH: usize = 512;
+/// Audit files are created readable and writable by their owner only: they hold who did what.
+pub const AUDIT_FILE_MODE: u32 = 0o600;
 
 /// When the file is flushed to stable storage.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
@@ -162,6 +165,7 @@ impl Writer {
         let file = OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(AUDIT_FILE_MODE)
             .open(&options.path)
             .map_err(|e| error(e.to_string()))?;
         let mut writer = Writer {
@@ -313,6 +317,7 @@ impl Writer {
         self.file = OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(AUDIT_FILE_MODE)
             .open(&self.options.path)
             .map_err(|e| e.to_string())?;
         self.len = 0;

@@ -53,6 +53,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let metrics = serve_metrics(&config, &instance, &stop).await?;
     let sides = Sides::of(&config);
     let gate = open_gate(&config, &sides, &instance, &stop).await?;
+    warn_exposed(&config, &instance);
     let follower = match start {
         Some(start) => Some(Follower::spawn(
             base,
@@ -93,6 +94,20 @@ fn load_config(args: &Args) -> anyhow::Result<(Config, String)> {
     fedgate::config::validate_instance_name(&instance)
         .map_err(|problem| anyhow::anyhow!("instance name: {problem}"))?;
     Ok((base, instance))
+}
+
+/// Says on stderr (and in the log) which audit, users and token key files group or others can
+/// read: they hold who did what, password hashes and the key tokens are signed with.
+fn warn_exposed(config: &Config, instance: &str) {
+    for exposed in config.exposed_files() {
+        eprintln!(
+            "fedgate {instance}: warning: the {} {} has mode {:o}; it should be readable by its owner only (chmod 600)",
+            exposed.what,
+            exposed.path.display(),
+            exposed.mode
+        );
+        tracing::warn!(file = %exposed.path.display(), mode = format!("{:o}", exposed.mode), "{} readable by group or others", exposed.what);
+    }
 }
 
 /// The registry revision to start with (or the cached one), said on stderr.

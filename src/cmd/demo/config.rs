@@ -106,7 +106,7 @@ impl Files {
                 hash_password(password)?
             ));
         }
-        std::fs::write(&users, text)?;
+        write_private(&users, text.as_bytes())?;
         Ok(Files {
             identity,
             policies,
