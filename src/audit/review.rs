@@ -53,9 +53,18 @@ fn first_seq(path: &Path) -> Option<u64> {
     serde_json::from_slice::<Record>(line).ok().map(|r| r.seq)
 }
 
-/// Verifies that `files` (in any order) form one unbroken chain: every line canonical with a
-/// good hash, every `prev` naming the record before, seq without gaps, across file boundaries.
+/// Verifies that `files` (in any order) form one whole, unbroken chain: it starts at its genesis
+/// (seq 0, after the all-zero hash), every line is canonical with a good hash, every `prev` names
+/// the record before, and seq has no gaps, across file boundaries. A chain whose beginning was
+/// cut (its first lines, or its oldest rotated files, removed) is refused, naming the records
+/// missing.
 pub fn verify(files: &[PathBuf]) -> Result<Intact, Broken> {
+    verify_from(files, None)
+}
+
+/// [`verify`], accepting a chain that starts at `from` instead of its genesis: a cut that is
+/// known (say, the trail before an archive date); it must start exactly there.
+pub fn verify_from(files: &[PathBuf], from: Option<u64>) -> Result<Intact, Broken> {
     let ordered = chain_order(files);
     let mut state: Option<ChainState> = None;
     let mut start = None;
@@ -83,6 +92,9 @@ pub fn verify(files: &[PathBuf]) -> Result<Intact, Broken> {
                 return Err(broken(number, "torn record: no final newline".into()));
             };
             let record = record::check_line(line).map_err(|e| broken(number, e.to_string()))?;
+            if state.is_none() {
+                starts_whole(&record, from).map_err(|problem| broken(number, problem))?;
+            }
             let state = state.get_or_insert_with(|| {
                 let begin = ChainState {
                     seq: record.seq,
@@ -108,6 +120,28 @@ pub fn verify(files: &[PathBuf]) -> Result<Intact, Broken> {
         start: start.unwrap_or_else(ChainState::genesis),
         end,
     })
+}
+
+/// Whether the chain's first record is where a whole chain starts: at its genesis, or at `from`.
+fn starts_whole(first: &Record, from: Option<u64>) -> Result<(), String> {
+    match from {
+        Some(from) if first.seq == from => Ok(()),
+        Some(from) => Err(format!(
+            "the chain starts at seq {}, not at --from {from}",
+            first.seq
+        )),
+        None if first.seq == 0 && first.prev == record::GENESIS => Ok(()),
+        None if first.seq == 0 => {
+            Err("the first record does not follow the genesis hash: records are missing".into())
+        }
+        None => Err(format!(
+            "incomplete: the chain starts at seq {seq}, not at its beginning; records 0..{last} \
+             are missing (the first lines or the oldest files were removed); --from {seq} \
+             accepts a known cut",
+            seq = first.seq,
+            last = first.seq - 1,
+        )),
+    }
 }
 
 /// Every record of `files` in chain order, with its file and line; unreadable lines are skipped
