@@ -1,5 +1,6 @@
 //! Federated messages a broker must refuse: each is counted under its own reason and nothing is
-//! published into any member network. Also a ring of two federations, stopped by max_hops.
+//! published into any member network. Also a ring of two federations, stopped by max_hops, and
+//! the audit records of routing refusals in resign mode.
 
 mod support;
 
@@ -11,10 +12,15 @@ use bytes::Bytes;
 use fedgate::config::Config;
 use fedgate::federation::stats::ClusterSnapshot;
 use fedgate::federation::{Broker, BrokerOptions};
+use fedgate::security::Signer;
+use fedgate::subjects;
 use fedgate::wire::Limits;
+use fedgate::wire::choria_v1::{
+    FederationHeader, Filter, Request, RequestEnvelope, Transport, TransportHeaders,
+};
 use futures::StreamExt;
 use serde_json::{Value, json};
-use support::{Network, network_block};
+use support::{BrokerProcess, Network, audit_records, gate_block, network_block};
 
 const REQ: &str = "6a6f3a2c1e8b4e0f9d1b2c3d4e5f6a7b";
 const REPLY_TO: &str =
@@ -295,4 +301,182 @@ async fn shutdown_finishes_every_message_it_took() {
         delivered += 1;
     }
     assert_eq!(delivered, figures.sent, "and arrived in the member network");
+}
+
+/// A request signed by prod's alice for `rpcutil#ping` in london, in a transport with the
+/// federation header's `req` set to its request id, edited by `edit` before it is sent.
+fn signed_request(edit: impl FnOnce(&mut TransportHeaders)) -> (Vec<u8>, String, String) {
+    let pair = support::user("prod", "alice");
+    let signer = Signer::from_files(&pair.cert, &pair.key).unwrap();
+    let caller = format!("choria={}", signer.certname());
+    let requestid = uuid::Uuid::new_v4().simple().to_string();
+    let request = Request::new(
+        r#"{"agent":"rpcutil","action":"ping","data":{}}"#.into(),
+        RequestEnvelope {
+            requestid: requestid.clone(),
+            senderid: "test-client".into(),
+            callerid: caller.clone(),
+            collective: "london".into(),
+            agent: "rpcutil".into(),
+            ttl: 60,
+            time: fedgate::security::Now::system().unix_seconds(),
+            filter: Filter::default(),
+        },
+    );
+    let secure = signer.sign_request(&request).unwrap();
+    let mut headers = TransportHeaders {
+        reply_to: Some(subjects::reply("london", &caller, &requestid)),
+        mc_sender: Some("test-client".into()),
+        federation: Some(FederationHeader {
+            req: Some(requestid.clone()),
+            reply_to: None,
+            target: vec![subjects::broadcast("london", "rpcutil")],
+        }),
+        ..TransportHeaders::default()
+    };
+    edit(&mut headers);
+    let transport = Transport::new(secure.encode(), headers);
+    (transport.encode(), requestid, caller)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routing_refusals_in_resign_mode_record_the_request_id_and_the_claimed_caller() {
+    let (prod, london) = (Network::start("prod"), Network::start("london"));
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("identity.toml");
+    std::fs::write(
+        &rules,
+        "[[rule]]\nfrom = \"prod\"\nto = [\"london\"]\nglob = \"choria=*.mcollective\"\nas = \"$0\"\n",
+    )
+    .unwrap();
+    let privileged = support::realm("london").privileged.as_ref().unwrap();
+    let text = format!(
+        "[instance]\nstats_interval = 1\nworkers = 1\n\n[identity]\nrules = {rules:?}\n\n{}{}{}",
+        gate_block(
+            dir.path(),
+            &[("rpcutil.policy", "policy default allow\n")],
+            ""
+        ),
+        network_block("federations.prod", &prod, "max_hops = 2"),
+        network_block(
+            "federations.prod.collectives.london",
+            &london,
+            &format!(
+                "signer = {{ certificate = {:?}, key = {:?} }}",
+                privileged.cert, privileged.key
+            ),
+        ),
+    );
+    let config = dir.path().join("fedgate.toml");
+    std::fs::write(&config, text).unwrap();
+    let _broker = BrokerProcess::spawn(&config, "fr1").await;
+
+    let hop = |n: usize| -> [String; 3] {
+        [
+            "nats://fed:4222".into(),
+            format!("fb{n} (fedgate federation other)"),
+            "nats://fed:4222".into(),
+        ]
+    };
+    let cases = [
+        (
+            "bad_reply_to",
+            signed_request(|h| h.reply_to = Some("london.broadcast.agent.rpcutil".into())),
+        ),
+        (
+            "not_member",
+            signed_request(|h| {
+                h.federation.as_mut().unwrap().target =
+                    vec![subjects::broadcast("paris", "rpcutil")]
+            }),
+        ),
+        (
+            "max_hops",
+            signed_request(|h| h.seen_by = vec![hop(1), hop(2)]),
+        ),
+    ];
+    let sender = prod.connect_as("alice").await;
+    for (_, (payload, _, _)) in &cases {
+        sender
+            .publish(
+                subjects::federation_ingest("prod"),
+                Bytes::from(payload.clone()),
+            )
+            .await
+            .unwrap();
+    }
+    sender.flush().await.unwrap();
+
+    let trail = dir.path().join("audit/audit.log");
+    let recorded = |requestid: &str, code: &str| {
+        audit_records(&trail)
+            .into_iter()
+            .find(|r| r.event.code == code && r.event.request_id.as_deref() == Some(requestid))
+    };
+    for (code, (_, requestid, caller)) in &cases {
+        let mut record = None;
+        for _ in 0..100 {
+            record = recorded(requestid, code);
+            if record.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let Some(record) = record else {
+            let codes: Vec<_> = audit_records(&trail)
+                .into_iter()
+                .map(|r| (r.event.code, r.event.request_id))
+                .collect();
+            panic!("no {code} record for request {requestid}: {codes:?}");
+        };
+        let event = &record.event;
+        assert_eq!(
+            event.decision,
+            Some(fedgate::audit::Verdict::Deny),
+            "{code}"
+        );
+        assert_eq!(
+            event.claimed_caller.as_deref(),
+            Some(caller.as_str()),
+            "{code}"
+        );
+        assert_eq!(
+            event.caller, None,
+            "{code}: a claim is never a verified caller"
+        );
+        assert_eq!(event.agent.as_deref(), Some("rpcutil"), "{code}");
+    }
+    let not_member = recorded(&cases[1].1.1, "not_member").unwrap();
+    assert_eq!(not_member.event.collectives, vec!["paris".to_string()]);
+
+    let query = std::process::Command::new(support::fedgate_bin())
+        .args([
+            "audit",
+            "query",
+            "--format",
+            "json",
+            "--caller",
+            "^choria=alice",
+        ])
+        .arg(&trail)
+        .output()
+        .unwrap();
+    assert!(query.status.success(), "{query:?}");
+    let listed: Vec<(String, String)> = String::from_utf8(query.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let record: fedgate::audit::Record = serde_json::from_str(line).unwrap();
+            (
+                record.event.code,
+                record.event.request_id.unwrap_or_default(),
+            )
+        })
+        .collect();
+    for (code, (_, requestid, _)) in &cases {
+        assert!(
+            listed.contains(&(code.to_string(), requestid.clone())),
+            "audit query lists the {code} refusal: {listed:?}"
+        );
+    }
 }

@@ -61,7 +61,7 @@ pub struct QueryArgs {
     /// The active audit file (its rotated files are read too), or several files.
     #[arg(required = true)]
     files: Vec<PathBuf>,
-    /// Verified or mapped caller id matches this regex.
+    /// Verified, mapped or claimed (unverified) caller id matches this regex.
     #[arg(long, value_name = "RE")]
     caller: Option<String>,
     /// Agent.

@@ -20,7 +20,7 @@ use crate::gateway::gate::Gate;
 use crate::nats::connected_server;
 
 mod resigned;
-use resigned::{deny, relay_resigned};
+use resigned::{claimed_unrouted, deny, relay_resigned};
 
 /// Longest piece of an untrusted message that goes into a log line.
 const LOG_CLIP: usize = 256;
@@ -149,6 +149,8 @@ async fn relay_one(ctx: &ClusterContext, message: &Message) {
                         .unwrap_or_default(),
                     ..Event::default()
                 };
+                // Read, not verified: only a request that can be routed is verified.
+                claimed_unrouted(&mut event, &message.payload, &ctx.rules);
                 deny(&mut event, "decode", &refusal);
                 let _ = gate.record(event).await;
             }

@@ -2,6 +2,7 @@
 //! then each destination collective's share admitted, claimed, re-signed, recorded and only
 //! then published; every refusal of a verified caller recorded, counted and answered.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use async_nats::Client;
@@ -10,7 +11,7 @@ use super::{ClusterContext, EDGE, clip, publish_all, refuse};
 use crate::audit::{Event, Verdict};
 use crate::federation::resign::{self, ResignRules, ResignTarget};
 use crate::federation::stats::Direction;
-use crate::federation::transform::{Destination, Egress, Refusal, RoutedRequest};
+use crate::federation::transform::{ClusterRules, Destination, Egress, Refusal, RoutedRequest};
 use crate::gateway::gate::{self, Gate};
 use crate::gateway::{
     Admitted, Ask, Call, CallError, Claim, Mode, Recorded, Refusal as Admission, Why, admit,
@@ -20,7 +21,8 @@ use crate::nats::connected_server;
 use crate::rules::Rules;
 use crate::security::{Now, VerifiedRequest};
 use crate::subjects::Target;
-use crate::wire::choria_v1::SecureRequest;
+use crate::wire::Limits;
+use crate::wire::choria_v1::{RelayTransport, Request, SecureRequest};
 
 /// Resign mode through the admission path: verify once and check the call as signed (agents,
 /// request id, lifetime), then per destination collective admit (map, authorize), claim the
@@ -309,15 +311,55 @@ fn err_text(refusal: &Refusal) -> String {
 /// What an unverifiable request claims, for the audit record (marked as claimed, not proven).
 fn claimed(event: &mut Event, routed: &RoutedRequest<'_>, rules: &ResignRules) {
     let limits = rules.verifier.limits();
-    let Some(request) = crate::wire::decode_base64_lenient(routed.transport().data())
-        .ok()
-        .and_then(|data| SecureRequest::decode(&data, limits).ok())
-        .and_then(|secure| secure.request(limits).ok())
-    else {
+    let Some(request) = claimed_request(routed.transport(), limits) else {
         return;
     };
-    event.claimed_caller = Some(clip(&request.envelope.callerid));
     event.request_id = Some(clip(&request.envelope.requestid));
+    claim(event, &request, limits);
+}
+
+/// What a request refused before it could be routed (its framing or routing: `max_hops`,
+/// `bad_reply_to`, `not_member`...) claims, for the audit record, so `audit query` finds it:
+/// the federation header's request id (else the signed request's), the collectives its targets
+/// name, and the caller id, agent and action the signed request claims when its data decodes.
+/// Nothing of it is verified: the caller id goes in `claimed_caller`, never in `caller`.
+pub(super) fn claimed_unrouted(event: &mut Event, bytes: &[u8], rules: &ClusterRules) {
+    let limits = &rules.limits;
+    let Ok(transport) = RelayTransport::decode(bytes, limits) else {
+        return;
+    };
+    if let Some(federation) = &transport.headers.federation {
+        event.request_id = federation.req.clone();
+        event.targets = federation.target.len();
+        let named: BTreeSet<&str> = federation
+            .target
+            .iter()
+            .filter_map(|target| Target::parse(target))
+            .map(|target| target.collective())
+            .collect();
+        event.collectives = named.into_iter().map(str::to_string).collect();
+    }
+    let Some(request) = claimed_request(&transport, limits) else {
+        return;
+    };
+    if event.request_id.is_none() {
+        event.request_id = Some(request.envelope.requestid.clone());
+    }
+    claim(event, &request, limits);
+}
+
+/// The request inside a transport's data, decoded without checking its signature.
+fn claimed_request(transport: &RelayTransport<'_>, limits: &Limits) -> Option<Request> {
+    let data = crate::wire::decode_base64_lenient(transport.data()).ok()?;
+    SecureRequest::decode(&data, limits)
+        .ok()?
+        .request(limits)
+        .ok()
+}
+
+/// Notes what an unverified `request` claims: its caller id as claimed, its agent and action.
+fn claim(event: &mut Event, request: &Request, limits: &Limits) {
+    event.claimed_caller = Some(clip(&request.envelope.callerid));
     event.agent = Some(clip(&request.envelope.agent));
     if let Ok(rpc) = request.rpc(limits) {
         event.action = Some(clip(&rpc.action));
