@@ -1,6 +1,7 @@
 //! `fedgate audit verify` proves a trail is whole from its beginning (issue 20, finding 1): a
 //! copy whose first records, or oldest rotated files, were removed is refused and the missing
-//! records named, unless `--from SEQ` accepts the cut. The real `fedgate` binary on trails the
+//! records named, unless `--from SEQ` accepts the cut; and several instances' trails given at
+//! once are each verified as the chain of their own (finding 8). The real `fedgate` binary on trails the
 //! file sink wrote.
 
 mod support;
@@ -15,12 +16,16 @@ use fedgate::audit::{Event, Fsync, Kind, Verdict};
 use support::fedgate_bin;
 
 async fn write_trail(path: &Path, count: usize, rotate_bytes: u64) {
+    write_trail_of("fg1", path, count, rotate_bytes).await
+}
+
+async fn write_trail_of(instance: &str, path: &Path, count: usize, rotate_bytes: u64) {
     let sink = FileSink::open(FileOptions {
         path: path.to_path_buf(),
         rotate_bytes,
         fsync: Fsync::Always,
         fsync_interval: Duration::from_millis(100),
-        instance: "fg1".into(),
+        instance: instance.into(),
     })
     .unwrap();
     for n in 0..count {
@@ -34,7 +39,7 @@ async fn write_trail(path: &Path, count: usize, rotate_bytes: u64) {
             code: "allowed".into(),
             ..Event::default()
         };
-        sink.append(Kind::Decision, new_id("fg1"), event)
+        sink.append(Kind::Decision, new_id(instance), event)
             .await
             .unwrap();
     }
@@ -94,4 +99,30 @@ async fn a_trail_missing_its_oldest_rotated_file_is_not_intact() {
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("incomplete"), "{out}");
     assert!(out.contains("are missing"), "{out}");
+}
+
+#[tokio::test]
+async fn several_instances_trails_are_each_verified_on_their_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let one = dir.path().join("fedgate-1.log");
+    let two = dir.path().join("fedgate-2.log");
+    write_trail_of("fedgate-1", &one, 300, 64 * 1024).await;
+    write_trail_of("fedgate-2", &two, 40, u64::MAX).await;
+    // As a shell expands audit/*.log: both active files; their rotated files come along.
+    let (code, out) = verify(&[], &[one.clone(), two.clone()]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("fedgate-1: intact: "), "{out}");
+    assert!(out.contains("fedgate-2: intact: 41 records"), "{out}");
+
+    // A break in one chain is reported for that chain alone.
+    let text = std::fs::read_to_string(&two).unwrap();
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.contains("\"seq\":20,"))
+        .collect();
+    std::fs::write(&two, lines.join("\n") + "\n").unwrap();
+    let (code, out) = verify(&[], &[one, two]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("fedgate-1: intact: "), "{out}");
+    assert!(out.contains("fedgate-2: broken:"), "{out}");
 }

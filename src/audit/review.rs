@@ -45,12 +45,30 @@ pub fn chain_order(files: &[PathBuf]) -> Vec<PathBuf> {
 }
 
 fn first_seq(path: &Path) -> Option<u64> {
+    first_record(path).map(|r| r.seq)
+}
+
+fn first_record(path: &Path) -> Option<Record> {
     let mut line = Vec::new();
     BufReader::new(File::open(path).ok()?)
         .read_until(b'\n', &mut line)
         .ok()?;
     let line = line.strip_suffix(b"\n")?;
-    serde_json::from_slice::<Record>(line).ok().map(|r| r.seq)
+    serde_json::from_slice::<Record>(line).ok()
+}
+
+/// `files` grouped into chains by the instance that wrote them (each instance keeps its own
+/// chain), by instance name; a file whose first record cannot be read is a chain of its own,
+/// named by the file, so verification reports it.
+pub fn chains(files: &[PathBuf]) -> Vec<(String, Vec<PathBuf>)> {
+    let mut chains: std::collections::BTreeMap<String, Vec<PathBuf>> = Default::default();
+    for path in files {
+        let name = first_record(path)
+            .map(|r| r.instance)
+            .unwrap_or_else(|| path.display().to_string());
+        chains.entry(name).or_default().push(path.clone());
+    }
+    chains.into_iter().collect()
 }
 
 /// Verifies that `files` (in any order) form one whole, unbroken chain: it starts at its genesis
@@ -147,7 +165,11 @@ fn starts_whole(first: &Record, from: Option<u64>) -> Result<(), String> {
 /// Every record of `files` in chain order, with its file and line; unreadable lines are skipped
 /// (`fedgate audit verify` is the tool that reports them).
 pub fn records(files: &[PathBuf]) -> impl Iterator<Item = (PathBuf, usize, Record)> {
-    chain_order(files).into_iter().flat_map(|path| {
+    let ordered: Vec<PathBuf> = chains(files)
+        .into_iter()
+        .flat_map(|(_, files)| chain_order(&files))
+        .collect();
+    ordered.into_iter().flat_map(|path| {
         let reader = File::open(&path).ok().map(BufReader::new);
         reader
             .into_iter()

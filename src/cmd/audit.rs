@@ -165,53 +165,78 @@ async fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// One file given alone brings its rotated predecessors.
+/// Each active file given brings its rotated predecessors (a file given twice counts once).
 fn expand(files: &[PathBuf]) -> Vec<PathBuf> {
-    let trail = match files {
-        [one] => review::trail(one),
-        _ => Vec::new(),
-    };
-    if trail.is_empty() {
-        files.to_vec()
-    } else {
-        trail
+    let mut expanded: Vec<PathBuf> = Vec::new();
+    for file in files {
+        let trail = review::trail(file);
+        let trail = if trail.is_empty() {
+            vec![file.clone()]
+        } else {
+            trail
+        };
+        for path in trail {
+            if !expanded.contains(&path) {
+                expanded.push(path);
+            }
+        }
     }
+    expanded
 }
 
+/// Verifies each chain among the files given (one per instance) on its own.
 fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let files = expand(&args.files);
-    match review::verify_from(&files, args.from) {
-        Ok(intact) => {
-            if args.json {
-                println!(
-                    "{}",
-                    serde_json::json!({"intact": true, "records": intact.records, "files": intact.files, "first_seq": intact.start.seq, "last_hash": intact.end.prev})
-                );
-            } else {
-                println!(
-                    "intact: {} records in {} file(s), seq {}..{}, last hash {}",
-                    intact.records,
-                    intact.files.len(),
-                    intact.start.seq,
-                    intact.end.seq.saturating_sub(1),
-                    intact.end.prev
-                );
+    let chains = review::chains(&files);
+    let several = chains.len() > 1;
+    let mut broken = false;
+    let mut reports = Vec::new();
+    for (instance, files) in &chains {
+        let result = review::verify_from(files, args.from);
+        broken |= result.is_err();
+        let json = match &result {
+            Ok(intact) => {
+                serde_json::json!({"instance": instance, "intact": true, "records": intact.records, "files": intact.files, "first_seq": intact.start.seq, "last_hash": intact.end.prev})
             }
-            Ok(ExitCode::SUCCESS)
+            Err(broken) => {
+                serde_json::json!({"instance": instance, "intact": false, "file": broken.file, "line": broken.line, "problem": broken.problem})
+            }
+        };
+        if args.json {
+            reports.push(json);
+            continue;
         }
-        Err(broken) => {
-            if args.json {
-                println!(
-                    "{}",
-                    serde_json::json!({"intact": false, "file": broken.file, "line": broken.line, "problem": broken.problem})
-                );
-            } else {
-                println!("broken: {broken}");
-                println!("first bad line: {}", broken.line);
+        let name = if several {
+            format!("{instance}: ")
+        } else {
+            String::new()
+        };
+        match result {
+            Ok(intact) => println!(
+                "{name}intact: {} records in {} file(s), seq {}..{}, last hash {}",
+                intact.records,
+                intact.files.len(),
+                intact.start.seq,
+                intact.end.seq.saturating_sub(1),
+                intact.end.prev
+            ),
+            Err(broken) => {
+                println!("{name}broken: {broken}");
+                println!("{name}first bad line: {}", broken.line);
             }
-            Ok(ExitCode::from(1))
         }
     }
+    if args.json {
+        match reports.as_slice() {
+            [one] => println!("{one}"),
+            all => println!("{}", serde_json::json!({ "chains": all })),
+        }
+    }
+    Ok(if broken {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn parse_time(flag: &str, text: &Option<String>) -> anyhow::Result<Option<OffsetDateTime>> {
