@@ -8,8 +8,8 @@ use fedgate::security::CallerId;
 use fedgate::security::identity::{IdentityRules, Mapping};
 use fedgate::wire::Limits;
 use fedgate::wire::choria_v1::{
-    FederationHeader, Filter, Reply, ReplyEnvelope, Request, RequestEnvelope, RpcReply, RpcRequest,
-    SecureReply, SecureRequest, Transport, TransportHeaders,
+    FederationHeader, Filter, MIN_TTL, Reply, ReplyEnvelope, Request, RequestEnvelope, RpcReply,
+    RpcRequest, SecureReply, SecureRequest, Transport, TransportHeaders,
 };
 use fedgate::wire::mcollective::envelope::{LegacyReply, LegacyRequest};
 use fedgate::wire::mcollective::{Ruby, Serializer, marshal};
@@ -126,7 +126,8 @@ fn request() -> impl Strategy<Value = Request> {
             "[a-z][a-z0-9_]{0,10}",
             "[a-z][a-z0-9_]{0,10}",
         ),
-        (1i64..86_400, 1_000_000_000i64..2_000_000_000),
+        // Choria's TTLs: a request below the 30 s minimum does not decode, so it is no round trip.
+        (MIN_TTL..86_400, 1_000_000_000i64..2_000_000_000),
         filter(),
         json_data(),
     )
