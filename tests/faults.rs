@@ -346,7 +346,16 @@ async fn a_federation_server_restarted_mid_broadcast_is_served_again() {
     let (complete, short, refused, failed) = tally(&outcomes);
     eprintln!("under load: {complete} complete, {short} short, {refused} refused, {failed} failed");
     assert!(complete > 0, "{outcomes:?}");
-    assert!(short + failed > 0, "the outage was felt: {outcomes:?}");
+    // The outage was felt: a call came back short or failed, or it waited the outage out (the
+    // callers' connections reconnect by themselves, so a call in flight may still complete).
+    let waited = outcomes
+        .iter()
+        .filter(|o| o.took >= Duration::from_secs(1))
+        .count();
+    assert!(
+        short + failed + waited > 0,
+        "the outage was felt: {outcomes:?}"
+    );
     for _ in 0..5 {
         let summary = client
             .call(&ping(Duration::from_secs(10)), |_| {})
