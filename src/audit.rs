@@ -1,12 +1,15 @@
 //! The tamper-evident audit trail: one hash-chained record per decision, written before the
 //! request it describes is forwarded. If no sink accepts a record, the request is refused.
 //!
+//! - [`bound`]: the limits of what a caller can put in a record (lengths, escaped control
+//!   characters), applied to every record before it is sealed.
 //! - [`cef`]: Common Event Format lines for SIEMs.
 //! - [`record`]: the record, its canonical form and the chain.
 //! - [`file`]: the file sink (group commit, fsync policy, size rotation with header records).
 //! - [`jetstream`]: the JetStream sink (deny-delete, deny-purge stream, deduplicated by record
 //!   id, one chain per instance subject, shared by instances).
-//! - [`review`]: verification across rotated files, and reading records back.
+//! - [`review`]: verification across rotated files from the chain's beginning, one chain per
+//!   instance, and reading records back.
 
 pub mod bound;
 pub mod cef;
