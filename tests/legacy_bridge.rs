@@ -12,7 +12,7 @@ use fedgate::edge::{Dispatcher, Edge};
 use fedgate::wire::mcollective::Serializer;
 use serde_json::json;
 use support::gate_block;
-use support::legacy::LegacySite;
+use support::legacy::{LegacySite, Publisher};
 
 const NODES: [&str; 2] = ["legacy1.example.net", "legacy2.example.net"];
 
@@ -595,27 +595,8 @@ async fn requests_wait_in_the_durable_queue_while_fedgate_is_down() {
 
     // While no fedgate consumes, legacy clients go on sending.
     let alice = LegacySigner::from_file(&site.key("alice-private.pem"), "alice").unwrap();
-    let connection =
-        lapin::Connection::connect(&site.amqp_url(), lapin::ConnectionProperties::default())
-            .await
-            .unwrap();
-    let channel = connection.create_channel().await.unwrap();
-    channel
-        .confirm_select(lapin::options::ConfirmSelectOptions::default())
-        .await
-        .unwrap();
-    let replies = channel
-        .queue_declare(
-            "".into(),
-            lapin::options::QueueDeclareOptions {
-                exclusive: true,
-                ..Default::default()
-            },
-            lapin::types::FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    let reply_to = replies.name().as_str().to_string();
+    let publisher = Publisher::new(&site).await;
+    let (channel, reply_to) = (&publisher.channel, &publisher.reply_to);
     let now = fedgate::security::Now::system().unix_seconds();
     let id = |n: u8| format!("{:032x}", n);
     let one = nodes[3].identity.clone();
@@ -648,10 +629,10 @@ async fn requests_wait_in_the_durable_queue_while_fedgate_is_down() {
         ),
     ] {
         publish_to(
-            &channel,
+            channel,
             route,
             &request.encode(Serializer::Marshal),
-            &reply_to,
+            reply_to,
             expiration,
         )
         .await;
@@ -727,7 +708,7 @@ async fn requests_wait_in_the_durable_queue_while_fedgate_is_down() {
         "fedgate refuses what expired in the queue"
     );
     assert!(about(4).is_empty(), "the broker dropped the one it expired");
-    let _ = connection.close(200, "done".into()).await;
+    drop(publisher);
     ingress.shutdown(Duration::from_secs(2)).await;
 }
 

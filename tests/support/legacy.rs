@@ -56,7 +56,8 @@ impl DerefMut for LegacySite {
 /// A client of the site's broker with a reply queue of its own.
 pub struct Publisher {
     _connection: lapin::Connection,
-    channel: lapin::Channel,
+    /// The channel, in confirm mode.
+    pub channel: lapin::Channel,
     pub reply_to: String,
 }
 
