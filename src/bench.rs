@@ -39,6 +39,47 @@ pub(crate) fn setup_err(err: impl std::fmt::Display) -> BenchError {
 }
 
 /// Runs `baseline` and `subject` in alternating slices for `budget` each; returns ops/s of both.
+/// Writes `text` to `dir/name` (creating its folders) and returns the path.
+pub(crate) fn write_file(
+    dir: &std::path::Path,
+    name: &str,
+    text: &str,
+) -> Result<std::path::PathBuf, BenchError> {
+    let path = dir.join(name);
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(setup_err)?;
+    }
+    std::fs::write(&path, text).map_err(setup_err)?;
+    Ok(path)
+}
+
+/// Starts `exe run --instance bench --config CONFIG` (killed on drop) and hands back the child
+/// and its stderr lines, which say when it serves.
+pub(crate) fn spawn_run(
+    exe: &std::path::Path,
+    config: &std::path::Path,
+) -> Result<
+    (
+        tokio::process::Child,
+        tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStderr>>,
+    ),
+    BenchError,
+> {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new(exe)
+        .args(["run", "--instance", "bench", "--config"])
+        .arg(config)
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(setup_err)?;
+    let stderr = child
+        .stderr
+        .take()
+        .ok_or_else(|| BenchError("no stderr".into()))?;
+    Ok((child, tokio::io::BufReader::new(stderr).lines()))
+}
+
 pub(crate) fn interleaved(
     budget: Duration,
     mut baseline: impl FnMut(),

@@ -21,14 +21,7 @@ pub(crate) fn write_config(
         .privileged
         .as_ref()
         .ok_or_else(|| BenchError("no privileged signer".into()))?;
-    let write = |name: &str, text: &str| {
-        let path = dir.join(name);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(setup_err)?;
-        }
-        std::fs::write(&path, text).map_err(setup_err)?;
-        Ok::<_, BenchError>(path)
-    };
+    let write = |name: &str, text: &str| crate::bench::write_file(dir, name, text);
     let key = write("token.key", &TokenKeys::generate_pem().map_err(setup_err)?)?;
     let rules = write(
         "identity.toml",
@@ -67,19 +60,7 @@ pub(crate) struct EdgeProcess {
 
 impl EdgeProcess {
     pub(crate) async fn start(exe: &Path, config: &Path) -> Result<EdgeProcess, BenchError> {
-        use tokio::io::AsyncBufReadExt;
-        let mut child = tokio::process::Command::new(exe)
-            .args(["run", "--instance", "bench", "--config"])
-            .arg(config)
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(setup_err)?;
-        let stderr = child
-            .stderr
-            .take()
-            .ok_or_else(|| BenchError("no stderr".into()))?;
-        let mut lines = tokio::io::BufReader::new(stderr).lines();
+        let (child, mut lines) = crate::bench::spawn_run(exe, config)?;
         let mut said = Vec::new();
         let url = tokio::time::timeout(Duration::from_secs(30), async {
             while let Ok(Some(line)) = lines.next_line().await {

@@ -58,19 +58,7 @@ impl RunningBroker {
                     .map_err(setup_err)?,
             ));
         };
-        use tokio::io::AsyncBufReadExt;
-        let mut child = tokio::process::Command::new(exe)
-            .args(["run", "--instance", "bench", "--config"])
-            .arg(config_path)
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(setup_err)?;
-        let stderr = child
-            .stderr
-            .take()
-            .ok_or_else(|| BenchError("no stderr".into()))?;
-        let mut lines = tokio::io::BufReader::new(stderr).lines();
+        let (child, mut lines) = crate::bench::spawn_run(exe, config_path)?;
         let ready = tokio::time::timeout(Duration::from_secs(20), async {
             while let Ok(Some(line)) = lines.next_line().await {
                 if line.contains("serving federations") {

@@ -137,14 +137,7 @@ fn write_config(
         .privileged
         .as_ref()
         .ok_or_else(|| BenchError("no privileged signer".into()))?;
-    let write = |name: &str, text: &str| {
-        let path = dir.join(name);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(setup_err)?;
-        }
-        std::fs::write(&path, text).map_err(setup_err)?;
-        Ok::<_, BenchError>(path)
-    };
+    let write = |name: &str, text: &str| crate::bench::write_file(dir, name, text);
     let token_key = write("token.key", &TokenKeys::generate_pem().map_err(setup_err)?)?;
     let rules = write(
         "identity.toml",
