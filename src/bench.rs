@@ -3,6 +3,7 @@
 pub mod adversarial;
 pub mod crypto;
 pub mod edge;
+pub mod flood;
 pub mod gate;
 pub mod legacy;
 pub mod relay;
@@ -158,6 +159,7 @@ pub(crate) async fn fleet_on(
         urls: vec![nats.url().to_string()],
         ca: Some(london.ca.clone()),
         identity: Some((pair.cert.clone(), pair.key.clone())),
+        auth: None,
     };
     let client = crate::nats::connect(&endpoint, "bench-fleet")
         .await

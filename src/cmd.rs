@@ -3,8 +3,10 @@
 mod audit;
 mod bench;
 mod certs;
+mod config;
 mod demo;
 mod fleet;
+mod generate;
 mod identity;
 mod inspect;
 mod observe;
@@ -12,21 +14,30 @@ mod policy;
 mod registry;
 mod rpc;
 mod run;
+mod systemd;
 mod token;
 mod ws_rpc;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use fedgate::config::LogFormat;
 use tracing_subscriber::EnvFilter;
+
+/// The version and the commit it was built from (`build.rs`).
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("FEDGATE_COMMIT"), ")");
 
 /// fedgate: a protocol-translating federation gateway for Choria and legacy MCollective fleets.
 #[derive(Debug, Parser)]
-#[command(name = "fedgate", version, about)]
+#[command(name = "fedgate", version = VERSION, about)]
 pub struct Cli {
     /// Log more (-v info, -vv debug); RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// The log's form on stderr: `text` (coloured only on a terminal) or `json` (one object a
+    /// line); for `run`, overrides `[instance] log_format`.
+    #[arg(long, global = true, env = "FEDGATE_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
     /// The command to run.
     #[command(subcommand)]
     pub command: Command,
@@ -71,6 +82,15 @@ pub enum Command {
     /// The federation registry: push, diff, history, rollback, status.
     #[command(subcommand)]
     Registry(registry::Command),
+    /// Check a config file as `run` would load it.
+    #[command(subcommand)]
+    Config(config::Command),
+    /// Shell completions (bash, zsh, fish) on stdout, for packaging.
+    #[command(hide = true)]
+    Completions(generate::CompletionsArgs),
+    /// Man pages into a folder, for packaging.
+    #[command(hide = true)]
+    Man(generate::ManArgs),
 }
 
 /// How requests are checked: the CA plus Choria's name rules and the size limit.
@@ -108,18 +128,46 @@ impl TrustArgs {
     }
 }
 
-/// Sends logs to stderr, filtered by `RUST_LOG` or the verbosity flag.
-pub fn init_tracing(verbose: u8) {
+pub use config::EX_CONFIG;
+
+/// The log target of `fedgate run`'s status lines (what it serves, where it listens, reloads,
+/// draining), which are shown at the default verbosity.
+pub const STATUS: &str = "fedgate::status";
+
+/// Sends logs to stderr in `format`, filtered by `RUST_LOG` or the verbosity flag. Colours
+/// only when stderr is a terminal and `NO_COLOR` is unset, so journald and files get plain text.
+pub fn init_tracing(verbose: u8, format: LogFormat) {
+    use std::io::IsTerminal;
     let default = match verbose {
-        0 => "warn",
+        0 => "warn,fedgate::status=info",
         1 => "info,fedgate=info",
         _ => "debug,fedgate=debug",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    tracing_subscriber::fmt()
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.with_ansi(ansi).init(),
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(false)
+            .with_ansi(false)
+            .init(),
+    }
+}
+
+/// The log format: the flag (or `FEDGATE_LOG_FORMAT`), else `run`'s config, else text. A
+/// config that does not load leaves text, and `run` reports why.
+pub fn log_format(cli: &Cli) -> LogFormat {
+    if let Some(format) = cli.log_format {
+        return format;
+    }
+    match &cli.command {
+        Command::Run(args) => args.log_format(),
+        _ => LogFormat::Text,
+    }
 }
 
 /// Runs one command; `Err` is an operational failure (exit 2).
@@ -139,6 +187,35 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Bench(args) => bench::run(args).await,
         Command::Token(command) => token::run(command),
         Command::Registry(command) => registry::run(command).await,
+        Command::Config(command) => config::run(command),
+        Command::Completions(args) => generate::completions(args),
+        Command::Man(args) => generate::man(args),
+    }
+}
+
+/// Ctrl-C and SIGTERM, listened for from the moment this is made: a signal that comes while a
+/// process is still starting is kept, and seen by the first [`Shutdown::recv`], never lost.
+pub struct Shutdown {
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl Shutdown {
+    /// Starts listening.
+    pub fn listen() -> std::io::Result<Shutdown> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Shutdown {
+            terminate: signal(SignalKind::terminate())?,
+            interrupt: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    /// Resolves on Ctrl-C or SIGTERM (at once if one came since [`Shutdown::listen`]).
+    pub async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.terminate.recv() => {}
+            _ = self.interrupt.recv() => {}
+        }
     }
 }
 
@@ -168,3 +245,6 @@ pub async fn shutdown_signal() {
 fn given(list: &[String]) -> Option<&[String]> {
     (!list.is_empty()).then_some(list)
 }
+
+#[cfg(test)]
+mod tests;

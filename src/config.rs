@@ -2,12 +2,14 @@
 //! chain to their CA and conflicting definitions all stop start-up with a message naming the key.
 
 mod audit;
+pub mod choria_import;
 mod defaults;
 mod edge;
 mod exposure;
 mod legacy;
 mod network;
 mod policy;
+pub mod reference;
 mod registry;
 mod replay;
 #[cfg(test)]
@@ -22,22 +24,24 @@ use serde::Deserialize;
 
 use crate::security::identity::IdentityRules;
 
-pub use audit::{AuditConfig, AuditStreamConfig};
+pub use audit::{AuditConfig, AuditStreamConfig, CheckpointConfig};
 pub use edge::EdgeConfig;
 pub use exposure::Exposed;
 pub use legacy::{LegacyBridgeConfig, LegacyConfig};
 pub use network::{
-    ClientConfig, CollectiveConfig, FederationConfig, FederationMode, InstanceConfig, TlsIdentity,
+    ClientConfig, CollectiveConfig, FederationConfig, FederationMode, InstanceConfig, LogFormat,
+    TlsIdentity,
 };
 pub use policy::{IdentityConfig, PolicyConfig};
 pub use registry::{
-    Fragment, FragmentFederation, FragmentPolicy, RegistryConfig, check_registry_prefix,
+    AuthorKey, Fragment, FragmentFederation, FragmentPolicy, MAX_AUTHORS, RegistryConfig,
+    check_author_name, check_registry_prefix,
 };
 pub use replay::{DEFAULT_MAX_SIGNED_TTL, DEFAULT_MIN_LIFE, DdlConfig, ReplayConfig};
 pub use validate::{Route, validate_instance_name};
 
 /// A whole fedgate configuration file.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// This process: its name, metrics listener and timings.
@@ -146,6 +150,7 @@ impl Config {
         })?;
         config.resolve_paths(path.parent().unwrap_or(Path::new(".")));
         config.check_registry_owned(path)?;
+        config.load_registry_authors(path)?;
         config.merge_inline_collectives(path)?;
         config.validate(path)?;
         config.rules = Arc::new(config.load_identity_rules(path)?);
@@ -303,6 +308,13 @@ impl Config {
                 join(&mut tls.key);
             }
         };
+        let join_auth = |auth: &mut Option<crate::nats::NatsAuth>| {
+            if let Some(auth) = auth {
+                let files = [&mut auth.creds, &mut auth.nkey];
+                let more = [&mut auth.password_file, &mut auth.token_file];
+                files.into_iter().chain(more).flatten().for_each(join);
+            }
+        };
         if let Some(client) = &mut self.client {
             join(&mut client.certificate);
             join(&mut client.key);
@@ -315,13 +327,19 @@ impl Config {
             collective.ca.iter_mut().for_each(join);
             join_tls(&mut collective.tls);
             join_tls(&mut collective.signer);
+            join_auth(&mut collective.auth);
         }
         for legacy in self.legacy.values_mut() {
             join(&mut legacy.server_public);
             legacy.server_private.iter_mut().for_each(join);
             legacy.client_keys.iter_mut().for_each(join);
             join(&mut legacy.signers);
+            legacy.ca.iter_mut().for_each(join);
+            join_tls(&mut legacy.tls);
         }
+        self.replay.ca.iter_mut().for_each(join);
+        join_tls(&mut self.replay.tls);
+        join_auth(&mut self.replay.auth);
         self.identity.rules.iter_mut().for_each(join);
         if let Some(policy) = &mut self.policy {
             join(&mut policy.dir);
@@ -340,18 +358,25 @@ impl Config {
         if let Some(registry) = &mut self.registry {
             registry.ca.iter_mut().for_each(join);
             join_tls(&mut registry.tls);
+            join_auth(&mut registry.auth);
             join(&mut registry.cache);
+            registry.authors.values_mut().for_each(join);
         }
         if let Some(audit) = &mut self.audit {
             audit.file.iter_mut().for_each(join);
+            if let Some(checkpoint) = &mut audit.checkpoint {
+                join(&mut checkpoint.key);
+            }
             if let Some(js) = &mut audit.jetstream {
                 js.ca.iter_mut().for_each(join);
                 join_tls(&mut js.tls);
+                join_auth(&mut js.auth);
             }
         }
         for federation in self.federations.values_mut() {
             federation.ca.iter_mut().for_each(join);
             join_tls(&mut federation.tls);
+            join_auth(&mut federation.auth);
         }
     }
 }

@@ -8,10 +8,12 @@
 //!   privileged certificate, publish, stream replies.
 //! - [`server`]: the listener (TLS with optional client certificates, or loopback `ws://`), the
 //!   routes, and one session per socket with its limits.
+//! - [`console`]: the web page, embedded at build time.
 
 mod api;
 pub mod auth;
 pub mod client;
+pub mod console;
 pub mod dispatch;
 mod homes;
 mod http;

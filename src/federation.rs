@@ -56,12 +56,12 @@ pub enum BrokerError {
         problem: String,
     },
     /// A network could not be reached.
-    #[error("network {network}: {source}")]
+    #[error("network {network}: {error}")]
     Connect {
         /// The collective or federation.
         network: String,
-        /// The connection error.
-        source: NatsError,
+        /// The connection error, shown in this one's message (so not again as its source).
+        error: NatsError,
     },
     /// A subscription failed.
     #[error("subscribing to {subject}: {source}")]
@@ -316,11 +316,11 @@ async fn connect_networks(
     names.dedup();
     let mut networks = BTreeMap::new();
     for name in names {
-        let endpoint = match config.member(name) {
-            Some(Member::Federation(f)) => f.endpoint(),
-            Some(Member::Collective(c)) => c.endpoint(),
+        let (endpoint, kind) = match config.member(name) {
+            Some(Member::Federation(f)) => (f.endpoint(), "federation"),
+            Some(Member::Collective(c)) => (c.endpoint(), "collective"),
             Some(Member::Legacy(_)) => match config.served_on(name) {
-                Some(c) => c.endpoint(),
+                Some(c) => (c.endpoint(), "legacy"),
                 None => {
                     return Err(BrokerError::Config {
                         federation: name.to_string(),
@@ -336,11 +336,12 @@ async fn connect_networks(
                 });
             }
         };
-        let client = nats::connect(&endpoint, &format!("fedgate {instance}"))
+        let what = format!("nats {kind} {name} (broker)");
+        let client = nats::connect_watched(&endpoint, &format!("fedgate {instance}"), &what)
             .await
-            .map_err(|source| BrokerError::Connect {
+            .map_err(|error| BrokerError::Connect {
                 network: name.to_string(),
-                source,
+                error,
             })?;
         networks.insert(name.to_string(), client);
     }

@@ -1,9 +1,8 @@
 //! Node-side filter matching with go-choria's semantics.
 
+pub mod compound;
 pub mod facts;
 mod lists;
-
-use std::collections::BTreeMap;
 
 pub use self::lists::{match_agents, match_classes, match_identity};
 use crate::wire::choria_v1::Filter;
@@ -24,16 +23,17 @@ pub struct NodeView<'a> {
 /// Why a filter could not be evaluated.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FilterError {
-    /// Compound (expr-lang) filters are not evaluated by fedgate.
+    /// A compound (expr-lang) filter outside the subset fedgate evaluates
+    /// ([`compound`]).
     #[error("compound filters are not supported: {0}")]
     CompoundUnsupported(String),
 }
 
 /// Decides whether a node should act on a request, as go-choria's MatchServerRequest does.
 ///
-/// Identity, agent, class and fact filters are checked in that order and the first failure
-/// decides. When they all pass and compound filters are present, the answer is
-/// [`FilterError::CompoundUnsupported`] (or `false` when a compound entry is malformed).
+/// Identity, agent, class, fact and compound filters are checked in that order and the first
+/// failure decides. A compound filter outside the subset [`compound`] reads is
+/// [`FilterError::CompoundUnsupported`].
 pub fn matches(filter: &Filter, node: &NodeView<'_>) -> Result<bool, FilterError> {
     if filter.is_empty() {
         return Ok(true);
@@ -63,30 +63,20 @@ pub fn matches(filter: &Filter, node: &NodeView<'_>) -> Result<bool, FilterError
         passed += 1;
     }
     if !filter.compound.is_empty() {
-        return refuse_compound(&filter.compound);
+        match compound::matches(&filter.compound, node) {
+            Ok(true) => passed += 1,
+            Ok(false) => return Ok(false),
+            Err(err) => return Err(FilterError::CompoundUnsupported(err.0)),
+        }
     }
     // go-choria's final rule: at least one kind of filter must have been applied and passed.
     Ok(passed > 0)
 }
 
-/// Compound filters cannot be evaluated here, except that go-choria fails any group that is
-/// not exactly one `{"expr": ...}` map before evaluating anything, so such filters are `false`.
-fn refuse_compound(compound: &[Vec<BTreeMap<String, String>>]) -> Result<bool, FilterError> {
-    let mut exprs = Vec::with_capacity(compound.len());
-    for group in compound {
-        let [only] = group.as_slice() else {
-            return Ok(false);
-        };
-        let Some(expr) = only.get("expr") else {
-            return Ok(false);
-        };
-        exprs.push(expr.as_str());
-    }
-    Err(FilterError::CompoundUnsupported(exprs.join("; ")))
-}
-
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use serde_json::{Value, json};
 
     use super::*;
@@ -220,39 +210,34 @@ mod tests {
     }
 
     #[test]
-    fn compound_filters_are_refused_after_other_checks() {
+    fn compound_filters_count_as_a_kind_and_are_checked_last() {
         let node = Node::new();
         let only = Filter {
-            compound: compound(&["match(\"apache\")"]),
+            compound: compound(&["with(\"apache\") && !with(\"inumber>1\")"]),
             ..Filter::default()
         };
-        let err = FilterError::CompoundUnsupported("match(\"apache\")".into());
-        assert_eq!(node.check(&only), Err(err));
-        let two = Filter {
-            compound: compound(&["a", "b"]),
-            ..Filter::default()
-        };
-        assert_eq!(
-            node.check(&two),
-            Err(FilterError::CompoundUnsupported("a; b".into()))
-        );
+        assert_eq!(node.check(&only), Ok(true));
         let failing = Filter {
+            compound: compound(&["(\"nginx\" in classes)"]),
+            ..Filter::default()
+        };
+        assert_eq!(node.check(&failing), Ok(false));
+        let unsupported = Filter {
+            compound: compound(&["include(agents, \"apache\")"]),
+            ..Filter::default()
+        };
+        assert!(matches!(
+            node.check(&unsupported),
+            Err(FilterError::CompoundUnsupported(_))
+        ));
+        let earlier = Filter {
             agent: vec!["puppet".into()],
-            ..only.clone()
+            ..unsupported
         };
         assert_eq!(
-            node.check(&failing),
+            node.check(&earlier),
             Ok(false),
             "an earlier failure decides first"
-        );
-        let passing = Filter {
-            agent: vec!["apache".into()],
-            ..only
-        };
-        assert!(node.check(&passing).is_err());
-        assert_eq!(
-            FilterError::CompoundUnsupported("x".into()).to_string(),
-            "compound filters are not supported: x"
         );
     }
 

@@ -77,19 +77,27 @@ pub async fn open_gate(
         return Err(problem("resign mode needs [policy] and [audit]".into()));
     };
     let rules = Rules::load(config).map_err(problem)?;
-    // With a registry the rules change only by revision; in file mode the directory is watched.
+    // With a registry the rules change only by revision; in file mode the policy directory and
+    // the users file are watched.
     let watched = config
         .registry
         .is_none()
         .then_some((policy.dir.as_path(), policy.unconfigured));
-    let store = RuleStore::new(rules, watched);
+    let users = config.edge.as_ref().and_then(|e| e.users.as_deref());
+    let store = RuleStore::new(rules, watched).with_users_file(users.filter(|_| watched.is_some()));
     let mut sinks = Vec::new();
-    if let Some(options) = audit.file_options(instance) {
+    let checkpoints = match &audit.checkpoint {
+        Some(checkpoint) => Some(Arc::new(checkpoint.signer().map_err(problem)?)),
+        None => None,
+    };
+    if let Some(mut options) = audit.file_options(instance) {
+        options.checkpoints = checkpoints.clone();
         sinks.push(Sink::File(
             FileSink::open(options).map_err(|e| problem(e.to_string()))?,
         ));
     }
-    if let Some(options) = audit.stream_options(instance) {
+    if let Some(mut options) = audit.stream_options(instance) {
+        options.checkpoints = checkpoints;
         sinks.push(Sink::JetStream(
             JetStreamSink::open(options)
                 .await
@@ -101,9 +109,10 @@ pub async fn open_gate(
     let guard = if config.replay.nats.is_empty() {
         ReplayGuard::local()
     } else {
-        let client = crate::nats::connect(
+        let client = crate::nats::connect_watched(
             &config.replay.endpoint(),
             &format!("fedgate replay {instance}"),
+            "nats replay guard",
         )
         .await
         .map_err(|e| problem(format!("replay guard: {e}")))?;

@@ -7,11 +7,14 @@
 //! the node), with `reply_to` naming its own reply queue, and hands back the replies that verify
 //! with the servers' shared key, translated for Choria.
 
+pub mod amqp;
 pub mod facade;
+pub mod filter;
 pub mod ingress;
 pub mod site;
 
 mod link;
+pub use filter::legacy_filter;
 pub use link::{LegacyCallError, LegacyLink, MAX_PENDING};
 pub(crate) use link::{consume_unacked, declare_private_queue};
 
@@ -20,40 +23,24 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::client::ReplyEvent;
-use crate::wire::choria_v1::Filter;
 use crate::wire::mcollective::Ruby;
 
-/// A Choria filter as the legacy `:filter` Hash (String keys; fact entries with Symbol keys).
-pub fn legacy_filter(filter: &Filter, agent: &str) -> Ruby {
-    let strings = |items: &[String]| Ruby::Array(items.iter().map(|s| Ruby::str(s)).collect());
-    // Every legacy node answers discovery; it is not an agent a filter can require.
-    let mut agents: Vec<String> = filter
-        .agent
-        .iter()
-        .filter(|a| *a != "discovery")
-        .cloned()
-        .collect();
-    if agent != "discovery" && !agents.iter().any(|a| a == agent) {
-        agents.push(agent.to_string());
+/// The request id a legacy request goes into Choria under: its own when it has Choria's form (32
+/// lowercase hex characters, as `mco` makes them), else one derived from it (the first 32 hex
+/// characters of its SHA-256), since Choria takes no other. Replies go back under the legacy id.
+pub fn choria_request_id(legacy: &str) -> String {
+    let choria_form = legacy.len() == 32
+        && legacy
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    if choria_form {
+        return legacy.to_string();
     }
-    let facts = filter
-        .fact
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, legacy.as_bytes());
+    digest.as_ref()[..16]
         .iter()
-        .map(|f| {
-            Ruby::Hash(vec![
-                (Ruby::sym("fact"), Ruby::str(&f.fact)),
-                (Ruby::sym("value"), Ruby::str(&f.value)),
-                (Ruby::sym("operator"), Ruby::str(f.operator.as_str())),
-            ])
-        })
-        .collect();
-    Ruby::Hash(vec![
-        (Ruby::str("fact"), Ruby::Array(facts)),
-        (Ruby::str("cf_class"), strings(&filter.cf_class)),
-        (Ruby::str("agent"), strings(&agents)),
-        (Ruby::str("identity"), strings(&filter.identity)),
-        (Ruby::str("compound"), Ruby::Array(Vec::new())),
-    ])
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// A legacy reply body as a Choria reply event: `"pong"` (discovery) is status 0 with

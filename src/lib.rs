@@ -37,7 +37,8 @@
 //! - [`legacy`]: the bridge to legacy MCollective collectives over AMQP (the ingress from `mco`,
 //!   the facade for Choria callers, and the link both publish through).
 //! - [`registry`]: the shared registry of collectives, federations and rules.
-//! - [`metrics`]: the Prometheus recorder and `/metrics`.
+//! - [`metrics`]: the Prometheus recorder and the metrics address (`/metrics`, `/healthz`,
+//!   `/readyz`); [`health`]: what `/readyz` watches.
 //! - [`config`]: the strict TOML configuration, one file per area of sections (`network`,
 //!   `registry`, `replay`, `audit`, `edge`, `legacy`, `policy`), all named at `config::`.
 //! - [`users`]: the users file behind the edge's password login, read into the [`rules`].
@@ -60,6 +61,7 @@ pub mod fleet;
 pub mod fuzzing;
 pub mod gateway;
 mod gostd;
+pub mod health;
 pub mod inspect;
 pub mod legacy;
 pub mod metrics;

@@ -1,4 +1,7 @@
-//! NATS connections with mutual TLS through rustls and aws-lc-rs.
+//! NATS connections with mutual TLS through rustls and aws-lc-rs, and the network's own
+//! authentication ([`NatsAuth`]) on top.
+
+mod auth;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -10,6 +13,8 @@ use rustls_pki_types::pem::PemObject;
 
 use crate::security::load_certs;
 
+pub use auth::{AuthError, Inline, MAX_SECRET_BYTES, Method, NatsAuth};
+
 /// Where and how to connect to one NATS network.
 #[derive(Clone, Debug)]
 pub struct NatsEndpoint {
@@ -19,6 +24,8 @@ pub struct NatsEndpoint {
     pub ca: Option<PathBuf>,
     /// Client certificate and key for mutual TLS.
     pub identity: Option<(PathBuf, PathBuf)>,
+    /// How fedgate authenticates beyond its certificate: creds, nkey, user and password, token.
+    pub auth: Option<NatsAuth>,
 }
 
 /// Why a connection could not be made.
@@ -31,6 +38,20 @@ pub enum NatsError {
         path: PathBuf,
         /// What is wrong with it.
         reason: String,
+    },
+    /// The `auth` block's secret could not be used.
+    #[error("auth: {error}")]
+    Auth {
+        /// What is wrong, shown in this message (so not again as its source).
+        error: AuthError,
+    },
+    /// The servers refused fedgate's credentials (NATS says no more than that).
+    #[error("{urls} refused {method}: authorization violation")]
+    Refused {
+        /// The URLs tried.
+        urls: String,
+        /// How fedgate authenticated (files are named, secrets never).
+        method: String,
     },
     /// No URL was configured.
     #[error("no NATS server URL configured")]
@@ -45,16 +66,58 @@ pub enum NatsError {
     },
 }
 
+impl From<AuthError> for NatsError {
+    fn from(error: AuthError) -> NatsError {
+        NatsError::Auth { error }
+    }
+}
+
 /// Connects, with TLS when a CA is configured; `name` shows in the server's connection list.
 pub async fn connect(endpoint: &NatsEndpoint, name: &str) -> Result<async_nats::Client, NatsError> {
+    connect_with(endpoint, name, None).await
+}
+
+/// Connects as [`connect`] does, and reports the connection to `/readyz` as `what` (e.g.
+/// `collective london (edge)`) for as long as the connection lives: ready while connected.
+pub async fn connect_watched(
+    endpoint: &NatsEndpoint,
+    name: &str,
+    what: &str,
+) -> Result<async_nats::Client, NatsError> {
+    connect_with(endpoint, name, Some(crate::health::watch(what))).await
+}
+
+async fn connect_with(
+    endpoint: &NatsEndpoint,
+    name: &str,
+    status: Option<Arc<crate::health::Status>>,
+) -> Result<async_nats::Client, NatsError> {
     if endpoint.urls.is_empty() {
         return Err(NatsError::NoUrls);
     }
+    // The callback lives as long as the connection, and with it the watched status.
+    let connection = name.to_string();
     let mut options = async_nats::ConnectOptions::new()
         .name(name)
         .connection_timeout(Duration::from_secs(5))
-        .event_callback(|event| async move {
-            tracing::debug!(%event, "nats connection event");
+        .event_callback(move |event| {
+            if let Some(status) = &status {
+                match &event {
+                    async_nats::Event::Connected => status.ready(),
+                    async_nats::Event::Disconnected => status.not_ready("disconnected"),
+                    async_nats::Event::Closed => status.not_ready("closed"),
+                    async_nats::Event::LameDuckMode => status.not_ready("server in lame duck mode"),
+                    _ => {}
+                }
+            }
+            // A subject the server's permissions refuse shows to the caller only as a
+            // timeout; the server's reason is what an operator needs.
+            if let async_nats::Event::ServerError(error) = &event {
+                tracing::warn!(%connection, %error, "NATS server error");
+            }
+            async move {
+                tracing::debug!(%event, "nats connection event");
+            }
         });
     match (&endpoint.ca, &endpoint.identity) {
         (Some(ca), identity) => {
@@ -69,11 +132,37 @@ pub async fn connect(endpoint: &NatsEndpoint, name: &str) -> Result<async_nats::
         }
         (None, None) => {}
     }
+    let mut method = "fedgate without an `auth` block".to_string();
+    if let Some(auth) = &endpoint.auth {
+        method = format!("fedgate, authenticating with {}", auth.method()?);
+        options = auth.apply(options)?;
+    }
+    // Each URL is a server of its own: async-nats reads a single string as one URL.
+    let connected = options.connect(endpoint.urls.as_slice()).await;
     let urls = endpoint.urls.join(",");
-    options
-        .connect(urls.as_str())
-        .await
-        .map_err(|source| NatsError::Connect { urls, source })
+    connected.map_err(|source| {
+        if source.kind() == async_nats::ConnectErrorKind::AuthorizationViolation {
+            NatsError::Refused { urls, method }
+        } else {
+            NatsError::Connect { urls, source }
+        }
+    })
+}
+
+/// Warns when `stream`, which holds `what`, keeps a single replica although the server `client`
+/// is connected to belongs to a NATS cluster: losing the one server that holds it stops `what`
+/// until that server is back, which is what the cluster was meant to prevent.
+pub fn warn_if_one_replica(client: &async_nats::Client, what: &str, stream: &str, replicas: usize) {
+    if replicas > 1 {
+        return;
+    }
+    if let Some(cluster) = client.server_info().cluster.filter(|c| !c.is_empty()) {
+        tracing::warn!(
+            stream,
+            cluster = %cluster,
+            "{what}: JetStream stream {stream} has 1 replica on NATS cluster {cluster}; losing the server that holds it stops {what} until that server is back. Set replicas = 3 before the stream is created, or raise it with `nats stream edit {stream} --replicas 3` (docs/deployment.md)"
+        );
+    }
 }
 
 /// The URL of the server a client is connected to, as Choria records it in `seen-by`.

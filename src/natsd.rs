@@ -11,6 +11,7 @@
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -72,6 +73,12 @@ pub struct NatsServerConfig {
     /// Accept plain WebSocket clients on a random loopback port (see
     /// [`NatsServer::websocket_url`]).
     pub websocket_listen: bool,
+    /// Run in a process group of its own, so a terminal's Ctrl-C reaches only the parent, which
+    /// then stops the server when it is done with it (the demo drains its fedgate instances
+    /// first). Off for tests: a test binary killed by Ctrl-C takes its servers with it.
+    pub own_process_group: bool,
+    /// nats-server config text appended as written: `authorization`, operator mode, accounts.
+    pub extra_config: String,
 }
 
 /// Errors starting a nats-server.
@@ -298,12 +305,17 @@ impl NatsServer {
         let stderr = log
             .try_clone()
             .map_err(io_err(format!("opening {}", self.log_path.display())))?;
-        let child = Command::new(&self.exe)
+        let mut command = Command::new(&self.exe);
+        command
             .arg("-c")
             .arg(&self.config_path)
             .stdin(Stdio::null())
             .stdout(log)
-            .stderr(stderr)
+            .stderr(stderr);
+        if self.config.own_process_group {
+            command.process_group(0);
+        }
+        let child = command
             .spawn()
             .map_err(io_err(format!("starting {}", self.exe.display())))?;
         self.pid = child.id();

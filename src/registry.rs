@@ -3,6 +3,7 @@
 //!
 //! - [`set`]: a revision's documents and the directory layout `fedgate registry push` takes.
 //! - [`store`]: the buckets, manifests, pushes and status reports.
+//! - [`sign`]: each revision's author signature, and the authors an instance trusts.
 //! - [`cache`]: the last good revision on local disk, to start and serve without the registry.
 //! - [`follow`]: an instance's side: apply each new revision atomically, or refuse it and say
 //!   why.
@@ -10,13 +11,15 @@
 pub mod cache;
 pub mod follow;
 pub mod set;
+pub mod sign;
 pub mod store;
 #[cfg(test)]
 mod tests;
 
 pub use follow::{Follower, Start};
 pub use set::Set;
-pub use store::{Manifest, Registry, SCHEMA, Status};
+pub use sign::{AuthorSigner, Authors, SignatureError, Verified};
+pub use store::{Manifest, Parent, Registry, SCHEMA, Status};
 
 /// Checks a bucket name prefix; the check lives with the `[registry]` section it validates.
 pub use crate::config::check_registry_prefix as check_prefix;
@@ -55,6 +58,19 @@ pub enum RegistryError {
         /// Its schema.
         schema: u32,
     },
+    /// A manifest no trusted author signed.
+    #[error("{0}")]
+    Signature(#[from] SignatureError),
+    /// A head older than the revision this instance already ran.
+    #[error(
+        "revision {revision} is older than revision {cached}, which this instance already ran: revisions only grow, so the registry's head is stale or an old revision published again"
+    )]
+    Older {
+        /// The head's revision.
+        revision: u64,
+        /// The cache's revision.
+        cached: u64,
+    },
     /// No such revision.
     #[error("there is no revision {0}")]
     NoRevision(u64),
@@ -72,6 +88,24 @@ pub enum RegistryError {
         /// What went wrong.
         problem: String,
     },
+}
+
+impl RegistryError {
+    /// A stable code for why a revision was refused, for metrics and status reports.
+    pub fn code(&self) -> &'static str {
+        match self {
+            RegistryError::Signature(e) => e.code(),
+            RegistryError::Schema { .. } => "schema",
+            RegistryError::Older { .. } => "older",
+            RegistryError::Invalid(_) => "invalid",
+            RegistryError::Unreachable(_) => "unreachable",
+            RegistryError::Cache { .. } => "cache",
+            RegistryError::Set { .. }
+            | RegistryError::Manifest(_)
+            | RegistryError::NoRevision(_)
+            | RegistryError::Conflict => "manifest",
+        }
+    }
 }
 
 /// A set checked exactly as start-up checks a config: the completed config and its rules.

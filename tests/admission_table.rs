@@ -153,7 +153,7 @@ enum Persona {
 struct Decision {
     stage: String,
     code: String,
-    /// `file:line` of a policy rule, `default`, or `identity.toml rule N` (file names only).
+    /// `file:line` of a policy rule, `default`, or `identity.toml#N` (file names only).
     rule: Option<String>,
     mapped_caller: Option<String>,
     restricted: Option<String>,
@@ -218,9 +218,7 @@ fn expected(case: Case) -> Expected {
         },
         Case::DeniedAction => refused("authorize", "denied", Some("default"), Some(Persona::Alice)),
         Case::Unmapped => refused("map", "unmapped", None, None),
-        Case::IdentityDenied => {
-            refused("map", "identity_denied", Some("identity.toml rule 1"), None)
-        }
+        Case::IdentityDenied => refused("map", "identity_denied", Some("identity.toml#1"), None),
         Case::WrongCa => refused("verify", "unknown_ca", None, None),
         Case::Tampered => refused("verify", "bad_signature", None, None),
         Case::Expired => refused("verify", "ttl_expired", None, None),
@@ -650,7 +648,7 @@ impl Instance {
     }
 
     /// How often the ingress counted a request under `audit_failed`: the sum of the `fedgate_*`
-    /// series with that label value (a refusal, or a delivery put back on the queue).
+    /// counters with that label value (a refusal, or a delivery put back on the queue).
     async fn audit_failures(&self) -> f64 {
         let label = format!("=\"{AUDIT_FAILED}\"");
         self.process
@@ -658,6 +656,11 @@ impl Instance {
             .await
             .lines()
             .filter(|line| line.starts_with("fedgate_") && line.contains(&label))
+            .filter(|line| {
+                line.split('{')
+                    .next()
+                    .is_some_and(|n| n.ends_with("_total"))
+            })
             .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
             .sum()
     }
@@ -1186,7 +1189,7 @@ impl LegacyRig {
             msg,
             senderid: "client.example.net",
             requestid: &requestid,
-            filter: fedgate::legacy::legacy_filter(&Default::default(), agent),
+            filter: fedgate::legacy::legacy_filter(&Default::default(), agent).unwrap(),
             collective: "mcollective",
             agent,
             ttl,

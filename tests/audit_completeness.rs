@@ -26,6 +26,8 @@ async fn write_trail_of(instance: &str, path: &Path, count: usize, rotate_bytes:
         fsync: Fsync::Always,
         fsync_interval: Duration::from_millis(100),
         instance: instance.into(),
+        checkpoints: None,
+        budget_bytes: None,
     })
     .unwrap();
     for n in 0..count {

@@ -31,6 +31,7 @@ fn endpoint(server: &NatsServer) -> NatsEndpoint {
         urls: vec![server.url().to_string()],
         ca: None,
         identity: None,
+        auth: None,
     }
 }
 
@@ -44,6 +45,7 @@ fn options(server: &NatsServer, stream: &str, instance: &str) -> JetStreamOption
         max_bytes: 64 << 20,
         duplicate_window: Duration::from_secs(120),
         timeout: Duration::from_secs(2),
+        checkpoints: None,
     }
 }
 
@@ -217,6 +219,23 @@ async fn a_stream_that_allows_deletes_is_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_the_server_cannot_reserve_is_refused_with_the_servers_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_jetstream(dir.path());
+    // More storage than any disk here holds: nats-server refuses to reserve it, and the reason
+    // it gives is the one reported, not the "stream not found" of the look-up before.
+    let mut huge = options(&server, "HUGE", "gw1");
+    huge.max_bytes = 1 << 60;
+    let err = match JetStreamSink::open(huge).await {
+        Ok(_) => panic!("a stream larger than the disk was created"),
+        Err(err) => err.to_string(),
+    };
+    assert!(err.contains("cannot create the stream"), "{err}");
+    assert!(err.contains("insufficient"), "{err}");
+    assert!(!err.contains("not found"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_or_unreachable_stream_fails_closed_unless_another_sink_accepts() {
     let dir = tempfile::tempdir().unwrap();
     let mut server = start_jetstream(dir.path());
@@ -230,6 +249,8 @@ async fn a_full_or_unreachable_stream_fails_closed_unless_another_sink_accepts()
         fsync: Fsync::Interval,
         fsync_interval: Duration::from_secs(1),
         instance: "gw1".into(),
+        checkpoints: None,
+        budget_bytes: None,
     })
     .unwrap();
     let both = Auditor::new(
@@ -268,4 +289,63 @@ async fn a_full_or_unreachable_stream_fails_closed_unless_another_sink_accepts()
         .unwrap_err()
         .to_string();
     assert!(err.contains("jetstream:"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stream_chain_carries_signed_checkpoints_that_verify() {
+    use fedgate::audit::checkpoint::{Keys, Signer};
+    use fedgate::audit::review::{self, Anchoring};
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_jetstream(dir.path());
+    let key = dir.path().join("checkpoint.key");
+    let (private, _) = fedgate::audit::checkpoint::generate().unwrap();
+    std::fs::write(&key, private).unwrap();
+    let signer = std::sync::Arc::new(Signer::load(&key, 3, Duration::from_millis(300)).unwrap());
+    let mut with_key = options(&server, "AUDIT", "gw1");
+    with_key.checkpoints = Some(signer.clone());
+    let sink = JetStreamSink::open(with_key.clone()).await.unwrap();
+    let first = auditor("gw1", sink).await;
+    for n in 0..7 {
+        first.record(Kind::Decision, event(n)).await.unwrap();
+    }
+    // The seventh record waits for the interval, then is anchored.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    drop(first);
+    // A restart anchors anything left and goes on.
+    let sink = JetStreamSink::open(with_key).await.unwrap();
+    let second = auditor("gw1", sink).await;
+    second.record(Kind::Decision, event(7)).await.unwrap();
+
+    let chain = &chains(&server, "AUDIT").await["fedgate.audit.gw1"];
+    let kinds: Vec<Kind> = chain.iter().map(|r| r.kind).collect();
+    let checkpoints = kinds.iter().filter(|k| **k == Kind::Checkpoint).count();
+    assert!(checkpoints >= 3, "{kinds:?}");
+    // The chain as `fedgate audit export` writes it: the stream's lines as stored.
+    let file = dir.path().join("gw1.log");
+    let mut text = Vec::new();
+    jetstream::read_all(&endpoint(&server), "AUDIT", |_, line| {
+        text.extend_from_slice(line);
+        text.push(b'\n');
+        Ok(())
+    })
+    .await
+    .unwrap();
+    std::fs::write(&file, text).unwrap();
+    let keys = Keys::load(&[&key]).unwrap();
+    let intact = review::verify_with(
+        std::slice::from_ref(&file),
+        None,
+        Anchoring::Keys {
+            keys: &keys,
+            strict: true,
+        },
+    )
+    .unwrap();
+    let anchors = intact.anchors.unwrap();
+    assert_eq!(anchors.checkpoints as usize, checkpoints);
+    assert_eq!(
+        anchors.unanchored, 1,
+        "the record after the restart's checkpoint"
+    );
 }

@@ -1,4 +1,4 @@
-//! The benchmarks that need real servers (`fedgate bench edge`, `fedgate bench legacy`) end to
+//! The benchmarks that need real servers (`fedgate bench edge`, `flood`, `legacy`) end to
 //! end with small numbers: every side is measured. In their own test binary, so they do not share
 //! the machine with the edge tests' thousand sockets.
 
@@ -33,6 +33,39 @@ async fn the_edge_benchmark_measures_every_side() {
         report.memory.iter().map(|m| m.sockets).collect::<Vec<_>>(),
         [50, 50]
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_flood_benchmark_measures_every_phase() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = fedgate::bench::flood::FloodOptions {
+        nodes: 2,
+        seconds: 1.5,
+        flooders: 2,
+        exe: support::fedgate_bin().into(),
+    };
+    let report = fedgate::bench::flood::run(dir.path(), &options)
+        .await
+        .unwrap();
+    let names: Vec<_> = report.phases.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["no flood", "login flood", "signed garbage", "token holder"]
+    );
+    for phase in &report.phases {
+        assert!(phase.logins > 0 && phase.pings > 0, "{phase:?}");
+        assert!(
+            phase.ping_p99_ms > 0.0 && phase.ping_p99_ratio > 0.0,
+            "{phase:?}"
+        );
+        assert!(phase.audit_bytes_per_minute > 0.0, "{phase:?}");
+    }
+    assert!(
+        report.phases[1..].iter().all(|p| p.flood_sent > 0),
+        "{report:?}"
+    );
+    let table = fedgate::bench::flood::table(&report);
+    assert!(table.contains("signed garbage"), "{table}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -3,12 +3,12 @@
 
 mod support;
 
-#[test]
-fn demo_smoke_run_pings_every_node() {
-    let dir = tempfile::tempdir().unwrap();
+/// Runs `fedgate demo --smoke` with the legacy site in `serializer`; its report.
+fn smoke(dir: &std::path::Path, serializer: &str) -> serde_json::Value {
     let output = std::process::Command::new(support::fedgate_bin())
-        .args(["demo", "--smoke", "--nodes", "25", "--port", "0", "--dir"])
-        .arg(dir.path())
+        .args(["demo", "--smoke", "--nodes", "25", "--port", "0"])
+        .args(["--legacy-serializer", serializer, "--dir"])
+        .arg(dir)
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -18,6 +18,27 @@ fn demo_smoke_run_pings_every_node() {
         String::from_utf8_lossy(&output.stderr)
     );
     let report: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    // The legacy site both ways: the real mco pings the federation's 25 nodes and its own 2
+    // through the bridge, and a Choria client on the edge reaches its 2 mcollectived nodes.
+    assert_eq!(
+        report["legacy"],
+        serde_json::json!({"serializer": serializer, "mco_ping": 27, "choria_ok": 2}),
+        "{report}"
+    );
+    report
+}
+
+#[test]
+fn demo_smoke_run_with_a_yaml_legacy_site() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = smoke(dir.path(), "yaml");
+    assert_eq!(report["ok"], 25);
+}
+
+#[test]
+fn demo_smoke_run_pings_every_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = smoke(dir.path(), "marshal");
     assert_eq!(
         (report["responses"].as_u64(), report["ok"].as_u64()),
         (Some(25), Some(25))
@@ -28,13 +49,16 @@ fn demo_smoke_run_pings_every_node() {
         "the demo writes a client config"
     );
     // Both instances recorded decisions in their own audit trails (the edge of the first one
-    // took the ping; each federation member got its own decision).
+    // took the pings: each federation member got its own decision, and the legacy collective
+    // one).
     let records = support::audit_records(&dir.path().join("audit/fedgate-1.log"));
-    let allowed: Vec<_> = records
+    let mut allowed: Vec<_> = records
         .iter()
         .filter(|r| r.kind == fedgate::audit::Kind::Decision)
         .filter(|r| r.event.decision == Some(fedgate::audit::Verdict::Allow))
+        .filter(|r| r.event.edge == "websocket")
         .map(|r| r.event.collectives.join(","))
         .collect();
-    assert_eq!(allowed, ["london", "tokyo"]);
+    allowed.sort();
+    assert_eq!(allowed, ["london", "oldsite", "tokyo"]);
 }

@@ -767,3 +767,53 @@ async fn a_silent_signed_only_socket_gives_its_slot_back() {
     assert_eq!(close_code(&mut socket).await, 4000);
     gateway.edge.unwrap().shutdown().await;
 }
+
+/// The console is part of the binary (issue 22): served at `/` with no page files or Node.js
+/// at run time, its hashed assets cacheable for good, the rest revalidated by ETag, never
+/// framed by another site; `console = false` turns it off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_built_into_the_binary_is_served_at_the_root() {
+    assert!(
+        fedgate::edge::console::embedded(),
+        "this build holds no web console: build web-demo (scripts/setup-deps), then rebuild"
+    );
+    let gateway = Gateway::start("").await;
+    let (head, body) = support::edge::https_get(&gateway, "/", "").await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(head.contains("content-type: text/html"), "{head}");
+    assert!(head.contains("cache-control: no-cache"), "{head}");
+    assert!(
+        head.contains("content-security-policy: frame-ancestors 'none'"),
+        "{head}"
+    );
+    let page = String::from_utf8(body).unwrap();
+    assert!(page.contains("<title>fedgate console</title>"), "{page}");
+
+    // The script the page loads: immutable, and a revalidation with its ETag is answered 304.
+    let script = page
+        .split('"')
+        .find_map(|s| s.strip_prefix("./assets/").filter(|s| s.ends_with(".js")))
+        .map(|s| format!("/assets/{s}"))
+        .unwrap_or_else(|| panic!("no script in {page}"));
+    let (head, body) = support::edge::https_get(&gateway, &script, "").await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(head.contains("content-type: text/javascript"), "{head}");
+    assert!(head.contains("max-age=31536000, immutable"), "{head}");
+    assert!(!body.is_empty());
+    let etag = head
+        .lines()
+        .find_map(|l| l.strip_prefix("etag: "))
+        .unwrap()
+        .to_string();
+    let (head, body) =
+        support::edge::https_get(&gateway, &script, &format!("If-None-Match: {etag}\r\n")).await;
+    assert!(head.starts_with("http/1.1 304"), "{head}");
+    assert!(body.is_empty());
+
+    let (head, _) = support::edge::https_get(&gateway, "/assets/none.js", "").await;
+    assert!(head.starts_with("http/1.1 404"), "{head}");
+
+    let off = Gateway::start("console = false\n").await;
+    let (head, _) = support::edge::https_get(&off, "/", "").await;
+    assert!(head.starts_with("http/1.1 404"), "{head}");
+}

@@ -307,7 +307,7 @@ async fn a_collective_server_restarted_mid_broadcast_is_served_again() {
     assert!(
         broker
             .counter(
-                "fedgate_federation_refused_msgs",
+                "fedgate_federation_refused_total",
                 &[("reason", "unreachable")]
             )
             .await

@@ -227,11 +227,16 @@ async fn three_instances_relay_broadcasts_batches_and_survive_a_crash() {
         );
     }
 
-    // Prometheus metrics mirror go-choria's names, labelled by cluster, instance and direction.
+    // Prometheus metrics mirror go-choria's names, labelled by cluster, identity (the instance,
+    // as go-choria labels it) and direction; its time is a summary, with a histogram beside it.
     let metrics = brokers[0].scrape().await;
-    assert!(metrics.contains("choria_federation_received_msgs{cluster=\"prod\",instance=\"fb1\",direction=\"request\"}"), "{metrics}");
+    assert!(metrics.contains("choria_federation_received_msgs{cluster=\"prod\",identity=\"fb1\",direction=\"request\"}"), "{metrics}");
     assert!(
-        metrics.contains("choria_federation_time_bucket"),
+        metrics.contains("# TYPE choria_federation_time summary"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("fedgate_federation_processing_duration_seconds_bucket"),
         "{metrics}"
     );
 

@@ -9,16 +9,9 @@ use std::time::Duration;
 
 use fedgate::fleet::Fleet;
 use fedgate::natsd::{NatsServer, NatsServerConfig};
-use fedgate::security::Signer;
-use fedgate::security::devpki::CertPair;
 use fedgate::subjects;
-use fedgate::wire::Limits;
-use fedgate::wire::choria_v1::{
-    FederationHeader, Filter, Request, RequestEnvelope, SecureReply, SecureRequest, Transport,
-    TransportHeaders,
-};
 use futures::StreamExt;
-use serde_json::Value;
+use support::federated::{rpc, send, sign};
 use support::{BrokerProcess, Network, audit_records, gate_block, network_block, realm, user};
 
 const NODES: usize = 12;
@@ -102,119 +95,6 @@ impl Topology {
 
     fn audit(&self) -> Vec<fedgate::audit::Record> {
         audit_records(&self.dir.path().join("audit/audit.log"))
-    }
-}
-
-/// A request signed by `signer` with envelope agent `agent` and payload `message`.
-struct Signed {
-    secure: SecureRequest,
-    requestid: String,
-    caller: String,
-}
-
-fn sign(signer: &CertPair, agent: &str, message: &str, ttl: i64, age: i64) -> Signed {
-    let signer = Signer::from_files(&signer.cert, &signer.key).unwrap();
-    let caller = format!("choria={}", signer.certname());
-    let requestid = uuid::Uuid::new_v4().simple().to_string();
-    let now = fedgate::security::Now::system().unix_seconds();
-    let request = Request::new(
-        message.to_string(),
-        RequestEnvelope {
-            requestid: requestid.clone(),
-            senderid: "test-client".into(),
-            callerid: caller.clone(),
-            collective: "london".into(),
-            agent: agent.into(),
-            ttl,
-            time: now - age,
-            filter: Filter::default(),
-        },
-    );
-    Signed {
-        secure: signer.sign_request(&request).unwrap(),
-        requestid,
-        caller,
-    }
-}
-
-fn rpc(agent: &str, action: &str) -> String {
-    format!(r#"{{"agent":"{agent}","action":"{action}","data":{{}}}}"#)
-}
-
-/// What the client hears on a fresh reply subject after sending `signed` to `targets` with the
-/// federation header's `req`: each reply's sender and body (JSON, or the text for discovery).
-struct Sent {
-    replies: async_nats::Subscriber,
-}
-
-async fn send(client: &async_nats::Client, signed: &Signed, req: &str, targets: &[String]) -> Sent {
-    let reply_to = subjects::reply(
-        "london",
-        &signed.caller,
-        &uuid::Uuid::new_v4().simple().to_string(),
-    );
-    let replies = client.subscribe(reply_to.clone()).await.unwrap();
-    let headers = TransportHeaders {
-        reply_to: Some(reply_to),
-        mc_sender: Some("test-client".into()),
-        federation: Some(FederationHeader {
-            req: Some(req.to_string()),
-            reply_to: None,
-            target: targets.to_vec(),
-        }),
-        ..TransportHeaders::default()
-    };
-    let transport = Transport::new(signed.secure.encode(), headers);
-    client
-        .publish(
-            subjects::federation_ingest("prod"),
-            transport.encode().into(),
-        )
-        .await
-        .unwrap();
-    client.flush().await.unwrap();
-    Sent { replies }
-}
-
-impl Sent {
-    /// Replies until `count` arrived or `wait` passed since the last one.
-    async fn collect(mut self, count: usize, wait: Duration) -> Vec<(String, Value)> {
-        let mut out = Vec::new();
-        while out.len() < count {
-            let Ok(Some(message)) = tokio::time::timeout(wait, self.replies.next()).await else {
-                break;
-            };
-            let limits = Limits::default();
-            let transport = Transport::decode(&message.payload, &limits).unwrap();
-            let reply = SecureReply::decode(&transport.data, &limits)
-                .unwrap()
-                .reply(&limits)
-                .unwrap();
-            let body = serde_json::from_str(&reply.message)
-                .unwrap_or(Value::String(reply.message.clone()));
-            out.push((reply.envelope.senderid, body));
-        }
-        out
-    }
-
-    /// Nothing comes back: fedgate tells no one about a replay, since its reply subject is the
-    /// replayer's choice.
-    async fn unanswered(self) {
-        let replies = self.collect(1, Duration::from_secs(2)).await;
-        assert!(replies.is_empty(), "{replies:?}");
-    }
-
-    /// fedgate's refusal: its code, from the one reply it sends.
-    async fn refusal(self) -> String {
-        let replies = self.collect(1, Duration::from_secs(10)).await;
-        let Some((sender, body)) = replies.first() else {
-            panic!("no refusal reply");
-        };
-        assert!(sender.starts_with("fedgate:"), "{sender}: {body}");
-        body["data"]["fedgate"]["code"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string()
     }
 }
 
@@ -311,7 +191,7 @@ async fn a_payload_for_another_agent_than_the_envelope_is_refused_and_never_forw
     );
     let counted = broker
         .counter(
-            "fedgate_federation_refused_msgs",
+            "fedgate_federation_refused_total",
             &[("direction", "request"), ("reason", "agent_mismatch")],
         )
         .await;
@@ -338,7 +218,7 @@ async fn a_header_request_id_that_is_not_the_signed_one_is_refused() {
     assert_eq!(forwarded(&mut spy).await, 0);
     let counted = broker
         .counter(
-            "fedgate_federation_refused_msgs",
+            "fedgate_federation_refused_total",
             &[("reason", "request_id_mismatch")],
         )
         .await;
@@ -564,7 +444,7 @@ async fn calls_are_checked_against_the_ddl_before_any_fan_out() {
     assert_eq!(topo.fleet.stats().total, 0);
     let counted = broker
         .counter(
-            "fedgate_federation_refused_msgs",
+            "fedgate_federation_refused_total",
             &[("reason", "invalid_input")],
         )
         .await;

@@ -126,7 +126,7 @@ async fn call(client: &RpcClient, calls: &[RpcCall]) -> Summary {
 async fn refused(broker: &BrokerProcess, reason: &str) -> f64 {
     broker
         .counter(
-            "fedgate_federation_refused_msgs",
+            "fedgate_federation_refused_total",
             &[("direction", "request"), ("reason", reason)],
         )
         .await

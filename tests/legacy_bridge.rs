@@ -78,7 +78,7 @@ async fn gateway(site: &LegacySite) -> Gateway {
         .await
         .unwrap();
     let dispatcher = Dispatcher::connect(&config, gate, "bridge1").await.unwrap();
-    let edge = Edge::start(&config, dispatcher, None).await.unwrap();
+    let edge = Edge::start(&config, dispatcher).await.unwrap();
     Gateway {
         edge,
         keys: TokenKeys::load(&key).unwrap(),
@@ -180,6 +180,11 @@ struct Bridge {
 }
 
 async fn bridge(site: &LegacySite) -> Bridge {
+    bridge_with(site, "").await
+}
+
+/// [`bridge`] with `extra` settings in the site's `bridge` table (each `, key = value`).
+async fn bridge_with(site: &LegacySite, extra: &str) -> Bridge {
     let london = support::Network::start("london");
     let nodes = fedgate::fleet::generate("london", 50, &["london".into()]);
     let fleet = london.start_fleet_with(nodes.clone()).await;
@@ -203,7 +208,7 @@ async fn bridge(site: &LegacySite) -> Bridge {
         support::collective_block("collectives.london", &london),
         site.config_block(
             "oldsite",
-            "bridge = { collective = \"london\", refresh_s = 5 }"
+            &format!("bridge = {{ collective = \"london\", refresh_s = 5{extra} }}")
         ),
     );
     let path = dir.path().join("fedgate.toml");
@@ -403,7 +408,7 @@ fn legacy_request(
         msg,
         senderid: "client.example.net",
         requestid,
-        filter: fedgate::legacy::legacy_filter(&Default::default(), "rpcutil"),
+        filter: fedgate::legacy::legacy_filter(&Default::default(), "rpcutil").unwrap(),
         collective: "mcollective",
         agent: "rpcutil",
         ttl,
@@ -515,16 +520,19 @@ async fn bad_legacy_requests_are_refused_recorded_and_never_forwarded() {
         )
         .await
         .unwrap();
-    let mut answered = 0;
-    while let Ok(Some(Ok(_))) = tokio::time::timeout(
-        Duration::from_secs(5),
-        futures::StreamExt::next(&mut consumer),
-    )
-    .await
-    {
-        answered += 1;
-    }
+    let replies = collect_replies(&mut consumer, s).await;
+    let answered = replies.iter().filter(|r| r.status == 0).count();
     assert_eq!(answered, 50);
+    // Each caller refused once its signature verified is told why in a signed reply: the
+    // replay and the one whose unsigned agent disagrees (not the request that expired a minute
+    // ago, past the expiration mco gives it in the queue: nobody waits for it).
+    let mut told: Vec<&str> = replies
+        .iter()
+        .filter(|r| r.status == 1)
+        .map(|r| r.code.as_str())
+        .collect();
+    told.sort();
+    assert_eq!(told, ["replay", "unsigned_field_disagrees"]);
     assert_eq!(
         bridge
             .fleet
@@ -555,6 +563,52 @@ async fn bad_legacy_requests_are_refused_recorded_and_never_forwarded() {
     );
     let _ = connection.close(200, "done".into()).await;
     bridge.ingress.shutdown(Duration::from_secs(2)).await;
+}
+
+/// A legacy reply as a client sees it once its signature checked out with the servers' key.
+#[derive(Debug)]
+struct Told {
+    sender: String,
+    requestid: String,
+    status: i64,
+    /// `statusmsg` of an RPC reply, `"pong"` for discovery.
+    message: String,
+    /// fedgate's refusal code, when it refused.
+    code: String,
+}
+
+/// Every reply on `consumer` until none has come for 5 s, each verified with the site's
+/// server key.
+async fn collect_replies(consumer: &mut lapin::Consumer, s: Serializer) -> Vec<Told> {
+    use fedgate::wire::mcollective::Ruby;
+    use fedgate::wire::mcollective::envelope::LegacyReply;
+    let mut replies = Vec::new();
+    while let Ok(Some(Ok(delivery))) =
+        tokio::time::timeout(Duration::from_secs(5), futures::StreamExt::next(consumer)).await
+    {
+        let reply = LegacyReply::decode(s, &delivery.data, 1 << 20).unwrap();
+        let body = s.decode(&reply.body).unwrap();
+        let text = |v: Option<&Ruby>| v.and_then(Ruby::as_str).unwrap_or_default().to_string();
+        let (status, message) = match &body {
+            Ruby::Hash(_) => (
+                body.get("statuscode").and_then(Ruby::as_int).unwrap(),
+                text(body.get("statusmsg")),
+            ),
+            other => (0, text(Some(other))),
+        };
+        let code = body
+            .get("data")
+            .and_then(|d| d.get("fedgate"))
+            .and_then(|f| f.get("code"));
+        replies.push(Told {
+            sender: reply.senderid.clone(),
+            requestid: reply.requestid.clone(),
+            status,
+            message,
+            code: text(code),
+        });
+    }
+    replies
 }
 
 /// Starts the bridge `oldsite` as instance `bridge1` from `dir/fedgate.toml`.
@@ -675,10 +729,11 @@ async fn requests_wait_in_the_durable_queue_while_fedgate_is_down() {
         .unwrap();
         *answered.entry(reply.requestid).or_default() += 1;
     }
-    // The two live requests were bridged and answered, once each; the expired ones were not.
+    // The two live requests were bridged and answered (the broadcast by every node); the one
+    // that expired in the queue is told it was refused; the one the broker dropped is not.
     assert_eq!(
         answered,
-        [(id(1), 50), (id(2), 1)].into_iter().collect(),
+        [(id(1), 50), (id(2), 1), (id(3), 1)].into_iter().collect(),
         "replies by request"
     );
     // Besides the bridge's own discovery for its directed bindings.
@@ -1225,4 +1280,318 @@ async fn mco_reaches_every_member_of_a_federation() {
     // to tokyo only); inventory (discovery, then the refused broadcast).
     assert_eq!((decided("london"), decided("tokyo")), (4, 5));
     ingress.shutdown(Duration::from_secs(2)).await;
+}
+
+/// Runs `mco` with each of `calls` at once; their outputs, in order.
+async fn mco_together(site: &LegacySite, calls: &[Vec<String>]) -> Vec<String> {
+    let children: Vec<std::process::Child> = calls
+        .iter()
+        .map(|args| {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            site.mco_command(&args)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    tokio::task::spawn_blocking(move || {
+        children
+            .into_iter()
+            .map(|child| {
+                let output = child.wait_with_output().unwrap();
+                format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&output.stdout),
+                    String::from_utf8_lossy(&output.stderr)
+                )
+            })
+            .collect()
+    })
+    .await
+    .unwrap()
+}
+
+/// The london nodes an `mco` output names, sorted.
+fn london_nodes(output: &str) -> Vec<String> {
+    let mut nodes: Vec<String> = output
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+        .filter(|w| w.starts_with("london-"))
+        .map(str::to_string)
+        .collect();
+    nodes.sort();
+    nodes.dedup();
+    nodes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_mco_calls_sharing_one_key_are_each_served() {
+    // mco signs its message, TTL and second, not its request id: calls made together with one
+    // key sign identical bodies. mcollectived serves each; so does fedgate.
+    let site = LegacySite::new(Serializer::Marshal).await;
+    let bridge = bridge(&site).await;
+    directed_bindings(&bridge.ingress, 50).await;
+    let mut all: Vec<String> = bridge.nodes.iter().map(|n| n.identity.clone()).collect();
+    all.sort();
+
+    let ping: Vec<String> = ["ping", "--dt", "5"].map(String::from).to_vec();
+    let outputs = mco_together(&site, &[ping.clone(), ping.clone(), ping]).await;
+    for output in &outputs {
+        assert_eq!(london_nodes(output), all, "{output}");
+    }
+
+    // Ten rpc calls with different filters, each discovering five nodes and sending each a
+    // directed copy: every call gets exactly its nodes.
+    let filters: Vec<String> = (0..5)
+        .flat_map(|tens| {
+            [
+                format!("/^london-00{tens}[0-4]$/"),
+                format!("/^london-00{tens}[5-9]$/"),
+            ]
+        })
+        .collect();
+    let calls: Vec<Vec<String>> = filters
+        .iter()
+        .map(|filter| {
+            [
+                "rpc",
+                "--json",
+                "--dt",
+                "5",
+                "rpcutil",
+                "ping",
+                "-I",
+                filter.as_str(),
+            ]
+            .map(String::from)
+            .to_vec()
+        })
+        .collect();
+    let outputs = mco_together(&site, &calls).await;
+    for (filter, output) in filters.iter().zip(&outputs) {
+        let pattern = regex::Regex::new(filter.trim_matches('/')).unwrap();
+        let wanted: Vec<String> = all
+            .iter()
+            .filter(|n| pattern.is_match(n))
+            .cloned()
+            .collect();
+        assert_eq!(wanted.len(), 5);
+        assert_eq!(london_nodes(output), wanted, "{filter}: {output}");
+    }
+
+    // The copies are on the record as duplicates of the first.
+    let records = support::audit_records(&bridge.dir.path().join("audit/audit.log"));
+    let duplicates = records
+        .iter()
+        .filter(|r| r.event.duplicate.is_some())
+        .count();
+    assert!(duplicates >= 1, "{duplicates} duplicates recorded");
+    assert!(
+        records
+            .iter()
+            .all(|r| r.event.decision != Some(fedgate::audit::Verdict::Deny))
+    );
+    bridge.ingress.shutdown(Duration::from_secs(2)).await;
+}
+
+/// A bare pre-2.0 request: the message alone, signed, with the envelope's TTL and time.
+fn bare_request(
+    signer: &fedgate::security::legacy::LegacySigner,
+    s: Serializer,
+    (agent, msg): (&str, fedgate::wire::mcollective::Ruby),
+    requestid: &str,
+) -> fedgate::wire::mcollective::envelope::LegacyRequest {
+    let body = s.encode(&msg);
+    fedgate::wire::mcollective::envelope::LegacyRequest {
+        hash: signer.sign(&body).unwrap(),
+        body,
+        senderid: "client.example.net".into(),
+        requestid: requestid.into(),
+        filter: fedgate::legacy::legacy_filter(&Default::default(), agent).unwrap(),
+        collective: "mcollective".into(),
+        agent: agent.into(),
+        callerid: "cert=alice".into(),
+        ttl: 60,
+        msgtime: fedgate::security::Now::system().unix_seconds(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn copies_request_ids_and_old_bodies_are_taken_as_mcollectived_takes_them() {
+    use fedgate::security::legacy::LegacySigner;
+    use fedgate::wire::mcollective::Ruby;
+    // A real mcollectived beside fedgate on the same exchanges: every request below reaches
+    // both, so each answer fedgate gives is set beside the daemon's.
+    let mut site = LegacySite::new(Serializer::Marshal).await;
+    site.start_node("legacy1.example.net", "---\nrole: legacy\n");
+    let bridge = bridge_with(&site, ", max_copies = 2").await;
+    directed_bindings(&bridge.ingress, 50).await;
+    let s = Serializer::Marshal;
+    let alice = LegacySigner::from_file(&site.key("alice-private.pem"), "alice").unwrap();
+    let publisher = Publisher::new(&site).await;
+    let mut consumer = publisher.replies().await;
+    let route = ("mcollective_broadcast", "rpcutil");
+    let now = fedgate::security::Now::system().unix_seconds();
+    let request = |id: &str| legacy_request(&alice, ("rpcutil", "ping", vec![]), (now, 60), id);
+    // (legacy node's replies, london's replies, fedgate's refusal codes) for one request id.
+    let answers = |replies: &[Told], id: &str| {
+        let of = |r: &&Told| r.requestid == id;
+        let legacy = replies
+            .iter()
+            .filter(of)
+            .filter(|r| r.sender == "legacy1.example.net")
+            .count();
+        let london = replies
+            .iter()
+            .filter(of)
+            .filter(|r| r.sender.starts_with("london-") && r.status == 0)
+            .count();
+        let mut refused: Vec<String> = replies
+            .iter()
+            .filter(of)
+            .filter(|r| r.status == 1)
+            .map(|r| format!("{}: {}", r.code, r.message))
+            .collect();
+        refused.sort();
+        (legacy, london, refused)
+    };
+
+    // mco's 32 hex characters, another client's 40, and a UUID with its dashes: one body under
+    // three ids. The daemon answers all three; fedgate serves two copies (max_copies = 2) and
+    // tells the third why not.
+    let ids = [
+        "0123456789abcdef0123456789abcdef".to_string(),
+        "0123456789abcdef0123456789abcdef01234567".to_string(),
+        "01234567-89ab-cdef-0123-456789abcdef".to_string(),
+    ];
+    // The first frame again, request id and all, is a replay, which fedgate refuses and says
+    // so. Then an id no client makes, which fedgate does not echo into replies. (A pause
+    // between each: fedgate takes deliveries concurrently, and the order decides which copy
+    // is one too many.)
+    let odd = "x".repeat(65);
+    for id in [&ids[0], &ids[1], &ids[2], &ids[0], &odd] {
+        publisher.publish(route, &request(id).encode(s)).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let replies = collect_replies(&mut consumer, s).await;
+    let (legacy, london, refused) = answers(&replies, &ids[0]);
+    assert_eq!(
+        (legacy, london),
+        (2, 50),
+        "the daemon keeps no replay cache"
+    );
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert!(
+        refused[0].starts_with("replay: ") && refused[0].contains("already forwarded"),
+        "{refused:?}"
+    );
+    assert_eq!(answers(&replies, &ids[1]), (1, 50, vec![]));
+    let (legacy, london, refused) = answers(&replies, &ids[2]);
+    assert_eq!((legacy, london), (1, 0));
+    assert!(
+        refused.len() == 1 && refused[0].contains("under 2 request ids"),
+        "{refused:?}"
+    );
+    assert_eq!(answers(&replies, &odd).0, 1, "mcollectived takes any id");
+    assert_eq!(answers(&replies, &odd).1, 0);
+
+    // A pre-2.0 discovery ping, its TTL and time unsigned: the daemon answers it (plugin.ssl.
+    // enforce_ttl unset), and so does fedgate. A bare SimpleRPC Hash: the daemon drops it
+    // ("does not have a secure TTL"); fedgate refuses it and says so.
+    let ping = bare_request(&alice, s, ("discovery", Ruby::str("ping")), &"b".repeat(32));
+    publisher
+        .publish(("mcollective_broadcast", "discovery"), &ping.encode(s))
+        .await;
+    let rpc = Ruby::Hash(vec![
+        (Ruby::sym("agent"), Ruby::str("rpcutil")),
+        (Ruby::sym("action"), Ruby::str("ping")),
+        (Ruby::sym("data"), Ruby::Hash(vec![])),
+    ]);
+    let bare_rpc = bare_request(&alice, s, ("rpcutil", rpc), &"c".repeat(32));
+    publisher.publish(route, &bare_rpc.encode(s)).await;
+    let replies = collect_replies(&mut consumer, s).await;
+    let pongs: Vec<&Told> = replies.iter().filter(|r| r.message == "pong").collect();
+    assert_eq!(pongs.len(), 51, "{replies:?}");
+    assert!(pongs.iter().any(|r| r.sender == "legacy1.example.net"));
+    let (legacy, london, refused) = answers(&replies, &"c".repeat(32));
+    assert_eq!((legacy, london), (0, 0));
+    assert!(
+        refused.len() == 1 && refused[0].starts_with("malformed_envelope: "),
+        "{refused:?}"
+    );
+
+    // On the record: the second id as a duplicate, the rest refused with their reasons.
+    let records = support::audit_records(&bridge.dir.path().join("audit/audit.log"));
+    let of = |id: &str| {
+        records
+            .iter()
+            .filter(|r| r.kind == fedgate::audit::Kind::Decision)
+            .filter(|r| {
+                let legacy = r
+                    .event
+                    .legacy_request_id
+                    .as_ref()
+                    .or(r.event.request_id.as_ref());
+                legacy.map(String::as_str) == Some(id)
+            })
+            .map(|r| (r.event.code.clone(), r.event.duplicate))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(of(&ids[1]), [("allowed".to_string(), Some(1))]);
+    // Choria takes 32 hex characters: the 40-character id went in under one derived from it,
+    // and the record holds both.
+    let derived = fedgate::legacy::choria_request_id(&ids[1]);
+    assert_eq!(derived.len(), 32);
+    assert!(
+        records
+            .iter()
+            .any(|r| r.event.request_id.as_deref() == Some(derived.as_str())
+                && r.event.legacy_request_id.as_deref() == Some(ids[1].as_str()))
+    );
+    assert_eq!(of(&ids[2]), [("replay".to_string(), None)]);
+    // (Cut to 64 characters on the record.)
+    let cut = format!("{}…", "x".repeat(63));
+    assert_eq!(of(&cut), [("unsigned_field_disagrees".to_string(), None)]);
+    assert_eq!(
+        of(&"c".repeat(32)),
+        [("malformed_envelope".to_string(), None)]
+    );
+    assert_eq!(of(&"b".repeat(32)), [("allowed".to_string(), None)]);
+    bridge.ingress.shutdown(Duration::from_secs(2)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn enforce_ttl_refuses_old_bodies_as_mcollectived_does() {
+    use fedgate::security::legacy::LegacySigner;
+    use fedgate::wire::mcollective::Ruby;
+    let site = LegacySite::new(Serializer::Marshal).await;
+    let bridge = bridge_with(&site, ", enforce_ttl = true").await;
+    let s = Serializer::Marshal;
+    let alice = LegacySigner::from_file(&site.key("alice-private.pem"), "alice").unwrap();
+    let publisher = Publisher::new(&site).await;
+    let ping = bare_request(&alice, s, ("discovery", Ruby::str("ping")), &"d".repeat(32));
+    publisher
+        .publish(("mcollective_broadcast", "discovery"), &ping.encode(s))
+        .await;
+    let mut code = String::new();
+    for _ in 0..100 {
+        let records = support::audit_records(&bridge.dir.path().join("audit/audit.log"));
+        if let Some(record) = records
+            .iter()
+            .find(|r| r.event.request_id.as_deref() == Some(&"d".repeat(32)))
+        {
+            code = record.event.code.clone();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(code, "old_protocol");
+    assert_eq!(
+        bridge
+            .fleet
+            .stats()
+            .acted_for("choria=alice.mcollective", "fedgate.privileged.mcollective"),
+        0
+    );
+    bridge.ingress.shutdown(Duration::from_secs(2)).await;
 }

@@ -136,7 +136,7 @@ fn request(
         msg,
         senderid: "client.example.net",
         requestid,
-        filter: fedgate::legacy::legacy_filter(&Default::default(), agent),
+        filter: fedgate::legacy::legacy_filter(&Default::default(), agent).unwrap(),
         collective: "mcollective",
         agent,
         ttl,

@@ -180,17 +180,19 @@ fn every_bad_request_is_refused_with_its_own_code() {
     filter_agent.filter = filter("puppet");
     assert_eq!(code(filter_agent, NOW), Some("unsigned_field_disagrees"));
 
-    // The same signed body again is a replay, whatever request id it claims; directed copies
-    // pass once per node, and never also as a broadcast. The legacy ingress claims what the
-    // verifier accepted in the gateway's replay guard, keyed on the body and its signer.
+    // The ssl plugin does not sign the request id, so the legacy ingress claims the signed body
+    // under its request id: the same frame again is a replay, and directed copies pass once per
+    // node, never also as a broadcast. The body under another request id is a copy, which is
+    // served a bounded number of times within its TTL, as mcollectived serves each one.
     let verifier = verifier(dir.path());
     let guard = fedgate::gateway::ReplayGuard::local();
     let again = |request: &LegacyRequest, target: Option<&str>| {
         let verified = verifier.verify_request(s, request.clone(), NOW).unwrap();
         let nodes: Vec<String> = target.map(str::to_string).into_iter().collect();
+        let exact = [&request.body[..], b"\0", request.requestid.as_bytes()].concat();
         let claim = fedgate::gateway::Claim {
             realm: &verified.cert_name,
-            signed: &request.body,
+            signed: &exact,
             collective: "london",
             mode: match nodes.as_slice() {
                 [] => fedgate::gateway::Mode::Broadcast,
@@ -201,10 +203,25 @@ fn every_bad_request_is_refused_with_its_own_code() {
             .err()
             .map(|e| e.code())
     };
+    let copy = |request: &LegacyRequest| {
+        let copy = fedgate::gateway::replay::BodyCopy {
+            realm: "alice",
+            signed: &request.body,
+            collective: "london",
+            request_id: &request.requestid,
+        };
+        futures::executor::block_on(guard.copy(&copy, 2, NOW + 60, NOW)).map_err(|e| e.code())
+    };
     assert_eq!(again(&good, None), None);
+    assert_eq!(again(&good, None), Some("replay"));
+    assert_eq!(copy(&good), Ok(0));
     let mut renamed = good.clone();
     renamed.requestid = "ffffffffffffffffffffffffffffffff".into();
-    assert_eq!(again(&renamed, None), Some("replay"));
+    assert_eq!(again(&renamed, None), None);
+    assert_eq!(copy(&renamed), Ok(1));
+    assert_eq!(copy(&good), Ok(0));
+    renamed.requestid = "eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee".into();
+    assert_eq!(copy(&renamed), Err("replay"));
     // Claimed as a broadcast, so not directed as well.
     assert_eq!(again(&good, Some("node1")), Some("replay"));
     let directed = signed(dir.path(), s, NOW - 1, ID);

@@ -356,7 +356,7 @@ async fn a_full_audit_file_refuses_requests_then_resumes_when_it_can_write() {
     assert_eq!(
         broker
             .counter(
-                "fedgate_federation_refused_msgs",
+                "fedgate_federation_refused_total",
                 &[("reason", "audit_failed")]
             )
             .await,
@@ -428,7 +428,7 @@ async fn a_jetstream_sink_keeps_the_trail_and_the_file_covers_its_outage() {
     )
     .unwrap();
     let config = topo.config(&format!(
-        "\n[audit.jetstream]\nnats = [{:?}]\nstream = \"AUDIT\"\n",
+        "\n[audit.jetstream]\nnats = [{:?}]\nstream = \"AUDIT\"\nmax_bytes = 67108864\n",
         js.url()
     ));
     let mut broker = BrokerProcess::spawn(&config, "pa5").await;

@@ -29,7 +29,10 @@ pub fn bound(event: &mut Event) {
     {
         fit(caller, MAX_CALLER);
     }
-    if let Some(id) = &mut event.request_id {
+    for id in [&mut event.request_id, &mut event.legacy_request_id]
+        .into_iter()
+        .flatten()
+    {
         fit(id, MAX_REQUEST_ID);
     }
     for name in [&mut event.agent, &mut event.action].into_iter().flatten() {

@@ -123,6 +123,7 @@ fn kind_name(kind: Kind) -> &'static str {
         Kind::Decision => "decision",
         Kind::Completion => "completion",
         Kind::Correction => "correction",
+        Kind::Checkpoint => "checkpoint",
     }
 }
 

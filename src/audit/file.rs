@@ -16,11 +16,17 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
+mod budget;
+
+use budget::Budget;
+
+use super::checkpoint::{Cadence, Signer};
 use super::record::{self, ChainState, Event, Kind, Record};
 
 /// Events waiting for the writer; more are refused (fail closed) rather than queued without end.
@@ -31,7 +37,17 @@ const BATCH: usize = 512;
 pub const AUDIT_FILE_MODE: u32 = 0o600;
 
 /// When the file is flushed to stable storage.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Deserialize,
+    serde::Serialize,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Fsync {
     /// fdatasync at least once per interval.
@@ -56,6 +72,10 @@ pub struct FileOptions {
     pub fsync_interval: Duration,
     /// The instance name written in each record.
     pub instance: String,
+    /// Signs checkpoints into the chain, when configured.
+    pub checkpoints: Option<Arc<Signer>>,
+    /// Bytes the whole trail may take; writes past it are refused.
+    pub budget_bytes: Option<u64>,
 }
 
 /// Why a record could not be written.
@@ -81,10 +101,18 @@ struct Job {
     reply: Reply,
 }
 
-/// A handle to the writer thread; cheap to clone. The thread stops when the last handle drops.
+/// What the writer thread is handed: a record to write, or the stop (answered once the last
+/// checkpoint is on disk).
+enum Message {
+    Write(Box<Job>),
+    Close(oneshot::Sender<()>),
+}
+
+/// A handle to the writer thread; cheap to clone. The thread stops at [`FileSink::close`], or
+/// when the last handle drops.
 #[derive(Clone)]
 pub struct FileSink {
-    jobs: SyncSender<Job>,
+    jobs: SyncSender<Message>,
 }
 
 /// Why the sink could not open its file.
@@ -115,17 +143,32 @@ impl FileSink {
     /// Writes one event as record `id` and waits until it is written (and synced, per policy).
     pub async fn append(&self, kind: Kind, id: String, event: Event) -> Result<Record, SinkError> {
         let (reply, done) = oneshot::channel();
-        match self.jobs.try_send(Job {
+        match self.jobs.try_send(Message::Write(Box::new(Job {
             kind,
             id,
             event,
             reply,
-        }) {
+        }))) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => return Err(SinkError::Busy),
             Err(TrySendError::Disconnected(_)) => return Err(SinkError::Stopped),
         }
         done.await.unwrap_or(Err(SinkError::Stopped))
+    }
+
+    /// Stops the writer once the records handed to it before are written: it anchors them with
+    /// a last checkpoint and syncs the file before this returns, so a process that exits next
+    /// leaves a trail that ends anchored. Records handed over after this are refused as stopped.
+    pub async fn close(&self) {
+        let (ack, done) = oneshot::channel();
+        let jobs = self.jobs.clone();
+        // The queue may be full: wait for room off the runtime's threads.
+        let handed = tokio::task::spawn_blocking(move || jobs.send(Message::Close(ack)).is_ok())
+            .await
+            .unwrap_or(false);
+        if handed {
+            let _ = done.await;
+        }
     }
 }
 
@@ -135,6 +178,10 @@ struct Writer {
     /// Bytes of whole records in the active file.
     len: u64,
     chain: ChainState,
+    /// When the next checkpoint is due (with a signer).
+    cadence: Option<Cadence>,
+    /// How full the trail's allowance and disk are.
+    budget: Budget,
     synced: Instant,
     dirty: bool,
     /// A write failed and the file could not be cut back: refuse until restarted.
@@ -151,6 +198,9 @@ impl Writer {
         let existing = std::fs::metadata(&options.path)
             .map(|m| m.len())
             .unwrap_or(0);
+        if let Some(signer) = &options.checkpoints {
+            check_recent(&options.path, signer).map_err(error)?;
+        }
         let (chain, previous_file) = if existing > 0 {
             (last_state(&options.path).map_err(error)?, None)
         } else {
@@ -168,11 +218,19 @@ impl Writer {
             .mode(AUDIT_FILE_MODE)
             .open(&options.path)
             .map_err(|e| error(e.to_string()))?;
+        let cadence = options.checkpoints.as_ref().map(|s| s.cadence());
+        let budget = Budget::new(
+            &options.path,
+            options.budget_bytes,
+            trail_bytes(&options.path),
+        );
         let mut writer = Writer {
             options,
             file,
             len: existing,
             chain,
+            cadence,
+            budget,
             synced: Instant::now(),
             dirty: false,
             broken: None,
@@ -180,30 +238,128 @@ impl Writer {
         if existing == 0 {
             writer.write_header(previous_file).map_err(error)?;
         }
+        // Anchor whatever the last run left unanchored (and the header), at once.
+        if writer.cadence.is_some() {
+            let mut buffer = Vec::new();
+            writer.seal_checkpoint(&mut buffer);
+            writer
+                .write(&buffer)
+                .and_then(|()| writer.sync())
+                .map_err(error)?;
+        }
         Ok(writer)
     }
 
-    fn run(mut self, queue: Receiver<Job>) {
-        loop {
-            let first = match queue.recv_timeout(self.options.fsync_interval) {
+    fn run(mut self, queue: Receiver<Message>) {
+        let closed = loop {
+            let wait = self
+                .cadence
+                .as_ref()
+                .and_then(Cadence::wait)
+                .map_or(self.options.fsync_interval, |due| {
+                    due.min(self.options.fsync_interval)
+                });
+            let first = match queue.recv_timeout(wait) {
                 Ok(job) => job,
                 Err(RecvTimeoutError::Timeout) => {
+                    self.checkpoint_if_due();
                     self.sync_if_due();
                     continue;
                 }
-                Err(RecvTimeoutError::Disconnected) => break,
+                Err(RecvTimeoutError::Disconnected) => break None,
             };
-            let mut batch = vec![first];
-            while batch.len() < BATCH {
-                match queue.try_recv() {
-                    Ok(job) => batch.push(job),
-                    Err(_) => break,
+            let mut batch = Vec::new();
+            let mut closing = None;
+            let mut next = Some(first);
+            while let Some(message) = next {
+                match message {
+                    Message::Write(job) => batch.push(*job),
+                    Message::Close(ack) => {
+                        closing = Some(ack);
+                        break;
+                    }
                 }
+                next = (batch.len() < BATCH)
+                    .then(|| queue.try_recv().ok())
+                    .flatten();
             }
-            self.write_batch(batch);
+            if !batch.is_empty() {
+                self.write_batch(batch);
+            }
+            if closing.is_some() {
+                break closing;
+            }
+            self.checkpoint_if_due();
             self.sync_if_due();
+        };
+        // A clean stop anchors what is left, so a trail that ends unanchored was cut or crashed.
+        if self.cadence.as_ref().and_then(Cadence::wait).is_some() {
+            self.checkpoint_now();
         }
         let _ = self.file.sync_data();
+        if let Some(ack) = closed {
+            let _ = ack.send(());
+        }
+    }
+
+    /// Seals `event` onto the chain into `buffer`, followed by a checkpoint when one is due.
+    fn seal_into(&mut self, kind: Kind, id: String, event: Event, buffer: &mut Vec<u8>) -> Record {
+        let (record, line) = record::seal(
+            kind,
+            id,
+            &self.options.instance,
+            record::now(),
+            event,
+            &mut self.chain,
+        );
+        buffer.extend_from_slice(&line);
+        buffer.push(b'\n');
+        if self.cadence.as_mut().is_some_and(Cadence::wrote) {
+            self.seal_checkpoint(buffer);
+        }
+        record
+    }
+
+    /// Seals a checkpoint of the chain so far into `buffer`.
+    fn seal_checkpoint(&mut self, buffer: &mut Vec<u8>) {
+        let (Some(signer), Some(cadence)) = (&self.options.checkpoints, &mut self.cadence) else {
+            return;
+        };
+        let (_, line) = signer.seal(
+            record::new_id(&self.options.instance),
+            &self.options.instance,
+            &mut self.chain,
+        );
+        cadence.anchored();
+        buffer.extend_from_slice(&line);
+        buffer.push(b'\n');
+        metrics::counter!("fedgate_audit_checkpoints_total", "sink" => "file").increment(1);
+    }
+
+    /// Writes a checkpoint when records have waited the interval for one.
+    fn checkpoint_if_due(&mut self) {
+        if self.cadence.as_ref().is_some_and(Cadence::due_by_time) {
+            self.checkpoint_now();
+        }
+    }
+
+    /// Writes a checkpoint of the chain so far.
+    fn checkpoint_now(&mut self) {
+        if self.broken.is_some() {
+            return;
+        }
+        let before = (self.chain.clone(), self.cadence.clone());
+        let mut buffer = Vec::new();
+        self.seal_checkpoint(&mut buffer);
+        if let Err(err) = self.write(&buffer).and_then(|()| self.sync()) {
+            tracing::error!(file = %self.options.path.display(), error = %err, "audit checkpoint not written; retrying");
+            (self.chain, self.cadence) = before;
+            if let Err(cut) = self.file.set_len(self.len) {
+                self.broken = Some(format!(
+                    "writing a checkpoint: {err}; then cutting back failed: {cut}"
+                ));
+            }
+        }
     }
 
     fn write_batch(&mut self, batch: Vec<Job>) {
@@ -213,29 +369,24 @@ impl Writer {
             }
             return;
         }
-        let before = self.chain.clone();
+        let before = (self.chain.clone(), self.cadence.clone());
         let mut buffer = Vec::with_capacity(batch.len() * 512);
         let mut sealed = Vec::with_capacity(batch.len());
         for job in batch {
-            let (record, line) = record::seal(
-                job.kind,
-                job.id,
-                &self.options.instance,
-                record::now(),
-                job.event,
-                &mut self.chain,
-            );
-            buffer.extend_from_slice(&line);
-            buffer.push(b'\n');
+            let record = self.seal_into(job.kind, job.id, job.event, &mut buffer);
             sealed.push((record, job.reply));
         }
-        let result = self.write(&buffer).and_then(|()| {
-            if self.options.fsync == Fsync::Always {
-                self.sync()
-            } else {
-                Ok(())
-            }
-        });
+        let result = self
+            .budget
+            .admit(buffer.len() as u64)
+            .and_then(|()| self.write(&buffer))
+            .and_then(|()| {
+                if self.options.fsync == Fsync::Always {
+                    self.sync()
+                } else {
+                    Ok(())
+                }
+            });
         match result {
             Ok(()) => {
                 for (record, reply) in sealed {
@@ -249,7 +400,7 @@ impl Writer {
                 }
             }
             Err(err) => {
-                self.chain = before;
+                (self.chain, self.cadence) = before;
                 let message = format!("writing {}: {err}", self.options.path.display());
                 tracing::error!("audit {message}; refusing the requests it describes");
                 if let Err(cut) = self.file.set_len(self.len) {
@@ -265,6 +416,7 @@ impl Writer {
     fn write(&mut self, bytes: &[u8]) -> Result<(), String> {
         self.file.write_all(bytes).map_err(|e| e.to_string())?;
         self.len += bytes.len() as u64;
+        self.budget.wrote(bytes.len() as u64);
         self.dirty = true;
         Ok(())
     }
@@ -293,16 +445,10 @@ impl Writer {
             previous_file,
             ..Event::default()
         };
-        let (_, mut line) = record::seal(
-            Kind::Header,
-            record::new_id(&self.options.instance),
-            &self.options.instance,
-            record::now(),
-            event,
-            &mut self.chain,
-        );
-        line.push(b'\n');
-        self.write(&line)?;
+        let mut buffer = Vec::new();
+        let id = record::new_id(&self.options.instance);
+        self.seal_into(Kind::Header, id, event, &mut buffer);
+        self.write(&buffer)?;
         self.sync()
     }
 
@@ -344,6 +490,15 @@ fn rotation_number(path: &Path) -> Option<u64> {
     (number.len() == 6).then(|| number.parse().ok()).flatten()
 }
 
+/// Bytes of the trail whose active file is `active`: that file and its rotated files.
+fn trail_bytes(active: &Path) -> u64 {
+    std::iter::once(active.to_path_buf())
+        .chain(rotated_files(active))
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| m.len())
+        .sum()
+}
+
 /// The rotated files of `active`, oldest first.
 pub fn rotated_files(active: &Path) -> Vec<PathBuf> {
     let dir = match active.parent() {
@@ -369,6 +524,30 @@ pub fn rotated_files(active: &Path) -> Vec<PathBuf> {
 
 fn newest_rotated(active: &Path) -> Option<PathBuf> {
     rotated_files(active).pop()
+}
+
+/// The start-up check of a trail with checkpoints: back to the last checkpoint, not just the
+/// last line ([`super::review::verify_recent`]).
+fn check_recent(active: &Path, signer: &Signer) -> Result<(), String> {
+    let trail = super::review::trail(active);
+    if trail.is_empty() {
+        return Ok(());
+    }
+    let intact = super::review::verify_recent(&trail, &signer.public()).map_err(|broken| {
+        format!(
+            "the trail was altered since its last checkpoint: {broken}; run `fedgate audit verify --key` on it and move it aside"
+        )
+    })?;
+    let anchors = intact.anchors.unwrap_or_default();
+    if anchors.foreign > 0 {
+        tracing::warn!(file = %active.display(), checkpoints = anchors.foreign, key = signer.id(), "audit checkpoints signed by another key (the key was changed?) were not checked at start-up");
+    }
+    if anchors.checkpoints == 0 {
+        tracing::warn!(file = %active.display(), records = intact.records, "no checkpoint by this instance's key in the recent audit trail: checked its hash chain only, and anchoring it now");
+    } else {
+        tracing::info!(file = %active.display(), checkpoints = anchors.checkpoints, unanchored = anchors.unanchored, "audit trail checked back to its last checkpoint");
+    }
+    Ok(())
 }
 
 /// The chain position after the last record of `path`, which must end with a whole, valid record.

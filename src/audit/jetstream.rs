@@ -49,6 +49,8 @@ pub struct JetStreamOptions {
     pub duplicate_window: Duration,
     /// How long to wait for the server's acknowledgement.
     pub timeout: Duration,
+    /// Signs checkpoints into the chain, when configured.
+    pub checkpoints: Option<std::sync::Arc<super::checkpoint::Signer>>,
 }
 
 impl JetStreamOptions {
@@ -86,10 +88,20 @@ struct Job {
     reply: oneshot::Sender<Result<Record, SinkError>>,
 }
 
-/// A handle to the writer task; cheap to clone. The task stops when the last handle drops.
+/// What the writer task is handed: a record to publish; a record another sink took while this
+/// one could not, to publish once the stream is back; or the stop (answered once the last
+/// checkpoint is stored).
+enum Message {
+    Write(Box<Job>),
+    Backfill(Box<Record>),
+    Close(oneshot::Sender<()>),
+}
+
+/// A handle to the writer task; cheap to clone. The task stops at [`JetStreamSink::close`], or
+/// when the last handle drops.
 #[derive(Clone)]
 pub struct JetStreamSink {
-    jobs: mpsc::Sender<Job>,
+    jobs: mpsc::Sender<Message>,
 }
 
 impl JetStreamSink {
@@ -100,9 +112,10 @@ impl JetStreamSink {
             stream: options.stream.clone(),
             message,
         };
-        let client = nats::connect(
+        let client = nats::connect_watched(
             &options.endpoint,
             &format!("fedgate audit {}", options.instance),
+            "nats audit stream",
         )
         .await
         .map_err(|e| error(e.to_string()))?;
@@ -114,7 +127,8 @@ impl JetStreamSink {
             .await
             .map_err(error)?;
         let (jobs, queue) = mpsc::channel(QUEUE);
-        let writer = Writer::new(context, stream, subject, options.instance, end);
+        let writer = Writer::new(context, stream, subject, options.instance, end)
+            .with_checkpoints(options.checkpoints);
         tokio::spawn(writer.run(queue));
         Ok(JetStreamSink { jobs })
     }
@@ -128,11 +142,34 @@ impl JetStreamSink {
             event,
             reply,
         };
-        match self.jobs.try_send(job) {
+        match self.jobs.try_send(Message::Write(Box::new(job))) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => return Err(SinkError::Busy),
             Err(mpsc::error::TrySendError::Closed(_)) => return Err(SinkError::Stopped),
         }
         done.await.unwrap_or(Err(SinkError::Stopped))
+    }
+
+    /// Hands over `record`, which another sink accepted while this one failed, to be published
+    /// in order once the stream is back, so that the stream's chain stays complete. The
+    /// writer keeps a bounded backlog; what does not fit is counted and noted in the chain.
+    pub fn backfill(&self, record: &Record) {
+        if self
+            .jobs
+            .try_send(Message::Backfill(Box::new(record.clone())))
+            .is_err()
+        {
+            metrics::counter!("fedgate_audit_backfill_dropped_total").increment(1);
+        }
+    }
+
+    /// Stops the writer once the records handed to it before are published, with a last
+    /// checkpoint stored after them (or given up on after its retries), so a process that exits
+    /// next leaves its chain anchored.
+    pub async fn close(&self) {
+        let (ack, done) = oneshot::channel();
+        if self.jobs.send(Message::Close(ack)).await.is_ok() {
+            let _ = done.await;
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! Audit records: what was decided about a request, sealed into a per-file hash chain.
 //!
-//! A record is one line of canonical JSON: keys sorted, no insignificant whitespace. `hash` is
+//! A record is one line of canonical JSON (specified in `docs/audit-format.md`, pinned by
+//! `tests/golden/audit`): keys sorted, no insignificant whitespace. `hash` is
 //! the lowercase hex SHA-256 of the record's canonical bytes without `hash`; `prev` is the hash
 //! of the record before it (64 zeros for the first record ever). Because the line itself must
 //! be canonical, any change to any byte of a line is detected at that line.
@@ -28,6 +29,8 @@ pub enum Kind {
     /// A note about an earlier record of the same chain, which it links to: a JetStream record
     /// whose write was reported failed but that reached the stream later.
     Correction,
+    /// A signed anchor of the chain so far ([`super::checkpoint`]).
+    Checkpoint,
 }
 
 /// Allowed or refused.
@@ -49,6 +52,9 @@ pub struct Event {
     /// The realm the caller was (or was to be) verified in.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub realm: String,
+    /// The network address the request came from, where the edge knows it (WebSocket).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
     /// The caller id proven by the signature; absent when verification failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub caller: Option<String>,
@@ -114,9 +120,25 @@ pub struct Event {
     /// Completion: replies relayed by this instance.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replies: Option<u64>,
+    /// An aggregated record: how many refusals from its source it stands for, besides the
+    /// records written in full ([`super::flood`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suppressed: Option<u64>,
+    /// A legacy request whose signed body was already accepted under another request id
+    /// within its TTL: which copy this is (1 for the first duplicate). mcollectived serves
+    /// such copies; fedgate serves a bounded number of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duplicate: Option<u64>,
+    /// The request id a legacy caller sent, when its request went into Choria under another
+    /// (`request_id`): Choria takes only 32 hex characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub legacy_request_id: Option<String>,
     /// Header: the file this one continues.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous_file: Option<String>,
+    /// Checkpoint: the record it anchors and its signature.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<super::checkpoint::Checkpoint>,
 }
 
 /// A sealed record, as written.

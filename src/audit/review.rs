@@ -5,6 +5,7 @@ use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
+use super::checkpoint::{Anchors, Keys};
 use super::record::{self, ChainState, LinkError, Record};
 
 /// Where the chain first breaks.
@@ -30,6 +31,25 @@ pub struct Intact {
     pub start: ChainState,
     /// The position after the last record.
     pub end: ChainState,
+    /// What the checkpoints prove, when keys were given.
+    pub anchors: Option<Anchors>,
+}
+
+/// Whether and how checkpoints are checked.
+#[derive(Clone, Copy, Debug)]
+pub enum Anchoring<'k> {
+    /// Only the hash chain.
+    None,
+    /// Every checkpoint must verify with one of `keys` and name the record before it; with
+    /// `strict`, the chain must also have a checkpoint, none signed by another key, and no more
+    /// records after one than it promised (`fedgate audit verify --key`). Without it, a
+    /// checkpoint by another key is passed over (start-up, after a key change).
+    Keys {
+        /// The keys.
+        keys: &'k Keys,
+        /// The full check.
+        strict: bool,
+    },
 }
 
 /// Orders files by the seq of their first record (rotated names do not sort lexically with the
@@ -83,7 +103,18 @@ pub fn verify(files: &[PathBuf]) -> Result<Intact, Broken> {
 /// [`verify`], accepting a chain that starts at `from` instead of its genesis: a cut that is
 /// known (say, the trail before an archive date); it must start exactly there.
 pub fn verify_from(files: &[PathBuf], from: Option<u64>) -> Result<Intact, Broken> {
+    verify_with(files, from, Anchoring::None)
+}
+
+/// [`verify_from`], checking checkpoints as `anchoring` says.
+pub fn verify_with(
+    files: &[PathBuf],
+    from: Option<u64>,
+    anchoring: Anchoring<'_>,
+) -> Result<Intact, Broken> {
     let ordered = chain_order(files);
+    let mut anchors = Anchors::default();
+    let mut last = (ordered.first().cloned().unwrap_or_default(), 0);
     let mut state: Option<ChainState> = None;
     let mut start = None;
     let mut records = 0;
@@ -121,6 +152,11 @@ pub fn verify_from(files: &[PathBuf], from: Option<u64>) -> Result<Intact, Broke
                 start = Some(begin.clone());
                 begin
             });
+            if let Anchoring::Keys { keys, strict } = anchoring {
+                anchors
+                    .check(keys, strict, &record, state)
+                    .map_err(|problem| broken(number, problem))?;
+            }
             record::check_link(&record, state).map_err(|e| match e {
                 LinkError::Prev { .. } | LinkError::Seq { .. } if number == 1 => broken(
                     number,
@@ -130,13 +166,28 @@ pub fn verify_from(files: &[PathBuf], from: Option<u64>) -> Result<Intact, Broke
             })?;
             records += 1;
         }
+        last = (path.clone(), number);
     }
+    let anchors = match anchoring {
+        Anchoring::None => None,
+        Anchoring::Keys { strict, .. } => {
+            if strict {
+                anchors.finish().map_err(|problem| Broken {
+                    file: last.0.clone(),
+                    line: last.1,
+                    problem,
+                })?;
+            }
+            Some(anchors)
+        }
+    };
     let end = state.unwrap_or_else(ChainState::genesis);
     Ok(Intact {
         files: ordered,
         records,
         start: start.unwrap_or_else(ChainState::genesis),
         end,
+        anchors,
     })
 }
 
@@ -160,6 +211,45 @@ fn starts_whole(first: &Record, from: Option<u64>) -> Result<(), String> {
             last = first.seq - 1,
         )),
     }
+}
+
+/// The start-up check of a trail whose writer signs checkpoints: the chain from the last file
+/// that holds a checkpoint (at most the active file and the one before it) to its end, and every
+/// checkpoint in it, against the writer's own key. A trail with no checkpoint yet (older than the
+/// configuration) is checked over those files alone.
+pub fn verify_recent(trail: &[PathBuf], keys: &Keys) -> Result<Intact, Broken> {
+    const MOST_FILES: usize = 2;
+    let newest_first = trail.iter().rev().take(MOST_FILES);
+    let mut taken = 0;
+    for path in newest_first {
+        taken += 1;
+        if holds_checkpoint(path) {
+            break;
+        }
+    }
+    let recent = &trail[trail.len() - taken..];
+    let from = recent.first().and_then(|p| first_seq(p));
+    verify_with(
+        recent,
+        from,
+        Anchoring::Keys {
+            keys,
+            strict: false,
+        },
+    )
+}
+
+fn holds_checkpoint(path: &Path) -> bool {
+    let Ok(file) = File::open(path) else {
+        return false;
+    };
+    BufReader::new(file)
+        .split(b'\n')
+        .map_while(Result::ok)
+        .any(|line| {
+            line.windows(br#""kind":"checkpoint""#.len())
+                .any(|w| w == br#""kind":"checkpoint""#)
+        })
 }
 
 /// Every record of `files` in chain order, with its file and line; unreadable lines are skipped

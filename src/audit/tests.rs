@@ -12,6 +12,8 @@ fn options(path: &Path, rotate_bytes: u64) -> FileOptions {
         fsync: Fsync::Interval,
         fsync_interval: Duration::from_millis(100),
         instance: "fg1".into(),
+        checkpoints: None,
+        budget_bytes: None,
     }
 }
 
@@ -216,4 +218,40 @@ fn values_are_recorded_only_where_configured() {
     assert!(auditor.records_values("service", "restart"));
     assert!(!auditor.records_values("service", "stop"));
     assert!(!auditor.records_values("rpcutil", "ping"));
+}
+
+/// A clean stop closes the sink: the records handed over before are written and anchored by a
+/// last checkpoint on disk before `close` returns (a writer left to the process's exit could
+/// lose it), and a record offered afterwards is refused.
+#[tokio::test]
+async fn closing_the_sink_anchors_the_trail_before_it_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("checkpoint.key");
+    let (private, _) = checkpoint::generate().unwrap();
+    std::fs::write(&key, private).unwrap();
+    let signer = checkpoint::Signer::load(&key, 1000, Duration::from_secs(3600)).unwrap();
+    let path = dir.path().join("audit.log");
+    let sink = FileSink::open(FileOptions {
+        checkpoints: Some(std::sync::Arc::new(signer)),
+        ..options(&path, u64::MAX)
+    })
+    .unwrap();
+    let appends = (0..5).map(|n| sink.append(Kind::Decision, record::new_id("fg1"), event(n)));
+    for written in futures::future::join_all(appends).await {
+        written.unwrap();
+    }
+    sink.close().await;
+    let kinds: Vec<Kind> = std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .map(|l| record::check_line(l.as_bytes()).unwrap().kind)
+        .collect();
+    // The header, the start-up checkpoint, five decisions, the closing checkpoint.
+    assert_eq!(kinds.len(), 8, "{kinds:?}");
+    assert_eq!(kinds[2..7], [Kind::Decision; 5]);
+    assert_eq!(kinds.last(), Some(&Kind::Checkpoint));
+    let late = sink
+        .append(Kind::Decision, record::new_id("fg1"), event(9))
+        .await;
+    assert!(matches!(late, Err(SinkError::Stopped)), "{late:?}");
 }

@@ -82,6 +82,7 @@ pub async fn run(work_dir: &Path, options: &EdgeOptions) -> Result<EdgeReport, B
             urls: vec![nats.url().to_string()],
             ca: Some(london.ca.clone()),
             identity: Some((pair.cert.clone(), pair.key.clone())),
+            auth: None,
         };
         async move {
             crate::nats::connect(&endpoint, "fedgate-bench")

@@ -116,6 +116,8 @@ fn audited_row(budget: Duration, dir: &Path) -> Result<Row, BenchError> {
         fsync: Fsync::Interval,
         fsync_interval: Duration::from_secs(1),
         instance: "bench".into(),
+        checkpoints: None,
+        budget_bytes: None,
     })
     .map_err(setup_err)?;
     let auditor = Auditor::new("bench", vec![Sink::File(sink)], Vec::new());

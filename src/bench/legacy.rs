@@ -229,7 +229,7 @@ fn bridged_payloads(
     let alice =
         LegacySigner::from_file(&keys.join("alice-private.pem"), "alice").map_err(setup_err)?;
     let now = Now::system().unix_seconds();
-    let filter = crate::legacy::legacy_filter(&Default::default(), "rpcutil");
+    let filter = crate::legacy::legacy_filter(&Default::default(), "rpcutil").map_err(setup_err)?;
     let mut payloads = Vec::with_capacity(requests);
     for n in 0..requests {
         let requestid = format!("{n:032x}");

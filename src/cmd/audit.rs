@@ -24,13 +24,20 @@ pub enum Command {
     /// Copy the JetStream audit stream of a config into one file per instance chain, then
     /// verify each; exits 1 when any chain is broken. The files work with `verify` and `query`.
     Export(ExportArgs),
+    /// Write a new Ed25519 checkpoint key (PKCS#8 PEM, mode 0600) for `[audit.checkpoint] key`,
+    /// and its public half beside it as `<out>.pub`, for `verify --key`.
+    Keygen {
+        /// Where to write the private key; refuses to overwrite.
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 /// Arguments of `fedgate audit export`.
 #[derive(Debug, clap::Args)]
 pub struct ExportArgs {
     /// The fedgate config whose `[audit.jetstream]` names the stream.
-    #[arg(long)]
+    #[arg(long, env = "FEDGATE_CONFIG")]
     config: PathBuf,
     /// Directory for the files (`<subject>.log`), created if missing.
     #[arg(long)]
@@ -53,6 +60,11 @@ pub struct VerifyArgs {
     /// a chain whose beginning is missing is broken.
     #[arg(long, value_name = "SEQ")]
     from: Option<u64>,
+    /// Public checkpoint keys (`<key>.pub` from `fedgate audit keygen`; repeatable): every
+    /// checkpoint must be signed by one of them and match the chain, and no more records may
+    /// follow one than it promised.
+    #[arg(long = "key", value_name = "PUB")]
+    keys: Vec<PathBuf>,
 }
 
 /// Arguments of `fedgate audit query`.
@@ -105,7 +117,31 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Query(args) => query(args),
         Command::Tail(args) => tail(args).await,
         Command::Export(args) => export(args).await,
+        Command::Keygen { out } => keygen(&out),
     }
+}
+
+fn keygen(out: &Path) -> anyhow::Result<ExitCode> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let (private, public) = fedgate::audit::checkpoint::generate().map_err(anyhow::Error::msg)?;
+    let mut public_path = out.as_os_str().to_owned();
+    public_path.push(".pub");
+    let public_path = PathBuf::from(public_path);
+    for (path, text, mode) in [
+        (out, &private, 0o600),
+        (public_path.as_path(), &public, 0o644),
+    ] {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(path)
+            .with_context(|| format!("creating {}", path.display()))?;
+        file.write_all(text.as_bytes())?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
@@ -189,14 +225,27 @@ fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let files = expand(&args.files);
     let chains = review::chains(&files);
     let several = chains.len() > 1;
+    let keys = (!args.keys.is_empty())
+        .then(|| fedgate::audit::checkpoint::Keys::load(&args.keys))
+        .transpose()?;
+    let anchoring = match &keys {
+        Some(keys) => review::Anchoring::Keys { keys, strict: true },
+        None => review::Anchoring::None,
+    };
     let mut broken = false;
     let mut reports = Vec::new();
     for (instance, files) in &chains {
-        let result = review::verify_from(files, args.from);
+        let result = review::verify_with(files, args.from, anchoring);
         broken |= result.is_err();
         let json = match &result {
             Ok(intact) => {
-                serde_json::json!({"instance": instance, "intact": true, "records": intact.records, "files": intact.files, "first_seq": intact.start.seq, "last_hash": intact.end.prev})
+                let mut json = serde_json::json!({"instance": instance, "intact": true, "records": intact.records, "files": intact.files, "first_seq": intact.start.seq, "last_hash": intact.end.prev});
+                if let Some(anchors) = &intact.anchors {
+                    json["checkpoints"] = anchors.checkpoints.into();
+                    json["anchored_to"] = anchors.anchored_to.into();
+                    json["unanchored"] = anchors.unanchored.into();
+                }
+                json
             }
             Err(broken) => {
                 serde_json::json!({"instance": instance, "intact": false, "file": broken.file, "line": broken.line, "problem": broken.problem})
@@ -212,14 +261,24 @@ fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
             String::new()
         };
         match result {
-            Ok(intact) => println!(
-                "{name}intact: {} records in {} file(s), seq {}..{}, last hash {}",
-                intact.records,
-                intact.files.len(),
-                intact.start.seq,
-                intact.end.seq.saturating_sub(1),
-                intact.end.prev
-            ),
+            Ok(intact) => {
+                println!(
+                    "{name}intact: {} records in {} file(s), seq {}..{}, last hash {}",
+                    intact.records,
+                    intact.files.len(),
+                    intact.start.seq,
+                    intact.end.seq.saturating_sub(1),
+                    intact.end.prev
+                );
+                if let Some(anchors) = &intact.anchors {
+                    println!(
+                        "{name}anchored: {} signed checkpoint(s), the last at seq {}; unanchored tail: {} record(s)",
+                        anchors.checkpoints,
+                        anchors.anchored_to.map_or("-".into(), |s| s.to_string()),
+                        anchors.unanchored
+                    );
+                }
+            }
             Err(broken) => {
                 println!("{name}broken: {broken}");
                 println!("{name}first bad line: {}", broken.line);
@@ -387,7 +446,7 @@ async fn tail(args: TailArgs) -> anyhow::Result<ExitCode> {
                 if args.json {
                     println!("{}", String::from_utf8_lossy(line));
                 } else if let Ok(record) = serde_json::from_slice::<Record>(line)
-                    && record.kind != Kind::Header
+                    && !matches!(record.kind, Kind::Header | Kind::Checkpoint)
                 {
                     println!("{}", row(&record, record.event.replies));
                 }

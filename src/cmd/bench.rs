@@ -69,6 +69,10 @@ enum Which {
     /// A well-behaved WebSocket client's latency while the edge is attacked (socket churn,
     /// slowloris, oversized and fragmented frames, expired tokens), next to no attack.
     Adversarial,
+    /// A real user's logins and pings while the edge is flooded with logins of made-up users,
+    /// with signed garbage and with a token holder's refused requests, next to no flood; and
+    /// how fast each flood grows the audit trail. `--seconds` is each phase's length.
+    Flood,
     /// Minutes of mixed traffic against one `fedgate run`, sampling its memory, open files,
     /// tasks and queues every second; fails if a request is lost or any of them keeps growing.
     Soak,
@@ -103,6 +107,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     if matches!(args.which, Which::Adversarial) {
         adversarial(&args, &mut json).await?;
+    }
+    if matches!(args.which, Which::Flood) {
+        flood(&args, &mut json).await?;
     }
     if matches!(args.which, Which::Soak) && !soak(&args, &mut json).await? {
         if args.json {
@@ -240,6 +247,25 @@ async fn adversarial(args: &Args, json: &mut Json) -> anyhow::Result<()> {
             report.failed,
             serde_json::to_string(&report.attack)?
         );
+    }
+    Ok(())
+}
+
+async fn flood(args: &Args, json: &mut Json) -> anyhow::Result<()> {
+    let dir = tempfile_dir()?;
+    let options = bench::flood::FloodOptions {
+        nodes: args.nodes,
+        seconds: args.seconds,
+        flooders: 16,
+        exe: std::env::current_exe()?,
+    };
+    let report = interruptible(bench::flood::run(&dir, &options)).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    let report = report?;
+    if args.json {
+        json.insert("flood".into(), serde_json::to_value(&report)?);
+    } else {
+        print!("{}", bench::flood::table(&report));
     }
     Ok(())
 }

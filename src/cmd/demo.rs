@@ -41,9 +41,10 @@ pub struct Args {
     /// The first instance's web port; the second uses the next one. 0 picks free ports.
     #[arg(long, default_value_t = 8480)]
     port: u16,
-    /// The built web page (`npm ci && npm run build` in web-demo).
-    #[arg(long, default_value = "web-demo/dist")]
-    web_root: PathBuf,
+    /// Serve the web page from this folder (a Vite build of web-demo) instead of the console
+    /// built into the binary.
+    #[arg(long)]
+    web_root: Option<PathBuf>,
     /// actionpolicy files.
     #[arg(long, default_value = "policies")]
     policies: PathBuf,
@@ -59,6 +60,18 @@ pub struct Args {
     /// Leave out the legacy MCollective site, even when RabbitMQ and mcollective are here.
     #[arg(long)]
     no_legacy: bool,
+    /// The legacy site's serializer (`plugin.ssl_serializer`): `marshal`, MCollective's
+    /// default, or `yaml`, which sites with clients in other languages run.
+    #[arg(long, default_value = "marshal", value_parser = parse_serializer)]
+    legacy_serializer: Serializer,
+}
+
+fn parse_serializer(text: &str) -> Result<Serializer, String> {
+    match text {
+        "marshal" => Ok(Serializer::Marshal),
+        "yaml" => Ok(Serializer::Yaml),
+        other => Err(format!("{other:?} is not marshal or yaml")),
+    }
 }
 
 /// The legacy site's name as a realm, and its nodes.
@@ -75,30 +88,36 @@ const USERS: [(&str, &str); 2] = [
 const INSTANCES: [&str; 2] = ["fedgate-1", "fedgate-2"];
 /// Runs the demo until Ctrl-C (or once, with `--smoke`).
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    // Listened for before anything starts. The demo's children run in process groups of their
+    // own, so a terminal's Ctrl-C reaches only the demo, which stops them in order: the fedgate
+    // instances drain while their nats-servers are still up. One during start-up drops (kills)
+    // what was started.
+    let mut shutdown = super::Shutdown::listen()?;
     std::fs::create_dir_all(&args.dir)
         .with_context(|| format!("creating {}", args.dir.display()))?;
     let dir = args.dir.canonicalize()?;
-    eprintln!(
-        "fedgate demo: preparing the dev PKI in {}",
-        dir.join("pki").display()
-    );
-    let pki = devpki::generate(&dir.join("pki"), &DevPkiOptions::default())?;
-    let servers = Servers::start(&dir, &pki)?;
-    let (fleets, nodes) = start_fleets(&args, &pki, &servers).await?;
-    let legacy = legacy_site(&dir, &args).await;
-    let ports = ports(args.port)?;
-    let files = Files::prepare(&dir, &args, legacy.is_some())?;
-    let instances = start_instances(&dir, ports, &files, &pki, &servers, legacy.as_ref()).await?;
-    let tokens = issue_tokens(&files.token_key)?;
-    let client_config = write_client_config(&dir, &pki, &servers, legacy.is_some())?;
-    let edge = realm(&pki, "edge")?;
+    let topology = tokio::select! {
+        topology = Topology::start(&dir, &args) => topology?,
+        () = shutdown.recv() => {
+            eprintln!("\nfedgate demo: stopped while starting");
+            return Ok(ExitCode::from(130));
+        }
+    };
+    let tokens = issue_tokens(&topology.files.token_key)?;
+    let client_config = write_client_config(
+        &dir,
+        &topology.pki,
+        &topology.servers,
+        topology.legacy.is_some(),
+    )?;
+    let edge = realm(&topology.pki, "edge")?.clone();
     let state = demo_state(
-        &instances,
+        &topology.instances,
         &tokens,
-        nodes,
-        legacy.is_some(),
-        files.web_root.is_some(),
-        edge,
+        topology.nodes,
+        topology.legacy.is_some(),
+        topology.files.page,
+        &edge,
     )?;
     if let Some(path) = &args.state_file {
         std::fs::write(path, serde_json::to_vec_pretty(&state)?)
@@ -107,15 +126,111 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
 
     if args.smoke {
         let token = &tokens[0].1;
-        let result = smoke(&instances[0].ws_url, &edge.ca, token, args.nodes).await;
-        stop(instances, fleets).await;
-        drop(legacy);
-        return Ok(smoke_report(result?, args.nodes));
+        let ws_url = &topology.instances[0].ws_url;
+        let checks = async {
+            let result = smoke(ws_url, &edge.ca, token, args.nodes).await;
+            let legacy_result = match &topology.legacy {
+                Some(site) => Some(smoke_legacy(site, ws_url, &edge.ca, token).await),
+                None => None,
+            };
+            (result, legacy_result)
+        };
+        let (result, legacy_result) = tokio::select! {
+            checks = checks => checks,
+            () = shutdown.recv() => {
+                topology.stop().await;
+                return Ok(ExitCode::from(130));
+            }
+        };
+        topology.stop().await;
+        let legacy_result = legacy_result.transpose()?;
+        return Ok(smoke_report(result?, legacy_result, args.nodes));
     }
-    welcome::print_welcome(&state, &tokens, &client_config, &files, legacy.as_ref());
-    let prod = realm(&pki, "prod")?;
-    serve_until_signal(servers, prod, instances, fleets, legacy).await;
+    welcome::print_welcome(
+        &state,
+        &tokens,
+        &client_config,
+        &topology.files,
+        topology.legacy.as_ref(),
+    );
+    // A Choria federation client, so the two instances visibly share the broker's work.
+    let prod = realm(&topology.pki, "prod")?.clone();
+    let background = tokio::spawn(federation_traffic(
+        topology.servers.prod.url().to_string(),
+        prod,
+    ));
+    shutdown.recv().await;
+    background.abort();
+    eprintln!();
+    topology.stop().await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Everything the demo runs: the dev PKI, the nats-servers, the simulated fleets, the legacy
+/// site and the fedgate instances.
+struct Topology {
+    pki: DevPki,
+    servers: Servers,
+    fleets: [Fleet; 2],
+    /// Simulated nodes in london and tokyo.
+    nodes: [usize; 2],
+    legacy: Option<LegacySite>,
+    files: Files,
+    instances: Vec<Instance>,
+}
+
+impl Topology {
+    async fn start(dir: &Path, args: &Args) -> anyhow::Result<Topology> {
+        eprintln!(
+            "fedgate demo: preparing the dev PKI in {}",
+            dir.join("pki").display()
+        );
+        let pki = devpki::generate(&dir.join("pki"), &DevPkiOptions::default())?;
+        let servers = Servers::start(dir, &pki)?;
+        let (fleets, nodes) = start_fleets(args, &pki, &servers).await?;
+        let legacy = legacy_site(dir, args).await;
+        let ports = ports(args.port)?;
+        let files = Files::prepare(dir, args, legacy.is_some())?;
+        let instances =
+            start_instances(dir, ports, &files, &pki, &servers, legacy.as_ref()).await?;
+        Ok(Topology {
+            pki,
+            servers,
+            fleets,
+            nodes,
+            legacy,
+            files,
+            instances,
+        })
+    }
+
+    /// Stops everything in order, saying what it stops: the instances drain together (their
+    /// nats-servers still up, so in-flight replies reach their callers), then the fleets, the
+    /// legacy site and last the nats-servers.
+    async fn stop(self) {
+        let began = std::time::Instant::now();
+        let names: Vec<&str> = self.instances.iter().map(|i| i.name.as_str()).collect();
+        eprintln!(
+            "fedgate demo: stopping: draining {} (at most {} s)",
+            names.join(" and "),
+            instance::STOP_WAIT.as_secs()
+        );
+        futures::future::join_all(self.instances.into_iter().map(Instance::stop)).await;
+        eprintln!("fedgate demo: stopping the simulated fleets");
+        for fleet in self.fleets {
+            fleet.shutdown().await;
+        }
+        if let Some(legacy) = self.legacy {
+            eprintln!("fedgate demo: stopping the legacy site (mcollectived, its RabbitMQ vhost)");
+            drop(legacy);
+        }
+        eprintln!("fedgate demo: stopping the nats-servers");
+        drop(self.servers);
+        eprintln!(
+            "fedgate demo: stopped in {:.1} s",
+            began.elapsed().as_secs_f64()
+        );
+    }
 }
 
 /// The simulated fleets: three fifths of the nodes in london, the rest in tokyo; gives back
@@ -173,39 +288,25 @@ fn issue_tokens(key: &Path) -> anyhow::Result<Vec<(&'static str, String)>> {
     Ok(tokens)
 }
 
-/// Prints the smoke run's counts; success when every node answered OK.
-fn smoke_report((responses, ok): (usize, usize), nodes: usize) -> ExitCode {
+/// Prints the smoke run's counts; success when every node answered OK, and, with a legacy site,
+/// when `mco ping` heard every node and its nodes answered Choria clients.
+fn smoke_report(
+    (responses, ok): (usize, usize),
+    legacy: Option<LegacySmoke>,
+    nodes: usize,
+) -> ExitCode {
+    let legacy_ok = legacy.as_ref().is_none_or(|l| {
+        l.mco_ping == nodes + LEGACY_NODES.len() && l.choria_ok == LEGACY_NODES.len()
+    });
     println!(
         "{}",
-        serde_json::json!({"responses": responses, "ok": ok, "nodes": nodes, "instances": INSTANCES.len()})
+        serde_json::json!({"responses": responses, "ok": ok, "nodes": nodes, "instances": INSTANCES.len(), "legacy": legacy})
     );
-    if ok == nodes {
+    if ok == nodes && legacy_ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
     }
-}
-
-/// Keeps federation traffic going until Ctrl-C, then stops every process the demo started.
-async fn serve_until_signal(
-    servers: Servers,
-    prod: &RealmPki,
-    instances: Vec<Instance>,
-    fleets: [Fleet; 2],
-    legacy: Option<LegacySite>,
-) {
-    // A Choria federation client, so the two instances visibly share the broker's work.
-    let background = tokio::spawn(federation_traffic(
-        servers.prod.url().to_string(),
-        prod.clone(),
-    ));
-    super::shutdown_signal().await;
-    background.abort();
-    eprintln!("\nfedgate demo: stopping");
-    stop(instances, fleets).await;
-    drop(legacy);
-    drop(servers);
-    eprintln!("fedgate demo: stopped");
 }
 
 /// What `--state-file` holds and the welcome text reads: URLs, tokens, passwords, node counts,
@@ -239,16 +340,6 @@ fn demo_state(
         "web_page": web_page,
         "edge": {"ca": edge.ca, "user": "alice", "cert": edge_user.cert, "key": edge_user.key},
     }))
-}
-
-/// Stops the instances (each drains) and then the fleets.
-async fn stop(instances: Vec<Instance>, fleets: [Fleet; 2]) {
-    for instance in instances {
-        instance.stop().await;
-    }
-    for fleet in fleets {
-        fleet.shutdown().await;
-    }
 }
 
 struct Servers {
@@ -302,6 +393,7 @@ fn start_nats(dir: &Path, realm: &RealmPki) -> anyhow::Result<NatsServer> {
         tls: Some(realm.nats_tls()),
         // The federation's server also holds the replay guard both instances share.
         jetstream: realm.name == "prod",
+        own_process_group: true,
         ..NatsServerConfig::default()
     };
     Ok(NatsServer::start(
@@ -333,6 +425,7 @@ async fn start_fleet(
         urls: vec![server.url().to_string()],
         ca: Some(realm.ca.clone()),
         identity: Some((identity.cert.clone(), identity.key.clone())),
+        auth: None,
     };
     let client = nats::connect(&endpoint, "fedgate-demo-fleet").await?;
     let limits = Limits::default();
@@ -361,7 +454,8 @@ async fn legacy_site(dir: &Path, args: &Args) -> Option<LegacySite> {
     eprintln!("fedgate demo: starting the legacy site {LEGACY} (real mcollectived on RabbitMQ)");
     let started = async {
         let vhost = format!("/fedgate-demo-{}", std::process::id());
-        let mut site = LegacySite::create(&dir.join("legacy"), &vhost, Serializer::Marshal).await?;
+        let mut site =
+            LegacySite::create(&dir.join("legacy"), &vhost, args.legacy_serializer).await?;
         for (identity, facts) in LEGACY_NODES {
             site.start_node(identity, facts)?;
         }
@@ -386,6 +480,7 @@ async fn federation_traffic(url: String, prod: RealmPki) {
         urls: vec![url],
         ca: Some(prod.ca.clone()),
         identity: Some((alice.cert.clone(), alice.key.clone())),
+        auth: None,
     };
     let (Ok(nats), Ok(signer)) = (
         nats::connect(&endpoint, "fedgate-demo-federation-client").await,
@@ -416,6 +511,56 @@ async fn federation_traffic(url: String, prod: RealmPki) {
         let _ = client.call_many(&calls, |_| {}).await;
         tokio::time::sleep(Duration::from_secs(5)).await;
     }
+}
+
+/// What the smoke run saw of the legacy site.
+#[derive(Debug, serde::Serialize)]
+struct LegacySmoke {
+    serializer: Serializer,
+    /// Nodes the real `mco ping` heard: the federation's through the bridge, and the site's.
+    mco_ping: usize,
+    /// The site's nodes that answered OK a Choria client on the edge.
+    choria_ok: usize,
+}
+
+/// Both ways across the legacy site: the real `mco ping` (to every node of the federation and
+/// the site), and `rpcutil ping` to the legacy collective through the edge.
+async fn smoke_legacy(
+    site: &LegacySite,
+    ws_url: &str,
+    ca: &Path,
+    token: &str,
+) -> anyhow::Result<LegacySmoke> {
+    let mut mco = site.mco_command(&["ping", "--dt", "5"]);
+    let output = tokio::task::spawn_blocking(move || mco.output())
+        .await?
+        .context("running mco (scripts/setup-deps installs mcollective-client)")?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let mco_ping = stdout.lines().filter(|line| line.contains("time=")).count();
+    let mut client = WsClient::connect(&Connect {
+        url: ws_url.to_string(),
+        token: Some(token.to_string()),
+        ca: Some(ca.to_path_buf()),
+        ..Connect::default()
+    })
+    .await?;
+    let mut choria_ok = 0;
+    client
+        .call(
+            &serde_json::json!({"type":"rpc","id":"smoke-legacy","collective":LEGACY,"agent":"rpcutil","action":"ping","limit":LEGACY_NODES.len(),"timeout_ms":30000}),
+            |reply| {
+                if reply.message["statuscode"] == 0 {
+                    choria_ok += 1;
+                }
+            },
+        )
+        .await?;
+    client.close().await;
+    Ok(LegacySmoke {
+        serializer: site.serializer,
+        mco_ping,
+        choria_ok,
+    })
 }
 
 /// Pings every node over the federation through the first instance's edge.

@@ -102,6 +102,7 @@ async fn run_fleet(args: RunArgs) -> anyhow::Result<ExitCode> {
         urls: args.urls.clone(),
         ca: Some(args.ca.clone()).filter(|_| args.urls.iter().any(|u| u.starts_with("tls://"))),
         identity: args.cert.clone().zip(args.key.clone()),
+        auth: None,
     };
     let client = nats::connect(&endpoint, "fedgate-fleet").await?;
     let limits = args.trust.limits();

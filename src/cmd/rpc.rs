@@ -85,6 +85,10 @@ pub(super) struct CallArgs {
     /// Identity filter, /regex/ allowed (repeatable, ORed).
     #[arg(long = "identity", value_name = "ID")]
     pub identities: Vec<String>,
+    /// Compound filter, an expr-lang expression such as `with("country=uk") && ("web" in
+    /// classes)` (repeatable; each is one group).
+    #[arg(long = "select", short = 'S', value_name = "EXPR")]
+    pub selects: Vec<String>,
 }
 
 impl CallArgs {
@@ -93,6 +97,19 @@ impl CallArgs {
         self.facts
             .iter()
             .map(|f| FactFilter::parse(f).map_err(anyhow::Error::msg))
+            .collect()
+    }
+
+    /// The compound filter groups, one `{"expr"}` each.
+    pub fn compound(&self) -> Vec<Vec<std::collections::BTreeMap<String, String>>> {
+        self.selects
+            .iter()
+            .map(|e| {
+                vec![std::collections::BTreeMap::from([(
+                    "expr".to_string(),
+                    e.clone(),
+                )])]
+            })
             .collect()
     }
 }
@@ -149,7 +166,7 @@ fn endpoint(
                 .with_context(|| format!("no [federations.{federation}] in the config"))?;
             (
                 format!("federations.{federation}"),
-                Some((fed.nats.clone(), fed.ca.clone())),
+                Some((fed.nats.clone(), fed.ca.clone(), fed.auth.clone())),
             )
         }
         None => {
@@ -157,7 +174,7 @@ fn endpoint(
             let col = config.and_then(|c| c.collective(collective));
             (
                 format!("collectives.{collective}"),
-                col.map(|c| (c.nats.clone(), c.ca.clone())),
+                col.map(|c| (c.nats.clone(), c.ca.clone(), c.auth.clone())),
             )
         }
     };
@@ -169,7 +186,8 @@ fn endpoint(
     if urls.is_empty() {
         bail!("no NATS server: give --nats or a config with [{name}]");
     }
-    let ca = args.ca.clone().or_else(|| configured.and_then(|c| c.1));
+    let (configured_ca, auth) = configured.map_or((None, None), |c| (c.1, c.2));
+    let ca = args.ca.clone().or(configured_ca);
     if ca.is_none() && urls.iter().any(|u| u.starts_with("tls://")) {
         bail!("a tls:// server needs a CA: give --ca or a config with [{name}] ca");
     }
@@ -177,6 +195,7 @@ fn endpoint(
         urls,
         ca,
         identity: Some(identity),
+        auth,
     })
 }
 
@@ -206,6 +225,7 @@ fn build_calls(args: &Args, config: Option<&Config>) -> anyhow::Result<Vec<RpcCa
         call.filter.cf_class = args.call.classes.clone();
         call.filter.identity = args.call.identities.clone();
         call.filter.fact = facts.clone();
+        call.filter.compound = args.call.compound();
         if let Some((cluster, batch)) = &federation {
             call.federation = Some(cluster.clone());
             call.batch_size = *batch;

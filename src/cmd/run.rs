@@ -18,6 +18,8 @@ use tokio::signal::unix::{Signal, SignalKind};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::STATUS;
+
 /// Arguments of `fedgate run`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -27,9 +29,17 @@ pub struct Args {
     /// Instance name; overrides `[instance] name`.
     #[arg(long, env = "FEDGATE_INSTANCE")]
     instance: Option<String>,
-    /// Address for `/metrics`; overrides `[instance] metrics` (port 0 picks a free port).
+    /// Address for `/metrics`, `/healthz` and `/readyz`; overrides `[instance] metrics` (port 0
+    /// picks a free port).
     #[arg(long)]
     metrics: Option<std::net::SocketAddr>,
+}
+
+impl Args {
+    /// `[instance] log_format` of the config, or text when it does not load.
+    pub fn log_format(&self) -> fedgate::config::LogFormat {
+        Config::load(&self.config).map_or_else(|_| Default::default(), |c| c.instance.log_format)
+    }
 }
 
 /// Runs until a signal, then drains.
@@ -39,34 +49,34 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let _file_size_signal = tokio::signal::unix::signal(SignalKind::from_raw(libc::SIGXFSZ))?;
     // SIGHUP reloads the policy directory at once (file mode) instead of ending the process.
     let hangup = tokio::signal::unix::signal(SignalKind::hangup())?;
-    let (base, instance) = load_config(&args)?;
-    // With a registry, the config is completed with its revision (or the cached one).
-    let start = match &base.registry {
-        Some(_) => Some(registry_start(&base, &args.config, &instance).await?),
-        None => None,
-    };
-    let config = match &start {
-        Some(start) => start.validated.config.clone(),
-        None => base.clone(),
+    // Listened for before anything starts, so a SIGTERM during start-up is never lost: it stops
+    // the start (below), or the serving once started.
+    let mut shutdown = super::Shutdown::listen()?;
+    let (base, instance) = match load_config(&args) {
+        Ok(loaded) => loaded,
+        Err(err) => {
+            // A bad config stays bad: its own exit code, so a service manager stops restarting.
+            eprintln!("fedgate: {err:#}");
+            return Ok(ExitCode::from(super::EX_CONFIG));
+        }
     };
     let stop = CancellationToken::new();
-    let metrics = serve_metrics(&config, &instance, &stop).await?;
-    let sides = Sides::of(&config);
-    let gate = open_gate(&config, &sides, &instance, &stop).await?;
-    warn_exposed(&config, &instance);
-    let follower = match start {
-        Some(start) => Some(Follower::spawn(
-            base,
-            args.config.clone(),
-            instance.clone(),
-            start,
-            rule_store(gate.as_ref(), &config)?,
-            stop.clone(),
-        )?),
-        None => None,
+    // A signal while starting (a broker slow to answer, say) stops the process at once.
+    let starting = start_serving(&args, base, &instance, &stop);
+    let (mut serving, follower, metrics) = tokio::select! {
+        started = starting => started?,
+        _ = shutdown.recv() => {
+            tracing::warn!(target: STATUS, "fedgate {instance}: stopped while starting");
+            super::systemd::stopping();
+            stop.cancel();
+            return Ok(ExitCode::SUCCESS);
+        }
     };
-    let mut serving = Serving::start(config, gate, &sides, &instance).await?;
-    serving.serve(hangup, follower.as_ref()).await;
+    // Every side has said it serves: systemd may start what waits for fedgate.
+    super::systemd::ready(&instance);
+    serving
+        .serve(hangup, &mut shutdown, follower.as_ref())
+        .await;
     let drained = serving.drain().await;
     stop.cancel();
     if let Some(follower) = follower {
@@ -76,9 +86,49 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         let _ = task.await;
     }
     if !drained {
-        eprintln!("fedgate {instance}: some messages were still in hand after the drain timeout");
+        tracing::warn!(target: STATUS, "fedgate {instance}: some messages were still in hand after the drain timeout");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Everything `run` serves, started: the registry's revision, metrics, the gate, the registry
+/// follower and the serving sides.
+async fn start_serving(
+    args: &Args,
+    base: Config,
+    instance: &str,
+    stop: &CancellationToken,
+) -> anyhow::Result<(
+    Serving,
+    Option<Follower>,
+    Option<JoinHandle<std::io::Result<()>>>,
+)> {
+    // With a registry, the config is completed with its revision (or the cached one).
+    let start = match &base.registry {
+        Some(_) => Some(registry_start(&base, &args.config, instance).await?),
+        None => None,
+    };
+    let config = match &start {
+        Some(start) => start.validated.config.clone(),
+        None => base.clone(),
+    };
+    let metrics = serve_metrics(&config, instance, stop).await?;
+    let sides = Sides::of(&config);
+    let gate = open_gate(&config, &sides, instance, stop).await?;
+    warn_exposed(&config, instance);
+    let follower = match start {
+        Some(start) => Some(Follower::spawn(
+            base,
+            args.config.clone(),
+            instance.to_string(),
+            start,
+            rule_store(gate.as_ref(), &config)?,
+            stop.clone(),
+        )?),
+        None => None,
+    };
+    let serving = Serving::start(config, gate, &sides, instance).await?;
+    Ok((serving, follower, metrics))
 }
 
 /// The config file with the command line's overrides, and the validated instance name.
@@ -96,29 +146,29 @@ fn load_config(args: &Args) -> anyhow::Result<(Config, String)> {
     Ok((base, instance))
 }
 
-/// Says on stderr (and in the log) which audit, users and token key files group or others can
+/// Says in the log which audit, users and token key files group or others can
 /// read: they hold who did what, password hashes and the key tokens are signed with.
 fn warn_exposed(config: &Config, instance: &str) {
     for exposed in config.exposed_files() {
-        eprintln!(
+        tracing::warn!(
+            target: STATUS,
             "fedgate {instance}: warning: the {} {} has mode {:o}; it should be readable by its owner only (chmod 600)",
             exposed.what,
             exposed.path.display(),
             exposed.mode
         );
-        tracing::warn!(file = %exposed.path.display(), mode = format!("{:o}", exposed.mode), "{} readable by group or others", exposed.what);
     }
 }
 
-/// The registry revision to start with (or the cached one), said on stderr.
+/// The registry revision to start with (or the cached one), said in the log.
 async fn registry_start(base: &Config, path: &Path, instance: &str) -> anyhow::Result<Start> {
     let start = fedgate::registry::follow::start(base, path, instance).await?;
-    eprintln!(
+    tracing::info!(target: STATUS,
         "fedgate {instance}: registry revision {} (from the {})",
         start.manifest.revision, start.source
     );
     if let Some(refused) = &start.refused {
-        eprintln!(
+        tracing::warn!(target: STATUS,
             "fedgate {instance}: refused registry revision {}: {}",
             refused.revision, refused.reason
         );
@@ -126,7 +176,8 @@ async fn registry_start(base: &Config, path: &Path, instance: &str) -> anyhow::R
     Ok(start)
 }
 
-/// Serves `/metrics` until `stop`, when the config gives it an address.
+/// Serves `/metrics`, `/healthz` and `/readyz` until `stop`, when the config gives it an
+/// address.
 async fn serve_metrics(
     config: &Config,
     instance: &str,
@@ -136,10 +187,11 @@ async fn serve_metrics(
         return Ok(None);
     };
     let handle = fedgate::metrics::install()?;
+    fedgate::metrics::build_info(instance);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding metrics on {addr}"))?;
-    eprintln!(
+    tracing::info!(target: STATUS,
         "fedgate {instance}: metrics on http://{}/metrics",
         listener.local_addr()?
     );
@@ -147,6 +199,7 @@ async fn serve_metrics(
     Ok(Some(tokio::spawn(fedgate::metrics::serve(
         listener,
         handle,
+        fedgate::metrics::certs::configured(config),
         async move { stopped.cancelled().await },
     ))))
 }
@@ -284,10 +337,13 @@ impl Serving {
 
     /// Serves until a signal; a registry revision that changes membership is served by a new
     /// broker while the old one drains (both share the queue groups, so nothing is dropped).
-    async fn serve(&mut self, mut hangup: Signal, follower: Option<&Follower>) {
+    async fn serve(
+        &mut self,
+        mut hangup: Signal,
+        shutdown: &mut super::Shutdown,
+        follower: Option<&Follower>,
+    ) {
         let mut membership = follower.map(|f| f.membership());
-        let shutdown = super::shutdown_signal();
-        tokio::pin!(shutdown);
         loop {
             let change = async {
                 match &mut membership {
@@ -296,7 +352,7 @@ impl Serving {
                 }
             };
             tokio::select! {
-                _ = &mut shutdown => break,
+                _ = shutdown.recv() => break,
                 _ = hangup.recv() => self.reload_policy(),
                 changed = change => {
                     if !changed {
@@ -315,20 +371,30 @@ impl Serving {
         }
     }
 
-    /// SIGHUP: reloads the policy directory, in file mode.
+    /// SIGHUP: reloads the policy directory, in file mode; systemd sees the reload.
     fn reload_policy(&self) {
+        super::systemd::reloading();
+        self.reload_policy_dir();
+        super::systemd::reloaded();
+    }
+
+    fn reload_policy_dir(&self) {
         let instance = &self.instance;
         match &self.gate {
             Some(gate) if gate.rules.dir().is_some() => match gate.rules.reload() {
-                Ok(()) => eprintln!("fedgate {instance}: SIGHUP: policy reloaded"),
-                Err(e) => eprintln!(
+                Ok(()) => {
+                    tracing::info!(target: STATUS, "fedgate {instance}: SIGHUP: policy reloaded")
+                }
+                Err(e) => tracing::warn!(target: STATUS,
                     "fedgate {instance}: SIGHUP: policy reload failed, keeping the last good policy: {e}"
                 ),
             },
-            Some(_) => eprintln!(
+            Some(_) => tracing::info!(target: STATUS,
                 "fedgate {instance}: SIGHUP: the rules come from the registry; nothing to reload"
             ),
-            None => eprintln!("fedgate {instance}: SIGHUP: no policy to reload"),
+            None => {
+                tracing::info!(target: STATUS, "fedgate {instance}: SIGHUP: no policy to reload")
+            }
         }
     }
 
@@ -345,7 +411,7 @@ impl Serving {
                         self.handed_over
                             .push(tokio::spawn(async move { old.shutdown(grace).await }));
                     }
-                    eprintln!(
+                    tracing::info!(target: STATUS,
                         "fedgate {}: serving federations {} with revision {}",
                         self.instance,
                         next.served_federations().join(", "),
@@ -373,7 +439,8 @@ impl Serving {
     /// Stops taking requests and drains; false when the broker still held messages at the
     /// drain timeout.
     async fn drain(self) -> bool {
-        eprintln!("fedgate {}: draining", self.instance);
+        tracing::info!(target: STATUS, "fedgate {}: draining", self.instance);
+        super::systemd::stopping();
         if let Some(edge) = self.edge {
             edge.shutdown().await;
         }
@@ -395,6 +462,8 @@ impl Serving {
         // Completion records of requests still being counted.
         if let Some(gate) = &self.gate {
             gate.complete_due(true).await;
+            // Last: the trail ends with what the drain recorded, anchored.
+            gate.auditor.close().await;
         }
         drained
     }
@@ -410,7 +479,7 @@ async fn start_bridges(
     let mut ingresses = Vec::new();
     for name in names {
         let ingress = Ingress::start(config, name, gate.clone(), instance).await?;
-        eprintln!("fedgate {instance}: bridging legacy {name}");
+        tracing::info!(target: STATUS, "fedgate {instance}: bridging legacy {name}");
         ingresses.push(ingress);
     }
     Ok(ingresses)
@@ -428,7 +497,7 @@ async fn start_facades(
         let link =
             fedgate::legacy::LegacyLink::connect(name, &config.legacy[name], instance).await?;
         let facade = Facade::start(config, name, Arc::new(link), gate.clone(), instance).await?;
-        eprintln!("fedgate {instance}: serving legacy {name} to Choria clients");
+        tracing::info!(target: STATUS, "fedgate {instance}: serving legacy {name} to Choria clients");
         facades.push(facade);
     }
     Ok(facades)
@@ -444,7 +513,7 @@ async fn start_broker(
         return Ok(None);
     }
     let broker = Broker::start(config, options.clone()).await?;
-    eprintln!(
+    tracing::info!(target: STATUS,
         "fedgate {instance}: serving federations {}",
         config.served_federations().join(", ")
     );
@@ -456,8 +525,8 @@ async fn start_edge(config: &Config, gate: &Arc<Gate>, instance: &str) -> anyhow
     let dispatcher = Dispatcher::connect(config, gate.clone(), instance)
         .await
         .map_err(|e| anyhow::anyhow!("edge: {e}"))?;
-    let edge = Edge::start(config, dispatcher, fedgate::metrics::install().ok()).await?;
-    eprintln!("fedgate {instance}: edge on {}", edge.ws_url());
+    let edge = Edge::start(config, dispatcher).await?;
+    tracing::info!(target: STATUS, "fedgate {instance}: edge on {}", edge.ws_url());
     Ok(edge)
 }
 

@@ -20,7 +20,7 @@ pub enum Command {
     /// Issue a token for a user; prints the token (and nothing else) on stdout.
     Issue {
         /// The fedgate config whose `[edge] token_key` signs the token.
-        #[arg(long)]
+        #[arg(long, env = "FEDGATE_CONFIG")]
         config: PathBuf,
         /// The user; requests are made as `up=<user>` before identity mapping.
         #[arg(long)]

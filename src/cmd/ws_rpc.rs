@@ -143,6 +143,11 @@ fn plain_request(
     filter: &Filter,
     collect: Map<String, Value>,
 ) -> anyhow::Result<Value> {
+    if !filter.compound.is_empty() {
+        bail!(
+            "--select needs a signed request (--cert and --key): the edge's rpc message has no compound filter"
+        );
+    }
     let mut message = json!({
         "type": "rpc",
         "id": "ws-rpc",
@@ -192,6 +197,7 @@ fn filter(args: &Args) -> anyhow::Result<Filter> {
         fact,
         cf_class: args.call.classes.clone(),
         identity: args.call.identities.clone(),
+        compound: args.call.compound(),
         ..Filter::default()
     })
 }

@@ -7,10 +7,10 @@ use serde::Deserialize;
 
 use super::defaults;
 use super::network::{TlsIdentity, endpoint};
-use crate::nats::NatsEndpoint;
+use crate::nats::{NatsAuth, NatsEndpoint};
 
 /// Where and how decisions are recorded.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AuditConfig {
     /// The active audit file; rotated files sit beside it as `<file>.NNNNNN`.
@@ -22,6 +22,11 @@ pub struct AuditConfig {
     /// `interval` (default), `always` or `never`; see the README's audit section.
     #[serde(default)]
     pub fsync: crate::audit::Fsync,
+    /// Bytes the trail (the active file and its rotated files) may take: a write that would pass
+    /// it is refused (fail closed) before the disk fills; warnings at 80% and 90%. None: only
+    /// the file system's own fill is watched.
+    #[serde(default)]
+    pub budget_bytes: Option<u64>,
     /// The interval of `fsync = "interval"`, in milliseconds (10 to 60,000).
     #[serde(default = "defaults::fsync_interval_ms")]
     pub fsync_interval_ms: u64,
@@ -32,10 +37,40 @@ pub struct AuditConfig {
     /// A JetStream stream, besides or instead of the file.
     #[serde(default)]
     pub jetstream: Option<AuditStreamConfig>,
+    /// Signed checkpoints in every chain this instance writes.
+    #[serde(default)]
+    pub checkpoint: Option<CheckpointConfig>,
+}
+
+/// Signed checkpoints: every `every` records or `interval_s` seconds, whichever comes first.
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointConfig {
+    /// The instance's Ed25519 PKCS#8 key (`fedgate audit keygen`); keep it 0600, like the token
+    /// key. Its public half goes to whoever verifies (`fedgate audit verify --key`).
+    pub key: PathBuf,
+    /// Records between checkpoints at most (1 to 1,000,000).
+    #[serde(default = "defaults::checkpoint_every")]
+    pub every: u64,
+    /// Seconds a record waits for a checkpoint at most (1 to 86,400).
+    #[serde(default = "defaults::checkpoint_interval_s")]
+    pub interval_s: u64,
+}
+
+impl CheckpointConfig {
+    /// Loads the signing key.
+    pub fn signer(&self) -> Result<crate::audit::checkpoint::Signer, String> {
+        crate::audit::checkpoint::Signer::load(
+            &self.key,
+            self.every,
+            Duration::from_secs(self.interval_s),
+        )
+        .map_err(|e| e.to_string())
+    }
 }
 
 /// The JetStream audit sink: a stream refusing deletes and purges, shared by instances.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AuditStreamConfig {
     /// NATS server URLs of the network holding the stream (JetStream enabled).
@@ -46,6 +81,9 @@ pub struct AuditStreamConfig {
     /// fedgate's TLS client identity there.
     #[serde(default)]
     pub tls: Option<TlsIdentity>,
+    /// How fedgate authenticates there beyond `tls`.
+    #[serde(default)]
+    pub auth: Option<NatsAuth>,
     /// Stream name; created if missing.
     #[serde(default = "defaults::audit_stream")]
     pub stream: String,
@@ -76,6 +114,8 @@ impl AuditConfig {
             fsync: self.fsync,
             fsync_interval: Duration::from_millis(self.fsync_interval_ms),
             instance: instance.to_string(),
+            checkpoints: None,
+            budget_bytes: self.budget_bytes,
         })
     }
 
@@ -91,13 +131,19 @@ impl AuditConfig {
             max_bytes: js.max_bytes,
             duplicate_window: Duration::from_secs(js.duplicate_window_s),
             timeout: Duration::from_millis(js.timeout_ms),
+            checkpoints: None,
         })
     }
 }
 
 impl AuditStreamConfig {
-    /// The stream's NATS endpoint with fedgate's TLS identity.
+    /// The stream's NATS endpoint with fedgate's TLS identity and auth.
     pub fn endpoint(&self) -> NatsEndpoint {
-        endpoint(&self.nats, self.ca.as_deref(), self.tls.as_ref())
+        endpoint(
+            &self.nats,
+            self.ca.as_deref(),
+            self.tls.as_ref(),
+            &self.auth,
+        )
     }
 }

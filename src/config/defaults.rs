@@ -28,6 +28,12 @@ pub fn rotate_bytes() -> u64 {
 pub fn fsync_interval_ms() -> u64 {
     1000
 }
+pub fn checkpoint_every() -> u64 {
+    1000
+}
+pub fn checkpoint_interval_s() -> u64 {
+    60
+}
 pub fn edge_realm() -> String {
     "edge".into()
 }
@@ -70,6 +76,15 @@ pub fn legacy_prefetch() -> u16 {
 pub fn legacy_refresh() -> u64 {
     60
 }
+pub fn legacy_max_copies() -> usize {
+    16
+}
+pub fn legacy_reconnect_min() -> u64 {
+    100
+}
+pub fn legacy_reconnect_max() -> u64 {
+    5_000
+}
 pub fn legacy_max_bytes() -> usize {
     1024 * 1024
 }
@@ -96,6 +111,12 @@ pub fn edge_max_handshakes() -> usize {
 }
 pub fn edge_max_handshakes_per_address() -> usize {
     256
+}
+pub fn edge_login_rate() -> u32 {
+    30
+}
+pub fn edge_login_burst() -> u32 {
+    10
 }
 pub fn edge_grace() -> u64 {
     10
@@ -144,4 +165,10 @@ pub fn registry_heartbeat() -> u64 {
 }
 pub fn identity_rules() -> Arc<IdentityRules> {
     Arc::new(IdentityRules::deny_all())
+}
+pub fn edge_unverified_budget() -> u64 {
+    100
+}
+pub fn edge_unverified_interval() -> u64 {
+    60
 }

@@ -9,7 +9,7 @@ use super::defaults;
 use super::network::TlsIdentity;
 
 /// The WebSocket edge: where it listens, how callers authenticate, and its limits.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EdgeConfig {
     /// Address to listen on (port 0 picks a free port).
@@ -53,6 +53,13 @@ pub struct EdgeConfig {
     /// Requests per identity allowed in a burst.
     #[serde(default = "defaults::edge_burst")]
     pub rate_burst: u32,
+    /// Refusals before verification recorded in full per source address per interval; beyond
+    /// it, one summary record per source per interval counts them (0 to 100,000).
+    #[serde(default = "defaults::edge_unverified_budget")]
+    pub unverified_budget: u64,
+    /// That interval, seconds (1 to 3,600).
+    #[serde(default = "defaults::edge_unverified_interval")]
+    pub unverified_interval_s: u64,
     /// Messages queued towards one socket; a client that falls this far behind is disconnected.
     #[serde(default = "defaults::edge_outbound")]
     pub outbound_queue: usize,
@@ -79,12 +86,23 @@ pub struct EdgeConfig {
     /// Of those, at most this many from one IP address, so one address cannot hold them all.
     #[serde(default = "defaults::edge_max_handshakes_per_address")]
     pub max_handshakes_per_address: usize,
+    /// Logins (`POST /login`) per minute from one source address (an IPv6 /64), sustained.
+    #[serde(default = "defaults::edge_login_rate")]
+    pub login_rate_per_address: u32,
+    /// Logins from one source address allowed in a burst.
+    #[serde(default = "defaults::edge_login_burst")]
+    pub login_burst_per_address: u32,
     /// Seconds in-flight requests get to finish on shutdown.
     #[serde(default = "defaults::edge_grace")]
     pub shutdown_grace_s: u64,
-    /// Static files served at `/` (the web page).
+    /// Static files served at `/` (the web page) from disk, instead of the console built into
+    /// the binary.
     #[serde(default)]
     pub web_root: Option<PathBuf>,
+    /// Serve the console built into the binary at `/` (when it holds one and `web_root` is
+    /// not set).
+    #[serde(default = "defaults::yes")]
+    pub console: bool,
     /// Choria JSON DDL files (`<agent>.json`) served at `/api/ddl` for forms.
     #[serde(default)]
     pub ddl_dir: Option<PathBuf>,

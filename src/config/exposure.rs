@@ -8,7 +8,7 @@ use super::Config;
 /// A file that should be its owner's alone, and the mode it has.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Exposed {
-    /// What it holds: `audit file`, `users file`, `token key`.
+    /// What it holds: `audit file`, `users file`, `token key`, `checkpoint key`.
     pub what: &'static str,
     /// The file.
     pub path: PathBuf,
@@ -26,6 +26,9 @@ impl Config {
             named.push(("audit file", file.clone()));
             let rotated = crate::audit::file::rotated_files(file);
             named.extend(rotated.into_iter().map(|p| ("audit file", p)));
+        }
+        if let Some(checkpoint) = self.audit.as_ref().and_then(|a| a.checkpoint.as_ref()) {
+            named.push(("checkpoint key", checkpoint.key.clone()));
         }
         if let Some(edge) = &self.edge {
             named.extend(edge.users.iter().map(|p| ("users file", p.clone())));

@@ -4,15 +4,30 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use super::defaults;
+use super::{TlsIdentity, defaults};
 
 /// A legacy MCollective collective reached over AMQP 0-9-1 (its peers speak STOMP to the same
 /// RabbitMQ).
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LegacyConfig {
-    /// `amqp://user:password@host:port/vhost` (the vhost URL-encoded: `%2Fmcollective`).
+    /// `amqp://user:password@host:port/vhost` (the vhost URL-encoded: `%2Fmcollective`), or
+    /// `amqps://` for TLS.
     pub amqp: String,
+    /// CA bundle the broker's certificate must chain to (`amqps://` only); the only trust root
+    /// when set. Without it `amqps://` trusts the public web roots.
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    /// Client certificate and key fedgate presents to the broker (`amqps://` with `ca`).
+    #[serde(default)]
+    pub tls: Option<TlsIdentity>,
+    /// Milliseconds before the first reconnection attempt once the broker is lost; the wait
+    /// doubles with each failed attempt.
+    #[serde(default = "defaults::legacy_reconnect_min")]
+    pub reconnect_min_ms: u64,
+    /// Longest wait between reconnection attempts, in milliseconds. fedgate never gives up.
+    #[serde(default = "defaults::legacy_reconnect_max")]
+    pub reconnect_max_ms: u64,
     /// The collective's name on the wire: exchanges `<collective>_broadcast` and `_directed`.
     #[serde(default = "defaults::legacy_collective")]
     pub collective: String,
@@ -50,7 +65,7 @@ pub struct LegacyConfig {
 }
 
 /// The legacy-to-Choria direction of a legacy collective.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LegacyBridgeConfig {
     /// Where legacy requests are re-signed into: a Choria collective with a `signer`, or a
@@ -68,4 +83,17 @@ pub struct LegacyBridgeConfig {
     /// Seconds between refreshes of the directed bindings from the Choria collective.
     #[serde(default = "defaults::legacy_refresh")]
     pub refresh_s: u64,
+    /// Most request ids one signed body is served under within its TTL. The ssl plugin signs
+    /// the body (message, TTL, second) but not the request id, so callers sharing a key who
+    /// send the same call in the same second (cron jobs, monitoring, `mco ping` run twice)
+    /// send identical bodies; mcollectived serves every copy. The same body under the same
+    /// request id is a replay.
+    #[serde(default = "defaults::legacy_max_copies")]
+    pub max_copies: usize,
+    /// Refuse pre-2.0 bodies (a bare message without the signed TTL and time), as
+    /// mcollectived does once `plugin.ssl.enforce_ttl` is set. Without it, as mcollectived
+    /// without that setting, a bare discovery `ping` is taken with the envelope's unsigned
+    /// TTL and time; a bare SimpleRPC request is refused either way.
+    #[serde(default)]
+    pub enforce_ttl: bool,
 }

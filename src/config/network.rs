@@ -1,5 +1,5 @@
 //! Where fedgate runs and what it connects to: `[instance]`, `[client]`, the collectives and
-//! the federations, each network's TLS identity and endpoint.
+//! the federations, each network's TLS identity, NATS auth and endpoint.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -9,12 +9,14 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::defaults;
-use crate::nats::NatsEndpoint;
+use crate::nats::{NatsAuth, NatsEndpoint};
 use crate::security::{CaBundle, NamePatterns, PatternError, Verifier, patterns_defaults};
 use crate::wire::Limits;
 
 /// How a federation's brokers treat the signed part of a request.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum FederationMode {
     /// Verify the caller against the federation's CA, map the identity per target collective,
@@ -27,13 +29,14 @@ pub enum FederationMode {
 }
 
 /// Settings of this fedgate process.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InstanceConfig {
-    /// Instance name, unique within a cluster; defaults to `<hostname>-<pid>`.
+    /// Instance name, unique within a cluster; defaults to the host name (give each of two
+    /// instances on one host its own).
     #[serde(default)]
     pub name: Option<String>,
-    /// Address for Prometheus `/metrics`; none means no listener.
+    /// Address for Prometheus `/metrics`, `/healthz` and `/readyz`; none means no listener.
     #[serde(default)]
     pub metrics: Option<SocketAddr>,
     /// Seconds between stats publications on `choria.federation.<cluster>.stats`.
@@ -48,10 +51,36 @@ pub struct InstanceConfig {
     /// Federations this process serves as a broker; defaults to all of them.
     #[serde(default)]
     pub serve: Option<Vec<String>>,
+    /// How `fedgate run` writes its log on stderr; `--log-format` and `FEDGATE_LOG_FORMAT`
+    /// override it.
+    #[serde(default)]
+    pub log_format: LogFormat,
+}
+
+/// The log's form on stderr.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Deserialize,
+    serde::Serialize,
+    clap::ValueEnum,
+    schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One line of text an event (coloured only on a terminal).
+    #[default]
+    Text,
+    /// One JSON object an event, for journald, Loki or Elasticsearch.
+    Json,
 }
 
 /// A certificate and key used as a TLS client identity.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TlsIdentity {
     /// PEM certificate, optionally followed by intermediates.
@@ -61,7 +90,7 @@ pub struct TlsIdentity {
 }
 
 /// A certificate user: the key signs requests and the pair is the NATS TLS identity.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClientConfig {
     /// PEM certificate (and any intermediates).
@@ -77,7 +106,7 @@ pub struct ClientConfig {
 }
 
 /// One Choria collective: its NATS servers and the CA its certificates chain to.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CollectiveConfig {
     /// NATS server URLs.
@@ -88,6 +117,9 @@ pub struct CollectiveConfig {
     /// fedgate's TLS client identity on this collective's NATS.
     #[serde(default)]
     pub tls: Option<TlsIdentity>,
+    /// How fedgate authenticates to this collective's NATS beyond `tls`.
+    #[serde(default)]
+    pub auth: Option<NatsAuth>,
     /// The collective's own name, in its subjects and signed envelopes, when it differs from the
     /// name fedgate knows it by (e.g. `mcollective`).
     #[serde(default)]
@@ -104,7 +136,7 @@ pub struct CollectiveConfig {
 }
 
 /// A federation: its own NATS network and CA, and the members it reaches.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FederationConfig {
     /// Federation Broker cluster name used in subjects; defaults to the federation's name.
@@ -118,6 +150,9 @@ pub struct FederationConfig {
     /// fedgate's TLS client identity on the federation network.
     #[serde(default)]
     pub tls: Option<TlsIdentity>,
+    /// How fedgate authenticates to the federation network beyond `tls`.
+    #[serde(default)]
+    pub auth: Option<NatsAuth>,
     /// Member collectives or federations, by name.
     #[serde(default)]
     pub members: Vec<String>,
@@ -156,16 +191,17 @@ impl Default for InstanceConfig {
             drain_timeout: defaults::drain_timeout(),
             workers: None,
             serve: None,
+            log_format: LogFormat::Text,
         }
     }
 }
 
 impl InstanceConfig {
-    /// The instance name: configured, or `<hostname>-<pid>`.
+    /// The instance name: configured, or the host name, stable across restarts (so an audit
+    /// chain, a registry status and the metrics carry on under one name). Two instances on one
+    /// host must be given names of their own.
     pub fn name_or_default(&self) -> String {
-        self.name
-            .clone()
-            .unwrap_or_else(|| format!("{}-{}", crate::hostname(), std::process::id()))
+        self.name.clone().unwrap_or_else(crate::hostname)
     }
 
     /// Time between stats publications.
@@ -185,16 +221,26 @@ impl FederationConfig {
         self.cluster.as_deref().unwrap_or(name)
     }
 
-    /// The federation network's endpoint, with fedgate's TLS identity.
+    /// The federation network's endpoint, with fedgate's TLS identity and auth.
     pub fn endpoint(&self) -> NatsEndpoint {
-        endpoint(&self.nats, self.ca.as_deref(), self.tls.as_ref())
+        endpoint(
+            &self.nats,
+            self.ca.as_deref(),
+            self.tls.as_ref(),
+            &self.auth,
+        )
     }
 }
 
 impl CollectiveConfig {
-    /// The NATS endpoint with fedgate's own TLS identity.
+    /// The NATS endpoint with fedgate's own TLS identity and auth.
     pub fn endpoint(&self) -> NatsEndpoint {
-        endpoint(&self.nats, self.ca.as_deref(), self.tls.as_ref())
+        endpoint(
+            &self.nats,
+            self.ca.as_deref(),
+            self.tls.as_ref(),
+            &self.auth,
+        )
     }
 
     /// The collective's name in its own subjects and envelopes: `internal_name`, else `name`.
@@ -238,10 +284,12 @@ pub(super) fn endpoint(
     urls: &[String],
     ca: Option<&Path>,
     tls: Option<&TlsIdentity>,
+    auth: &Option<NatsAuth>,
 ) -> NatsEndpoint {
     NatsEndpoint {
         urls: urls.to_vec(),
         ca: ca.map(Path::to_path_buf),
         identity: tls.map(|t| (t.certificate.clone(), t.key.clone())),
+        auth: auth.clone(),
     }
 }

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use super::defaults;
 
 /// Where the identity mapping rules live.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IdentityConfig {
     /// A TOML file of `[[rule]]` tables (see `security::identity`); none denies every caller.
@@ -16,7 +16,7 @@ pub struct IdentityConfig {
 }
 
 /// Where actionpolicy files live and what applies when none does.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyConfig {
     /// The policy directory: `default.policy`, `<agent>.policy`, `<collective>/<agent>.policy`

@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use super::defaults;
 use super::network::{TlsIdentity, endpoint};
-use crate::nats::NatsEndpoint;
+use crate::nats::{NatsAuth, NatsEndpoint};
 
 /// The TTL a caller may sign when `max_signed_ttl` does not say: five minutes.
 pub const DEFAULT_MAX_SIGNED_TTL: i64 = 300;
@@ -15,7 +15,7 @@ pub const DEFAULT_MAX_SIGNED_TTL: i64 = 300;
 pub const DEFAULT_MIN_LIFE: i64 = 2;
 
 /// The DDLs the gateway checks calls against, as a Choria server would.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DdlConfig {
     /// A directory of `<agent>.json` Choria DDLs.
@@ -26,7 +26,7 @@ pub struct DdlConfig {
 }
 
 /// The replay guard every signed origin shares, and how long a signed request may live.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReplayConfig {
     /// NATS server URLs of a network with JetStream where every instance of a cluster keeps
@@ -40,6 +40,9 @@ pub struct ReplayConfig {
     /// fedgate's TLS client identity there.
     #[serde(default)]
     pub tls: Option<TlsIdentity>,
+    /// How fedgate authenticates there beyond `tls`.
+    #[serde(default)]
+    pub auth: Option<NatsAuth>,
     /// The key-value bucket; created if missing.
     #[serde(default = "defaults::replay_bucket")]
     pub bucket: String,
@@ -60,6 +63,7 @@ impl Default for ReplayConfig {
             nats: Vec::new(),
             ca: None,
             tls: None,
+            auth: None,
             bucket: defaults::replay_bucket(),
             replicas: defaults::audit_replicas(),
             max_signed_ttl: defaults::max_signed_ttl(),
@@ -69,8 +73,13 @@ impl Default for ReplayConfig {
 }
 
 impl ReplayConfig {
-    /// The replay network's endpoint with fedgate's TLS identity.
+    /// The replay network's endpoint with fedgate's TLS identity and auth.
     pub fn endpoint(&self) -> NatsEndpoint {
-        endpoint(&self.nats, self.ca.as_deref(), self.tls.as_ref())
+        endpoint(
+            &self.nats,
+            self.ca.as_deref(),
+            self.tls.as_ref(),
+            &self.auth,
+        )
     }
 }

@@ -1,7 +1,9 @@
 //! Valid and invalid config fixtures, each invalid one naming its key: the shared PKI and file
 //! writers, and the checks common to every section; the topics are in submodules.
 
+mod legacy;
 mod members;
+mod nats_auth;
 mod resign;
 mod rules;
 

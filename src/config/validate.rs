@@ -4,6 +4,7 @@ mod audit;
 mod checker;
 mod edge;
 mod networks;
+mod registry;
 mod resign;
 mod routes;
 
@@ -58,6 +59,7 @@ impl Config {
         if let Some(ca) = &registry.ca {
             check.file("registry.ca".into(), ca)?;
         }
+        check.nats_auth("registry", registry.auth.as_ref())?;
         if !(1..=3600).contains(&registry.heartbeat_s) {
             return Err(check.invalid("registry.heartbeat_s", "must be 1 to 3600"));
         }
@@ -178,6 +180,7 @@ impl Config {
             check.file("replay.tls.certificate".into(), &tls.certificate)?;
             check.file("replay.tls.key".into(), &tls.key)?;
         }
+        check.nats_auth("replay", replay.auth.as_ref())?;
         Ok(())
     }
 

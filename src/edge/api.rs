@@ -215,7 +215,7 @@ impl Api {
 }
 
 fn matches(query: &AuditQuery, record: &Record) -> bool {
-    if matches!(record.kind, Kind::Header) {
+    if matches!(record.kind, Kind::Header | Kind::Checkpoint) {
         return false;
     }
     let event = &record.event;
@@ -345,6 +345,8 @@ mod tests {
             fsync: Fsync::Never,
             fsync_interval: std::time::Duration::from_millis(100),
             instance: "t1".into(),
+            checkpoints: None,
+            budget_bytes: None,
         })
         .unwrap();
         let auditor = Auditor::new("t1", vec![Sink::File(sink)], Vec::new());

@@ -3,7 +3,8 @@
 //!
 //! A token carries the user as `sub`, the caller id fedgate gives it (`up=<user>`, as Choria's
 //! AAA service names password users), expiry, and optionally the collectives it may use. Tokens
-//! are never logged; only their `jti` is.
+//! are never logged; only their `jti` is. A token `POST /login` issues says so (`amr` `pwd`),
+//! and a token is revoked before it expires by the users file in force ([`Users::revocation`]).
 
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -14,7 +15,7 @@ use rustls_pki_types::pem::PemObject;
 use serde::{Deserialize, Serialize};
 
 use crate::users::UsersError;
-pub use crate::users::{MAX_USERS, User, Users, caller_for, hash_password};
+pub use crate::users::{MAX_USERS, Revocation, TokenFacts, User, Users, caller_for, hash_password};
 
 /// The `iss` and `aud` of fedgate's tokens.
 const ISSUER: &str = "fedgate";
@@ -40,6 +41,27 @@ pub struct Claims {
     /// Collectives the token may reach; none means all that policy allows.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub collectives: Option<Vec<String>>,
+    /// How the user authenticated (RFC 8176): `["pwd"]` for a token of `POST /login`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amr: Option<Vec<String>>,
+}
+
+/// The `amr` of a token issued for a password.
+const PASSWORD: &str = "pwd";
+
+impl Claims {
+    /// What a revocation check looks at.
+    pub fn facts(&self) -> TokenFacts<'_> {
+        TokenFacts {
+            user: &self.sub,
+            jti: &self.jti,
+            issued: self.iat,
+            password: self
+                .amr
+                .as_ref()
+                .is_some_and(|amr| amr.iter().any(|m| m == PASSWORD)),
+        }
+    }
 }
 
 /// Why a token or login was refused.
@@ -131,6 +153,29 @@ impl TokenKeys {
         collectives: Option<Vec<String>>,
         now: SystemTime,
     ) -> Result<String, AuthError> {
+        self.sign(user, ttl, collectives, now, None)
+    }
+
+    /// Issues a token for `user` of the users file, who gave a password: it stays valid only
+    /// while the user is in the file in force.
+    pub fn issue_login(
+        &self,
+        user: &str,
+        ttl: Duration,
+        collectives: Option<Vec<String>>,
+        now: SystemTime,
+    ) -> Result<String, AuthError> {
+        self.sign(user, ttl, collectives, now, Some(vec![PASSWORD.into()]))
+    }
+
+    fn sign(
+        &self,
+        user: &str,
+        ttl: Duration,
+        collectives: Option<Vec<String>>,
+        now: SystemTime,
+        amr: Option<Vec<String>>,
+    ) -> Result<String, AuthError> {
         let caller = caller_for(user)?;
         let iat = unix(now);
         let claims = Claims {
@@ -142,6 +187,7 @@ impl TokenKeys {
             exp: iat + ttl.as_secs(),
             jti: uuid::Uuid::new_v4().simple().to_string(),
             collectives,
+            amr,
         };
         jsonwebtoken::encode(&Header::new(Algorithm::EdDSA), &claims, &self.encoding)
             .map_err(|e| AuthError::Invalid(e.to_string()))
@@ -178,7 +224,8 @@ pub fn unix(time: SystemTime) -> u64 {
         .unwrap_or(0)
 }
 
-fn pem_encode(label: &str, der: &[u8]) -> String {
+/// PEM text of `der` under `label`.
+pub(crate) fn pem_encode(label: &str, der: &[u8]) -> String {
     use base64::Engine;
     let body = base64::engine::general_purpose::STANDARD.encode(der);
     let mut pem = format!("-----BEGIN {label}-----\n");

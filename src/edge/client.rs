@@ -202,7 +202,15 @@ pub async fn open(options: &Connect) -> Result<Socket, WsError> {
                 .await?;
         return Ok(socket);
     };
-    let uri = request.uri();
+    let (host, port) = host_port(options, request.uri());
+    let stream = connect_from(&host, port, local).await?;
+    let (socket, _) =
+        tokio_tungstenite::client_async_tls_with_config(request, stream, None, connector).await?;
+    Ok(socket)
+}
+
+/// The host and port of `uri`, the port defaulting by the scheme of `options.url`.
+fn host_port(options: &Connect, uri: &tungstenite::http::Uri) -> (String, u16) {
     let host = uri.host().unwrap_or_default().trim_matches(['[', ']']);
     let port = uri
         .port_u16()
@@ -211,6 +219,15 @@ pub async fn open(options: &Connect) -> Result<Socket, WsError> {
         } else {
             80
         });
+    (host.to_string(), port)
+}
+
+/// A TCP connection to `host:port` from the local address `local`.
+async fn connect_from(
+    host: &str,
+    port: u16,
+    local: std::net::IpAddr,
+) -> Result<tokio::net::TcpStream, WsError> {
     let remote = tokio::net::lookup_host((host, port))
         .await?
         .find(|a| a.is_ipv4() == local.is_ipv4())
@@ -222,9 +239,62 @@ pub async fn open(options: &Connect) -> Result<Socket, WsError> {
     socket.bind(std::net::SocketAddr::new(local, 0))?;
     let stream = socket.connect(remote).await?;
     stream.set_nodelay(true)?;
-    let (socket, _) =
-        tokio_tungstenite::client_async_tls_with_config(request, stream, None, connector).await?;
-    Ok(socket)
+    Ok(stream)
+}
+
+/// Largest `POST /login` answer read.
+const MAX_LOGIN_ANSWER: u64 = 64 * 1024;
+
+/// `POST /login` at the edge of `options.url` (from `options.local_address` when set, over TLS
+/// for `wss://`): the HTTP status and the JSON answer (`null` when the body is not JSON).
+pub async fn login(options: &Connect, user: &str, password: &str) -> Result<(u16, Value), WsError> {
+    let request = options.url.as_str().into_client_request()?;
+    let (host, port) = host_port(options, request.uri());
+    let local = options.local_address.unwrap_or(if host.contains(':') {
+        std::net::Ipv6Addr::UNSPECIFIED.into()
+    } else {
+        std::net::Ipv4Addr::UNSPECIFIED.into()
+    });
+    let stream = connect_from(&host, port, local).await?;
+    let body = json!({"user": user, "password": password}).to_string();
+    let request = format!(
+        "POST /login HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let answer = if options.url.starts_with("wss://") {
+        let name = rustls_pki_types::ServerName::try_from(host.clone())
+            .map_err(|e| WsError::Other(format!("{host}: {e}")))?;
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(tls(options)?));
+        let stream = connector.connect(name, stream).await?;
+        exchange(stream, request.as_bytes()).await?
+    } else {
+        exchange(stream, request.as_bytes()).await?
+    };
+    let answer = String::from_utf8_lossy(&answer);
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| WsError::Other(format!("not an HTTP answer: {head:?}")))?;
+    Ok((status, serde_json::from_str(body).unwrap_or(Value::Null)))
+}
+
+/// Writes `request` and reads the answer until the server closes the connection.
+async fn exchange<S>(mut stream: S, request: &[u8]) -> Result<Vec<u8>, WsError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream.write_all(request).await?;
+    let mut answer = Vec::new();
+    match stream.take(MAX_LOGIN_ANSWER).read_to_end(&mut answer).await {
+        // A TLS server may close without close_notify once it has answered.
+        Err(_) if !answer.is_empty() => Ok(answer),
+        Err(err) => Err(err.into()),
+        Ok(_) => Ok(answer),
+    }
 }
 
 fn tls(options: &Connect) -> Result<rustls::ClientConfig, WsError> {

@@ -16,6 +16,7 @@ mod signed;
 
 use super::homes::{HOME_TTL, Homes, MAX_HOMES};
 pub use super::job::{Job, Scope};
+use crate::audit::flood::{Aggregator, Keyed, Take};
 use crate::audit::{Event, Verdict};
 use crate::client::RpcCall;
 use crate::config::Config;
@@ -36,8 +37,8 @@ pub struct Principal {
     pub expires: Option<u64>,
     /// Collectives the token allows; none means all.
     pub collectives: Option<Vec<String>>,
-    /// The token's id, for the audit trail (never the token).
-    pub token_id: Option<String>,
+    /// The token's claims, to check it against revocations (never the token).
+    pub token: Option<Arc<crate::edge::auth::Claims>>,
 }
 
 impl Principal {
@@ -80,6 +81,9 @@ pub struct Dispatcher {
     limits: Limits,
     /// Which collective each node answered from, for a federation's directed requests.
     homes: Homes,
+    /// The budgets of refusals before verification (per source address) and before a decision
+    /// (rate-limited, per caller).
+    flood: Option<Arc<Floods>>,
 }
 
 /// A request admitted into one collective: recorded, ready to publish.
@@ -93,7 +97,31 @@ struct Admitted<'d> {
     link: String,
 }
 
-/// Why a collective did not take a request.
+/// The edge's record budgets.
+struct Floods {
+    unverified: Aggregator,
+    rate_limited: Aggregator,
+}
+
+/// Writes each interval's summary records until the budgets are dropped with their dispatcher.
+fn summarize(floods: std::sync::Weak<Floods>, gate: Arc<Gate>, interval: Duration) {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+        loop {
+            ticks.tick().await;
+            let Some(floods) = floods.upgrade() else {
+                return;
+            };
+            let summaries = floods.unverified.drain();
+            let summaries = summaries.into_iter().chain(floods.rate_limited.drain());
+            for event in summaries {
+                // A summary that cannot be recorded is counted by the auditor like any record.
+                let _ = gate.record(event).await;
+            }
+        }
+    });
+}
+
 impl Dispatcher {
     /// Connects to every collective that has a privileged signer.
     pub async fn connect(
@@ -119,10 +147,13 @@ impl Dispatcher {
             };
             let signer = Signer::from_files(&signer.certificate, &signer.key)
                 .map_err(|e| format!("collective {name} signer: {e}"))?;
-            let nats =
-                crate::nats::connect(&collective.endpoint(), &format!("fedgate edge {instance}"))
-                    .await
-                    .map_err(|e| format!("collective {name}: {e}"))?;
+            let nats = crate::nats::connect_watched(
+                &collective.endpoint(),
+                &format!("fedgate edge {instance}"),
+                &format!("nats collective {name} (edge)"),
+            )
+            .await
+            .map_err(|e| format!("collective {name}: {e}"))?;
             targets.insert(
                 name.clone(),
                 EdgeTarget::Choria {
@@ -139,6 +170,15 @@ impl Dispatcher {
             targets.insert(name.clone(), EdgeTarget::Legacy(Arc::new(link)));
         }
         let (federations, unreached) = federation_members(config, &targets)?;
+        let flood = edge.map(|e| {
+            let interval = Duration::from_secs(e.unverified_interval_s.max(1));
+            let floods = Arc::new(Floods {
+                unverified: Aggregator::new(Keyed::Source, e.unverified_budget, interval),
+                rate_limited: Aggregator::new(Keyed::RateLimited, e.unverified_budget, interval),
+            });
+            summarize(Arc::downgrade(&floods), gate.clone(), interval);
+            floods
+        });
         Ok(Dispatcher {
             realm,
             gate,
@@ -149,6 +189,7 @@ impl Dispatcher {
             sender: format!("fedgate-edge-{instance}"),
             limits,
             homes: Homes::new(MAX_HOMES, HOME_TTL),
+            flood,
         })
     }
 
@@ -240,10 +281,60 @@ impl Dispatcher {
         refusal
     }
 
-    /// Records a request refused before it was looked at (rate limit).
+    /// Records and counts a request refused before its caller was verified; from a source over
+    /// its budget, it is counted in that source's summary record instead.
+    async fn refused_unverified(
+        &self,
+        mut event: Event,
+        refusal: Refusal,
+        source: Option<std::net::IpAddr>,
+    ) -> Refusal {
+        let (Some(flood), Some(source)) = (&self.flood, source) else {
+            return self.refused(event, refusal).await;
+        };
+        refusal.count("websocket");
+        refusal.mark(&mut event);
+        if flood.unverified.take(&source.to_string(), &event) == Take::Record {
+            let _ = self.gate.record(event).await;
+        }
+        refusal
+    }
+
+    /// Records a request refused before it was looked at (rate limit); beyond the budget, in
+    /// the caller's summary record.
     pub async fn refused_early(&self, principal: &Principal, job: &Job, code: &str, reason: &str) {
-        let event = self.event(principal, job, None);
-        self.refuse(event, "edge", code, reason.into(), None).await;
+        let mut event = self.event(principal, job, None);
+        event.decision = Some(Verdict::Deny);
+        event.stage = "edge".into();
+        event.code = code.into();
+        event.reason = reason.into();
+        let caller = principal.caller.as_str();
+        if self
+            .flood
+            .as_ref()
+            .is_none_or(|flood| flood.rate_limited.take(caller, &event) == Take::Record)
+        {
+            // A refusal that cannot be recorded is still a refusal.
+            let _ = self.gate.record(event).await;
+        }
+    }
+
+    /// Records a token refused because the users file in force revokes it.
+    pub async fn refused_revoked(&self, principal: &Principal, reason: &str) {
+        let event = Event {
+            edge: "websocket".into(),
+            realm: self.realm.clone(),
+            caller: Some(principal.caller.as_str().to_string()),
+            revision: self.gate.rules().revision,
+            ..Event::default()
+        };
+        self.refuse(event, "edge", "token_revoked", reason.into(), None)
+            .await;
+    }
+
+    /// The rules' version, which changes whenever new rules (policy, users) are in force.
+    pub fn rule_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.gate.rules.changes()
     }
 
     /// Records an `rpc` message that is not a valid request; `caller` is who sent it.

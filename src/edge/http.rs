@@ -35,8 +35,7 @@ pub enum Reason {
 }
 
 impl Reason {
-    /// Every reason, for the documentation check.
-    #[cfg(test)]
+    /// Every reason: for the documentation check, and each counted from zero at start-up.
     pub const ALL: [Reason; 12] = [
         Reason::Origin,
         Reason::Token,
@@ -68,6 +67,17 @@ impl Reason {
             Reason::Login => "login",
             Reason::RateLimited => "rate_limited",
         }
+    }
+}
+
+/// Puts the edge's refusal and login counters in the metrics at zero, so dashboards and alerts
+/// see the series (and their rate) before the first refusal rather than nothing.
+pub(super) fn count_from_zero() {
+    for reason in Reason::ALL {
+        metrics::counter!("fedgate_edge_refused_total", "reason" => reason.as_str()).increment(0);
+    }
+    for result in ["ok", "refused"] {
+        metrics::counter!("fedgate_edge_logins_total", "result" => result).increment(0);
     }
 }
 

@@ -329,6 +329,8 @@ impl ServerMessage {
 pub mod close {
     /// The token expired.
     pub const TOKEN_EXPIRED: u16 = 4001;
+    /// The token was revoked (the users file in force revokes it).
+    pub const TOKEN_REVOKED: u16 = 4002;
     /// No authentication within the time allowed, or it failed.
     pub const UNAUTHENTICATED: u16 = 4003;
     /// The client did not read its replies fast enough.

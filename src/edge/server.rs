@@ -2,6 +2,7 @@
 //! task per socket.
 //!
 //! - `limits`: the settings sessions read and the per-address handshake slots;
+//! - `logins`: password checks queued fairly per source address, and each source's login rate;
 //! - `shared`: what every route and session shares, and who a request is from;
 //! - `listener`: accepting connections up to HTTP; `routes`: the HTTP routes;
 //! - `upgrade`: the checks before a socket opens; `session`: one socket's session, with its
@@ -9,6 +10,7 @@
 
 mod limits;
 mod listener;
+mod logins;
 mod outbox;
 mod requests;
 mod routes;
@@ -26,7 +28,10 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use self::limits::{AddressSlots, MAX_LOGINS, Settings};
+use self::limits::{
+    AddressSlots, LOGIN_WAIT, LOGINS_WAITING, LOGINS_WAITING_PER_SOURCE, MAX_LOGINS, Settings,
+};
+use self::logins::{LoginQueue, LoginRate};
 use self::shared::Shared;
 use super::auth::TokenKeys;
 use super::dispatch;
@@ -51,12 +56,12 @@ impl Edge {
     pub async fn start(
         config: &Config,
         dispatcher: dispatch::Dispatcher,
-        metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     ) -> Result<Edge, EdgeError> {
         let edge = config
             .edge
             .as_ref()
             .ok_or_else(|| EdgeError("no [edge] section".into()))?;
+        super::http::count_from_zero();
         let tls = match &edge.tls {
             Some(_) => Some(tls_acceptor(edge)?),
             None => {
@@ -90,8 +95,13 @@ impl Edge {
             connections: Arc::new(Semaphore::new(edge.max_connections.max(1))),
             handshakes: Arc::new(Semaphore::new(edge.max_handshakes.max(1))),
             handshakes_by_address: Arc::new(AddressSlots::new(edge.max_handshakes_per_address)),
-            logins: Arc::new(Semaphore::new(MAX_LOGINS)),
-            metrics,
+            logins: Arc::new(LoginQueue::new(
+                MAX_LOGINS,
+                LOGINS_WAITING_PER_SOURCE,
+                LOGINS_WAITING,
+                LOGIN_WAIT,
+            )),
+            login_rate: LoginRate::new(edge.login_rate_per_address, edge.login_burst_per_address),
             stop,
             sessions: TaskTracker::new(),
             dispatch: dispatcher,
@@ -178,7 +188,8 @@ fn tls_acceptor(edge: &EdgeConfig) -> Result<tokio_rustls::TlsAcceptor, EdgeErro
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
-/// The rate limiter keeps a bucket per identity; forget idle ones so the map stays small.
+/// The rate limiters keep a bucket per identity and login source; forget idle ones so the maps
+/// stay small.
 async fn limiter_upkeep(shared: Arc<Shared>) {
     let mut ticker = tokio::time::interval(Duration::from_secs(30));
     loop {
@@ -187,6 +198,7 @@ async fn limiter_upkeep(shared: Arc<Shared>) {
             _ = ticker.tick() => {
                 shared.limiter.retain_recent();
                 shared.limiter.shrink_to_fit();
+                shared.login_rate.upkeep();
             }
         }
     }

@@ -119,11 +119,21 @@ pub fn render(cluster: &str, instances: &BTreeMap<String, (ClusterSnapshot, u64)
             "  {}: version {} started {} status {} (heard {age}s ago)",
             printable(name),
             printable(&snapshot.version),
-            snapshot.start_time,
+            utc(snapshot.start_time),
             printable(&snapshot.status)
         );
     }
     out
+}
+
+/// A Unix second as UTC (`2026-12-05 23:40:25 UTC`), or the number when it is out of range.
+fn utc(seconds: i64) -> String {
+    let format =
+        time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second] UTC");
+    time::OffsetDateTime::from_unix_timestamp(seconds)
+        .ok()
+        .and_then(|t| t.format(&format).ok())
+        .unwrap_or_else(|| seconds.to_string())
 }
 
 /// Text from the network, without control characters that could drive the terminal.
@@ -164,6 +174,7 @@ mod tests {
         .into();
         let text = render("prod", &instances);
         assert!(text.contains("Received: 40  Sent: 80"), "{text}");
+        assert!(text.contains("started 1970-01-01 00:00:00 UTC"), "{text}");
         assert!(
             text.contains("    fb1: Received: 30 (75.0%)  Sent: 60 (75.0%)"),
             "{text}"
@@ -178,6 +189,7 @@ mod tests {
     fn hostile_figures_cannot_overflow_or_drive_the_terminal() {
         let mut evil = snapshot("x\u{1b}[2Jy", u64::MAX, u64::MAX);
         evil.0.status = "\u{1b}]0;owned\u{7}".into();
+        evil.0.start_time = i64::MAX;
         let instances: BTreeMap<String, _> = [
             ("x\u{1b}[2Jy".to_string(), evil),
             ("fb1".to_string(), snapshot("fb1", 5, 5)),
@@ -185,6 +197,7 @@ mod tests {
         .into();
         let text = render("prod", &instances);
         assert!(!text.contains('\u{1b}'), "{text:?}");
+        assert!(text.contains(&format!("started {}", i64::MAX)), "{text}");
         assert!(text.contains(&format!("Received: {}", u64::MAX)), "{text}");
     }
 }

@@ -1,5 +1,6 @@
 //! What a broker instance relayed, refused and failed, per cluster and direction; mirrored to
-//! Prometheus under go-choria's `choria_federation_*` names and published for `fedgate observe`.
+//! Prometheus under go-choria's `choria_federation_*` names (labelled `identity` with the
+//! instance name, as go-choria labels its broker's identity) and published for `fedgate observe`.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -44,22 +45,30 @@ struct SideMetrics {
     sent: Counter,
     errors: Counter,
     refused: Vec<Counter>,
+    /// go-choria's `choria_federation_time`, a summary.
     time: Histogram,
+    /// `fedgate_federation_processing_duration_seconds`, with buckets.
+    duration: Histogram,
 }
 
 impl Side {
     fn new(cluster: &str, instance: &str, direction: Direction) -> Self {
         let labels = [
             ("cluster", cluster.to_string()),
-            ("instance", instance.to_string()),
+            ("identity", instance.to_string()),
+            ("direction", direction.as_str().to_string()),
+        ];
+        // fedgate's own metrics leave the instance to the scrape target's labels.
+        let own = [
+            ("cluster", cluster.to_string()),
             ("direction", direction.as_str().to_string()),
         ];
         let refused = Refusal::REASONS
             .iter()
             .map(|reason| {
-                let mut with_reason = labels.to_vec();
+                let mut with_reason = own.to_vec();
                 with_reason.push(("reason", reason.to_string()));
-                metrics::counter!("fedgate_federation_refused_msgs", &with_reason)
+                metrics::counter!("fedgate_federation_refused_total", &with_reason)
             })
             .collect();
         Side {
@@ -74,6 +83,10 @@ impl Side {
                 errors: metrics::counter!("choria_federation_errors", &labels),
                 refused,
                 time: metrics::histogram!("choria_federation_time", &labels),
+                duration: metrics::histogram!(
+                    "fedgate_federation_processing_duration_seconds",
+                    &own
+                ),
             },
         }
     }
@@ -199,10 +212,9 @@ impl ClusterStats {
 
     /// Records the processing time of one relayed message.
     pub fn timed(&self, direction: Direction, elapsed: Duration) {
-        self.side(direction)
-            .metrics
-            .time
-            .record(elapsed.as_secs_f64());
+        let metrics = &self.side(direction).metrics;
+        metrics.time.record(elapsed.as_secs_f64());
+        metrics.duration.record(elapsed.as_secs_f64());
     }
 
     /// Copies the counters.

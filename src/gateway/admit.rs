@@ -52,6 +52,12 @@ impl Admitted {
     pub fn event(&self) -> &Event {
         &self.event
     }
+
+    /// Notes on the record that this is the `place`th copy of a body signed without its
+    /// request id, sent again under another id (legacy MCollective).
+    pub fn mark_duplicate(&mut self, place: u64) {
+        self.event.duplicate = Some(place);
+    }
 }
 
 /// An admitted request whose decision is on the record: the only thing that may be published.

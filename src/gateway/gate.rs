@@ -130,7 +130,7 @@ impl Gate {
                         deadline: Instant::now() + ttl + GRACE,
                     },
                 );
-                metrics::gauge!("fedgate_gate_pending").set(pending.len() as f64);
+                metrics::gauge!("fedgate_gate_pending_completions").set(pending.len() as f64);
                 None
             } else {
                 completion.reason =
@@ -200,7 +200,7 @@ impl Gate {
                 .map(|(k, _)| k.clone())
                 .collect();
             let due = keys.iter().filter_map(|k| pending.remove(k)).collect();
-            metrics::gauge!("fedgate_gate_pending").set(pending.len() as f64);
+            metrics::gauge!("fedgate_gate_pending_completions").set(pending.len() as f64);
             due
         };
         for mut done in due {

@@ -239,7 +239,9 @@ impl From<InputError> for Refusal {
 impl From<ReplayRefusal> for Refusal {
     fn from(refusal: ReplayRefusal) -> Refusal {
         let code = match refusal {
-            ReplayRefusal::Replay(_) | ReplayRefusal::ModeChange(..) => Code::Replay,
+            ReplayRefusal::Replay(_)
+            | ReplayRefusal::ModeChange(..)
+            | ReplayRefusal::Copies(..) => Code::Replay,
             ReplayRefusal::Full => Code::ReplayFull,
             ReplayRefusal::Unavailable(_) => Code::ReplayUnavailable,
         };

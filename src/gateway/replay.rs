@@ -16,7 +16,8 @@ use async_nats::jetstream::stream;
 use aws_lc_rs::digest::{SHA256, digest};
 use bytes::Bytes;
 
-use crate::security::replay::{ReplayError, ReplayWindow};
+pub use crate::security::replay::MAX_COPIES;
+use crate::security::replay::{CopyError, CopyWindow, ReplayError, ReplayWindow};
 
 /// Live claims a guard kept in one process holds.
 pub const LOCAL_CAPACITY: usize = 65_536;
@@ -63,6 +64,11 @@ pub enum ReplayRefusal {
         "replay: this signed request was already forwarded to {0} as a {1}; a replay may not change that"
     )]
     ModeChange(String, &'static str),
+    /// A body signed without its request id went out under as many ids as it may.
+    #[error(
+        "replay: this signed request already went to {0} under {1} request ids within its ttl; sign a new request"
+    )]
+    Copies(String, usize),
     /// The guard holds as many claims as it may.
     #[error("the replay guard is full; try again later")]
     Full,
@@ -75,7 +81,9 @@ impl ReplayRefusal {
     /// The stable code of the refusal.
     pub fn code(&self) -> &'static str {
         match self {
-            ReplayRefusal::Replay(_) | ReplayRefusal::ModeChange(..) => "replay",
+            ReplayRefusal::Replay(_)
+            | ReplayRefusal::ModeChange(..)
+            | ReplayRefusal::Copies(..) => "replay",
             ReplayRefusal::Full => "replay_full",
             ReplayRefusal::Unavailable(_) => "replay_unavailable",
         }
@@ -84,8 +92,8 @@ impl ReplayRefusal {
 
 /// The guard: in this process, or in a shared JetStream bucket.
 pub enum ReplayGuard {
-    /// Claims in this process only.
-    Local(ReplayWindow),
+    /// Claims in this process only (and the request ids each body went out under).
+    Local(ReplayWindow, CopyWindow),
     /// Claims in a key-value bucket shared by every instance.
     Shared(Box<kv::Store>),
 }
@@ -93,7 +101,7 @@ pub enum ReplayGuard {
 impl std::fmt::Debug for ReplayGuard {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            ReplayGuard::Local(window) => write!(f, "ReplayGuard::Local({window:?})"),
+            ReplayGuard::Local(window, _) => write!(f, "ReplayGuard::Local({window:?})"),
             ReplayGuard::Shared(_) => f.write_str("ReplayGuard::Shared"),
         }
     }
@@ -107,7 +115,7 @@ impl ReplayGuard {
 
     /// A guard in this process holding at most `capacity` live claims.
     pub fn local_with_capacity(capacity: usize) -> ReplayGuard {
-        ReplayGuard::Local(ReplayWindow::new(capacity))
+        ReplayGuard::Local(ReplayWindow::new(capacity), CopyWindow::new(capacity))
     }
 
     /// Opens (or creates) the shared bucket `bucket` over `client`. Claims expire `keep` after
@@ -120,7 +128,7 @@ impl ReplayGuard {
     ) -> Result<ReplayGuard, String> {
         let context = async_nats::jetstream::new(client);
         if let Ok(store) = context.get_key_value(bucket).await {
-            return Ok(ReplayGuard::Shared(Box::new(store)));
+            return Ok(ReplayGuard::opened(&context, store).await);
         }
         // Made as the key-value layer makes a bucket's stream, without the account query that
         // nats-server 2.9 answers differently.
@@ -143,14 +151,27 @@ impl ReplayGuard {
         };
         let created = context.create_stream(settings).await.err();
         // Another instance may have created it meanwhile.
-        context
-            .get_key_value(bucket)
-            .await
-            .map(|store| ReplayGuard::Shared(Box::new(store)))
-            .map_err(|e| {
-                let why = created.map_or(e.to_string(), |c| c.to_string());
-                format!("replay bucket {bucket}: {why}")
-            })
+        let store = context.get_key_value(bucket).await.map_err(|e| {
+            let why = created.map_or(e.to_string(), |c| c.to_string());
+            format!("replay bucket {bucket}: {why}")
+        })?;
+        Ok(ReplayGuard::opened(&context, store).await)
+    }
+
+    /// The shared guard over `store`, warning when its bucket has one replica on a cluster.
+    async fn opened(
+        context: &async_nats::jetstream::Context,
+        mut store: async_nats::jetstream::kv::Store,
+    ) -> ReplayGuard {
+        if let Ok(info) = store.stream.info().await {
+            crate::nats::warn_if_one_replica(
+                &context.client(),
+                "the replay guard",
+                &info.config.name,
+                info.config.num_replicas,
+            );
+        }
+        ReplayGuard::Shared(Box::new(store))
     }
 
     /// Claims `claim` until `until` (Unix seconds), at `now`: checking and recording are one
@@ -163,7 +184,7 @@ impl ReplayGuard {
     ) -> Result<(), ReplayRefusal> {
         let key = claim_key(claim);
         match self {
-            ReplayGuard::Local(window) => claim_local(window, claim, key, until, now),
+            ReplayGuard::Local(window, _) => claim_local(window, claim, key, until, now),
             ReplayGuard::Shared(store) => claim_shared(store, claim, &key).await,
         }
     }
@@ -172,8 +193,8 @@ impl ReplayGuard {
     pub async fn release(&self, claim: &Claim<'_>) {
         let key = claim_key(claim);
         match (self, claim.mode) {
-            (ReplayGuard::Local(window), Mode::Broadcast) => window.release(key, None),
-            (ReplayGuard::Local(window), Mode::Directed(targets)) => {
+            (ReplayGuard::Local(window, _), Mode::Broadcast) => window.release(key, None),
+            (ReplayGuard::Local(window, _), Mode::Directed(targets)) => {
                 for target in targets {
                     window.release(key, Some(target));
                 }
@@ -195,6 +216,95 @@ impl ReplayGuard {
             }
         }
     }
+}
+
+/// One body going out under one request id, for protocols that sign the body alone.
+#[derive(Clone, Copy, Debug)]
+pub struct BodyCopy<'a> {
+    /// The realm and key that signed it.
+    pub realm: &'a str,
+    /// Exactly what the caller signed.
+    pub signed: &'a [u8],
+    /// The collective (fedgate's name for it).
+    pub collective: &'a str,
+    /// The unsigned request id it came under.
+    pub request_id: &'a str,
+}
+
+impl ReplayGuard {
+    /// Counts `copy` until `until`, at `now`: its request id's place among those its body
+    /// went out under in this collective (0: the first; the same place for the same id), or
+    /// a refusal once `limit` ids (at most [`MAX_COPIES`]) are held, on every instance that
+    /// shares the guard.
+    pub async fn copy(
+        &self,
+        copy: &BodyCopy<'_>,
+        limit: usize,
+        until: i64,
+        now: i64,
+    ) -> Result<usize, ReplayRefusal> {
+        let limit = limit.clamp(1, MAX_COPIES);
+        let key = copy_key(copy);
+        let id = digest(&SHA256, copy.request_id.as_bytes());
+        let id: [u8; 16] = id.as_ref()[..16].try_into().unwrap_or([0; 16]);
+        match self {
+            ReplayGuard::Local(_, copies) => {
+                copies
+                    .copy(key, id, limit, until, now)
+                    .map_err(|err| match err {
+                        CopyError::TooMany(n) => {
+                            ReplayRefusal::Copies(copy.collective.to_string(), n)
+                        }
+                        CopyError::Full => ReplayRefusal::Full,
+                    })
+            }
+            ReplayGuard::Shared(store) => copy_shared(store, copy, &key, &id, limit).await,
+        }
+    }
+}
+
+/// The digest a body's copies are counted under, apart from every claim's.
+fn copy_key(copy: &BodyCopy<'_>) -> [u8; 32] {
+    let mut input = Vec::with_capacity(copy.realm.len() + copy.signed.len() + 32);
+    input.extend_from_slice(b"copies\0");
+    input.extend_from_slice(copy.realm.as_bytes());
+    input.push(0);
+    input.extend_from_slice(copy.signed);
+    input.push(0);
+    input.extend_from_slice(copy.collective.as_bytes());
+    digest(&SHA256, &input)
+        .as_ref()
+        .try_into()
+        .unwrap_or([0; 32])
+}
+
+/// Takes the first free place of `limit` under the body's key (or finds the id's own).
+async fn copy_shared(
+    store: &kv::Store,
+    copy: &BodyCopy<'_>,
+    key: &[u8; 32],
+    id: &[u8; 16],
+    limit: usize,
+) -> Result<usize, ReplayRefusal> {
+    let root = hex(key);
+    let value = hex(id);
+    for place in 0..limit {
+        let slot = format!("{root}.{place}");
+        match store.create(&slot, Bytes::from(value.clone())).await {
+            Ok(_) => return Ok(place),
+            Err(err) if err.kind() == CreateErrorKind::AlreadyExists => {
+                let held = store
+                    .get(&slot)
+                    .await
+                    .map_err(|e| ReplayRefusal::Unavailable(e.to_string()))?;
+                if held.as_deref() == Some(value.as_bytes()) {
+                    return Ok(place);
+                }
+            }
+            Err(err) => return Err(shared_error(err)),
+        }
+    }
+    Err(ReplayRefusal::Copies(copy.collective.to_string(), limit))
 }
 
 /// The digest of the signed bytes of one realm for one collective.

@@ -100,9 +100,10 @@ impl Facade {
             .map_err(|e| fail(e.to_string()))?,
             limits,
         );
-        let nats = crate::nats::connect(
+        let nats = crate::nats::connect_watched(
             &collective.endpoint(),
             &format!("fedgate {instance} legacy facade {name}"),
+            &format!("nats collective {realm} (legacy {name} served)"),
         )
         .await
         .map_err(|e| fail(e.to_string()))?;
@@ -289,6 +290,9 @@ impl Shared {
             .check_inputs(&call.agent, &call.action, &call.data)?;
         let now = Now::system().unix_seconds();
         let until = self.gate.lifetime.check(envelope.time, envelope.ttl, now)?;
+        // A filter the legacy nodes cannot apply as Choria nodes would is refused, not widened.
+        crate::legacy::legacy_filter(&envelope.filter, &envelope.agent)
+            .map_err(|why| Refusal::framing("unsupported_filter", why))?;
         Ok(Taken {
             headers,
             reply_to,

@@ -6,8 +6,9 @@
 //! Requests arrive on one durable queue per legacy collective, shared by every fedgate instance:
 //! bound to `<collective>_broadcast` for the bridged agents and to `<collective>_directed` for
 //! every node the Choria collective's discovery reports (refreshed periodically). A delivery is
-//! acknowledged once its request is published to NATS, or once it is refused and recorded; a
-//! request that waits in the queue past its TTL expires there (mco sets `expiration`).
+//! acknowledged once its request is published to NATS, or once it is refused and recorded. A
+//! request that waits in the queue past its TTL is refused as `ttl_expired` and its caller told;
+//! the broker drops it 10 s later (mco sets `expiration` to its TTL plus 10 s).
 //!
 //! Before anything is allowed, a delivery must agree with its route (a broadcast's routing key
 //! is the signed agent; a directed copy's agent is bridged), have at least a Choria request's
@@ -28,9 +29,9 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
+use lapin::Connection;
 use lapin::options::{BasicConsumeOptions, BasicQosOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
-use lapin::{Connection, ConnectionProperties};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, LegacyBridgeConfig, LegacyConfig};
@@ -94,6 +95,8 @@ pub struct Ingress {
     stop: CancellationToken,
     tasks: tokio_util::task::TaskTracker,
     _connection: Connection,
+    /// The AMQP connection's readiness, watched while the bridge runs.
+    _ready: Arc<crate::health::Status>,
 }
 
 impl Ingress {
@@ -126,13 +129,16 @@ impl Ingress {
         // fedgate's own signing keys are refused whatever the client-key folder holds.
         let verifier = LegacyVerifier::new(client_keys, &legacy.server_public, legacy.max_skew_s)
             .map_err(|e| fail(e.to_string()))?
-            .refusing_own(OwnKeys::load(&legacy.signers));
+            .refusing_own(OwnKeys::load(&legacy.signers))
+            .enforcing_ttl(bridge.enforce_ttl);
         let server =
             LegacySigner::from_file(server_private, "server").map_err(|e| fail(e.to_string()))?;
         let targets = connect_targets(config, &bridge, instance)
             .await
             .map_err(fail)?;
-        let connection = connect_amqp(&legacy.amqp, name, instance)
+        let connection = super::amqp::Broker::new(&legacy)
+            .map_err(|e| fail(format!("amqp: {e}")))?
+            .connect(&format!("fedgate {instance} bridge {name}"))
             .await
             .map_err(|e| fail(format!("amqp: {e}")))?;
         let consumer_channel = connection
@@ -182,6 +188,7 @@ impl Ingress {
             own_dropped,
             stop,
             tasks,
+            _ready: super::amqp::watch(&connection, format!("amqp legacy {name} (bridge)")),
             _connection: connection,
         })
     }
@@ -205,19 +212,6 @@ impl Ingress {
     }
 }
 
-/// Connects to the legacy broker, with lapin's automatic recovery.
-async fn connect_amqp(url: &str, name: &str, instance: &str) -> lapin::Result<Connection> {
-    let properties = ConnectionProperties::default()
-        .with_connection_name(format!("fedgate {instance} bridge {name}").into())
-        .enable_auto_recover()
-        .configure_backoff(|b| {
-            b.with_min_delay(Duration::from_millis(100))
-                .with_max_delay(Duration::from_secs(5))
-                .with_max_times(1000)
-        });
-    Connection::connect(url, properties).await
-}
-
 /// Connects to each collective the bridge re-signs into, with its signer.
 async fn connect_targets(
     config: &Config,
@@ -236,9 +230,10 @@ async fn connect_targets(
             .ok_or_else(|| format!("collective {name} has no signer"))?;
         let signer = Signer::from_files(&signer_files.certificate, &signer_files.key)
             .map_err(|e| e.to_string())?;
-        let nats = crate::nats::connect(
+        let nats = crate::nats::connect_watched(
             &collective.endpoint(),
             &format!("fedgate legacy bridge {instance}"),
+            &format!("nats collective {name} (legacy bridge)"),
         )
         .await
         .map_err(|e| format!("{name}: {e}"))?;

@@ -3,14 +3,14 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures::StreamExt;
 use lapin::options::{
     BasicConsumeOptions, BasicPublishOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, ShortString};
-use lapin::{BasicProperties, Connection, ConnectionProperties};
+use lapin::{BasicProperties, Connection};
 use serde_json::Value;
 use tokio::sync::mpsc;
 
@@ -46,6 +46,9 @@ pub enum LegacyCallError {
     /// Too many calls in flight.
     #[error("too many legacy calls in flight (at most {MAX_PENDING})")]
     Busy,
+    /// The filter has no legacy form that selects the same nodes.
+    #[error("{0}")]
+    Filter(String),
 }
 
 /// fedgate as a client of one legacy collective.
@@ -59,6 +62,8 @@ pub struct LegacyLink {
     verifier: Arc<LegacyVerifier>,
     channel: lapin::Channel,
     _connection: Connection,
+    /// The AMQP connection's readiness, watched while the link lives.
+    _ready: Arc<crate::health::Status>,
     reply_queue: String,
     pending: Pending,
 }
@@ -114,18 +119,6 @@ pub(crate) async fn consume_unacked(
 
 fn amqp(err: impl std::fmt::Display) -> LegacyCallError {
     LegacyCallError::Amqp(err.to_string())
-}
-
-/// lapin's connection settings: named for the instance and the link, recovering on its own.
-fn connection_properties(name: &str, instance: &str) -> ConnectionProperties {
-    ConnectionProperties::default()
-        .with_connection_name(format!("fedgate {instance} legacy {name}").into())
-        .enable_auto_recover()
-        .configure_backoff(|b| {
-            b.with_min_delay(Duration::from_millis(100))
-                .with_max_delay(Duration::from_secs(5))
-                .with_max_times(1000)
-        })
 }
 
 /// Hands each decoded reply on the link's reply queue to the call it answers; counts the
@@ -188,7 +181,8 @@ fn check_names(rpc: &RpcCall) -> Result<(), LegacyCallError> {
 }
 
 impl LegacyLink {
-    /// Connects (with lapin's automatic recovery), declares this instance's reply queue and
+    /// Connects (see [`super::amqp`]: failing now if the broker cannot be reached, recovering
+    /// from every later loss), declares this instance's reply queue and
     /// starts consuming it.
     pub async fn connect(
         name: &str,
@@ -204,7 +198,9 @@ impl LegacyLink {
             config.max_skew_s,
         )
         .map_err(|e| LegacyCallError::Signer(e.to_string()))?;
-        let connection = Connection::connect(&config.amqp, connection_properties(name, instance))
+        let connection = super::amqp::Broker::new(config)
+            .map_err(amqp)?
+            .connect(&format!("fedgate {instance} legacy {name}"))
             .await
             .map_err(amqp)?;
         let channel = connection.create_channel().await.map_err(amqp)?;
@@ -232,6 +228,7 @@ impl LegacyLink {
             signers: quick_cache::sync::Cache::new(SIGNER_CACHE),
             verifier: Arc::new(verifier),
             channel,
+            _ready: super::amqp::watch(&connection, format!("amqp legacy {name}")),
             _connection: connection,
             reply_queue,
             pending,
@@ -349,7 +346,8 @@ impl LegacyLink {
                     msg,
                     senderid: &self.identity,
                     requestid,
-                    filter: legacy_filter(&rpc.filter, &rpc.agent),
+                    filter: legacy_filter(&rpc.filter, &rpc.agent)
+                        .map_err(LegacyCallError::Filter)?,
                     collective: &self.collective,
                     agent: &rpc.agent,
                     ttl: rpc.ttl,

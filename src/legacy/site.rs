@@ -230,13 +230,33 @@ impl LegacySite {
         format!("-r{}", self.root.join("psych_compat.rb").display())
     }
 
-    /// Starts `mcollectived` as `identity` with `facts` (YAML), and waits until it is
-    /// subscribed.
+    /// Starts `mcollectived` as `identity` with `facts` (YAML) and the site's classes
+    /// (`legacy::role`), and waits until it is subscribed.
     pub fn start_node(&mut self, identity: &str, facts: &str) -> Result<(), SiteError> {
+        self.start_node_with_classes(identity, facts, None)
+    }
+
+    /// Starts `mcollectived` as `identity` with `facts` (YAML) and, when given, its own
+    /// classes file (one class a line), and waits until it is subscribed.
+    pub fn start_node_with_classes(
+        &mut self,
+        identity: &str,
+        facts: &str,
+        classes: Option<&[&str]>,
+    ) -> Result<(), SiteError> {
         let root = self.root.clone();
         let node = root.join(identity);
         std::fs::create_dir_all(&node).map_err(fail)?;
         std::fs::write(node.join("facts.yaml"), facts).map_err(fail)?;
+        let classes_file = match classes {
+            Some(classes) => {
+                let path = node.join("classes.txt");
+                let text: String = classes.iter().map(|c| format!("{c}\n")).collect();
+                std::fs::write(&path, text).map_err(fail)?;
+                path
+            }
+            None => root.join("classes.txt"),
+        };
         let config = format!(
             "identity = {identity}\n{}plugin.ssl_server_private = {}\nplugin.ssl_server_public = {}\n\
              plugin.ssl_client_cert_dir = {}\nlogfile = {}\nloglevel = info\ndaemonize = 1\n\
@@ -247,7 +267,7 @@ impl LegacySite {
             root.join("clients").display(),
             node.join("mcollectived.log").display(),
             node.join("facts.yaml").display(),
-            root.join("classes.txt").display(),
+            classes_file.display(),
         );
         let config_path = node.join("server.cfg");
         std::fs::write(&config_path, config).map_err(fail)?;

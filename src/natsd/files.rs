@@ -143,6 +143,9 @@ pub(super) fn render_config(server: &NatsServer, port: u16) -> Result<String, Na
             quote_path(&server.store_dir)?
         ));
     }
+    if !server.config.extra_config.is_empty() {
+        lines.push(server.config.extra_config.clone());
+    }
     let mut text = lines.join("\n");
     text.push('\n');
     Ok(text)

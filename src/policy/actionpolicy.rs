@@ -10,11 +10,16 @@
 //! five TAB-separated fields: effect, callers, actions, facts, classes. Each field is `*` or a
 //! list separated by single spaces.
 //!
-//! Where Choria logs a bad line and carries on, fedgate refuses the file and names the line: a
-//! policy that silently lost a line is worse than one that does not load. The one documented
-//! skip is kept: a rule whose facts or classes are a compound statement (`and`, `or`, `not`,
-//! `!`, `(...)`) is skipped with a warning, as go-choria does, and reported in
-//! [`PolicyFile::skipped`].
+//! go-choria logs a line it cannot read and carries on without it. fedgate does the same only
+//! where losing the line cannot allow more than the file's author meant: a rule whose facts or
+//! classes are a compound statement (`and`, `or`, `not`, `!`, `(...)`), an `allow` line that is
+//! not a rule (without it, what it would have allowed falls through to later lines), and a
+//! groups line that names a group without members (no caller is in it either way). Each is
+//! skipped with a warning naming file and line, counted in
+//! `fedgate_policy_lines_skipped_total{file_kind, reason}` and reported in
+//! [`PolicyFile::skipped`] or [`Groups::skipped`]. Any other bad line refuses the file, naming
+//! the line: a `deny` line or a group with members that went missing could let through what it
+//! was written to stop.
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
@@ -50,7 +55,9 @@ static FACT_LIKE: LazyLock<Regex> =
 static CALLER_REGEX: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^/(.+)/$").expect("static"));
 
 /// Allow or deny.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Effect {
     /// The request may proceed.
@@ -136,13 +143,66 @@ pub struct Rule {
     pub conditions: Conditions,
 }
 
-/// A line skipped because Choria skips it (a compound statement).
+/// A line skipped, as Choria skips it, because losing it cannot widen what is allowed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Skipped {
     /// 1-based line number.
     pub line: usize,
     /// The line as written.
     pub text: String,
+    /// Why it was skipped.
+    pub reason: SkipReason,
+}
+
+/// Why a line was skipped; the `reason` label of `fedgate_policy_lines_skipped_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SkipReason {
+    /// A rule whose facts or classes are a compound statement.
+    Compound,
+    /// An `allow` line that is not a five-field rule.
+    MalformedAllow,
+    /// A groups line naming a group without members.
+    EmptyGroup,
+}
+
+impl SkipReason {
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SkipReason::Compound => "compound",
+            SkipReason::MalformedAllow => "malformed_allow",
+            SkipReason::EmptyGroup => "empty_group",
+        }
+    }
+
+    /// The file kind it occurs in: `policy` or `groups`.
+    pub fn file_kind(self) -> &'static str {
+        match self {
+            SkipReason::EmptyGroup => "groups",
+            SkipReason::Compound | SkipReason::MalformedAllow => "policy",
+        }
+    }
+}
+
+/// Warns about a skipped line (file and line named) and counts it.
+fn skip(file: &str, line: usize, text: &str, reason: SkipReason, why: &str) -> Skipped {
+    tracing::warn!(
+        file,
+        line,
+        reason = reason.as_str(),
+        "{file}:{line}: {why}; skipping the line as Choria does"
+    );
+    metrics::counter!(
+        "fedgate_policy_lines_skipped_total",
+        "file_kind" => reason.file_kind(),
+        "reason" => reason.as_str()
+    )
+    .increment(1);
+    Skipped {
+        line,
+        text: text.to_string(),
+        reason,
+    }
 }
 
 /// One parsed policy file.
@@ -154,7 +214,7 @@ pub struct PolicyFile {
     pub default: Option<Effect>,
     /// Rules in file order; the first match wins.
     pub rules: Vec<Rule>,
-    /// Compound-statement lines skipped with a warning.
+    /// Lines skipped with a warning (compound statements, malformed `allow` lines).
     pub skipped: Vec<Skipped>,
     /// Which rules each caller can match.
     index: CallerIndex,
@@ -204,21 +264,21 @@ impl PolicyFile {
                 continue;
             }
             let Some(found) = RULE.captures(line) else {
+                if effect_word(line) == "allow" {
+                    let why = malformed(line);
+                    let skipped = skip(name, number, line, SkipReason::MalformedAllow, &why);
+                    file.skipped.push(skipped);
+                    continue;
+                }
                 return Err(error(number, malformed(line)));
             };
             let facts = &found[4];
             let classes = found.get(6).map_or("", |m| m.as_str());
             if is_compound(facts) || is_compound(classes) {
-                tracing::warn!(
-                    file = name,
-                    line = number,
-                    "compound policy statements are not supported, skipping the line as Choria does"
-                );
                 metrics::counter!("fedgate_policy_compound_skipped_total").increment(1);
-                file.skipped.push(Skipped {
-                    line: number,
-                    text: line.to_string(),
-                });
+                let why = "compound policy statements are not supported";
+                let skipped = skip(name, number, line, SkipReason::Compound, why);
+                file.skipped.push(skipped);
                 continue;
             }
             if found.get(6).is_none() {
@@ -286,22 +346,33 @@ fn parse_default(word: &str, rest: &str) -> Result<Effect, String> {
     }
 }
 
+/// The first word of a line: the effect, when it is a rule.
+fn effect_word(line: &str) -> &str {
+    line.split(['\t', ' ']).next().unwrap_or_default()
+}
+
 /// Explains why a non-comment line is not a rule.
 fn malformed(line: &str) -> String {
-    let effect = line.split(['\t', ' ']).next().unwrap_or_default();
+    let effect = effect_word(line);
     if effect != "allow" && effect != "deny" {
         return format!(
             "expected `policy default allow|deny` or a rule starting with allow or deny, found {:?}",
             clip(line)
         );
     }
-    if !line.contains('\t') {
-        return "rule fields must be separated by TABs, not spaces".into();
+    let problem = if line.contains('\t') {
+        format!(
+            "a rule needs five TAB-separated fields (effect, callers, actions, facts, classes): {:?}",
+            clip(line)
+        )
+    } else {
+        "rule fields must be separated by TABs, not spaces".to_string()
+    };
+    if effect == "deny" {
+        // Choria would skip it; skipping a deny could allow what it was written to refuse.
+        return format!("{problem} (a deny line that does not parse refuses the file)");
     }
-    format!(
-        "a rule needs five TAB-separated fields (effect, callers, actions, facts, classes): {:?}",
-        clip(line)
-    )
+    problem
 }
 
 fn clip(line: &str) -> String {
@@ -362,14 +433,18 @@ pub struct Groups {
     members: HashMap<String, Vec<String>>,
     /// Each member to the groups it belongs to.
     of: HashMap<String, Vec<String>>,
+    /// Lines naming a group without members, skipped with a warning.
+    skipped: Vec<Skipped>,
 }
 
 /// A valid group name.
 static GROUP_NAME: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^[\w\.\-]+$").expect("static"));
 
 impl Groups {
-    /// Parses the groups file called `name`. A line with a bad group name or no members is an
-    /// error naming the line (go-choria logs it and skips it).
+    /// Parses the groups file called `name`. A line naming a group without members is skipped
+    /// with a warning, as go-choria skips it: no caller is in such a group either way. A line
+    /// with members but a bad group name is an error naming the line (go-choria skips it too,
+    /// but those members would then escape any `deny` that names the group).
     pub fn parse(name: &str, text: &str) -> Result<Groups, ParseError> {
         let error = |line: usize, message: String| ParseError {
             file: name.to_string(),
@@ -388,13 +463,18 @@ impl Groups {
             let group = parts.next().unwrap_or_default();
             let members: Vec<String> = parts.map(str::to_string).collect();
             if members.is_empty() {
-                return Err(error(
-                    index + 1,
-                    format!("group {group:?} has no members (write `<group> <member> ...`)"),
-                ));
+                let why = format!("group {group:?} has no members (write `<group> <member> ...`)");
+                let skipped = skip(name, index + 1, line, SkipReason::EmptyGroup, &why);
+                groups.skipped.push(skipped);
+                continue;
             }
             if !GROUP_NAME.is_match(group) {
-                return Err(error(index + 1, format!("invalid group name {group:?}")));
+                return Err(error(
+                    index + 1,
+                    format!(
+                        "invalid group name {group:?} (a group with members that does not load refuses the file)"
+                    ),
+                ));
             }
             // As in go-choria, a later line for the same group replaces the earlier one.
             groups.members.insert(group.to_string(), members);
@@ -419,6 +499,11 @@ impl Groups {
     /// The groups `caller` is a member of.
     pub fn of(&self, caller: &str) -> &[String] {
         self.of.get(caller).map_or(&[], Vec::as_slice)
+    }
+
+    /// Lines skipped with a warning: groups without members.
+    pub fn skipped(&self) -> &[Skipped] {
+        &self.skipped
     }
 
     /// How many groups there are.

@@ -115,11 +115,34 @@ fn default_lines() {
 }
 
 #[test]
-fn groups_file_errors_name_the_line() {
-    // go-choria logs and skips `invalid_group`; fedgate refuses the file.
-    let err = Groups::parse("groups", &format!("{GROUPS}invalid_group\n")).unwrap_err();
-    assert_eq!((err.file.as_str(), err.line), ("groups", 5));
-    assert!(err.message.contains("no members"), "{err}");
+fn a_group_without_members_is_skipped_as_choria_skips_it() {
+    // go-choria's own fixture ends with `invalid_group`, a name alone: it logs and skips it.
+    let groups = Groups::parse("groups", &format!("{GROUPS}invalid_group\n")).unwrap();
+    assert_eq!(groups.len(), 3);
+    assert!(groups.members("invalid_group").is_none());
+    assert_eq!(groups.members("single_group").unwrap(), ["rspec_caller"]);
+    let skipped = groups.skipped();
+    assert_eq!(skipped.len(), 1);
+    assert_eq!(
+        (skipped[0].line, skipped[0].reason, skipped[0].text.as_str()),
+        (5, SkipReason::EmptyGroup, "invalid_group")
+    );
+    // A later empty line for a group leaves its earlier members, as in go-choria.
+    let groups = Groups::parse("groups", "ops up=amy\nops\n").unwrap();
+    assert_eq!(groups.members("ops").unwrap(), ["up=amy"]);
+    // The name is still a caller token of its own: skipping the line changes no decision.
+    let set = {
+        let mut set = set_of("x", "policy default deny\nallow\tinvalid_group\t*\t*\t*\n");
+        set.set_groups(Groups::parse("groups", "invalid_group\n").unwrap());
+        set
+    };
+    expect(&set, "invalid_group", "test", &Node::standard(), true);
+    expect(&set, "up=amy", "test", &Node::standard(), false);
+}
+
+#[test]
+fn a_group_with_members_and_a_bad_name_refuses_the_file() {
+    // Skipping it would take its members out of any deny that names the group.
     let err = Groups::parse("groups", "bad/name a\n").unwrap_err();
     assert!(
         err.to_string().starts_with("groups:1: invalid group name"),
@@ -128,9 +151,38 @@ fn groups_file_errors_name_the_line() {
 }
 
 #[test]
+fn a_malformed_allow_line_is_skipped_and_a_malformed_deny_line_refuses() {
+    // Without the allow line, what it would have allowed falls through: never wider.
+    let file = PolicyFile::parse(
+        "rpcutil.policy",
+        "policy default deny\nallow uid=1 * * *\nallow\t*\tping\t*\t*\n",
+    )
+    .unwrap();
+    assert_eq!(file.rules.len(), 1);
+    assert_eq!(
+        (file.skipped[0].line, file.skipped[0].reason),
+        (2, SkipReason::MalformedAllow)
+    );
+    let set = set_of("rpcutil", "policy default deny\nallow\tup=a\tping\n");
+    expect(&set, "up=a", "ping", &Node::standard(), false);
+    // A deny line Choria would skip: skipping it could allow what it was written to refuse.
+    for text in [
+        "policy default allow\ndeny up=bob * * *\n",
+        "policy default allow\ndeny\tup=bob\t*\n",
+    ] {
+        let err = PolicyFile::parse("rpcutil.policy", text).unwrap_err();
+        assert_eq!(err.line, 2, "{err}");
+        assert!(
+            err.message.contains("a deny line that does not parse"),
+            "{err}"
+        );
+    }
+}
+
+#[test]
 fn malformed_lines_are_errors_naming_file_and_line() {
     let cases = [
-        ("policy default deny\nallow uid=1 * * *\n", 2, "TABs"),
+        ("policy default deny\ndeny uid=1 * * *\n", 2, "TABs"),
         ("policy default alow\n", 1, "allow or deny"),
         ("policy default deny extra\n", 1, "unexpected text"),
         ("# ok\npermit\t*\t*\t*\t*\n", 2, "expected `policy default"),

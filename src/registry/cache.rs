@@ -1,13 +1,16 @@
 //! The last good revision on local disk: `sets/<N>/` (the set as a directory),
 //! `sets/<N>.json` (its manifest) and `current` (N). A revision is staged, validated from its
-//! directory, and only then made current, so `current` always names one that validated.
+//! directory, and only then made current, so `current` always names one that validated. Only
+//! revisions whose signature was verified are staged, and the current one is verified again,
+//! against the authors the instance trusts now, each time it is read.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use super::RegistryError;
 use super::set::Set;
-use super::store::{Manifest, parse_manifest};
+use super::sign::{Authors, Verified};
+use super::store::parse_manifest;
 
 /// Revisions kept besides the current one.
 const KEEP: usize = 2;
@@ -48,7 +51,8 @@ impl Cache {
 
     /// Writes a revision's set and manifest, replacing any earlier copy; returns the set's
     /// directory.
-    pub fn stage(&self, manifest: &Manifest, set: &Set) -> Result<PathBuf, RegistryError> {
+    pub fn stage(&self, verified: &Verified, set: &Set) -> Result<PathBuf, RegistryError> {
+        let manifest = verified.manifest();
         let dir = self.set_dir(manifest.revision);
         // The current revision is never rewritten: it is what a restart falls back on.
         if self.pointer()? == Some(manifest.revision) {
@@ -93,7 +97,7 @@ impl Cache {
     }
 
     /// The committed revision's number, if any.
-    fn pointer(&self) -> Result<Option<u64>, RegistryError> {
+    pub fn pointer(&self) -> Result<Option<u64>, RegistryError> {
         let pointer = self.dir.join("current");
         let text = match std::fs::read_to_string(&pointer) {
             Ok(text) => text,
@@ -109,9 +113,9 @@ impl Cache {
             })
     }
 
-    /// The current revision: its manifest and set directory, checked against the manifest's
-    /// hashes; `None` when nothing was ever committed.
-    pub fn current(&self) -> Result<Option<(Manifest, PathBuf)>, RegistryError> {
+    /// The current revision: its manifest, verified against `authors`, and its set directory,
+    /// checked against the manifest's hashes; `None` when nothing was ever committed.
+    pub fn current(&self, authors: &Authors) -> Result<Option<(Verified, PathBuf)>, RegistryError> {
         let Some(revision) = self.pointer()? else {
             return Ok(None);
         };
@@ -121,9 +125,13 @@ impl Cache {
                 path: file.clone(),
                 problem: e.to_string(),
             })?;
+        let manifest = authors.verify(manifest).map_err(|e| RegistryError::Cache {
+            path: file.clone(),
+            problem: format!("revision {revision} is refused: {e}"),
+        })?;
         let dir = self.set_dir(revision);
         let set = Set::read(&dir)?;
-        if !manifest.describes(&set) {
+        if !manifest.manifest().describes(&set) {
             return Err(RegistryError::Cache {
                 path: dir,
                 problem: format!(

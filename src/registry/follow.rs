@@ -2,8 +2,10 @@
 //!
 //! At start-up it takes the registry's current revision, or, when the registry cannot be
 //! reached in `registry.timeout_ms` (or offers nothing this instance can use), the last good
-//! revision from its cache. Then it watches `head`: each new revision is fetched, checked
-//! against its hashes, staged in the cache, validated exactly as start-up validates, installed
+//! revision from its cache (verified again as it is read; also when the registry's head is
+//! older than the cache's revision, since revisions only grow). Then it watches `head`: each new
+//! revision's signature is checked against the authors this instance trusts, its documents
+//! fetched and checked against their hashes, staged in the cache, validated exactly as start-up validates, installed
 //! in the rule store in one swap, and only then made the cache's current revision. A revision
 //! that fails any step is refused, with the reason in the status report, the log and
 //! `fedgate_registry_refused_revision`, and the instance keeps the rules it has. Every
@@ -19,6 +21,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::cache::Cache;
+use super::sign::{Authors, Verified};
 use super::store::{Manifest, Refusal, Registry, Status};
 use super::{RegistryError, Validated, unix_now, validate};
 use crate::config::{Config, RegistryConfig};
@@ -42,6 +45,7 @@ pub struct Start {
 /// Finds the revision to start with: the registry's, else the cache's.
 pub async fn start(base: &Config, path: &Path, instance: &str) -> Result<Start, RegistryError> {
     let settings = settings(base)?;
+    let authors = Authors::from_config(settings);
     let cache = Cache::open(&settings.cache)?;
     let wait = Duration::from_millis(settings.timeout_ms.max(1));
     let mut refused = None;
@@ -54,6 +58,20 @@ pub async fn start(base: &Config, path: &Path, instance: &str) -> Result<Start, 
         Ok(Ok((connected, None))) => registry = Some(connected),
         Ok(Ok((connected, Some(head)))) => {
             let offered = offered_revision(&head);
+            // A signed head older than the cache's revision is stale or replayed: revisions
+            // only grow, so it is refused and the cache used.
+            let cached = cache.pointer().ok().flatten();
+            let head =
+                head.and_then(|m| Ok(authors.verify(m)?))
+                    .and_then(|verified| match cached {
+                        Some(cached) if verified.manifest().revision < cached => {
+                            Err(RegistryError::Older {
+                                revision: verified.manifest().revision,
+                                cached,
+                            })
+                        }
+                        _ => Ok(verified),
+                    });
             match apply_offer(&connected, &cache, base, path, head).await {
                 Ok((manifest, validated)) => {
                     cache.commit(manifest.revision)?;
@@ -71,11 +89,8 @@ pub async fn start(base: &Config, path: &Path, instance: &str) -> Result<Start, 
                     registry = Some(connected);
                 }
                 Err(e) => {
-                    tracing::error!(revision = offered, error = %e, "refusing the registry's revision; trying the cached one");
-                    refused = Some(Refusal {
-                        revision: offered,
-                        reason: e.to_string(),
-                    });
+                    tracing::error!(revision = offered, code = e.code(), error = %e, "refusing the registry's revision; trying the cached one");
+                    refused = Some(refusal(offered, &e));
                     registry = Some(connected);
                 }
             }
@@ -84,7 +99,7 @@ pub async fn start(base: &Config, path: &Path, instance: &str) -> Result<Start, 
     if let Some(problem) = &unreachable {
         tracing::warn!(%problem, cache = %cache.dir().display(), "registry unreachable; starting from the cached revision");
     }
-    let Some((manifest, dir)) = cache.current()? else {
+    let Some((manifest, dir)) = cache.current(&authors)? else {
         let why = match (&unreachable, &refused, &registry) {
             (Some(problem), _, _) => format!("the registry is unreachable ({problem})"),
             (None, Some(refusal), _) => format!(
@@ -99,6 +114,7 @@ pub async fn start(base: &Config, path: &Path, instance: &str) -> Result<Start, 
             problem: format!("holds no revision, and {why}"),
         });
     };
+    let manifest = manifest.into_manifest();
     let validated = validate(base, path, &dir, manifest.revision)?;
     Ok(Start {
         validated,
@@ -131,21 +147,32 @@ async fn take_head(
     Ok((registry, head))
 }
 
-/// Fetches, stages and validates an offered revision.
+/// Fetches, stages and validates an offered revision whose signature was verified.
 async fn apply_offer(
     registry: &Registry,
     cache: &Cache,
     base: &Config,
     path: &Path,
-    offered: Result<Manifest, RegistryError>,
+    offered: Result<Verified, RegistryError>,
 ) -> Result<(Manifest, Validated), RegistryError> {
-    let manifest = offered?;
-    let set = registry.fetch(&manifest).await?;
-    let dir = cache.stage(&manifest, &set).map_err(|e| match e {
+    let verified = offered?;
+    let set = registry.fetch(verified.manifest()).await?;
+    let dir = cache.stage(&verified, &set).map_err(|e| match e {
         RegistryError::Set { path, problem } => RegistryError::Cache { path, problem },
         other => other,
     })?;
+    let manifest = verified.into_manifest();
     validate(base, path, &dir, manifest.revision).map(|validated| (manifest, validated))
+}
+
+/// The refusal of revision `revision`, counted in `fedgate_registry_refused_total{reason}`.
+fn refusal(revision: u64, e: &RegistryError) -> Refusal {
+    metrics::counter!("fedgate_registry_refused_total", "reason" => e.code()).increment(1);
+    Refusal {
+        revision,
+        code: e.code().to_string(),
+        reason: e.to_string(),
+    }
 }
 
 /// The running follower.
@@ -169,6 +196,7 @@ impl Follower {
     ) -> Result<Follower, RegistryError> {
         let settings = settings(&base)?.clone();
         let cache = Cache::open(&settings.cache)?;
+        let authors = Authors::from_config(&settings);
         let now = unix_now();
         let status = Status {
             instance: instance.clone(),
@@ -190,9 +218,11 @@ impl Follower {
             base,
             path,
             instance,
+            authors,
             cache,
             store,
             status: status.clone(),
+            ready: crate::health::watch("registry"),
         };
         let task = tokio::spawn(task::follow(ctx, settings, start.registry, stop));
         Ok(Follower {

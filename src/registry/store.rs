@@ -22,10 +22,23 @@ use futures::StreamExt;
 
 use super::RegistryError;
 use super::set::{MAX_DOCUMENT_BYTES, Set, digest, place};
+use super::sign::AuthorSigner;
 use crate::config::RegistryConfig;
 use records::MAX_MANIFEST_BYTES;
 
-pub use records::{Document, Manifest, Refusal, SCHEMA, Status, parse_manifest};
+pub use records::{Document, Manifest, Refusal, SCHEMA, Status, UNSIGNED_SCHEMA, parse_manifest};
+
+/// The head a push builds on.
+#[derive(Clone, Copy, Debug)]
+pub struct Parent<'a> {
+    /// Its manifest.
+    pub manifest: &'a Manifest,
+    /// The sequence of its `head` value, for the compare-and-set.
+    pub sequence: u64,
+    /// Whether a trusted author signed it. The documents of an unverified head are not
+    /// reused (its sequences could name other bytes), nor its archive copy healed.
+    pub verified: bool,
+}
 
 /// Values kept per document key.
 const HISTORY: i64 = 64;
@@ -74,7 +87,7 @@ impl Registry {
         name: &str,
         create: bool,
     ) -> Result<Registry, RegistryError> {
-        let client = crate::nats::connect(&config.endpoint(), name)
+        let client = crate::nats::connect_watched(&config.endpoint(), name, "nats registry")
             .await
             .map_err(|e| RegistryError::Unreachable(e.to_string()))?;
         Registry::open(client, config, create).await
@@ -134,8 +147,17 @@ impl Registry {
         for part in PARTS {
             parts.insert(part, open(bucket(part, HISTORY, Duration::ZERO)).await?);
         }
+        let mut revisions = open(bucket("revisions", HISTORY, Duration::ZERO)).await?;
+        if let Ok(info) = revisions.stream.info().await {
+            crate::nats::warn_if_one_replica(
+                &client,
+                "the registry",
+                &info.config.name,
+                info.config.num_replicas,
+            );
+        }
         Ok(Registry {
-            revisions: open(bucket("revisions", HISTORY, Duration::ZERO)).await?,
+            revisions,
             instances: open(bucket("instances", 1, STATUS_AGE)).await?,
             parts,
             client,
@@ -256,31 +278,42 @@ impl Registry {
         Ok(set)
     }
 
-    /// Publishes `set` as the revision after `parent` (`None`: the first). Only documents that
-    /// differ from the parent's are written; removed ones get a delete marker. Fails, with
-    /// no new head, when another push committed first.
+    /// Publishes `set`, signed by `signer`, as the revision after `parent` (`None`: the
+    /// first). Only documents that differ from a verified parent's are written; removed ones
+    /// get a delete marker. Fails, with no new head, when another push committed first.
     pub async fn push(
         &self,
         set: &Set,
-        parent: Option<(&Manifest, u64)>,
-        author: &str,
+        parent: Option<Parent<'_>>,
+        signer: &AuthorSigner,
         message: &str,
     ) -> Result<Manifest, RegistryError> {
-        let previous = parent.map(|(m, _)| m);
+        let revision = match parent {
+            Some(p) => p.manifest.revision.checked_add(1).ok_or_else(|| {
+                RegistryError::Manifest(format!(
+                    "the head claims revision {}: there is no next one",
+                    p.manifest.revision
+                ))
+            })?,
+            None => 1,
+        };
+        let previous = parent.filter(|p| p.verified).map(|p| p.manifest);
         let documents = self.write_documents(set, previous).await?;
-        let manifest = Manifest {
+        let mut manifest = Manifest {
             schema: SCHEMA,
-            revision: parent.map_or(1, |(m, _)| m.revision + 1),
-            parent: parent.map_or(0, |(m, _)| m.revision),
+            revision,
+            parent: parent.map_or(0, |p| p.manifest.revision),
             created: super::unix_now(),
-            author: author.to_string(),
+            author: String::new(),
             message: message.to_string(),
             documents,
+            signature: None,
         };
+        signer.sign(&mut manifest);
         let json = Bytes::from(
             serde_json::to_vec(&manifest).map_err(|e| RegistryError::Unreachable(e.to_string()))?,
         );
-        self.commit_head(json.clone(), parent.map(|(_, head)| head))
+        self.commit_head(json.clone(), parent.map(|p| p.sequence))
             .await?;
         self.archive_and_prune(&manifest, json, previous).await;
         Ok(manifest)

@@ -74,7 +74,7 @@ pub struct RuleRef {
 
 impl fmt::Display for RuleRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} rule {}", self.file, self.index)
+        write!(f, "{}#{}", self.file, self.index)
     }
 }
 
@@ -198,14 +198,19 @@ impl IdentityRules {
         }
     }
 
-    /// Reads and compiles a rules file.
+    /// Reads and compiles a rules file. Rules are named by the file's name alone
+    /// (`identity.toml#2`), relative to where the configuration puts it: records and the reasons
+    /// callers are told carry no server paths.
     pub fn load(path: &Path) -> Result<Self, RulesError> {
-        let file = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|source| RulesError::Io {
-            file: file.clone(),
+            file: path.display().to_string(),
             source,
         })?;
-        Self::parse(&text, &file)
+        let name = path.file_name().map_or_else(
+            || path.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
+        Self::parse(&text, &name)
     }
 
     /// Compiles rules from TOML text; `file` names it in errors and rule references.

@@ -30,7 +30,9 @@ mod sign;
 pub use own::{KeyPrint, OwnKeys};
 pub use sign::{LegacySigner, NewLegacyRequest};
 
-use crate::wire::mcollective::envelope::{LegacyReply, LegacyRequest, SignedBody, base64_decode};
+use crate::wire::mcollective::envelope::{
+    Body, LegacyReply, LegacyRequest, SignedBody, base64_decode,
+};
 use crate::wire::mcollective::{LegacyError, Ruby, Serializer};
 
 /// Client public keys remembered at most.
@@ -45,13 +47,12 @@ pub enum LegacyRefusal {
     /// `callerid` is not `cert=<name>`.
     #[error("caller id {0:?} is not cert=<name>")]
     CallerFormat(String),
-    /// No key file for the caller.
-    #[error("no public key for {name} in {dir}")]
+    /// No key file for the caller. The directory is not named: this text reaches callers and
+    /// records, which carry no server paths.
+    #[error("no public key for {name} among the trusted client keys")]
     UnknownCaller {
         /// The certificate name.
         name: String,
-        /// The client key directory.
-        dir: String,
     },
     /// A key file that cannot be used.
     #[error("key {0}")]
@@ -96,12 +97,30 @@ pub enum LegacyRefusal {
     /// An unsigned field disagrees with the signed body.
     #[error("{0}")]
     Disagrees(String),
+    /// A bare pre-2.0 body where the collective enforces signed TTLs.
+    #[error(
+        "the body is in the older security protocol (no signed TTL or time), which this collective refuses (enforce_ttl)"
+    )]
+    OldProtocol,
     /// Signed with one of fedgate's own keys: a request fedgate published itself.
     #[error("signed with fedgate's own key as cert={0}: fedgate published it itself")]
     OwnRequest(String),
 }
 
 impl LegacyRefusal {
+    /// Whether the signature had verified before the request was refused: its signer sent it,
+    /// or replays what its signer sent.
+    pub fn after_signature(&self) -> bool {
+        !matches!(
+            self,
+            LegacyRefusal::CallerFormat(_)
+                | LegacyRefusal::UnknownCaller { .. }
+                | LegacyRefusal::BadKey(_)
+                | LegacyRefusal::BadSignature(_)
+                | LegacyRefusal::OwnRequest(_)
+        )
+    }
+
     /// A stable word for metrics and the audit trail.
     pub fn code(&self) -> &'static str {
         match self {
@@ -115,6 +134,7 @@ impl LegacyRefusal {
             LegacyRefusal::Future { .. } => "future_msgtime",
             LegacyRefusal::Disagrees(_) => "unsigned_field_disagrees",
             LegacyRefusal::OwnRequest(_) => "own_request",
+            LegacyRefusal::OldProtocol => "old_protocol",
         }
     }
 }
@@ -132,6 +152,8 @@ pub struct VerifiedLegacyRequest {
     pub call: LegacyCall,
     /// The key the signature verified with.
     pub signer: KeyPrint,
+    /// A bare pre-2.0 body: its TTL and time are the envelope's, unsigned.
+    pub bare: bool,
 }
 
 /// What a verified request asks for.
@@ -197,6 +219,8 @@ pub struct LegacyVerifier {
     max_skew: i64,
     keys: quick_cache::sync::Cache<String, Arc<(ParsedPublicKey, KeyPrint)>>,
     own: Option<OwnKeys>,
+    /// Bare pre-2.0 bodies are refused (the ssl plugin's `enforce_ttl` set).
+    enforce_ttl: bool,
 }
 
 impl std::fmt::Debug for LegacyVerifier {
@@ -224,7 +248,16 @@ impl LegacyVerifier {
             max_skew,
             keys: quick_cache::sync::Cache::new(KEY_CACHE),
             own: None,
+            enforce_ttl: false,
         })
+    }
+
+    /// Refuses bare pre-2.0 bodies, as mcollectived does once `plugin.ssl.enforce_ttl` is set;
+    /// without it a bare body that is not a Hash (discovery's `"ping"`) is taken with the
+    /// envelope's TTL and time, as mcollectived takes it.
+    pub fn enforcing_ttl(mut self, enforce: bool) -> LegacyVerifier {
+        self.enforce_ttl = enforce;
+        self
     }
 
     /// Refuses every request signed with one of fedgate's own keys (`OwnKeys`).
@@ -240,9 +273,9 @@ impl LegacyVerifier {
         let path = self.client_dir.join(format!("{name}.pem"));
         let pem = std::fs::read(&path).map_err(|_| LegacyRefusal::UnknownCaller {
             name: name.to_string(),
-            dir: self.client_dir.display().to_string(),
         })?;
-        let key = Arc::new(read_public_key(&pem, &path.display().to_string())?);
+        // Named by its file name alone: the text may reach the caller.
+        let key = Arc::new(read_public_key(&pem, &format!("{name}.pem"))?);
         self.keys.insert(name.to_string(), key.clone());
         Ok(key)
     }
@@ -263,6 +296,7 @@ impl LegacyVerifier {
             cert_name: checked.cert_name,
             call: checked.call,
             signer: checked.signer,
+            bare: checked.bare,
         })
     }
 
@@ -279,8 +313,8 @@ impl LegacyVerifier {
             .map(|checked| checked.cert_name)
     }
 
-    /// Caller, key, signature, own key, signed times against the envelope and `now`, request
-    /// id, and the unsigned fields against the signed call.
+    /// Caller, key, signature, own key, request id, the unsigned fields against the signed call,
+    /// and last the signed times against the envelope and `now`.
     fn checked(
         &self,
         serializer: Serializer,
@@ -300,20 +334,37 @@ impl LegacyVerifier {
         {
             return Err(LegacyRefusal::OwnRequest(name));
         }
-        let body = request.signed_body(serializer)?;
-        check_times(request, &body, now, self.max_skew)?;
+        let (body, bare) = match request.body(serializer)? {
+            Body::Wrapped(body) => (body, false),
+            Body::Bare(_) if self.enforce_ttl => return Err(LegacyRefusal::OldProtocol),
+            Body::Bare(msg) => {
+                let body = SignedBody {
+                    msg,
+                    ttl: request.ttl,
+                    msgtime: request.msgtime,
+                };
+                (body, true)
+            }
+        };
         if !is_request_id(&request.requestid) {
             return Err(LegacyRefusal::Disagrees(format!(
-                "request id {:?} is not 32 lowercase hex characters",
-                request.requestid
+                "request id {:?} is not 1 to {MAX_REQUEST_ID} letters, digits, '-', '_', '.' or ':'",
+                request
+                    .requestid
+                    .chars()
+                    .take(MAX_REQUEST_ID + 1)
+                    .collect::<String>()
             )));
         }
         let call = call_of(request, &body)?;
+        // Last, so a request refused for its time is otherwise sound: its caller can be told.
+        check_times(request, &body, now, self.max_skew)?;
         Ok(Checked {
             body,
             cert_name: name,
             call,
             signer,
+            bare,
         })
     }
 
@@ -334,6 +385,7 @@ struct Checked {
     cert_name: String,
     call: LegacyCall,
     signer: KeyPrint,
+    bare: bool,
 }
 
 /// The signed TTL and time agree with the envelope's, the request is not older than its TTL,
@@ -370,11 +422,17 @@ fn check_times(
     Ok(())
 }
 
-fn is_request_id(id: &str) -> bool {
-    id.len() == 32
+/// Longest request id taken. mcollectived takes any String; `mco` sends 32 lowercase hex
+/// characters, other clients 40 (a SHA-1) or a UUID with its dashes. The id comes back in
+/// replies and goes into the audit trail, so it is kept short and plain.
+pub const MAX_REQUEST_ID: usize = 64;
+
+/// A request id fedgate takes, and may send back in replies.
+pub fn is_request_id(id: &str) -> bool {
+    (1..=MAX_REQUEST_ID).contains(&id.len())
         && id
             .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
 }
 
 /// What the signed body asks, checked against the unsigned `:agent` and `:filter`.

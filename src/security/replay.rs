@@ -134,6 +134,102 @@ impl ReplayWindow {
     }
 }
 
+/// Most request ids one body may be counted under, whatever the configuration says.
+pub const MAX_COPIES: usize = 64;
+
+/// Why a copy was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CopyError {
+    /// The body already went out under as many request ids as it may within its TTL.
+    #[error("this signed body was already accepted under {0} request ids within its ttl")]
+    TooMany(usize),
+    /// Too many bodies tracked to remember another.
+    #[error("too many requests in the replay window; try again later")]
+    Full,
+}
+
+struct Copied {
+    until: i64,
+    /// The request ids it was accepted under (digests), in order.
+    ids: Vec<[u8; 16]>,
+}
+
+/// The request ids each signed body was accepted under, for protocols (legacy MCollective)
+/// that sign the body but not the request id: honest clients may send one body several times
+/// under new ids, so each body may go out under a bounded number of them until its TTL ends.
+pub struct CopyWindow {
+    bodies: Mutex<HashMap<[u8; 32], Copied>>,
+    capacity: usize,
+    next_sweep: AtomicI64,
+}
+
+impl std::fmt::Debug for CopyWindow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CopyWindow(capacity {})", self.capacity)
+    }
+}
+
+impl CopyWindow {
+    /// A window tracking at most `capacity` live bodies.
+    pub fn new(capacity: usize) -> CopyWindow {
+        CopyWindow {
+            bodies: Mutex::new(HashMap::new()),
+            capacity: capacity.max(1),
+            next_sweep: AtomicI64::new(i64::MIN),
+        }
+    }
+
+    /// Accepts body `digest` under request id `id` until `until`, at `now`: the id's place
+    /// among the ids the body went out under (0: the first), the same place when the id is
+    /// already known, or a refusal once `limit` ids are held.
+    pub fn copy(
+        &self,
+        digest: [u8; 32],
+        id: [u8; 16],
+        limit: usize,
+        until: i64,
+        now: i64,
+    ) -> Result<usize, CopyError> {
+        let Ok(mut bodies) = self.bodies.lock() else {
+            return Err(CopyError::Full);
+        };
+        if now >= self.next_sweep.load(Ordering::Relaxed) {
+            self.next_sweep
+                .store(now.saturating_add(1), Ordering::Relaxed);
+            bodies.retain(|_, held| held.until >= now);
+        }
+        match bodies.get_mut(&digest) {
+            Some(held) if held.until >= now => {
+                if let Some(place) = held.ids.iter().position(|known| *known == id) {
+                    return Ok(place);
+                }
+                if held.ids.len() >= limit.max(1) {
+                    return Err(CopyError::TooMany(held.ids.len()));
+                }
+                held.ids.push(id);
+                held.until = held.until.max(until);
+                Ok(held.ids.len() - 1)
+            }
+            _ => {
+                if bodies.len() >= self.capacity && !bodies.contains_key(&digest) {
+                    bodies.retain(|_, held| held.until >= now);
+                    if bodies.len() >= self.capacity {
+                        return Err(CopyError::Full);
+                    }
+                }
+                bodies.insert(
+                    digest,
+                    Copied {
+                        until,
+                        ids: vec![id],
+                    },
+                );
+                Ok(0)
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -204,5 +300,27 @@ mod tests {
         assert_eq!(window.claim(b, None, 100, 0), Err(ReplayError::Replay));
         window.release(b, None);
         assert_eq!(window.claim(b, None, 100, 0), Ok(()));
+    }
+
+    #[test]
+    fn a_body_goes_out_under_a_bounded_number_of_request_ids() {
+        let window = CopyWindow::new(2);
+        let body = [1; 32];
+        assert_eq!(window.copy(body, [1; 16], 3, 100, 0), Ok(0));
+        assert_eq!(window.copy(body, [2; 16], 3, 100, 0), Ok(1));
+        // The same id again (another directed copy of one request) keeps its place.
+        assert_eq!(window.copy(body, [1; 16], 3, 100, 0), Ok(0));
+        assert_eq!(window.copy(body, [3; 16], 3, 100, 0), Ok(2));
+        assert_eq!(
+            window.copy(body, [4; 16], 3, 100, 0),
+            Err(CopyError::TooMany(3))
+        );
+        // Another body is counted on its own; a third does not fit until they expire.
+        assert_eq!(window.copy([2; 32], [4; 16], 3, 100, 0), Ok(0));
+        assert_eq!(
+            window.copy([3; 32], [4; 16], 3, 100, 0),
+            Err(CopyError::Full)
+        );
+        assert_eq!(window.copy(body, [4; 16], 3, 300, 200), Ok(0));
     }
 }

@@ -9,7 +9,9 @@ pub mod yaml;
 use std::fmt;
 
 /// Which serializer a legacy collective uses (`plugin.ssl_serializer`); peers never negotiate it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Serializer {
     /// Ruby Marshal 4.8, MCollective's default.

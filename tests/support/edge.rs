@@ -120,7 +120,7 @@ impl Gateway {
             gate = Arc::new(opened.with_replay(guard, lifetime));
         }
         let dispatcher = Dispatcher::connect(&config, gate, "edge1").await.unwrap();
-        let edge = Edge::start(&config, dispatcher, None).await.unwrap();
+        let edge = Edge::start(&config, dispatcher).await.unwrap();
         let url = format!("wss://localhost:{}/ws", edge.local_addr().port());
         Gateway {
             london,
@@ -279,20 +279,32 @@ pub fn signed_ping_as(
     (signed_message(id, &secure, collect), requestid)
 }
 
-/// `GET /api/realms` with a bearer token, over the edge's TLS, by hand (one request).
-pub async fn reqwest_realms(gateway: &Gateway, token: &str) -> Value {
+/// One `GET path` over the edge's TLS, by hand, with extra header lines (each ending `\r\n`):
+/// the response's head (status line and headers, lower-cased) and its body.
+pub async fn https_get(gateway: &Gateway, path: &str, headers: &str) -> (String, Vec<u8>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let addr = gateway.edge.as_ref().unwrap().local_addr();
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let connector = tokio_rustls::TlsConnector::from(tls(None));
     let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
     let mut stream = connector.connect(name, tcp).await.unwrap();
-    let request = format!(
-        "GET /api/realms HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
-    );
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n{headers}Connection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response).await;
-    let body = response.split("\r\n\r\n").nth(1).unwrap_or_default();
-    serde_json::from_str(body).unwrap_or_else(|_| panic!("{response}"))
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response).await;
+    let split = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or(response.len());
+    let head = String::from_utf8_lossy(&response[..split]).to_lowercase();
+    let body = response.get(split + 4..).unwrap_or_default().to_vec();
+    (head, body)
+}
+
+/// `GET /api/realms` with a bearer token.
+pub async fn reqwest_realms(gateway: &Gateway, token: &str) -> Value {
+    let auth = format!("Authorization: Bearer {token}\r\n");
+    let (head, body) = https_get(gateway, "/api/realms", &auth).await;
+    serde_json::from_slice(&body).unwrap_or_else(|_| panic!("{head}"))
 }

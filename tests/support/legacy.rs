@@ -1,10 +1,14 @@
 //! A real legacy MCollective site for tests ([`fedgate::legacy::site::LegacySite`]), in a
 //! temporary folder and a vhost of its own per test.
 
+use std::collections::BTreeMap;
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
-use fedgate::wire::mcollective::Serializer;
+use fedgate::security::legacy::{LegacySigner, LegacyVerifier, NewLegacyRequest};
+use fedgate::wire::mcollective::envelope::LegacyReply;
+use fedgate::wire::mcollective::{Ruby, Serializer};
 
 static SITES: AtomicUsize = AtomicUsize::new(0);
 
@@ -29,6 +33,13 @@ impl LegacySite {
     /// Starts a node, or fails the test.
     pub fn start_node(&mut self, identity: &str, facts: &str) {
         self.site.start_node(identity, facts).unwrap();
+    }
+
+    /// Starts a node with its own classes, or fails the test.
+    pub fn start_node_with_classes(&mut self, identity: &str, facts: &str, classes: &[&str]) {
+        self.site
+            .start_node_with_classes(identity, facts, Some(classes))
+            .unwrap();
     }
 
     /// Runs the real `mco` client with `args`.
@@ -63,10 +74,14 @@ pub struct Publisher {
 
 impl Publisher {
     pub async fn new(site: &LegacySite) -> Publisher {
-        let connection =
-            lapin::Connection::connect(&site.amqp_url(), lapin::ConnectionProperties::default())
-                .await
-                .unwrap();
+        Publisher::connect(&site.amqp_url()).await
+    }
+
+    /// A publisher on the broker at `amqp`.
+    pub async fn connect(amqp: &str) -> Publisher {
+        let connection = lapin::Connection::connect(amqp, lapin::ConnectionProperties::default())
+            .await
+            .unwrap();
         let channel = connection.create_channel().await.unwrap();
         channel
             .confirm_select(lapin::options::ConfirmSelectOptions::default())
@@ -90,6 +105,22 @@ impl Publisher {
         }
     }
 
+    /// Consumes the reply queue (without acknowledgements, as `mco` reads replies).
+    pub async fn replies(&self) -> lapin::Consumer {
+        self.channel
+            .basic_consume(
+                self.reply_to.as_str().into(),
+                "replies".into(),
+                lapin::options::BasicConsumeOptions {
+                    no_ack: true,
+                    ..Default::default()
+                },
+                lapin::types::FieldTable::default(),
+            )
+            .await
+            .unwrap()
+    }
+
     /// Publishes to `exchange` with `key`, as mco does.
     pub async fn publish(&self, (exchange, key): (&str, &str), bytes: &[u8]) {
         let properties = lapin::BasicProperties::default()
@@ -108,4 +139,123 @@ impl Publisher {
             .await
             .unwrap();
     }
+}
+
+/// A `fedgate run` config bridging `site` (through `amqp`) into london, with `legacy_extra`
+/// in its `[legacy.oldsite]`.
+pub fn write_bridge_config(
+    dir: &std::path::Path,
+    site: &LegacySite,
+    london: &super::Network,
+    amqp: &str,
+    legacy_extra: &str,
+) -> std::path::PathBuf {
+    let rules = dir.join("identity.toml");
+    std::fs::write(
+        &rules,
+        "[[rule]]\nfrom = \"oldsite\"\nto = [\"london\"]\nglob = \"cert=*\"\nas = \"choria=$1.mcollective\"\n",
+    )
+    .unwrap();
+    let legacy = site
+        .config_block(
+            "oldsite",
+            &format!("{legacy_extra}\nbridge = {{ collective = \"london\", refresh_s = 5 }}"),
+        )
+        .replace(&site.amqp_url(), amqp);
+    let text = format!(
+        "[instance]\nname = \"bridge1\"\n\n[identity]\nrules = {rules:?}\n\n{}{}{legacy}",
+        super::gate_block(
+            dir,
+            &[(
+                "rpcutil.policy",
+                "policy default deny\nallow\tchoria=alice.mcollective\tping\t*\t*\n"
+            )],
+            ""
+        ),
+        super::collective_block("collectives.london", london),
+    );
+    let path = dir.join("fedgate.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// A signed `rpcutil ping` from alice, as the Marshal mco sends it.
+pub fn ping(signer: &LegacySigner, (msgtime, ttl): (i64, i64), requestid: &str) -> Vec<u8> {
+    let msg = Ruby::Hash(vec![
+        (Ruby::sym("agent"), Ruby::str("rpcutil")),
+        (Ruby::sym("action"), Ruby::str("ping")),
+        (Ruby::sym("data"), Ruby::Hash(Vec::new())),
+    ]);
+    let new = NewLegacyRequest {
+        msg,
+        senderid: "client.example.net",
+        requestid,
+        filter: fedgate::legacy::legacy_filter(&Default::default(), "rpcutil").unwrap(),
+        collective: "mcollective",
+        agent: "rpcutil",
+        ttl,
+        msgtime,
+    };
+    signer
+        .sign_request(Serializer::Marshal, &new)
+        .unwrap()
+        .encode(Serializer::Marshal)
+}
+
+/// Publishes `bytes` as mco does: to the broadcast exchange for rpcutil, replies to the
+/// publisher's queue, expiring in the broker `(ttl + 10) * 1000` ms after.
+pub async fn send(publisher: &Publisher, bytes: &[u8], ttl: i64) {
+    let properties = lapin::BasicProperties::default()
+        .with_reply_to(publisher.reply_to.as_str().into())
+        .with_expiration(((ttl + 10) * 1000).to_string().into());
+    publisher
+        .channel
+        .basic_publish(
+            "mcollective_broadcast".into(),
+            "rpcutil".into(),
+            lapin::options::BasicPublishOptions::default(),
+            bytes,
+            properties,
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+}
+
+/// Replies by request id as (sender, statuscode, statusmsg), each verified with the servers'
+/// key, until none has come for `quiet` or `done` holds.
+pub async fn collect_replies(
+    site: &LegacySite,
+    publisher: &Publisher,
+    quiet: Duration,
+    done: impl Fn(&BTreeMap<String, Vec<(String, i64, String)>>) -> bool,
+) -> BTreeMap<String, Vec<(String, i64, String)>> {
+    let verifier =
+        LegacyVerifier::new(&site.key("clients"), &site.key("server-public.pem"), 30).unwrap();
+    let mut consumer = publisher.replies().await;
+    let mut replies: BTreeMap<String, Vec<(String, i64, String)>> = BTreeMap::new();
+    while !done(&replies) {
+        let Ok(Some(Ok(delivery))) =
+            tokio::time::timeout(quiet, futures::StreamExt::next(&mut consumer)).await
+        else {
+            break;
+        };
+        let reply = LegacyReply::decode(Serializer::Marshal, &delivery.data, 1 << 20).unwrap();
+        verifier
+            .verify_reply(&reply)
+            .expect("signed by the servers' key");
+        let body = reply.reply_body(Serializer::Marshal).unwrap();
+        let event = fedgate::legacy::translate(&reply.senderid, &body, Duration::ZERO);
+        replies.entry(reply.requestid).or_default().push((
+            reply.senderid,
+            event.statuscode,
+            event.statusmsg,
+        ));
+    }
+    let _ = publisher
+        .channel
+        .basic_cancel("replies".into(), Default::default())
+        .await;
+    replies
 }

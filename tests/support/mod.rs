@@ -7,14 +7,16 @@ use std::time::Duration;
 
 use fedgate::client::RpcClient;
 use fedgate::fleet::{self, DEFAULT_MAX_IN_FLIGHT, Fleet, FleetConfig, StatsSnapshot};
-use fedgate::nats::{self, NatsEndpoint};
+use fedgate::nats::{self, NatsAuth, NatsEndpoint};
 use fedgate::natsd::{NatsServer, NatsServerConfig};
 use fedgate::security::devpki::{self, CertPair, DevPki, DevPkiOptions, RealmPki};
 use fedgate::security::{CaBundle, CallerId, Signer, Verifier};
 use fedgate::wire::Limits;
 
 pub mod edge;
+pub mod federated;
 pub mod legacy;
+pub mod rabbit;
 
 /// The dev PKI, generated once per target dir and shared by every test process.
 ///
@@ -56,23 +58,33 @@ pub fn user(realm_name: &str, user: &str) -> &'static CertPair {
 pub struct Network {
     pub server: NatsServer,
     pub realm: &'static RealmPki,
+    /// How the test's own clients authenticate beyond their certificate.
+    pub auth: Option<NatsAuth>,
     _dir: tempfile::TempDir,
 }
 
 impl Network {
     /// Starts a TLS nats-server whose clients must present a certificate from `realm`'s CA.
     pub fn start(realm_name: &str) -> Network {
+        Self::start_secured(realm_name, "", None)
+    }
+
+    /// [`Network::start`] with `server_auth` added to the server's config (`authorization`,
+    /// operator mode), the test's own clients authenticating with `auth`.
+    pub fn start_secured(realm_name: &str, server_auth: &str, auth: Option<NatsAuth>) -> Network {
         let realm = realm(realm_name);
         let dir = tempfile::tempdir().expect("temp dir");
         let config = NatsServerConfig {
             name: format!("test-{realm_name}"),
             tls: Some(realm.nats_tls()),
+            extra_config: server_auth.to_string(),
             ..NatsServerConfig::default()
         };
         let server = NatsServer::start(dir.path(), config).expect("start nats-server");
         Network {
             server,
             realm,
+            auth,
             _dir: dir,
         }
     }
@@ -83,6 +95,7 @@ impl Network {
             urls: vec![self.server.url().to_string()],
             ca: Some(self.realm.ca.clone()),
             identity: Some((identity.cert.clone(), identity.key.clone())),
+            auth: self.auth.clone(),
         }
     }
 

@@ -215,7 +215,7 @@ async function expectDone(expected) {
   const rows = await page.locator(`${tid("replies-table")} ${tid("reply-row")}`).count();
   const summary = (await page.innerText(tid("rpc-summary"))).replace(/\s+/g, " ");
   if (rows !== expected) throw new Error(`${rows} reply rows, expected ${expected} (summary: ${summary})`);
-  for (const want of [`${expected} responses`, `ok ${expected}`]) {
+  for (const want of [`${expected} response${expected === 1 ? "" : "s"}`, `ok ${expected}`]) {
     if (!summary.includes(want)) throw new Error(`the summary does not say "${want}": ${summary}`);
   }
   return summary.replace(/\s*request ids:.*$/, "");
@@ -290,6 +290,70 @@ await step("directed rpcutil inventory on london", "directed-inventory", async (
   const want = [...targets].sort();
   if (JSON.stringify(got) !== JSON.stringify(want)) throw new Error(`senders ${got}, expected ${want}`);
   return got.join(", ");
+});
+
+// 4b. The summary shows what the request selected, and a realm change clears the filters
+// (saying so) and the old result.
+await step("filters in the summary, cleared on a realm change", "filters-realm-change", async () => {
+  const [first] = state.directed;
+  await selectRealm("collective", "london");
+  await rpc({ agent: "rpcutil", action: "ping", identity: first });
+  await expectDone(1);
+  const selected = (await page.innerText(tid("rpc-filters"))).replace(/\s+/g, " ");
+  if (!selected.includes(`identity ${first}`)) throw new Error(`the summary's selection says: ${selected}`);
+  await selectRealm("collective", "tokyo");
+  const identity = await page.inputValue(tid("filter-identity"));
+  if (identity !== "") throw new Error(`the identity filter kept ${identity} after the realm change`);
+  const notice = page.locator(tid("filters-cleared"));
+  if (!(await notice.isVisible())) throw new Error("no notice that the filters were cleared");
+  const said = await notice.innerText();
+  if (!said.includes("london")) throw new Error(`the notice does not name the old realm: ${said}`);
+  const stale = await page.locator(`${tid("replies-table")} ${tid("reply-row")}`).count();
+  const summaryState = await page.getAttribute(tid("rpc-summary"), "data-state");
+  if (stale !== 0 || summaryState !== "idle") {
+    throw new Error(`the old result stayed: ${stale} rows, summary ${summaryState}`);
+  }
+  await rpc({ agent: "rpcutil", action: "ping" });
+  await expectDone(count("tokyo"));
+  const all = (await page.innerText(tid("rpc-filters"))).replace(/\s+/g, " ");
+  if (!all.includes("every node of tokyo")) throw new Error(`the summary's selection says: ${all}`);
+  return `${selected.trim()}; then ${all.trim()}`;
+});
+
+// 4c. A DDL validation failure is told in words, not as the regular expression.
+await step("validation messages in words", "validation-words", async () => {
+  await tab("rpc");
+  await page.selectOption(tid("agent-select"), "service");
+  await page.locator(tid("input-service")).waitFor();
+  await page.fill(tid("input-service"), "nginx; rm -rf /");
+  const message = await page.$eval(tid("input-service"), (el) => el.validationMessage);
+  if (!message || /[\\^$[\]]/.test(message)) throw new Error(`the validation message is "${message}"`);
+  if (!/service/i.test(message)) throw new Error(`the message does not name the input: "${message}"`);
+  await page.fill(tid("input-service"), "nginx");
+  return message;
+});
+
+// 4d. Phone width: nothing is cut off, and a request still runs and shows its replies.
+await step("phone-width layout", "phone-width", async () => {
+  await page.setViewportSize({ width: 390, height: 844 });
+  try {
+    await selectRealm("collective", "london");
+    await rpc({ agent: "rpcutil", action: "ping", targets: state.directed });
+    await expectDone(state.directed.length);
+    const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    if (overflow > 0) throw new Error(`the page is ${overflow} px wider than the window`);
+    for (const id of ["realm-select", "caller", "logout", "rpc-submit", "rpc-summary"]) {
+      const box = await page.locator(tid(id)).boundingBox();
+      if (!box || box.x < 0 || box.x + box.width > 390) {
+        throw new Error(`${id} is cut off at 390 px: ${JSON.stringify(box)}`);
+      }
+    }
+    await page.locator(`${tid("replies-table")} ${tid("reply-row")}`).first().scrollIntoViewIfNeeded();
+    await page.screenshot({ path: path.join(args.artifacts, "phone-replies.png"), fullPage: true });
+  } finally {
+    await page.setViewportSize({ width: 1366, height: 768 });
+  }
+  return "390 px: no horizontal overflow";
 });
 
 // 5. bob may not restart services: the error panel names the policy rule.

@@ -14,20 +14,28 @@ interface Control {
 const NAMED_VALIDATORS: Record<string, { test: (v: string) => boolean; message: string }> = {
   shellsafe: {
     test: (v) => !/[`$;|&><\n\r]/.test(v),
-    message: "must not contain ` $ ; | & > < or newlines",
+    message: "Remove shell characters: it must not contain ` $ ; | & > < or a line break.",
   },
   ipv4address: {
     test: (v) => /^(25[0-5]|2[0-4]\d|1?\d?\d)(\.(25[0-5]|2[0-4]\d|1?\d?\d)){3}$/.test(v),
-    message: "must be an IPv4 address",
+    message: "Enter an IPv4 address, such as 192.0.2.10.",
   },
-  ipv6address: { test: (v) => /^[0-9a-f:.]+$/i.test(v) && v.includes(":"), message: "must be an IPv6 address" },
+  ipv6address: { test: (v) => /^[0-9a-f:.]+$/i.test(v) && v.includes(":"), message: "Enter an IPv6 address, such as 2001:db8::1." },
   ipaddress: {
     test: (v) => NAMED_VALIDATORS.ipv4address.test(v) || NAMED_VALIDATORS.ipv6address.test(v),
-    message: "must be an IP address",
+    message: "Enter an IP address (IPv4 or IPv6).",
   },
 };
 
-function stringValidator(validation: string | undefined): ((v: string) => string | null) | null {
+/**
+ * A check of a string input against its DDL `validation`, answering in words. A regular
+ * expression is not shown to the user as the message: it names what the input is instead, and
+ * the pattern stays in the field's tooltip for whoever wants it.
+ */
+function stringValidator(
+  validation: string | undefined,
+  what: string,
+): ((v: string) => string | null) | null {
   if (!validation) return null;
   const named = NAMED_VALIDATORS[validation.toLowerCase()];
   if (named) return (v) => (named.test(v) ? null : named.message);
@@ -38,7 +46,7 @@ function stringValidator(validation: string | undefined): ((v: string) => string
   } catch {
     return null; // A validator this page does not know: the agent checks it.
   }
-  return (v) => (re.test(v) ? null : `must match ${validation}`);
+  return (v) => (re.test(v) ? null : `This is not a valid ${what}: check its spelling and the hint below.`);
 }
 
 function defaultText(value: unknown): string {
@@ -118,7 +126,7 @@ export class ActionInputs {
         if (num.value.trim() === "") return undefined;
         const n = Number(num.value);
         if (!Number.isFinite(n) || (type === "integer" && !Number.isInteger(n))) {
-          throw new Error(`${name}: must be ${type === "integer" ? "an integer" : "a number"}`);
+          throw new Error(`${input.prompt || name}: enter ${type === "integer" ? "a whole number" : "a number"}.`);
         }
         return n;
       };
@@ -128,7 +136,7 @@ export class ActionInputs {
         rows: 2,
         spellcheck: "false",
         required,
-        placeholder: type === "hash" ? '{"key": "value"}' : '["a", "b"]',
+        placeholder: type === "hash" ? 'e.g. {"key": "value"}' : 'e.g. ["a", "b"]',
         "aria-describedby": hintId,
       });
       area.value = defaultText(input.default);
@@ -140,10 +148,10 @@ export class ActionInputs {
             const parsed: unknown = JSON.parse(area.value);
             const isArray = Array.isArray(parsed);
             if (type === "array" ? !isArray : isArray || typeof parsed !== "object" || parsed === null) {
-              msg = `must be a JSON ${type === "array" ? "array" : "object"}`;
+              msg = `Enter a JSON ${type === "array" ? "list, such as [\"a\", \"b\"]" : "object, such as {\"key\": \"value\"}"}.`;
             }
           } catch {
-            msg = "must be valid JSON";
+            msg = "This is not valid JSON: check the quotes, commas and brackets.";
           }
         }
         area.setCustomValidity(msg);
@@ -162,8 +170,11 @@ export class ActionInputs {
       });
       text.value = defaultText(input.default);
       el = text;
-      const validator = stringValidator(input.validation);
+      const validator = stringValidator(input.validation, (input.prompt || name).toLowerCase());
       if (validator) {
+        if (!NAMED_VALIDATORS[input.validation?.toLowerCase() ?? ""]) {
+          text.title = `The agent checks this against the pattern ${input.validation ?? ""}`;
+        }
         const check = () => text.setCustomValidity(text.value ? (validator(text.value) ?? "") : "");
         text.addEventListener("input", check);
         check();

@@ -71,9 +71,13 @@ class Session {
     }
     const saved = sessionStorage.getItem(REALM_KEY);
     if (saved && [...this.realmSelect.options].some((o) => o.value === saved)) this.realmSelect.value = saved;
+    let shown = this.realmSelect.value;
     this.realmSelect.addEventListener("change", () => {
+      const from = this.realmOf(shown);
+      shown = this.realmSelect.value;
       sessionStorage.setItem(REALM_KEY, this.realmSelect.value);
       this.updateRealmKind();
+      this.rpc.realmChanged(from);
     });
 
     this.conn = h("span", { class: "conn", "data-testid": "conn-status", "data-state": "closed" }, "offline");
@@ -198,7 +202,11 @@ class Session {
   }
 
   realm(): Realm | null {
-    const value = this.realmSelect.value;
+    return this.realmOf(this.realmSelect.value);
+  }
+
+  /** The realm of a `kind:name` option value. */
+  private realmOf(value: string): Realm | null {
     const at = value.indexOf(":");
     if (at < 0) return null;
     const kind = value.slice(0, at);

@@ -24,7 +24,7 @@ export function parseFacts(text: string): FactParse {
     if (!m || m[3] === "") {
       return {
         ok: false,
-        error: `line ${i + 1}: expected name=value (operators ${FACT_OPERATORS.join(" ")})`,
+        error: `Line ${i + 1} is not a fact condition: write a fact name, an operator (${FACT_OPERATORS.join(" ")}) and a value, such as country=uk.`,
       };
     }
     facts.push({ fact: m[1], operator: m[2] === "=" ? "==" : m[2], value: m[3] });

@@ -48,6 +48,8 @@ export class RpcView {
   private readonly submit: HTMLButtonElement;
   private readonly cancel: HTMLButtonElement;
   private readonly formError: HTMLElement;
+  /** Says that a realm change cleared the filters. */
+  private readonly filterNotice: HTMLElement;
   private readonly errorPanel: HTMLElement;
   private readonly summary: HTMLElement;
   /** Announces a request's end to screen readers (the summary itself changes too often). */
@@ -66,7 +68,14 @@ export class RpcView {
   private ddl: Ddl | null = null;
   private inputs = new ActionInputs(null);
 
-  private running: { id: string; started: number; label: string; cancelled: boolean } | null = null;
+  private running: {
+    id: string;
+    started: number;
+    label: string;
+    cancelled: boolean;
+    /** What the request selected nodes by, for the summary. */
+    selection: string;
+  } | null = null;
   private tick: number | null = null;
   private outputs: Outputs = {};
 
@@ -79,7 +88,7 @@ export class RpcView {
       type: "text",
       name: "identity",
       "data-testid": "filter-identity",
-      placeholder: "web-1, web-2, /^db/",
+      placeholder: "e.g. web-1, /^db/",
       autocomplete: "off",
       spellcheck: "false",
     });
@@ -87,14 +96,14 @@ export class RpcView {
       name: "fact",
       "data-testid": "filter-fact",
       rows: 2,
-      placeholder: "country=uk\nos.family!=windows",
+      placeholder: "e.g. country=uk",
       spellcheck: "false",
     });
     this.classes = h("input", {
       type: "text",
       name: "class",
       "data-testid": "filter-class",
-      placeholder: "role::web",
+      placeholder: "e.g. role::web",
       autocomplete: "off",
       spellcheck: "false",
     });
@@ -102,7 +111,7 @@ export class RpcView {
       name: "targets",
       "data-testid": "targets",
       rows: 2,
-      placeholder: "node identities for a directed request",
+      placeholder: "e.g. web-1 web-2",
       spellcheck: "false",
     });
     this.timeout = h("input", {
@@ -121,7 +130,7 @@ export class RpcView {
       "data-testid": "limit",
       min: "1",
       step: "1",
-      placeholder: "all",
+      placeholder: "no limit",
     });
     this.submit = h("button", { type: "submit", class: "primary", "data-testid": "rpc-submit" }, "Run");
     this.cancel = h(
@@ -130,6 +139,7 @@ export class RpcView {
       "Cancel",
     );
     this.formError = h("p", { class: "form-error", role: "alert", hidden: true });
+    this.filterNotice = h("p", { class: "notice small", role: "status", "data-testid": "filters-cleared", hidden: true });
 
     this.facts.addEventListener("input", () => {
       const parsed = parseFacts(this.facts.value);
@@ -143,8 +153,17 @@ export class RpcView {
         }
       });
     }
-    this.agentSelect.addEventListener("change", () => void this.selectAgent(this.agentSelect.value));
-    this.actionSelect.addEventListener("change", () => this.selectAction(this.actionSelect.value));
+    this.agentSelect.addEventListener("change", () => {
+      this.clearResult();
+      void this.selectAgent(this.agentSelect.value);
+    });
+    this.actionSelect.addEventListener("change", () => {
+      this.clearResult();
+      this.selectAction(this.actionSelect.value);
+    });
+    for (const el of [this.identity, this.facts, this.classes, this.targets]) {
+      el.addEventListener("input", () => (this.filterNotice.hidden = true));
+    }
 
     const form = h(
       "form",
@@ -161,6 +180,7 @@ export class RpcView {
         "fieldset",
         null,
         h("legend", null, "Filters"),
+        this.filterNotice,
         field("Identity", this.identity, "comma or space separated; /regex/ allowed"),
         field("Facts", this.facts, "one per line: name=value; == != < > <= >= =~"),
         field("Classes", this.classes, "comma or space separated"),
@@ -302,6 +322,32 @@ export class RpcView {
     );
   }
 
+  /**
+   * The realm changed from `from`: filters and targets named nodes of the old realm, so they
+   * are cleared (and the user told), and a finished result of the old realm goes too.
+   */
+  realmChanged(from: Realm | null): void {
+    const fields = [this.identity, this.facts, this.classes, this.targets];
+    if (fields.some((f) => f.value.trim())) {
+      for (const f of fields) {
+        f.value = "";
+        f.setCustomValidity("");
+      }
+      this.filterNotice.textContent = `Filters and targets were cleared: they were set for ${from?.name ?? "the previous realm"}.`;
+      this.filterNotice.hidden = false;
+    }
+    this.clearResult();
+  }
+
+  /** Takes a finished result off the page (its form changed); a running request stays. */
+  private clearResult(): void {
+    if (this.running) return;
+    this.showError(null);
+    this.replies.reset(this.outputs, "");
+    this.summary.dataset.state = "idle";
+    replace(this.summary, h("span", { class: "muted" }, "Choose an agent and action, then Run."));
+  }
+
   private showFormError(message: string | null): void {
     this.formError.hidden = !message;
     this.formError.textContent = message ?? "";
@@ -359,7 +405,14 @@ export class RpcView {
     this.showFormError(null);
     this.showError(null);
     const label = `${frame.agent} ${frame.action} on ${realm.kind === "federation" ? "federation " : ""}${realm.name}`;
-    this.running = { id: frame.id, started: performance.now(), label, cancelled: false };
+    this.filterNotice.hidden = true;
+    this.running = {
+      id: frame.id,
+      started: performance.now(),
+      label,
+      cancelled: false,
+      selection: describeSelection(frame, realm),
+    };
     this.replies.reset(this.outputs, "Waiting for replies…");
     this.replies.setBusy(true);
     this.submit.disabled = true;
@@ -404,7 +457,7 @@ export class RpcView {
 
   private onDone(id: string, frame: DoneFrame): void {
     if (this.running?.id !== id) return;
-    const label = this.running.label;
+    const { label, selection } = this.running;
     const elapsed = this.finish();
     const s = this.summary;
     s.dataset.state = "done";
@@ -425,6 +478,7 @@ export class RpcView {
         },
         `elapsed ${formatMs(frame.elapsed_ms ?? elapsed)}`,
       ),
+      selectionLine(selection),
       missing.length
         ? h(
             "div",
@@ -549,6 +603,7 @@ export class RpcView {
       h("span", { class: "stat good-text" }, live.ok),
       live.failedStat,
       h("span", { class: "stat" }, live.time),
+      selectionLine(this.running.selection),
     );
     this.renderRunning();
   }
@@ -587,4 +642,25 @@ function highlight(message: string, rule: string | null): Node {
     frag.append(part);
   });
   return frag;
+}
+
+/** The request's node selection in words: its filters and targets, or every node of the realm. */
+function describeSelection(frame: RpcFrame, realm: Realm): string {
+  const parts: string[] = [];
+  const f = frame.filter;
+  if (f?.identity.length) parts.push(`identity ${f.identity.join(", ")}`);
+  for (const c of f?.fact ?? []) parts.push(`fact ${c.fact}${c.operator}${c.value}`);
+  if (f?.cf_class.length) parts.push(`class ${f.cf_class.join(", ")}`);
+  if (frame.targets?.length) parts.push(`targets ${listSome(frame.targets, 5)}`);
+  if (frame.limit) parts.push(`at most ${frame.limit}`);
+  return parts.length ? parts.join(" · ") : `every node of ${realm.name}`;
+}
+
+function selectionLine(selection: string): HTMLElement {
+  return h(
+    "div",
+    { class: "summary-line small", "data-testid": "rpc-filters" },
+    "selected: ",
+    h("span", { class: "mono" }, selection),
+  );
 }

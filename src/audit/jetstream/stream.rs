@@ -42,11 +42,15 @@ pub(super) async fn ensure_stream(
             jetstream::context::GetStreamErrorKind::JetStream(js) if not_found(js.error_code()) => {
                 match context.create_stream(stream_config(options)).await {
                     Ok(stream) => stream,
-                    // Another instance created it first.
-                    Err(_) => context
-                        .get_stream(&options.stream)
-                        .await
-                        .map_err(|e| format!("cannot create or open the stream: {e}"))?,
+                    // Another instance may have created it first; if it is still not there,
+                    // the reason creating it failed is the one to report (for example, the
+                    // server cannot reserve `max_bytes` of storage).
+                    Err(created) => context.get_stream(&options.stream).await.map_err(|_| {
+                        format!(
+                            "cannot create the stream ({} bytes, {} replica(s)): {created}",
+                            options.max_bytes, options.replicas
+                        )
+                    })?,
                 }
             }
             _ => return Err(format!("cannot open the stream: {err}")),
@@ -57,6 +61,12 @@ pub(super) async fn ensure_stream(
         .await
         .map_err(|e| format!("cannot read the stream's configuration: {e}"))?
         .config;
+    nats::warn_if_one_replica(
+        &context.client(),
+        "the audit trail",
+        &options.stream,
+        config.num_replicas,
+    );
     if !config.deny_delete || !config.deny_purge {
         return Err(
             "the stream allows deleting or purging messages; an audit trail must not (set deny_delete and deny_purge)".into(),
@@ -140,6 +150,9 @@ pub(super) async fn chain_end(
     }
 }
 
+/// How long reading the stream waits for the next record before it gives up.
+const READ_IDLE: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Every record of the stream, grouped by instance subject, in stream order: what `fedgate audit
 /// export` writes out for review.
 pub async fn read_all(
@@ -173,7 +186,14 @@ pub async fn read_all(
         .await
         .map_err(|e| format!("cannot read the stream: {e}"))?;
     let mut count = 0;
-    while let Some(message) = messages.next().await {
+    loop {
+        let Ok(next) = tokio::time::timeout(READ_IDLE, messages.next()).await else {
+            return Err(format!(
+                "reading the stream: no record for {} s after {count} of {last} (a subject the server's permissions refuse shows as this wait)",
+                READ_IDLE.as_secs()
+            ));
+        };
+        let Some(message) = next else { break };
         let message = message.map_err(|e| format!("reading the stream: {e}"))?;
         let sequence = message
             .info()

@@ -133,7 +133,7 @@ async fn read_sample(pid: u32, metrics: std::net::SocketAddr) -> Option<Sample> 
 /// The gauges that measure something that could pile up.
 const QUEUE_GAUGES: &[&str] = &[
     "fedgate_runtime_global_queue_depth",
-    "fedgate_gate_pending",
+    "fedgate_gate_pending_completions",
     "fedgate_edge_sockets",
 ];
 

@@ -86,7 +86,7 @@ impl LegacyClient {
 
     pub(super) async fn ping(&self, n: u64, nodes: usize) -> Result<(), String> {
         let requestid = format!("{:016x}{n:016x}", std::process::id());
-        let filter = crate::legacy::legacy_filter(&Default::default(), "rpcutil");
+        let filter = crate::legacy::legacy_filter(&Default::default(), "rpcutil")?;
         let msg = Ruby::Hash(vec![
             (Ruby::sym("agent"), Ruby::str("rpcutil")),
             (Ruby::sym("action"), Ruby::str("ping")),

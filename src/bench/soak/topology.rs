@@ -41,6 +41,7 @@ pub(super) fn endpoint(
         urls: vec![server.url().to_string()],
         ca: Some(realm.ca.clone()),
         identity: Some((pair.cert.clone(), pair.key.clone())),
+        auth: None,
     }
 }
 

@@ -62,7 +62,10 @@ pub(super) struct Files {
     pub(super) identity: PathBuf,
     pub(super) policies: PathBuf,
     pub(super) ddl: Option<PathBuf>,
+    /// The page from disk (`--web-root`), instead of the console built into the binary.
     pub(super) web_root: Option<PathBuf>,
+    /// Whether the edge serves a page at all.
+    pub(super) page: bool,
     pub(super) token_key: PathBuf,
     pub(super) users: PathBuf,
     /// Simulated nodes in all.
@@ -82,16 +85,15 @@ impl Files {
             .canonicalize()
             .with_context(|| format!("the policies folder {}", args.policies.display()))?;
         let ddl = args.ddl.canonicalize().ok();
-        let web_root = args
-            .web_root
-            .join("index.html")
-            .is_file()
-            .then(|| args.web_root.canonicalize())
-            .transpose()?;
-        if web_root.is_none() {
+        let web_root = match &args.web_root {
+            Some(root) if root.join("index.html").is_file() => Some(root.canonicalize()?),
+            Some(root) => anyhow::bail!("no web page at {} (no index.html)", root.display()),
+            None => None,
+        };
+        let page = web_root.is_some() || fedgate::edge::console::embedded();
+        if !page {
             eprintln!(
-                "fedgate demo: no web page at {} (run `npm ci && npm run build` in web-demo); the edge serves only its API",
-                args.web_root.display()
+                "fedgate demo: this fedgate was built without the web console (scripts/setup-deps builds the page, then rebuild); the edge serves only its API"
             );
         }
         let token_key = dir.join("token.key");
@@ -112,11 +114,25 @@ impl Files {
             policies,
             ddl,
             web_root,
+            page,
             token_key,
             users,
             nodes: args.nodes,
         })
     }
+}
+
+/// The instance's checkpoint key (`<name>.checkpoint.key`, 0600, kept across runs as the trail
+/// is) and its public half beside it (`.pub`), for `fedgate audit verify --key`.
+fn checkpoint_key(dir: &Path, name: &str) -> anyhow::Result<PathBuf> {
+    let key = dir.join(format!("{name}.checkpoint.key"));
+    if !key.exists() {
+        let (private, public) =
+            fedgate::audit::checkpoint::generate().map_err(anyhow::Error::msg)?;
+        write_private(&key, private.as_bytes())?;
+        std::fs::write(dir.join(format!("{name}.checkpoint.key.pub")), public)?;
+    }
+    Ok(key)
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
@@ -214,12 +230,13 @@ pub(super) fn write_instance_config(
         realm(pki, "tokyo")?,
     );
     std::fs::create_dir_all(dir.join("audit"))?;
+    let checkpoint_key = checkpoint_key(dir, name)?;
     let edge = edge_block(port, files, realm(pki, "edge")?);
     let text = format!(
         "# Written by `fedgate demo` for instance {name}.\n\
          [instance]\nname = {name:?}\nstats_interval = 2\n\n\
          [identity]\nrules = {:?}\n\n[policy]\ndir = {:?}\n\n\
-         [audit]\nfile = {:?}\n\n{}{}{}{}{}{edge}",
+         [audit]\nfile = {:?}\n\n[audit.checkpoint]\nkey = {checkpoint_key:?}\n\n{}{}{}{}{}{edge}",
         files.identity,
         files.policies,
         dir.join("audit").join(format!("{name}.log")),

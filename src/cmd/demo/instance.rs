@@ -7,9 +7,14 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use tokio::io::AsyncBufReadExt;
 
+/// How long an instance may take to drain and exit before it is killed.
+pub(super) const STOP_WAIT: Duration = Duration::from_secs(10);
+
 /// A `fedgate run` child; its log goes to `<dir>/<name>.log`.
 pub(super) struct Instance {
     child: tokio::process::Child,
+    /// Its instance name.
+    pub(super) name: String,
     /// The web page.
     pub(super) http_url: String,
     /// The WebSocket edge.
@@ -33,6 +38,8 @@ impl Instance {
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
             .kill_on_drop(true)
+            // Ctrl-C reaches only the demo, which drains this child before it stops the rest.
+            .process_group(0)
             .spawn()
             .context("starting fedgate run")?;
         let stderr = child.stderr.take().context("no stderr")?;
@@ -69,13 +76,16 @@ impl Instance {
         eprintln!("fedgate demo: {name} is up at {http_url}");
         Ok(Instance {
             child,
+            name: name.to_string(),
             http_url,
             ws_url,
         })
     }
 
-    /// SIGTERM, so it drains; killed if it has not exited within 10 s.
+    /// SIGTERM, so it drains; killed if it has not exited within [`STOP_WAIT`]. Says when it
+    /// is done.
     pub(super) async fn stop(mut self) {
+        let began = std::time::Instant::now();
         if let Some(pid) = self.child.id() {
             let pid = libc::pid_t::try_from(pid).unwrap_or(0);
             if pid > 0 {
@@ -85,11 +95,20 @@ impl Instance {
                 }
             }
         }
-        if tokio::time::timeout(Duration::from_secs(10), self.child.wait())
-            .await
-            .is_err()
-        {
-            let _ = self.child.kill().await;
+        match tokio::time::timeout(STOP_WAIT, self.child.wait()).await {
+            Ok(_) => eprintln!(
+                "fedgate demo: {} drained and stopped in {:.1} s",
+                self.name,
+                began.elapsed().as_secs_f64()
+            ),
+            Err(_) => {
+                let _ = self.child.kill().await;
+                eprintln!(
+                    "fedgate demo: {} did not stop within {} s; killed it",
+                    self.name,
+                    STOP_WAIT.as_secs()
+                );
+            }
         }
     }
 }

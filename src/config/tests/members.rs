@@ -28,6 +28,19 @@ fn a_federation_with_inline_and_referenced_members_loads() {
 }
 
 #[test]
+fn the_default_instance_name_is_the_host_name_and_a_configured_one_wins() {
+    let unnamed = crate::config::InstanceConfig::default();
+    // Stable across restarts (no process id), so a chain or a status carries on under it.
+    assert_eq!(unnamed.name_or_default(), crate::hostname());
+    assert!(crate::config::validate_instance_name(&unnamed.name_or_default()).is_ok());
+    let named = crate::config::InstanceConfig {
+        name: Some("fb2".into()),
+        ..Default::default()
+    };
+    assert_eq!(named.name_or_default(), "fb2");
+}
+
+#[test]
 fn a_member_federation_routes_its_collectives_through_itself() {
     let text = format!(
         "[instance]\nserve = [\"global\"]\n\n{}members = [\"prod\"]\nmode = \"pass-through\"\n\n{}members = [\"london\", \"paris\"]\n",

@@ -38,13 +38,83 @@ fn identity_rules_must_name_known_realms_and_collectives() {
     }
 }
 
-/// A registry config: the federation without local policy, plus `[registry]`.
+/// A registry config: the federation without local policy, plus `[registry]` trusting the
+/// author alice.
 fn registry_config(name: &str, extra: &str) -> PathBuf {
+    registry_config_with(name, "authors = { alice = \"alice.pub\" }\n", extra)
+}
+
+/// A registry config with these `[registry]` lines about authors.
+fn registry_config_with(name: &str, authors: &str, extra: &str) -> PathBuf {
+    let public = config_dir().join("alice.pub");
+    if !public.exists() {
+        let (_, pem) = crate::registry::AuthorSigner::generate().unwrap();
+        std::fs::create_dir_all(config_dir()).unwrap();
+        std::fs::write(&public, pem).unwrap();
+    }
     let text = format!(
-        "# no gate\n[audit]\nfile = \"audit.log\"\n\n[registry]\nnats = [\"nats://127.0.0.1:1\"]\ncache = \"cache\"\n\n{extra}{}",
+        "# no gate\n[audit]\nfile = \"audit.log\"\n\n[registry]\nnats = [\"nats://127.0.0.1:1\"]\ncache = \"cache\"\n{authors}\n{extra}{}",
         federation("")
     );
     write(name, &text)
+}
+
+#[test]
+fn a_registry_needs_trusted_authors_with_ed25519_keys() {
+    let config = Config::load(&registry_config("reg-alice.toml", "")).unwrap();
+    let registry = config.registry.unwrap();
+    assert_eq!(
+        registry.trusted.keys().collect::<Vec<_>>(),
+        ["alice"],
+        "{registry:?}"
+    );
+    let not_a_key = config_dir().join("not-a-key.pub");
+    std::fs::write(&not_a_key, "hello\n").unwrap();
+    let rsa = config_dir().join("rsa.pub");
+    std::fs::write(
+        &rsa,
+        "-----BEGIN PUBLIC KEY-----\nMFwwDQYJKoZIhvcNAQEBBQADSwAwSAJBAK2cy0d5ccfMeBfwaXUKmClfLk7HOHDj\nSwfB3aThvjpzl8oVjtR/f2Y4hywk0ngGkeevXpXITBNbV3utzW6jEuMCAwEAAQ==\n-----END PUBLIC KEY-----\n",
+    )
+    .unwrap();
+    for (i, (authors, want)) in [
+        ("", "`registry.authors`: names no trusted author"),
+        (
+            "authors = {}\n",
+            "`registry.authors`: names no trusted author",
+        ),
+        (
+            "authors = { bob = \"missing.pub\" }\n",
+            "`registry.authors.bob`: ",
+        ),
+        (
+            "authors = { bob = \"not-a-key.pub\" }\n",
+            "not a PUBLIC KEY PEM file",
+        ),
+        (
+            "authors = { bob = \"rsa.pub\" }\n",
+            "not an Ed25519 public key",
+        ),
+        (
+            "authors = { \"bob smith\" = \"alice.pub\" }\n",
+            "must be 1 to 64 letters",
+        ),
+        (
+            "authors = { alice = \"alice.pub\", bob = \"alice.pub\" }\n",
+            "`registry.authors.bob`: is the same key as author alice",
+        ),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let err = Config::load(&registry_config_with(
+            &format!("reg-authors-{i}.toml"),
+            authors,
+            "",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains(want), "case {i}: {err}");
+    }
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! Checks of the `[audit]` section a re-signing federation needs, and of its JetStream sink.
 
 use super::checker::Checker;
-use crate::config::{AuditStreamConfig, Config, ConfigError};
+use crate::config::{AuditStreamConfig, CheckpointConfig, Config, ConfigError};
 use crate::subjects::is_valid_token;
 
 impl Config {
@@ -27,6 +27,16 @@ impl Config {
             Some(audit) if audit.rotate_bytes < 64 * 1024 => {
                 return Err(check.invalid("audit.rotate_bytes", "must be at least 65536"));
             }
+            Some(audit)
+                if audit
+                    .budget_bytes
+                    .is_some_and(|b| b < 4 * audit.rotate_bytes.min(1 << 30)) =>
+            {
+                return Err(check.invalid(
+                    "audit.budget_bytes",
+                    "must be at least four times rotate_bytes (or 4 GiB), so rotated files fit",
+                ));
+            }
             Some(audit) if !(10..=60_000).contains(&audit.fsync_interval_ms) => {
                 return Err(
                     check.invalid("audit.fsync_interval_ms", "must be between 10 and 60000")
@@ -36,6 +46,9 @@ impl Config {
                 if let Some(js) = &audit.jetstream {
                     check.stream(js)?;
                 }
+                if let Some(checkpoint) = &audit.checkpoint {
+                    check.checkpoint(checkpoint)?;
+                }
             }
         }
         Ok(())
@@ -43,6 +56,26 @@ impl Config {
 }
 
 impl Checker<'_> {
+    /// The checkpoint key and cadence.
+    fn checkpoint(&self, checkpoint: &CheckpointConfig) -> Result<(), ConfigError> {
+        let ranges = [
+            ("every", checkpoint.every, 1, 1_000_000),
+            ("interval_s", checkpoint.interval_s, 1, 86_400),
+        ];
+        for (name, value, low, high) in ranges {
+            if !(low..=high).contains(&value) {
+                return Err(self.invalid(
+                    format!("audit.checkpoint.{name}"),
+                    format!("must be between {low} and {high}"),
+                ));
+            }
+        }
+        checkpoint
+            .signer()
+            .map(drop)
+            .map_err(|problem| self.invalid("audit.checkpoint.key", problem))
+    }
+
     /// The JetStream audit sink's settings.
     fn stream(&self, js: &AuditStreamConfig) -> Result<(), ConfigError> {
         let key = "audit.jetstream";
@@ -54,6 +87,7 @@ impl Checker<'_> {
         {
             self.identity(format!("{key}.tls"), tls, ca)?;
         }
+        self.nats_auth(key, js.auth.as_ref())?;
         self.name(format!("{key}.stream"), &js.stream)?;
         if !js.subject.split('.').all(is_valid_token) {
             return Err(self.invalid(

@@ -1,9 +1,10 @@
 //! The checker every config check reports through: the file, key and problem of a refusal,
-//! and the checks many sections share (files, names, CAs, identities, signers).
+//! and the checks many sections share (files, names, CAs, identities, signers, NATS auth).
 
 use std::path::Path;
 
 use crate::config::{CollectiveConfig, ConfigError, TlsIdentity};
+use crate::nats::NatsAuth;
 use crate::security::{CaBundle, NamePatterns, Now, check_identity, check_privileged_signer};
 use crate::subjects::is_valid_name;
 
@@ -66,6 +67,16 @@ impl Checker<'_> {
                 "is required for tls:// servers and TLS identities",
             )),
             None => Ok(None),
+        }
+    }
+
+    /// A network's `auth` block: one method, its secret file private, readable and well formed.
+    pub(super) fn nats_auth(&self, key: &str, auth: Option<&NatsAuth>) -> Result<(), ConfigError> {
+        match auth {
+            Some(auth) => auth
+                .check()
+                .map_err(|e| self.invalid(format!("{key}.auth"), e.to_string())),
+            None => Ok(()),
         }
     }
 

@@ -59,6 +59,31 @@ impl Checker<'_> {
                 "must be between 1024 and 16777216",
             ));
         }
+        let ranges = [
+            ("unverified_budget", edge.unverified_budget, 0, 100_000),
+            (
+                "unverified_interval_s",
+                edge.unverified_interval_s,
+                1,
+                3_600,
+            ),
+        ];
+        for (name, value, low, high) in ranges {
+            if !(low..=high).contains(&value) {
+                return Err(self.invalid(
+                    format!("edge.{name}"),
+                    format!("must be between {low} and {high}"),
+                ));
+            }
+        }
+        for (key, value) in [
+            ("edge.login_rate_per_address", edge.login_rate_per_address),
+            ("edge.login_burst_per_address", edge.login_burst_per_address),
+        ] {
+            if value == 0 {
+                return Err(self.invalid(key, "must be at least 1"));
+            }
+        }
         if let Some(dir) = &edge.ddl_dir
             && !dir.is_dir()
         {

@@ -3,9 +3,11 @@
 use std::collections::BTreeSet;
 
 use super::checker::Checker;
-use crate::config::{Config, ConfigError, FederationConfig};
+use crate::config::{Config, ConfigError, FederationConfig, LegacyConfig};
 use crate::wire::choria_v1::MIN_TTL;
 
+/// Longest wait between reconnections to a legacy broker: ten minutes.
+const MAX_RECONNECT_MS: u64 = 600_000;
 /// Largest `max_ttl` a federation may set: a day.
 const MAX_RESIGN_TTL: i64 = 86_400;
 
@@ -23,6 +25,7 @@ impl Config {
                     check.invalid(format!("{key}.amqp"), "must be an amqp:// or amqps:// URL")
                 );
             }
+            self.validate_amqp(check, &key, legacy)?;
             check.name(format!("{key}.collective"), &legacy.collective)?;
             check.file(format!("{key}.server_public"), &legacy.server_public)?;
             if let Some(private) = &legacy.server_private {
@@ -65,12 +68,53 @@ impl Config {
                         "needs agents and a prefetch of at least 1",
                     ));
                 }
+                let most = crate::security::replay::MAX_COPIES;
+                if !(1..=most).contains(&bridge.max_copies) {
+                    return Err(check.invalid(
+                        format!("{key}.bridge.max_copies"),
+                        format!("must be between 1 and {most}"),
+                    ));
+                }
             }
             if !(0..=3600).contains(&legacy.max_skew_s) {
                 return Err(
                     check.invalid(format!("{key}.max_skew_s"), "must be between 0 and 3600")
                 );
             }
+        }
+        Ok(())
+    }
+
+    /// A legacy collective's broker: a URL lapin reads, TLS settings only with `amqps://` (a
+    /// client identity only with the CA it must chain to), and a reconnection back-off in range.
+    fn validate_amqp(
+        &self,
+        check: &Checker<'_>,
+        key: &str,
+        legacy: &LegacyConfig,
+    ) -> Result<(), ConfigError> {
+        legacy.amqp.parse::<lapin::uri::AMQPUri>().map_err(|e| {
+            check.invalid(format!("{key}.amqp"), format!("is not a valid URL: {e}"))
+        })?;
+        let tls_settings = legacy.ca.is_some() || legacy.tls.is_some();
+        if tls_settings && !legacy.amqp.starts_with("amqps://") {
+            return Err(check.invalid(
+                format!("{key}.amqp"),
+                "must be an amqps:// URL when ca or tls is set",
+            ));
+        }
+        let ca = check.network_ca(key, &[], legacy.ca.as_deref(), legacy.tls.as_ref())?;
+        if let (Some(tls), Some(ca)) = (&legacy.tls, ca) {
+            check.identity(format!("{key}.tls"), tls, ca)?;
+        }
+        let (min, max) = (legacy.reconnect_min_ms, legacy.reconnect_max_ms);
+        if min == 0 || min > max || max > MAX_RECONNECT_MS {
+            return Err(check.invalid(
+                format!("{key}.reconnect_min_ms"),
+                format!(
+                    "and reconnect_max_ms must satisfy 1 <= min <= max <= {MAX_RECONNECT_MS} (found {min} and {max})"
+                ),
+            ));
         }
         Ok(())
     }
@@ -92,6 +136,7 @@ impl Config {
             if let (Some(tls), Some(ca)) = (&collective.tls, ca) {
                 check.identity(format!("{key}.tls"), tls, ca)?;
             }
+            check.nats_auth(&key, collective.auth.as_ref())?;
             if let Some(internal) = &collective.internal_name {
                 check.name(format!("{key}.internal_name"), internal)?;
             }
@@ -144,6 +189,7 @@ impl Config {
             if let (Some(tls), Some(ca)) = (&federation.tls, ca) {
                 check.identity(format!("{key}.tls"), tls, ca)?;
             }
+            check.nats_auth(&key, federation.auth.as_ref())?;
             self.validate_limits(check, &key, federation)?;
             check.patterns(
                 &key,

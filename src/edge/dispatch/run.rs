@@ -96,31 +96,37 @@ impl Dispatcher {
         let span = crate::gateway::request_span("websocket");
         span.record("req", job.requestid.as_deref().unwrap_or(&job.id));
         span.record("caller", principal.caller.as_str());
-        self.run_one(principal, job, cancel, send)
+        let started = Instant::now();
+        let result = self
+            .run_one(principal, job, cancel, send)
             .instrument(span)
-            .await
+            .await;
+        metrics::counter!("fedgate_edge_requests_total", "result" => result).increment(1);
+        metrics::histogram!("fedgate_edge_request_duration_seconds", "result" => result)
+            .record(started.elapsed().as_secs_f64());
     }
 
+    /// Runs one request; its result as counted: `done` or the error code sent.
     async fn run_one(
         &self,
         principal: &Principal,
         job: Job,
         cancel: CancellationToken,
         send: &(impl Fn(ServerMessage) + Sync),
-    ) {
+    ) -> &'static str {
         let id = job.id.clone();
         let error = |code: ErrorCode, message: String| {
-            metrics::counter!("fedgate_edge_requests_total", "result" => code.as_str())
-                .increment(1);
             send(ServerMessage::error(Some(&id), code, message));
+            code.as_str()
         };
         let refused = |refusal: &Refusal| {
             let message = ServerMessage::refused(Some(&id), refusal);
-            if let ServerMessage::Error { code, .. } = &message {
-                metrics::counter!("fedgate_edge_requests_total", "result" => code.as_str())
-                    .increment(1);
-            }
+            let result = match &message {
+                ServerMessage::Error { code, .. } => code.as_str(),
+                _ => "refused",
+            };
             send(message);
+            result
         };
         // The call against the agent's DDL, once, before any fan-out.
         if let Err(refusal) = self.gate.check_inputs(&job.agent, &job.action, &job.data) {
@@ -163,7 +169,6 @@ impl Dispatcher {
         for target in &missing {
             self.homes.forget(target);
         }
-        metrics::counter!("fedgate_edge_requests_total", "result" => "done").increment(1);
         send(ServerMessage::Done {
             id: id.clone(),
             responses: merged.responses,
@@ -174,6 +179,7 @@ impl Dispatcher {
             requestids: merged.requestids,
             refused: members_refused,
         });
+        "done"
     }
 
     /// Admits each share; the collectives that refused it, with why. Refused everywhere: the

@@ -20,10 +20,15 @@ impl Dispatcher {
     /// certificate, checks the call as signed and its lifetime, and returns the verified caller
     /// and the request as a job. Every refusal is recorded with the caller the request claims
     /// (its replay claim comes later, once it is mapped and authorized).
+    ///
+    /// Refusals before the signature verified are budgeted by `source` (the socket's address):
+    /// beyond `[edge] unverified_budget` in an interval, they are counted in one summary record
+    /// per source instead of one record each ([`crate::audit::flood`]).
     pub async fn verify_signed(
         &self,
         signed: SignedMessage,
         now: Now,
+        source: Option<std::net::IpAddr>,
     ) -> Result<(Principal, Job), Refusal> {
         check_id(&signed.id).map_err(|m| Refusal::framing("invalid", m))?;
         let bytes = match &signed.request {
@@ -40,7 +45,9 @@ impl Dispatcher {
             Err(refusal) => {
                 metrics::counter!("fedgate_edge_signed_refused_total", "reason" => refusal.code.as_str())
                     .increment(1);
-                Err(self.refused(self.claimed(claimed.as_ref()), refusal).await)
+                let mut event = self.claimed(claimed.as_ref());
+                event.source = source.map(|s| s.to_string());
+                Err(self.refused_unverified(event, refusal, source).await)
             }
         }
     }
@@ -113,7 +120,7 @@ impl Dispatcher {
             method: "signed",
             expires: None,
             collectives: None,
-            token_id: None,
+            token: None,
         };
         let job = Job {
             id: signed.id,

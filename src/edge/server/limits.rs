@@ -44,6 +44,13 @@ impl Settings {
 
 /// Password checks (argon2, 19 MiB each) running at once.
 pub(super) const MAX_LOGINS: usize = 4;
+/// Logins one source may have waiting for a password check.
+pub(super) const LOGINS_WAITING_PER_SOURCE: usize = 4;
+/// Logins waiting for a password check, in all.
+pub(super) const LOGINS_WAITING: usize = 256;
+/// How long a login waits for a password check before it is answered 503: long enough for a
+/// few checks on a busy machine, since a source waits only behind its own and a few others'.
+pub(super) const LOGIN_WAIT: Duration = Duration::from_secs(30);
 
 /// How long a socket's writer may wait on a client that does not read before the connection is
 /// dropped.

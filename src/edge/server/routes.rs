@@ -1,16 +1,19 @@
-//! The edge's HTTP routes: `/ws`, `/login`, `/metrics`, `/healthz`, and the page's read-only API
+//! The edge's HTTP routes: `/ws`, `/login`, `/healthz`, and the page's read-only API
 //! (`/api/...`, answered from [`crate::edge::api`]), each needing the socket's credentials.
+//! `/metrics` and `/readyz` are served on the metrics address only ([`crate::metrics`]).
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::json;
 
+use super::logins::{self, Busy, RateRefusal};
 use super::shared::{Peer, Shared, bearer};
 use super::upgrade::upgrade;
 use crate::config::EdgeConfig;
@@ -24,7 +27,6 @@ pub(super) fn router(shared: Arc<Shared>, edge: &EdgeConfig) -> Router {
     let mut router = Router::new()
         .route("/ws", get(upgrade))
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/metrics", get(metrics_page))
         .route("/api/realms", get(realms))
         .route("/api/ddl", get(agents))
         .route("/api/ddl/{agent}", get(ddl))
@@ -33,15 +35,10 @@ pub(super) fn router(shared: Arc<Shared>, edge: &EdgeConfig) -> Router {
         .route("/login", post(login));
     if let Some(root) = &edge.web_root {
         router = router.fallback_service(tower_http::services::ServeDir::new(root));
+    } else if edge.console {
+        router = router.fallback(get(crate::edge::console::serve));
     }
     router.with_state(shared)
-}
-
-async fn metrics_page(State(shared): State<Arc<Shared>>) -> Response {
-    match &shared.metrics {
-        Some(handle) => handle.render().into_response(),
-        None => (StatusCode::NOT_FOUND, "metrics are not enabled\n").into_response(),
-    }
 }
 
 /// The body of `POST /login`.
@@ -52,7 +49,11 @@ struct Login {
 }
 
 /// `POST /login`: a token for a user of the users file.
-async fn login(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) -> Response {
+async fn login(
+    State(shared): State<Arc<Shared>>,
+    Extension(remote): Extension<SocketAddr>,
+    body: axum::body::Bytes,
+) -> Response {
     // The users of the rules in force now (a registry revision may change them).
     let users = shared.dispatch.rules().users.clone();
     let (Some(users), Some(keys)) = (users, &shared.tokens) else {
@@ -79,25 +80,46 @@ async fn login(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) -> Re
             "send {\"user\":...,\"password\":...}",
         );
     };
+    let source = logins::source(remote.ip());
+    // The source's rate first: a flood of made-up user names is stopped before it costs a
+    // rate-limit bucket per name.
+    if let Err(refusal) = shared.login_rate.check(source) {
+        let (status, label, message) = match refusal {
+            RateRefusal::Source => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "source_rate",
+                "too many login attempts from this address",
+            ),
+            RateRefusal::Sources => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "sources",
+                "too many addresses logging in at once",
+            ),
+        };
+        return login_refused(status, label, message);
+    }
     if shared
         .limiter
         .check_key(&format!("login:{}", login.user))
         .is_err()
     {
-        return refuse(
+        return login_refused(
             StatusCode::TOO_MANY_REQUESTS,
-            Reason::RateLimited,
-            "too many login attempts",
+            "user_rate",
+            "too many login attempts for this user",
         );
     }
-    // argon2 is deliberately slow and memory-hungry: keep it off the async workers, and run
-    // only a few at once.
-    let Ok(_permit) = shared.logins.clone().try_acquire_owned() else {
-        return refuse(
-            StatusCode::SERVICE_UNAVAILABLE,
-            Reason::RateLimited,
-            "too many logins in progress",
-        );
+    // argon2 is deliberately slow and memory-hungry: keep it off the async workers, run only
+    // a few at once, and let each source wait only behind its own logins.
+    let _permit = match shared.logins.enter(source).await {
+        Ok(permit) => permit,
+        Err(busy) => {
+            let message = match busy {
+                Busy::SourceQueue => "too many logins from this address in progress",
+                Busy::Queue | Busy::Wait => "too many logins in progress",
+            };
+            return login_refused(StatusCode::SERVICE_UNAVAILABLE, busy.as_str(), message);
+        }
     };
     let name = login.user.clone();
     let checked = tokio::task::spawn_blocking(move || {
@@ -109,6 +131,7 @@ async fn login(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) -> Re
     let collectives = match checked {
         Ok(Ok(collectives)) => collectives,
         _ => {
+            metrics::counter!("fedgate_edge_logins_total", "result" => "refused").increment(1);
             return refuse(
                 StatusCode::UNAUTHORIZED,
                 Reason::Login,
@@ -117,15 +140,25 @@ async fn login(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) -> Re
         }
     };
     let now = SystemTime::now();
-    match keys.issue(&login.user, shared.settings.token_ttl, collectives, now) {
-        Ok(token) => axum::Json(json!({
-            "token": token,
-            "expires": auth::unix(now) + shared.settings.token_ttl.as_secs(),
-            "caller": format!("up={}", login.user),
-        }))
-        .into_response(),
+    match keys.issue_login(&login.user, shared.settings.token_ttl, collectives, now) {
+        Ok(token) => {
+            metrics::counter!("fedgate_edge_logins_total", "result" => "ok").increment(1);
+            axum::Json(json!({
+                "token": token,
+                "expires": auth::unix(now) + shared.settings.token_ttl.as_secs(),
+                "caller": format!("up={}", login.user),
+            }))
+            .into_response()
+        }
         Err(err) => refuse(StatusCode::BAD_REQUEST, Reason::Login, &err.to_string()),
     }
+}
+
+/// A login turned away before its password was checked: `rate_limited`, and counted in
+/// `fedgate_edge_login_refused_total{reason}` under `label`.
+fn login_refused(status: StatusCode, label: &'static str, message: &str) -> Response {
+    metrics::counter!("fedgate_edge_login_refused_total", "reason" => label).increment(1);
+    refuse(status, Reason::RateLimited, message)
 }
 
 /// The caller of an API request: its bearer token or client certificate, which every route
@@ -140,7 +173,7 @@ impl axum::extract::FromRequestParts<Arc<Shared>> for Caller {
         shared: &Arc<Shared>,
     ) -> Result<Caller, Response> {
         let peer = parts.extensions.get::<Peer>().cloned().unwrap_or_default();
-        match shared.principal(bearer(&parts.headers), &peer) {
+        match shared.principal(bearer(&parts.headers), &peer).await {
             Ok(Some(principal)) => Ok(Caller(principal)),
             Err(message) => Err(refuse(StatusCode::UNAUTHORIZED, Reason::Token, &message)),
             Ok(None) => Err(refuse(

@@ -29,6 +29,7 @@ pub(super) async fn session(
     socket: WebSocket,
     principal: Option<Principal>,
     unverified: Option<String>,
+    source: std::net::IpAddr,
 ) {
     let (mut sink, mut stream) = socket.split();
     let principal = match principal {
@@ -64,6 +65,7 @@ pub(super) async fn session(
         shared: &shared,
         principal: principal.map(Arc::new),
         unverified,
+        source,
         out: &out,
     };
     let close = reader.run(&mut stream, &mut requests, finished_rx).await;
@@ -96,6 +98,8 @@ struct Reader<'a> {
     principal: Option<Arc<Principal>>,
     /// The rate-limit key of a signed-only socket (its address).
     unverified: Option<String>,
+    /// The address the socket came from: refusals before verification are budgeted by it.
+    source: std::net::IpAddr,
     out: &'a Outbox,
 }
 
@@ -120,6 +124,8 @@ impl Reader<'_> {
             settings.auth_timeout
         };
         let mut idle_deadline = Instant::now() + first_wait;
+        // A change of the rules in force may revoke this socket's token.
+        let mut rules = self.shared.dispatch.rule_changes();
         loop {
             let expired = async {
                 match expiry {
@@ -151,6 +157,11 @@ impl Reader<'_> {
                 Some(id) = finished_rx.recv() => {
                     requests.in_flight.remove(&id);
                 }
+                Ok(()) = rules.changed() => {
+                    if let Some(close) = self.revoked().await {
+                        return close;
+                    }
+                }
                 message = stream.next() => {
                     let text = match self.frame(message) {
                         Frame::Text(text) => text,
@@ -165,10 +176,25 @@ impl Reader<'_> {
                     while let Ok(id) = finished_rx.try_recv() {
                         requests.in_flight.remove(&id);
                     }
+                    if let Some(close) = self.revoked().await {
+                        return close;
+                    }
                     self.on_text(&text, requests).await;
                 }
             }
         }
+    }
+
+    /// The close of a socket whose token the users file in force now revokes (counted, logged
+    /// and recorded); `None` while it is not revoked.
+    async fn revoked(&self) -> Option<(u16, String)> {
+        let principal = self.principal.as_ref()?;
+        let revocation = self.shared.revocation(principal)?;
+        let message = self
+            .shared
+            .refused_revoked(principal, &revocation, "socket")
+            .await;
+        Some((close::TOKEN_REVOKED, message))
     }
 
     /// What a frame read from the socket means to the session.
@@ -264,7 +290,7 @@ impl Reader<'_> {
                 match self
                     .shared
                     .dispatch
-                    .verify_signed(*signed, Now::system())
+                    .verify_signed(*signed, Now::system(), Some(self.source))
                     .await
                 {
                     Ok((principal, job)) => requests.start(Arc::new(principal), job).await,
@@ -324,7 +350,7 @@ async fn first_message_auth(
         return Err("expected an auth message".into());
     };
     match serde_json::from_str::<ClientMessage>(text.as_str()) {
-        Ok(ClientMessage::Auth { token }) => shared.principal_from_token(&token),
+        Ok(ClientMessage::Auth { token }) => shared.principal_from_token(&token).await,
         _ => Err("the first message must be {\"type\":\"auth\",\"token\":...}".into()),
     }
 }

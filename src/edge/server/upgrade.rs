@@ -76,7 +76,7 @@ pub(super) async fn upgrade(
     if let Some(refusal) = origin_refusal(&shared, origin, credentials, signed_only) {
         return refusal;
     }
-    let principal = match shared.principal(token.as_deref(), &peer) {
+    let principal = match shared.principal(token.as_deref(), &peer).await {
         Ok(principal) => principal,
         Err(message) => return refuse(StatusCode::UNAUTHORIZED, Reason::Token, &message),
     };
@@ -106,7 +106,7 @@ pub(super) async fn upgrade(
                 // A signed-only socket has no identity until a request verifies: its
                 // verification attempts count against its address's rate.
                 let unverified = signed_only.then(|| format!("addr:{}", remote.ip()));
-                session(shared, socket, principal, unverified).await;
+                session(shared, socket, principal, unverified, remote.ip()).await;
                 metrics::gauge!("fedgate_edge_sockets").decrement(1.0);
                 drop(permit);
             })

@@ -1,7 +1,7 @@
 //! What a delivery must agree with before it is admitted: its route, its remaining life, its
 //! reply queue and its filter.
 
-use crate::wire::choria_v1::{FactFilter, FactOperator, Filter};
+use crate::wire::choria_v1::Filter;
 use crate::wire::mcollective::Ruby;
 
 /// Longest TTL a bridged request is re-issued with.
@@ -54,51 +54,10 @@ pub(super) fn reply_queue(reply_to: &str) -> Option<&str> {
     ok.then_some(name)
 }
 
-/// The legacy filter Hash as a Choria filter; compound filters are refused.
+/// The legacy filter Hash as a Choria filter that selects the same nodes
+/// ([`crate::legacy::filter`]).
 pub(super) fn choria_filter(filter: &Ruby) -> Result<Filter, String> {
-    let strings = |key: &str| -> Result<Vec<String>, String> {
-        match filter.get(key) {
-            None | Some(Ruby::Nil) => Ok(Vec::new()),
-            Some(Ruby::Array(items)) => items
-                .iter()
-                .map(|i| {
-                    i.as_str()
-                        .map(str::to_string)
-                        .ok_or_else(|| format!("filter {key} holds a non-string"))
-                })
-                .collect(),
-            Some(_) => Err(format!("filter {key} is not an Array")),
-        }
-    };
-    if !strings("compound").unwrap_or_default().is_empty()
-        || matches!(filter.get("compound"), Some(Ruby::Array(items)) if !items.is_empty())
-    {
-        return Err("compound filters are not supported".into());
-    }
-    let mut fact = Vec::new();
-    if let Some(Ruby::Array(items)) = filter.get("fact") {
-        for item in items {
-            let field = |k: &str| item.get(k).and_then(Ruby::as_str).map(str::to_string);
-            let (Some(name), Some(value)) = (field("fact"), field("value")) else {
-                return Err("a fact filter without fact or value".into());
-            };
-            let operator = field("operator").unwrap_or_else(|| "==".into());
-            let operator = FactOperator::parse(&operator)
-                .ok_or_else(|| format!("fact operator {operator:?}"))?;
-            fact.push(FactFilter {
-                fact: name,
-                operator,
-                value,
-            });
-        }
-    }
-    Ok(Filter {
-        fact,
-        cf_class: strings("cf_class")?,
-        agent: strings("agent")?,
-        identity: strings("identity")?,
-        compound: Vec::new(),
-    })
+    crate::legacy::filter::choria_filter(filter)
 }
 
 #[cfg(test)]
@@ -123,31 +82,5 @@ mod tests {
         assert_eq!(reply_queue(""), None);
         assert_eq!(reply_queue("/exchange/x/y"), None);
         assert_eq!(reply_queue("a b"), None);
-    }
-
-    #[test]
-    fn legacy_filters_become_choria_filters() {
-        let filter = Ruby::Hash(vec![
-            (
-                Ruby::str("fact"),
-                Ruby::Array(vec![Ruby::Hash(vec![
-                    (Ruby::sym("fact"), Ruby::str("country")),
-                    (Ruby::sym("value"), Ruby::str("uk")),
-                    (Ruby::sym("operator"), Ruby::str("==")),
-                ])]),
-            ),
-            (Ruby::str("cf_class"), Ruby::Array(vec![Ruby::str("web")])),
-            (Ruby::str("agent"), Ruby::Array(vec![Ruby::str("rpcutil")])),
-            (Ruby::str("identity"), Ruby::Array(vec![])),
-            (Ruby::str("compound"), Ruby::Array(vec![])),
-        ]);
-        let choria = choria_filter(&filter).unwrap();
-        assert_eq!(choria.fact[0].to_string(), "country==uk");
-        assert_eq!((choria.cf_class.len(), choria.agent.len()), (1, 1));
-        let compound = Ruby::Hash(vec![(
-            Ruby::str("compound"),
-            Ruby::Array(vec![Ruby::Array(vec![])]),
-        )]);
-        assert!(choria_filter(&compound).is_err());
     }
 }

@@ -11,12 +11,17 @@ use super::checks::{self, Route};
 use super::replies::{Answer, refusal_body};
 use super::{RETRY_PAUSE, Shared, Target};
 use crate::audit::Event;
+use crate::gateway::replay::BodyCopy;
 use crate::gateway::{Ask, Claim, Cleared, Code, Mode, Refusal as AdmissionRefusal, Stage, admit};
 use crate::rules::Rules;
-use crate::security::legacy::{LegacyCall, LegacyRefusal, VerifiedLegacyRequest};
+use crate::security::legacy::{LegacyCall, LegacyRefusal, VerifiedLegacyRequest, is_request_id};
 use crate::security::{CallerId, Now};
 use crate::wire::choria_v1::Filter;
 use crate::wire::mcollective::envelope::LegacyRequest;
+
+/// Seconds past its TTL an expired request's caller is still told: mco's `expiration` keeps a
+/// request in the queue for its TTL plus 10 s, and the broker drops it after that.
+const EXPIRY_GRACE: i64 = 10;
 
 /// Why a request was refused, and the record to write.
 pub(super) type Refusal = (AdmissionRefusal, Event);
@@ -80,6 +85,12 @@ pub(super) struct Inbound {
     /// Who signed it, as the replay guard keys it: this legacy realm and the key's name (the
     /// ssl plugin signs the body only, so two callers may sign identical bodies).
     pub(super) signed_by: String,
+    /// What identifies the signed request: the signed body (with the envelope's TTL and time
+    /// for a bare pre-2.0 body, which holds neither).
+    pub(super) signed: Vec<u8>,
+    /// What a replay repeats: [`Inbound::signed`] and the request id it came under. The body
+    /// under another id is a copy, counted apart ([`BodyCopy`]).
+    pub(super) exact: Vec<u8>,
     pub(super) event: Event,
 }
 
@@ -91,6 +102,15 @@ impl Shared {
     }
 
     async fn handle_one(&self, delivery: Delivery) {
+        let started = std::time::Instant::now();
+        let timed = |result: &'static str| {
+            metrics::histogram!(
+                "fedgate_legacy_request_duration_seconds",
+                "legacy" => self.name.clone(),
+                "result" => result
+            )
+            .record(started.elapsed().as_secs_f64());
+        };
         let reply_to = delivery
             .properties
             .reply_to()
@@ -126,8 +146,9 @@ impl Shared {
             ))),
         };
         match result {
-            Ok(Handled::Forwarded) => {}
+            Ok(Handled::Forwarded) => timed("forwarded"),
             Ok(Handled::Retry(code, reason)) => {
+                timed("requeued");
                 metrics::counter!("fedgate_legacy_requeued_total", "legacy" => self.name.clone(), "reason" => code)
                     .increment(1);
                 tracing::warn!(legacy = %self.name, code, %reason, "request put back on the queue");
@@ -138,17 +159,25 @@ impl Shared {
                 };
                 let _ = delivery.nack(requeue).await;
             }
-            Err(refused) => self.refuse(refused, &delivery).await,
+            Err(refused) => {
+                self.refuse(refused, &delivery).await;
+                timed("refused");
+            }
         }
     }
 
     /// Records and acknowledges a refused delivery, and tells the caller when it may be told.
     async fn refuse(&self, refused: Refused, delivery: &Delivery) {
-        let Refused { refusal, answer } = refused;
+        let Refused {
+            refusal,
+            mut answer,
+        } = refused;
         let (refusal, event) = *refusal;
         // A delivery the broker hands out again after fedgate forwarded it but before its
-        // acknowledgement reached the broker: dropped, never forwarded twice.
+        // acknowledgement reached the broker: dropped, never forwarded twice, and its caller,
+        // who is being served, is not told otherwise.
         let refusal = if refusal.code == Code::Replay && delivery.redelivered {
+            answer = None;
             AdmissionRefusal::new(
                 Stage::Replay,
                 Code::Framing("duplicate_delivery"),
@@ -216,10 +245,27 @@ impl Shared {
             return Err((refusal, event).into());
         };
         let now = Now::system().unix_seconds();
+        // Whom to tell should the request be refused once its signature verified (a discovery
+        // ping's answer can only be "pong", and an id fedgate does not take is not sent back).
+        let told =
+            (request.agent != "discovery" && is_request_id(&request.requestid)).then(|| Answer {
+                reply_to: reply_to.clone(),
+                requestid: request.requestid.clone(),
+                agent: request.agent.clone(),
+                sender: route.node().unwrap_or(&self.sender).to_string(),
+            });
         let verified = self
             .verifier
             .verify_request(serializer, request, now)
-            .map_err(|e| refused_unverified(&e, event.clone()))?;
+            .map_err(|e| {
+                let mut refused = refused_unverified(&e, event.clone());
+                // Told once its signature verified, unless it expired so long ago that mco's
+                // expiration would have dropped it from the queue (nobody waits for it).
+                if e.after_signature() && !expired_long_ago(&e) {
+                    refused.answer = told;
+                }
+                refused
+            })?;
         let (agent, action, data, replies_wanted) = call_parts(&verified.call);
         // From here the caller is known: a refusal is told, unless no reply is wanted (or the
         // request is a discovery ping, whose answer can only be "pong").
@@ -239,6 +285,13 @@ impl Shared {
             refuse(refusal, event.clone())
         })?;
         crate::gateway::note_request(&verified.request.requestid, caller.as_str());
+        // On the record under the id it goes into Choria with, and the caller's beside it when
+        // that differs.
+        let wire_id = crate::legacy::choria_request_id(&verified.request.requestid);
+        if wire_id != verified.request.requestid {
+            event.legacy_request_id = Some(verified.request.requestid.clone());
+        }
+        event.request_id = Some(wire_id);
         event.caller = Some(caller.as_str().to_string());
         event.claimed_caller = None;
         event.agent = Some(agent.clone());
@@ -266,8 +319,23 @@ impl Shared {
         if self.gate.auditor.records_values(&agent, &action) {
             event.data = Some(data.clone());
         }
+        let mut signed = verified.request.body.clone();
+        if verified.bare {
+            // Its TTL and time are unsigned: each pair is another request as far as the guard
+            // can tell, which is all mcollectived asks of it.
+            metrics::counter!("fedgate_legacy_bare_bodies_total", "legacy" => self.name.clone())
+                .increment(1);
+            signed.extend_from_slice(
+                format!("\0{}\0{}", verified.body.ttl, verified.body.msgtime).as_bytes(),
+            );
+        }
+        let mut exact = signed.clone();
+        exact.push(0);
+        exact.extend_from_slice(verified.request.requestid.as_bytes());
         Ok(Inbound {
             signed_by: format!("{}/{}", self.name, verified.cert_name),
+            signed,
+            exact,
             verified,
             caller,
             agent,
@@ -299,10 +367,9 @@ impl Shared {
                 return Ok(Handled::Retry("audit_failed", err));
             }
             Err(NotAdmitted::Refused(refusal)) => {
-                // A replay's reply queue is the replayer's choice: it is not told.
-                let tell = inbound.replies_wanted
-                    && inbound.agent != "discovery"
-                    && refusal.0.stage != Stage::Replay;
+                // Every refused caller whose signature verified is told, a replay too (its
+                // reply queue may be the replayer's, who learns only that it was refused).
+                let tell = inbound.replies_wanted && inbound.agent != "discovery";
                 return Err(Refused {
                     refusal,
                     answer: tell.then_some(inbound.answer),
@@ -380,16 +447,43 @@ impl Shared {
             filter: &inbound.filter,
         };
         // Discovery is decided by policy like any other agent, as on every ingress.
-        let admitted = admit(&self.gate, rules, &ask, inbound.event.clone())
+        let mut admitted = admit(&self.gate, rules, &ask, inbound.event.clone())
             .map_err(|not| NotAdmitted::Refused(Box::new((not.refusal, not.event))))?;
-        // Once mapped and allowed, the signed body is claimed for this collective (per node for
-        // a directed copy), on every instance that shares the guard.
+        // Once mapped and allowed, the signed body under its request id is claimed for this
+        // collective (per node for a directed copy), on every instance that shares the guard.
         let nodes = inbound.nodes();
         let claim = self.claim(inbound, &target.collective, &nodes);
         let now = Now::system().unix_seconds();
         if let Err(err) = self.gate.replay.claim(&claim, inbound.until, now).await {
             let refused = (AdmissionRefusal::from(err), admitted.event().clone());
             return Err(NotAdmitted::Refused(Box::new(refused)));
+        }
+        // The same body under other request ids: served as mcollectived serves it, a bounded
+        // number of times within its TTL, each copy counted and on the record.
+        let copy = BodyCopy {
+            realm: &inbound.signed_by,
+            signed: &inbound.signed,
+            collective: &target.collective,
+            request_id: &inbound.verified.request.requestid,
+        };
+        let limit = self.bridge.max_copies;
+        match self
+            .gate
+            .replay
+            .copy(&copy, limit, inbound.until, now)
+            .await
+        {
+            Ok(0) => {}
+            Ok(place) => {
+                metrics::counter!("fedgate_legacy_duplicates_total", "legacy" => self.name.clone())
+                    .increment(1);
+                admitted.mark_duplicate(place as u64);
+            }
+            Err(err) => {
+                self.gate.replay.release(&claim).await;
+                let refused = (AdmissionRefusal::from(err), admitted.event().clone());
+                return Err(NotAdmitted::Refused(Box::new(refused)));
+            }
         }
         let recorded = match self.gate.record_admitted(admitted).await {
             Ok(recorded) => recorded,
@@ -417,7 +511,7 @@ impl Shared {
     ) -> Claim<'a> {
         Claim {
             realm: &inbound.signed_by,
-            signed: &inbound.verified.request.body,
+            signed: &inbound.exact,
             collective,
             mode: if nodes.is_empty() {
                 Mode::Broadcast
@@ -435,7 +529,14 @@ impl Inbound {
     }
 }
 
-/// A verification failure: recorded, never told (the sender is not known to be the signer).
+/// A request refused as older than its TTL by more than [`EXPIRY_GRACE`]: past the expiration
+/// mco gives it in the queue, so no caller waits for an answer.
+fn expired_long_ago(err: &LegacyRefusal) -> bool {
+    matches!(err, LegacyRefusal::Expired { age, ttl, .. } if *age > ttl.saturating_add(EXPIRY_GRACE))
+}
+
+/// A verification failure: recorded; told to the caller only once the signature verified (before
+/// that, the sender is not known to be the signer).
 fn refused_unverified(err: &LegacyRefusal, event: Event) -> Refused {
     let refusal = match err {
         LegacyRefusal::OwnRequest(_) => {

@@ -92,7 +92,7 @@ fn scopes_override_and_unconfigured_decides_when_no_file_applies() {
 
     std::fs::write(
         dir.path().join("london/bad.policy"),
-        "policy default deny\nallow *\n",
+        "policy default deny\ndeny *\n",
     )
     .unwrap();
     let err = PolicySet::load(dir.path(), Effect::Deny).unwrap_err();
@@ -117,7 +117,7 @@ fn a_broken_reload_keeps_the_last_good_set() {
     let before = store.current();
     assert!(authorize(&before, &query, Vantage::Gateway).allowed());
 
-    std::fs::write(&path, "policy default deny\nallow\tbroken\n").unwrap();
+    std::fs::write(&path, "policy default deny\ndeny\tbroken\n").unwrap();
     let err = store.reload().unwrap_err();
     assert!(err.to_string().starts_with("rpcutil.policy:2:"), "{err}");
     assert!(store.last_error().is_some());

@@ -9,10 +9,13 @@ use async_nats::jetstream::kv;
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use super::{apply_offer, membership_changes, offered_revision, publish_metrics, same_membership};
+use super::{
+    apply_offer, membership_changes, offered_revision, publish_metrics, refusal, same_membership,
+};
 use crate::config::{Config, RegistryConfig};
 use crate::registry::cache::Cache;
-use crate::registry::store::{Manifest, Refusal, Registry, Status, parse_manifest};
+use crate::registry::sign::Authors;
+use crate::registry::store::{Manifest, Registry, Status, parse_manifest};
 use crate::registry::{RegistryError, Validated, unix_now};
 use crate::rules::RuleStore;
 
@@ -21,6 +24,8 @@ pub(super) struct Context {
     pub(super) base: Config,
     pub(super) path: PathBuf,
     pub(super) instance: String,
+    /// The authors whose revisions it applies.
+    pub(super) authors: Authors,
     pub(super) cache: Cache,
     pub(super) store: Arc<RuleStore>,
     /// The membership last handed to the process (at first, the one it started with), to tell
@@ -29,6 +34,8 @@ pub(super) struct Context {
     /// Configs of revisions that change membership, for the process to serve.
     pub(super) membership: tokio::sync::watch::Sender<Option<Arc<Config>>>,
     pub(super) status: Arc<Mutex<Status>>,
+    /// `/readyz`'s view: not ready until connected (the connection's own status after that).
+    pub(super) ready: Arc<crate::health::Status>,
 }
 
 /// Follows the registry until `stop`: connects first, unless `registry` already is.
@@ -41,11 +48,16 @@ pub(super) async fn follow(
     let heartbeat = Duration::from_secs(settings.heartbeat_s.max(1));
     let connected = match registry {
         Some(connected) => connected,
-        None => match ctx.connect(&settings, heartbeat, &stop).await {
-            Some(connected) => connected,
-            None => return,
-        },
+        None => {
+            ctx.ready
+                .not_ready("unreachable; serving the cached revision");
+            match ctx.connect(&settings, heartbeat, &stop).await {
+                Some(connected) => connected,
+                None => return,
+            }
+        }
     };
+    ctx.ready.ready();
     ctx.follow_head(&connected, heartbeat, &stop).await;
 }
 
@@ -162,24 +174,32 @@ impl Context {
         publish_metrics(&status);
     }
 
-    /// Applies an offered head unless it is the running revision or one already refused.
+    /// Applies an offered head unless it is the running revision or one already refused. A
+    /// head no trusted author signed is refused whatever revision it claims.
     async fn offer(&self, registry: &Registry, offered: Result<Manifest, RegistryError>) {
         let (current, refused) = {
             let status = self.lock();
             (status.revision, status.refused.as_ref().map(|r| r.revision))
         };
         let number = offered_revision(&offered);
-        if number == current || refused == Some(number) {
+        if refused == Some(number) {
             return;
         }
-        // Revisions only grow (a rollback is a new revision): an older head is a stale read.
-        if number != 0 && number < current {
-            tracing::debug!(
-                revision = number,
-                current,
-                "ignoring an older registry head"
-            );
-            return;
+        let offered = offered.and_then(|m| Ok(self.authors.verify(m)?));
+        match &offered {
+            Err(RegistryError::Signature(_)) => {}
+            _ if number == current => return,
+            // Revisions only grow (a rollback is a new revision): an older head is a stale
+            // read.
+            _ if number != 0 && number < current => {
+                tracing::debug!(
+                    revision = number,
+                    current,
+                    "ignoring an older registry head"
+                );
+                return;
+            }
+            _ => {}
         }
         match apply_offer(registry, &self.cache, &self.base, &self.path, offered).await {
             Ok((manifest, validated)) => self.install(&manifest, validated),
@@ -212,7 +232,7 @@ impl Context {
             revision = manifest.revision,
             author = %manifest.author,
             message = %manifest.message,
-            "registry revision applied"
+            "registry revision applied, signed by a trusted author"
         );
         if !changed.is_empty() {
             tracing::info!(federations = %changed.join(", "), "the revision changes membership");
@@ -245,15 +265,12 @@ impl Context {
     /// Refuses revision `number`, keeping `current`: said in the log, the metrics, the rule
     /// store and the status.
     fn refuse(&self, number: u64, current: u64, e: &RegistryError) {
-        tracing::error!(revision = number, error = %e, "refusing registry revision; keeping revision {current}");
+        tracing::error!(revision = number, code = e.code(), error = %e, "refusing registry revision; keeping revision {current}");
         metrics::counter!("fedgate_registry_applied_total", "result" => "refused").increment(1);
         self.store
             .refused(format!("registry revision {number}: {e}"));
         let mut status = self.lock();
-        status.refused = Some(Refusal {
-            revision: number,
-            reason: e.to_string(),
-        });
+        status.refused = Some(refusal(number, e));
         publish_metrics(&status);
     }
 }

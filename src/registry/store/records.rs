@@ -7,9 +7,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::registry::RegistryError;
 use crate::registry::set::{Set, digest};
+use crate::registry::sign::Signature;
 
-/// The manifest schema this fedgate writes and understands.
-pub const SCHEMA: u32 = 1;
+/// The manifest schema this fedgate writes: signed manifests.
+pub const SCHEMA: u32 = 2;
+/// The schema of manifests from before revisions were signed: read (for history), never
+/// applied.
+pub const UNSIGNED_SCHEMA: u32 = 1;
 /// Largest manifest, bytes.
 pub(super) const MAX_MANIFEST_BYTES: usize = 1024 * 1024;
 
@@ -25,13 +29,17 @@ pub struct Manifest {
     pub parent: u64,
     /// Unix seconds.
     pub created: u64,
-    /// Who pushed it: `user@host`.
+    /// The author whose key signed it, by the name instances trust it under
+    /// (`[registry] authors`); `user@host` in unsigned manifests of schema 1.
     pub author: String,
     /// Why.
     #[serde(default)]
     pub message: String,
     /// Each document by path.
     pub documents: BTreeMap<String, Document>,
+    /// The author's signature over everything above ([`crate::registry::sign`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<Signature>,
 }
 
 impl Manifest {
@@ -90,7 +98,12 @@ pub struct Status {
 pub struct Refusal {
     /// The revision.
     pub revision: u64,
-    /// Why.
+    /// Why, as a stable code: `unsigned`, `unknown_author`, `bad_signature`, `schema`,
+    /// `older` (at start-up, older than the cached revision), `manifest` (a document missing
+    /// or changed) or `invalid` (the set does not validate).
+    #[serde(default)]
+    pub code: String,
+    /// Why, in words.
     pub reason: String,
 }
 
@@ -109,7 +122,7 @@ pub fn parse_manifest(bytes: &[u8]) -> Result<Manifest, RegistryError> {
     }
     let probe: Probe = serde_json::from_slice(bytes)
         .map_err(|e| RegistryError::Manifest(format!("not a manifest: {e}")))?;
-    if probe.schema != SCHEMA {
+    if probe.schema != SCHEMA && probe.schema != UNSIGNED_SCHEMA {
         return Err(RegistryError::Schema {
             revision: probe.revision,
             schema: probe.schema,

@@ -79,7 +79,7 @@ fn no_rule_deny_rule_and_other_realms_deny() {
     assert_eq!((d.reason(), d.rule()), ("unmapped", None));
     let d = denial(map("prod", "choria=eve.contractor.mcollective", "london"));
     assert_eq!(d.reason(), "identity_denied");
-    assert_eq!(d.rule().unwrap().to_string(), "identity.toml rule 3");
+    assert_eq!(d.rule().unwrap().to_string(), "identity.toml#3");
     // The same caller from another realm, or to a collective no rule names, is denied.
     let d = denial(map("london", "choria=alice.mcollective", "tokyo"));
     assert_eq!(d.reason(), "unmapped");

@@ -15,7 +15,7 @@ pub struct LegacyRequest {
     pub body: Vec<u8>,
     /// The sender's identity (unsigned).
     pub senderid: String,
-    /// 32 hex characters (unsigned).
+    /// Unsigned: `mco` sends 32 lowercase hex characters, other clients 40 or a UUID.
     pub requestid: String,
     /// The discovery filter (unsigned): String keys `fact`, `cf_class`, `agent`, `identity`,
     /// `compound`.
@@ -43,6 +43,16 @@ pub struct SignedBody {
     pub ttl: i64,
     /// Signed creation time.
     pub msgtime: i64,
+}
+
+/// A request's body as signed.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Body {
+    /// The 2.0 wrapper: the message with its TTL and time, all signed.
+    Wrapped(SignedBody),
+    /// A pre-2.0 message alone (a String such as discovery's `"ping"`): its TTL and time are
+    /// the envelope's, which anyone may change.
+    Bare(Ruby),
 }
 
 /// A legacy reply envelope.
@@ -152,17 +162,38 @@ impl LegacyRequest {
 
     /// The signed body, decoded.
     pub fn signed_body(&self, serializer: Serializer) -> Result<SignedBody, LegacyError> {
+        match self.body(serializer)? {
+            Body::Wrapped(body) => Ok(body),
+            Body::Bare(_) => Err(envelope(
+                "request body",
+                ":ssl_msg is missing (a pre-2.0 unwrapped body)",
+            )),
+        }
+    }
+
+    /// The signed body as the ssl plugin reads it: a Hash is the 2.0 wrapper, which must hold
+    /// `:ssl_msg`, `:ssl_ttl` and `:ssl_msgtime`; anything else is a bare pre-2.0 message whose
+    /// TTL and time are the envelope's, unsigned.
+    pub fn body(&self, serializer: Serializer) -> Result<Body, LegacyError> {
         const WHAT: &str = "request body";
         let inner = serializer.decode(&self.body)?;
+        if !matches!(inner, Ruby::Hash(_)) {
+            return Ok(Body::Bare(inner));
+        }
         let msg = inner
             .get("ssl_msg")
             .cloned()
-            .ok_or_else(|| envelope(WHAT, ":ssl_msg is missing (a pre-2.0 unwrapped body)"))?;
-        Ok(SignedBody {
+            .ok_or_else(|| {
+                envelope(
+                    WHAT,
+                    ":ssl_msg is missing: a pre-2.0 SimpleRPC body has no signed TTL, and mcollectived refuses it too (\"does not have a secure TTL\")",
+                )
+            })?;
+        Ok(Body::Wrapped(SignedBody {
             msg,
             ttl: int(&inner, WHAT, "ssl_ttl")?,
             msgtime: int(&inner, WHAT, "ssl_msgtime")?,
-        })
+        }))
     }
 
     /// Writes the envelope in the plugin's key order.
