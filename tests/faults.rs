@@ -28,13 +28,7 @@ const NODES: usize = 30;
 /// How long each call under load collects replies.
 const CALL_TIMEOUT: Duration = Duration::from_secs(3);
 
-const RULES: &str = r#"
-[[rule]]
-from = "prod"
-to = ["london"]
-glob = "choria=*.mcollective"
-as = "$0"
-"#;
+const RULES: &str = support::PROD_CALLERS_TO_LONDON;
 
 struct Topology {
     prod: Network,

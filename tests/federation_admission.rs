@@ -16,13 +16,7 @@ use support::{BrokerProcess, Network, audit_records, gate_block, network_block, 
 
 const NODES: usize = 12;
 
-const RULES: &str = r#"
-[[rule]]
-from = "prod"
-to = ["london"]
-glob = "choria=*.mcollective"
-as = "$0"
-"#;
+const RULES: &str = support::PROD_CALLERS_TO_LONDON;
 
 const RPCUTIL: &str = "policy default deny\nallow\tchoria=alice.mcollective\tping\t*\t*\n";
 const SERVICE: &str = "policy default allow\n";

@@ -17,13 +17,7 @@ use support::{
 
 const NODES: usize = 40;
 
-const RULES: &str = r#"
-[[rule]]
-from = "prod"
-to = ["london"]
-glob = "choria=*.mcollective"
-as = "$0"
-"#;
+const RULES: &str = support::PROD_CALLERS_TO_LONDON;
 
 /// alice may ping everywhere, bob only on nodes with country=uk; nobody else may do anything,
 /// and `rpcutil.inventory` is denied to alice by an explicit rule.

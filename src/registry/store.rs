@@ -48,6 +48,8 @@ const STATUS_AGE: Duration = Duration::from_secs(24 * 3600);
 const MAX_BUCKET_BYTES: i64 = 1 << 30;
 /// The bucket parts holding documents.
 const PARTS: [&str; 4] = ["policies", "identity", "users", "config"];
+/// Most instances `registry status` lists.
+const MAX_INSTANCES: usize = 10_000;
 
 /// An instance's key in the status bucket: its name with anything a key cannot hold as `_`.
 fn status_key(instance: &str) -> String {
@@ -441,37 +443,35 @@ impl Registry {
     /// so a key listing can miss a key whose value is replaced while it runs. A watch from the
     /// last value of each key, read until it has caught up, sees every key's latest report.
     pub async fn statuses(&self) -> Result<Vec<Status>, RegistryError> {
+        use futures::TryStreamExt;
         let unreachable = |e: &dyn std::fmt::Display| RegistryError::Unreachable(e.to_string());
-        let stored = self.instances.status().await.map_err(|e| unreachable(&e))?;
-        if stored.values() == 0 {
-            return Ok(Vec::new());
-        }
-        let mut watch = self
-            .instances
-            .watch_with_history(">")
+        // Keys from the stream's subject list, values by direct get: no consumer is made, so
+        // this answers while a cluster node is lost (a consumer placed on it would not).
+        let stream = self.instances.stream.clone();
+        let filter = format!("{}>", self.instances.prefix);
+        let mut subjects = stream
+            .info_with_subjects(&filter)
             .await
             .map_err(|e| unreachable(&e))?;
-        let mut latest = BTreeMap::new();
-        let caught_up = tokio::time::timeout(Duration::from_secs(5), async {
-            while let Some(entry) = watch.next().await {
-                let entry = entry.map_err(|e| unreachable(&e))?;
-                if entry.operation == Operation::Put
-                    && let Ok(status) = serde_json::from_slice::<Status>(&entry.value)
-                {
-                    latest.insert(entry.key.clone(), status);
-                } else {
-                    latest.remove(&entry.key);
-                }
-                if entry.delta == 0 {
-                    break;
-                }
+        let mut keys = Vec::new();
+        while let Some((subject, _)) = subjects.try_next().await.map_err(|e| unreachable(&e))? {
+            if let Some(key) = subject.strip_prefix(self.instances.prefix.as_str()) {
+                keys.push(key.to_string());
             }
-            Ok::<(), RegistryError>(())
-        })
-        .await;
-        match caught_up {
-            Ok(result) => result?,
-            Err(_) => return Err(unreachable(&"status reports: no answer in 5 s")),
+            if keys.len() >= MAX_INSTANCES {
+                break;
+            }
+        }
+        let mut latest = BTreeMap::new();
+        for key in keys {
+            let value = self
+                .instances
+                .get(&key)
+                .await
+                .map_err(|e| unreachable(&e))?;
+            if let Some(status) = value.and_then(|v| serde_json::from_slice::<Status>(&v).ok()) {
+                latest.insert(key, status);
+            }
         }
         Ok(latest.into_values().collect())
     }

@@ -270,6 +270,15 @@ pub fn gate_block(dir: &Path, policies: &[(&str, &str)], audit_extra: &str) -> S
     )
 }
 
+/// The identity rule that takes prod's Choria callers into london under the same name.
+pub const PROD_CALLERS_TO_LONDON: &str = r#"
+[[rule]]
+from = "prod"
+to = ["london"]
+glob = "choria=*.mcollective"
+as = "$0"
+"#;
+
 /// The identity rule that maps an edge token user `up=NAME` to `choria=NAME.mcollective` in
 /// london.
 pub const EDGE_USERS_TO_LONDON: &str = r#"

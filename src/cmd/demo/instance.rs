@@ -58,7 +58,15 @@ impl Instance {
         })
         .await;
         let Ok(Some(ws_url)) = ready else {
-            bail!("fedgate {name} did not start; see {}", log_path.display());
+            drop(log);
+            let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(8).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            bail!(
+                "fedgate {name} did not start; see {}; its last lines:\n{}",
+                log_path.display(),
+                tail.join("\n")
+            );
         };
         // Keep draining its log, so it never blocks on a full pipe.
         tokio::spawn(async move {
