@@ -17,7 +17,7 @@ use fedgate::subjects;
 use futures::StreamExt;
 use serde_json::Value;
 use support::federated::{Signed, publish, read_reply, reply_subject, rpc, send, sign};
-use support::{BrokerProcess, Network, fedgate_bin, network_block, realm, user};
+use support::{BrokerProcess, Network, collective_block, fedgate_bin, network_block, user};
 
 /// The per-role permissions every node runs with, as an operator would include them.
 const PERMISSIONS: &str = include_str!("../dist/nats/fedgate-permissions.conf");
@@ -218,7 +218,6 @@ impl Site {
     /// Instance `name`'s config, its JetStream state kept with `replicas` replicas.
     fn config(&self, name: &str, replicas: usize) -> PathBuf {
         let gateway = self.state("fedgate-gateway", &self.cluster.passwords.gateway);
-        let privileged = realm("london").privileged.as_ref().unwrap();
         let audit = self.dir.path().join(format!("audit-{name}"));
         std::fs::create_dir_all(&audit).unwrap();
         let text = format!(
@@ -233,14 +232,7 @@ impl Site {
             self.author_key.with_extension("pub"),
             audit.join("audit.log"),
             network_block("federations.prod", &self.prod, ""),
-            network_block(
-                "federations.prod.collectives.london",
-                &self.london,
-                &format!(
-                    "signer = {{ certificate = {:?}, key = {:?} }}",
-                    privileged.cert, privileged.key
-                ),
-            ),
+            collective_block("federations.prod.collectives.london", &self.london),
         );
         let path = self.dir.path().join(format!("{name}.toml"));
         std::fs::write(&path, text).unwrap();
