@@ -102,10 +102,8 @@ impl Site {
         self.dir.path().join("audit/audit.log")
     }
 
-    /// Starts `fedgate run` and has it refuse `count` requests (policy denies the echo agent),
-    /// each one decision record.
-    async fn decide(&self, count: usize) {
-        let mut run = BrokerProcess::spawn(&self.config, "checkpoints").await;
+    /// A socket to `run`'s edge as alice, past its welcome.
+    async fn socket(&self, run: &BrokerProcess) -> support::edge::Socket {
         let token = TokenKeys::load(&self.token_key)
             .unwrap()
             .issue(
@@ -119,6 +117,14 @@ impl Site {
         let url = url.replace("127.0.0.1", "localhost");
         let mut socket = open(&url, Some(&token), None, None).await.unwrap();
         assert_eq!(next_json(&mut socket).await["type"], "welcome");
+        socket
+    }
+
+    /// Starts `fedgate run` and has it refuse `count` requests (policy denies the echo agent),
+    /// each one decision record.
+    async fn decide(&self, count: usize) {
+        let mut run = BrokerProcess::spawn(&self.config, "checkpoints").await;
+        let mut socket = self.socket(&run).await;
         for n in 0..count {
             let (_, end) = rpc(
                 &mut socket,
@@ -304,18 +310,7 @@ async fn the_records_after_the_last_checkpoint_are_reported_as_an_unanchored_tai
 async fn the_trail_warns_before_its_budget_and_refuses_at_it() {
     let site = Site::with("rotate_bytes = 65536\nbudget_bytes = 262144\n");
     let mut run = BrokerProcess::spawn(&site.config, "budget").await;
-    let token = TokenKeys::load(&site.token_key)
-        .unwrap()
-        .issue(
-            "alice",
-            Duration::from_secs(300),
-            None,
-            std::time::SystemTime::now(),
-        )
-        .unwrap();
-    let url = run.edge.clone().unwrap().replace("127.0.0.1", "localhost");
-    let mut socket = open(&url, Some(&token), None, None).await.unwrap();
-    assert_eq!(next_json(&mut socket).await["type"], "welcome");
+    let mut socket = site.socket(&run).await;
     // Refusals fill the trail up to its budget (each is still refused when it cannot be
     // recorded)...
     let audit = site.audit();
@@ -406,18 +401,7 @@ async fn the_trail_warns_before_its_budget_and_refuses_at_it() {
 async fn records_and_answers_carry_no_server_paths() {
     let site = Site::new();
     let mut run = BrokerProcess::spawn(&site.config, "paths").await;
-    let token = TokenKeys::load(&site.token_key)
-        .unwrap()
-        .issue(
-            "alice",
-            Duration::from_secs(300),
-            None,
-            std::time::SystemTime::now(),
-        )
-        .unwrap();
-    let url = run.edge.clone().unwrap().replace("127.0.0.1", "localhost");
-    let mut socket = open(&url, Some(&token), None, None).await.unwrap();
-    assert_eq!(next_json(&mut socket).await["type"], "welcome");
+    let mut socket = site.socket(&run).await;
     let mut answers = Vec::new();
     for (id, agent, action) in [("p1", "rpcutil", "ping"), ("e1", "echo", "say")] {
         let (replies, end) = rpc(
