@@ -168,18 +168,12 @@ impl RuleStore {
         match PolicySet::load(dir, self.unconfigured) {
             Ok(set) => {
                 let set = Arc::new(set);
-                self.current.rcu(|rules| Rules {
+                self.swap_in(|rules| Rules {
                     policy: set.clone(),
                     identity: rules.identity.clone(),
                     users: rules.users.clone(),
                     revision: rules.revision,
                 });
-                *self
-                    .last_error
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
-                self.publish_metrics(true);
-                self.changed();
                 tracing::info!(dir = %dir.display(), "policy reloaded");
                 Ok(())
             }
@@ -191,6 +185,18 @@ impl RuleStore {
         }
     }
 
+    /// Swaps in the rules `replace` makes of the current ones, clears the last reload error,
+    /// and reports the change.
+    fn swap_in(&self, replace: impl Fn(&Rules) -> Rules) {
+        self.current.rcu(|rules| replace(rules));
+        *self
+            .last_error
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+        self.publish_metrics(true);
+        self.changed();
+    }
+
     /// Loads the users file again; on success swaps it in (its revocations apply at once), on
     /// failure keeps the last good one.
     pub fn reload_users(&self) -> Result<(), String> {
@@ -200,18 +206,12 @@ impl RuleStore {
         match Users::load(path) {
             Ok(users) => {
                 let users = Arc::new(users);
-                self.current.rcu(|rules| Rules {
+                self.swap_in(|rules| Rules {
                     policy: rules.policy.clone(),
                     identity: rules.identity.clone(),
                     users: Some(users.clone()),
                     revision: rules.revision,
                 });
-                *self
-                    .last_error
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
-                self.publish_metrics(true);
-                self.changed();
                 tracing::info!(file = %path.display(), "users file reloaded");
                 Ok(())
             }
