@@ -16,7 +16,7 @@ pub mod site;
 mod link;
 pub use filter::legacy_filter;
 pub use link::{LegacyCallError, LegacyLink, MAX_PENDING};
-pub(crate) use link::{consume_unacked, declare_private_queue};
+pub use link::{consume_unacked, declare_private_queue};
 
 use std::time::Duration;
 

@@ -22,12 +22,11 @@
 //! - [`security`]: PEM loading, chain verification, caller rules, signing; the legacy `ssl`
 //!   plugin's signatures.
 //! - [`filter`]: node-side filter matching with go-choria's semantics.
-//! - [`fleet`]: simulated Choria nodes that check requests as a Choria server does.
 //! - [`ddl`]: Choria JSON agent DDLs, and the check of a call's inputs against them.
 //! - [`client`]: a direct RPC client, like `choria req`; it publishes an admitted request only
 //!   as its [`gateway::Cleared`] value.
 //! - [`inspect`]: decode and verify one message of any layer.
-//! - [`subjects`], [`nats`], [`natsd`]: NATS subjects, connections and server processes.
+//! - [`subjects`], [`nats`]: NATS subjects and connections.
 //! - [`gateway`]: the one admission path every ingress feeds: checks, map, authorize, replay,
 //!   record, the one refusal type, and the gate that holds the rules, the audit trail and the
 //!   replay guard.
@@ -44,21 +43,22 @@
 //! - [`users`]: the users file behind the edge's password login, read into the [`rules`].
 //! - [`edge`]: the WebSocket edge: tokens, the protocol, one request's dispatch, and the
 //!   listener (`edge::server`) with its routes, sessions, outboxes and limits.
-//! - [`bench`]: the side-by-side benchmarks behind `fedgate bench`.
+//! - [`cli`]: what the command lines share: the version, logging set-up, signals.
+//!
+//! The development tooling (the demo, the simulated fleet, benchmarks, the development PKI,
+//! nats-server processes, fuzz bodies) is the crate `fedgate-dev` in `dev/`, which depends on
+//! this one; nothing here depends on it.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod audit;
-pub mod bench;
+pub mod cli;
 pub mod client;
 pub mod config;
 pub mod ddl;
 pub mod edge;
 pub mod federation;
 pub mod filter;
-pub mod fleet;
-#[doc(hidden)]
-pub mod fuzzing;
 pub mod gateway;
 mod gostd;
 pub mod health;
@@ -66,7 +66,6 @@ pub mod inspect;
 pub mod legacy;
 pub mod metrics;
 pub mod nats;
-pub mod natsd;
 pub mod policy;
 pub mod registry;
 pub mod rules;

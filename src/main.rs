@@ -8,7 +8,7 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = cmd::Cli::parse();
-    cmd::init_tracing(cli.verbose, cmd::log_format(&cli));
+    fedgate::cli::init_tracing(cli.verbose, cmd::log_format(&cli));
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(err) => {

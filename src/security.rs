@@ -5,7 +5,6 @@
 
 mod caller;
 mod certs;
-pub mod devpki;
 pub mod identity;
 mod keys;
 pub mod legacy;

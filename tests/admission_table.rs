@@ -22,8 +22,6 @@ use std::time::Duration;
 
 use fedgate::audit::{Kind, Record};
 use fedgate::edge::client::{Connect, WsClient, signed_message};
-use fedgate::fleet::Fleet;
-use fedgate::natsd::{NatsServer, NatsServerConfig};
 use fedgate::security::legacy::{LegacySigner, NewLegacyRequest};
 use fedgate::security::{Now, Signer};
 use fedgate::subjects;
@@ -33,6 +31,8 @@ use fedgate::wire::choria_v1::{
     TransportHeaders,
 };
 use fedgate::wire::mcollective::{Ruby, Serializer};
+use fedgate_dev::fleet::Fleet;
+use fedgate_dev::natsd::{NatsServer, NatsServerConfig};
 use futures::StreamExt;
 use rlimit::Resource;
 use serde_json::{Map, Value, json};
@@ -479,9 +479,9 @@ fn decision(record: &Record) -> Decision {
 
 /// Waits until `want` nodes have acted since `before` and the fleet's counters have then not
 /// moved for half a second (at most 10 s in all), and returns how many nodes acted.
-async fn settled(fleet: &Fleet, before: &fedgate::fleet::StatsSnapshot, want: usize) -> usize {
+async fn settled(fleet: &Fleet, before: &fedgate_dev::fleet::StatsSnapshot, want: usize) -> usize {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let acted = |stats: &fedgate::fleet::StatsSnapshot| {
+    let acted = |stats: &fedgate_dev::fleet::StatsSnapshot| {
         usize::try_from(stats.passed - before.passed).unwrap()
     };
     let mut last = fleet.stats();

@@ -28,7 +28,7 @@ const ORIGIN: &str = "http://ops.example";
 
 struct Edge {
     _london: Network,
-    _fleet: fedgate::fleet::Fleet,
+    _fleet: fedgate_dev::fleet::Fleet,
     dir: tempfile::TempDir,
     process: BrokerProcess,
     keys: TokenKeys,

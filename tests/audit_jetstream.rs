@@ -12,7 +12,7 @@ use fedgate::audit::{
     Auditor, Event, FileOptions, FileSink, Fsync, JetStreamSink, Kind, Record, Sink, Verdict,
 };
 use fedgate::nats::NatsEndpoint;
-use fedgate::natsd::{NatsServer, NatsServerConfig};
+use fedgate_dev::natsd::{NatsServer, NatsServerConfig};
 
 fn start_jetstream(dir: &Path) -> NatsServer {
     NatsServer::start(

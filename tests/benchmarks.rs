@@ -7,7 +7,7 @@ mod support;
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_edge_benchmark_measures_every_side() {
     let dir = tempfile::tempdir().unwrap();
-    let options = fedgate::bench::edge::EdgeOptions {
+    let options = fedgate_dev::bench::edge::EdgeOptions {
         nodes: 3,
         seconds: 1.0,
         concurrency: 2,
@@ -16,7 +16,7 @@ async fn the_edge_benchmark_measures_every_side() {
         sockets: 50,
         exe: support::fedgate_bin().into(),
     };
-    let report = fedgate::bench::edge::run(dir.path(), &options)
+    let report = fedgate_dev::bench::edge::run(dir.path(), &options)
         .await
         .unwrap();
     assert_eq!(report.throughput.len(), 2);
@@ -38,13 +38,13 @@ async fn the_edge_benchmark_measures_every_side() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_flood_benchmark_measures_every_phase() {
     let dir = tempfile::tempdir().unwrap();
-    let options = fedgate::bench::flood::FloodOptions {
+    let options = fedgate_dev::bench::flood::FloodOptions {
         nodes: 2,
         seconds: 1.5,
         flooders: 2,
         exe: support::fedgate_bin().into(),
     };
-    let report = fedgate::bench::flood::run(dir.path(), &options)
+    let report = fedgate_dev::bench::flood::run(dir.path(), &options)
         .await
         .unwrap();
     let names: Vec<_> = report.phases.iter().map(|p| p.name.as_str()).collect();
@@ -64,19 +64,19 @@ async fn the_flood_benchmark_measures_every_phase() {
         report.phases[1..].iter().all(|p| p.flood_sent > 0),
         "{report:?}"
     );
-    let table = fedgate::bench::flood::table(&report);
+    let table = fedgate_dev::bench::flood::table(&report);
     assert!(table.contains("signed garbage"), "{table}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_legacy_benchmark_measures_every_side() {
     let dir = tempfile::tempdir().unwrap();
-    let options = fedgate::bench::legacy::LegacyOptions {
+    let options = fedgate_dev::bench::legacy::LegacyOptions {
         requests: 100,
         window: 8,
         ..Default::default()
     };
-    let rows = fedgate::bench::legacy::run(dir.path(), &options)
+    let rows = fedgate_dev::bench::legacy::run(dir.path(), &options)
         .await
         .unwrap();
     assert_eq!(rows.len(), 2);

@@ -43,9 +43,8 @@ fn the_web_page_works_in_chromium() {
     let state = dir.path().join("state.json");
     let log = std::fs::File::create(dir.path().join("demo.log")).unwrap();
     let demo = Demo(
-        Command::new(support::fedgate_bin())
+        support::fedgate_dev(&["demo", "--nodes", "50", "--port", "0", "--dir"])
             .current_dir(root)
-            .args(["demo", "--nodes", "50", "--port", "0", "--dir"])
             .arg(dir.path().join("demo"))
             .arg("--state-file")
             .arg(&state)

@@ -126,3 +126,86 @@ fn the_systemd_unit_verifies_and_starts_only_a_checked_config() {
         .collect();
     assert!(out.status.success() && ours.is_empty(), "{stderr}");
 }
+
+/// The subcommands a `--help` lists.
+fn commands(help: std::process::Output) -> Vec<String> {
+    assert!(help.status.success());
+    String::from_utf8_lossy(&help.stdout)
+        .lines()
+        .skip_while(|line| *line != "Commands:")
+        .skip(1)
+        .take_while(|line| !line.is_empty())
+        .filter_map(|line| line.split_whitespace().next().map(String::from))
+        .collect()
+}
+
+#[test]
+fn the_gateway_binary_holds_only_what_operators_run_and_fedgate_dev_the_tooling() {
+    let gateway = std::process::Command::new(support::fedgate_bin())
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert_eq!(
+        commands(gateway),
+        [
+            "inspect", "certs", "identity", "audit", "policy", "rpc", "ws-rpc", "run", "observe",
+            "token", "registry", "config", "help"
+        ]
+    );
+    let dev = support::fedgate_dev(&["--help"]).output().unwrap();
+    assert_eq!(commands(dev), ["certs", "fleet", "demo", "bench", "help"]);
+}
+
+#[test]
+fn certs_expiry_lists_every_configured_certificate_and_fails_within_the_window() {
+    let london = Network::start("london");
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(dir.path(), &london, "");
+    let expiry = |within: &str| {
+        let out = fedgate(
+            &["certs", "expiry", "--json", "--within", within, "--config"],
+            &config,
+        );
+        let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect();
+        (
+            out.status.code(),
+            lines,
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (code, lines, stderr) = expiry("1");
+    assert_eq!(code, Some(0), "{stderr}");
+    let entries: std::collections::BTreeSet<&str> =
+        lines.iter().map(|l| l["entry"].as_str().unwrap()).collect();
+    for entry in [
+        "collectives.london.ca",
+        "collectives.london.tls.certificate",
+        "collectives.london.signer.certificate",
+    ] {
+        assert!(entries.contains(entry), "{entry} missing from {lines:?}");
+    }
+    // Soonest first, each with its subject and the days it has left.
+    let expires: Vec<i64> = lines
+        .iter()
+        .map(|l| l["expires"].as_i64().unwrap())
+        .collect();
+    assert!(expires.is_sorted(), "{expires:?}");
+    for line in &lines {
+        assert!(line["subject"].as_str().unwrap().contains("CN="), "{line}");
+        assert!(line["days_left"].as_i64().unwrap() > 1, "{line}");
+    }
+    // A window longer than the certificates live fails, naming how many.
+    let (code, lines_again, stderr) = expiry("1000000");
+    assert_eq!(code, Some(1));
+    assert_eq!(lines_again.len(), lines.len());
+    assert!(
+        stderr.contains(&format!(
+            "{} certificate(s) expire within 1000000 days",
+            lines.len()
+        )),
+        "{stderr}"
+    );
+}

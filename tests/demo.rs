@@ -5,8 +5,7 @@ mod support;
 
 /// Runs `fedgate demo --smoke` with the legacy site in `serializer`; its report.
 fn smoke(dir: &std::path::Path, serializer: &str) -> serde_json::Value {
-    let output = std::process::Command::new(support::fedgate_bin())
-        .args(["demo", "--smoke", "--nodes", "25", "--port", "0"])
+    let output = support::fedgate_dev(&["demo", "--smoke", "--nodes", "25", "--port", "0"])
         .args(["--legacy-serializer", serializer, "--dir"])
         .arg(dir)
         .output()

@@ -327,11 +327,11 @@ async fn calls_are_checked_against_the_ddl_before_any_fan_out() {
 async fn a_signed_request_replayed_on_another_instance_is_refused() {
     // Two edges (two collectives both named london) sharing one JetStream replay bucket.
     let dir = tempfile::tempdir().unwrap();
-    let replay = fedgate::natsd::NatsServer::start(
+    let replay = fedgate_dev::natsd::NatsServer::start(
         &dir.path().join("replay-nats"),
-        fedgate::natsd::NatsServerConfig {
+        fedgate_dev::natsd::NatsServerConfig {
             jetstream: true,
-            ..fedgate::natsd::NatsServerConfig::default()
+            ..fedgate_dev::natsd::NatsServerConfig::default()
         },
     )
     .unwrap();

@@ -25,7 +25,7 @@ const FLOOD: &str = "127.0.0.2";
 
 struct Edge {
     _london: Network,
-    _fleet: fedgate::fleet::Fleet,
+    _fleet: fedgate_dev::fleet::Fleet,
     dir: tempfile::TempDir,
     process: BrokerProcess,
     keys: TokenKeys,

@@ -103,14 +103,14 @@ async fn three_instances_relay_broadcasts_batches_and_survive_a_crash() {
     let london = topo
         .london
         .start_fleet_trusting(
-            fedgate::fleet::generate("london", NODES, &["london".into()]),
+            fedgate_dev::fleet::generate("london", NODES, &["london".into()]),
             &["prod"],
         )
         .await;
     let tokyo = topo
         .tokyo
         .start_fleet_trusting(
-            fedgate::fleet::generate("tokyo", NODES, &["tokyo".into()]),
+            fedgate_dev::fleet::generate("tokyo", NODES, &["tokyo".into()]),
             &["prod"],
         )
         .await;

@@ -7,9 +7,9 @@ mod support;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use fedgate::fleet::Fleet;
-use fedgate::natsd::{NatsServer, NatsServerConfig};
 use fedgate::subjects;
+use fedgate_dev::fleet::Fleet;
+use fedgate_dev::natsd::{NatsServer, NatsServerConfig};
 use futures::StreamExt;
 use support::federated::{rpc, send, sign};
 use support::{BrokerProcess, Network, audit_records, gate_block, network_block, realm, user};

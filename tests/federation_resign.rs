@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use fedgate::client::{RpcCall, RpcClient, Summary};
-use fedgate::fleet::Fleet;
 use fedgate::security::Reason;
-use fedgate::security::devpki::CertPair;
+use fedgate_dev::devpki::CertPair;
+use fedgate_dev::fleet::Fleet;
 use support::{BrokerProcess, Network, gate_block, network_block, realm, user};
 
 const NODES: usize = 60;
@@ -92,7 +92,7 @@ impl Topology {
         let london = self.london.start_fleet(NODES).await;
         let tokyo = self
             .tokyo
-            .start_fleet_with(fedgate::fleet::generate(
+            .start_fleet_with(fedgate_dev::fleet::generate(
                 "tokyo",
                 NODES,
                 &["mcollective".into()],

@@ -83,8 +83,7 @@ async fn run_creates_its_audit_trail_private_and_warns_about_exposed_files() {
 #[test]
 fn the_demo_writes_its_users_file_and_audit_trails_private() {
     let dir = tempfile::tempdir().unwrap();
-    let output = std::process::Command::new(support::fedgate_bin())
-        .args(["demo", "--smoke", "--nodes", "2", "--port", "0", "--dir"])
+    let output = support::fedgate_dev(&["demo", "--smoke", "--nodes", "2", "--port", "0", "--dir"])
         .arg(dir.path())
         .output()
         .unwrap();

@@ -172,13 +172,15 @@ async fn ping_reaches_every_node_and_filters_select_exactly() {
         "/^london-00/",
     ])
     .await;
-    let expected: BTreeSet<String> = fedgate::fleet::generate("london", 100, &["london".into()])
-        .into_iter()
-        .filter(|n| {
-            n.facts["cpus"].as_u64().unwrap() >= 8 && n.classes.contains(&"role::web".to_string())
-        })
-        .map(|n| n.identity)
-        .collect();
+    let expected: BTreeSet<String> =
+        fedgate_dev::fleet::generate("london", 100, &["london".into()])
+            .into_iter()
+            .filter(|n| {
+                n.facts["cpus"].as_u64().unwrap() >= 8
+                    && n.classes.contains(&"role::web".to_string())
+            })
+            .map(|n| n.identity)
+            .collect();
     assert!(!expected.is_empty());
     assert_eq!(senders(&replies), expected);
 

@@ -1,10 +1,10 @@
 //! Every input a fuzzer crashed on (`fuzz/regressions/<target>/`), and the seed corpus
 //! (`fuzz/seeds/<target>/`), replayed through exactly what the fuzz target runs
-//! (`fedgate::fuzzing`). `scripts/fuzz` runs the fuzzers themselves.
+//! (`fedgate_dev::fuzzing`). `scripts/fuzz` runs the fuzzers themselves.
 
 use std::path::Path;
 
-use fedgate::fuzzing::TARGETS;
+use fedgate_dev::fuzzing::TARGETS;
 
 fn replay(dir: &str) -> usize {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz").join(dir);

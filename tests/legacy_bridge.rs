@@ -173,8 +173,8 @@ async fn websocket_clients_reach_legacy_nodes_over_yaml() {
 /// A fedgate bridging legacy clients of `site` to 50 simulated Choria nodes in london.
 struct Bridge {
     london: support::Network,
-    fleet: fedgate::fleet::Fleet,
-    nodes: Vec<fedgate::fleet::NodeSpec>,
+    fleet: fedgate_dev::fleet::Fleet,
+    nodes: Vec<fedgate_dev::fleet::NodeSpec>,
     ingress: fedgate::legacy::ingress::Ingress,
     dir: tempfile::TempDir,
 }
@@ -186,7 +186,7 @@ async fn bridge(site: &LegacySite) -> Bridge {
 /// [`bridge`] with `extra` settings in the site's `bridge` table (each `, key = value`).
 async fn bridge_with(site: &LegacySite, extra: &str) -> Bridge {
     let london = support::Network::start("london");
-    let nodes = fedgate::fleet::generate("london", 50, &["london".into()]);
+    let nodes = fedgate_dev::fleet::generate("london", 50, &["london".into()]);
     let fleet = london.start_fleet_with(nodes.clone()).await;
     let dir = tempfile::tempdir().unwrap();
     let rules = dir.path().join("identity.toml");

@@ -31,16 +31,16 @@ fn classes(role: &str, production: bool) -> Vec<String> {
     classes
 }
 
-fn choria_nodes() -> Vec<fedgate::fleet::NodeSpec> {
+fn choria_nodes() -> Vec<fedgate_dev::fleet::NodeSpec> {
     NODES
         .iter()
         .map(
-            |(identity, country, cpus, role, production)| fedgate::fleet::NodeSpec {
+            |(identity, country, cpus, role, production)| fedgate_dev::fleet::NodeSpec {
                 identity: identity.to_string(),
                 collectives: vec!["london".into()],
                 facts: json!({"country": country, "cpus": cpus, "role": role}),
                 classes: classes(role, *production),
-                agents: fedgate::fleet::agents::AGENTS
+                agents: fedgate_dev::fleet::agents::AGENTS
                     .iter()
                     .map(ToString::to_string)
                     .collect(),

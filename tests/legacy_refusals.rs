@@ -18,7 +18,7 @@ use support::legacy::{LegacySite, Publisher};
 /// serving the legacy collective to london's Choria clients as well.
 struct Setup {
     london: support::Network,
-    fleet: fedgate::fleet::Fleet,
+    fleet: fedgate_dev::fleet::Fleet,
     nodes: Vec<String>,
     ingress: fedgate::legacy::ingress::Ingress,
     facade: Option<fedgate::legacy::facade::Facade>,
@@ -30,7 +30,7 @@ const IDENTITY_RULES: &str = "[[rule]]\nfrom = \"oldsite\"\nto = [\"london\"]\ng
 
 async fn setup(site: &LegacySite, policies: &[(&str, &str)], facade: bool) -> Setup {
     let london = support::Network::start("london");
-    let nodes: Vec<String> = fedgate::fleet::generate("london", 5, &["london".into()])
+    let nodes: Vec<String> = fedgate_dev::fleet::generate("london", 5, &["london".into()])
         .into_iter()
         .map(|n| n.identity)
         .collect();

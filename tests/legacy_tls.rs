@@ -58,10 +58,7 @@ async fn tls_node() -> RabbitNode {
 }
 
 /// `ca = ...` and, unless `None`, `tls = { ... }` for `[legacy.oldsite]`.
-fn tls_settings(
-    ca: &std::path::Path,
-    identity: Option<&fedgate::security::devpki::CertPair>,
-) -> String {
+fn tls_settings(ca: &std::path::Path, identity: Option<&fedgate_dev::devpki::CertPair>) -> String {
     let mut text = format!("ca = {ca:?}\n");
     if let Some(pair) = identity {
         text.push_str(&format!(

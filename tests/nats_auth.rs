@@ -100,7 +100,7 @@ async fn serves_with_the_right_secret_and_refuses_a_wrong_one(method: impl Fn(&P
     let fleet = topo
         .london
         .start_fleet_trusting(
-            fedgate::fleet::generate("london", NODES, &["london".into()]),
+            fedgate_dev::fleet::generate("london", NODES, &["london".into()]),
             &["prod"],
         )
         .await;
@@ -249,7 +249,7 @@ async fn a_secret_file_gone_at_connect_time_is_named() {
 async fn the_audit_stream_authenticates_with_its_auth_block() {
     use fedgate::audit::jetstream::JetStreamOptions;
     use fedgate::audit::{Event, JetStreamSink, Kind, record};
-    use fedgate::natsd::{NatsServer, NatsServerConfig};
+    use fedgate_dev::natsd::{NatsServer, NatsServerConfig};
 
     let dir = tempfile::tempdir().unwrap();
     let method = token(dir.path());

@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fedgate::natsd::{NatsServer, NatsServerConfig};
 use fedgate::subjects;
+use fedgate_dev::natsd::{NatsServer, NatsServerConfig};
 use futures::StreamExt;
 use serde_json::Value;
 use support::federated::{Signed, publish, read_reply, reply_subject, rpc, send, sign};

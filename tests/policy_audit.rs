@@ -141,7 +141,7 @@ async fn policy_decides_and_every_decision_is_audited() {
         "{summary:?}"
     );
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let uk: Vec<String> = fedgate::fleet::generate("london", NODES, &["london".into()])
+    let uk: Vec<String> = fedgate_dev::fleet::generate("london", NODES, &["london".into()])
         .into_iter()
         .filter(|n| n.facts["country"] == "uk")
         .map(|n| n.identity)
@@ -412,9 +412,9 @@ async fn an_unwritable_audit_file_stops_start_up() {
 async fn a_jetstream_sink_keeps_the_trail_and_the_file_covers_its_outage() {
     let topo = Topology::start();
     let fleet = topo.london.start_fleet(NODES).await;
-    let mut js = fedgate::natsd::NatsServer::start(
+    let mut js = fedgate_dev::natsd::NatsServer::start(
         &topo.dir.path().join("js"),
-        fedgate::natsd::NatsServerConfig {
+        fedgate_dev::natsd::NatsServerConfig {
             name: "audit-js".into(),
             jetstream: true,
             ..Default::default()

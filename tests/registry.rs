@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use fedgate::edge::auth::TokenKeys;
 use fedgate::edge::client::{Connect, WsClient};
-use fedgate::natsd::{NatsServer, NatsServerConfig};
+use fedgate_dev::natsd::{NatsServer, NatsServerConfig};
 use serde_json::{Value, json};
 use support::{
     BrokerProcess, EDGE_USERS_TO_LONDON, Network, audit_records, collective_block, fedgate_bin,

@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use fedgate::client::{RpcCall, RpcClient};
-use fedgate::security::devpki::CertPair;
 use fedgate::security::{CaBundle, CertChain, Now, Reason, Signer, Verifier};
 use fedgate::wire::Limits;
 use fedgate::wire::choria_v1::{SecureRequest, Transport};
+use fedgate_dev::devpki::CertPair;
 use support::{Network, realm, user, wait_for_stats};
 
 fn verifier(realm_name: &str) -> Verifier {
@@ -51,7 +51,7 @@ fn reason(verifier: &Verifier, transport: &Transport, now: Now) -> Option<Reason
 /// Publishes `payload` to london's rpcutil broadcast and waits for the fleet to count `reason`.
 async fn fleet_refuses(
     network: &Network,
-    fleet: &fedgate::fleet::Fleet,
+    fleet: &fedgate_dev::fleet::Fleet,
     payload: Vec<u8>,
     reason: Reason,
     nodes: u64,

@@ -2,4 +2,4 @@
 //! decision, which must not panic either, and without an allow line nothing is permitted.
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| fedgate::fuzzing::actionpolicy(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| fedgate_dev::fuzzing::actionpolicy(data));

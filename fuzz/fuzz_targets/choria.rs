@@ -3,4 +3,4 @@
 //! decodes to the same value.
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| fedgate::fuzzing::choria(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| fedgate_dev::fuzzing::choria(data));

@@ -3,4 +3,4 @@
 //! bytes again, and the raw form of an encoding is that encoding, byte for byte.
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| fedgate::fuzzing::marshal(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| fedgate_dev::fuzzing::marshal(data));

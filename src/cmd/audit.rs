@@ -454,7 +454,7 @@ async fn tail(args: TailArgs) -> anyhow::Result<ExitCode> {
             position += whole as u64;
         }
         tokio::select! {
-            _ = super::shutdown_signal() => return Ok(ExitCode::SUCCESS),
+            _ = fedgate::cli::shutdown_signal() => return Ok(ExitCode::SUCCESS),
             _ = tokio::time::sleep(Duration::from_millis(250)) => {}
         }
     }

@@ -40,7 +40,7 @@ pub struct Args {
     #[arg(long, conflicts_with = "legacy")]
     collective: Option<String>,
     #[command(flatten)]
-    trust: super::TrustArgs,
+    trust: fedgate::cli::TrustArgs,
     /// The message file.
     file: PathBuf,
 }

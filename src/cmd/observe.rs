@@ -77,7 +77,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let until = args
         .once
         .map(|s| tokio::time::Instant::now() + Duration::from_secs(s));
-    let shutdown = super::shutdown_signal();
+    let shutdown = fedgate::cli::shutdown_signal();
     tokio::pin!(shutdown);
     loop {
         let message = tokio::select! {

@@ -51,7 +51,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let hangup = tokio::signal::unix::signal(SignalKind::hangup())?;
     // Listened for before anything starts, so a SIGTERM during start-up is never lost: it stops
     // the start (below), or the serving once started.
-    let mut shutdown = super::Shutdown::listen()?;
+    let mut shutdown = fedgate::cli::Shutdown::listen()?;
     let (base, instance) = match load_config(&args) {
         Ok(loaded) => loaded,
         Err(err) => {
@@ -340,7 +340,7 @@ impl Serving {
     async fn serve(
         &mut self,
         mut hangup: Signal,
-        shutdown: &mut super::Shutdown,
+        shutdown: &mut fedgate::cli::Shutdown,
         follower: Option<&Follower>,
     ) {
         let mut membership = follower.map(|f| f.membership());

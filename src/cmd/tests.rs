@@ -28,16 +28,8 @@ fn every_environment_variable_is_in_the_configuration_reference() {
     let mut variables = BTreeSet::new();
     flag_variables(&Cli::command(), &mut variables);
     assert!(variables.contains("FEDGATE_CONFIG"), "{variables:?}");
-    // Read outside clap: the nats-server path, the log filter and colours, the build's commit.
-    variables.extend(
-        [
-            fedgate::natsd::NATS_SERVER_ENV,
-            "RUST_LOG",
-            "NO_COLOR",
-            "FEDGATE_COMMIT",
-        ]
-        .map(String::from),
-    );
+    // Read outside clap: the log filter and colours, the build's commit.
+    variables.extend(["RUST_LOG", "NO_COLOR", "FEDGATE_COMMIT"].map(String::from));
     let missing: Vec<&String> = variables
         .iter()
         .filter(|v| !doc.contains(&format!("| `{v}` |")))

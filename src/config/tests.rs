@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use super::*;
-use crate::security::devpki::{self, DevPki, DevPkiOptions, RealmKind, RealmSpec};
+use fedgate_dev::devpki::{self, DevPki, DevPkiOptions, RealmKind, RealmSpec};
 
 /// A small PKI shared by every run: generated once into the temp dir and renamed into place.
 fn pki() -> &'static (DevPki, PathBuf) {

@@ -80,7 +80,7 @@ impl std::fmt::Debug for LegacyLink {
 
 /// Declares a queue only this connection uses, deleted with it (an empty name lets the broker
 /// choose one).
-pub(crate) async fn declare_private_queue(
+pub async fn declare_private_queue(
     channel: &lapin::Channel,
     name: &str,
 ) -> lapin::Result<lapin::Queue> {
@@ -99,7 +99,7 @@ pub(crate) async fn declare_private_queue(
 
 /// Consumes `queue` without acknowledgements (replies: a lost one is a missing reply, not a lost
 /// request).
-pub(crate) async fn consume_unacked(
+pub async fn consume_unacked(
     channel: &lapin::Channel,
     queue: &str,
     tag: &str,

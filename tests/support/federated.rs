@@ -4,13 +4,13 @@
 use std::time::Duration;
 
 use fedgate::security::Signer;
-use fedgate::security::devpki::CertPair;
 use fedgate::subjects;
 use fedgate::wire::Limits;
 use fedgate::wire::choria_v1::{
     FederationHeader, Filter, Request, RequestEnvelope, SecureReply, SecureRequest, Transport,
     TransportHeaders,
 };
+use fedgate_dev::devpki::CertPair;
 use futures::StreamExt;
 use serde_json::Value;
 

@@ -6,12 +6,12 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use fedgate::client::RpcClient;
-use fedgate::fleet::{self, DEFAULT_MAX_IN_FLIGHT, Fleet, FleetConfig, StatsSnapshot};
 use fedgate::nats::{self, NatsAuth, NatsEndpoint};
-use fedgate::natsd::{NatsServer, NatsServerConfig};
-use fedgate::security::devpki::{self, CertPair, DevPki, DevPkiOptions, RealmPki};
 use fedgate::security::{CaBundle, CallerId, Signer, Verifier};
 use fedgate::wire::Limits;
+use fedgate_dev::devpki::{self, CertPair, DevPki, DevPkiOptions, RealmPki};
+use fedgate_dev::fleet::{self, DEFAULT_MAX_IN_FLIGHT, Fleet, FleetConfig, StatsSnapshot};
+use fedgate_dev::natsd::{NatsServer, NatsServerConfig};
 
 pub mod edge;
 pub mod federated;
@@ -203,6 +203,24 @@ pub async fn wait_for_stats(
 /// The fedgate binary under test.
 pub fn fedgate_bin() -> &'static str {
     env!("CARGO_BIN_EXE_fedgate")
+}
+
+/// `fedgate-dev ARGS` (the demo, fleets, benchmarks), starting the fedgate binary under test
+/// for every instance. Cargo builds `fedgate-dev` beside `fedgate` only when the workspace is
+/// built (`scripts/test` runs `cargo test --workspace`); on its own, `cargo test --test T` may
+/// find an older one, so build it first: `cargo build -p fedgate-dev`.
+pub fn fedgate_dev(args: &[&str]) -> std::process::Command {
+    let bin = Path::new(fedgate_bin()).with_file_name("fedgate-dev");
+    assert!(
+        bin.is_file(),
+        "{} is missing: `cargo build -p fedgate-dev` builds it (scripts/test does)",
+        bin.display()
+    );
+    let mut command = std::process::Command::new(bin);
+    command
+        .env(fedgate_dev::FEDGATE_BIN_ENV, fedgate_bin())
+        .args(args);
+    command
 }
 
 /// `../shared/vectors` beside the repository (or `FEDGATE_VECTORS`), when it exists.

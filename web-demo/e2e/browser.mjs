@@ -1,9 +1,9 @@
 #!/usr/bin/env node
-// The browser test of the fedgate console against a running `fedgate demo`.
+// The browser test of the fedgate console against a running `fedgate-dev demo`.
 //
 //   node web-demo/e2e/browser.mjs --state /tmp/webdemo/state.json --artifacts /tmp/webdemo/shots
 //
-// `--state` is the file `fedgate demo --state-file` writes (url, tokens, passwords, collectives
+// `--state` is the file `fedgate-dev demo --state-file` writes (url, tokens, passwords, collectives
 // with their node counts, federations with their members, directed node identities).
 // Chromium comes from $CHROMIUM or /usr/bin/chromium; playwright-core from web-demo/node_modules.
 // Every step saves a screenshot to the artifacts directory. Any console error or warning, or

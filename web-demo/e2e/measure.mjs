@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // Times a broadcast `rpcutil ping` to every node of the federation through the console in
-// Chromium, against a running `fedgate demo`, as alice:
+// Chromium, against a running `fedgate-dev demo`, as alice:
 //
 //   node web-demo/e2e/measure.mjs --state <state.json> [--runs 3] [--screenshot FILE]
 //
