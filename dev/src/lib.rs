@@ -10,6 +10,7 @@
 //! - [`devpki`]: the development PKI (`fedgate-dev certs dev`).
 //! - [`bench`]: the side-by-side benchmarks behind `fedgate-dev bench`.
 //! - [`fuzzing`]: the bodies of the cargo-fuzz targets, replayed by the tests.
+//! - [`testing`]: the integration tests' shared support (`tests/support` re-exports it).
 //!
 //! The integration tests of the `fedgate` package use this crate as a dev-dependency.
 #![forbid(unsafe_code)]
@@ -20,6 +21,7 @@ pub mod devpki;
 pub mod fleet;
 pub mod fuzzing;
 pub mod natsd;
+pub mod testing;
 
 /// Environment variable naming the `fedgate` binary the demo and benchmarks start.
 pub const FEDGATE_BIN_ENV: &str = "FEDGATE_BIN";

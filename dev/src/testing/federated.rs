@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use crate::devpki::CertPair;
 use fedgate::security::Signer;
 use fedgate::subjects;
 use fedgate::wire::Limits;
@@ -10,18 +11,21 @@ use fedgate::wire::choria_v1::{
     FederationHeader, Filter, Request, RequestEnvelope, SecureReply, SecureRequest, Transport,
     TransportHeaders,
 };
-use fedgate_dev::devpki::CertPair;
 use futures::StreamExt;
 use serde_json::Value;
 
 /// A request signed by `signer` with envelope agent `agent` and payload `message`.
 #[derive(Clone)]
 pub struct Signed {
+    /// The signed request.
     pub secure: SecureRequest,
+    /// Its request id.
     pub requestid: String,
+    /// Its caller id.
     pub caller: String,
 }
 
+/// Signs a request to london by `signer`, `ttl` seconds long and made `age` seconds ago.
 pub fn sign(signer: &CertPair, agent: &str, message: &str, ttl: i64, age: i64) -> Signed {
     let signer = Signer::from_files(&signer.cert, &signer.key).unwrap();
     let caller = format!("choria={}", signer.certname());
@@ -47,6 +51,7 @@ pub fn sign(signer: &CertPair, agent: &str, message: &str, ttl: i64, age: i64) -
     }
 }
 
+/// An RPC body with no inputs.
 pub fn rpc(agent: &str, action: &str) -> String {
     format!(r#"{{"agent":"{agent}","action":"{action}","data":{{}}}}"#)
 }
@@ -54,6 +59,7 @@ pub fn rpc(agent: &str, action: &str) -> String {
 /// What the client hears on a fresh reply subject after sending `signed` to `targets` with the
 /// federation header's `req`: each reply's sender and body (JSON, or the text for discovery).
 pub struct Sent {
+    /// The reply subject's subscription.
     pub replies: async_nats::Subscriber,
 }
 

@@ -69,10 +69,12 @@ pub struct Publisher {
     _connection: lapin::Connection,
     /// The channel, in confirm mode.
     pub channel: lapin::Channel,
+    /// Its private reply queue.
     pub reply_to: String,
 }
 
 impl Publisher {
+    /// A publisher on `site`'s broker.
     pub async fn new(site: &LegacySite) -> Publisher {
         Publisher::connect(&site.amqp_url()).await
     }

@@ -38,24 +38,34 @@ glob = "up=alice"
 as = "choria=alice.mcollective"
 "#;
 
+/// The rpcutil policy: alice and carol of london may ping.
 pub const RPCUTIL: &str = "policy default deny\n\
     allow\tchoria=alice.mcollective\tping\t*\t*\n\
     allow\tchoria=carol.mcollective\tping\t*\t*\n";
 
+/// The echo policy: alice of london may do anything.
 pub const ECHO: &str = "policy default deny\nallow\tchoria=alice.mcollective\t*\t*\t*\n";
 
+/// A client socket to the edge.
 pub type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
+/// The WebSocket edge in process, in front of the london collective, with its work folder.
 pub struct Gateway {
+    /// The london collective's nats-server.
     pub london: Network,
+    /// The config, policies, users and audit trail.
     pub dir: tempfile::TempDir,
+    /// The edge's token key.
     pub keys: TokenKeys,
+    /// The running edge; taken to stop it.
     pub edge: Option<Edge>,
+    /// Its `ws://` URL.
     pub url: String,
 }
 
 impl Gateway {
+    /// Starts an edge with `extra` appended to its config.
     pub async fn start(extra: &str) -> Gateway {
         Gateway::start_with("", "", extra).await
     }
@@ -131,10 +141,12 @@ impl Gateway {
         }
     }
 
+    /// A token for `user`, valid for `ttl`.
     pub fn token(&self, user: &str, ttl: Duration) -> String {
         self.keys.issue(user, ttl, None, SystemTime::now()).unwrap()
     }
 
+    /// The edge's audit trail.
     pub fn audit_file(&self) -> PathBuf {
         self.dir.path().join("audit/audit.log")
     }
@@ -178,6 +190,7 @@ pub async fn open(
     }
 }
 
+/// The next text frame on `socket` as JSON (other frames are skipped; a close panics), within 30 s.
 pub async fn next_json(socket: &mut Socket) -> Value {
     loop {
         let message = tokio::time::timeout(Duration::from_secs(30), socket.next())
@@ -207,6 +220,7 @@ pub async fn close_code(socket: &mut Socket) -> u16 {
     }
 }
 
+/// Sends `value` as a text frame.
 pub async fn send(socket: &mut Socket, value: Value) {
     socket
         .send(Message::Text(value.to_string().into()))

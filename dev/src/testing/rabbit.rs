@@ -12,13 +12,17 @@ static NODES: AtomicUsize = AtomicUsize::new(0);
 /// The TLS listener's files: the broker's certificate and key, and the CA its clients'
 /// certificates must chain to (a client without one is refused).
 pub struct NodeTls {
+    /// The broker's certificate.
     pub cert: PathBuf,
+    /// Its key.
     pub key: PathBuf,
+    /// The CA clients' certificates must chain to.
     pub client_ca: PathBuf,
 }
 
 /// A running `rabbitmq-server` of the test's own.
 pub struct RabbitNode {
+    /// The node's name.
     pub name: String,
     /// Plain AMQP on 127.0.0.1.
     pub amqp_port: u16,
