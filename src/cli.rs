@@ -119,3 +119,26 @@ pub async fn shutdown_signal() {
 fn given(list: &[String]) -> Option<&[String]> {
     (!list.is_empty()).then_some(list)
 }
+
+/// Runs `command` on a new multi-threaded tokio runtime and returns its exit code; when the
+/// runtime cannot start or the command fails, says so on stderr as `program: reason` and
+/// returns 2 (an operational failure).
+pub fn block_on_command(
+    program: &str,
+    command: impl std::future::Future<Output = anyhow::Result<std::process::ExitCode>>,
+) -> std::process::ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("{program}: could not start the async runtime: {err}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(command) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("{program}: {err:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
