@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::StreamExt;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::gateway::Cleared;
@@ -88,6 +88,37 @@ pub struct ReplyEvent {
     pub elapsed: Duration,
 }
 
+/// Why a call stopped collecting replies. Ordered from the most to the least complete, so the
+/// calls of one request merge to the largest.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Ended {
+    /// Every reply it waited for came: one per directed target, `expect` replies, or (at the
+    /// edge) the request's limit.
+    #[default]
+    Complete,
+    /// A broadcast heard nothing for its idle gap after its last reply. Nodes that answer later
+    /// are not counted: a broadcast to a fleet that answers in bursts further apart than the gap
+    /// ends here before all of it has answered.
+    Idle,
+    /// The overall timeout passed first.
+    Timeout,
+    /// The reply subscription closed (the NATS connection was lost or closed).
+    Closed,
+}
+
+impl Ended {
+    /// The name the summary and the edge's `done` give it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Ended::Complete => "complete",
+            Ended::Idle => "idle",
+            Ended::Timeout => "timeout",
+            Ended::Closed => "closed",
+        }
+    }
+}
+
 /// How a call ended.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Summary {
@@ -110,6 +141,8 @@ pub struct Summary {
     /// Time from publish to the last reply of a broadcast that went idle, else to the end of collection.
     #[serde(serialize_with = "as_millis")]
     pub elapsed: Duration,
+    /// Why collection stopped.
+    pub ended: Ended,
 }
 
 fn as_millis<S: serde::Serializer>(d: &Duration, ser: S) -> Result<S::Ok, S::Error> {
@@ -328,8 +361,20 @@ impl RpcClient {
             } else {
                 deadline
             };
-            let Ok(Some(message)) = tokio::time::timeout_at(wait, replies.next()).await else {
-                break;
+            let message = match tokio::time::timeout_at(wait, replies.next()).await {
+                Ok(Some(message)) => message,
+                Ok(None) => {
+                    summary.ended = Ended::Closed;
+                    break;
+                }
+                Err(_) if wait < deadline => {
+                    summary.ended = Ended::Idle;
+                    break;
+                }
+                Err(_) => {
+                    summary.ended = Ended::Timeout;
+                    break;
+                }
             };
             match self.check_reply(&message.payload, &requestid, started) {
                 // A directed call takes replies from its targets only: copies of one request for
@@ -353,8 +398,8 @@ impl RpcClient {
             }
         }
         // A broadcast that ended on the idle gap finished when its last reply arrived.
-        summary.elapsed = match (expect, last_reply) {
-            (None, Some(last)) if started.elapsed() < call.timeout => last,
+        summary.elapsed = match (summary.ended, last_reply) {
+            (Ended::Idle, Some(last)) => last,
             _ => started.elapsed(),
         };
         summary.missing = call

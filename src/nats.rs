@@ -74,7 +74,7 @@ impl From<AuthError> for NatsError {
 
 /// Connects, with TLS when a CA is configured; `name` shows in the server's connection list.
 pub async fn connect(endpoint: &NatsEndpoint, name: &str) -> Result<async_nats::Client, NatsError> {
-    connect_with(endpoint, name, None).await
+    connect_with(endpoint, name, name, None).await
 }
 
 /// Connects as [`connect`] does, and reports the connection to `/readyz` as `what` (e.g.
@@ -84,19 +84,25 @@ pub async fn connect_watched(
     name: &str,
     what: &str,
 ) -> Result<async_nats::Client, NatsError> {
-    connect_with(endpoint, name, Some(crate::health::watch(what))).await
+    connect_with(endpoint, name, what, Some(crate::health::watch(what))).await
 }
 
+/// Warn about a slow consumer at most this often per connection (every drop is counted).
+const SLOW_CONSUMER_WARN_EVERY: Duration = Duration::from_secs(10);
+
+/// `what`: the connection in logs and metric labels.
 async fn connect_with(
     endpoint: &NatsEndpoint,
     name: &str,
+    what: &str,
     status: Option<Arc<crate::health::Status>>,
 ) -> Result<async_nats::Client, NatsError> {
     if endpoint.urls.is_empty() {
         return Err(NatsError::NoUrls);
     }
     // The callback lives as long as the connection, and with it the watched status.
-    let connection = name.to_string();
+    let connection = what.to_string();
+    let last_slow_warning = std::sync::Mutex::new(None::<std::time::Instant>);
     let mut options = async_nats::ConnectOptions::new()
         .name(name)
         .connection_timeout(Duration::from_secs(5))
@@ -114,6 +120,22 @@ async fn connect_with(
             // timeout; the server's reason is what an operator needs.
             if let async_nats::Event::ServerError(error) = &event {
                 tracing::warn!(%connection, %error, "NATS server error");
+            }
+            // The client's buffer for one subscription was full, so a message for it was
+            // dropped here, where no server log sees it: a reply or request is lost.
+            if let async_nats::Event::SlowConsumer(subscription) = &event {
+                metrics::counter!("fedgate_nats_slow_consumer_total", "connection" => connection.clone())
+                    .increment(1);
+                if let Ok(mut last) = last_slow_warning.lock()
+                    && last.is_none_or(|at| at.elapsed() >= SLOW_CONSUMER_WARN_EVERY)
+                {
+                    *last = Some(std::time::Instant::now());
+                    tracing::warn!(
+                        %connection,
+                        subscription,
+                        "NATS slow consumer: the client dropped messages for a subscription whose reader fell behind (counted in fedgate_nats_slow_consumer_total)"
+                    );
+                }
             }
             async move {
                 tracing::debug!(%event, "nats connection event");
@@ -209,3 +231,6 @@ pub fn tls_config(
         .with_client_auth_cert(chain, key_der)
         .map_err(|e| tls_err(cert, e.to_string()))
 }
+
+#[cfg(test)]
+mod tests;

@@ -32,6 +32,8 @@ fn demo_smoke_run_with_a_yaml_legacy_site() {
     let dir = tempfile::tempdir().unwrap();
     let report = smoke(dir.path(), "yaml");
     assert_eq!(report["ok"], 25);
+    // The edge stopped at the limit, not on an idle gap or the timeout.
+    assert_eq!(report["ended"], "complete", "{report}");
 }
 
 #[test]

@@ -49,14 +49,16 @@ async fn token_and_certificate_clients_ping_the_fleet() {
             done["id"].as_str(),
             done["responses"].as_u64(),
             done["ok"].as_u64(),
-            done["failed"].as_u64()
+            done["failed"].as_u64(),
+            done["ended"].as_str()
         ),
         (
             Some("done"),
             Some("c1"),
             Some(NODES as u64),
             Some(NODES as u64),
-            Some(0)
+            Some(0),
+            Some("complete")
         )
     );
     assert!(
@@ -70,6 +72,13 @@ async fn token_and_certificate_clients_ping_the_fleet() {
             .acted_for("choria=alice.mcollective", "fedgate.privileged.mcollective"),
         NODES as u64
     );
+    // Without a limit, a broadcast ends a second after its last reply, and says so.
+    let mut unlimited = ping("c0");
+    unlimited.as_object_mut().unwrap().remove("limit");
+    let (replies, done) = rpc(&mut socket, unlimited).await;
+    assert_eq!(replies.len(), NODES, "{done}");
+    assert_eq!(done["ended"], "idle", "{done}");
+    assert!(done["elapsed_ms"].as_u64().unwrap() < 20_000, "{done}");
 
     // A client certificate from the edge CA: choria=carol.mcollective... is not a user of the
     // PKI, so alice's certificate is used; it speaks as choria=alice.mcollective.
@@ -85,14 +94,14 @@ async fn token_and_certificate_clients_ping_the_fleet() {
         (NODES, Some(NODES as u64))
     );
 
-    // Both decisions and their completions are in the audit trail.
+    // The three decisions (c1, c0, c2) and their completions are in the audit trail.
     drop(socket);
     let records = audit_records(&gateway.audit_file());
     let allowed: Vec<_> = records
         .iter()
         .filter(|r| r.kind == Kind::Decision && r.event.decision == Some(Verdict::Allow))
         .collect();
-    assert_eq!(allowed.len(), 2);
+    assert_eq!(allowed.len(), 3);
     assert_eq!(allowed[0].event.edge, "websocket");
     assert_eq!(allowed[0].event.caller.as_deref(), Some("up=alice"));
     assert_eq!(
@@ -107,7 +116,7 @@ async fn token_and_certificate_clients_ping_the_fleet() {
         .iter()
         .filter(|r| r.kind == Kind::Completion)
         .collect();
-    assert_eq!(completions.len(), 2);
+    assert_eq!(completions.len(), 3);
     assert_eq!(completions[0].event.replies, Some(NODES as u64));
     assert_eq!(completions[0].event.links, [allowed[0].id.clone()]);
     gateway.edge.unwrap().shutdown().await;

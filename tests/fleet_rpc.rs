@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::process::Output;
 use std::time::Duration;
 
-use fedgate::client::RpcCall;
+use fedgate::client::{Ended, RpcCall};
 use serde_json::Value;
 use support::{Network, fedgate_bin, wait_for_stats};
 
@@ -79,8 +79,12 @@ async fn ping_reaches_every_node_and_filters_select_exactly() {
             .all(|r| r["statuscode"] == 0 && r["data"]["pong"].as_i64().unwrap() > 0)
     );
     assert_eq!(
-        (summary["responses"].as_u64(), summary["invalid"].as_u64()),
-        (Some(200), Some(0))
+        (
+            summary["responses"].as_u64(),
+            summary["invalid"].as_u64(),
+            summary["ended"].as_str()
+        ),
+        (Some(200), Some(0), Some("complete"))
     );
     let stats = wait_for_stats(&fleet, Duration::from_secs(5), |s| s.replies >= 200).await;
     assert_eq!(stats.replies, 200);
@@ -219,5 +223,38 @@ async fn agent_errors_and_missing_targets_are_reported() {
     let summary = client.call(&call, |_| {}).await.unwrap();
     assert_eq!(summary.responses, 1);
     assert_eq!(summary.missing, vec!["nosuch-node".to_string()]);
+    assert_eq!(summary.ended, Ended::Timeout);
+    fleet.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_call_says_why_it_stopped_collecting() {
+    let network = Network::start("london");
+    let fleet = network.start_fleet(5).await;
+    let alice = support::user("london", "alice");
+    let client = network.client(alice, None).await;
+
+    // Every expected reply came.
+    let mut call = RpcCall::new("london", "rpcutil", "ping");
+    call.expect = Some(5);
+    let summary = client.call(&call, |_| {}).await.unwrap();
+    assert_eq!((summary.responses, summary.ended), (5, Ended::Complete));
+
+    // A broadcast with no count to wait for stops on the idle gap after its last reply, well
+    // before its timeout, and says so: a fleet slower than the gap is cut short visibly.
+    let mut call = RpcCall::new("london", "rpcutil", "ping");
+    call.idle = Duration::from_millis(300);
+    call.timeout = Duration::from_secs(20);
+    let started = std::time::Instant::now();
+    let summary = client.call(&call, |_| {}).await.unwrap();
+    assert_eq!((summary.responses, summary.ended), (5, Ended::Idle));
+    assert!(started.elapsed() < Duration::from_secs(10));
+
+    // A broadcast no node answers runs to its timeout.
+    let mut call = RpcCall::new("london", "rpcutil", "ping");
+    call.filter.identity = vec!["nobody".into()];
+    call.timeout = Duration::from_millis(500);
+    let summary = client.call(&call, |_| {}).await.unwrap();
+    assert_eq!((summary.responses, summary.ended), (0, Ended::Timeout));
     fleet.shutdown().await;
 }

@@ -275,13 +275,14 @@ pub(super) fn print_summary(summary: &Summary, json: bool) -> anyhow::Result<()>
     }
     println!();
     println!(
-        "responses: {}  ok: {}  failed: {}  invalid: {}  published: {}  elapsed: {}ms",
+        "responses: {}  ok: {}  failed: {}  invalid: {}  published: {}  elapsed: {}ms  ended: {}",
         summary.responses,
         summary.ok,
         summary.failed,
         summary.invalid,
         summary.published,
-        summary.elapsed.as_millis()
+        summary.elapsed.as_millis(),
+        summary.ended.as_str()
     );
     if !summary.missing.is_empty() {
         println!("missing: {}", summary.missing.join(", "));

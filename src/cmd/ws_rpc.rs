@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use fedgate::client::{ReplyEvent, Summary};
+use fedgate::client::{Ended, ReplyEvent, Summary};
 use fedgate::edge::client::{Connect, SignedCall, WsClient, sign_request, signed_message};
 use fedgate::security::{CallerId, Now, Signer};
 use fedgate::wire::choria_v1::Filter;
@@ -243,5 +243,7 @@ fn summary(done: &Value) -> Summary {
         duplicates: 0,
         missing: strings("missing"),
         elapsed: Duration::from_millis(done["elapsed_ms"].as_u64().unwrap_or(0)),
+        // An edge that does not say (before `ended` existed) is taken at its word: complete.
+        ended: serde_json::from_value::<Ended>(done["ended"].clone()).unwrap_or_default(),
     }
 }

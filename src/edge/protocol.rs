@@ -170,6 +170,10 @@ pub enum ServerMessage {
         elapsed_ms: u64,
         /// The Choria request ids, one per collective called, as in the audit trail.
         requestids: Vec<String>,
+        /// Why collection stopped (the least complete of the collectives called): `complete`,
+        /// `idle` (a broadcast heard nothing for a second after its last reply), `timeout` or
+        /// `closed`.
+        ended: crate::client::Ended,
         /// Collectives of a federation that refused the request, with why.
         #[serde(skip_serializing_if = "BTreeMap::is_empty")]
         refused: BTreeMap<String, String>,

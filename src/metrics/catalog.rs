@@ -140,6 +140,11 @@ pub const METRICS: &[Metric] = &[
         &[],
         "Dependencies /readyz names as not usable now.",
     ),
+    counter(
+        "fedgate_nats_slow_consumer_total",
+        &["connection"],
+        "Messages the NATS client dropped because one subscription's reader fell behind its buffer (async-nats' slow consumer; nats-server does not see these), by connection.",
+    ),
     gauge(
         "fedgate_runtime_alive_tasks",
         None,

@@ -478,6 +478,20 @@ export class RpcView {
         },
         `elapsed ${formatMs(frame.elapsed_ms ?? elapsed)}`,
       ),
+      frame.ended === "timeout" || frame.ended === "closed"
+        ? h(
+            "span",
+            {
+              class: "stat bad-text",
+              "data-testid": "rpc-ended",
+              title:
+                frame.ended === "timeout"
+                  ? "the timeout passed before every reply fedgate waited for came"
+                  : "fedgate lost its connection to the collective while collecting",
+            },
+            frame.ended === "timeout" ? "timed out" : "connection lost",
+          )
+        : null,
       selectionLine(selection),
       missing.length
         ? h(

@@ -28,6 +28,9 @@ export interface DoneFrame {
   failed: number;
   missing?: string[];
   elapsed_ms?: number;
+  /** Why fedgate stopped collecting: every reply it waited for, a quiet second after the last
+   * reply of a broadcast, the timeout, or a lost connection. */
+  ended?: "complete" | "idle" | "timeout" | "closed";
   requestids?: string[];
   refused?: Record<string, string>;
 }

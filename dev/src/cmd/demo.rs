@@ -295,7 +295,7 @@ fn issue_tokens(key: &Path) -> anyhow::Result<Vec<(&'static str, String)>> {
 /// Prints the smoke run's counts; success when every node answered OK, and, with a legacy site,
 /// when `mco ping` heard every node and its nodes answered Choria clients.
 fn smoke_report(
-    (responses, ok): (usize, usize),
+    (responses, ok, ended): (usize, usize, String),
     legacy: Option<LegacySmoke>,
     nodes: usize,
 ) -> ExitCode {
@@ -304,7 +304,7 @@ fn smoke_report(
     });
     println!(
         "{}",
-        serde_json::json!({"responses": responses, "ok": ok, "nodes": nodes, "instances": INSTANCES.len(), "legacy": legacy})
+        serde_json::json!({"responses": responses, "ok": ok, "ended": ended, "nodes": nodes, "instances": INSTANCES.len(), "legacy": legacy})
     );
     if ok == nodes && legacy_ok {
         ExitCode::SUCCESS
@@ -569,13 +569,14 @@ async fn smoke_legacy(
     })
 }
 
-/// Pings every node over the federation through the first instance's edge.
+/// Pings every node over the federation through the first instance's edge: the replies, those
+/// with status 0, and why the edge stopped collecting (`complete` when the limit was reached).
 async fn smoke(
     ws_url: &str,
     ca: &Path,
     token: &str,
     nodes: usize,
-) -> anyhow::Result<(usize, usize)> {
+) -> anyhow::Result<(usize, usize, String)> {
     let mut client = WsClient::connect(&Connect {
         url: ws_url.to_string(),
         token: Some(token.to_string()),
@@ -584,7 +585,7 @@ async fn smoke(
     })
     .await?;
     let (mut responses, mut ok) = (0, 0);
-    client
+    let done = client
         .call(
             &serde_json::json!({"type":"rpc","id":"smoke","federation":"prod","agent":"rpcutil","action":"ping","limit":nodes,"timeout_ms":30000}),
             |reply| {
@@ -596,5 +597,6 @@ async fn smoke(
         )
         .await?;
     client.close().await;
-    Ok((responses, ok))
+    let ended = done["ended"].as_str().unwrap_or("unknown").to_string();
+    Ok((responses, ok, ended))
 }

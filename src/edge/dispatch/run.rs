@@ -177,6 +177,7 @@ impl Dispatcher {
             missing,
             elapsed_ms: u64::try_from(merged.elapsed.as_millis()).unwrap_or(u64::MAX),
             requestids: merged.requestids,
+            ended: merged.ended,
             refused: members_refused,
         });
         "done"
@@ -234,6 +235,7 @@ impl Dispatcher {
                     merged.ok += summary.ok;
                     merged.failed += summary.failed;
                     merged.elapsed = merged.elapsed.max(summary.elapsed);
+                    merged.ended = merged.ended.max(summary.ended);
                     merged.requestids.push(one.cleared.requestid().to_string());
                 }
                 Err(err) => failures.push((one.collective, err)),
