@@ -74,7 +74,7 @@ impl From<AuthError> for NatsError {
 
 /// Connects, with TLS when a CA is configured; `name` shows in the server's connection list.
 pub async fn connect(endpoint: &NatsEndpoint, name: &str) -> Result<async_nats::Client, NatsError> {
-    connect_with(endpoint, name, name, None).await
+    connect_with(endpoint, name, name, None, None).await
 }
 
 /// Connects as [`connect`] does, and reports the connection to `/readyz` as `what` (e.g.
@@ -84,7 +84,29 @@ pub async fn connect_watched(
     name: &str,
     what: &str,
 ) -> Result<async_nats::Client, NatsError> {
-    connect_with(endpoint, name, what, Some(crate::health::watch(what))).await
+    connect_with(endpoint, name, what, Some(crate::health::watch(what)), None).await
+}
+
+/// Messages async-nats holds for a subscription by default before it drops them.
+pub const DEFAULT_SUBSCRIPTION_BUFFER: usize = 65_536;
+
+/// Connects as [`connect_watched`] does, holding up to `buffer` messages for each
+/// subscription whose reader falls behind (async-nats' default is 65,536) before dropping
+/// them: for the edge, whose reply subscriptions take a whole fleet's answers in a burst.
+pub async fn connect_buffered(
+    endpoint: &NatsEndpoint,
+    name: &str,
+    what: &str,
+    buffer: usize,
+) -> Result<async_nats::Client, NatsError> {
+    connect_with(
+        endpoint,
+        name,
+        what,
+        Some(crate::health::watch(what)),
+        Some(buffer),
+    )
+    .await
 }
 
 /// Warn about a slow consumer at most this often per connection (every drop is counted).
@@ -96,6 +118,7 @@ async fn connect_with(
     name: &str,
     what: &str,
     status: Option<Arc<crate::health::Status>>,
+    buffer: Option<usize>,
 ) -> Result<async_nats::Client, NatsError> {
     if endpoint.urls.is_empty() {
         return Err(NatsError::NoUrls);
@@ -141,6 +164,9 @@ async fn connect_with(
                 tracing::debug!(%event, "nats connection event");
             }
         });
+    if let Some(buffer) = buffer {
+        options = options.subscription_capacity(buffer);
+    }
     match (&endpoint.ca, &endpoint.identity) {
         (Some(ca), identity) => {
             let config = tls_config(ca, identity.as_ref())?;

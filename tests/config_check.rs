@@ -55,6 +55,10 @@ fn a_config_is_checked_as_run_loads_it_and_a_bad_one_exits_78_naming_the_key() {
         ("[instance]\ncolour = \"blue\"\n\n", "colour"),
         ("[instance]\nname = \"gw 1\"\n\n", "`instance.name`"),
         ("[instance]\nlog_format = \"xml\"\n\n", "log_format"),
+        (
+            "[edge]\nlisten = \"127.0.0.1:0\"\nreply_buffer = 10\n\n",
+            "`edge.reply_buffer`: must be between 1024 and 16777216",
+        ),
     ] {
         let dir = tempfile::tempdir().unwrap();
         let bad = write(dir.path(), &london, instance);

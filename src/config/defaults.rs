@@ -49,6 +49,9 @@ pub fn edge_connections() -> usize {
 pub fn edge_in_flight() -> usize {
     16
 }
+pub fn edge_reply_buffer() -> usize {
+    262_144
+}
 pub fn edge_rate() -> u32 {
     20
 }

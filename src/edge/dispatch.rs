@@ -131,6 +131,9 @@ impl Dispatcher {
     ) -> Result<Dispatcher, String> {
         let edge = config.edge.as_ref();
         let realm = edge.map_or_else(|| "edge".to_string(), |e| e.realm.clone());
+        // Without an `[edge]` (the legacy bridge's dispatcher), the client's own default.
+        let reply_buffer =
+            edge.map_or(crate::nats::DEFAULT_SUBSCRIPTION_BUFFER, |e| e.reply_buffer);
         let limits = Limits::default();
         let verifier = edge
             .and_then(|e| e.ca.as_ref())
@@ -147,10 +150,11 @@ impl Dispatcher {
             };
             let signer = Signer::from_files(&signer.certificate, &signer.key)
                 .map_err(|e| format!("collective {name} signer: {e}"))?;
-            let nats = crate::nats::connect_watched(
+            let nats = crate::nats::connect_buffered(
                 &collective.endpoint(),
                 &format!("fedgate edge {instance}"),
                 &format!("nats collective {name} (edge)"),
+                reply_buffer,
             )
             .await
             .map_err(|e| format!("collective {name}: {e}"))?;
@@ -460,7 +464,13 @@ fn share_call(job: &Job, target: &EdgeTarget, recorded: &Recorded, targets: &[St
         expect: job
             .limit
             .filter(|_| matches!(job.scope, Scope::Collective(_))),
-        idle: Duration::from_secs(1).min(job.timeout),
+        // With a limit, the shares wait for it together (the tally stops them all when it is
+        // reached); only a broadcast without one ends on a quiet second. A member that paused
+        // for a second ended its share early, and a big fleet's late replies were never heard.
+        idle: match job.limit {
+            Some(_) => job.timeout,
+            None => Duration::from_secs(1).min(job.timeout),
+        },
         ttl: job.ttl,
         expires: job.expires,
         ..RpcCall::new(wire_name, &job.agent, &job.action)

@@ -53,11 +53,13 @@ impl Checker<'_> {
                 ));
             }
         }
-        if !(1024..=16 << 20).contains(&edge.max_message_bytes) {
-            return Err(self.invalid(
-                "edge.max_message_bytes",
-                "must be between 1024 and 16777216",
-            ));
+        for (key, value) in [
+            ("edge.max_message_bytes", edge.max_message_bytes),
+            ("edge.reply_buffer", edge.reply_buffer),
+        ] {
+            if !(1024..=16 << 20).contains(&value) {
+                return Err(self.invalid(key, "must be between 1024 and 16777216"));
+            }
         }
         let ranges = [
             ("unverified_budget", edge.unverified_budget, 0, 100_000),

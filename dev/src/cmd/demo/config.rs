@@ -194,11 +194,15 @@ fn edge_block(port: u16, files: &Files, edge: &RealmPki) -> String {
     // outbox holds every reply of one (about 200 bytes each), so a big demo fleet never trips
     // the slow-reader limit (4008).
     let queue = (files.nodes * 2).max(16_384);
+    // The fleet runs on the same cores and answers a broadcast faster than the edge passes it
+    // on, so the edge's NATS client may have to hold every reply of one for a moment.
+    let replies = files.nodes.clamp(262_144, 16 << 20);
     let mut block = format!(
         "[edge]\nlisten = \"127.0.0.1:{port}\"\nca = {:?}\n\
          tls = {{ certificate = {:?}, key = {:?} }}\ntoken_key = {:?}\nusers = {:?}\n\
          origins = [\"https://127.0.0.1:{port}\", \"https://localhost:{port}\"]\n\
-         auditors = [\"up=alice\"]\noutbound_queue = {queue}\noutbound_queue_bytes = {}\n",
+         auditors = [\"up=alice\"]\noutbound_queue = {queue}\noutbound_queue_bytes = {}\n\
+         reply_buffer = {replies}\n",
         edge.ca,
         edge.server.cert,
         edge.server.key,
