@@ -50,8 +50,8 @@ pub struct EdgeConfig {
     /// Replies the edge's NATS client holds for one request while the edge works through them
     /// (1,024 to 16,777,216). A broadcast whose replies come faster than the edge passes them on
     /// waits here; past this many, the client drops them (counted in
-    /// `fedgate_nats_slow_consumer_total`). Memory is taken only while replies wait, about
-    /// 1.1 KiB each for a ping reply; size it to the largest fleet one request reaches.
+    /// `fedgate_nats_slow_consumer_total`). Memory is taken only while replies wait: at most about
+    /// 1.3 KiB each for a ping reply; size it to the largest fleet one request reaches.
     #[serde(default = "defaults::edge_reply_buffer")]
     pub reply_buffer: usize,
     /// Requests per second per identity (sustained).
