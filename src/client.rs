@@ -276,6 +276,7 @@ impl RpcClient {
             merged.duplicates += summary.duplicates;
             merged.missing.extend(summary.missing);
             merged.elapsed = merged.elapsed.max(summary.elapsed);
+            merged.ended = merged.ended.max(summary.ended);
         }
         Ok(merged)
     }

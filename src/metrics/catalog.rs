@@ -143,7 +143,7 @@ pub const METRICS: &[Metric] = &[
     counter(
         "fedgate_nats_slow_consumer_total",
         &["connection"],
-        "Messages the NATS client dropped because one subscription's reader fell behind its buffer (async-nats' slow consumer; nats-server does not see these), by connection.",
+        "Messages the NATS client dropped because one subscription's reader fell behind its buffer (async-nats' slow consumer; nats-server does not see these), by connection; a lower bound, since the client itself drops reports past 128 queued events.",
     ),
     gauge(
         "fedgate_runtime_alive_tasks",
