@@ -478,15 +478,7 @@ async fn bad_legacy_requests_are_refused_recorded_and_never_forwarded() {
             .await
             .unwrap();
     let channel = connection.create_channel().await.unwrap();
-    let replies = channel
-        .queue_declare(
-            "".into(),
-            lapin::options::QueueDeclareOptions {
-                exclusive: true,
-                ..Default::default()
-            },
-            lapin::types::FieldTable::default(),
-        )
+    let replies = fedgate::legacy::declare_private_queue(&channel, "")
         .await
         .unwrap();
     let reply_to = replies.name().as_str().to_string();

@@ -89,15 +89,7 @@ impl Publisher {
             .confirm_select(lapin::options::ConfirmSelectOptions::default())
             .await
             .unwrap();
-        let queue = channel
-            .queue_declare(
-                "".into(),
-                lapin::options::QueueDeclareOptions {
-                    exclusive: true,
-                    ..Default::default()
-                },
-                lapin::types::FieldTable::default(),
-            )
+        let queue = fedgate::legacy::declare_private_queue(&channel, "")
             .await
             .unwrap();
         Publisher {
@@ -109,16 +101,7 @@ impl Publisher {
 
     /// Consumes the reply queue (without acknowledgements, as `mco` reads replies).
     pub async fn replies(&self) -> lapin::Consumer {
-        self.channel
-            .basic_consume(
-                self.reply_to.as_str().into(),
-                "replies".into(),
-                lapin::options::BasicConsumeOptions {
-                    no_ack: true,
-                    ..Default::default()
-                },
-                lapin::types::FieldTable::default(),
-            )
+        fedgate::legacy::consume_unacked(&self.channel, &self.reply_to, "replies")
             .await
             .unwrap()
     }
