@@ -89,7 +89,18 @@ impl Publisher {
             .confirm_select(lapin::options::ConfirmSelectOptions::default())
             .await
             .unwrap();
-        let queue = fedgate::legacy::declare_private_queue(&channel, "")
+        // Exclusive but not auto-delete (unlike `legacy::declare_private_queue`): a test may
+        // consume the replies, drop the consumer and consume again, and an auto-delete queue
+        // goes with its last consumer.
+        let queue = channel
+            .queue_declare(
+                "".into(),
+                lapin::options::QueueDeclareOptions {
+                    exclusive: true,
+                    ..Default::default()
+                },
+                lapin::types::FieldTable::default(),
+            )
             .await
             .unwrap();
         Publisher {
