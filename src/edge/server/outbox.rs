@@ -79,6 +79,33 @@ pub(super) fn close_message(code: u16, reason: &str) -> Message {
     }))
 }
 
+/// Most frames written before one flush, so a burst of replies costs a few socket writes
+/// instead of one each, while a ping or a close still comes through between batches.
+const FRAMES_PER_FLUSH: usize = 256;
+
+/// Writes `first` and whatever else is queued already (up to [`FRAMES_PER_FLUSH`] frames),
+/// then flushes once. The socket's write buffer (`upgrade::WRITE_BUFFER`) sends full chunks on
+/// the way; what is written is taken off the outbox's byte count.
+async fn write_batch(
+    sink: &mut SplitSink<WebSocket, Message>,
+    outbox: &mut mpsc::Receiver<Utf8Bytes>,
+    first: Utf8Bytes,
+    queued: &AtomicUsize,
+) -> Result<(), axum::Error> {
+    let mut len = first.len();
+    sink.feed(Message::Text(first)).await?;
+    for _ in 1..FRAMES_PER_FLUSH {
+        let Ok(message) = outbox.try_recv() else {
+            break;
+        };
+        len += message.len();
+        sink.feed(Message::Text(message)).await?;
+    }
+    sink.flush().await?;
+    queued.fetch_sub(len, Ordering::Relaxed);
+    Ok(())
+}
+
 /// The writer: it owns the sink, writes what is queued, pings every `ping_every`, and ends with
 /// the close frame the session sends on `close_rx`.
 pub(super) fn spawn_writer(
@@ -102,11 +129,9 @@ pub(super) fn spawn_writer(
                         }
                         return;
                     };
-                    let len = message.len();
-                    if sink.send(Message::Text(message)).await.is_err() {
+                    if write_batch(&mut sink, &mut outbox, message, &queued).await.is_err() {
                         return;
                     }
-                    queued.fetch_sub(len, Ordering::Relaxed);
                 }
                 _ = ping.tick() => {
                     if sink.send(Message::Ping(Default::default())).await.is_err() {
@@ -116,7 +141,7 @@ pub(super) fn spawn_writer(
                 reason = &mut close_rx => {
                     // Flush what is already queued, then close.
                     while let Ok(message) = outbox.try_recv() {
-                        if sink.send(Message::Text(message)).await.is_err() {
+                        if write_batch(&mut sink, &mut outbox, message, &queued).await.is_err() {
                             return;
                         }
                     }

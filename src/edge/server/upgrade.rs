@@ -99,7 +99,7 @@ pub(super) async fn upgrade(
     ws.max_message_size(limit)
         .max_frame_size(limit)
         .read_buffer_size(4096)
-        .write_buffer_size(0)
+        .write_buffer_size(WRITE_BUFFER)
         .on_upgrade(move |socket| {
             tracker.track_future(async move {
                 metrics::gauge!("fedgate_edge_sockets").increment(1.0);
@@ -112,6 +112,11 @@ pub(super) async fn upgrade(
             })
         })
 }
+
+/// Bytes of frames a socket gathers before it writes them out: the writer flushes after each
+/// batch anyway, so this only splits a big batch into writes of this size. Small, because a
+/// socket keeps the buffer's capacity while it lives.
+const WRITE_BUFFER: usize = 16 * 1024;
 
 /// The refusal of a socket whose `Origin` is not allowed, or that has none and neither
 /// credentials nor the signed-only subprotocol.
