@@ -177,6 +177,8 @@ impl Broker {
             let stats = Arc::new(ClusterStats::new(&rules.cluster, &options.instance));
             let ctx = Arc::new(ClusterContext {
                 federation: broker.networks[&name].clone(),
+                federation_network: name.clone(),
+                urls: crate::nats::ServerUrls::default(),
                 networks: broker.networks.clone(),
                 stats: stats.clone(),
                 gate: rules.resign.as_ref().and(gate.clone()),
@@ -223,6 +225,7 @@ impl Broker {
             let worker = Worker::Replies {
                 ctx: ctx.clone(),
                 member: member.clone(),
+                network: destination.network().to_string(),
                 chained,
             };
             subscriptions.push((member, subject, group, worker));

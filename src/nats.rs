@@ -219,6 +219,38 @@ pub fn connected_server(client: &async_nats::Client) -> String {
     format!("nats://{}:{}", info.host, info.port)
 }
 
+/// How long a [`ServerUrls`] entry is used before the client is asked again.
+pub const SERVER_URL_TTL: Duration = Duration::from_millis(250);
+
+/// [`connected_server`] for each of a fixed set of networks, read again at most every
+/// [`SERVER_URL_TTL`]. Asking the client copies its whole server `INFO` (a dozen strings); a
+/// broker names two servers in every message it relays, so it asks here instead. After a
+/// reconnect, `seen-by` may name the previous server for up to the TTL; nothing but the trace
+/// reads those URLs (loops are found by the processor's label).
+#[derive(Debug, Default)]
+pub struct ServerUrls {
+    cached: std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, Arc<str>)>>,
+}
+
+impl ServerUrls {
+    /// The URL of the server `client`, the connection to `network`, is connected to.
+    pub fn get(&self, network: &str, client: &async_nats::Client) -> Arc<str> {
+        let now = std::time::Instant::now();
+        if let Ok(cached) = self.cached.lock()
+            && let Some((read, url)) = cached.get(network)
+            && now.duration_since(*read) < SERVER_URL_TTL
+        {
+            return url.clone();
+        }
+        let url: Arc<str> = connected_server(client).into();
+        if let Ok(mut cached) = self.cached.lock() {
+            // Keyed by the broker's networks, a set fixed at start-up.
+            cached.insert(network.to_string(), (now, url.clone()));
+        }
+        url
+    }
+}
+
 /// The certificates of the PEM bundle `ca` as a rustls root store.
 pub fn root_store(ca: &Path) -> Result<RootCertStore, NatsError> {
     let tls_err = |reason: String| NatsError::Tls {

@@ -205,16 +205,31 @@ pub fn encode_base64(bytes: &[u8]) -> String {
 
 /// Serde adapter for `[]byte` fields: padded std base64 out, lenient base64 in.
 pub(crate) mod base64_bytes {
-    use serde::{Deserialize, Deserializer, Serializer};
+    use serde::{Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(bytes: &[u8], ser: S) -> Result<S::Ok, S::Error> {
         ser.serialize_str(&super::encode_base64(bytes))
     }
 
+    /// Decodes straight from the input where the JSON string has no escapes (base64 never
+    /// needs one), instead of copying it into a `String` first; serde's `Cow<str>` always copies.
     pub fn deserialize<'de, D: Deserializer<'de>>(de: D) -> Result<Vec<u8>, D::Error> {
-        let text = <std::borrow::Cow<'de, str>>::deserialize(de)?;
-        super::decode_base64_lenient(&text)
-            .map_err(|err| serde::de::Error::custom(format!("invalid base64: {err}")))
+        de.deserialize_str(Base64Visitor)
+    }
+
+    struct Base64Visitor;
+
+    impl serde::de::Visitor<'_> for Base64Visitor {
+        type Value = Vec<u8>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a base64 string")
+        }
+
+        fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Vec<u8>, E> {
+            super::decode_base64_lenient(text)
+                .map_err(|err| E::custom(format!("invalid base64: {err}")))
+        }
     }
 }
 

@@ -17,7 +17,7 @@ use super::transform::{
 };
 use crate::audit::Event;
 use crate::gateway::gate::Gate;
-use crate::nats::connected_server;
+use crate::nats::ServerUrls;
 
 mod resigned;
 use resigned::{claimed_unrouted, deny, relay_resigned};
@@ -31,10 +31,21 @@ pub(super) struct ClusterContext {
     pub stats: Arc<ClusterStats>,
     /// The federation network.
     pub federation: Client,
+    /// Its name among `networks`.
+    pub federation_network: String,
+    /// The server each network's client is connected to, as `seen-by` names it.
+    pub urls: ServerUrls,
     /// Member networks by name.
     pub networks: Arc<BTreeMap<String, Client>>,
     /// Policy and audit; present in resign mode.
     pub gate: Option<Arc<Gate>>,
+}
+
+impl ClusterContext {
+    /// The server the federation network's client is connected to.
+    pub fn federation_url(&self) -> Arc<str> {
+        self.urls.get(&self.federation_network, &self.federation)
+    }
 }
 
 /// The kind of subscription a worker serves.
@@ -47,6 +58,8 @@ pub(super) enum Worker {
     Replies {
         ctx: Arc<ClusterContext>,
         member: Client,
+        /// The member's name among the networks.
+        network: String,
         chained: bool,
     },
 }
@@ -80,12 +93,12 @@ impl Worker {
             Worker::Replies {
                 ctx,
                 member,
+                network,
                 chained,
             } => {
                 let started = Instant::now();
                 ctx.stats.received(Direction::Reply);
-                let (inbound, outbound) =
-                    (connected_server(member), connected_server(&ctx.federation));
+                let (inbound, outbound) = (ctx.urls.get(network, member), ctx.federation_url());
                 let routed = if ctx.rules.resign.is_some() {
                     resign::route_reply(&message.payload, &ctx.rules, &inbound, &outbound).map(
                         |(reply_to, payload, req)| {
@@ -167,14 +180,14 @@ async fn relay_one(ctx: &ClusterContext, message: &Message) {
 
 /// go-choria's broker: only transport headers change.
 async fn relay_pass_through(ctx: &ClusterContext, routed: &RoutedRequest<'_>) {
-    let inbound = connected_server(&ctx.federation);
+    let inbound = ctx.federation_url();
     for (destination, targets) in routed.groups() {
         // Every destination network is connected at start-up (`Broker::start`).
         let Some(client) = ctx.networks.get(destination.network()) else {
             ctx.stats.error(Direction::Request);
             continue;
         };
-        let outbound = connected_server(client);
+        let outbound = ctx.urls.get(destination.network(), client);
         let egress = routed.egress(destination, targets, &ctx.rules, &inbound, &outbound);
         publish_all(ctx, client, egress).await;
     }

@@ -17,7 +17,6 @@ use crate::gateway::{
     Admitted, Ask, Call, CallError, Claim, Mode, Recorded, Refusal as Admission, Why, admit,
     choria_call,
 };
-use crate::nats::connected_server;
 use crate::rules::Rules;
 use crate::security::{Now, VerifiedRequest};
 use crate::subjects::Target;
@@ -262,8 +261,8 @@ impl Share<'_> {
         target: &ResignTarget,
         admitted: &Admitted,
     ) -> Result<Vec<Egress>, (&'static str, Refusal)> {
-        let outbound = connected_server(client);
-        let inbound = connected_server(&self.ctx.federation);
+        let outbound = self.ctx.urls.get(destination.network(), client);
+        let inbound = self.ctx.federation_url();
         let mapped = resign::Mapped {
             target,
             callerid: admitted.mapped(),
@@ -274,7 +273,7 @@ impl Share<'_> {
             destination,
             targets,
             (&self.ctx.rules, self.rules),
-            (inbound.as_str(), outbound.as_str()),
+            (&*inbound, &*outbound),
             mapped,
             admitted.filter(),
             self.now,
