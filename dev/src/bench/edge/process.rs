@@ -92,6 +92,15 @@ impl EdgeProcess {
         rss_kib(pid)
     }
 
+    /// CPU time the edge has used so far, every thread.
+    pub(super) fn cpu(&self) -> Result<Duration, BenchError> {
+        let pid = self
+            .child
+            .id()
+            .ok_or_else(|| BenchError("the edge exited".into()))?;
+        cpu_time(pid)
+    }
+
     pub(crate) async fn stop(mut self) {
         let _ = self.child.kill().await;
     }
@@ -106,4 +115,23 @@ pub(super) fn rss_kib(pid: u32) -> Result<u64, BenchError> {
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
         .ok_or_else(|| BenchError(format!("no VmRSS for pid {pid}")))
+}
+
+/// CPU time a process has used so far: the sum over its threads of the nanoseconds on a CPU in
+/// `/proc/PID/task/TID/schedstat` (nanosecond resolution, where `/proc/PID/stat` counts ticks).
+pub(super) fn cpu_time(pid: u32) -> Result<Duration, BenchError> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).map_err(setup_err)?;
+    let mut nanos = 0u64;
+    for task in tasks.flatten() {
+        // A thread that ended since the listing is no longer there, and no longer counts.
+        let Ok(stat) = std::fs::read_to_string(task.path().join("schedstat")) else {
+            continue;
+        };
+        nanos += stat
+            .split_whitespace()
+            .next()
+            .and_then(|n| n.parse::<u64>().ok())
+            .ok_or_else(|| BenchError(format!("unreadable schedstat for pid {pid}: {stat:?}")))?;
+    }
+    Ok(Duration::from_nanos(nanos))
 }

@@ -8,6 +8,7 @@ use futures::{SinkExt, StreamExt};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
+use super::process::{EdgeProcess, cpu_time};
 use crate::bench::{BenchError, setup_err};
 use crate::natsd::NatsServer;
 use fedgate::edge::client::{Connect, open};
@@ -21,14 +22,35 @@ use fedgate::wire::choria_v1::{
 /// The agent the relay source answers for; no simulated node has it.
 const RELAY_AGENT: &str = "relay";
 
+/// One side of the relay comparison: messages per second reaching the client, and messages
+/// per CPU second of the process that turns them into WebSocket frames (nats-server, or the
+/// edge).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct RelayRate {
+    pub(super) per_second: f64,
+    pub(super) per_cpu_second: f64,
+}
+
+impl RelayRate {
+    fn new(messages: usize, took: Duration, cpu: Duration) -> RelayRate {
+        let messages = messages.saturating_sub(1) as f64;
+        RelayRate {
+            per_second: messages / took.as_secs_f64(),
+            per_cpu_second: messages / cpu.as_secs_f64().max(1e-9),
+        }
+    }
+}
+
 /// Messages per second reaching one WebSocket client: from a NATS subscription over
-/// nats-server's WebSocket listener, and as `reply` frames from the edge.
+/// nats-server's WebSocket listener, and as `reply` frames from the edge. Each side's
+/// relaying process is timed on the CPU over the same span.
 pub(super) async fn relay_rates(
     nats: &NatsServer,
     publisher: async_nats::Client,
+    edge: &EdgeProcess,
     connect: &Connect,
     messages: usize,
-) -> Result<(f64, f64), BenchError> {
+) -> Result<(RelayRate, RelayRate), BenchError> {
     let sample = reply_transport("0123456789abcdef0123456789abcdef", "relay00000", "x");
     let payload = Bytes::from(sample.encode());
 
@@ -46,7 +68,7 @@ pub(super) async fn relay_rates(
         }
     };
 
-    let edge = edge_relay_rate(&publisher, connect, messages).await?;
+    let edge = edge_relay_rate(&publisher, edge, connect, messages).await?;
     Ok((baseline, edge))
 }
 
@@ -54,9 +76,10 @@ pub(super) async fn relay_rates(
 /// broadcast answered by `messages` distinct senders, published at once.
 async fn edge_relay_rate(
     publisher: &async_nats::Client,
+    edge: &EdgeProcess,
     connect: &Connect,
     messages: usize,
-) -> Result<f64, BenchError> {
+) -> Result<RelayRate, BenchError> {
     let source = publisher.clone();
     let mut requests = source
         .subscribe(fedgate::subjects::broadcast("london", RELAY_AGENT))
@@ -88,6 +111,7 @@ async fn edge_relay_rate(
         .await
         .map_err(setup_err)?;
     let (mut first, mut replies) = (None, 0usize);
+    let mut cpu_at_first = Duration::ZERO;
     let took = loop {
         let frame = tokio::time::timeout(Duration::from_secs(60), socket.next())
             .await
@@ -96,7 +120,10 @@ async fn edge_relay_rate(
             continue;
         };
         if text.as_str().starts_with(r#"{"type":"reply""#) {
-            first.get_or_insert_with(Instant::now);
+            if first.is_none() {
+                cpu_at_first = edge.cpu()?;
+                first = Some(Instant::now());
+            }
             replies += 1;
             if replies == messages {
                 break first.map_or(Duration::ZERO, |f| f.elapsed());
@@ -105,9 +132,10 @@ async fn edge_relay_rate(
             return Err(BenchError(format!("edge relay: {text}")));
         }
     };
+    let cpu = edge.cpu()?.saturating_sub(cpu_at_first);
     let _ = answer.await;
     let _ = socket.close(None).await;
-    Ok(messages.saturating_sub(1) as f64 / took.as_secs_f64())
+    Ok(RelayRate::new(messages, took, cpu))
 }
 
 /// Messages per second reaching one NATS subscriber over nats-server's WebSocket listener, from
@@ -117,7 +145,7 @@ async fn nats_websocket_rate(
     publisher: &async_nats::Client,
     payload: &Bytes,
     messages: usize,
-) -> Result<f64, BenchError> {
+) -> Result<RelayRate, BenchError> {
     let ws_url = nats
         .websocket_url()
         .ok_or_else(|| BenchError("nats-server reported no websocket port".into()))?;
@@ -127,12 +155,16 @@ async fn nats_websocket_rate(
         .await
         .map_err(setup_err)?;
     subscriber.flush().await.map_err(setup_err)?;
+    let mut cpu_at_first = Duration::ZERO;
     let receive = async {
         let mut first = None;
         for n in 0..messages {
             match tokio::time::timeout(Duration::from_secs(10), subscription.next()).await {
                 Ok(Some(_)) => {
-                    first.get_or_insert_with(Instant::now);
+                    if first.is_none() {
+                        cpu_at_first = cpu_time(nats.pid())?;
+                        first = Some(Instant::now());
+                    }
                 }
                 Ok(None) => {
                     return Err(BenchError(format!(
@@ -159,7 +191,9 @@ async fn nats_websocket_rate(
     };
     let (took, sent) = tokio::join!(receive, send);
     sent?;
-    Ok(messages.saturating_sub(1) as f64 / took?.as_secs_f64())
+    let took = took?;
+    let cpu = cpu_time(nats.pid())?.saturating_sub(cpu_at_first);
+    Ok(RelayRate::new(messages, took, cpu))
 }
 
 /// A node's reply transport to `requestid`, as the simulated fleet builds it.
