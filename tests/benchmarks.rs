@@ -19,12 +19,18 @@ async fn the_edge_benchmark_measures_every_side() {
     let report = fedgate_dev::bench::edge::run(dir.path(), &options)
         .await
         .unwrap();
-    assert_eq!(report.throughput.len(), 2);
+    // Requests per second, relayed messages per second, and relayed messages per CPU second
+    // of each relaying process.
+    assert_eq!(report.throughput.len(), 3);
+    assert!(
+        report.throughput[2].name.contains("CPU second"),
+        "{report:?}"
+    );
     assert!(
         report
             .throughput
             .iter()
-            .all(|r| r.baseline_ops > 0.0 && r.fedgate_ops > 0.0),
+            .all(|r| r.baseline_ops.is_finite() && r.baseline_ops > 0.0 && r.fedgate_ops > 0.0),
         "{report:?}"
     );
     assert_eq!(report.latency.len(), 2);

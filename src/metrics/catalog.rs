@@ -420,6 +420,11 @@ pub const METRICS: &[Metric] = &[
         "Replies sent back to legacy callers.",
     ),
     counter(
+        "fedgate_legacy_replies_failed_total",
+        &["legacy"],
+        "Replies to legacy callers that could not be published, after waiting up to 15 s for a recovering channel.",
+    ),
+    counter(
         "fedgate_legacy_replies_dropped_total",
         &[],
         "Replies for legacy callers dropped because their queue was full.",

@@ -83,19 +83,47 @@ impl Shared {
         let properties = BasicProperties::default()
             .with_expiration("70000".into())
             .with_headers(headers);
-        let published = self
-            .publisher
-            .basic_publish(
-                ShortString::from(""),
-                ShortString::from(answer.reply_to.as_str()),
-                BasicPublishOptions::default(),
-                &reply.encode(serializer),
-                properties,
-            )
-            .await;
-        match published {
-            Ok(_) => metrics::counter!("fedgate_legacy_replies_sent_total", "legacy" => self.name.clone()).increment(1),
-            Err(err) => tracing::warn!(legacy = %self.name, %err, "could not publish a legacy reply"),
+        let payload = reply.encode(serializer);
+        // A request can come in on the consuming channel while lapin is still recovering the
+        // publishing one after a lost connection: the reply waits for it (a while) instead of
+        // being lost.
+        let deadline = tokio::time::Instant::now() + REPLY_WAITS_FOR_RECOVERY;
+        loop {
+            let published = self
+                .publisher
+                .basic_publish(
+                    ShortString::from(""),
+                    ShortString::from(answer.reply_to.as_str()),
+                    BasicPublishOptions::default(),
+                    &payload,
+                    properties.clone(),
+                )
+                .await;
+            match published {
+                Ok(_) => {
+                    metrics::counter!("fedgate_legacy_replies_sent_total", "legacy" => self.name.clone())
+                        .increment(1);
+                    return;
+                }
+                Err(_)
+                    if self.publisher.status().reconnecting()
+                        && tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(RECOVERY_POLL).await;
+                }
+                Err(err) => {
+                    metrics::counter!("fedgate_legacy_replies_failed_total", "legacy" => self.name.clone())
+                        .increment(1);
+                    tracing::warn!(legacy = %self.name, %err, "could not publish a legacy reply");
+                    return;
+                }
+            }
         }
     }
 }
+
+/// How long a reply waits for its channel to recover from a lost connection; lapin recovers
+/// with back-off, and `mco` stops listening well before the reply's 70 s expiry.
+const REPLY_WAITS_FOR_RECOVERY: std::time::Duration = std::time::Duration::from_secs(15);
+/// How often a waiting reply looks again.
+const RECOVERY_POLL: std::time::Duration = std::time::Duration::from_millis(100);

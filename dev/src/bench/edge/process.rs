@@ -84,21 +84,19 @@ impl EdgeProcess {
         Ok(EdgeProcess { child, url })
     }
 
-    pub(super) fn rss_kib(&self) -> Result<u64, BenchError> {
-        let pid = self
-            .child
+    fn pid(&self) -> Result<u32, BenchError> {
+        self.child
             .id()
-            .ok_or_else(|| BenchError("the edge exited".into()))?;
-        rss_kib(pid)
+            .ok_or_else(|| BenchError("the edge exited".into()))
+    }
+
+    pub(super) fn rss_kib(&self) -> Result<u64, BenchError> {
+        rss_kib(self.pid()?)
     }
 
     /// CPU time the edge has used so far, every thread.
     pub(super) fn cpu(&self) -> Result<Duration, BenchError> {
-        let pid = self
-            .child
-            .id()
-            .ok_or_else(|| BenchError("the edge exited".into()))?;
-        cpu_time(pid)
+        cpu_time(self.pid()?)
     }
 
     pub(crate) async fn stop(mut self) {
