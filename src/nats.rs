@@ -74,7 +74,7 @@ impl From<AuthError> for NatsError {
 
 /// Connects, with TLS when a CA is configured; `name` shows in the server's connection list.
 pub async fn connect(endpoint: &NatsEndpoint, name: &str) -> Result<async_nats::Client, NatsError> {
-    connect_with(endpoint, name, name, None, None).await
+    connect_with(endpoint, name, name, None, DEFAULT_SUBSCRIPTION_BUFFER).await
 }
 
 /// Connects as [`connect`] does, and reports the connection to `/readyz` as `what` (e.g.
@@ -84,10 +84,18 @@ pub async fn connect_watched(
     name: &str,
     what: &str,
 ) -> Result<async_nats::Client, NatsError> {
-    connect_with(endpoint, name, what, Some(crate::health::watch(what)), None).await
+    connect_with(
+        endpoint,
+        name,
+        what,
+        Some(crate::health::watch(what)),
+        DEFAULT_SUBSCRIPTION_BUFFER,
+    )
+    .await
 }
 
-/// Messages async-nats holds for a subscription by default before it drops them.
+/// Messages held for a subscription whose reader falls behind before they are dropped:
+/// async-nats' own default, which every connection but the edge's keeps.
 pub const DEFAULT_SUBSCRIPTION_BUFFER: usize = 65_536;
 
 /// Connects as [`connect_watched`] does, holding up to `buffer` messages for each
@@ -104,7 +112,7 @@ pub async fn connect_buffered(
         name,
         what,
         Some(crate::health::watch(what)),
-        Some(buffer),
+        buffer,
     )
     .await
 }
@@ -118,7 +126,7 @@ async fn connect_with(
     name: &str,
     what: &str,
     status: Option<Arc<crate::health::Status>>,
-    buffer: Option<usize>,
+    buffer: usize,
 ) -> Result<async_nats::Client, NatsError> {
     if endpoint.urls.is_empty() {
         return Err(NatsError::NoUrls);
@@ -129,6 +137,7 @@ async fn connect_with(
     let mut options = async_nats::ConnectOptions::new()
         .name(name)
         .connection_timeout(Duration::from_secs(5))
+        .subscription_capacity(buffer)
         .event_callback(move |event| {
             if let Some(status) = &status {
                 match &event {
@@ -164,9 +173,6 @@ async fn connect_with(
                 tracing::debug!(%event, "nats connection event");
             }
         });
-    if let Some(buffer) = buffer {
-        options = options.subscription_capacity(buffer);
-    }
     match (&endpoint.ca, &endpoint.identity) {
         (Some(ca), identity) => {
             let config = tls_config(ca, identity.as_ref())?;
