@@ -1,5 +1,8 @@
-//! The file sink: one writer thread owns the file and the chain; callers hand it events and wait
-//! for the write. Events that arrive together are written together (group commit).
+//! The file sink: a writer owns the file and the chain behind a lock. A caller that finds it
+//! free writes its own record at once, which spares a lone request two thread wake-ups; one that
+//! finds it busy hands its event to the writer thread and waits, and events that wait together are
+//! written together (group commit). The thread also syncs, checkpoints on time, and writes every
+//! record that could rotate the file or must be synced before it is acknowledged.
 //!
 //! Durability (`fsync`):
 //! - `interval` (default): each record is written to the file (the kernel's page cache) before
@@ -16,8 +19,8 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
@@ -101,18 +104,20 @@ struct Job {
     reply: Reply,
 }
 
-/// What the writer thread is handed: a record to write, or the stop (answered once the last
-/// checkpoint is on disk).
+/// What the writer thread is handed: a record to write, the stop (answered once the last
+/// checkpoint is on disk), or a wake-up to look at the time left to the next checkpoint again.
 enum Message {
     Write(Box<Job>),
     Close(oneshot::Sender<()>),
+    Wake,
 }
 
-/// A handle to the writer thread; cheap to clone. The thread stops at [`FileSink::close`], or
+/// A handle to the writer; cheap to clone. The writer thread stops at [`FileSink::close`], or
 /// when the last handle drops.
 #[derive(Clone)]
 pub struct FileSink {
     jobs: SyncSender<Message>,
+    writer: Arc<Mutex<Writer>>,
 }
 
 /// Why the sink could not open its file.
@@ -128,32 +133,54 @@ pub struct OpenError {
 impl FileSink {
     /// Opens (or creates) the active file, resumes its chain, and starts the writer thread.
     pub fn open(options: FileOptions) -> Result<FileSink, OpenError> {
-        let writer = Writer::open(options.clone())?;
+        let writer = Arc::new(Mutex::new(Writer::open(options.clone())?));
         let (jobs, queue) = sync_channel(QUEUE);
+        let owner = writer.clone();
         std::thread::Builder::new()
             .name("fedgate-audit".into())
-            .spawn(move || writer.run(queue))
+            .spawn(move || run(&owner, queue))
             .map_err(|e| OpenError {
                 path: options.path.clone(),
                 message: format!("cannot start the writer: {e}"),
             })?;
-        Ok(FileSink { jobs })
+        Ok(FileSink { jobs, writer })
     }
 
     /// Writes one event as record `id` and waits until it is written (and synced, per policy).
     pub async fn append(&self, kind: Kind, id: String, event: Event) -> Result<Record, SinkError> {
         let (reply, done) = oneshot::channel();
-        match self.jobs.try_send(Message::Write(Box::new(Job {
+        let job = Box::new(Job {
             kind,
             id,
             event,
             reply,
-        }))) {
+        });
+        let Err(job) = self.write_inline(job) else {
+            return done.await.unwrap_or(Err(SinkError::Stopped));
+        };
+        match self.jobs.try_send(Message::Write(job)) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => return Err(SinkError::Busy),
             Err(TrySendError::Disconnected(_)) => return Err(SinkError::Stopped),
         }
         done.await.unwrap_or(Err(SinkError::Stopped))
+    }
+
+    /// Writes `job` here when the writer is free, without waking its thread and being woken
+    /// back; gives it back when the thread must write it.
+    fn write_inline(&self, job: Box<Job>) -> Result<(), Box<Job>> {
+        let mut writer = match self.writer.try_lock() {
+            Ok(writer) if writer.writes_inline() => writer,
+            _ => return Err(job),
+        };
+        writer.write_batch(vec![*job]);
+        let wake = writer.after_inline();
+        drop(writer);
+        if wake {
+            // Full or stopped: the thread is awake, or there is nothing left to checkpoint.
+            let _ = self.jobs.try_send(Message::Wake);
+        }
+        Ok(())
     }
 
     /// Stops the writer once the records handed to it before are written: it anchors them with
@@ -186,6 +213,10 @@ struct Writer {
     dirty: bool,
     /// A write failed and the file could not be cut back: refuse until restarted.
     broken: Option<String>,
+    /// The sink was closed: the thread wrote its last checkpoint, and refuses what comes after.
+    closed: bool,
+    /// When the thread wakes next unless handed something.
+    wakes_at: Instant,
 }
 
 impl Writer {
@@ -234,6 +265,8 @@ impl Writer {
             synced: Instant::now(),
             dirty: false,
             broken: None,
+            closed: false,
+            wakes_at: Instant::now(),
         };
         if existing == 0 {
             writer.write_header(previous_file).map_err(error)?;
@@ -250,56 +283,24 @@ impl Writer {
         Ok(writer)
     }
 
-    fn run(mut self, queue: Receiver<Message>) {
-        let closed = loop {
-            let wait = self
-                .cadence
-                .as_ref()
-                .and_then(Cadence::wait)
-                .map_or(self.options.fsync_interval, |due| {
-                    due.min(self.options.fsync_interval)
-                });
-            let first = match queue.recv_timeout(wait) {
-                Ok(job) => job,
-                Err(RecvTimeoutError::Timeout) => {
-                    self.checkpoint_if_due();
-                    self.sync_if_due();
-                    continue;
-                }
-                Err(RecvTimeoutError::Disconnected) => break None,
-            };
-            let mut batch = Vec::new();
-            let mut closing = None;
-            let mut next = Some(first);
-            while let Some(message) = next {
-                match message {
-                    Message::Write(job) => batch.push(*job),
-                    Message::Close(ack) => {
-                        closing = Some(ack);
-                        break;
-                    }
-                }
-                next = (batch.len() < BATCH)
-                    .then(|| queue.try_recv().ok())
-                    .flatten();
-            }
-            if !batch.is_empty() {
-                self.write_batch(batch);
-            }
-            if closing.is_some() {
-                break closing;
-            }
-            self.checkpoint_if_due();
-            self.sync_if_due();
-        };
-        // A clean stop anchors what is left, so a trail that ends unanchored was cut or crashed.
-        if self.cadence.as_ref().and_then(Cadence::wait).is_some() {
-            self.checkpoint_now();
-        }
-        let _ = self.file.sync_data();
-        if let Some(ack) = closed {
-            let _ = ack.send(());
-        }
+    /// Whether a caller may write its record itself: not after close, and not when the write
+    /// could rotate the file or must be synced first, which are slow enough to leave to the
+    /// thread.
+    fn writes_inline(&self) -> bool {
+        const HEADROOM: u64 = 2 * record::MAX_RECORD_BYTES as u64 + 2;
+        !self.closed
+            && self.options.fsync != Fsync::Always
+            && self.len.saturating_add(HEADROOM) < self.options.rotate_bytes
+    }
+
+    /// After a caller's own write: the checkpoint due by time, and whether the thread must wake
+    /// before it planned to, for the checkpoint the records now waiting are owed.
+    fn after_inline(&mut self) -> bool {
+        self.checkpoint_if_due();
+        self.cadence
+            .as_ref()
+            .and_then(Cadence::wait)
+            .is_some_and(|wait| Instant::now() + wait < self.wakes_at)
     }
 
     /// Seals `event` onto the chain into `buffer`, followed by a checkpoint when one is due.
@@ -469,6 +470,75 @@ impl Writer {
         self.len = 0;
         self.write_header(Some(file_name(&rotated)))
     }
+}
+
+/// The writer thread: writes what callers hand it, in batches, and syncs and checkpoints on time.
+fn run(writer: &Mutex<Writer>, queue: Receiver<Message>) {
+    let lock = || writer.lock().unwrap_or_else(PoisonError::into_inner);
+    let closed = loop {
+        let wait = {
+            let mut writer = lock();
+            let wait = writer
+                .cadence
+                .as_ref()
+                .and_then(Cadence::wait)
+                .map_or(writer.options.fsync_interval, |due| {
+                    due.min(writer.options.fsync_interval)
+                });
+            writer.wakes_at = Instant::now() + wait;
+            wait
+        };
+        let first = match queue.recv_timeout(wait) {
+            Ok(job) => job,
+            Err(RecvTimeoutError::Timeout) => {
+                maintain(&mut lock());
+                continue;
+            }
+            Err(RecvTimeoutError::Disconnected) => break None,
+        };
+        let mut batch = Vec::new();
+        let mut closing = None;
+        let mut next = Some(first);
+        while let Some(message) = next {
+            match message {
+                Message::Write(job) => batch.push(*job),
+                Message::Close(ack) => {
+                    closing = Some(ack);
+                    break;
+                }
+                Message::Wake => {}
+            }
+            next = (batch.len() < BATCH)
+                .then(|| queue.try_recv().ok())
+                .flatten();
+        }
+        let mut writer = lock();
+        if !batch.is_empty() {
+            writer.write_batch(batch);
+        }
+        if closing.is_some() {
+            writer.closed = true;
+            break closing;
+        }
+        maintain(&mut writer);
+    };
+    let mut writer = lock();
+    writer.closed = true;
+    // A clean stop anchors what is left, so a trail that ends unanchored was cut or crashed.
+    if writer.cadence.as_ref().and_then(Cadence::wait).is_some() {
+        writer.checkpoint_now();
+    }
+    let _ = writer.file.sync_data();
+    drop(writer);
+    if let Some(ack) = closed {
+        let _ = ack.send(());
+    }
+}
+
+/// The writer's work on time: a checkpoint when records waited long enough, a sync when due.
+fn maintain(writer: &mut MutexGuard<'_, Writer>) {
+    writer.checkpoint_if_due();
+    writer.sync_if_due();
 }
 
 fn file_name(path: &Path) -> String {

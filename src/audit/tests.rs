@@ -255,3 +255,80 @@ async fn closing_the_sink_anchors_the_trail_before_it_returns() {
         .await;
     assert!(matches!(late, Err(SinkError::Stopped)), "{late:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn callers_writing_themselves_and_through_the_thread_keep_one_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let sink = FileSink::open(options(&path, u64::MAX)).unwrap();
+    // Sixteen callers at once: some find the writer free and write their own records, the
+    // others hand theirs to the thread; every record lands once, on one intact chain.
+    let callers = (0..16).map(|caller| {
+        let sink = sink.clone();
+        tokio::spawn(async move {
+            for n in 0..200 {
+                sink.append(
+                    Kind::Decision,
+                    record::new_id("fg1"),
+                    event(caller * 1000 + n),
+                )
+                .await
+                .unwrap();
+            }
+        })
+    });
+    for caller in futures::future::join_all(callers).await {
+        caller.unwrap();
+    }
+    sink.close().await;
+    let intact = verify(std::slice::from_ref(&path)).unwrap();
+    assert_eq!(intact.records, 1 + 16 * 200);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let ids: std::collections::BTreeSet<String> = text
+        .lines()
+        .filter_map(|l| record::check_line(l.as_bytes()).unwrap().event.request_id)
+        .collect();
+    assert_eq!(ids.len(), 16 * 200);
+}
+
+#[tokio::test]
+async fn a_record_its_caller_wrote_gets_its_checkpoint_on_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("checkpoint.key");
+    let (private, _) = checkpoint::generate().unwrap();
+    std::fs::write(&key, private).unwrap();
+    let signer = checkpoint::Signer::load(&key, 1000, Duration::from_millis(300)).unwrap();
+    let path = dir.path().join("audit.log");
+    // The thread would sleep a minute between syncs: only the record's checkpoint can wake it.
+    let sink = FileSink::open(FileOptions {
+        checkpoints: Some(std::sync::Arc::new(signer)),
+        fsync_interval: Duration::from_secs(60),
+        ..options(&path, u64::MAX)
+    })
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    sink.append(Kind::Decision, record::new_id("fg1"), event(1))
+        .await
+        .unwrap();
+    let kinds = || -> Vec<Kind> {
+        std::fs::read_to_string(&path)
+            .unwrap()
+            .lines()
+            .map(|l| record::check_line(l.as_bytes()).unwrap().kind)
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while kinds().len() < 4 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The header, the start-up checkpoint, the decision, and its checkpoint within the interval.
+    assert_eq!(
+        kinds(),
+        [
+            Kind::Header,
+            Kind::Checkpoint,
+            Kind::Decision,
+            Kind::Checkpoint
+        ]
+    );
+}
