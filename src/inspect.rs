@@ -1,9 +1,10 @@
 //! `fedgate inspect`: decode any Choria v1 layer from bytes, verify it, and describe the result;
-//! [`legacy`] does the same for legacy MCollective messages.
+//! [`v2`] does the same for Choria protocol v2 and [`legacy`] for legacy MCollective messages.
 
 use serde::Serialize;
 
 pub mod legacy;
+pub mod v2;
 
 use crate::security::{Now, Verifier, VerifyError, check_collective};
 use crate::wire::choria_v1::{

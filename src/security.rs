@@ -13,6 +13,7 @@ mod refusal;
 pub mod replay;
 mod resign;
 mod tls_identity;
+pub mod v2;
 mod verify;
 
 pub use caller::{CallerId, InvalidCallerId};
@@ -30,7 +31,7 @@ pub use tls_identity::{
 };
 pub use verify::{
     MIN_RSA_BITS, SignedRequest, TRUSTED_CHAINS, VerifiedRequest, Verifier, check_collective,
-    check_ttl,
+    check_collective_name, check_ttl,
 };
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -1,6 +1,8 @@
 //! Bytes become types here and nowhere else: limits, typed decode errors and shared codecs.
 
 pub mod choria_v1;
+pub mod choria_v2;
+mod layers;
 pub mod mcollective;
 
 use std::fmt;
@@ -43,6 +45,16 @@ pub enum Layer {
     SecureReply,
     /// `choria:reply:1`
     Reply,
+    /// `io.choria.protocol.v2.transport`
+    TransportV2,
+    /// `io.choria.protocol.v2.secure_request`
+    SecureRequestV2,
+    /// `io.choria.protocol.v2.request`
+    RequestV2,
+    /// `io.choria.protocol.v2.secure_reply`
+    SecureReplyV2,
+    /// `io.choria.protocol.v2.reply`
+    ReplyV2,
     /// The MCollective RPC request body inside a request.
     RpcRequest,
     /// The MCollective RPC reply body inside a reply.
@@ -58,6 +70,11 @@ impl Layer {
             Layer::Request => "choria:request:1",
             Layer::SecureReply => "choria:secure:reply:1",
             Layer::Reply => "choria:reply:1",
+            Layer::TransportV2 => "io.choria.protocol.v2.transport",
+            Layer::SecureRequestV2 => "io.choria.protocol.v2.secure_request",
+            Layer::RequestV2 => "io.choria.protocol.v2.request",
+            Layer::SecureReplyV2 => "io.choria.protocol.v2.secure_reply",
+            Layer::ReplyV2 => "io.choria.protocol.v2.reply",
             Layer::RpcRequest => "mcorpc request body",
             Layer::RpcReply => "mcorpc reply body",
         }
@@ -105,7 +122,7 @@ pub enum DecodeError {
         /// The protocol the document claims.
         found: String,
     },
-    /// A field is present and well typed but breaks the v1 schema.
+    /// A field is present and well typed but breaks its layer's schema.
     #[error("{layer}: field `{field}` {problem}")]
     Field {
         /// Layer being decoded.

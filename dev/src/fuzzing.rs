@@ -9,8 +9,11 @@ use fedgate::config::Config;
 use fedgate::edge::dispatch::Job;
 use fedgate::edge::protocol::ClientMessage;
 use fedgate::policy::{Effect, Groups, PolicyFile, PolicySet, Query, Vantage, authorize};
+use fedgate::security::Now;
+use fedgate::security::v2::{Issuers, V2Verifier};
 use fedgate::wire::Limits;
 use fedgate::wire::choria_v1::{RelayTransport, SecureReply, SecureRequest, Transport};
+use fedgate::wire::choria_v2;
 use fedgate::wire::mcollective::envelope::{LegacyReply, LegacyRequest};
 use fedgate::wire::mcollective::{Serializer, marshal, yaml};
 
@@ -20,6 +23,7 @@ pub type Target = fn(&[u8]);
 /// The fuzz targets by name, as `fuzz/Cargo.toml` names them.
 pub const TARGETS: &[(&str, Target)] = &[
     ("choria", choria),
+    ("choria_v2", choria_v2),
     ("marshal", marshal),
     ("yaml", yaml),
     ("edge_json", edge_json),
@@ -51,6 +55,40 @@ pub fn choria(data: &[u8]) {
     if let Ok(secure) = SecureReply::decode(data, &limits) {
         SecureReply::decode(&secure.encode(), &limits).expect("an encoded secure reply decodes");
         if let Ok(reply) = secure.reply(&limits) {
+            let _ = reply.rpc(&limits);
+        }
+    }
+}
+
+/// The issuer the `choria_v2` seeds' tokens were issued by (seed `[1; 32]`).
+pub const FUZZ_V2_ISSUER: &str = "8a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c";
+
+/// The Choria v2 decoders on one input: transport, secure request (verified against a fixed
+/// issuer, so arbitrary tokens reach the token checks) and secure reply with the documents
+/// inside them.
+pub fn choria_v2(data: &[u8]) {
+    let limits = Limits::default();
+    if let Ok(transport) = choria_v2::Transport::decode(data, &limits) {
+        let again = choria_v2::Transport::decode(&transport.encode(), &limits)
+            .expect("an encoded v2 transport decodes");
+        assert_eq!(again, transport);
+    }
+    if let Ok(secure) = choria_v2::SecureRequest::decode(data, &limits) {
+        let again = choria_v2::SecureRequest::decode(&secure.encode(), &limits)
+            .expect("an encoded v2 secure request decodes");
+        assert_eq!(again, secure);
+        if let Ok(request) = secure.decode_request(&limits) {
+            let _ = request.rpc(&limits);
+        }
+        let issuers = Issuers::default()
+            .with("choria", FUZZ_V2_ISSUER)
+            .expect("the fuzz issuer is a key");
+        let _ = V2Verifier::new(issuers, limits).verify_secure(secure, Now::at_unix(1_780_000_000));
+    }
+    if let Ok(secure) = choria_v2::SecureReply::decode(data, &limits) {
+        choria_v2::SecureReply::decode(&secure.encode(), &limits)
+            .expect("an encoded v2 secure reply decodes");
+        if let Ok(reply) = secure.decode_reply(&limits) {
             let _ = reply.rpc(&limits);
         }
     }

@@ -1,21 +1,29 @@
 //! `fedgate inspect`: decode and verify one message from a file, print one JSON object. A
-//! Choria v1 message by default, or with `--legacy` a legacy MCollective `ssl`-plugin one.
+//! Choria message, v1 or v2 as its `protocol` says, or with `--legacy` a legacy MCollective
+//! `ssl`-plugin one.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use fedgate::inspect::legacy::{LegacyInspectOptions, inspect_legacy};
+use fedgate::inspect::v2::inspect_v2;
 use fedgate::inspect::{InspectOptions, Inspection, inspect};
 use fedgate::security::Now;
 use fedgate::security::legacy::LegacyVerifier;
+use fedgate::security::v2::{Issuers, V2Verifier};
+use fedgate::wire::choria_v2::{Version, version};
 
 /// Arguments of `fedgate inspect`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// CA bundle the signer must chain to (Choria messages).
-    #[arg(long, required_unless_present = "legacy", conflicts_with = "legacy")]
+    /// CA bundle the signer must chain to (Choria v1 messages).
+    #[arg(long, conflicts_with = "legacy")]
     ca: Option<PathBuf>,
+    /// A trusted issuer of Choria v2 tokens, `ORG=HEX` (its organization, the tokens' `ou`, and
+    /// its ed25519 public key in hex); repeatable.
+    #[arg(long, value_name = "ORG=HEX", conflicts_with = "legacy")]
+    issuer: Vec<String>,
     /// The message is a legacy MCollective ssl-plugin request or reply (Marshal or YAML).
     #[arg(long, requires_all = ["client_certs", "server_cert"])]
     legacy: bool,
@@ -58,17 +66,38 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         };
         inspect_legacy(&bytes, &verifier, &options)
     } else {
-        let ca = args.ca.as_deref().context("--ca is required")?;
-        let verifier = args.trust.verifier(ca).context("loading --ca")?;
         let bytes = read_limited(&args.file, limits.max_message_bytes)?;
         let options = InspectOptions {
             limits,
             now,
-            collective: args.collective,
+            collective: args.collective.clone(),
         };
-        inspect(&bytes, &verifier, &options)
+        if version(&bytes) == Some(Version::V2) {
+            let verifier = V2Verifier::new(issuers(&args.issuer)?, limits);
+            inspect_v2(&bytes, &verifier, &options)
+        } else {
+            let ca = args
+                .ca
+                .as_deref()
+                .context("a Choria v1 message needs --ca (and a v2 one --issuer)")?;
+            let verifier = args.trust.verifier(ca).context("loading --ca")?;
+            inspect(&bytes, &verifier, &options)
+        }
     };
     print(&inspection)
+}
+
+/// The v2 issuers `--issuer` names; at least one.
+fn issuers(given: &[String]) -> anyhow::Result<Issuers> {
+    if given.is_empty() {
+        bail!("a Choria v2 message needs --issuer ORG=HEX (and a v1 one --ca)");
+    }
+    given.iter().try_fold(Issuers::default(), |issuers, one| {
+        let Some((org, key)) = one.split_once('=') else {
+            bail!("--issuer {one:?} is not ORG=HEX");
+        };
+        issuers.with(org, key).map_err(anyhow::Error::msg)
+    })
 }
 
 /// The legacy ingress's verifier, over the keys the flags name.

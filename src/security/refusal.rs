@@ -119,6 +119,18 @@ pub enum VerifyError {
     /// A bare request layer, which carries no signature.
     #[error("unsigned: {0}")]
     Unsigned(String),
+    /// A v2 token names an organization whose issuer is not trusted here.
+    #[error("unknown issuer: {0}")]
+    UnknownIssuer(String),
+    /// A v2 token, or its chain issuer, is outside its validity period.
+    #[error("expired token: {0}")]
+    ExpiredToken(String),
+    /// A v2 token does not verify, or is not the kind of token its place needs.
+    #[error("invalid token: {0}")]
+    InvalidToken(String),
+    /// A v2 token lacks the permission its use needs (fleet management, delegation).
+    #[error("not allowed: {0}")]
+    NotPermitted(String),
     /// The collective is not one of the receiver's.
     #[error("wrong collective: {collective:?} is not one of {member_of:?}")]
     WrongCollective {
@@ -134,7 +146,10 @@ impl VerifyError {
     pub fn reason(&self) -> Reason {
         match self {
             VerifyError::Malformed(_) | VerifyError::MalformedIdentity(_) => Reason::Malformed,
-            VerifyError::UnknownCa { .. } => Reason::UnknownCa,
+            VerifyError::UnknownCa { .. } | VerifyError::UnknownIssuer(_) => Reason::UnknownCa,
+            VerifyError::ExpiredToken(_) => Reason::ExpiredCertificate,
+            VerifyError::InvalidToken(_) => Reason::InvalidCertificate,
+            VerifyError::NotPermitted(_) => Reason::NotAllowed,
             VerifyError::ExpiredCertificate(_) => Reason::ExpiredCertificate,
             VerifyError::InvalidCertificate(_) => Reason::InvalidCertificate,
             VerifyError::NameMismatch { .. } => Reason::NameMismatch,

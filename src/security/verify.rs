@@ -347,12 +347,16 @@ pub fn check_ttl(request: &Request, now: Now) -> Result<(), VerifyError> {
 
 /// Refuses a request for a collective that is not in `member_of`.
 pub fn check_collective(request: &Request, member_of: &[String]) -> Result<(), VerifyError> {
-    let collective = &request.envelope.collective;
+    check_collective_name(&request.envelope.collective, member_of)
+}
+
+/// Refuses a request for `collective` unless it is one of `member_of`, in either protocol.
+pub fn check_collective_name(collective: &str, member_of: &[String]) -> Result<(), VerifyError> {
     if member_of.iter().any(|c| c == collective) {
         return Ok(());
     }
     Err(VerifyError::WrongCollective {
-        collective: collective.clone(),
+        collective: collective.to_string(),
         member_of: member_of.to_vec(),
     })
 }

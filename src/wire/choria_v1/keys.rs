@@ -21,9 +21,9 @@ pub(crate) enum Shape {
     Array(&'static Shape),
 }
 
-const LEAF: Shape = Shape::Leaf;
+pub(crate) const LEAF: Shape = Shape::Leaf;
 const FACT: Shape = Shape::Object(&[("fact", LEAF), ("operator", LEAF), ("value", LEAF)]);
-const FILTER: Shape = Shape::Object(&[
+pub(crate) const FILTER: Shape = Shape::Object(&[
     ("fact", Shape::Array(&FACT)),
     ("cf_class", LEAF),
     ("agent", LEAF),
