@@ -19,6 +19,32 @@ use crate::wire::choria_v1::{
 };
 use crate::wire::{DecodeError, Limits};
 
+mod v2;
+
+pub use v2::V2Egress;
+
+/// How a client signs into its collective: as a certificate (Choria v1, fedgate's privileged
+/// certificate when it re-signs), or as a v2 delegator.
+#[derive(Clone, Debug)]
+pub enum Egress {
+    /// Choria protocol v1, signed with this certificate's key.
+    V1(Arc<Signer>),
+    /// Choria protocol v2, signed by fedgate as a delegator for the caller.
+    V2(Arc<V2Egress>),
+}
+
+impl From<Arc<Signer>> for Egress {
+    fn from(signer: Arc<Signer>) -> Self {
+        Egress::V1(signer)
+    }
+}
+
+impl From<Arc<V2Egress>> for Egress {
+    fn from(egress: Arc<V2Egress>) -> Self {
+        Egress::V2(egress)
+    }
+}
+
 /// One RPC to make.
 #[derive(Clone, Debug)]
 pub struct RpcCall {
@@ -166,10 +192,10 @@ pub enum ClientError {
     Unreachable,
 }
 
-/// Signs and sends requests as one certificate user.
+/// Signs and sends requests as one caller.
 pub struct RpcClient {
     nats: async_nats::Client,
-    signer: Arc<Signer>,
+    egress: Egress,
     caller: CallerId,
     senderid: String,
     limits: Limits,
@@ -179,21 +205,21 @@ impl RpcClient {
     /// A client speaking as `caller` from machine `senderid`.
     pub fn new(
         nats: async_nats::Client,
-        signer: Arc<Signer>,
+        egress: impl Into<Egress>,
         caller: CallerId,
         senderid: String,
         limits: Limits,
     ) -> Self {
         RpcClient {
             nats,
-            signer,
+            egress: egress.into(),
             caller,
             senderid,
             limits,
         }
     }
 
-    /// Builds and signs the request and its transport for `call`.
+    /// Builds and signs the v1 request and its transport for `call`.
     pub fn build(
         &self,
         call: &RpcCall,
@@ -201,19 +227,18 @@ impl RpcClient {
         now: Now,
     ) -> Result<(Request, Transport), ClientError> {
         validate(call)?;
-        let body = RpcRequest {
-            agent: call.agent.clone(),
-            action: call.action.clone(),
-            data: call.data.clone(),
+        let Egress::V1(signer) = &self.egress else {
+            return Err(ClientError::Invalid(format!(
+                "collective {} speaks Choria protocol v2",
+                call.collective
+            )));
         };
-        let mut filter = call.filter.clone();
-        if !filter.agent.contains(&call.agent) {
-            filter.agent.push(call.agent.clone());
-        }
-        let (time, ttl) = match call.expires {
-            Some(end) => crate::security::resigned_window(end, 0, now, call.ttl),
-            None => (now.unix_seconds(), call.ttl),
-        };
+        let Signed {
+            body,
+            filter,
+            time,
+            ttl,
+        } = Signed::of(call, now);
         let envelope = RequestEnvelope {
             requestid: requestid.to_string(),
             senderid: self.senderid.clone(),
@@ -225,7 +250,7 @@ impl RpcClient {
             filter,
         };
         let request = Request::new(payload(call, &body), envelope);
-        let secure = self.signer.sign_request(&request)?;
+        let secure = signer.sign_request(&request)?;
         let server = connected_server(&self.nats);
         let mut headers = TransportHeaders {
             reply_to: Some(subjects::reply(
@@ -333,16 +358,20 @@ impl RpcClient {
         on_published: impl FnOnce(),
         mut on_reply: impl FnMut(&ReplyEvent),
     ) -> Result<Summary, ClientError> {
-        let requestid = requestid.to_string();
-        let (_, transport) = self.build(call, &requestid, Now::system())?;
-        let reply_subject = transport.headers.reply_to.clone().unwrap_or_default();
+        // A request admitted from a v2 caller keeps its id where it fits: a v1 collective takes
+        // only 32-character ids, so there it travels under one derived from it.
+        let requestid = match self.egress {
+            Egress::V1(_) => v1_request_id(requestid),
+            Egress::V2(_) => requestid.to_string(),
+        };
+        let (reply_subject, messages) = self.messages(call, &requestid, Now::system())?;
         let mut replies = self
             .nats
             .subscribe(reply_subject)
             .await
             .map_err(|err| ClientError::Nats(err.to_string()))?;
         let started = Instant::now();
-        let published = self.publish(outgoing(call, &transport, &requestid)).await?;
+        let published = self.publish(messages).await?;
         on_published();
 
         let mut summary = Summary {
@@ -412,6 +441,28 @@ impl RpcClient {
         Ok(summary)
     }
 
+    /// The reply subject and the NATS messages of `call`, signed as this client's egress signs.
+    fn messages(
+        &self,
+        call: &RpcCall,
+        requestid: &str,
+        now: Now,
+    ) -> Result<(String, Vec<(String, Bytes)>), ClientError> {
+        match &self.egress {
+            Egress::V1(_) => {
+                let (_, transport) = self.build(call, requestid, now)?;
+                let reply = transport.headers.reply_to.clone().unwrap_or_default();
+                Ok((reply, outgoing(call, &transport, requestid)))
+            }
+            Egress::V2(egress) => {
+                validate(call)?;
+                let (reply, transport) =
+                    egress.build(call, requestid, &self.caller, &self.senderid, now)?;
+                Ok((reply, v2::outgoing(call, &transport)?))
+            }
+        }
+    }
+
     async fn publish(&self, messages: Vec<(String, Bytes)>) -> Result<usize, ClientError> {
         // A publish while disconnected would wait in the client's buffer and go out after the
         // reconnect, perhaps long after the caller gave up: refuse it now instead.
@@ -438,6 +489,9 @@ impl RpcClient {
         requestid: &str,
         started: Instant,
     ) -> Result<ReplyEvent, DecodeError> {
+        if let Egress::V2(egress) = &self.egress {
+            return egress.check_reply(payload, requestid, &self.limits, started);
+        }
         let transport = Transport::decode(payload, &self.limits)?;
         let reply = SecureReply::decode(&transport.data, &self.limits)?.reply(&self.limits)?;
         if reply.envelope.requestid != requestid {
@@ -470,15 +524,7 @@ impl RpcClient {
 /// The NATS messages a call sends: straight to the collective's subjects, or as federated
 /// requests to the cluster, with node targets split into batches of `batch_size`.
 pub fn outgoing(call: &RpcCall, transport: &Transport, requestid: &str) -> Vec<(String, Bytes)> {
-    let broadcast = vec![subjects::broadcast(&call.collective, &call.agent)];
-    let targets: Vec<String> = if call.targets.is_empty() {
-        broadcast
-    } else {
-        call.targets
-            .iter()
-            .map(|t| subjects::node(&call.collective, t))
-            .collect()
-    };
+    let targets = request_subjects(call);
     let Some(cluster) = &call.federation else {
         let payload = Bytes::from(transport.encode());
         return targets
@@ -500,6 +546,61 @@ pub fn outgoing(call: &RpcCall, transport: &Transport, requestid: &str) -> Vec<(
                 Bytes::from(federated.encode()),
             )
         })
+        .collect()
+}
+
+/// What a request signs for a call in either protocol: the RPC body, the filter with the
+/// call's agent in it, and the time (unix seconds) and TTL; a request that ends with an earlier
+/// one (`RpcCall::expires`) gets the window that ends then.
+struct Signed {
+    body: RpcRequest,
+    filter: Filter,
+    time: i64,
+    ttl: i64,
+}
+
+impl Signed {
+    fn of(call: &RpcCall, now: Now) -> Self {
+        let body = RpcRequest {
+            agent: call.agent.clone(),
+            action: call.action.clone(),
+            data: call.data.clone(),
+        };
+        let mut filter = call.filter.clone();
+        if !filter.agent.contains(&call.agent) {
+            filter.agent.push(call.agent.clone());
+        }
+        let (time, ttl) = match call.expires {
+            Some(end) => crate::security::resigned_window(end, 0, now, call.ttl),
+            None => (now.unix_seconds(), call.ttl),
+        };
+        Signed {
+            body,
+            filter,
+            time,
+            ttl,
+        }
+    }
+}
+
+/// `id` when it is a v1 request id (32 characters), else the first 32 hex digits of its
+/// SHA-256: the same id always travels under the same v1 id.
+pub fn v1_request_id(id: &str) -> String {
+    if id.chars().count() == crate::wire::choria_v1::REQUEST_ID_LEN {
+        return id.to_string();
+    }
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, id.as_bytes());
+    hex::encode(&digest.as_ref()[..crate::wire::choria_v1::REQUEST_ID_LEN / 2])
+}
+
+/// The subjects a call's request goes to: the agent's broadcast subject, or each target's.
+fn request_subjects(call: &RpcCall) -> Vec<String> {
+    if call.targets.is_empty() {
+        return vec![subjects::broadcast(&call.collective, &call.agent)];
+    }
+    call.targets
+        .iter()
+        .map(|t| subjects::node(&call.collective, t))
         .collect()
 }
 

@@ -30,7 +30,7 @@ pub use exposure::Exposed;
 pub use legacy::{LegacyBridgeConfig, LegacyConfig};
 pub use network::{
     ClientConfig, CollectiveConfig, FederationConfig, FederationMode, InstanceConfig, LogFormat,
-    TlsIdentity,
+    TlsIdentity, V2CollectiveConfig,
 };
 pub use policy::{IdentityConfig, PolicyConfig};
 pub use registry::{

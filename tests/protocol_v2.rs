@@ -247,3 +247,410 @@ fn the_v2_messages_fedgate_builds_validate_against_go_choria_s_schemas() {
     assert_eq!(reply_errors.len(), 1, "{reply_errors:?}");
     assert!(reply_errors[0].starts_with("/protocol"), "{reply_errors:?}");
 }
+
+/// The edge reaches a v2 collective like any other: the token caller is admitted, mapped,
+/// authorized and audited at the edge, and the request reaches the v2 servers signed by fedgate
+/// as a delegator for the mapped caller, who are told the caller and check fedgate's delegation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_edge_caller_reaches_a_v2_collective_through_fedgate_s_delegation() {
+    use fedgate::audit::{Kind, Verdict};
+    use fedgate::security::Reason;
+    use support::edge::{Gateway, TOKYO_RULES, next_json, open, rpc};
+    use support::v2::{FEDGATE_CALLER, V2Org};
+    use support::{Network, audit_records, network_block};
+
+    let tokyo = Network::start("tokyo");
+    let org = V2Org::new(40);
+    let top = network_block("collectives.tokyo", &tokyo, &org.config_line());
+    let gateway = Gateway::start_with(&top, TOKYO_RULES, "").await;
+    let fleet = org.start_fleet(&tokyo, 7).await;
+
+    let token = gateway.token("alice", std::time::Duration::from_secs(300));
+    let mut socket = open(&gateway.url, Some(&token), None, None).await.unwrap();
+    let _welcome = next_json(&mut socket).await;
+    let ping = serde_json::json!({"type":"rpc","id":"v2a","collective":"tokyo","agent":"rpcutil","action":"ping","timeout_ms":10000,"limit":7});
+    let (replies, done) = rpc(&mut socket, ping).await;
+    assert_eq!((replies.len(), done["ok"].as_u64()), (7, Some(7)), "{done}");
+    assert!(
+        replies.iter().all(|r| r["data"]["pong"].is_number()),
+        "{replies:?}"
+    );
+    // Each server verified fedgate's delegation for the mapped caller.
+    assert_eq!(
+        fleet
+            .stats()
+            .acted_for("choria=alice.mcollective", FEDGATE_CALLER),
+        7
+    );
+
+    // A fact filter narrows the v2 broadcast as it does a v1 one.
+    let narrowed = serde_json::json!({"type":"rpc","id":"v2b","collective":"tokyo","agent":"rpcutil","action":"ping","timeout_ms":3000,"filter":{"identity":["tokyo-0003"]}});
+    let (replies, done) = rpc(&mut socket, narrowed).await;
+    assert_eq!(replies.len(), 1, "{done}");
+
+    // Decided and completed at the edge, as for any collective.
+    drop(socket);
+    let records = audit_records(&gateway.audit_file());
+    let allowed: Vec<_> = records
+        .iter()
+        .filter(|r| r.kind == Kind::Decision && r.event.decision == Some(Verdict::Allow))
+        .collect();
+    assert_eq!(allowed.len(), 2, "{records:?}");
+    assert_eq!(allowed[0].event.collectives, ["tokyo"]);
+    assert_eq!(
+        allowed[0].event.mapped_caller.as_deref(),
+        Some("choria=alice.mcollective")
+    );
+    assert_eq!(fleet.stats().refused(Reason::NotAllowed), 0);
+    fleet.shutdown().await;
+    gateway.edge.unwrap().shutdown().await;
+}
+
+/// The simulated v2 servers check what a v2 Choria server checks, and answer a good caller
+/// with signed replies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn v2_servers_refuse_what_a_v2_choria_server_refuses() {
+    use fedgate::security::v2::V2Verifier;
+    use fedgate::security::{Now, Reason};
+    use fedgate::wire::Limits;
+    use futures::StreamExt;
+    use support::Network;
+    use support::v2::V2Org;
+
+    let tokyo = Network::start("tokyo");
+    let org = V2Org::new(50);
+    let servers = org.start_fleet(&tokyo, 3).await;
+    let nats = tokyo.connect_as("alice").await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let request_for = |caller: &str| {
+        let mut request = Request::new(
+            br#"{"agent":"rpcutil","action":"ping","data":{}}"#.to_vec(),
+            new_request_id(),
+            "client.example.net".into(),
+            caller.into(),
+            "tokyo".into(),
+            "rpcutil".into(),
+            60,
+            now * 1_000_000_000,
+        );
+        request.filter.as_mut().unwrap().agent = vec!["rpcutil".into()];
+        request
+    };
+    let send = |secure: SecureRequest, reply: String| {
+        let nats = nats.clone();
+        async move {
+            let transport = Transport::new(
+                secure.encode(),
+                TransportHeaders {
+                    reply: Some(reply),
+                    sender: "client.example.net".into(),
+                    ..TransportHeaders::default()
+                },
+            );
+            nats.publish("tokyo.broadcast.agent.rpcutil", transport.encode().into())
+                .await
+                .unwrap();
+            nats.flush().await.unwrap();
+        }
+    };
+
+    // A caller with fleet management signs its own request: three signed replies.
+    let zoe = org.caller(51, "up=zoe", fleet());
+    let mut inbox = nats.subscribe("tokyo.reply.zoe.>").await.unwrap();
+    send(
+        zoe.sign_request(&request_for("up=zoe")),
+        "tokyo.reply.zoe.1".into(),
+    )
+    .await;
+    let verifier = V2Verifier::new(org.issuers(), Limits::default());
+    for _ in 0..3 {
+        let message = tokio::time::timeout(std::time::Duration::from_secs(5), inbox.next())
+            .await
+            .expect("a reply")
+            .unwrap();
+        let transport = Transport::decode(&message.payload, &Limits::default()).unwrap();
+        let secure = SecureReply::decode(&transport.data, &Limits::default()).unwrap();
+        let server = verifier
+            .check_reply_signature(&secure, Now::system())
+            .unwrap()
+            .expect("the servers sign their replies");
+        assert_eq!(server.identity, "fleet.example.net");
+        assert!(transport.headers.sender.starts_with("tokyo-"));
+    }
+
+    // Each of these is refused by every server, for its own reason.
+    let stranger = TokenIssuer::org(&[59; 32]).unwrap();
+    let outsider = stranger
+        .client_signer(&[52; 32], "up=mallory", "choria", fleet(), (now - 60, 3600))
+        .unwrap();
+    let stale = org
+        .issuer
+        .client_signer(&[53; 32], "up=old", "choria", fleet(), (now - 7200, 3600))
+        .unwrap();
+    let erin = org.caller(54, "up=erin", ClientPermissions::signed_fleet());
+    let mut tampered = zoe.sign_request(&request_for("up=zoe"));
+    tampered.request = request_for("up=zoe").encode();
+    let not_a_delegator = org.caller(55, "up=frank", fleet());
+    let cases = [
+        (
+            outsider.sign_request(&request_for("up=mallory")),
+            Reason::InvalidCertificate,
+        ),
+        (
+            stale.sign_request(&request_for("up=old")),
+            Reason::ExpiredCertificate,
+        ),
+        (
+            erin.sign_request(&request_for("up=erin")),
+            Reason::NotAllowed,
+        ),
+        (
+            zoe.sign_request(&request_for("up=bob")),
+            Reason::NameMismatch,
+        ),
+        (tampered, Reason::BadSignature),
+        (
+            not_a_delegator.sign_delegated(&request_for("up=erin"), erin.token()),
+            Reason::NotAllowed,
+        ),
+    ];
+    for (secure, reason) in cases {
+        let before = servers.stats().refused(reason);
+        send(secure, "tokyo.reply.nobody.1".into()).await;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while servers.stats().refused(reason) < before + 3 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert_eq!(servers.stats().refused(reason), before + 3, "{reason:?}");
+    }
+    servers.shutdown().await;
+}
+
+/// fedgate refuses to start with a v2 identity the collective's servers would refuse, and
+/// says which key and why.
+#[test]
+fn a_v2_identity_without_delegation_is_a_config_error() {
+    use fedgate::security::v2::tokens::ClientPermissions;
+    use support::v2::V2Org;
+
+    let dir = tempfile::tempdir().unwrap();
+    for (org, problem) in [
+        (
+            V2Org::with_fedgate(60, ClientPermissions::fleet()),
+            "authentication_delegator",
+        ),
+        (V2Org::new(70), ""),
+    ] {
+        let config = dir.path().join("fedgate.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[collectives.tokyo]\nnats = [\"nats://127.0.0.1:1\"]\n{}\n",
+                org.config_line()
+            ),
+        )
+        .unwrap();
+        let output = Command::new(fedgate_bin())
+            .args(["config", "check"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        if problem.is_empty() {
+            assert!(output.status.success(), "{stderr}");
+        } else {
+            assert!(!output.status.success());
+            assert!(
+                stderr.contains("collectives.tokyo.v2.token") && stderr.contains(problem),
+                "{stderr}"
+            );
+        }
+    }
+}
+
+/// A v2 caller sends its own signed v2 request over the edge: verified against the edge's
+/// issuers as a v2 server would, mapped and authorized like any caller of the edge's realm,
+/// audited, then re-signed as v1 with london's privileged certificate, or as v2 by fedgate's
+/// delegation for tokyo. Unknown issuers, expired tokens, missing delegation, tampering and
+/// replays are refused, recorded and never forwarded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_v2_caller_reaches_v1_and_v2_collectives_through_the_edge() {
+    use fedgate::audit::{Kind, Verdict};
+    use serde_json::json;
+    use support::edge::{Gateway, TOKYO_RULES, next_json, open, send};
+    use support::v2::V2Org;
+    use support::{Network, audit_records, network_block};
+
+    let tokyo = Network::start("tokyo");
+    let org = V2Org::new(80);
+    let top = network_block("collectives.tokyo", &tokyo, &org.config_line());
+    let extra = format!("issuers = {{ choria = {:?} }}\n", org.issuer.public_key());
+    let gateway = Gateway::start_with(&top, TOKYO_RULES, &extra).await;
+    let london_fleet = gateway.london.start_fleet(4).await;
+    let tokyo_fleet = org.start_fleet(&tokyo, 3).await;
+    let token = gateway.token("carol", std::time::Duration::from_secs(300));
+    let mut socket = open(&gateway.url, Some(&token), None, None).await.unwrap();
+    let _welcome = next_json(&mut socket).await;
+
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let ping = |collective: &str, caller: &str, at: i64| {
+        let mut request = Request::new(
+            br#"{"agent":"rpcutil","action":"ping","data":{}}"#.to_vec(),
+            new_request_id(),
+            "script.example".into(),
+            caller.into(),
+            collective.into(),
+            "rpcutil".into(),
+            60,
+            at * 1_000_000_000,
+        );
+        request.filter.as_mut().unwrap().agent = vec!["rpcutil".into()];
+        request
+    };
+    let message = |id: &str, secure: &SecureRequest| {
+        let request: Value = serde_json::from_slice(&secure.encode()).unwrap();
+        let limit = if secure
+            .decode_request(&fedgate::wire::Limits::default())
+            .unwrap()
+            .collective
+            == "tokyo"
+        {
+            3
+        } else {
+            4
+        };
+        json!({"type":"signed","id":id,"request":request,"limit":limit,"timeout_ms":10000})
+    };
+    // Sends one signed message; the replies and the final `done` or `error`.
+    async fn call(socket: &mut support::edge::Socket, message: Value) -> (usize, Value) {
+        send(socket, message).await;
+        let mut replies = 0;
+        loop {
+            let frame = next_json(socket).await;
+            match frame["type"].as_str() {
+                Some("reply") => replies += 1,
+                _ => return (replies, frame),
+            }
+        }
+    }
+
+    // alice's own v2 token: up=alice maps to choria=alice.mcollective in london and in tokyo.
+    let alice = org.caller(81, "up=alice", fleet());
+    let (replies, done) = call(
+        &mut socket,
+        message("s1", &alice.sign_request(&ping("london", "up=alice", now))),
+    )
+    .await;
+    assert_eq!(
+        (replies, done["type"].as_str()),
+        (4, Some("done")),
+        "{done}"
+    );
+    assert_eq!(
+        london_fleet
+            .stats()
+            .acted_for("choria=alice.mcollective", "fedgate.privileged.mcollective"),
+        4
+    );
+    let (replies, done) = call(
+        &mut socket,
+        message("s2", &alice.sign_request(&ping("tokyo", "up=alice", now))),
+    )
+    .await;
+    assert_eq!(
+        (replies, done["type"].as_str()),
+        (3, Some("done")),
+        "{done}"
+    );
+    assert_eq!(
+        tokyo_fleet
+            .stats()
+            .acted_for("choria=alice.mcollective", support::v2::FEDGATE_CALLER),
+        3
+    );
+
+    // The same signed request again is a replay.
+    let again = alice.sign_request(&ping("london", "up=alice", now));
+    let (_, first) = call(&mut socket, message("s3", &again)).await;
+    assert_eq!(first["type"], "done", "{first}");
+    let (_, replayed) = call(&mut socket, message("s4", &again)).await;
+    assert_eq!(replayed["reason"], "replay", "{replayed}");
+
+    // Each refused before anything is forwarded.
+    let stranger = TokenIssuer::org(&[89; 32]).unwrap();
+    let outsider = stranger
+        .client_signer(&[82; 32], "up=alice", "choria", fleet(), (now - 60, 3600))
+        .unwrap();
+    let stale = org
+        .issuer
+        .client_signer(&[83; 32], "up=alice", "choria", fleet(), (now - 7200, 3600))
+        .unwrap();
+    let erin = org.caller(84, "up=erin", ClientPermissions::signed_fleet());
+    let frank = org.caller(85, "up=frank", fleet());
+    let mut tampered = alice.sign_request(&ping("london", "up=alice", now));
+    tampered.request = ping("london", "up=alice", now).encode();
+    let before = london_fleet.stats();
+    for (id, secure, code) in [
+        (
+            "r1",
+            outsider.sign_request(&ping("london", "up=alice", now)),
+            "invalid_certificate",
+        ),
+        (
+            "r2",
+            stale.sign_request(&ping("london", "up=alice", now)),
+            "expired_certificate",
+        ),
+        (
+            "r3",
+            frank.sign_delegated(&ping("london", "up=erin", now), erin.token()),
+            "not_allowed",
+        ),
+        ("r4", tampered, "bad_signature"),
+        (
+            "r5",
+            alice.sign_request(&ping("london", "up=alice", now - 3600)),
+            "ttl_expired",
+        ),
+    ] {
+        let (replies, refused) = call(&mut socket, message(id, &secure)).await;
+        assert_eq!(
+            (replies, refused["type"].as_str()),
+            (0, Some("error")),
+            "{id}: {refused}"
+        );
+        assert_eq!(refused["reason"], code, "{id}: {refused}");
+    }
+    assert_eq!(
+        london_fleet.stats().total,
+        before.total,
+        "nothing refused was forwarded"
+    );
+
+    drop(socket);
+    let records = audit_records(&gateway.audit_file());
+    let decisions: Vec<_> = records
+        .iter()
+        .filter(|r| r.kind == Kind::Decision)
+        .collect();
+    let allowed = decisions
+        .iter()
+        .filter(|r| r.event.decision == Some(Verdict::Allow))
+        .count();
+    assert_eq!(allowed, 3, "{decisions:?}");
+    // The replay and the five refusals are each on the record.
+    let denied = decisions
+        .iter()
+        .filter(|r| r.event.decision == Some(Verdict::Deny))
+        .count();
+    assert!(denied >= 6, "{decisions:?}");
+    london_fleet.shutdown().await;
+    tokyo_fleet.shutdown().await;
+    gateway.edge.unwrap().shutdown().await;
+}

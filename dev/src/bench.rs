@@ -187,6 +187,7 @@ pub(crate) async fn start_fleet(
         ),
         limits,
         max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+        v2: None,
         policy: None,
         ddl: None,
     };

@@ -6,9 +6,11 @@ pub mod agents;
 mod handler;
 mod node;
 mod stats;
+mod v2;
 
 pub use node::{NodeSpec, generate};
 pub use stats::{FleetStats, MAX_CALLERS, StatsSnapshot};
+pub use v2::FleetV2;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -41,6 +43,9 @@ pub struct FleetConfig {
     pub policy: Option<Arc<fedgate::policy::PolicySet>>,
     /// Agent DDLs each node validates inputs with, as a Choria server does; `None` validates none.
     pub ddl: Option<Arc<fedgate::ddl::DdlSet>>,
+    /// Set for a Choria protocol v2 collective: its nodes take v2 requests only, verified
+    /// against these issuers, and sign their replies. `None`: v1 against `verifier`.
+    pub v2: Option<FleetV2>,
 }
 
 /// Why a fleet could not start.
@@ -152,9 +157,9 @@ impl Fleet {
     /// Subscribes for every node and starts answering.
     pub async fn start(
         client: async_nats::Client,
-        config: FleetConfig,
+        mut config: FleetConfig,
     ) -> Result<Fleet, FleetError> {
-        let roster = Roster::new(config.nodes)?;
+        let roster = Roster::new(std::mem::take(&mut config.nodes))?;
         let mut subscriptions = Vec::new();
         for subject in roster.subjects() {
             let sub = client
@@ -167,17 +172,10 @@ impl Fleet {
         let nodes = roster.nodes.len();
         let stats = Arc::new(FleetStats::default());
         let shutdown = CancellationToken::new();
-        let handler = Arc::new(handler::Handler::new(
-            client,
-            roster,
-            config.verifier,
-            config.limits,
-            stats.clone(),
-            config.policy,
-            config.ddl,
-        ));
+        let max_in_flight = config.max_in_flight;
+        let handler = Arc::new(handler::Handler::new(client, roster, config, stats.clone()));
         let messages = futures::stream::select_all(subscriptions);
-        let limit = Arc::new(Semaphore::new(config.max_in_flight.max(1)));
+        let limit = Arc::new(Semaphore::new(max_in_flight.max(1)));
         let task = tokio::spawn(run(messages, handler, limit, shutdown.clone()));
         Ok(Fleet {
             stats,

@@ -21,6 +21,7 @@ pub mod edge;
 pub mod federated;
 pub mod legacy;
 pub mod rabbit;
+pub mod v2;
 
 /// The dev PKI, generated once per target dir and shared by every test process.
 ///
@@ -148,6 +149,7 @@ impl Network {
             ),
             limits,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            v2: None,
             policy: None,
             ddl: None,
         };

@@ -20,6 +20,10 @@ pub struct EdgeConfig {
     /// The edge CA: client certificates (mTLS) must chain to it.
     #[serde(default)]
     pub ca: Option<PathBuf>,
+    /// Choria protocol v2 token issuers whose callers may send signed v2 requests, by
+    /// organization (a token's `ou`): the hex ed25519 public key of each.
+    #[serde(default)]
+    pub issuers: std::collections::BTreeMap<String, String>,
     /// The listener's certificate and key; without them the edge speaks plain `ws://`.
     #[serde(default)]
     pub tls: Option<TlsIdentity>,
@@ -117,4 +121,15 @@ pub struct EdgeConfig {
     /// `/api/audit`.
     #[serde(default)]
     pub auditors: Vec<String>,
+}
+
+impl EdgeConfig {
+    /// The v2 token issuers of `issuers`; `None` when there are none, and signed v2 requests
+    /// are refused.
+    pub fn v2_issuers(&self) -> Result<Option<crate::security::v2::Issuers>, String> {
+        if self.issuers.is_empty() {
+            return Ok(None);
+        }
+        crate::security::v2::Issuers::from_map(&self.issuers).map(Some)
+    }
 }

@@ -133,6 +133,44 @@ pub struct CollectiveConfig {
     /// The collective servers' `plugin.choria.security.certname_whitelist`; Choria's default if unset.
     #[serde(default)]
     pub certname_allowlist: Option<Vec<String>>,
+    /// Set when the collective speaks Choria protocol v2 (ed25519 and JWT identities): fedgate
+    /// then signs into it as a delegator with this identity instead of with `signer`.
+    #[serde(default)]
+    pub v2: Option<V2CollectiveConfig>,
+}
+
+/// fedgate's standing in a Choria protocol v2 collective (`docs/protocol-v2.md`).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct V2CollectiveConfig {
+    /// The token issuers its servers trust, by organization (a token's `ou`): the hex ed25519
+    /// public key of each, as the servers' `plugin.security.issuer.<name>.public`.
+    pub issuers: std::collections::BTreeMap<String, String>,
+    /// fedgate's ed25519 seed there: 64 hex characters, as go-choria's seed files hold.
+    pub seed: PathBuf,
+    /// fedgate's token for that seed: a client token from one of `issuers` with the
+    /// `authentication_delegator` permission, vouched for as a chain issuer (`iss` `I-…` and
+    /// `tcs`), so the caller tokens fedgate issues for the callers it maps verify.
+    pub token: PathBuf,
+}
+
+impl V2CollectiveConfig {
+    /// The trusted issuers.
+    pub fn issuers(&self) -> Result<crate::security::v2::Issuers, String> {
+        self.issuers.iter().try_fold(
+            crate::security::v2::Issuers::default(),
+            |issuers, (org, key)| issuers.with(org, key),
+        )
+    }
+
+    /// Loads fedgate's delegating identity and checks it as the collective's servers will.
+    pub fn egress(
+        &self,
+        limits: crate::wire::Limits,
+        now: crate::security::Now,
+    ) -> Result<crate::client::V2Egress, String> {
+        crate::client::V2Egress::load(&self.seed, &self.token, self.issuers()?, limits, now)
+    }
 }
 
 /// A federation: its own NATS network and CA, and the members it reaches.

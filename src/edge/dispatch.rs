@@ -18,7 +18,7 @@ use super::homes::{HOME_TTL, Homes, MAX_HOMES};
 pub use super::job::{Job, Scope};
 use crate::audit::flood::{Aggregator, Keyed, Take};
 use crate::audit::{Event, Verdict};
-use crate::client::RpcCall;
+use crate::client::{Egress, RpcCall};
 use crate::config::Config;
 use crate::gateway::gate::Gate;
 use crate::gateway::{self, Ask, Claim, Cleared, Code, Mode, Recorded, Refusal, Stage, admit};
@@ -55,8 +55,8 @@ pub enum EdgeTarget {
     Choria {
         /// Its NATS connection.
         nats: async_nats::Client,
-        /// fedgate's privileged signer there.
-        signer: Arc<Signer>,
+        /// How fedgate signs there: its privileged certificate (v1), or as a delegator (v2).
+        egress: Egress,
         /// Its name on the wire.
         internal: String,
     },
@@ -77,6 +77,8 @@ pub struct Dispatcher {
     unreached: Vec<String>,
     /// Verifies self-signed requests against the edge CA.
     verifier: Option<Verifier>,
+    /// Verifies signed Choria v2 requests against `[edge] issuers`.
+    v2_verifier: Option<crate::security::v2::V2Verifier>,
     sender: String,
     limits: Limits,
     /// Which collective each node answered from, for a federation's directed requests.
@@ -143,13 +145,25 @@ impl Dispatcher {
                     .map_err(|e| format!("edge ca: {e}"))
             })
             .transpose()?;
+        let v2_verifier = edge
+            .map(|e| e.v2_issuers())
+            .transpose()
+            .map_err(|e| format!("edge issuers: {e}"))?
+            .flatten()
+            .map(|issuers| crate::security::v2::V2Verifier::new(issuers, limits));
         let mut targets = BTreeMap::new();
         for (name, collective) in &config.collectives {
-            let Some(signer) = &collective.signer else {
-                continue;
+            let egress = match (&collective.v2, &collective.signer) {
+                (Some(v2), _) => Egress::V2(Arc::new(
+                    v2.egress(limits, Now::system())
+                        .map_err(|e| format!("collective {name} v2: {e}"))?,
+                )),
+                (None, Some(signer)) => Egress::V1(Arc::new(
+                    Signer::from_files(&signer.certificate, &signer.key)
+                        .map_err(|e| format!("collective {name} signer: {e}"))?,
+                )),
+                (None, None) => continue,
             };
-            let signer = Signer::from_files(&signer.certificate, &signer.key)
-                .map_err(|e| format!("collective {name} signer: {e}"))?;
             let nats = crate::nats::connect_buffered(
                 &collective.endpoint(),
                 &format!("fedgate edge {instance}"),
@@ -162,7 +176,7 @@ impl Dispatcher {
                 name.clone(),
                 EdgeTarget::Choria {
                     nats,
-                    signer: Arc::new(signer),
+                    egress,
                     internal: collective.internal_name(name).to_string(),
                 },
             );
@@ -190,6 +204,7 @@ impl Dispatcher {
             federations: arc_swap::ArcSwap::from_pointee(federations),
             unreached,
             verifier,
+            v2_verifier,
             sender: format!("fedgate-edge-{instance}"),
             limits,
             homes: Homes::new(MAX_HOMES, HOME_TTL),
@@ -197,9 +212,9 @@ impl Dispatcher {
         })
     }
 
-    /// Whether this edge verifies self-signed requests (`[edge]` has a `ca`).
+    /// Whether this edge verifies self-signed requests (`[edge]` has a `ca`, or v2 `issuers`).
     pub fn takes_signed(&self) -> bool {
-        self.verifier.is_some()
+        self.verifier.is_some() || self.v2_verifier.is_some()
     }
 
     /// The rules in force now.

@@ -124,7 +124,99 @@ fn decode_and_verify(verifier: &Verifier, bytes: &[u8], now: Now) -> bool {
         .is_some_and(|secure| verifier.verify(secure, now).is_ok())
 }
 
-/// Sign and verify rates for 2048- and 4096-bit keys, each next to raw aws-lc-rs.
+/// Choria protocol v2: a caller signing its own request, and a server verifying it (the caller's
+/// token against its issuer, the permissions, the ed25519 signature, the TTL), each next to raw
+/// aws-lc-rs ed25519. The verify row checks two signatures, the token's and the request's.
+fn v2_rows(budget: Duration) -> Result<Vec<Row>, BenchError> {
+    use aws_lc_rs::signature::{ED25519, Ed25519KeyPair};
+    use fedgate::security::v2::tokens::ClientPermissions;
+    use fedgate::security::v2::{Issuers, TokenIssuer, V2Verifier, check_ttl};
+    use fedgate::wire::choria_v2;
+
+    let now = Now::system();
+    let org = TokenIssuer::org(&[1; 32]).map_err(setup_err)?;
+    let caller = org
+        .client_signer(
+            &[2; 32],
+            "up=bench",
+            "choria",
+            ClientPermissions::fleet(),
+            (now.unix_seconds() - 60, 3600),
+        )
+        .map_err(setup_err)?;
+    let issuers = Issuers::default()
+        .with("choria", &org.public_key())
+        .map_err(setup_err)?;
+    let verifier = V2Verifier::new(issuers, Limits::default());
+    let request = choria_v2::Request::new(
+        br#"{"agent":"rpcutil","action":"ping","data":{}}"#.to_vec(),
+        "2IR5hjVmS3Jc3DjuKMFo0vGWLzD".into(),
+        "bench.example.net".into(),
+        "up=bench".into(),
+        "choria".into(),
+        "rpcutil".into(),
+        60,
+        i64::try_from(now.since_epoch().as_nanos()).unwrap_or(i64::MAX),
+    );
+    let signed_bytes = request.encode();
+    let raw = Ed25519KeyPair::from_seed_unchecked(&[2; 32]).map_err(setup_err)?;
+    let headers = || choria_v2::TransportHeaders {
+        reply: Some("choria.reply.0.2IR5hjVmS3Jc3DjuKMFo0vGWLzD".into()),
+        sender: "bench.example.net".into(),
+        ..choria_v2::TransportHeaders::default()
+    };
+    let sign = |request: &choria_v2::Request| {
+        choria_v2::Transport::new(caller.sign_request(request).encode(), headers()).encode()
+    };
+    let wire = sign(&request);
+    let verify = |bytes: &[u8]| {
+        let limits = Limits::default();
+        choria_v2::Transport::decode(bytes, &limits)
+            .ok()
+            .and_then(|t| verifier.verify(&t.data, now).ok())
+            .is_some_and(|signed| check_ttl(&signed.request, now).is_ok())
+    };
+    if !verify(&wire) {
+        return Err(BenchError("the signed v2 request does not verify".into()));
+    }
+    let signature = raw.sign(&signed_bytes);
+    let public = UnparsedPublicKey::new(&ED25519, raw.public_key().as_ref().to_vec());
+    Ok(vec![
+        row(
+            "v2 sign ed25519 (encode+sign+wrap)".into(),
+            "aws-lc-rs Ed25519KeyPair::sign",
+            interleaved(
+                budget,
+                || {
+                    black_box(raw.sign(black_box(&signed_bytes)));
+                },
+                || {
+                    black_box(sign(black_box(&request)));
+                },
+            ),
+        ),
+        row(
+            "v2 verify ed25519 (decode+token+sig+ttl)".into(),
+            "aws-lc-rs ed25519 verify",
+            interleaved(
+                budget,
+                || {
+                    black_box(
+                        public
+                            .verify(black_box(&signed_bytes), signature.as_ref())
+                            .is_ok(),
+                    );
+                },
+                || {
+                    black_box(verify(black_box(&wire)));
+                },
+            ),
+        ),
+    ])
+}
+
+/// Sign and verify rates for 2048- and 4096-bit keys, each next to raw aws-lc-rs, and the v2
+/// rows.
 pub fn run(budget: Duration) -> Result<Vec<Row>, BenchError> {
     let mut rows = Vec::new();
     for size in [RsaKeySize::_2048, RsaKeySize::_4096] {
@@ -162,6 +254,7 @@ pub fn run(budget: Duration) -> Result<Vec<Row>, BenchError> {
             interleaved(budget, raw_verify, full_verify),
         ));
     }
+    rows.extend(v2_rows(budget)?);
     Ok(rows)
 }
 

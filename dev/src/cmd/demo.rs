@@ -440,6 +440,7 @@ async fn start_fleet(
         verifier: Verifier::with_defaults(CaBundle::from_file(&realm.ca)?, limits),
         limits,
         max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+        v2: None,
     };
     Ok(Fleet::start(client, config).await?)
 }

@@ -113,6 +113,7 @@ async fn run_fleet(args: RunArgs) -> anyhow::Result<ExitCode> {
         verifier,
         limits,
         max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+        v2: None,
         policy: match &args.policies {
             Some(dir) => Some(std::sync::Arc::new(
                 fedgate::policy::PolicySet::load(dir, fedgate::policy::Effect::Deny)

@@ -10,6 +10,7 @@ use bytes::Bytes;
 
 use super::agents::{self, AgentAnswer, ServerChecks};
 use super::node::NodeSpec;
+use super::v2::FleetV2;
 use super::{FleetStats, Roster};
 use fedgate::filter;
 use fedgate::nats::connected_server;
@@ -28,26 +29,25 @@ pub(super) struct Handler {
     stats: Arc<FleetStats>,
     policy: Option<Arc<PolicySet>>,
     ddl: Option<Arc<DdlSet>>,
+    v2: Option<FleetV2>,
 }
 
 impl Handler {
     pub(super) fn new(
         client: async_nats::Client,
         roster: Roster,
-        verifier: Verifier,
-        limits: Limits,
+        config: super::FleetConfig,
         stats: Arc<FleetStats>,
-        policy: Option<Arc<PolicySet>>,
-        ddl: Option<Arc<DdlSet>>,
     ) -> Self {
         Handler {
             client,
             roster,
-            verifier,
-            limits,
+            verifier: config.verifier,
+            limits: config.limits,
             stats,
-            policy,
-            ddl,
+            policy: config.policy,
+            ddl: config.ddl,
+            v2: config.v2,
         }
     }
 
@@ -59,6 +59,9 @@ impl Handler {
         }
         self.stats.received(recipients.len() as u64);
         let now = Now::system();
+        if let Some(v2) = &self.v2 {
+            return self.handle_v2(v2, subject, payload, recipients, now).await;
+        }
         let (transport, signed) = match self.verify(payload, now) {
             Ok(ok) => ok,
             Err(err) => {
@@ -71,7 +74,88 @@ impl Handler {
             .into_iter()
             .filter_map(|node| self.accept(node, &signed, now).map(|answer| (node, answer)))
             .collect();
-        // Every node runs the same action, so a delay (echo#sleep) is waited once, not per node.
+        self.wait_for(&answers).await;
+        let server = connected_server(&self.client);
+        for (node, answer) in answers {
+            self.reply(node, &transport, &signed, answer.body, &server)
+                .await;
+        }
+    }
+
+    /// [`Self::handle`] for a v2 fleet.
+    async fn handle_v2(
+        &self,
+        v2: &FleetV2,
+        subject: &str,
+        payload: &[u8],
+        recipients: Vec<&NodeSpec>,
+        now: Now,
+    ) {
+        let accepted = match v2.verify(payload, &self.limits, now) {
+            Ok(accepted) => accepted,
+            Err(err) => {
+                tracing::debug!(%subject, reason = err.reason().as_str(), %err, "refused v2 request");
+                self.stats.refuse(err.reason(), recipients.len() as u64);
+                return;
+            }
+        };
+        let answers: Vec<(&NodeSpec, AgentAnswer)> = recipients
+            .into_iter()
+            .filter(|node| self.matches(node, &accepted.view))
+            .filter(|node| match v2.check(&accepted, node, now) {
+                Ok(()) => true,
+                Err(err) => {
+                    tracing::debug!(node = %node.identity, %err, "refused v2 request");
+                    self.stats.refuse(err.reason(), 1);
+                    false
+                }
+            })
+            .filter_map(|node| {
+                self.stats
+                    .validated(accepted.signed.caller.as_str(), accepted.signed.signer());
+                agents::dispatch(node, &accepted.view, now, self.checks()).map(|a| (node, a))
+            })
+            .collect();
+        self.wait_for(&answers).await;
+        let server = connected_server(&self.client);
+        for (node, answer) in answers {
+            let Some((reply_to, reply)) = v2.reply(node, &accepted, answer.body, &server) else {
+                self.stats.publish_error();
+                continue;
+            };
+            self.publish(node, reply_to, reply).await;
+        }
+    }
+
+    /// Whether `node` passes the request's filter, counted.
+    fn matches(&self, node: &NodeSpec, request: &fedgate::wire::choria_v1::Request) -> bool {
+        match filter::matches(&request.envelope.filter, &node.view()) {
+            Ok(true) => {
+                self.stats.passed();
+                true
+            }
+            Ok(false) => {
+                self.stats.filtered();
+                false
+            }
+            Err(err) => {
+                tracing::debug!(node = %node.identity, %err, "refused filter");
+                self.stats.unsupported_filter();
+                false
+            }
+        }
+    }
+
+    fn checks(&self) -> ServerChecks<'_> {
+        ServerChecks {
+            limits: self.limits,
+            policy: self.policy.as_deref(),
+            ddl: self.ddl.as_deref(),
+        }
+    }
+
+    /// Every node runs the same action, so a delay (echo#sleep) is waited once, not per node.
+    async fn wait_for(&self, answers: &[(&NodeSpec, AgentAnswer)]) {
         let delay = answers
             .iter()
             .map(|(_, a)| a.delay)
@@ -80,10 +164,15 @@ impl Handler {
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }
-        let server = connected_server(&self.client);
-        for (node, answer) in answers {
-            self.reply(node, &transport, &signed, answer.body, &server)
-                .await;
+    }
+
+    async fn publish(&self, node: &NodeSpec, subject: String, payload: Bytes) {
+        match self.client.publish(subject, payload).await {
+            Ok(()) => self.stats.replied(),
+            Err(err) => {
+                tracing::warn!(node = %node.identity, %err, "could not publish reply");
+                self.stats.publish_error();
+            }
         }
     }
 
@@ -97,17 +186,8 @@ impl Handler {
     /// The per-node checks after verification; `Some` when the node's agent answers.
     fn accept(&self, node: &NodeSpec, signed: &SignedRequest, now: Now) -> Option<AgentAnswer> {
         let request = signed.request();
-        match filter::matches(&request.envelope.filter, &node.view()) {
-            Ok(true) => self.stats.passed(),
-            Ok(false) => {
-                self.stats.filtered();
-                return None;
-            }
-            Err(err) => {
-                tracing::debug!(node = %node.identity, %err, "refused filter");
-                self.stats.unsupported_filter();
-                return None;
-            }
+        if !self.matches(node, request) {
+            return None;
         }
         let checked =
             check_collective(request, &node.collectives).and_then(|()| check_ttl(request, now));
@@ -118,12 +198,7 @@ impl Handler {
         }
         self.stats
             .validated(signed.caller().as_str(), signed.signer());
-        let checks = ServerChecks {
-            limits: self.limits,
-            policy: self.policy.as_deref(),
-            ddl: self.ddl.as_deref(),
-        };
-        agents::dispatch(node, request, now, checks)
+        agents::dispatch(node, request, now, self.checks())
     }
 
     async fn reply(
@@ -141,17 +216,8 @@ impl Handler {
             return;
         };
         let transport = reply_transport(node, request, signed, body, server);
-        match self
-            .client
-            .publish(reply_to, Bytes::from(transport.encode()))
-            .await
-        {
-            Ok(()) => self.stats.replied(),
-            Err(err) => {
-                tracing::warn!(node = %node.identity, %err, "could not publish reply");
-                self.stats.publish_error();
-            }
-        }
+        self.publish(node, reply_to, Bytes::from(transport.encode()))
+            .await;
     }
 }
 

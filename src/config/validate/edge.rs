@@ -37,6 +37,8 @@ impl Checker<'_> {
                 self.file(key.into(), file)?;
             }
         }
+        edge.v2_issuers()
+            .map_err(|problem| self.invalid("edge.issuers", problem))?;
         if edge.users.is_some() && edge.token_key.is_none() {
             return Err(self.invalid(
                 "edge.token_key",

@@ -145,6 +145,23 @@ impl Config {
                 &collective.privileged_users,
                 &collective.certname_allowlist,
             )?;
+            if let Some(v2) = &collective.v2 {
+                if collective.signer.is_some() {
+                    return Err(check.invalid(
+                        format!("{key}.v2"),
+                        "a collective speaks v1 (signer) or v2 (v2), not both",
+                    ));
+                }
+                check.file(format!("{key}.v2.seed"), &v2.seed)?;
+                check.file(format!("{key}.v2.token"), &v2.token)?;
+                v2.issuers()
+                    .map_err(|problem| check.invalid(format!("{key}.v2.issuers"), problem))?;
+                v2.egress(
+                    crate::wire::Limits::default(),
+                    crate::security::Now::system(),
+                )
+                .map_err(|problem| check.invalid(format!("{key}.v2.token"), problem))?;
+            }
             if let Some(signer) = &collective.signer {
                 let ca = ca.ok_or_else(|| {
                     check.invalid(

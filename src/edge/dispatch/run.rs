@@ -299,10 +299,10 @@ impl Dispatcher {
         let calls = admitted.iter().enumerate().map(|(index, one)| async move {
             let on_reply = |reply: &ReplyEvent| on_reply(index, reply);
             match one.target {
-                EdgeTarget::Choria { nats, signer, .. } => {
+                EdgeTarget::Choria { nats, egress, .. } => {
                     let client = RpcClient::new(
                         nats.clone(),
-                        signer.clone(),
+                        egress.clone(),
                         one.cleared.mapped().clone(),
                         self.sender.clone(),
                         self.limits,

@@ -1,6 +1,7 @@
-//! Self-signed Choria requests on the edge: verified against the edge CA as a Choria server
-//! would, the caller's kind bound to its certificate, and the call as signed checked as on every
-//! ingress, before the request takes the same path as the caller it names.
+//! Self-signed Choria requests on the edge: verified as a Choria server would, a v1 request
+//! against the edge CA with the caller's kind bound to its certificate, a v2 request against the
+//! edge's token issuers (the caller's token, or a delegator's); then the call as signed is
+//! checked as on every ingress, before the request takes the same path as the caller it names.
 
 use serde_json::Value;
 
@@ -9,10 +10,11 @@ use crate::audit::Event;
 use crate::edge::job::{DEFAULT_TTL, check_id, collection};
 use crate::edge::protocol::SignedMessage;
 use crate::gateway::{CallError, Code, Refusal, Stage, choria_call};
-use crate::security::{Now, VerifiedRequest, VerifyError};
+use crate::security::{CallerId, Now, VerifiedRequest, VerifyError};
 use crate::subjects::is_valid_name;
 use crate::wire::DecodeError;
 use crate::wire::choria_v1::{Request, SecureRequest};
+use crate::wire::choria_v2;
 
 impl Dispatcher {
     /// Verifies a self-signed Choria request against the edge CA, as a Choria server would
@@ -35,12 +37,23 @@ impl Dispatcher {
             Value::String(text) => text.clone().into_bytes(),
             other => serde_json::to_vec(other).unwrap_or_default(),
         };
-        let secure = SecureRequest::decode(&bytes, &self.limits);
-        let claimed = secure
-            .as_ref()
-            .ok()
-            .and_then(|s| s.request(&self.limits).ok());
-        match self.check_signed(secure, signed, now) {
+        let (claimed, checked) = if choria_v2::version(&bytes) == Some(choria_v2::Version::V2) {
+            let secure = choria_v2::SecureRequest::decode(&bytes, &self.limits);
+            let claimed = secure
+                .as_ref()
+                .ok()
+                .and_then(|s| s.decode_request(&self.limits).ok())
+                .map(|r| r.view_v1());
+            (claimed, self.check_signed_v2(secure, signed, now))
+        } else {
+            let secure = SecureRequest::decode(&bytes, &self.limits);
+            let claimed = secure
+                .as_ref()
+                .ok()
+                .and_then(|s| s.request(&self.limits).ok());
+            (claimed, self.check_signed(secure, signed, now))
+        };
+        match checked {
             Ok(taken) => Ok(taken),
             Err(refusal) => {
                 metrics::counter!("fedgate_edge_signed_refused_total", "reason" => refusal.code.as_str())
@@ -87,11 +100,59 @@ impl Dispatcher {
             })?;
         bound_to_certificate(&verified)
             .map_err(|message| Refusal::new(Stage::Verify, Code::CallerKind, message))?;
-        let envelope = &verified.request().envelope;
+        let text = verified.secure().message.clone();
+        self.take_verified(
+            verified.request(),
+            verified.caller().clone(),
+            text,
+            signed,
+            now,
+        )
+    }
+
+    /// [`Self::check_signed`] for a Choria v2 request: its tokens and signature against the
+    /// edge's issuers, as a v2 server checks them, and its TTL. The token (the caller's own, or
+    /// a delegator's word) binds the caller, so there is no certificate to bind it to.
+    fn check_signed_v2(
+        &self,
+        secure: Result<choria_v2::SecureRequest, DecodeError>,
+        signed: SignedMessage,
+        now: Now,
+    ) -> Result<(Principal, Job), Refusal> {
+        let Some(verifier) = &self.v2_verifier else {
+            let message = "this edge takes no signed v2 requests: [edge] has no issuers";
+            return Err(Refusal::unverified("no_issuers", message));
+        };
+        let verified = secure
+            .map_err(VerifyError::from)
+            .and_then(|secure| verifier.verify_secure(secure, now))
+            .and_then(|verified| {
+                crate::security::v2::check_ttl(&verified.request, now).map(|()| verified)
+            })
+            .map_err(|err| {
+                let message = format!("signed request refused: {err}");
+                Refusal::unverified(err.reason().as_str(), message)
+            })?;
+        let text = String::from_utf8_lossy(&verified.secure.request).into_owned();
+        let request = verified.request.view_v1();
+        self.take_verified(&request, verified.caller, text, signed, now)
+    }
+
+    /// The call as a verified request signed it, checked as on every ingress, as a job for
+    /// `caller`; `text` is what the caller signed, which the replay guard claims.
+    fn take_verified(
+        &self,
+        request: &Request,
+        caller: CallerId,
+        text: String,
+        signed: SignedMessage,
+        now: Now,
+    ) -> Result<(Principal, Job), Refusal> {
+        let envelope = &request.envelope;
         let invalid = |message: String| Refusal::new(Stage::Decode, Code::Invalid, message);
         // The call as signed, decided as on every ingress: discovery is `discovery#ping`, and
         // the payload must be for the envelope's agent.
-        let body = choria_call(verified.request(), &self.limits).map_err(|err| match err {
+        let body = choria_call(request, &self.limits).map_err(|err| match err {
             CallError::Refused(mismatch) => mismatch,
             CallError::Malformed(err) => {
                 invalid(format!("the payload is not an RPC request: {err}"))
@@ -116,7 +177,7 @@ impl Dispatcher {
                 ..window
             })?;
         let principal = Principal {
-            caller: verified.caller().clone(),
+            caller,
             method: "signed",
             expires: None,
             collectives: None,
@@ -136,7 +197,7 @@ impl Dispatcher {
             ttl: DEFAULT_TTL,
             expires: Some(until),
             requestid: Some(envelope.requestid.clone()),
-            signed: Some(verified.secure().message.clone()),
+            signed: Some(text),
         };
         Ok((principal, job))
     }

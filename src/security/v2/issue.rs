@@ -49,6 +49,39 @@ impl TokenIssuer {
         })
     }
 
+    /// A chain issuer from its seed and its own token's verified claims, which must say an
+    /// organization issuer vouched for this key (`iss` `I-…`, `tcs`).
+    pub fn chain(seed: &[u8; 32], claims: &ClientClaims) -> Result<Self, String> {
+        let (pair, encoding) = pair_from_seed(seed)?;
+        let standard = &claims.standard;
+        if !standard.iss.starts_with("I-") || standard.tcs.is_empty() {
+            return Err(format!(
+                "the token of {} is not a chain issuer's: an organization issuer must vouch for its key (iss I-<key>, tcs)",
+                claims.callerid
+            ));
+        }
+        let public_key = hex::encode(pair.public_key().as_ref());
+        if standard.public_key != public_key {
+            return Err(format!(
+                "the token of {} is for key {}, not this seed's {public_key}",
+                claims.callerid, standard.public_key
+            ));
+        }
+        let exp = standard
+            .exp
+            .ok_or_else(|| format!("the token of {} has no expiry", claims.callerid))?;
+        Ok(TokenIssuer {
+            pair,
+            encoding,
+            chain: Some(Chain {
+                jti: standard.jti.clone(),
+                public_key,
+                tcs: standard.tcs.clone(),
+                exp,
+            }),
+        })
+    }
+
     /// The hex public key, what relying parties configure as the issuer.
     pub fn public_key(&self) -> String {
         hex::encode(self.pair.public_key().as_ref())

@@ -19,6 +19,7 @@ pub struct SeedError {
 /// An ed25519 key with its token: what a v2 caller, server or delegator signs with.
 pub struct V2Signer {
     pair: Ed25519KeyPair,
+    seed: [u8; 32],
     token: String,
 }
 
@@ -40,6 +41,7 @@ impl V2Signer {
             .map_err(|_| "the seed is not an ed25519 seed".to_string())?;
         Ok(V2Signer {
             pair,
+            seed: *seed,
             token: token.trim().to_string(),
         })
     }
@@ -58,6 +60,11 @@ impl V2Signer {
             .map_err(|_| error(seed, format!("the seed is {} bytes, not 32", bytes.len())))?;
         let jwt = std::fs::read_to_string(token).map_err(|e| error(token, e.to_string()))?;
         Self::from_seed(&seed_bytes, jwt).map_err(|message| error(seed, message))
+    }
+
+    /// The seed, for issuing tokens with the same key ([`super::TokenIssuer::chain`]).
+    pub(crate) fn seed(&self) -> [u8; 32] {
+        self.seed
     }
 
     /// The token that goes beside this key's signatures.

@@ -5,7 +5,7 @@ use super::tokens::{self, ClientClaims, ClientPermissions, Issuers, ServerClaims
 use super::*;
 use crate::security::{Now, Reason, VerifyError};
 use crate::wire::Limits;
-use crate::wire::choria_v2::{Reply, Request, SecureReply};
+use crate::wire::choria_v2::{Reply, Request, SecureReply, SecureRequest};
 
 const NOW: i64 = 1_780_000_000;
 
@@ -389,4 +389,32 @@ fn a_signed_reply_is_checked_against_its_server_s_token() {
     let (_, checked) = check_reply(&decoded.encode(), "x", &Limits::default()).unwrap();
     assert_eq!(checked.sender, "n1.example.net");
     assert!(check_reply(&decoded.encode(), "y", &Limits::default()).is_err());
+}
+
+#[test]
+fn a_remembered_token_still_expires() {
+    let org = org(1);
+    let verifier = verifier(&org);
+    let alice = signer_for(&org, 2, "up=alice", ClientPermissions::fleet());
+    let bytes = alice.sign_request(&request("up=alice")).encode();
+    verifier.verify(&bytes, now()).unwrap();
+    // The second time the token comes from memory; the request's signature is still checked.
+    verifier.verify(&bytes, now()).unwrap();
+    let mut forged = SecureRequest::decode(&bytes, &Limits::default()).unwrap();
+    forged.signature =
+        signer_for(&org, 3, "up=eve", ClientPermissions::fleet()).sign(&forged.request);
+    assert_eq!(
+        refused(verifier.verify(&forged.encode(), now())).0,
+        Reason::BadSignature
+    );
+    let later = Now::at_unix(NOW as u64 + 3600);
+    assert_eq!(
+        refused(verifier.verify(&bytes, later)).0,
+        Reason::ExpiredCertificate
+    );
+    let early = Now::at_unix(NOW as u64 - 120);
+    assert_eq!(
+        refused(verifier.verify(&bytes, early)).0,
+        Reason::ExpiredCertificate
+    );
 }

@@ -49,6 +49,14 @@ impl Issuers {
         Ok(self)
     }
 
+    /// Issuers from a map of organization to hex public key, as a config holds them.
+    pub fn from_map(keys: &BTreeMap<String, String>) -> Result<Self, String> {
+        keys.iter()
+            .try_fold(Issuers::default(), |issuers, (org, key)| {
+                issuers.with(org, key)
+            })
+    }
+
     /// The organizations trusted.
     pub fn orgs(&self) -> impl Iterator<Item = &str> {
         self.by_org.keys().map(String::as_str)

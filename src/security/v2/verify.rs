@@ -8,6 +8,9 @@
 //! caller is the delegator's word. Only then is the TTL checked (nanoseconds, strictly inside
 //! `time ± ttl`).
 
+use std::sync::Arc;
+
+use aws_lc_rs::digest::{SHA256, digest};
 use aws_lc_rs::signature::{ED25519, UnparsedPublicKey};
 
 use super::tokens::{self, ClientClaims, Issuers, ServerClaims, parse_public_key};
@@ -25,9 +28,9 @@ pub struct SignedV2Request {
     /// The caller, from the request, which its own token or a delegator vouches for.
     pub caller: CallerId,
     /// The caller's verified token.
-    pub caller_token: ClientClaims,
+    pub caller_token: Arc<ClientClaims>,
     /// The delegator's verified token, when one signed.
-    pub delegator: Option<ClientClaims>,
+    pub delegator: Option<Arc<ClientClaims>>,
 }
 
 impl SignedV2Request {
@@ -39,17 +42,79 @@ impl SignedV2Request {
     }
 }
 
+/// Client tokens remembered once verified.
+pub const TRUSTED_TOKENS: usize = 4096;
+
+/// A verified client token, and the span it is valid in (unix seconds).
+struct Trusted {
+    claims: Arc<ClientClaims>,
+    from: i64,
+    until: i64,
+}
+
 /// Checks v2 secure requests against one realm's issuers.
-#[derive(Clone, Debug)]
+///
+/// Client tokens that verified are remembered by the SHA-256 of their text, with the span in
+/// which they are valid (from `nbf`, before `exp` and a chain issuer's `issexp`), so a known
+/// caller costs one signature check, the request's. Inside that span the token's check cannot
+/// come out differently: the issuers never change and the check depends only on the token and
+/// the time. Clones share the cache.
+#[derive(Clone)]
 pub struct V2Verifier {
     issuers: Issuers,
     limits: Limits,
+    trusted: Arc<quick_cache::sync::Cache<[u8; 32], Arc<Trusted>>>,
+}
+
+impl std::fmt::Debug for V2Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "V2Verifier({:?}, {} of {TRUSTED_TOKENS} tokens remembered)",
+            self.issuers,
+            self.trusted.len()
+        )
+    }
 }
 
 impl V2Verifier {
     /// A verifier trusting `issuers`.
     pub fn new(issuers: Issuers, limits: Limits) -> Self {
-        V2Verifier { issuers, limits }
+        V2Verifier {
+            issuers,
+            limits,
+            trusted: Arc::new(quick_cache::sync::Cache::new(TRUSTED_TOKENS)),
+        }
+    }
+
+    /// A client token's verified claims: remembered, or parsed and checked (and remembered).
+    fn client_token(&self, token: &str, now: Now) -> Result<Arc<ClientClaims>, VerifyError> {
+        let key: [u8; 32] = digest(&SHA256, token.as_bytes())
+            .as_ref()
+            .try_into()
+            .unwrap_or([0; 32]);
+        let at = now.unix_seconds();
+        if let Some(trusted) = self.trusted.get(&key)
+            && trusted.from <= at
+            && at < trusted.until
+        {
+            return Ok(trusted.claims.clone());
+        }
+        let claims = Arc::new(tokens::parse_client(token, &self.issuers, now)?);
+        let standard = &claims.standard;
+        let until = standard
+            .exp
+            .unwrap_or(i64::MIN)
+            .min(standard.issexp.unwrap_or(i64::MAX));
+        self.trusted.insert(
+            key,
+            Arc::new(Trusted {
+                claims: claims.clone(),
+                from: standard.nbf.unwrap_or(i64::MIN),
+                until,
+            }),
+        );
+        Ok(claims)
     }
 
     /// The issuers trusted.
@@ -75,7 +140,7 @@ impl V2Verifier {
             ));
         }
         let (caller_token, delegator, key) = if secure.signer.is_empty() {
-            let caller = tokens::parse_client(&secure.caller, &self.issuers, now)?;
+            let caller = self.client_token(&secure.caller, now)?;
             let permissions = caller.permissions();
             if permissions.signed_fleet_management {
                 return Err(VerifyError::NotPermitted(format!(
@@ -92,14 +157,14 @@ impl V2Verifier {
             let key = public_key(&caller)?;
             (caller, None, key)
         } else {
-            let delegator = tokens::parse_client(&secure.signer, &self.issuers, now)?;
+            let delegator = self.client_token(&secure.signer, now)?;
             if !delegator.permissions().authentication_delegator {
                 return Err(VerifyError::NotPermitted(format!(
                     "{} signed for another caller without the authentication_delegator permission",
                     delegator.callerid
                 )));
             }
-            let caller = tokens::parse_client(&secure.caller, &self.issuers, now)?;
+            let caller = self.client_token(&secure.caller, now)?;
             if caller.ou != delegator.ou {
                 return Err(VerifyError::UnknownIssuer(format!(
                     "the caller's organization {:?} is not the delegator's {:?}",

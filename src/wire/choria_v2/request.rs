@@ -179,6 +179,25 @@ impl Request {
     pub fn filter(&self) -> Filter {
         self.filter.clone().unwrap_or_default()
     }
+
+    /// The same request in v1's shape, for what reads requests the same in either protocol
+    /// (the call and its lifetime at an ingress, filters and agents on a simulated node): the
+    /// payload as text, the time in whole seconds.
+    pub fn view_v1(&self) -> crate::wire::choria_v1::Request {
+        crate::wire::choria_v1::Request::new(
+            String::from_utf8_lossy(&self.message).into_owned(),
+            crate::wire::choria_v1::RequestEnvelope {
+                requestid: self.id.clone(),
+                senderid: self.sender.clone(),
+                callerid: self.caller.clone(),
+                collective: self.collective.clone(),
+                agent: self.agent.clone(),
+                ttl: self.ttl,
+                time: self.time.div_euclid(1_000_000_000),
+                filter: self.filter(),
+            },
+        )
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,148 @@
+//! A Choria protocol v2 organization for tests: its token issuer, fedgate's delegating identity
+//! in it (seed and token files, as a config names them), and fleets of v2 servers that trust it.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use super::Network;
+use crate::fleet::{self, DEFAULT_MAX_IN_FLIGHT, Fleet, FleetConfig, FleetV2};
+use fedgate::nats;
+use fedgate::security::v2::tokens::{
+    ClientClaims, ClientPermissions, ServerClaims, StandardClaims,
+};
+use fedgate::security::v2::{Issuers, TokenIssuer, V2Signer, V2Verifier};
+use fedgate::security::{CaBundle, Verifier};
+use fedgate::wire::Limits;
+
+/// The organization every v2 test token belongs to (go-choria's default `ou`).
+pub const ORG: &str = "choria";
+/// fedgate's caller id in v2 organizations, as its delegating token names it.
+pub const FEDGATE_CALLER: &str = "choria=fedgate";
+
+/// A v2 organization and fedgate's standing in it.
+pub struct V2Org {
+    /// The organization issuer.
+    pub issuer: TokenIssuer,
+    /// Holds fedgate's seed and token.
+    pub dir: tempfile::TempDir,
+    /// fedgate's seed file (64 hex characters).
+    pub seed: PathBuf,
+    /// fedgate's token file: a chain issuer's token with `authentication_delegator`.
+    pub token: PathBuf,
+    servers: Arc<V2Signer>,
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+impl V2Org {
+    /// An organization whose issuer, fedgate and servers have the keys of seeds `n`, `n + 1`
+    /// and `n + 2`; fedgate's token holds `permissions` (a delegator's, for a working setup).
+    pub fn with_fedgate(n: u8, permissions: ClientPermissions) -> V2Org {
+        let issuer = TokenIssuer::org(&[n; 32]).expect("issuer seed");
+        let now = unix_now();
+        let claims = ClientClaims {
+            callerid: FEDGATE_CALLER.into(),
+            ou: ORG.into(),
+            permissions: Some(permissions),
+            ..ClientClaims::default()
+        };
+        let (token, _) = issuer
+            .chain_issuer(claims, &[n + 1; 32], now - 60, 24 * 3600)
+            .expect("fedgate's token");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let seed = dir.path().join("fedgate.seed");
+        std::fs::write(&seed, hex::encode([n + 1; 32])).expect("seed file");
+        let token_file = dir.path().join("fedgate.jwt");
+        std::fs::write(&token_file, token).expect("token file");
+        let key = V2Signer::from_seed(&[n + 2; 32], String::new()).expect("server seed");
+        let server_token = issuer.issue_server(
+            ServerClaims {
+                identity: "fleet.example.net".into(),
+                collectives: vec![ORG.into()],
+                ou: ORG.into(),
+                standard: StandardClaims {
+                    public_key: key.public_key(),
+                    ..StandardClaims::default()
+                },
+            },
+            now - 60,
+            24 * 3600,
+        );
+        let servers =
+            Arc::new(V2Signer::from_seed(&[n + 2; 32], server_token).expect("server signer"));
+        V2Org {
+            issuer,
+            dir,
+            seed,
+            token: token_file,
+            servers,
+        }
+    }
+
+    /// An organization where fedgate holds a delegator's token.
+    pub fn new(n: u8) -> V2Org {
+        V2Org::with_fedgate(n, ClientPermissions::delegator())
+    }
+
+    /// The issuers its servers trust.
+    pub fn issuers(&self) -> Issuers {
+        Issuers::default()
+            .with(ORG, &self.issuer.public_key())
+            .expect("issuer key")
+    }
+
+    /// The `v2 = {...}` line of a `[collectives.<name>]` table.
+    pub fn config_line(&self) -> String {
+        format!(
+            "v2 = {{ issuers = {{ {ORG} = {:?} }}, seed = {:?}, token = {:?} }}",
+            self.issuer.public_key(),
+            self.seed,
+            self.token
+        )
+    }
+
+    /// A caller of this organization with the key of `seed` and `permissions`, for an hour.
+    pub fn caller(&self, seed: u8, callerid: &str, permissions: ClientPermissions) -> V2Signer {
+        self.issuer
+            .client_signer(
+                &[seed; 32],
+                callerid,
+                ORG,
+                permissions,
+                (unix_now() - 60, 3600),
+            )
+            .expect("caller token")
+    }
+
+    /// `count` v2 servers in `network`'s collective, trusting this organization's issuer.
+    pub async fn start_fleet(&self, network: &Network, count: usize) -> Fleet {
+        let identity = network.realm.fleet.as_ref().expect("fleet identity");
+        let client = nats::connect(&network.endpoint(identity), "test-fleet-v2")
+            .await
+            .expect("connect fleet");
+        let limits = Limits::default();
+        let name = &network.realm.name;
+        let config = FleetConfig {
+            nodes: fleet::generate(name, count, std::slice::from_ref(name)),
+            // Unused: a v2 fleet verifies with `v2`.
+            verifier: Verifier::with_defaults(
+                CaBundle::from_file(&network.realm.ca).expect("CA"),
+                limits,
+            ),
+            limits,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            policy: None,
+            ddl: None,
+            v2: Some(FleetV2 {
+                verifier: V2Verifier::new(self.issuers(), limits),
+                server: self.servers.clone(),
+            }),
+        };
+        Fleet::start(client, config).await.expect("start v2 fleet")
+    }
+}
