@@ -583,10 +583,14 @@ impl Signed {
     }
 }
 
-/// `id` when it is a v1 request id (32 characters), else the first 32 hex digits of its
-/// SHA-256: the same id always travels under the same v1 id.
+/// `id` when it is a v1 request id as Choria makes them (32 lowercase hex digits), else the
+/// first 32 hex digits of its SHA-256: the same id always travels under the same v1 id.
 pub fn v1_request_id(id: &str) -> String {
-    if id.chars().count() == crate::wire::choria_v1::REQUEST_ID_LEN {
+    if id.len() == crate::wire::choria_v1::REQUEST_ID_LEN
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
         return id.to_string();
     }
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, id.as_bytes());

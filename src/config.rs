@@ -328,6 +328,10 @@ impl Config {
             join_tls(&mut collective.tls);
             join_tls(&mut collective.signer);
             join_auth(&mut collective.auth);
+            if let Some(v2) = &mut collective.v2 {
+                join(&mut v2.seed);
+                join(&mut v2.token);
+            }
         }
         for legacy in self.legacy.values_mut() {
             join(&mut legacy.server_public);

@@ -494,6 +494,13 @@ async fn a_v2_caller_reaches_v1_and_v2_collectives_through_the_edge() {
     let token = gateway.token("carol", std::time::Duration::from_secs(300));
     let mut socket = open(&gateway.url, Some(&token), None, None).await.unwrap();
     let _welcome = next_json(&mut socket).await;
+    // What fedgate publishes into tokyo, as any tokyo server sees it.
+    let tokyo_nats = tokyo.connect_as("alice").await;
+    let mut published = tokyo_nats
+        .subscribe("tokyo.broadcast.agent.rpcutil")
+        .await
+        .unwrap();
+    tokyo_nats.flush().await.unwrap();
 
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -541,7 +548,7 @@ async fn a_v2_caller_reaches_v1_and_v2_collectives_through_the_edge() {
     }
 
     // alice's own v2 token: up=alice maps to choria=alice.mcollective in london and in tokyo.
-    let alice = org.caller(81, "up=alice", fleet());
+    let alice = org.caller(91, "up=alice", fleet());
     let (replies, done) = call(
         &mut socket,
         message("s1", &alice.sign_request(&ping("london", "up=alice", now))),
@@ -575,6 +582,36 @@ async fn a_v2_caller_reaches_v1_and_v2_collectives_through_the_edge() {
         3
     );
 
+    // fedgate's own delegated request, taken off tokyo's NATS, does not come back in at the
+    // edge, though the edge trusts tokyo's issuer and the request verifies.
+    use futures::StreamExt;
+    let seen = tokio::time::timeout(std::time::Duration::from_secs(5), published.next())
+        .await
+        .unwrap()
+        .unwrap();
+    let own = SecureRequest::decode(
+        &Transport::decode(&seen.payload, &fedgate::wire::Limits::default())
+            .unwrap()
+            .data,
+        &fedgate::wire::Limits::default(),
+    )
+    .unwrap();
+    assert!(
+        !own.signer.is_empty(),
+        "fedgate signs into tokyo as a delegator"
+    );
+    let (replies, refused) = call(&mut socket, message("s2b", &own)).await;
+    assert_eq!(
+        (replies, refused["reason"].as_str()),
+        (0, Some("not_allowed")),
+        "{refused}"
+    );
+    assert_eq!(
+        tokyo_fleet.stats().validated,
+        3,
+        "the request did not run again"
+    );
+
     // The same signed request again is a replay.
     let again = alice.sign_request(&ping("london", "up=alice", now));
     let (_, first) = call(&mut socket, message("s3", &again)).await;
@@ -585,14 +622,14 @@ async fn a_v2_caller_reaches_v1_and_v2_collectives_through_the_edge() {
     // Each refused before anything is forwarded.
     let stranger = TokenIssuer::org(&[89; 32]).unwrap();
     let outsider = stranger
-        .client_signer(&[82; 32], "up=alice", "choria", fleet(), (now - 60, 3600))
+        .client_signer(&[92; 32], "up=alice", "choria", fleet(), (now - 60, 3600))
         .unwrap();
     let stale = org
         .issuer
-        .client_signer(&[83; 32], "up=alice", "choria", fleet(), (now - 7200, 3600))
+        .client_signer(&[93; 32], "up=alice", "choria", fleet(), (now - 7200, 3600))
         .unwrap();
-    let erin = org.caller(84, "up=erin", ClientPermissions::signed_fleet());
-    let frank = org.caller(85, "up=frank", fleet());
+    let erin = org.caller(94, "up=erin", ClientPermissions::signed_fleet());
+    let frank = org.caller(95, "up=frank", fleet());
     let mut tampered = alice.sign_request(&ping("london", "up=alice", now));
     tampered.request = ping("london", "up=alice", now).encode();
     let before = london_fleet.stats();

@@ -20,7 +20,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
@@ -293,10 +293,10 @@ impl Writer {
             && self.len.saturating_add(HEADROOM) < self.options.rotate_bytes
     }
 
-    /// After a caller's own write: the checkpoint due by time, and whether the thread must wake
-    /// before it planned to, for the checkpoint the records now waiting are owed.
-    fn after_inline(&mut self) -> bool {
-        self.checkpoint_if_due();
+    /// After a caller's own write: whether the thread must wake before it planned to, for the
+    /// checkpoint the records now waiting are owed (due now, or sooner than it would wake). The
+    /// caller writes no checkpoint itself: that syncs the file, which is the thread's to do.
+    fn after_inline(&self) -> bool {
         self.cadence
             .as_ref()
             .and_then(Cadence::wait)
@@ -474,17 +474,33 @@ impl Writer {
 
 /// The writer thread: writes what callers hand it, in batches, and syncs and checkpoints on time.
 fn run(writer: &Mutex<Writer>, queue: Receiver<Message>) {
-    let lock = || writer.lock().unwrap_or_else(PoisonError::into_inner);
+    // A write that panicked may have moved the chain past what is on disk: fail closed.
+    let lock = || {
+        writer.lock().unwrap_or_else(|poisoned| {
+            let mut writer = poisoned.into_inner();
+            writer
+                .broken
+                .get_or_insert_with(|| "an audit write panicked; restart fedgate".into());
+            writer
+        })
+    };
     let closed = loop {
         let wait = {
             let mut writer = lock();
+            // Dirty records are synced an interval after the last sync, not after this wait.
+            let sync = if writer.dirty {
+                writer
+                    .options
+                    .fsync_interval
+                    .saturating_sub(writer.synced.elapsed())
+            } else {
+                writer.options.fsync_interval
+            };
             let wait = writer
                 .cadence
                 .as_ref()
                 .and_then(Cadence::wait)
-                .map_or(writer.options.fsync_interval, |due| {
-                    due.min(writer.options.fsync_interval)
-                });
+                .map_or(sync, |due| due.min(sync));
             writer.wakes_at = Instant::now() + wait;
             wait
         };

@@ -22,7 +22,9 @@ use crate::wire::choria_v1::{RpcReply, StatusCode};
 use crate::wire::choria_v2::{Request, SecureReply, Transport, TransportHeaders};
 use crate::wire::{DecodeError, Layer, Limits};
 
-/// Seconds a caller token issued for one request outlives the request's TTL.
+/// Seconds a caller token issued for one request outlives the request's TTL, and is dated
+/// before it was made: go-choria checks `nbf` without leeway, so a server whose clock is behind
+/// fedgate's would otherwise refuse it as not valid yet.
 const CALLER_TOKEN_MARGIN: i64 = 60;
 
 /// fedgate's standing in one v2 collective: its delegating key and token, the issuer that token
@@ -62,6 +64,8 @@ impl V2Egress {
                 claims.callerid
             ));
         }
+        tokens::check_chain_issuer(&claims, &issuers)
+            .map_err(|e| format!("{}: {e}", token.display()))?;
         let seed_bytes = delegator.seed();
         let issuer = TokenIssuer::chain(&seed_bytes, &claims)
             .map_err(|e| format!("{}: {e}", token.display()))?;
@@ -71,6 +75,11 @@ impl V2Egress {
             org: claims.ou,
             verifier: V2Verifier::new(issuers, limits),
         })
+    }
+
+    /// The hex public key fedgate signs with here, which every caller token it issues carries.
+    pub fn public_key(&self) -> String {
+        self.delegator.public_key()
     }
 
     /// An egress from parts, for tests and tooling.
@@ -142,8 +151,11 @@ impl V2Egress {
             },
             ..ClientClaims::default()
         };
-        self.issuer
-            .issue_client(claims, now.unix_seconds(), ttl + CALLER_TOKEN_MARGIN)
+        self.issuer.issue_client(
+            claims,
+            now.unix_seconds().saturating_sub(CALLER_TOKEN_MARGIN),
+            ttl.saturating_add(2 * CALLER_TOKEN_MARGIN),
+        )
     }
 
     /// Checks one v2 reply: the transport and secure reply decode, the hash matches, a signature

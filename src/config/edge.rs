@@ -20,8 +20,8 @@ pub struct EdgeConfig {
     /// The edge CA: client certificates (mTLS) must chain to it.
     #[serde(default)]
     pub ca: Option<PathBuf>,
-    /// Choria protocol v2 token issuers whose callers may send signed v2 requests, by
-    /// organization (a token's `ou`): the hex ed25519 public key of each.
+    /// The Choria protocol v2 token issuer whose callers may send signed v2 requests: one
+    /// organization (a token's `ou`) and the hex ed25519 public key of its issuer.
     #[serde(default)]
     pub issuers: std::collections::BTreeMap<String, String>,
     /// The listener's certificate and key; without them the edge speaks plain `ws://`.
@@ -129,6 +129,14 @@ impl EdgeConfig {
     pub fn v2_issuers(&self) -> Result<Option<crate::security::v2::Issuers>, String> {
         if self.issuers.is_empty() {
             return Ok(None);
+        }
+        // A caller id is mapped without its organization, so two organizations' `up=alice`
+        // would be one caller: one organization per edge realm.
+        if self.issuers.len() > 1 {
+            return Err(format!(
+                "names {} organizations; an edge realm trusts one, since callers are mapped by caller id alone",
+                self.issuers.len()
+            ));
         }
         crate::security::v2::Issuers::from_map(&self.issuers).map(Some)
     }

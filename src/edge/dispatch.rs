@@ -79,6 +79,9 @@ pub struct Dispatcher {
     verifier: Option<Verifier>,
     /// Verifies signed Choria v2 requests against `[edge] issuers`.
     v2_verifier: Option<crate::security::v2::V2Verifier>,
+    /// The keys fedgate signs into v2 collectives with: a request signed with one of them, or
+    /// for a caller token fedgate issued, was published by fedgate and never comes back in.
+    own_v2_keys: std::collections::BTreeSet<String>,
     sender: String,
     limits: Limits,
     /// Which collective each node answered from, for a federation's directed requests.
@@ -187,6 +190,16 @@ impl Dispatcher {
                 .map_err(|e| format!("legacy {name}: {e}"))?;
             targets.insert(name.clone(), EdgeTarget::Legacy(Arc::new(link)));
         }
+        let own_v2_keys = targets
+            .values()
+            .filter_map(|target| match target {
+                EdgeTarget::Choria {
+                    egress: Egress::V2(egress),
+                    ..
+                } => Some(egress.public_key()),
+                _ => None,
+            })
+            .collect();
         let (federations, unreached) = federation_members(config, &targets)?;
         let flood = edge.map(|e| {
             let interval = Duration::from_secs(e.unverified_interval_s.max(1));
@@ -205,6 +218,7 @@ impl Dispatcher {
             unreached,
             verifier,
             v2_verifier,
+            own_v2_keys,
             sender: format!("fedgate-edge-{instance}"),
             limits,
             homes: Homes::new(MAX_HOMES, HOME_TTL),

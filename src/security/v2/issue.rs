@@ -145,7 +145,7 @@ impl TokenIssuer {
             jti: claims.standard.jti,
             public_key: claims.standard.public_key,
             tcs: claims.standard.tcs,
-            exp: now + validity,
+            exp: now.saturating_add(validity),
         };
         Ok((
             token,
@@ -161,7 +161,7 @@ impl TokenIssuer {
         standard.purpose = purpose.into();
         standard.iat = Some(now);
         standard.nbf = Some(now);
-        standard.exp = Some(now + validity);
+        standard.exp = Some(now.saturating_add(validity));
         standard.jti = ksuid_at(now);
         match &self.chain {
             None => standard.iss = format!("I-{}", self.public_key()),

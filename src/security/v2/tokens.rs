@@ -415,6 +415,28 @@ fn required_chain_claims(claims: &StandardClaims) -> Result<(), VerifyError> {
     Ok(())
 }
 
+/// Checks that an organization issuer vouched for a chain issuer's token: `iss` names the
+/// organization's key and `tcs` is its signature of `<jti>.<public_key>`, which every server
+/// checks on each token the chain issuer issues.
+pub fn check_chain_issuer(claims: &ClientClaims, issuers: &Issuers) -> Result<(), VerifyError> {
+    let org_key = issuers.key(&claims.ou)?;
+    let standard = &claims.standard;
+    if standard.iss != format!("{ORG_ISSUER_PREFIX}{}", hex::encode(org_key)) {
+        return Err(VerifyError::InvalidToken(format!(
+            "the token of {} is not issued by organization {:?}'s issuer as a chain issuer (iss {:?})",
+            claims.callerid, claims.ou, standard.iss
+        )));
+    }
+    let vouched = format!("{}.{}", standard.jti, standard.public_key);
+    if !verify_hex(org_key, vouched.as_bytes(), &standard.tcs) {
+        return Err(VerifyError::InvalidToken(format!(
+            "the tcs of {}'s token is not organization {:?}'s signature of its key",
+            claims.callerid, claims.ou
+        )));
+    }
+    Ok(())
+}
+
 fn split_two(text: &str) -> Option<(&str, &str)> {
     let (a, b) = text.split_once('.')?;
     (!a.is_empty() && !b.is_empty() && !b.contains('.')).then_some((a, b))

@@ -10,6 +10,8 @@ use crate::wire::{DecodeError, Layer, Limits};
 
 /// Length of an ed25519 signature.
 pub const SIGNATURE_LEN: usize = 64;
+/// Longest request id taken: go-choria's are 27 (KSUID) or 32 characters.
+pub const MAX_ID_LEN: usize = 64;
 
 /// A signed request: the request JSON, its ed25519 signature, and the JWTs that say whose key
 /// made it.
@@ -139,7 +141,14 @@ impl Request {
         if request.message.is_empty() {
             return Err(DecodeError::field(layer, "message", "must not be empty"));
         }
-        check_len(layer, "id", &request.id, 1, None)?;
+        check_len(layer, "id", &request.id, 1, Some(MAX_ID_LEN))?;
+        if !crate::subjects::is_valid_token(&request.id) {
+            return Err(DecodeError::field(
+                layer,
+                "id",
+                "must be one NATS subject token (replies go to a subject ending with it)",
+            ));
+        }
         check_len(layer, "sender", &request.sender, 1, None)?;
         check_len(layer, "caller", &request.caller, 1, None)?;
         check_len(layer, "collective", &request.collective, 1, None)?;
@@ -182,10 +191,11 @@ impl Request {
 
     /// The same request in v1's shape, for what reads requests the same in either protocol
     /// (the call and its lifetime at an ingress, filters and agents on a simulated node): the
-    /// payload as text, the time in whole seconds.
+    /// payload base64-encoded, so that v1's `payload()` yields exactly these bytes, decoded once;
+    /// the time in whole seconds.
     pub fn view_v1(&self) -> crate::wire::choria_v1::Request {
         crate::wire::choria_v1::Request::new(
-            String::from_utf8_lossy(&self.message).into_owned(),
+            crate::wire::encode_base64(&self.message),
             crate::wire::choria_v1::RequestEnvelope {
                 requestid: self.id.clone(),
                 senderid: self.sender.clone(),
@@ -247,6 +257,13 @@ mod tests {
             ),
             (
                 REQUEST.replace(r#""id":"2IR5hjVmS3Jc3DjuKMFo0vGWLzD""#, r#""id":"""#),
+                "id",
+            ),
+            // Replies go to a subject that ends with the id.
+            (REQUEST.replace("2IR5hjVmS3Jc3DjuKMFo0vGWLzD", "a.b"), "id"),
+            (REQUEST.replace("2IR5hjVmS3Jc3DjuKMFo0vGWLzD", ">"), "id"),
+            (
+                REQUEST.replace("2IR5hjVmS3Jc3DjuKMFo0vGWLzD", &"x".repeat(65)),
                 "id",
             ),
             (
