@@ -62,4 +62,9 @@ impl Now {
     pub fn unix_seconds(self) -> i64 {
         i64::try_from(self.0.as_secs()).unwrap_or(i64::MAX)
     }
+
+    /// Unix nanoseconds, as Choria protocol v2 times are.
+    pub fn unix_nanos(self) -> i64 {
+        i64::try_from(self.0.as_nanos()).unwrap_or(i64::MAX)
+    }
 }

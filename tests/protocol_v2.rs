@@ -321,10 +321,7 @@ async fn v2_servers_refuse_what_a_v2_choria_server_refuses() {
     let org = V2Org::new(50);
     let servers = org.start_fleet(&tokyo, 3).await;
     let nats = tokyo.connect_as("alice").await;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
+    let now = fedgate::security::Now::system().unix_seconds();
     let request_for = |caller: &str| {
         let mut request = Request::new(
             br#"{"agent":"rpcutil","action":"ping","data":{}}"#.to_vec(),
@@ -502,10 +499,7 @@ async fn a_v2_caller_reaches_v1_and_v2_collectives_through_the_edge() {
         .unwrap();
     tokyo_nats.flush().await.unwrap();
 
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
+    let now = fedgate::security::Now::system().unix_seconds();
     let ping = |collective: &str, caller: &str, at: i64| {
         let mut request = Request::new(
             br#"{"agent":"rpcutil","action":"ping","data":{}}"#.to_vec(),

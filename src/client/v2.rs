@@ -115,7 +115,7 @@ impl V2Egress {
         let time_ns = if call.expires.is_some() {
             time.saturating_mul(1_000_000_000)
         } else {
-            i64::try_from(now.since_epoch().as_nanos()).unwrap_or(i64::MAX)
+            now.unix_nanos()
         };
         let mut request = Request::new(
             body.encode_string().into_bytes(),

@@ -156,7 +156,7 @@ fn v2_rows(budget: Duration) -> Result<Vec<Row>, BenchError> {
         "choria".into(),
         "rpcutil".into(),
         60,
-        i64::try_from(now.since_epoch().as_nanos()).unwrap_or(i64::MAX),
+        now.unix_nanos(),
     );
     let signed_bytes = request.encode();
     let raw = Ed25519KeyPair::from_seed_unchecked(&[2; 32]).map_err(setup_err)?;

@@ -81,7 +81,7 @@ impl FleetV2 {
     ) -> Option<(String, Bytes)> {
         let reply_to = accepted.transport.headers.reply.clone()?;
         let request = &accepted.signed.request;
-        let now_ns = i64::try_from(Now::system().since_epoch().as_nanos()).unwrap_or(i64::MAX);
+        let now_ns = Now::system().unix_nanos();
         let reply = Reply::new(
             body.into_bytes(),
             request.id.clone(),

@@ -3,7 +3,6 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::Network;
 use crate::fleet::{self, DEFAULT_MAX_IN_FLIGHT, Fleet, FleetConfig, FleetV2};
@@ -12,7 +11,7 @@ use fedgate::security::v2::tokens::{
     ClientClaims, ClientPermissions, ServerClaims, StandardClaims,
 };
 use fedgate::security::v2::{Issuers, TokenIssuer, V2Signer, V2Verifier};
-use fedgate::security::{CaBundle, Verifier};
+use fedgate::security::{CaBundle, Now, Verifier};
 use fedgate::wire::Limits;
 
 /// The organization every v2 test token belongs to (go-choria's default `ou`).
@@ -33,18 +32,12 @@ pub struct V2Org {
     servers: Arc<V2Signer>,
 }
 
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
-
 impl V2Org {
     /// An organization whose issuer, fedgate and servers have the keys of seeds `n`, `n + 1`
     /// and `n + 2`; fedgate's token holds `permissions` (a delegator's, for a working setup).
     pub fn with_fedgate(n: u8, permissions: ClientPermissions) -> V2Org {
         let issuer = TokenIssuer::org(&[n; 32]).expect("issuer seed");
-        let now = unix_now();
+        let now = Now::system().unix_seconds();
         let claims = ClientClaims {
             callerid: FEDGATE_CALLER.into(),
             ou: ORG.into(),
@@ -114,7 +107,7 @@ impl V2Org {
                 callerid,
                 ORG,
                 permissions,
-                (unix_now() - 60, 3600),
+                (Now::system().unix_seconds() - 60, 3600),
             )
             .expect("caller token")
     }
