@@ -593,8 +593,7 @@ pub fn v1_request_id(id: &str) -> String {
     {
         return id.to_string();
     }
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, id.as_bytes());
-    hex::encode(&digest.as_ref()[..crate::wire::choria_v1::REQUEST_ID_LEN / 2])
+    crate::wire::choria_v2::derived_request_id(id)
 }
 
 /// The subjects a call's request goes to: the agent's broadcast subject, or each target's.

@@ -19,7 +19,7 @@ use crate::security::v2::{Issuers, TokenIssuer, V2Signer, V2Verifier, tokens};
 use crate::security::{CallerId, Now};
 use crate::subjects;
 use crate::wire::choria_v1::{RpcReply, StatusCode};
-use crate::wire::choria_v2::{Request, SecureReply, Transport, TransportHeaders};
+use crate::wire::choria_v2::{Request, SecureReply, SecureRequest, Transport, TransportHeaders};
 use crate::wire::{DecodeError, Layer, Limits};
 
 /// Seconds a caller token issued for one request outlives the request's TTL, and is dated
@@ -128,8 +128,7 @@ impl V2Egress {
             time_ns,
         );
         request.filter = Some(filter);
-        let caller_token = self.caller_token(caller, ttl, now);
-        let secure = self.delegator.sign_delegated(&request, &caller_token);
+        let secure = self.delegate(&request, now);
         let reply = subjects::reply(&call.collective, caller.as_str(), requestid);
         let headers = TransportHeaders {
             reply: Some(reply.clone()),
@@ -139,10 +138,22 @@ impl V2Egress {
         Ok((reply, Transport::new(secure.encode(), headers)))
     }
 
+    /// Signs `request` as the delegator for the caller it names, with a caller token issued for
+    /// it alone: valid for its TTL and the margin either side.
+    pub fn delegate(&self, request: &Request, now: Now) -> SecureRequest {
+        let caller_token = self.caller_token(&request.caller, request.ttl, now);
+        self.delegator.sign_delegated(request, &caller_token)
+    }
+
+    /// What fedgate checks a reply's signature with: the collective's issuers.
+    pub fn verifier(&self) -> &V2Verifier {
+        &self.verifier
+    }
+
     /// A token for `caller` that only fedgate's delegation makes usable.
-    fn caller_token(&self, caller: &CallerId, ttl: i64, now: Now) -> String {
+    fn caller_token(&self, caller: &str, ttl: i64, now: Now) -> String {
         let claims = ClientClaims {
-            callerid: caller.as_str().to_string(),
+            callerid: caller.to_string(),
             ou: self.org.clone(),
             permissions: Some(ClientPermissions::signed_fleet()),
             standard: StandardClaims {

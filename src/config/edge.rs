@@ -127,17 +127,6 @@ impl EdgeConfig {
     /// The v2 token issuers of `issuers`; `None` when there are none, and signed v2 requests
     /// are refused.
     pub fn v2_issuers(&self) -> Result<Option<crate::security::v2::Issuers>, String> {
-        if self.issuers.is_empty() {
-            return Ok(None);
-        }
-        // A caller id is mapped without its organization, so two organizations' `up=alice`
-        // would be one caller: one organization per edge realm.
-        if self.issuers.len() > 1 {
-            return Err(format!(
-                "names {} organizations; an edge realm trusts one, since callers are mapped by caller id alone",
-                self.issuers.len()
-            ));
-        }
-        crate::security::v2::Issuers::from_map(&self.issuers).map(Some)
+        crate::security::v2::Issuers::for_realm(&self.issuers)
     }
 }

@@ -218,6 +218,11 @@ pub struct FederationConfig {
     /// Certname allow list of this realm's callers; Choria's default if unset.
     #[serde(default)]
     pub certname_allowlist: Option<Vec<String>>,
+    /// The Choria protocol v2 token issuer whose callers may send v2 requests into this
+    /// federation (resign mode): one organization (a token's `ou`) and the hex ed25519 public
+    /// key of its issuer.
+    #[serde(default)]
+    pub issuers: BTreeMap<String, String>,
 }
 
 impl Default for InstanceConfig {
@@ -284,6 +289,29 @@ impl CollectiveConfig {
     /// The collective's name in its own subjects and envelopes: `internal_name`, else `name`.
     pub fn internal_name<'a>(&'a self, name: &'a str) -> &'a str {
         self.internal_name.as_deref().unwrap_or(name)
+    }
+
+    /// How fedgate signs into this collective: as a delegator in a v2 collective, else with its
+    /// privileged certificate; `None` when it has neither. `name` names it in errors.
+    pub fn load_egress(
+        &self,
+        name: &str,
+        limits: Limits,
+        now: crate::security::Now,
+    ) -> Result<Option<crate::client::Egress>, String> {
+        use std::sync::Arc;
+        match (&self.v2, &self.signer) {
+            (Some(v2), _) => v2
+                .egress(limits, now)
+                .map(|egress| Some(crate::client::Egress::V2(Arc::new(egress))))
+                .map_err(|e| format!("collective {name} v2: {e}")),
+            (None, Some(signer)) => {
+                crate::security::Signer::from_files(&signer.certificate, &signer.key)
+                    .map(|signer| Some(crate::client::Egress::V1(Arc::new(signer))))
+                    .map_err(|e| format!("collective {name} signer: {e}"))
+            }
+            (None, None) => Ok(None),
+        }
     }
 
     /// The privileged patterns its servers apply.

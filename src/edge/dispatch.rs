@@ -23,7 +23,7 @@ use crate::config::Config;
 use crate::gateway::gate::Gate;
 use crate::gateway::{self, Ask, Claim, Cleared, Code, Mode, Recorded, Refusal, Stage, admit};
 use crate::rules::Rules;
-use crate::security::{CaBundle, CallerId, Now, Signer, Verifier};
+use crate::security::{CaBundle, CallerId, Now, Verifier};
 use crate::wire::Limits;
 
 /// Who a request speaks for.
@@ -156,16 +156,8 @@ impl Dispatcher {
             .map(|issuers| crate::security::v2::V2Verifier::new(issuers, limits));
         let mut targets = BTreeMap::new();
         for (name, collective) in &config.collectives {
-            let egress = match (&collective.v2, &collective.signer) {
-                (Some(v2), _) => Egress::V2(Arc::new(
-                    v2.egress(limits, Now::system())
-                        .map_err(|e| format!("collective {name} v2: {e}"))?,
-                )),
-                (None, Some(signer)) => Egress::V1(Arc::new(
-                    Signer::from_files(&signer.certificate, &signer.key)
-                        .map_err(|e| format!("collective {name} signer: {e}"))?,
-                )),
-                (None, None) => continue,
+            let Some(egress) = collective.load_egress(name, limits, Now::system())? else {
+                continue;
             };
             let nats = crate::nats::connect_buffered(
                 &collective.endpoint(),

@@ -12,29 +12,123 @@ pub use super::signers::{ResignRules, ResignTarget};
 use super::transform::{
     ClusterRules, Destination, Egress, Refusal, RoutedRequest, take_reply_header,
 };
-use crate::gateway::{agents_agree, request_ids_agree};
+use crate::client::Egress as Signing;
+use crate::gateway::{Code, Refusal as Admission, Stage, agents_agree, request_ids_agree};
+use crate::security::v2::{SignedV2Request, check_ttl};
 use crate::security::{CallerId, Now, Resign, VerifiedRequest};
 use crate::subjects::Target;
-use crate::wire::choria_v1::{Filter, RelayTransport, Reply, SecureReply, SecureRequest};
+use crate::wire::choria_v1::{Filter, RelayTransport, Reply, Request, SecureReply, SecureRequest};
+use crate::wire::choria_v2::{self, derived_request_id};
 use crate::wire::{DecodeError, Layer, decode_base64_lenient};
 
-/// Verifies the secure request inside a routed request against the federation's realm.
+pub(crate) mod translate;
+
+/// A federated request that verified: a v1 one against the federation's CA, or a Choria
+/// protocol v2 one against its token issuer.
+#[derive(Debug)]
+pub enum Verified {
+    /// A v1 request.
+    V1(VerifiedRequest),
+    /// A v2 request, and the same request in v1's terms (seconds, base64 payload), which every
+    /// check after verification reads.
+    V2 {
+        /// The verified request and tokens.
+        signed: Box<SignedV2Request>,
+        /// It in v1's terms.
+        view: Request,
+    },
+}
+
+impl Verified {
+    /// The request, in v1's terms.
+    pub fn request(&self) -> &Request {
+        match self {
+            Verified::V1(verified) => verified.request(),
+            Verified::V2 { view, .. } => view,
+        }
+    }
+
+    /// The caller its signature vouches for.
+    pub fn caller(&self) -> &CallerId {
+        match self {
+            Verified::V1(verified) => verified.caller(),
+            Verified::V2 { signed, .. } => &signed.caller,
+        }
+    }
+
+    /// The bytes the caller signed, which the replay guard claims.
+    pub fn signed_bytes(&self) -> &[u8] {
+        match self {
+            Verified::V1(verified) => verified.secure().message.as_bytes(),
+            Verified::V2 { signed, .. } => &signed.secure.request,
+        }
+    }
+
+    /// Whether the caller speaks Choria protocol v2.
+    pub fn is_v2(&self) -> bool {
+        matches!(self, Verified::V2 { .. })
+    }
+}
+
+/// Verifies the secure request inside a routed request against the federation's realm: a v1
+/// request against its CA as a Choria server would, a v2 request against its token issuer as a
+/// v2 server would (tokens, delegation, signature, nanosecond TTL).
 pub fn verify(
     routed: &RoutedRequest<'_>,
     rules: &ResignRules,
     now: Now,
-) -> Result<VerifiedRequest, Refusal> {
+) -> Result<Verified, Refusal> {
     let data = secure_data(routed.transport())?;
-    let secure = SecureRequest::decode(&data, rules.verifier.limits())?;
-    Ok(rules.verifier.verify(secure, now)?)
+    if routed.transport().is_v2() {
+        let Some(verifier) = &rules.v2_verifier else {
+            return Err(Refusal::Admission(Admission::unverified(
+                "unknown_ca",
+                format!(
+                    "federation {} takes no Choria protocol v2 callers: it names no issuers",
+                    rules.realm
+                ),
+            )));
+        };
+        let secure = choria_v2::SecureRequest::decode(&data, &rules.limits)?;
+        let signed = verifier.verify_secure(secure, now)?;
+        check_ttl(&signed.request, now)?;
+        // A v2 request names no audience: one fedgate published into a v2 collective verifies
+        // here too when the federation trusts the same issuer.
+        let own = |key: &str| rules.own_v2_keys.contains(key);
+        if own(&signed.caller_token.standard.public_key)
+            || signed
+                .delegator
+                .as_ref()
+                .is_some_and(|d| own(&d.standard.public_key))
+        {
+            return Err(Refusal::Admission(Admission::new(
+                Stage::Verify,
+                Code::OwnRequest,
+                "fedgate published this request into a collective itself; it does not come back in",
+            )));
+        }
+        let view = signed.request.view_v1();
+        return Ok(Verified::V2 {
+            signed: Box::new(signed),
+            view,
+        });
+    }
+    let Some(verifier) = &rules.verifier else {
+        return Err(Refusal::Admission(Admission::unverified(
+            "unknown_ca",
+            format!(
+                "federation {} takes Choria protocol v2 callers only: it names no ca",
+                rules.realm
+            ),
+        )));
+    };
+    let secure = SecureRequest::decode(&data, &rules.limits)?;
+    Ok(Verified::V1(verifier.verify(secure, now)?))
 }
 
 /// Checks what a verified request's unsigned headers add: the header's request id must be the
 /// signed one, and a broadcast target may only name the signed agent.
-pub fn check_headers(
-    routed: &RoutedRequest<'_>,
-    verified: &VerifiedRequest,
-) -> Result<(), Refusal> {
+pub fn check_headers(routed: &RoutedRequest<'_>, verified: &Verified) -> Result<(), Refusal> {
     let envelope = &verified.request().envelope;
     request_ids_agree(&envelope.requestid, routed.request_id())?;
     for target in routed.groups().values().flatten() {
@@ -84,11 +178,13 @@ impl ResignRules {
 
 /// Re-signs for a mapped caller with `filter` (the caller's, perhaps restricted by policy), and
 /// builds the publishes: headers as in pass-through, targets renamed to the collective's internal
-/// name.
+/// name. A v1 collective gets a v1 request signed with fedgate's privileged certificate; a v2
+/// collective a v2 request fedgate signs as delegator. A request that crosses protocols travels
+/// under [`derived_request_id`], so its replies are known to need translating back.
 #[allow(clippy::too_many_arguments)]
 pub fn resign_for(
     routed: &RoutedRequest<'_>,
-    verified: &VerifiedRequest,
+    verified: &Verified,
     destination: &Destination,
     targets: &[String],
     (cluster, rules): (&ClusterRules, &ResignRules),
@@ -98,22 +194,58 @@ pub fn resign_for(
     now: Now,
 ) -> Result<Resigned, Refusal> {
     let Mapped { target, callerid } = mapped;
+    let original = verified.request();
+    let caller_id = &original.envelope.requestid;
+    let to_v2 = matches!(target.signer, Signing::V2(_));
+    let requestid = if to_v2 == verified.is_v2() {
+        caller_id.clone()
+    } else {
+        derived_request_id(caller_id)
+    };
     let resign = Resign {
+        requestid: &requestid,
         callerid,
         collective: &target.internal_name,
         filter,
         max_ttl: rules.max_ttl,
     };
-    let secure = resign
-        .sign(verified, &target.signer, now)
-        .map_err(|e| Refusal::ResignFailed(e.to_string()))?;
-    let transport = routed.transport().with_data(&secure.encode());
+    let (secure, header_id) = match &target.signer {
+        Signing::V1(signer) => {
+            if verified.is_v2() {
+                translate::check_v2_reply_subject(routed.reply_to(), caller_id)?;
+            }
+            let secure = resign
+                .sign(original, signer, now)
+                .map_err(|e| Refusal::ResignFailed(e.to_string()))?;
+            // A v1 header holds a 32-character id: the one the request travels under, which
+            // the reply subject's last token derives for a v2 caller.
+            (secure.encode(), requestid.clone())
+        }
+        Signing::V2(egress) => {
+            let request = resign.request(original, now);
+            let (time, ttl) = (request.envelope.time, request.envelope.ttl);
+            let mut v2 = choria_v2::Request::new(
+                original.payload().into_owned(),
+                requestid.clone(),
+                request.envelope.senderid,
+                request.envelope.callerid,
+                request.envelope.collective,
+                request.envelope.agent,
+                ttl,
+                time.saturating_mul(1_000_000_000),
+            );
+            v2.filter = Some(request.envelope.filter);
+            (egress.delegate(&v2, now).encode(), caller_id.clone())
+        }
+    };
+    let transport = routed.transport().with_data_in(to_v2, &secure);
     let renamed: Vec<String> = targets
         .iter()
         .map(|subject| rename_target(subject, &target.internal_name))
         .collect();
     let egress = routed.egress_with(
         &transport,
+        &header_id,
         destination,
         &renamed,
         cluster,
@@ -131,30 +263,89 @@ fn rename_target(subject: &str, internal: &str) -> String {
     }
 }
 
-/// A reply on `choria.federation.<cluster>.collective` in resign mode: as in pass-through, plus
-/// the secure reply must decode with a good hash, and carry the request id its federation header
-/// names; it is re-encoded with a fresh hash. Returns the client's reply subject, the reply and
-/// the request id.
+/// A reply on `choria.federation.<cluster>.collective` in resign mode, from the collective
+/// `member` (fedgate's signer there, when it is one this cluster re-signs into): as in
+/// pass-through, plus the secure reply must decode with a good hash (and a v2 reply's signature
+/// must verify against the collective's issuers) and answer the request id its federation
+/// header names. A reply to a caller of the same protocol is re-encoded with a fresh hash (v1)
+/// or passed on (v2); one to a caller of the other protocol is translated into the caller's
+/// protocol under the caller's own request id. Returns the client's reply subject, the reply and
+/// the caller's request id.
 pub fn route_reply(
     bytes: &[u8],
     rules: &ClusterRules,
+    member: Option<&ResignTarget>,
     inbound: &str,
     outbound: &str,
 ) -> Result<(String, Vec<u8>, String), Refusal> {
     let mut transport = RelayTransport::decode(bytes, &rules.limits)?;
     let (req, reply_to) = take_reply_header(&mut transport)?;
-    let secure = SecureReply::decode(&secure_data(&transport)?, &rules.limits)?;
-    let reply = secure.reply(&rules.limits)?;
-    if reply.envelope.requestid != req {
-        return Err(Refusal::ReplyMismatch {
-            reply: reply.envelope.requestid,
-            header: req,
-        });
+    let member_v2 = member.map(|m| matches!(m.signer, Signing::V2(_)));
+    if member_v2.is_some_and(|v2| v2 != transport.is_v2()) {
+        return Err(Refusal::Malformed(DecodeError::field(
+            Layer::Transport,
+            "protocol",
+            "is not the protocol of the collective it came from",
+        )));
     }
-    let fresh = SecureReply::new(Reply::new(reply.message, reply.envelope).encode_string());
-    let mut out = transport.with_data(&fresh.encode());
+    let (mut out, caller_id) = if transport.is_v2() {
+        let Some(Signing::V2(egress)) = member.map(|m| &m.signer) else {
+            return Err(Refusal::Malformed(DecodeError::field(
+                Layer::TransportV2,
+                "protocol",
+                "is v2, from a collective fedgate does not sign into as v2",
+            )));
+        };
+        let secure = choria_v2::SecureReply::decode(&secure_data(&transport)?, &rules.limits)?;
+        egress
+            .verifier()
+            .check_reply_signature(&secure, Now::system())
+            .map_err(|err| {
+                Refusal::Malformed(DecodeError::field(
+                    Layer::SecureReplyV2,
+                    "signature",
+                    err.to_string(),
+                ))
+            })?;
+        let reply = secure.decode_reply(&rules.limits)?;
+        if reply.request == req {
+            (transport, req)
+        } else if reply.request == derived_request_id(&req) {
+            let v1 = translate::v2_to_v1(&reply, &req)?;
+            (transport.with_data_in(false, &v1), req)
+        } else {
+            return Err(Refusal::ReplyMismatch {
+                reply: reply.request,
+                header: req,
+            });
+        }
+    } else {
+        let secure = SecureReply::decode(&secure_data(&transport)?, &rules.limits)?;
+        let reply = secure.reply(&rules.limits)?;
+        if reply.envelope.requestid != req {
+            return Err(Refusal::ReplyMismatch {
+                reply: reply.envelope.requestid,
+                header: req,
+            });
+        }
+        match translate::v2_caller_id(&reply_to, &req) {
+            Some(caller_id) => {
+                let v2 = translate::v1_to_v2(&reply, caller_id);
+                let mut out = transport.with_data_in(true, &v2);
+                if out.headers.mc_sender.is_none() {
+                    out.headers.mc_sender = Some(reply.envelope.senderid.clone());
+                }
+                (out, caller_id.to_string())
+            }
+            None => {
+                let fresh =
+                    SecureReply::new(Reply::new(reply.message, reply.envelope).encode_string());
+                (transport.with_data(&fresh.encode()), req)
+            }
+        }
+    };
     out.headers.record_hop(inbound, &rules.label, outbound);
-    Ok((reply_to, out.encode(), req))
+    Ok((reply_to, out.encode(), caller_id))
 }
 
 #[cfg(test)]
@@ -209,6 +400,7 @@ mod tests {
         let (reply_to, out, _) = route_reply(
             &reply(REQ, REQ).encode(),
             &rules(),
+            None,
             "nats://l:1",
             "nats://f:1",
         )
@@ -230,7 +422,7 @@ mod tests {
     #[test]
     fn replies_for_another_request_or_with_a_bad_hash_are_refused() {
         let other = "ffffffffffffffffffffffffffffffff";
-        let err = route_reply(&reply(other, REQ).encode(), &rules(), "a", "b").unwrap_err();
+        let err = route_reply(&reply(other, REQ).encode(), &rules(), None, "a", "b").unwrap_err();
         assert_eq!(err.reason(), "reply_mismatch");
         assert!(err.to_string().contains(other), "{err}");
 
@@ -238,7 +430,7 @@ mod tests {
         let mut secure: serde_json::Value = serde_json::from_slice(&tampered.data).unwrap();
         secure["hash"] = "AAAA".into();
         tampered.data = serde_json::to_vec(&secure).unwrap();
-        let err = route_reply(&tampered.encode(), &rules(), "a", "b").unwrap_err();
+        let err = route_reply(&tampered.encode(), &rules(), None, "a", "b").unwrap_err();
         assert_eq!(err.reason(), "malformed");
         assert!(err.to_string().contains("hash"), "{err}");
     }

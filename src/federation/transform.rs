@@ -238,6 +238,7 @@ impl<'a> RoutedRequest<'a> {
     ) -> Vec<Egress> {
         self.egress_with(
             &self.transport,
+            self.request_id(),
             destination,
             targets,
             rules,
@@ -247,10 +248,13 @@ impl<'a> RoutedRequest<'a> {
     }
 
     /// [`Self::egress`] for another transport body: a re-signed request with its targets
-    /// renamed into the collective's own name.
+    /// renamed into the collective's own name, whose federation header carries `req` (the id a
+    /// request that crossed into a v1 collective travels under).
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn egress_with(
         &self,
         transport: &RelayTransport<'_>,
+        req: &str,
         destination: &Destination,
         targets: &[String],
         rules: &ClusterRules,
@@ -259,7 +263,7 @@ impl<'a> RoutedRequest<'a> {
     ) -> Vec<Egress> {
         let mut headers = transport.headers.clone();
         headers.record_hop(inbound, &rules.label, outbound);
-        let req = Some(self.request_id().to_string());
+        let req = Some(req.to_string());
         match destination {
             Destination::Collective(_) => {
                 headers.reply_to = Some(subjects::federation_collective(&rules.cluster));

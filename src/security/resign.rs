@@ -2,14 +2,18 @@
 //!
 //! Collective, caller id, TTL and filter sit inside the signed bytes (choria.md §1.8), so moving
 //! a request between CAs means building a fresh `choria:request:1` and signing it as fedgate.
-//! The request id and the agent payload are kept, so replies still correlate.
+//! The agent payload is kept, and so is the request id unless the request crosses protocols
+//! (`Resign::requestid`), so replies still correlate.
 
-use super::{CallerId, KeyError, Now, Signer, VerifiedRequest};
+use super::{CallerId, KeyError, Now, Signer};
 use crate::wire::choria_v1::{Filter, MIN_TTL, Request, RequestEnvelope, SecureRequest};
 
 /// What changes when a verified request is re-signed for a target collective.
 #[derive(Clone, Copy, Debug)]
 pub struct Resign<'a> {
+    /// The request id to sign: the original's, or the one it travels under in the other
+    /// protocol (`wire::choria_v2::derived_request_id`).
+    pub requestid: &'a str,
     /// The mapped caller id.
     pub callerid: &'a CallerId,
     /// The collective name inside the envelope (the target's internal name).
@@ -24,23 +28,22 @@ impl Resign<'_> {
     /// Builds the re-signed request at `now` and signs it with `signer`.
     pub fn sign(
         &self,
-        verified: &VerifiedRequest,
+        original: &Request,
         signer: &Signer,
         now: Now,
     ) -> Result<SecureRequest, KeyError> {
-        signer.sign_request(&self.request(verified, now))
+        signer.sign_request(&self.request(original, now))
     }
 
-    /// The fresh request: same id, sender, agent and payload; mapped caller, target collective,
-    /// the given filter, and the time and TTL of [`resigned_window`].
-    pub fn request(&self, verified: &VerifiedRequest, now: Now) -> Request {
-        let original = verified.request();
+    /// The fresh request: same sender, agent and payload; the given id, mapped caller, target
+    /// collective and filter, and the time and TTL of [`resigned_window`].
+    pub fn request(&self, original: &Request, now: Now) -> Request {
         let env = &original.envelope;
         let (time, ttl) = resigned_window(env.time, env.ttl, now, self.max_ttl);
         Request::new(
             original.message.clone(),
             RequestEnvelope {
-                requestid: env.requestid.clone(),
+                requestid: self.requestid.to_string(),
                 senderid: env.senderid.clone(),
                 callerid: self.callerid.as_str().to_string(),
                 collective: self.collective.to_string(),

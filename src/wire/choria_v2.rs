@@ -75,3 +75,12 @@ pub fn new_request_id() -> String {
     use svix_ksuid::KsuidLike as _;
     svix_ksuid::Ksuid::new(None::<time::OffsetDateTime>, None).to_string()
 }
+
+/// The id a request travels under when it crosses from one protocol into the other: the first
+/// 32 hex digits of the SHA-256 of the id its caller signed. It is a valid v1 id (32 characters)
+/// and a valid v2 one, and a broker that sees it on a reply knows the reply must be translated
+/// back for a caller of the other protocol, under the caller's own id (`docs/protocol-v2.md`).
+pub fn derived_request_id(id: &str) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, id.as_bytes());
+    hex::encode(&digest.as_ref()[..super::choria_v1::REQUEST_ID_LEN / 2])
+}

@@ -222,3 +222,31 @@ fn resign_mode_needs_a_signer_a_ca_and_no_chained_federation() {
         federation("mode = \"pass-through\"").replace(&signer_line(&own.cert, &own.key), "");
     Config::load(&write("passthrough.toml", &passthrough)).unwrap();
 }
+
+#[test]
+fn a_federation_takes_v2_callers_of_one_organization() {
+    let key = "ab".repeat(32);
+    let one = format!("issuers = {{ choria = \"{key}\" }}");
+    let config = Config::load(&write("v2-callers.toml", &federation(&one))).unwrap();
+    assert_eq!(config.federations["prod"].issuers.len(), 1);
+    for (name, extra, want) in [
+        (
+            "v2-two-orgs.toml",
+            format!("issuers = {{ choria = \"{key}\", acme = \"{key}\" }}"),
+            "names 2 organizations",
+        ),
+        (
+            "v2-bad-key.toml",
+            "issuers = { choria = \"zz\" }".to_string(),
+            "public key",
+        ),
+    ] {
+        let err = Config::load(&write(name, &federation(&extra)))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`federations.prod.issuers`") && err.contains(want),
+            "{err}"
+        );
+    }
+}

@@ -16,10 +16,13 @@ impl Config {
         routes: &BTreeMap<String, Route>,
     ) -> Result<(), ConfigError> {
         let key = format!("federations.{served}");
-        if self.federations[served].ca.is_none() {
+        let federation = &self.federations[served];
+        crate::security::v2::Issuers::for_realm(&federation.issuers)
+            .map_err(|problem| check.invalid(format!("{key}.issuers"), problem))?;
+        if federation.ca.is_none() && federation.issuers.is_empty() {
             return Err(check.invalid(
                 format!("{key}.ca"),
-                "is required in resign mode, to verify callers (or set mode = \"pass-through\")",
+                "is required in resign mode, to verify callers (or issuers, for Choria protocol v2 callers only; or set mode = \"pass-through\")",
             ));
         }
         // A federation without members is only a client's view of it (`fedgate rpc`).
@@ -53,11 +56,11 @@ impl Config {
                 Route::Direct
                     if self
                         .served_on(collective)
-                        .is_none_or(|c| c.signer.is_none()) =>
+                        .is_none_or(|c| c.signer.is_none() && c.v2.is_none()) =>
                 {
                     return Err(check.invalid(
                         format!("collectives.{collective}.signer"),
-                        format!("is required: federation {served} re-signs requests for {collective} with fedgate's privileged certificate from its CA (for a legacy collective, the CA of the Choria collective it is served on)"),
+                        format!("is required: federation {served} re-signs requests for {collective} with fedgate's privileged certificate from its CA (for a legacy collective, the CA of the Choria collective it is served on), or, for a Choria protocol v2 collective, as a delegator with its v2 seed and token"),
                     ));
                 }
                 Route::Direct => {}

@@ -10,6 +10,7 @@ use async_nats::Client;
 use super::{ClusterContext, EDGE, clip, publish_all, refuse};
 use crate::audit::{Event, Verdict};
 use crate::federation::resign::{self, ResignRules, ResignTarget};
+use crate::federation::resign::{Verified, translate};
 use crate::federation::stats::Direction;
 use crate::federation::transform::{ClusterRules, Destination, Egress, Refusal, RoutedRequest};
 use crate::gateway::gate::{self, Gate};
@@ -18,10 +19,11 @@ use crate::gateway::{
     choria_call,
 };
 use crate::rules::Rules;
-use crate::security::{Now, VerifiedRequest};
+use crate::security::Now;
 use crate::subjects::Target;
 use crate::wire::Limits;
 use crate::wire::choria_v1::{RelayTransport, Request, SecureRequest};
+use crate::wire::choria_v2;
 
 /// Resign mode through the admission path: verify once and check the call as signed (agents,
 /// request id, lifetime), then per destination collective admit (map, authorize), claim the
@@ -114,13 +116,13 @@ pub(super) async fn relay_resigned(
 fn checked(
     routed: &RoutedRequest<'_>,
     (rules, gate): (&ResignRules, &Gate),
-    verified: &VerifiedRequest,
+    verified: &Verified,
     event: &mut Event,
     now: Now,
 ) -> Result<(Call, i64), Refusal> {
     let request = verified.request();
     resign::check_headers(routed, verified)?;
-    let call = choria_call(request, rules.verifier.limits()).map_err(|err| match err {
+    let call = choria_call(request, &rules.limits).map_err(|err| match err {
         CallError::Malformed(err) => Refusal::Malformed(err),
         CallError::Refused(refusal) => Refusal::Admission(refusal),
     })?;
@@ -145,7 +147,7 @@ struct Share<'a> {
     rules: &'a ResignRules,
     gate: &'a Gate,
     routed: &'a RoutedRequest<'a>,
-    verified: &'a VerifiedRequest,
+    verified: &'a Verified,
     call: &'a Call,
     until: i64,
     now: Now,
@@ -206,7 +208,7 @@ impl Share<'_> {
         };
         let claim = Claim {
             realm: &self.rules.realm,
-            signed: self.verified.secure().message.as_bytes(),
+            signed: self.verified.signed_bytes(),
             collective,
             mode,
         };
@@ -309,7 +311,7 @@ fn err_text(refusal: &Refusal) -> String {
 
 /// What an unverifiable request claims, for the audit record (marked as claimed, not proven).
 fn claimed(event: &mut Event, routed: &RoutedRequest<'_>, rules: &ResignRules) {
-    let limits = rules.verifier.limits();
+    let limits = &rules.limits;
     let Some(request) = claimed_request(routed.transport(), limits) else {
         return;
     };
@@ -347,9 +349,14 @@ pub(super) fn claimed_unrouted(event: &mut Event, bytes: &[u8], rules: &ClusterR
     claim(event, &request, limits);
 }
 
-/// The request inside a transport's data, decoded without checking its signature.
+/// The request inside a transport's data (a v2 one in v1's terms), decoded without checking
+/// its signature.
 fn claimed_request(transport: &RelayTransport<'_>, limits: &Limits) -> Option<Request> {
     let data = crate::wire::decode_base64_lenient(transport.data()).ok()?;
+    if transport.is_v2() {
+        let secure = choria_v2::SecureRequest::decode(&data, limits).ok()?;
+        return Some(secure.decode_request(limits).ok()?.view_v1());
+    }
     SecureRequest::decode(&data, limits)
         .ok()?
         .request(limits)
@@ -395,7 +402,12 @@ async fn reply_to_caller(
         event,
     );
     let subject = routed.reply_to().to_string();
-    if let Err(err) = ctx.federation.publish(subject, reply.encode().into()).await {
+    // A v2 caller is answered in v2.
+    let payload = match routed.transport().is_v2() {
+        true => translate::transport_to_v2(&reply, routed.request_id()).unwrap_or_default(),
+        false => reply.encode(),
+    };
+    if let Err(err) = ctx.federation.publish(subject, payload.into()).await {
         tracing::warn!(cluster = %ctx.rules.cluster, %err, "could not tell the caller why its request was refused");
     }
 }

@@ -57,6 +57,19 @@ impl Issuers {
             })
     }
 
+    /// The callers' issuer of a realm (the edge's, a federation's): none, or one organization.
+    /// Callers are mapped by caller id alone, so two organizations' `up=alice` would be one
+    /// caller; `None` when `keys` is empty, and the realm takes no v2 callers.
+    pub fn for_realm(keys: &BTreeMap<String, String>) -> Result<Option<Self>, String> {
+        match keys.len() {
+            0 => Ok(None),
+            1 => Issuers::from_map(keys).map(Some),
+            n => Err(format!(
+                "names {n} organizations; a realm trusts one, since callers are mapped by caller id alone"
+            )),
+        }
+    }
+
     /// The organizations trusted.
     pub fn orgs(&self) -> impl Iterator<Item = &str> {
         self.by_org.keys().map(String::as_str)

@@ -2,12 +2,18 @@
 //!
 //! A federation broker rewrites only unsigned headers. Keeping `data` as received (Ruby's line
 //! breaks included) means the signed bytes cannot change and no time is spent on base64.
+//!
+//! A Choria protocol v2 transport is read into the same shape: its headers under their v1 names
+//! (`reply` as `reply-to`, `sender` as `mc_sender`, `trace` as `seen-by`, and the federation
+//! header's `request`, `reply` and `targets` as `req`, `reply-to` and `target`), and written back
+//! as v2, so a broker routes both protocols with one set of rules.
 
 use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 
 use super::{Protocol, TransportHeaders, decode_layer, to_json};
+use crate::wire::choria_v2;
 use crate::wire::{DecodeError, Layer, Limits};
 
 /// A `choria:transport:1` whose `data` is borrowed from the input where possible.
@@ -20,13 +26,23 @@ pub struct RelayTransport<'a> {
     /// Whether `data` holds Ruby's line breaks, which JSON must escape.
     #[serde(skip)]
     line_breaks: bool,
+    /// Whether this is a Choria protocol v2 transport, written back as one.
+    #[serde(skip)]
+    v2: bool,
     /// Routing headers.
     pub headers: TransportHeaders,
 }
 
 impl<'a> RelayTransport<'a> {
-    /// Decodes the headers and checks that `data` is non-empty, well-formed base64 text.
+    /// Decodes the headers and checks that `data` is non-empty, well-formed base64 text; a v2
+    /// transport (told by its `protocol`) is decoded as v2 and its headers read under v1 names.
     pub fn decode(bytes: &'a [u8], limits: &Limits) -> Result<Self, DecodeError> {
+        // Go writes `protocol` first, so a v1 transport is told at a glance.
+        if !bytes.starts_with(br#"{"protocol":"choria:transport:1""#)
+            && choria_v2::version(bytes) == Some(choria_v2::Version::V2)
+        {
+            return Ok(Self::from_v2(choria_v2::Transport::decode(bytes, limits)?));
+        }
         let mut transport: RelayTransport<'a> =
             decode_layer(Layer::Transport, bytes, limits.max_message_bytes)?;
         transport.headers.normalize();
@@ -35,14 +51,37 @@ impl<'a> RelayTransport<'a> {
         Ok(transport)
     }
 
-    /// The same headers around other secure data (raw JSON bytes, base64-encoded here).
+    /// A decoded v2 transport, its headers under v1 names.
+    pub fn from_v2(transport: choria_v2::Transport) -> RelayTransport<'static> {
+        RelayTransport {
+            protocol: Protocol,
+            data: Cow::Owned(crate::wire::encode_base64(&transport.data)),
+            line_breaks: false,
+            v2: true,
+            headers: TransportHeaders::from(transport.headers),
+        }
+    }
+
+    /// The same headers around other secure data (raw JSON bytes, base64-encoded here), in the
+    /// same protocol.
     pub fn with_data(&self, secure: &[u8]) -> RelayTransport<'static> {
+        self.with_data_in(self.v2, secure)
+    }
+
+    /// The same headers around other secure data, as a v2 transport when `v2`, else as v1.
+    pub fn with_data_in(&self, v2: bool, secure: &[u8]) -> RelayTransport<'static> {
         RelayTransport {
             protocol: Protocol,
             data: Cow::Owned(crate::wire::encode_base64(secure)),
             line_breaks: false,
+            v2,
             headers: self.headers.clone(),
         }
+    }
+
+    /// Whether this is a Choria protocol v2 transport.
+    pub fn is_v2(&self) -> bool {
+        self.v2
     }
 
     /// The base64 text of the secure request or reply, exactly as received.
@@ -61,6 +100,16 @@ impl<'a> RelayTransport<'a> {
     /// character JSON must escape and is copied as is; Ruby's line breaks go through serde.
     pub fn encode_with(&self, headers: &TransportHeaders) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.data.len() + 1024);
+        if self.v2 {
+            // v2's `data` is Go's padded base64, which `from_v2` and `with_data_in` wrote.
+            out.extend_from_slice(br#"{"protocol":"io.choria.protocol.v2.transport","data":""#);
+            out.extend_from_slice(self.data.as_bytes());
+            out.extend_from_slice(br#"","headers":"#);
+            serde_json::to_writer(&mut out, &choria_v2::TransportHeaders::from(headers))
+                .unwrap_or_else(|err| unreachable!("headers serialize: {err}"));
+            out.push(b'}');
+            return out;
+        }
         out.extend_from_slice(br#"{"protocol":"choria:transport:1","data":"#);
         if self.line_breaks {
             out.extend_from_slice(&to_json(&self.data));
@@ -149,6 +198,44 @@ mod tests {
         let relay = RelayTransport::decode(go, &LIMITS).unwrap();
         assert!(matches!(relay.data, Cow::Borrowed("e30=")));
         assert_eq!(relay.encode(), go);
+    }
+
+    #[test]
+    fn a_v2_transport_is_routed_under_v1_names_and_written_back_as_v2() {
+        let v2 = br#"{"protocol":"io.choria.protocol.v2.transport","data":"e30=","headers":{"reply":"choria.reply.a.b","sender":"c1","trace":[["i","p","o"]],"federation":{"request":"2IR5hjVmS3Jc3DjuKMFo0vGWLzD","targets":["choria.broadcast.agent.rpcutil"]}}}"#;
+        let mut relay = RelayTransport::decode(v2, &Limits::default()).unwrap();
+        assert!(relay.is_v2());
+        assert_eq!(relay.data(), "e30=");
+        let headers = &relay.headers;
+        assert_eq!(headers.reply_to.as_deref(), Some("choria.reply.a.b"));
+        assert_eq!(headers.mc_sender.as_deref(), Some("c1"));
+        assert_eq!(headers.seen_by.len(), 1);
+        let federation = headers.federation.as_ref().unwrap();
+        assert_eq!(
+            federation.req.as_deref(),
+            Some("2IR5hjVmS3Jc3DjuKMFo0vGWLzD")
+        );
+        assert_eq!(federation.target, ["choria.broadcast.agent.rpcutil"]);
+        assert_eq!(relay.encode(), v2);
+
+        relay.headers.federation = None;
+        relay.headers.record_hop("a", "b", "c");
+        let out = String::from_utf8(relay.encode()).unwrap();
+        assert_eq!(
+            out,
+            r#"{"protocol":"io.choria.protocol.v2.transport","data":"e30=","headers":{"reply":"choria.reply.a.b","sender":"c1","trace":[["i","p","o"],["a","b","c"]]}}"#
+        );
+        let as_v1 = relay.with_data_in(false, b"{}");
+        assert!(!as_v1.is_v2());
+        assert!(
+            as_v1
+                .encode()
+                .starts_with(br#"{"protocol":"choria:transport:1""#)
+        );
+        // A v2 transport is checked as v2: it needs a sender.
+        let anonymous =
+            br#"{"protocol":"io.choria.protocol.v2.transport","data":"e30=","headers":{}}"#;
+        assert!(RelayTransport::decode(anonymous, &Limits::default()).is_err());
     }
 
     #[test]

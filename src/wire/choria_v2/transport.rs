@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::wire::choria_v1::Hop;
+use crate::wire::choria_v1::{self as v1, Hop};
 use crate::wire::layers::{Protocol, check_len, decode_layer, to_json_sized};
 use crate::wire::{DecodeError, Layer, Limits};
 
@@ -85,6 +85,40 @@ impl Transport {
     /// Encodes the transport as Go does: compact JSON, `data` as padded base64.
     pub fn encode(&self) -> Vec<u8> {
         to_json_sized(self, self.data.len() / 3 * 4 + 512)
+    }
+}
+
+/// v2 headers under their v1 names, for routing: `reply` is `reply-to`, `sender` is `mc_sender`,
+/// `trace` is `seen-by`, and the federation header's `request`, `reply` and `targets` are `req`,
+/// `reply-to` and `target`.
+impl From<TransportHeaders> for v1::TransportHeaders {
+    fn from(headers: TransportHeaders) -> Self {
+        v1::TransportHeaders {
+            reply_to: headers.reply,
+            mc_sender: Some(headers.sender).filter(|s| !s.is_empty()),
+            seen_by: headers.trace,
+            federation: headers.federation.map(|f| v1::FederationHeader {
+                req: Some(f.request).filter(|r| !r.is_empty()),
+                reply_to: f.reply,
+                target: f.targets,
+            }),
+        }
+    }
+}
+
+/// Routing headers written back under v2's names.
+impl From<&v1::TransportHeaders> for TransportHeaders {
+    fn from(headers: &v1::TransportHeaders) -> Self {
+        TransportHeaders {
+            reply: headers.reply_to.clone(),
+            sender: headers.mc_sender.clone().unwrap_or_default(),
+            trace: headers.seen_by.clone(),
+            federation: headers.federation.as_ref().map(|f| FederationHeader {
+                request: f.req.clone().unwrap_or_default(),
+                reply: f.reply_to.clone(),
+                targets: f.target.clone(),
+            }),
+        }
     }
 }
 
