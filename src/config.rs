@@ -246,13 +246,20 @@ impl Config {
 
     /// The Choria collectives a legacy bridge re-signs into: its `collective`, or each member
     /// collective of the federation it names (legacy members are left out: a request does not
-    /// go from one legacy site back into another). Each needs fedgate's `signer`.
+    /// go from one legacy site back into another, and so are Choria protocol v2 members: the
+    /// bridge re-signs as v1). Each needs fedgate's `signer`.
     pub fn bridge_targets(&self, bridge: &LegacyBridgeConfig) -> Result<Vec<String>, String> {
         let name = &bridge.collective;
         let targets: Vec<String> = if self.federations.contains_key(name) {
             let mut members = Vec::new();
             for (member, route) in self.routes(name)? {
                 match route {
+                    // The bridge re-signs as v1; a Choria protocol v2 member is not bridged.
+                    Route::Direct
+                        if self
+                            .collectives
+                            .get(&member)
+                            .is_some_and(|c| c.v2.is_some()) => {}
                     Route::Direct if self.collectives.contains_key(&member) => members.push(member),
                     Route::Direct => {}
                     Route::Via(via) => {

@@ -17,11 +17,21 @@ fn smoke(dir: &std::path::Path, serializer: &str) -> serde_json::Value {
         String::from_utf8_lossy(&output.stderr)
     );
     let report: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
-    // The legacy site both ways: the real mco pings the federation's 25 nodes and its own 2
-    // through the bridge, and a Choria client on the edge reaches its 2 mcollectived nodes.
+    // The legacy site both ways: the real mco pings the 20 nodes of the federation's v1
+    // collectives (15 in london, 5 in tokyo; the bridge re-signs as v1, so osaka's v2 nodes are
+    // not bridged) and its own 2 through the bridge, and a Choria client on the edge reaches
+    // its 2 mcollectived nodes.
     assert_eq!(
         report["legacy"],
-        serde_json::json!({"serializer": serializer, "mco_ping": 27, "choria_ok": 2}),
+        serde_json::json!({"serializer": serializer, "mco_ping": 22, "choria_ok": 2}),
+        "{report}"
+    );
+    // osaka's 5 Choria protocol v2 nodes answer a v1 client of the federation: the broker
+    // re-signs its request as v2 and translates each reply back (the edge's ping above reached
+    // them too, as fedgate's delegation).
+    assert_eq!(
+        report["v2"],
+        serde_json::json!({"collective": "osaka", "nodes": 5, "federation_ok": 5}),
         "{report}"
     );
     report
@@ -61,5 +71,5 @@ fn demo_smoke_run_pings_every_node() {
         .map(|r| r.event.collectives.join(","))
         .collect();
     allowed.sort();
-    assert_eq!(allowed, ["london", "oldsite", "tokyo"]);
+    assert_eq!(allowed, ["london", "oldsite", "osaka", "tokyo"]);
 }

@@ -255,6 +255,37 @@ pub fn resign_for(
     Ok(Resigned { egress })
 }
 
+/// Checks a v2 reply's signature against the issuers of the cluster's v2 members, until one
+/// accepts it; refused when the cluster has no v2 member or none accepts it.
+fn check_member_signature(
+    secure: &choria_v2::SecureReply,
+    rules: Option<&ResignRules>,
+) -> Result<(), Refusal> {
+    let refused = |problem: String| {
+        Refusal::Malformed(DecodeError::field(
+            Layer::SecureReplyV2,
+            "signature",
+            problem,
+        ))
+    };
+    let now = Now::system();
+    let mut first = None;
+    for target in rules.iter().flat_map(|r| r.targets.values()) {
+        let Signing::V2(egress) = &target.signer else {
+            continue;
+        };
+        match egress.verifier().check_reply_signature(secure, now) {
+            Ok(_) => return Ok(()),
+            Err(err) => {
+                first.get_or_insert(err.to_string());
+            }
+        }
+    }
+    Err(refused(first.unwrap_or_else(|| {
+        "a v2 reply, but this cluster re-signs into no v2 collective".into()
+    })))
+}
+
 /// `<collective>.<rest>` as `<internal>.<rest>`; targets were parsed when the request was routed.
 fn rename_target(subject: &str, internal: &str) -> String {
     match Target::parse(subject) {
@@ -263,50 +294,25 @@ fn rename_target(subject: &str, internal: &str) -> String {
     }
 }
 
-/// A reply on `choria.federation.<cluster>.collective` in resign mode, from the collective
-/// `member` (fedgate's signer there, when it is one this cluster re-signs into): as in
-/// pass-through, plus the secure reply must decode with a good hash (and a v2 reply's signature
-/// must verify against the collective's issuers) and answer the request id its federation
-/// header names. A reply to a caller of the same protocol is re-encoded with a fresh hash (v1)
-/// or passed on (v2); one to a caller of the other protocol is translated into the caller's
-/// protocol under the caller's own request id. Returns the client's reply subject, the reply and
-/// the caller's request id.
+/// A reply on `choria.federation.<cluster>.collective` in resign mode: as in pass-through, plus
+/// the secure reply must decode with a good hash (and a v2 reply's signature, when its server
+/// signed, must verify against the issuers of one of the cluster's v2 members: collectives that
+/// share a NATS network share this subject, so the network it came in on does not say which
+/// member sent it) and answer the request id its federation header names. A reply to a caller
+/// of the same protocol is re-encoded with a fresh hash (v1) or passed on (v2); one to a caller
+/// of the other protocol is translated into the caller's protocol under the caller's own
+/// request id. Returns the client's reply subject, the reply and the caller's request id.
 pub fn route_reply(
     bytes: &[u8],
     rules: &ClusterRules,
-    member: Option<&ResignTarget>,
     inbound: &str,
     outbound: &str,
 ) -> Result<(String, Vec<u8>, String), Refusal> {
     let mut transport = RelayTransport::decode(bytes, &rules.limits)?;
     let (req, reply_to) = take_reply_header(&mut transport)?;
-    let member_v2 = member.map(|m| matches!(m.signer, Signing::V2(_)));
-    if member_v2.is_some_and(|v2| v2 != transport.is_v2()) {
-        return Err(Refusal::Malformed(DecodeError::field(
-            Layer::Transport,
-            "protocol",
-            "is not the protocol of the collective it came from",
-        )));
-    }
     let (mut out, caller_id) = if transport.is_v2() {
-        let Some(Signing::V2(egress)) = member.map(|m| &m.signer) else {
-            return Err(Refusal::Malformed(DecodeError::field(
-                Layer::TransportV2,
-                "protocol",
-                "is v2, from a collective fedgate does not sign into as v2",
-            )));
-        };
         let secure = choria_v2::SecureReply::decode(&secure_data(&transport)?, &rules.limits)?;
-        egress
-            .verifier()
-            .check_reply_signature(&secure, Now::system())
-            .map_err(|err| {
-                Refusal::Malformed(DecodeError::field(
-                    Layer::SecureReplyV2,
-                    "signature",
-                    err.to_string(),
-                ))
-            })?;
+        check_member_signature(&secure, rules.resign.as_deref())?;
         let reply = secure.decode_reply(&rules.limits)?;
         if reply.request == req {
             (transport, req)
@@ -400,7 +406,6 @@ mod tests {
         let (reply_to, out, _) = route_reply(
             &reply(REQ, REQ).encode(),
             &rules(),
-            None,
             "nats://l:1",
             "nats://f:1",
         )
@@ -422,7 +427,7 @@ mod tests {
     #[test]
     fn replies_for_another_request_or_with_a_bad_hash_are_refused() {
         let other = "ffffffffffffffffffffffffffffffff";
-        let err = route_reply(&reply(other, REQ).encode(), &rules(), None, "a", "b").unwrap_err();
+        let err = route_reply(&reply(other, REQ).encode(), &rules(), "a", "b").unwrap_err();
         assert_eq!(err.reason(), "reply_mismatch");
         assert!(err.to_string().contains(other), "{err}");
 
@@ -430,7 +435,7 @@ mod tests {
         let mut secure: serde_json::Value = serde_json::from_slice(&tampered.data).unwrap();
         secure["hash"] = "AAAA".into();
         tampered.data = serde_json::to_vec(&secure).unwrap();
-        let err = route_reply(&tampered.encode(), &rules(), None, "a", "b").unwrap_err();
+        let err = route_reply(&tampered.encode(), &rules(), "a", "b").unwrap_err();
         assert_eq!(err.reason(), "malformed");
         assert!(err.to_string().contains("hash"), "{err}");
     }

@@ -55,6 +55,49 @@ fn headers(payload: &[u8]) -> Value {
     serde_json::from_slice::<Value>(payload).unwrap()["headers"].clone()
 }
 
+/// A pass-through cluster relays a Choria protocol v2 request and its replies as v2, with the
+/// same rewrite under v2's header names, and `data` untouched.
+#[test]
+fn v2_messages_pass_through_as_v2() {
+    let rules = rules();
+    let data = "eyJwcm90b2NvbCI6ImlvLmNob3JpYS5wcm90b2NvbC52Mi5zZWN1cmVfcmVxdWVzdCJ9";
+    let bytes = serde_json::to_vec(&json!({
+        "protocol": "io.choria.protocol.v2.transport",
+        "data": data,
+        "headers": {
+            "reply": "london.reply.x.2IR5hjVmS3Jc3DjuKMFo0vGWLzD",
+            "sender": "client.example.net",
+            "federation": {"request": "2IR5hjVmS3Jc3DjuKMFo0vGWLzD", "targets": ["london.node.n1"]},
+        }
+    }))
+    .unwrap();
+    let routed = route_request(&bytes, &rules).unwrap();
+    let (london, targets) = routed.groups().iter().next().unwrap();
+    let egress = routed.egress(london, targets, &rules, "nats://fed:4222", "nats://l:4222");
+    let out: Value = serde_json::from_slice(&egress[0].payload).unwrap();
+    assert_eq!(out["protocol"], "io.choria.protocol.v2.transport");
+    assert_eq!(out["data"], data);
+    assert_eq!(
+        out["headers"],
+        json!({
+            "reply": "choria.federation.prod.collective",
+            "sender": "client.example.net",
+            "trace": [["nats://fed:4222", hop_label("fb1", "prod"), "nats://l:4222"]],
+            "federation": {"request": "2IR5hjVmS3Jc3DjuKMFo0vGWLzD", "reply": "london.reply.x.2IR5hjVmS3Jc3DjuKMFo0vGWLzD"},
+        })
+    );
+    // The server's reply copies the federation header; the broker takes it off.
+    let mut reply = out.clone();
+    reply["headers"]["reply"] = Value::Null;
+    let reply = serde_json::to_vec(&reply).unwrap();
+    let (to, relayed) = route_reply(&reply, &rules, "nats://l:4222", "nats://fed:4222").unwrap();
+    assert_eq!(to, "london.reply.x.2IR5hjVmS3Jc3DjuKMFo0vGWLzD");
+    let relayed: Value = serde_json::from_slice(&relayed).unwrap();
+    assert_eq!(relayed["protocol"], "io.choria.protocol.v2.transport");
+    assert_eq!(relayed["data"], data);
+    assert!(relayed["headers"].get("federation").is_none(), "{relayed}");
+}
+
 #[test]
 fn direct_targets_are_rewritten_like_go_choria() {
     let rules = rules();

@@ -99,15 +99,15 @@ impl Worker {
                 let started = Instant::now();
                 ctx.stats.received(Direction::Reply);
                 let (inbound, outbound) = (ctx.urls.get(network, member), ctx.federation_url());
-                let routed = if let Some(rules) = &ctx.rules.resign {
-                    let member = rules.targets.get(network.as_str());
-                    resign::route_reply(&message.payload, &ctx.rules, member, &inbound, &outbound)
-                        .map(|(reply_to, payload, req)| {
+                let routed = if ctx.rules.resign.is_some() {
+                    resign::route_reply(&message.payload, &ctx.rules, &inbound, &outbound).map(
+                        |(reply_to, payload, req)| {
                             if let Some(gate) = &ctx.gate {
                                 gate.replied(&req);
                             }
                             (reply_to, payload)
-                        })
+                        },
+                    )
                 } else if *chained {
                     route_chained_reply(
                         &message.subject,

@@ -1,6 +1,7 @@
 //! `fedgate-dev demo`: the whole topology on this machine. The dev PKI; TLS nats-servers for the
-//! federation `prod` and the collectives `london` and `tokyo`, each with its own CA; simulated
-//! fleets in both collectives; two `fedgate run` instances that share the federation's work,
+//! federation `prod` and the collectives `london` and `tokyo`, each with its own CA, and `osaka`,
+//! a Choria protocol v2 collective with its own token issuer on tokyo's network; simulated
+//! fleets in all three; two `fedgate run` instances that share the federation's work,
 //! each with a WebSocket edge on TLS with the edge CA serving the web page; ready tokens and
 //! command lines. Ctrl-C stops every process it started.
 
@@ -26,7 +27,8 @@ use fedgate_dev::devpki::{self, DevPki, DevPkiOptions, RealmPki};
 use fedgate_dev::fleet::{self, DEFAULT_MAX_IN_FLIGHT, Fleet, FleetConfig};
 use fedgate_dev::natsd::{NatsServer, NatsServerConfig};
 
-use config::{Files, write_client_config, write_instance_config};
+use config::{Files, write_client_config, write_federation_client_config, write_instance_config};
+use fedgate_dev::testing::v2::V2Org;
 use instance::Instance;
 
 /// Arguments of `fedgate-dev demo`.
@@ -35,7 +37,8 @@ pub struct Args {
     /// Folder for the PKI, server files, configs, logs and audit trails.
     #[arg(long, default_value = ".fedgate-demo")]
     dir: PathBuf,
-    /// Simulated Choria nodes in all (three fifths in london, the rest in tokyo).
+    /// Simulated Choria nodes in all (three fifths in london, a fifth in osaka, the rest in
+    /// tokyo).
     #[arg(long, default_value_t = 300)]
     nodes: usize,
     /// The first instance's web port; the second uses the next one. 0 picks free ports.
@@ -86,6 +89,11 @@ const USERS: [(&str, &str); 2] = [
     ("bob", "bob-demo-password"),
 ];
 const INSTANCES: [&str; 2] = ["fedgate-1", "fedgate-2"];
+/// The Choria protocol v2 collective, on tokyo's NATS network.
+const OSAKA: &str = "osaka";
+/// How long the v2 organization's tokens (fedgate's, its servers') are valid: its keys are
+/// made afresh on every start.
+const V2_TOKEN_VALIDITY: i64 = 30 * 24 * 3600;
 /// Runs the demo until Ctrl-C (or once, with `--smoke`).
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     // Listened for before anything starts. The demo's children run in process groups of their
@@ -110,6 +118,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         &topology.servers,
         topology.legacy.is_some(),
     )?;
+    let federation_config = write_federation_client_config(&dir, &topology.pki, &topology.servers)?;
     let edge = realm(&topology.pki, "edge")?.clone();
     let state = demo_state(
         &topology.instances,
@@ -127,29 +136,39 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.smoke {
         let token = &tokens[0].1;
         let ws_url = &topology.instances[0].ws_url;
+        let prod = realm(&topology.pki, "prod")?.clone();
+        let prod_url = topology.servers.prod.url().to_string();
+        let osaka_nodes = topology.nodes[2];
         let checks = async {
             let result = smoke(ws_url, &edge.ca, token, args.nodes).await;
             let legacy_result = match &topology.legacy {
                 Some(site) => Some(smoke_legacy(site, ws_url, &edge.ca, token).await),
                 None => None,
             };
-            (result, legacy_result)
+            let v2 = smoke_v2(prod_url, prod, osaka_nodes).await;
+            (result, legacy_result, v2)
         };
-        let (result, legacy_result) = tokio::select! {
+        let (result, legacy_result, v2) = tokio::select! {
             checks = checks => checks,
             () = shutdown.recv() => {
                 topology.stop().await;
                 return Ok(ExitCode::from(130));
             }
         };
+        let bridged = topology.nodes[0] + topology.nodes[1];
         topology.stop().await;
         let legacy_result = legacy_result.transpose()?;
-        return Ok(smoke_report(result?, legacy_result, args.nodes));
+        return Ok(smoke_report(
+            result?,
+            legacy_result,
+            v2?,
+            (args.nodes, bridged),
+        ));
     }
     welcome::print_welcome(
         &state,
         &tokens,
-        &client_config,
+        (&client_config, &federation_config),
         &topology.files,
         topology.legacy.as_ref(),
     );
@@ -171,9 +190,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
 struct Topology {
     pki: DevPki,
     servers: Servers,
-    fleets: [Fleet; 2],
-    /// Simulated nodes in london and tokyo.
-    nodes: [usize; 2],
+    fleets: [Fleet; 3],
+    /// Simulated nodes in london, tokyo and osaka.
+    nodes: [usize; 3],
     legacy: Option<LegacySite>,
     files: Files,
     instances: Vec<Instance>,
@@ -187,12 +206,21 @@ impl Topology {
         );
         let pki = devpki::generate(&dir.join("pki"), &DevPkiOptions::default())?;
         let servers = Servers::start(dir, &pki)?;
-        let (fleets, nodes) = start_fleets(args, &pki, &servers).await?;
+        let osaka = V2Org::generate(&dir.join(OSAKA), V2_TOKEN_VALIDITY)
+            .map_err(anyhow::Error::msg)
+            .context("osaka's v2 organization")?;
+        let (fleets, nodes) = start_fleets(args, &pki, &servers, &osaka).await?;
         let legacy = legacy_site(dir, args).await;
         let ports = ports(args.port)?;
         let files = Files::prepare(dir, args, legacy.is_some())?;
-        let instances =
-            start_instances(dir, ports, &files, &pki, &servers, legacy.as_ref()).await?;
+        let instances = start_instances(
+            dir,
+            ports,
+            &files,
+            (&pki, &servers, &osaka),
+            legacy.as_ref(),
+        )
+        .await?;
         Ok(Topology {
             pki,
             servers,
@@ -235,30 +263,68 @@ impl Topology {
     }
 }
 
-/// The simulated fleets: three fifths of the nodes in london, the rest in tokyo; gives back
-/// the two counts too.
+/// The simulated fleets: three fifths of the nodes in london, a fifth in osaka (v2 servers of
+/// its organization, on tokyo's network), the rest in tokyo; gives back the three counts too.
 async fn start_fleets(
     args: &Args,
     pki: &DevPki,
     servers: &Servers,
-) -> anyhow::Result<([Fleet; 2], [usize; 2])> {
+    osaka: &V2Org,
+) -> anyhow::Result<([Fleet; 3], [usize; 3])> {
     let london_nodes = (args.nodes * 3).div_ceil(5);
-    let tokyo_nodes = args.nodes - london_nodes;
+    let osaka_nodes = args.nodes / 5;
+    let tokyo_nodes = args.nodes - london_nodes - osaka_nodes;
     eprintln!(
-        "fedgate-dev demo: starting {london_nodes} nodes in london and {tokyo_nodes} in tokyo"
+        "fedgate-dev demo: starting {london_nodes} nodes in london, {tokyo_nodes} in tokyo and {osaka_nodes} in {OSAKA} (Choria protocol v2)"
     );
     let ddl = fleet_ddl(&args.ddl)?;
+    let tokyo = realm(pki, "tokyo")?;
     let fleets = [
         start_fleet(
             &servers.london,
             realm(pki, "london")?,
-            london_nodes,
+            Nodes::v1("london", london_nodes),
             ddl.clone(),
         )
         .await?,
-        start_fleet(&servers.tokyo, realm(pki, "tokyo")?, tokyo_nodes, ddl).await?,
+        start_fleet(
+            &servers.tokyo,
+            tokyo,
+            Nodes::v1("tokyo", tokyo_nodes),
+            ddl.clone(),
+        )
+        .await?,
+        start_fleet(
+            &servers.tokyo,
+            tokyo,
+            Nodes {
+                collective: OSAKA,
+                count: osaka_nodes,
+                v2: Some(osaka.fleet_v2(Limits::default())),
+            },
+            ddl,
+        )
+        .await?,
     ];
-    Ok((fleets, [london_nodes, tokyo_nodes]))
+    Ok((fleets, [london_nodes, tokyo_nodes, osaka_nodes]))
+}
+
+/// One simulated fleet: its collective, its size, and for a v2 collective what its servers
+/// verify with and sign with.
+struct Nodes {
+    collective: &'static str,
+    count: usize,
+    v2: Option<fleet::FleetV2>,
+}
+
+impl Nodes {
+    fn v1(collective: &'static str, count: usize) -> Nodes {
+        Nodes {
+            collective,
+            count,
+            v2: None,
+        }
+    }
 }
 
 /// The two `fedgate run` instances, each with the config written for it.
@@ -266,13 +332,13 @@ async fn start_instances(
     dir: &Path,
     ports: [u16; 2],
     files: &Files,
-    pki: &DevPki,
-    servers: &Servers,
+    (pki, servers, osaka): (&DevPki, &Servers, &V2Org),
     legacy: Option<&LegacySite>,
 ) -> anyhow::Result<Vec<Instance>> {
     let mut instances = Vec::new();
     for (index, name) in INSTANCES.iter().enumerate() {
-        let config = write_instance_config(dir, name, ports[index], files, pki, servers, legacy)?;
+        let config =
+            write_instance_config(dir, name, ports[index], files, pki, servers, osaka, legacy)?;
         instances.push(Instance::spawn(dir, name, &config).await?);
     }
     Ok(instances)
@@ -294,19 +360,22 @@ fn issue_tokens(key: &Path) -> anyhow::Result<Vec<(&'static str, String)>> {
 
 /// Prints the smoke run's counts; success when every node answered OK, and, with a legacy site,
 /// when `mco ping` heard every node and its nodes answered Choria clients.
+/// `bridged` is how many nodes the legacy bridge reaches: those of the v1 collectives.
 fn smoke_report(
     (responses, ok, ended): (usize, usize, String),
     legacy: Option<LegacySmoke>,
-    nodes: usize,
+    v2: V2Smoke,
+    (nodes, bridged): (usize, usize),
 ) -> ExitCode {
     let legacy_ok = legacy.as_ref().is_none_or(|l| {
-        l.mco_ping == nodes + LEGACY_NODES.len() && l.choria_ok == LEGACY_NODES.len()
+        l.mco_ping == bridged + LEGACY_NODES.len() && l.choria_ok == LEGACY_NODES.len()
     });
+    let v2_ok = v2.federation_ok == v2.nodes;
     println!(
         "{}",
-        serde_json::json!({"responses": responses, "ok": ok, "ended": ended, "nodes": nodes, "instances": INSTANCES.len(), "legacy": legacy})
+        serde_json::json!({"responses": responses, "ok": ok, "ended": ended, "nodes": nodes, "instances": INSTANCES.len(), "legacy": legacy, "v2": v2})
     );
-    if ok == nodes && legacy_ok {
+    if ok == nodes && legacy_ok && v2_ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
@@ -318,7 +387,7 @@ fn smoke_report(
 fn demo_state(
     instances: &[Instance],
     tokens: &[(&str, String)],
-    [london, tokyo]: [usize; 2],
+    [london, tokyo, osaka]: [usize; 3],
     legacy: bool,
     web_page: bool,
     edge: &RealmPki,
@@ -334,12 +403,13 @@ fn demo_state(
         "ws": instances.iter().map(|i| i.ws_url.clone()).collect::<Vec<_>>(),
         "tokens": tokens.iter().map(|(u, t)| (u.to_string(), serde_json::json!(t))).collect::<serde_json::Map<_, _>>(),
         "passwords": USERS.iter().map(|(u, p)| (u.to_string(), serde_json::json!(p))).collect::<serde_json::Map<_, _>>(),
-        "collectives": {"london": london, "tokyo": tokyo},
+        "collectives": {"london": london, "tokyo": tokyo, OSAKA: osaka},
+        "v2": [OSAKA],
         "legacy": legacy.then(|| serde_json::json!({
             "collective": LEGACY,
             "nodes": LEGACY_NODES.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
         })),
-        "federations": {"prod": ["london", "tokyo"]},
+        "federations": {"prod": ["london", "tokyo", OSAKA]},
         "directed": (1..=3).map(|i| format!("london-{i:04}")).collect::<Vec<_>>(),
         "web_page": web_page,
         "edge": {"ca": edge.ca, "user": "alice", "cert": edge_user.cert, "key": edge_user.key},
@@ -419,7 +489,7 @@ fn fleet_ddl(dir: &Path) -> anyhow::Result<Option<Arc<DdlSet>>> {
 async fn start_fleet(
     server: &NatsServer,
     realm: &RealmPki,
-    count: usize,
+    nodes: Nodes,
     ddl: Option<Arc<DdlSet>>,
 ) -> anyhow::Result<Fleet> {
     let Some(identity) = &realm.fleet else {
@@ -436,11 +506,12 @@ async fn start_fleet(
     let config = FleetConfig {
         policy: None,
         ddl,
-        nodes: fleet::generate(&realm.name, count, std::slice::from_ref(&realm.name)),
+        nodes: fleet::generate(nodes.collective, nodes.count, &[nodes.collective.into()]),
+        // A v2 fleet verifies with `v2` instead.
         verifier: Verifier::with_defaults(CaBundle::from_file(&realm.ca)?, limits),
         limits,
         max_in_flight: DEFAULT_MAX_IN_FLIGHT,
-        v2: None,
+        v2: nodes.v2,
     };
     Ok(Fleet::start(client, config).await?)
 }
@@ -477,12 +548,9 @@ async fn legacy_site(dir: &Path, args: &Args) -> Option<LegacySite> {
     }
 }
 
-/// Every 5 s, prod's alice pings both collectives through the Federation Broker, as a Choria
-/// client with `plugin.choria.federation.collectives = prod` does.
-async fn federation_traffic(url: String, prod: RealmPki) {
-    let Some(alice) = prod.users.get("alice") else {
-        return;
-    };
+/// A Choria client of the federation: prod's alice, through the brokers.
+async fn federation_client(url: String, prod: &RealmPki) -> Option<fedgate::client::RpcClient> {
+    let alice = prod.users.get("alice")?;
     let endpoint = NatsEndpoint {
         urls: vec![url],
         ca: Some(prod.ca.clone()),
@@ -493,31 +561,68 @@ async fn federation_traffic(url: String, prod: RealmPki) {
         nats::connect(&endpoint, "fedgate-demo-federation-client").await,
         fedgate::security::Signer::from_files(&alice.cert, &alice.key),
     ) else {
-        eprintln!("fedgate-dev demo: the background federation client could not start");
-        return;
+        return None;
     };
-    let Ok(caller) = fedgate::security::CallerId::for_certname(signer.certname()) else {
-        return;
-    };
-    let client = fedgate::client::RpcClient::new(
+    let caller = fedgate::security::CallerId::for_certname(signer.certname()).ok()?;
+    Some(fedgate::client::RpcClient::new(
         nats,
         std::sync::Arc::new(signer),
         caller,
         "fedgate-demo".into(),
         Limits::default(),
-    );
-    let calls: Vec<_> = ["london", "tokyo"]
+    ))
+}
+
+/// `rpcutil ping` of `collective` through the federation `prod`.
+fn federated_ping(collective: &str, timeout: Duration) -> fedgate::client::RpcCall {
+    fedgate::client::RpcCall {
+        federation: Some("prod".into()),
+        timeout,
+        ..fedgate::client::RpcCall::new(collective, "rpcutil", "ping")
+    }
+}
+
+/// Every 5 s, prod's alice pings every collective through the Federation Broker, as a Choria
+/// client with `plugin.choria.federation.collectives = prod` does.
+async fn federation_traffic(url: String, prod: RealmPki) {
+    let Some(client) = federation_client(url, &prod).await else {
+        eprintln!("fedgate-dev demo: the background federation client could not start");
+        return;
+    };
+    let calls: Vec<_> = ["london", "tokyo", OSAKA]
         .into_iter()
-        .map(|collective| fedgate::client::RpcCall {
-            federation: Some("prod".into()),
-            timeout: Duration::from_secs(4),
-            ..fedgate::client::RpcCall::new(collective, "rpcutil", "ping")
-        })
+        .map(|collective| federated_ping(collective, Duration::from_secs(4)))
         .collect();
     loop {
         let _ = client.call_many(&calls, |_| {}).await;
         tokio::time::sleep(Duration::from_secs(5)).await;
     }
+}
+
+/// What the smoke run saw of the v2 collective through the federation.
+#[derive(Debug, serde::Serialize)]
+struct V2Smoke {
+    collective: &'static str,
+    /// Its nodes.
+    nodes: usize,
+    /// Those that answered OK a v1 client of the federation (the broker re-signed the request
+    /// as v2 and translated each reply back).
+    federation_ok: usize,
+}
+
+/// prod's alice, a v1 client, pings osaka's v2 nodes through the Federation Broker.
+async fn smoke_v2(url: String, prod: RealmPki, nodes: usize) -> anyhow::Result<V2Smoke> {
+    let client = federation_client(url, &prod)
+        .await
+        .context("the federation client could not start")?;
+    let mut call = federated_ping(OSAKA, Duration::from_secs(30));
+    call.expect = Some(nodes);
+    let summary = client.call(&call, |_| {}).await?;
+    Ok(V2Smoke {
+        collective: OSAKA,
+        nodes,
+        federation_ok: summary.ok,
+    })
 }
 
 /// What the smoke run saw of the legacy site.

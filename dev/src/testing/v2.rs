@@ -23,8 +23,8 @@ pub const FEDGATE_CALLER: &str = "choria=fedgate";
 pub struct V2Org {
     /// The organization issuer.
     pub issuer: TokenIssuer,
-    /// Holds fedgate's seed and token.
-    pub dir: tempfile::TempDir,
+    /// Holds fedgate's seed and token when the organization made its own folder.
+    _dir: Option<tempfile::TempDir>,
     /// fedgate's seed file (64 hex characters).
     pub seed: PathBuf,
     /// fedgate's token file: a chain issuer's token with `authentication_delegator`.
@@ -36,7 +36,32 @@ impl V2Org {
     /// An organization whose issuer, fedgate and servers have the keys of seeds `n`, `n + 1`
     /// and `n + 2`; fedgate's token holds `permissions` (a delegator's, for a working setup).
     pub fn with_fedgate(n: u8, permissions: ClientPermissions) -> V2Org {
-        let issuer = TokenIssuer::org(&[n; 32]).expect("issuer seed");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let seeds = [[n; 32], [n + 1; 32], [n + 2; 32]];
+        let mut org = V2Org::build(seeds, permissions, dir.path(), 24 * 3600).expect("v2 org");
+        org._dir = Some(dir);
+        org
+    }
+
+    /// An organization with fresh random keys, fedgate a delegator in it, its seed and token
+    /// written in `dir`, every token valid for `validity` seconds: the demo's.
+    pub fn generate(dir: &std::path::Path, validity: i64) -> Result<V2Org, String> {
+        let mut seeds = [[0u8; 32]; 3];
+        for seed in &mut seeds {
+            aws_lc_rs::rand::fill(seed).map_err(|_| "no randomness for a v2 seed".to_string())?;
+        }
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        V2Org::build(seeds, ClientPermissions::delegator(), dir, validity)
+    }
+
+    /// The organization with the issuer, fedgate and server keys of `seeds`.
+    fn build(
+        [issuer_seed, fedgate_seed, server_seed]: [[u8; 32]; 3],
+        permissions: ClientPermissions,
+        dir: &std::path::Path,
+        validity: i64,
+    ) -> Result<V2Org, String> {
+        let issuer = TokenIssuer::org(&issuer_seed)?;
         let now = Now::system().unix_seconds();
         let claims = ClientClaims {
             callerid: FEDGATE_CALLER.into(),
@@ -44,15 +69,15 @@ impl V2Org {
             permissions: Some(permissions),
             ..ClientClaims::default()
         };
-        let (token, _) = issuer
-            .chain_issuer(claims, &[n + 1; 32], now - 60, 24 * 3600)
-            .expect("fedgate's token");
-        let dir = tempfile::tempdir().expect("temp dir");
-        let seed = dir.path().join("fedgate.seed");
-        std::fs::write(&seed, hex::encode([n + 1; 32])).expect("seed file");
-        let token_file = dir.path().join("fedgate.jwt");
-        std::fs::write(&token_file, token).expect("token file");
-        let key = V2Signer::from_seed(&[n + 2; 32], String::new()).expect("server seed");
+        let (token, _) = issuer.chain_issuer(claims, &fedgate_seed, now - 60, validity)?;
+        let write = |name: &str, text: String| {
+            let path = dir.join(name);
+            std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+            Ok::<_, String>(path)
+        };
+        let seed = write("fedgate.seed", hex::encode(fedgate_seed))?;
+        let token_file = write("fedgate.jwt", token)?;
+        let key = V2Signer::from_seed(&server_seed, String::new())?;
         let server_token = issuer.issue_server(
             ServerClaims {
                 identity: "fleet.example.net".into(),
@@ -64,17 +89,16 @@ impl V2Org {
                 },
             },
             now - 60,
-            24 * 3600,
+            validity,
         );
-        let servers =
-            Arc::new(V2Signer::from_seed(&[n + 2; 32], server_token).expect("server signer"));
-        V2Org {
+        let servers = Arc::new(V2Signer::from_seed(&server_seed, server_token)?);
+        Ok(V2Org {
             issuer,
-            dir,
+            _dir: None,
             seed,
             token: token_file,
             servers,
-        }
+        })
     }
 
     /// An organization where fedgate holds a delegator's token.
@@ -112,6 +136,14 @@ impl V2Org {
             .expect("caller token")
     }
 
+    /// What a fleet of this organization's servers checks requests with and signs replies with.
+    pub fn fleet_v2(&self, limits: Limits) -> FleetV2 {
+        FleetV2 {
+            verifier: V2Verifier::new(self.issuers(), limits),
+            server: self.servers.clone(),
+        }
+    }
+
     /// `count` v2 servers in `network`'s collective, trusting this organization's issuer.
     pub async fn start_fleet(&self, network: &Network, count: usize) -> Fleet {
         let identity = network.realm.fleet.as_ref().expect("fleet identity");
@@ -131,10 +163,7 @@ impl V2Org {
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             policy: None,
             ddl: None,
-            v2: Some(FleetV2 {
-                verifier: V2Verifier::new(self.issuers(), limits),
-                server: self.servers.clone(),
-            }),
+            v2: Some(self.fleet_v2(limits)),
         };
         Fleet::start(client, config).await.expect("start v2 fleet")
     }

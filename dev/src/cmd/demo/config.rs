@@ -8,28 +8,30 @@ use fedgate::edge::auth::{TokenKeys, hash_password};
 use fedgate::legacy::site::LegacySite;
 use fedgate_dev::devpki::{DevPki, RealmPki};
 use fedgate_dev::natsd::NatsServer;
+use fedgate_dev::testing::v2::V2Org;
 
-use super::{Args, LEGACY, Servers, USERS, realm};
+use super::{Args, LEGACY, OSAKA, Servers, USERS, realm};
 
 const IDENTITY_RULES: &str = r#"# Written by `fedgate-dev demo`.
-# Web users (up=<name>) act in both collectives as <name>.mcollective.
+# Web users (up=<name>) act in every collective as <name>.mcollective (in osaka, which
+# speaks Choria protocol v2, under a token fedgate issues them for each request).
 [[rule]]
 from = "edge"
-to = ["london", "tokyo"]
+to = ["london", "tokyo", "osaka"]
 glob = "up=*"
 as = "choria=$1.mcollective"
 
 # Edge certificates (client certificates and signed requests) keep their Choria names.
 [[rule]]
 from = "edge"
-to = ["london", "tokyo"]
+to = ["london", "tokyo", "osaka"]
 glob = "choria=*.mcollective"
 as = "$0"
 
 # Federation clients keep their Choria names.
 [[rule]]
 from = "prod"
-to = ["london", "tokyo"]
+to = ["london", "tokyo", "osaka"]
 glob = "choria=*.mcollective"
 as = "$0"
 "#;
@@ -219,6 +221,7 @@ fn edge_block(port: u16, files: &Files, edge: &RealmPki) -> String {
     block
 }
 
+#[allow(clippy::too_many_arguments)]
 pub(super) fn write_instance_config(
     dir: &Path,
     name: &str,
@@ -226,6 +229,7 @@ pub(super) fn write_instance_config(
     files: &Files,
     pki: &DevPki,
     servers: &Servers,
+    osaka: &V2Org,
     legacy: Option<&LegacySite>,
 ) -> anyhow::Result<PathBuf> {
     let (prod, london, tokyo) = (
@@ -240,7 +244,7 @@ pub(super) fn write_instance_config(
         "# Written by `fedgate-dev demo` for instance {name}.\n\
          [instance]\nname = {name:?}\nstats_interval = 2\n\n\
          [identity]\nrules = {:?}\n\n[policy]\ndir = {:?}\n\n\
-         [audit]\nfile = {:?}\n\n[audit.checkpoint]\nkey = {checkpoint_key:?}\n\n{}{}{}{}{}{edge}",
+         [audit]\nfile = {:?}\n\n[audit.checkpoint]\nkey = {checkpoint_key:?}\n\n{}{}{}{}{}{}{edge}",
         files.identity,
         files.policies,
         dir.join("audit").join(format!("{name}.log")),
@@ -257,6 +261,14 @@ pub(super) fn write_instance_config(
             &servers.tokyo,
             tokyo,
             &signer(tokyo)?
+        ),
+        // osaka shares tokyo's NATS network; its servers trust its own token issuer, and
+        // fedgate signs into it as a delegator.
+        network(
+            &format!("federations.prod.collectives.{OSAKA}"),
+            &servers.tokyo,
+            tokyo,
+            &osaka.config_line()
         ),
         legacy
             .map(|site| {
@@ -301,6 +313,32 @@ pub(super) fn write_client_config(
         ));
     }
     let path = dir.join("fedgate.toml");
+    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
+}
+
+/// The client config of prod's alice, through the federation's brokers (`fedgate rpc
+/// --federation prod`), which reach every member collective, osaka's v2 one included.
+pub(super) fn write_federation_client_config(
+    dir: &Path,
+    pki: &DevPki,
+    servers: &Servers,
+) -> anyhow::Result<PathBuf> {
+    let prod = realm(pki, "prod")?;
+    let alice = prod
+        .users
+        .get("alice")
+        .context("the dev PKI has no user alice in prod")?;
+    let text = format!(
+        "# Written by `fedgate-dev demo`: alice of prod, through the federation's brokers.\n\
+         [client]\ncertificate = {:?}\nkey = {:?}\n\n\
+         [federations.prod]\nnats = [{:?}]\nca = {:?}\n",
+        alice.cert,
+        alice.key,
+        servers.prod.url(),
+        prod.ca,
+    );
+    let path = dir.join("fedgate-prod.toml");
     std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
     Ok(path)
 }

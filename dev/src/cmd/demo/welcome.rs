@@ -5,13 +5,13 @@ use std::path::Path;
 use fedgate::legacy::site::LegacySite;
 
 use super::config::Files;
-use super::{INSTANCES, LEGACY, LEGACY_NODES, USERS};
+use super::{INSTANCES, LEGACY, LEGACY_NODES, OSAKA, USERS};
 
 /// Prints the page's URL, the users with their passwords and tokens, and command lines to try.
 pub(super) fn print_welcome(
     state: &serde_json::Value,
     tokens: &[(&str, String)],
-    client_config: &Path,
+    (client_config, federation_config): (&Path, &Path),
     files: &Files,
     legacy: Option<&LegacySite>,
 ) {
@@ -24,9 +24,13 @@ pub(super) fn print_welcome(
             .to_string()
     };
     let mut out = format!(
-        "\nfedgate demo is running: {} nodes in london, {} in tokyo, federation prod served by \
-         {} and {}\n\n{page}\n",
-        state["collectives"]["london"], state["collectives"]["tokyo"], INSTANCES[0], INSTANCES[1],
+        "\nfedgate demo is running: {} nodes in london, {} in tokyo and {} in {OSAKA} (Choria \
+         protocol v2, its own token issuer), federation prod served by {} and {}\n\n{page}\n",
+        state["collectives"]["london"],
+        state["collectives"]["tokyo"],
+        state["collectives"][OSAKA],
+        INSTANCES[0],
+        INSTANCES[1],
     );
     for ((user, password), (_, token)) in USERS.iter().zip(tokens) {
         out.push_str(&format!(
@@ -36,8 +40,11 @@ pub(super) fn print_welcome(
     out.push_str(&edge_lines(&exe, state, tokens));
     out.push_str(&format!(
         "\nStraight to london's NATS, as alice of london:\n  {exe} rpc --config {} --collective london rpcutil ping --fact country=uk\n\
+         \nThrough the Federation Broker, as alice of prod (a v1 client; fedgate re-signs for {OSAKA} as v2 and translates the replies back):\n  \
+         {exe} rpc --config {} --federation prod --collective {OSAKA} rpcutil ping\n\
          \nInstances: {exe} observe --config {} --federation prod\n",
         client_config.display(),
+        federation_config.display(),
         client_config.with_file_name(format!("{}.toml", INSTANCES[0])).display(),
     ));
     match legacy {
@@ -73,7 +80,8 @@ fn edge_lines(exe: &str, state: &serde_json::Value, tokens: &[(&str, String)]) -
         .map_or_else(|| format!("<{user}'s token>"), |(_, token)| token.clone());
     format!(
         "\nFrom a script, through the edge (TLS with the edge CA):\n  \
-         {exe} ws-rpc --url {ws} --ca {ca} --token {token} --federation prod rpcutil ping\n\
+         {exe} ws-rpc --url {ws} --ca {ca} --token {token} --federation prod rpcutil ping\n  \
+         {exe} ws-rpc --url {ws} --ca {ca} --token {token} --collective {OSAKA} rpcutil ping\n\
          \nWith {user}'s edge certificate (mTLS), and with a request {user} signs herself:\n  \
          {exe} ws-rpc --url {ws} --ca {ca} --cert {cert} --key {key} --federation prod rpcutil ping\n  \
          {exe} ws-rpc --url {ws} --ca {ca} --cert {cert} --key {key} --sign --collective london rpcutil ping\n"
