@@ -126,7 +126,7 @@ pub const METRICS: &[Metric] = &[
         "fedgate_certificate_expiry_timestamp_seconds",
         Some(Unit::Seconds),
         &["entry", "subject"],
-        "When a configured certificate expires, Unix seconds; entry is the config key naming its file.",
+        "When a configured certificate (or Choria protocol v2 token fedgate holds) expires, Unix seconds; entry is the config key naming its file.",
     ),
     gauge(
         "fedgate_ready",
