@@ -145,6 +145,15 @@ async fn v1_call(client: &RpcClient, collective: &str, expect: usize) -> Summary
 /// A v2 caller's federated ping of `collective`, as go-choria's v2 client builds it: a KSUID
 /// id, the reply subject ending with it, the federation header naming the broadcast target.
 fn v2_ping(caller: &V2Signer, callerid: &str, collective: &str) -> (String, String, Vec<u8>) {
+    v2_ping_signed(callerid, collective, |request| caller.sign_request(request))
+}
+
+/// [`v2_ping`] with the secure request `sign` makes.
+fn v2_ping_signed(
+    callerid: &str,
+    collective: &str,
+    sign: impl FnOnce(&Request) -> fedgate::wire::choria_v2::SecureRequest,
+) -> (String, String, Vec<u8>) {
     let id = new_request_id();
     let mut request = Request::new(
         br#"{"agent":"rpcutil","action":"ping","data":{}}"#.to_vec(),
@@ -170,7 +179,7 @@ fn v2_ping(caller: &V2Signer, callerid: &str, collective: &str) -> (String, Stri
         }),
         ..TransportHeaders::default()
     };
-    let bytes = Transport::new(caller.sign_request(&request).encode(), headers).encode();
+    let bytes = Transport::new(sign(&request).encode(), headers).encode();
     (id, reply, bytes)
 }
 
@@ -367,32 +376,9 @@ async fn a_v2_caller_s_bad_requests_are_refused_recorded_and_never_forwarded() {
     let alice_token = topo
         .callers
         .caller(65, "up=alice", ClientPermissions::signed_fleet());
-    let (id, reply, _) = v2_ping(&frank, "up=alice", "london");
-    let mut request = Request::new(
-        br#"{"agent":"rpcutil","action":"ping","data":{}}"#.to_vec(),
-        id.clone(),
-        "client.example.net".into(),
-        "up=alice".into(),
-        "london".into(),
-        "rpcutil".into(),
-        60,
-        Now::system().unix_nanos(),
-    );
-    if let Some(filter) = request.filter.as_mut() {
-        filter.agent = vec!["rpcutil".into()];
-    }
-    let forged = frank.sign_delegated(&request, alice_token.token());
-    let headers = TransportHeaders {
-        reply: Some(reply.clone()),
-        sender: "client.example.net".into(),
-        federation: Some(FederationHeader {
-            request: id,
-            reply: None,
-            targets: vec!["london.broadcast.agent.rpcutil".into()],
-        }),
-        ..TransportHeaders::default()
-    };
-    let bytes = Transport::new(forged.encode(), headers).encode();
+    let (_, reply, bytes) = v2_ping_signed("up=alice", "london", |request| {
+        frank.sign_delegated(request, alice_token.token())
+    });
     assert!(v2_send(&nats, &reply, bytes, (0, quiet)).await.is_empty());
     assert_eq!(refused("not_allowed").await, 1.0);
 
