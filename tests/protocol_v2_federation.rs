@@ -405,6 +405,47 @@ async fn a_v2_caller_s_bad_requests_are_refused_recorded_and_never_forwarded() {
     );
     assert_eq!(refused("bad_signature").await, 1.0);
 
+    // Verified but refused: each is answered in v2, under the caller's own id, with the reason.
+    let answer = |replies: Vec<Reply>, id: &str| -> String {
+        assert_eq!(replies.len(), 1, "{replies:?}");
+        assert_eq!(replies[0].request, id);
+        assert_eq!(replies[0].sender, "fedgate:v2f2");
+        let rpc = replies[0].rpc(&Limits::default()).unwrap();
+        assert_eq!(rpc.statuscode, 1, "{rpc:?}");
+        rpc.data["fedgate"]["code"].as_str().unwrap().to_string()
+    };
+    // zed maps into london, where no policy line allows him.
+    let zed = topo
+        .callers
+        .caller(66, "up=zed", ClientPermissions::fleet());
+    let (id, reply, bytes) = v2_ping(&zed, "up=zed", "london");
+    let replies = v2_send(&nats, &reply, bytes, (1, Duration::from_secs(5))).await;
+    assert_eq!(answer(replies, &id), "denied");
+    // A token may not name a caller of the kind prod's certificates speak as.
+    let posing = topo
+        .callers
+        .caller(67, "choria=alice.mcollective", ClientPermissions::fleet());
+    let (id, reply, bytes) = v2_ping(&posing, "choria=alice.mcollective", "london");
+    assert!(
+        v2_send(&nats, &reply, bytes, (0, quiet)).await.is_empty(),
+        "{id}"
+    );
+    assert_eq!(refused("caller_kind").await, 1.0);
+    // A reply subject other than go-choria's for the caller: replies from london could not be
+    // told back to it, nor kept to its own inbox.
+    let (id, _, bytes) = v2_ping(&dave, "up=dave", "london");
+    let mut transport = Transport::decode(&bytes, &Limits::default()).unwrap();
+    let elsewhere_inbox = fedgate::subjects::reply("london", "up=erin", &id);
+    transport.headers.reply = Some(elsewhere_inbox.clone());
+    let replies = v2_send(
+        &nats,
+        &elsewhere_inbox,
+        transport.encode(),
+        (1, Duration::from_secs(5)),
+    )
+    .await;
+    assert_eq!(answer(replies, &id), "bad_reply_to");
+
     // A replay: the first copy runs, the second is refused.
     let (_, reply, bytes) = v2_ping(&dave, "up=dave", "london");
     let first = v2_send(
@@ -434,7 +475,10 @@ async fn a_v2_caller_s_bad_requests_are_refused_recorded_and_never_forwarded() {
     assert_eq!(
         denied,
         [
+            "bad_reply_to",
             "bad_signature",
+            "caller_kind",
+            "denied",
             "expired_certificate",
             "invalid_certificate",
             "not_allowed",

@@ -34,6 +34,8 @@ pub struct V2Egress {
     issuer: TokenIssuer,
     org: String,
     verifier: V2Verifier,
+    /// Whether the collective's servers sign their replies, so an unsigned one is refused.
+    signed_replies: bool,
 }
 
 impl std::fmt::Debug for V2Egress {
@@ -74,7 +76,28 @@ impl V2Egress {
             issuer,
             org: claims.ou,
             verifier: V2Verifier::new(issuers, limits),
+            signed_replies: true,
         })
+    }
+
+    /// Whether the collective's servers sign their replies (go-choria's default); when they
+    /// do not, replies are checked by hash alone.
+    pub fn with_signed_replies(mut self, signed: bool) -> Self {
+        self.signed_replies = signed;
+        self
+    }
+
+    /// Checks a v2 reply's signature against the collective's issuers; an unsigned reply
+    /// passes only where the servers do not sign.
+    pub fn check_reply_signature(&self, secure: &SecureReply, now: Now) -> Result<(), String> {
+        match self.verifier.check_reply_signature(secure, now) {
+            Ok(Some(_)) => Ok(()),
+            Ok(None) if !self.signed_replies => Ok(()),
+            Ok(None) => Err(
+                "the reply is not signed, and this collective's servers sign their replies".into(),
+            ),
+            Err(err) => Err(err.to_string()),
+        }
     }
 
     /// The hex public key fedgate signs with here, which every caller token it issues carries.
@@ -94,6 +117,7 @@ impl V2Egress {
             issuer,
             org,
             verifier,
+            signed_replies: true,
         }
     }
 
@@ -145,11 +169,6 @@ impl V2Egress {
         self.delegator.sign_delegated(request, &caller_token)
     }
 
-    /// What fedgate checks a reply's signature with: the collective's issuers.
-    pub fn verifier(&self) -> &V2Verifier {
-        &self.verifier
-    }
-
     /// A token for `caller` that only fedgate's delegation makes usable.
     fn caller_token(&self, caller: &str, ttl: i64, now: Now) -> String {
         let claims = ClientClaims {
@@ -181,11 +200,8 @@ impl V2Egress {
     ) -> Result<ReplyEvent, DecodeError> {
         let transport = Transport::decode(payload, limits)?;
         let secure = SecureReply::decode(&transport.data, limits)?;
-        self.verifier
-            .check_reply_signature(&secure, Now::system())
-            .map_err(|err| {
-                DecodeError::field(Layer::SecureReplyV2, "signature", err.to_string())
-            })?;
+        self.check_reply_signature(&secure, Now::system())
+            .map_err(|problem| DecodeError::field(Layer::SecureReplyV2, "signature", problem))?;
         let reply = secure.decode_reply(limits)?;
         if reply.request != requestid {
             return Err(DecodeError::field(

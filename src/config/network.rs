@@ -152,6 +152,11 @@ pub struct V2CollectiveConfig {
     /// `authentication_delegator` permission, vouched for as a chain issuer (`iss` `I-…` and
     /// `tcs`), so the caller tokens fedgate issues for the callers it maps verify.
     pub token: PathBuf,
+    /// Whether its servers sign their replies (go-choria's `plugin.security.choria.sign_replies`,
+    /// on by default): a reply without a signature is then refused. Set `false` only for
+    /// servers that do not sign; their replies are checked by hash alone.
+    #[serde(default = "defaults::yes")]
+    pub signed_replies: bool,
 }
 
 impl V2CollectiveConfig {
@@ -170,6 +175,7 @@ impl V2CollectiveConfig {
         now: crate::security::Now,
     ) -> Result<crate::client::V2Egress, String> {
         crate::client::V2Egress::load(&self.seed, &self.token, self.issuers()?, limits, now)
+            .map(|egress| egress.with_signed_replies(self.signed_replies))
     }
 }
 

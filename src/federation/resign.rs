@@ -107,6 +107,12 @@ pub fn verify(
                 "fedgate published this request into a collective itself; it does not come back in",
             )));
         }
+        signed
+            .caller
+            .check_v2_in_realm_with_ca(rules.verifier.is_some())
+            .map_err(|message| {
+                Refusal::Admission(Admission::new(Stage::Verify, Code::CallerKind, message))
+            })?;
         let view = signed.request.view_v1();
         return Ok(Verified::V2 {
             signed: Box::new(signed),
@@ -211,8 +217,15 @@ pub fn resign_for(
     };
     let (secure, header_id) = match &target.signer {
         Signing::V1(signer) => {
+            // A v1 member's replies are told apart by the caller's reply subject: a v2 caller's
+            // must end with its id, and a v1 caller's must not pose as a v2 caller's.
+            let reply_to = routed.reply_to();
             if verified.is_v2() {
-                translate::check_v2_reply_subject(routed.reply_to(), caller_id)?;
+                translate::check_v2_reply_subject(reply_to, verified.caller(), caller_id)?;
+            } else if translate::v2_caller_id(reply_to, caller_id).is_some() {
+                return Err(Refusal::BadReplyTo(format!(
+                    "{reply_to} (its last token is not the request id {caller_id}, but one it derives from, which marks a Choria protocol v2 caller's replies)"
+                )));
             }
             let secure = resign
                 .sign(original, signer, now)
@@ -238,7 +251,11 @@ pub fn resign_for(
             (egress.delegate(&v2, now).encode(), caller_id.clone())
         }
     };
-    let transport = routed.transport().with_data_in(to_v2, &secure);
+    let mut transport = routed.transport().with_data_in(to_v2, &secure);
+    if to_v2 && transport.headers.mc_sender.is_none() {
+        // v2 requires a sender; v1 leaves it optional.
+        transport.headers.mc_sender = Some(original.envelope.senderid.clone());
+    }
     let renamed: Vec<String> = targets
         .iter()
         .map(|subject| rename_target(subject, &target.internal_name))
@@ -256,34 +273,32 @@ pub fn resign_for(
 }
 
 /// Checks a v2 reply's signature against the issuers of the cluster's v2 members, until one
-/// accepts it; refused when the cluster has no v2 member or none accepts it.
+/// accepts it (an unsigned reply passes only where a member's servers do not sign); refused
+/// when the cluster has no v2 member or none accepts it.
 fn check_member_signature(
     secure: &choria_v2::SecureReply,
     rules: Option<&ResignRules>,
 ) -> Result<(), Refusal> {
-    let refused = |problem: String| {
-        Refusal::Malformed(DecodeError::field(
-            Layer::SecureReplyV2,
-            "signature",
-            problem,
-        ))
-    };
     let now = Now::system();
     let mut first = None;
     for target in rules.iter().flat_map(|r| r.targets.values()) {
         let Signing::V2(egress) = &target.signer else {
             continue;
         };
-        match egress.verifier().check_reply_signature(secure, now) {
-            Ok(_) => return Ok(()),
-            Err(err) => {
-                first.get_or_insert(err.to_string());
+        match egress.check_reply_signature(secure, now) {
+            Ok(()) => return Ok(()),
+            Err(problem) => {
+                first.get_or_insert(problem);
             }
         }
     }
-    Err(refused(first.unwrap_or_else(|| {
-        "a v2 reply, but this cluster re-signs into no v2 collective".into()
-    })))
+    let problem = first
+        .unwrap_or_else(|| "a v2 reply, but this cluster re-signs into no v2 collective".into());
+    Err(Refusal::Malformed(DecodeError::field(
+        Layer::SecureReplyV2,
+        "signature",
+        problem,
+    )))
 }
 
 /// `<collective>.<rest>` as `<internal>.<rest>`; targets were parsed when the request was routed.

@@ -71,13 +71,16 @@ impl ResignRules {
             };
             targets.insert(collective, target);
         }
-        let own_v2_keys = targets
-            .values()
-            .filter_map(|target| match &target.signer {
-                Egress::V2(egress) => Some(egress.public_key()),
-                Egress::V1(_) => None,
-            })
-            .collect();
+        // Every v2 collective fedgate signs into, reached through this cluster or only from the
+        // edge: a request it published into any of them does not come back in here.
+        let mut own_v2_keys = BTreeSet::new();
+        for (collective, config) in &config.collectives {
+            if let Some(v2) = &config.v2 {
+                let signer = crate::security::v2::V2Signer::from_files(&v2.seed, &v2.token)
+                    .map_err(|e| format!("collective {collective} v2: {e}"))?;
+                own_v2_keys.insert(signer.public_key());
+            }
+        }
         Ok(ResignRules {
             realm: name.to_string(),
             verifier,

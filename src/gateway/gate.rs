@@ -267,16 +267,10 @@ pub fn summarize(filter: &Filter) -> String {
     text
 }
 
-/// A reply from fedgate itself telling a verified caller why its request was not forwarded:
+/// The body of fedgate's answer to a verified caller whose request it did not forward:
 /// MCollective status 1 (aborted), the reason as the status message, and the decision as data.
-pub fn refusal_reply(
-    instance: &str,
-    request_id: &str,
-    agent: &str,
-    action: &str,
-    event: &Event,
-) -> Transport {
-    let body = RpcReply::new(
+pub fn refusal_body(action: &str, event: &Event) -> RpcReply {
+    RpcReply::new(
         action,
         StatusCode::Aborted,
         format!("fedgate refused the request: {}", event.reason),
@@ -290,8 +284,25 @@ pub fn refusal_reply(
                 "collectives": event.collectives,
             }
         }),
-    );
-    let sender = format!("fedgate:{instance}");
+    )
+}
+
+/// The sender of fedgate's own answers.
+pub fn refusal_sender(instance: &str) -> String {
+    format!("fedgate:{instance}")
+}
+
+/// A reply from fedgate itself telling a verified caller why its request was not forwarded
+/// ([`refusal_body`]), as a v1 transport.
+pub fn refusal_reply(
+    instance: &str,
+    request_id: &str,
+    agent: &str,
+    action: &str,
+    event: &Event,
+) -> Transport {
+    let body = refusal_body(action, event);
+    let sender = refusal_sender(instance);
     let envelope = ReplyEnvelope {
         requestid: request_id.to_string(),
         senderid: sender.clone(),

@@ -60,11 +60,33 @@ impl CallerId {
         self.identity_end == self.raw.len()
     }
 
+    /// Whether the caller id is of a kind a certificate speaks as: Choria's `choria=` or
+    /// MCollective's `cert=`.
+    pub fn is_certificate_kind(&self) -> bool {
+        CERTIFICATE_KINDS.contains(&self.kind())
+    }
+
+    /// In a realm that trusts both a CA and a v2 token issuer, a v2 caller may not speak as a
+    /// certificate kind: both kinds of caller are mapped by caller id alone, so a token naming
+    /// `choria=alice.mcollective` would be the certificate user alice.
+    pub fn check_v2_in_realm_with_ca(&self, realm_has_ca: bool) -> Result<(), String> {
+        if realm_has_ca && self.is_certificate_kind() {
+            return Err(format!(
+                "a Choria protocol v2 caller cannot be {}: this realm's certificates speak as choria= and cert=, and a token does not vouch for a certificate",
+                self.raw
+            ));
+        }
+        Ok(())
+    }
+
     /// The caller id of a certificate user, `choria=<certname>`.
     pub fn for_certname(certname: &str) -> Result<Self, InvalidCallerId> {
         Self::parse(&format!("choria={certname}"))
     }
 }
+
+/// Kinds of caller id a certificate speaks as: Choria's `choria=` and MCollective's `cert=`.
+pub const CERTIFICATE_KINDS: [&str; 2] = ["choria", "cert"];
 
 impl fmt::Display for CallerId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

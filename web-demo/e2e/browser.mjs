@@ -269,6 +269,15 @@ await step("rpcutil ping on london", "london-ping", async () => {
   return await expectDone(count("london"));
 });
 
+// 2b. The same on the Choria protocol v2 collective, which fedgate signs into as a delegator.
+for (const v2 of state.v2 ?? []) {
+  await step(`rpcutil ping on ${v2} (Choria protocol v2)`, `${v2}-ping`, async () => {
+    await selectRealm("collective", v2);
+    await rpc({ agent: "rpcutil", action: "ping" });
+    return await expectDone(count(v2));
+  });
+}
+
 // 3. The same on the federation prod: one row per node of every member.
 const [federation, members] = Object.entries(state.federations)[0] ?? [];
 await step(`rpcutil ping on federation ${federation}`, "federation-ping", async () => {

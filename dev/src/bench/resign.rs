@@ -92,8 +92,10 @@ fn v2_wire(now: Now) -> Result<(Vec<u8>, Issuers), BenchError> {
     );
     v2.filter = Some(v1.envelope.filter);
     let headers = choria_v2::TransportHeaders {
-        reply: Some(format!(
-            "london.reply.0123456789abcdef0123456789abcdef.{id}"
+        reply: Some(fedgate::subjects::reply(
+            "london",
+            "choria=bench.mcollective",
+            &id,
         )),
         sender: "bench.example.net".into(),
         federation: Some(choria_v2::FederationHeader {
@@ -449,6 +451,87 @@ mod tests {
         let routed = route_request(&wire, &cluster).unwrap();
         let err = resign::verify(&routed, cluster.resign.as_ref().unwrap(), now).unwrap_err();
         assert_eq!(err.reason(), "own_request", "{err}");
+    }
+
+    /// A v2 member's reply for a v1 caller: its signature is checked against the member's
+    /// issuers (an unsigned one refused, as the member's servers sign), and it is translated
+    /// into a v1 reply under the caller's id; the request got a v2 sender though the v1 caller
+    /// sent none.
+    #[test]
+    fn a_v2_member_s_replies_must_be_signed_and_are_translated_for_a_v1_caller() {
+        use fedgate::security::v2::tokens::{ServerClaims, StandardClaims};
+        use fedgate::wire::choria_v1::SecureReply as V1Reply;
+        let now = Now::system();
+        let mut fx = fixture_between(RsaKeySize::_2048, Speaks::V1, Speaks::V2, now).unwrap();
+        let wire = String::from_utf8(fx.wire.clone()).unwrap();
+        fx.wire = wire
+            .replace(r#""mc_sender":"bench.example.net","#, "")
+            .into_bytes();
+        let egress = &resign_all(&fx, now).unwrap()[0].egress[0];
+        let request = choria_v2::Transport::decode(&egress.payload, &Limits::default()).unwrap();
+        assert_eq!(request.headers.sender, "bench.example.net");
+        let federation = request.headers.federation.clone().unwrap();
+
+        // london's server answers, as go-choria's does, copying the federation header.
+        let org = TokenIssuer::org(&[3; 32]).unwrap();
+        let server_key = V2Signer::from_seed(&[9; 32], String::new()).unwrap();
+        let token = org.issue_server(
+            ServerClaims {
+                identity: "n1.example.net".into(),
+                collectives: vec!["mcollective".into()],
+                ou: "choria".into(),
+                standard: StandardClaims {
+                    public_key: server_key.public_key(),
+                    ..StandardClaims::default()
+                },
+            },
+            now.unix_seconds() - 60,
+            3600,
+        );
+        let server = V2Signer::from_seed(&[9; 32], token).unwrap();
+        let reply = choria_v2::Reply::new(
+            br#"{"statuscode":0,"statusmsg":"OK","data":{"pong":1}}"#.to_vec(),
+            choria_v2::derived_request_id("6a6f3a2c1e8b4e0f9d1b2c3d4e5f6a7b"),
+            "n1.example.net".into(),
+            "rpcutil".into(),
+            now.unix_nanos(),
+        )
+        .encode();
+        let answer = |secure: choria_v2::SecureReply| {
+            let headers = choria_v2::TransportHeaders {
+                sender: "n1.example.net".into(),
+                federation: Some(federation.clone()),
+                ..choria_v2::TransportHeaders::default()
+            };
+            choria_v2::Transport::new(secure.encode(), headers).encode()
+        };
+        let unsigned = answer(choria_v2::SecureReply::new(reply.clone()));
+        let err = resign::route_reply(&unsigned, &fx.cluster, "a", "b").unwrap_err();
+        assert!(err.to_string().contains("not signed"), "{err}");
+        let signed = answer(
+            choria_v2::SecureReply::new(reply.clone())
+                .signed(server.sign(&reply), server.token().into()),
+        );
+        let (to, out, caller_id) = resign::route_reply(&signed, &fx.cluster, "a", "b").unwrap();
+        assert_eq!(caller_id, "6a6f3a2c1e8b4e0f9d1b2c3d4e5f6a7b");
+        assert!(to.ends_with(".6a6f3a2c1e8b4e0f9d1b2c3d4e5f6a7b"), "{to}");
+        let out = Transport::decode(&out, &Limits::default()).unwrap();
+        let v1 = V1Reply::decode(&out.data, &Limits::default()).unwrap();
+        let v1 = v1.reply(&Limits::default()).unwrap();
+        assert_eq!(v1.envelope.requestid, caller_id);
+        assert_eq!(v1.envelope.senderid, "n1.example.net");
+    }
+
+    /// A federation that names issuers but no CA takes v2 callers only.
+    #[test]
+    fn a_federation_without_a_ca_refuses_v1_callers() {
+        let now = Now::system();
+        let v1 = fixture(RsaKeySize::_2048, now).unwrap();
+        let v2_only = fixture_between(RsaKeySize::_2048, Speaks::V2, Speaks::V1, now).unwrap();
+        let routed = route_request(&v1.wire, &v2_only.cluster).unwrap();
+        let err = resign::verify(&routed, &v2_only.rules, now).unwrap_err();
+        assert_eq!(err.reason(), "unknown_ca");
+        assert!(err.to_string().contains("names no ca"), "{err}");
     }
 
     #[test]

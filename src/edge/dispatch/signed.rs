@@ -146,6 +146,10 @@ impl Dispatcher {
             let message = "signed request refused: fedgate published this request into a collective itself; it does not come back in";
             return Err(Refusal::unverified("not_allowed", message));
         }
+        verified
+            .caller
+            .check_v2_in_realm_with_ca(self.verifier.is_some())
+            .map_err(|message| Refusal::new(Stage::Verify, Code::CallerKind, message))?;
         let text = String::from_utf8_lossy(&verified.secure.request).into_owned();
         let request = verified.request.view_v1();
         self.take_verified(&request, verified.caller, text, signed, now)
@@ -216,15 +220,12 @@ impl Dispatcher {
     }
 }
 
-/// Kinds of caller id a certificate speaks as: Choria's `choria=` and MCollective's `cert=`.
-const CERTIFICATE_KINDS: [&str; 2] = ["choria", "cert"];
-
 /// A certificate speaks only as `choria=<name>` or `cert=<name>` of a name it carries (which
 /// the verifier checked), with nothing after the name; a password or token user is `up=`, and
 /// a certificate is not. A privileged certificate may speak for anyone, as in Choria.
 fn bound_to_certificate(verified: &VerifiedRequest) -> Result<(), String> {
     let caller = verified.caller();
-    if verified.privileged() || (CERTIFICATE_KINDS.contains(&caller.kind()) && caller.is_exact()) {
+    if verified.privileged() || (caller.is_certificate_kind() && caller.is_exact()) {
         return Ok(());
     }
     Err(format!(

@@ -10,7 +10,9 @@
 //! goes to a v1 collective must use such a subject, or it is refused before anything is sent.
 
 use super::Refusal;
-use crate::wire::choria_v1::{Reply, ReplyEnvelope, SecureReply, Transport};
+use crate::security::{CallerId, Now};
+use crate::subjects;
+use crate::wire::choria_v1::{Reply, ReplyEnvelope, RpcReply, SecureReply};
 use crate::wire::choria_v2::{self, derived_request_id};
 use crate::wire::{DecodeError, Layer};
 
@@ -22,14 +24,21 @@ fn last_token(reply_to: &str) -> &str {
     reply_to.rsplit('.').next().unwrap_or_default()
 }
 
-/// Refuses a v2 caller's request to a v1 collective unless its reply subject ends with its
-/// request id, which is how its replies are recognized and translated back.
-pub(super) fn check_v2_reply_subject(reply_to: &str, requestid: &str) -> Result<(), Refusal> {
-    if last_token(reply_to) == requestid {
+/// Refuses a v2 caller's request to a v1 collective unless its reply subject is the one
+/// go-choria's clients use, `<collective>.reply.<md5 of the caller id>.<request id>`: its replies
+/// are recognized and translated back by the id it ends with, and its caller's hash binds the
+/// translated replies to the caller's own inbox.
+pub(super) fn check_v2_reply_subject(
+    reply_to: &str,
+    caller: &CallerId,
+    requestid: &str,
+) -> Result<(), Refusal> {
+    let collective = reply_to.split('.').next().unwrap_or_default();
+    if reply_to == subjects::reply(collective, caller.as_str(), requestid) {
         return Ok(());
     }
     Err(Refusal::BadReplyTo(format!(
-        "{reply_to} (a Choria protocol v2 caller reaching a v1 collective must use a reply subject that ends with its request id {requestid}, as go-choria's clients do)"
+        "{reply_to} (a Choria protocol v2 caller reaching a v1 collective must use <collective>.reply.<md5 of {caller}>.{requestid}, as go-choria's clients do)"
     )))
 }
 
@@ -74,19 +83,22 @@ pub(super) fn v2_to_v1(reply: &choria_v2::Reply, caller_id: &str) -> Result<Vec<
     Ok(SecureReply::new(Reply::new(message, envelope).encode_string()).encode())
 }
 
-/// fedgate's own v1 answer to a v2 caller (a refusal), as a v2 transport to request
-/// `caller_id`; `None` when the answer does not decode, which fedgate built and cannot happen.
-pub(crate) fn transport_to_v2(transport: &Transport, caller_id: &str) -> Option<Vec<u8>> {
-    let limits = crate::wire::Limits::default();
-    let reply = SecureReply::decode(&transport.data, &limits)
-        .ok()?
-        .reply(&limits)
-        .ok()?;
+/// fedgate's own answer to a v2 caller whose request it refused: the refusal's body from
+/// `sender`, as a v2 transport answering request `caller_id`, hashed.
+pub(crate) fn refusal_v2(body: &RpcReply, caller_id: &str, sender: &str, agent: &str) -> Vec<u8> {
+    let reply = choria_v2::Reply::new(
+        body.encode_string().into_bytes(),
+        caller_id.to_string(),
+        sender.to_string(),
+        agent.to_string(),
+        Now::system().unix_nanos(),
+    );
     let headers = choria_v2::TransportHeaders {
-        sender: reply.envelope.senderid.clone(),
+        sender: sender.to_string(),
         ..choria_v2::TransportHeaders::default()
     };
-    Some(choria_v2::Transport::new(v1_to_v2(&reply, caller_id), headers).encode())
+    let secure = choria_v2::SecureReply::new(reply.encode());
+    choria_v2::Transport::new(secure.encode(), headers).encode()
 }
 
 #[cfg(test)]
@@ -108,9 +120,16 @@ mod tests {
             v2_caller_id(&subject, "ffffffffffffffffffffffffffffffff"),
             None
         );
-        assert!(check_v2_reply_subject(&subject, V2_ID).is_ok());
-        let err = check_v2_reply_subject("c.reply.x.other", V2_ID).unwrap_err();
-        assert_eq!(err.reason(), "bad_reply_to");
+        // go-choria's inbox for up=rip.
+        let rip = CallerId::parse("up=rip").unwrap();
+        assert!(check_v2_reply_subject(&subject, &rip, V2_ID).is_ok());
+        // Another caller's inbox, or a subject that does not end with the id, is refused.
+        let bob = CallerId::parse("up=bob").unwrap();
+        let other = "choria.reply.7419405695a186147a0de38f7e31a509.other";
+        for (reply_to, caller) in [(subject.as_str(), &bob), (other, &rip)] {
+            let err = check_v2_reply_subject(reply_to, caller, V2_ID).unwrap_err();
+            assert_eq!(err.reason(), "bad_reply_to");
+        }
     }
 
     #[test]
@@ -141,6 +160,26 @@ mod tests {
         assert_eq!(back.envelope.requestid, "6a6f3a2c1e8b4e0f9d1b2c3d4e5f6a7b");
         assert_eq!(back.envelope.time, 1_780_000_000);
         assert_eq!(back.message, v1.message);
+
+        // fedgate's own refusal of a v2 caller answers under its KSUID.
+        let body = RpcReply::new(
+            "ping",
+            crate::wire::choria_v1::StatusCode::Aborted,
+            "fedgate refused the request: no",
+            serde_json::json!({}),
+        );
+        let refusal = refusal_v2(&body, V2_ID, "fedgate:fb1", "rpcutil");
+        let transport = choria_v2::Transport::decode(&refusal, &limits).unwrap();
+        assert_eq!(transport.headers.sender, "fedgate:fb1");
+        let refused = choria_v2::SecureReply::decode(&transport.data, &limits)
+            .unwrap()
+            .decode_reply(&limits)
+            .unwrap();
+        assert_eq!(
+            (refused.request.as_str(), refused.agent.as_str()),
+            (V2_ID, "rpcutil")
+        );
+        assert_eq!(refused.rpc(&limits).unwrap().statuscode, 1);
 
         let mut binary = v2.clone();
         binary.message = vec![0xff, 0xfe];

@@ -394,18 +394,18 @@ async fn reply_to_caller(
     routed: &RoutedRequest<'_>,
     event: &Event,
 ) {
-    let reply = gate::refusal_reply(
-        &gate.instance,
-        routed.request_id(),
+    let (agent, action) = (
         event.agent.as_deref().unwrap_or_default(),
         event.action.as_deref().unwrap_or_default(),
-        event,
     );
     let subject = routed.reply_to().to_string();
-    // A v2 caller is answered in v2.
-    let payload = match routed.transport().is_v2() {
-        true => translate::transport_to_v2(&reply, routed.request_id()).unwrap_or_default(),
-        false => reply.encode(),
+    // A v2 caller is answered in v2, under its own request id.
+    let payload = if routed.transport().is_v2() {
+        let body = gate::refusal_body(action, event);
+        let sender = gate::refusal_sender(&gate.instance);
+        translate::refusal_v2(&body, routed.request_id(), &sender, agent)
+    } else {
+        gate::refusal_reply(&gate.instance, routed.request_id(), agent, action, event).encode()
     };
     if let Err(err) = ctx.federation.publish(subject, payload.into()).await {
         tracing::warn!(cluster = %ctx.rules.cluster, %err, "could not tell the caller why its request was refused");

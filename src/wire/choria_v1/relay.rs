@@ -37,8 +37,10 @@ impl<'a> RelayTransport<'a> {
     /// Decodes the headers and checks that `data` is non-empty, well-formed base64 text; a v2
     /// transport (told by its `protocol`) is decoded as v2 and its headers read under v1 names.
     pub fn decode(bytes: &'a [u8], limits: &Limits) -> Result<Self, DecodeError> {
-        // Go writes `protocol` first, so a v1 transport is told at a glance.
+        // Go writes `protocol` first, so a v1 transport is told at a glance; anything over the
+        // size limit is refused by the v1 decoder before it is parsed.
         if !bytes.starts_with(br#"{"protocol":"choria:transport:1""#)
+            && bytes.len() <= limits.max_message_bytes
             && choria_v2::version(bytes) == Some(choria_v2::Version::V2)
         {
             return Ok(Self::from_v2(choria_v2::Transport::decode(bytes, limits)?));
