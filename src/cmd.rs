@@ -40,8 +40,8 @@ pub struct Cli {
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Decode and verify one Choria v1 or legacy MCollective message; prints JSON, exits 0 when
-    /// valid, 1 when not.
+    /// Decode and verify one Choria (v1 or v2) or legacy MCollective message; prints JSON, exits
+    /// 0 when valid, 1 when not.
     Inspect(inspect::Args),
     /// The certificates a config names: when each expires.
     #[command(subcommand)]
