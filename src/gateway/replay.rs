@@ -362,23 +362,27 @@ async fn claim_shared(
 ) -> Result<(), ReplayRefusal> {
     let root = hex(key);
     let collective = claim.collective;
-    let (value, mode) = match claim.mode {
+    let (tag, mode) = match claim.mode {
         Mode::Broadcast => (BROADCAST, "broadcast"),
         Mode::Directed(_) => (DIRECTED, "directed request"),
     };
-    match store.create(&root, Bytes::from_static(value)).await {
-        Ok(_) => {}
+    // Each claim writes a value of its own, so a write whose answer was lost (a leader moving
+    // in the cluster) is known for this claim's when read back, instead of taken for a replay
+    // by the caller's next attempt.
+    let token = claim_token(tag);
+    match create_own(store, &root, &token).await {
+        Ok(()) => {}
         Err(err) if err.kind() == CreateErrorKind::AlreadyExists => {
             let held = store
                 .get(&root)
                 .await
                 .map_err(|e| ReplayRefusal::Unavailable(e.to_string()))?;
-            match (held.as_deref(), claim.mode) {
-                (Some(DIRECTED), Mode::Directed(_)) => {}
-                (Some(BROADCAST), Mode::Broadcast) => {
+            match (held.as_deref().and_then(|v| v.first()), claim.mode) {
+                (Some(b'd'), Mode::Directed(_)) => {}
+                (Some(b'b'), Mode::Broadcast) => {
                     return Err(ReplayRefusal::Replay(collective.to_string()));
                 }
-                (Some(DIRECTED), Mode::Broadcast) => {
+                (Some(b'd'), Mode::Broadcast) => {
                     return Err(ReplayRefusal::ModeChange(
                         collective.to_string(),
                         "directed request",
@@ -393,15 +397,13 @@ async fn claim_shared(
         return Ok(());
     };
     let keys: Vec<String> = targets.iter().map(|t| target_key(&root, t)).collect();
-    let claims = keys
-        .iter()
-        .map(|key| store.create(key, Bytes::from_static(DIRECTED)));
+    let claims = keys.iter().map(|key| create_own(store, key, &token));
     let results = futures::future::join_all(claims).await;
     let mut refusal = None;
     let mut made = Vec::new();
     for ((target, key), result) in targets.iter().zip(&keys).zip(results) {
         match result {
-            Ok(_) => made.push(key),
+            Ok(()) => made.push(key),
             Err(err) if err.kind() == CreateErrorKind::AlreadyExists => {
                 refusal.get_or_insert_with(|| {
                     ReplayRefusal::Replay(format!("node {target} of {collective}"))
@@ -422,6 +424,36 @@ async fn claim_shared(
         }
     }
     Err(refusal)
+}
+
+/// A claim's own value: the mode's tag, then random bytes that no other claim writes.
+fn claim_token(tag: &[u8]) -> Bytes {
+    let mut nonce = [0u8; 12];
+    // Without randomness every claim writes the bare tag, as before tokens: a lost answer is
+    // then a refusal, never a false claim.
+    let _ = aws_lc_rs::rand::fill(&mut nonce);
+    let mut token = tag.to_vec();
+    token.extend_from_slice(hex(&nonce).as_bytes());
+    Bytes::from(token)
+}
+
+/// Creates `key` holding `token`. When the answer is lost (a leader moving in the cluster) or
+/// the client sent the write again after a timeout, the key may hold `token` after all: the
+/// write was this claim's, and it stands.
+async fn create_own(store: &kv::Store, key: &str, token: &Bytes) -> Result<(), kv::CreateError> {
+    let err = match store.create(key, token.clone()).await {
+        Ok(_) => return Ok(()),
+        Err(err) => err,
+    };
+    // A bare tag (no randomness) is not this claim's alone.
+    if token.len() > 1
+        && let Ok(Some(held)) = store.get(key).await
+        && held == *token
+    {
+        tracing::info!(%err, "a replay claim's answer was lost, but the claim was written");
+        return Ok(());
+    }
+    Err(err)
 }
 
 /// A bucket at its limits refuses new claims; anything else means it could not be reached.
@@ -455,6 +487,15 @@ mod tests {
             collective,
             mode,
         }
+    }
+
+    #[test]
+    fn each_shared_claim_writes_a_value_of_its_own_after_its_mode() {
+        let (a, b) = (claim_token(BROADCAST), claim_token(BROADCAST));
+        assert_ne!(a, b, "two claims wrote the same value");
+        assert_eq!(a.first(), Some(&b'b'));
+        assert_eq!(claim_token(DIRECTED).first(), Some(&b'd'));
+        assert_eq!(a.len(), 1 + 24);
     }
 
     #[tokio::test]
