@@ -391,7 +391,10 @@ async fn claim_shared(
                 _ => return Err(ReplayRefusal::ModeChange(collective.to_string(), mode)),
             }
         }
-        Err(err) => return Err(shared_error(err)),
+        Err(err) => {
+            release_if_written(store, vec![root], token);
+            return Err(shared_error(err));
+        }
     }
     let Mode::Directed(targets) = claim.mode else {
         return Ok(());
@@ -401,6 +404,7 @@ async fn claim_shared(
     let results = futures::future::join_all(claims).await;
     let mut refusal = None;
     let mut made = Vec::new();
+    let mut unknown = Vec::new();
     for ((target, key), result) in targets.iter().zip(&keys).zip(results) {
         match result {
             Ok(()) => made.push(key),
@@ -410,6 +414,7 @@ async fn claim_shared(
                 });
             }
             Err(err) => {
+                unknown.push(key.clone());
                 refusal.get_or_insert_with(|| shared_error(err));
             }
         }
@@ -417,6 +422,7 @@ async fn claim_shared(
     let Some(refusal) = refusal else {
         return Ok(());
     };
+    release_if_written(store, unknown, token);
     // Nothing of a refused request is kept: the targets it claimed go back, as in one process.
     for key in made {
         if let Err(err) = store.purge(key).await {
@@ -424,6 +430,45 @@ async fn claim_shared(
         }
     }
     Err(refusal)
+}
+
+/// How long a refused claim whose writes may have landed keeps being looked for.
+const RELEASE_FOR: Duration = Duration::from_secs(60);
+
+/// After a claim was refused because the bucket did not answer, its writes may still land (a
+/// leader moving in the cluster); left there, they would refuse the caller's next attempt as a
+/// replay of a request that was never forwarded. A task looks for them until the bucket
+/// answers, or for [`RELEASE_FOR`], and removes each key that holds this claim's own value.
+fn release_if_written(store: &kv::Store, keys: Vec<String>, token: Bytes) {
+    if keys.is_empty() || token.len() <= 1 {
+        return;
+    }
+    let store = store.clone();
+    tokio::spawn(async move {
+        let deadline = tokio::time::Instant::now() + RELEASE_FOR;
+        let mut pending = keys;
+        while !pending.is_empty() && tokio::time::Instant::now() < deadline {
+            let mut left = Vec::new();
+            for key in pending {
+                match store.get(&key).await {
+                    Ok(Some(held)) if held == token => {
+                        if store.purge(&key).await.is_err() {
+                            left.push(key);
+                        } else {
+                            tracing::info!("released a replay claim written after it was refused");
+                        }
+                    }
+                    // Gone, or another claim's: nothing of this claim is left.
+                    Ok(_) => {}
+                    Err(_) => left.push(key),
+                }
+            }
+            pending = left;
+            if !pending.is_empty() {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    });
 }
 
 /// A claim's own value: the mode's tag, then random bytes that no other claim writes.
