@@ -162,10 +162,7 @@ pub struct V2CollectiveConfig {
 impl V2CollectiveConfig {
     /// The trusted issuers.
     pub fn issuers(&self) -> Result<crate::security::v2::Issuers, String> {
-        self.issuers.iter().try_fold(
-            crate::security::v2::Issuers::default(),
-            |issuers, (org, key)| issuers.with(org, key),
-        )
+        crate::security::v2::Issuers::from_map(&self.issuers)
     }
 
     /// Loads fedgate's delegating identity and checks it as the collective's servers will.

@@ -94,13 +94,7 @@ pub fn verify(
         check_ttl(&signed.request, now)?;
         // A v2 request names no audience: one fedgate published into a v2 collective verifies
         // here too when the federation trusts the same issuer.
-        let own = |key: &str| rules.own_v2_keys.contains(key);
-        if own(&signed.caller_token.standard.public_key)
-            || signed
-                .delegator
-                .as_ref()
-                .is_some_and(|d| own(&d.standard.public_key))
-        {
+        if signed.made_by_any_of(&rules.own_v2_keys) {
             return Err(Refusal::Admission(Admission::new(
                 Stage::Verify,
                 Code::OwnRequest,

@@ -136,13 +136,7 @@ impl Dispatcher {
         // A v2 request names no audience: one fedgate itself published into a v2 collective
         // (signed with its key, for a caller token it issued) verifies here too, and would
         // otherwise run again under a second mapping.
-        let own = |key: &str| self.own_v2_keys.contains(key);
-        if own(&verified.caller_token.standard.public_key)
-            || verified
-                .delegator
-                .as_ref()
-                .is_some_and(|d| own(&d.standard.public_key))
-        {
+        if verified.made_by_any_of(&self.own_v2_keys) {
             let message = "signed request refused: fedgate published this request into a collective itself; it does not come back in";
             return Err(Refusal::unverified("not_allowed", message));
         }

@@ -54,14 +54,25 @@ pub(super) fn v2_caller_id<'r>(reply_to: &'r str, requestid: &str) -> Option<&'r
 /// token in the caller's organization, and go-choria's clients check no reply signature.
 pub(super) fn v1_to_v2(reply: &Reply, caller_id: &str) -> Vec<u8> {
     let envelope = &reply.envelope;
-    let v2 = choria_v2::Reply::new(
+    secure_v2(
         reply.message.as_bytes().to_vec(),
-        caller_id.to_string(),
-        envelope.senderid.clone(),
-        envelope.agent.clone(),
+        caller_id,
+        &envelope.senderid,
+        &envelope.agent,
         envelope.time.saturating_mul(NANOS),
+    )
+}
+
+/// A hashed, unsigned v2 secure reply.
+fn secure_v2(message: Vec<u8>, request: &str, sender: &str, agent: &str, time_ns: i64) -> Vec<u8> {
+    let reply = choria_v2::Reply::new(
+        message,
+        request.to_string(),
+        sender.to_string(),
+        agent.to_string(),
+        time_ns,
     );
-    choria_v2::SecureReply::new(v2.encode()).encode()
+    choria_v2::SecureReply::new(reply.encode()).encode()
 }
 
 /// A v2 reply (already checked) rebuilt as a v1 secure reply to request `caller_id`: the same
@@ -86,19 +97,18 @@ pub(super) fn v2_to_v1(reply: &choria_v2::Reply, caller_id: &str) -> Result<Vec<
 /// fedgate's own answer to a v2 caller whose request it refused: the refusal's body from
 /// `sender`, as a v2 transport answering request `caller_id`, hashed.
 pub(crate) fn refusal_v2(body: &RpcReply, caller_id: &str, sender: &str, agent: &str) -> Vec<u8> {
-    let reply = choria_v2::Reply::new(
+    let secure = secure_v2(
         body.encode_string().into_bytes(),
-        caller_id.to_string(),
-        sender.to_string(),
-        agent.to_string(),
+        caller_id,
+        sender,
+        agent,
         Now::system().unix_nanos(),
     );
     let headers = choria_v2::TransportHeaders {
         sender: sender.to_string(),
         ..choria_v2::TransportHeaders::default()
     };
-    let secure = choria_v2::SecureReply::new(reply.encode());
-    choria_v2::Transport::new(secure.encode(), headers).encode()
+    choria_v2::Transport::new(secure, headers).encode()
 }
 
 #[cfg(test)]

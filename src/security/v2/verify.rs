@@ -34,6 +34,16 @@ pub struct SignedV2Request {
 }
 
 impl SignedV2Request {
+    /// Whether the caller's token or the delegator's names a key `own` holds: a request signed
+    /// with one of fedgate's own v2 keys, or for a caller token fedgate issued.
+    pub fn made_by_any_of(&self, own: &std::collections::BTreeSet<String>) -> bool {
+        own.contains(&self.caller_token.standard.public_key)
+            || self
+                .delegator
+                .as_ref()
+                .is_some_and(|d| own.contains(&d.standard.public_key))
+    }
+
     /// Who made the signature: the delegator's caller id, or the caller's.
     pub fn signer(&self) -> &str {
         self.delegator
